@@ -1,0 +1,15 @@
+//! Compiles the `ebb.v1` protos with protox, so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["ebb/v1/agent.proto"];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["."])?;
+    // No generated `connect` constructor: it would clash with the `Connect`
+    // rpc. Clients are built with `new(channel)`.
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .compile_fds(fds)?;
+    Ok(())
+}
