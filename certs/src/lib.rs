@@ -22,6 +22,8 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
 
 /// A CA lives ten years: replacing it means re-issuing every cert in the fleet.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
@@ -114,7 +116,11 @@ impl Identity {
         let mut parts = rest.splitn(3, '/');
         let (td, kind, name) = match (parts.next(), parts.next(), parts.next()) {
             (Some(td), Some(kind), Some(name)) => (td, kind, name),
-            _ => return Err(bad("expected spiffe://<trust-domain>/<instance|admin>/<name>")),
+            _ => {
+                return Err(bad(
+                    "expected spiffe://<trust-domain>/<instance|admin>/<name>",
+                ));
+            }
         };
         match kind {
             "instance" => Self::instance(td, name),
@@ -252,9 +258,8 @@ impl Ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         // The CA records its trust domain so a reloaded CA knows it.
-        params.subject_alt_names = vec![SanType::URI(
-            format!("spiffe://{trust_domain}").try_into()?,
-        )];
+        params.subject_alt_names =
+            vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
         (params.not_before, params.not_after) = CertSpec::valid_for(validity);
         let cert = params.self_signed(&key)?;
         let cert_pem = cert.pem();
@@ -458,6 +463,8 @@ pub struct CertInfo {
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub is_ca: bool,
+    /// DNS names in the subject alternative names (server certs).
+    pub dns_names: Vec<String>,
 }
 
 /// Reads the subject, identity and validity of a DER certificate.
@@ -465,6 +472,13 @@ pub fn describe(der: &[u8]) -> Result<CertInfo> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(der).map_err(|e| Error::Parse(e.to_string()))?;
     let validity = cert.validity();
+    let dns_names = general_names(&cert)?
+        .into_iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_owned()),
+            _ => None,
+        })
+        .collect();
     let identity = match spiffe_uris(&cert)?.first() {
         Some(uri) if uri.matches('/').count() > 2 => Some(Identity::parse(uri)?),
         _ => None,
@@ -475,6 +489,7 @@ pub fn describe(der: &[u8]) -> Result<CertInfo> {
         not_before: validity.not_before.to_datetime(),
         not_after: validity.not_after.to_datetime(),
         is_ca: cert.is_ca(),
+        dns_names,
     })
 }
 
@@ -483,23 +498,23 @@ pub fn peer_identity(der: &[u8]) -> Result<Identity> {
     describe(der)?.identity.ok_or(Error::NoIdentity)
 }
 
-fn spiffe_uris(cert: &x509_parser::certificate::X509Certificate<'_>) -> Result<Vec<String>> {
-    use x509_parser::extensions::GeneralName;
+fn general_names<'a>(cert: &'a X509Certificate<'_>) -> Result<Vec<GeneralName<'a>>> {
     let san = cert
         .subject_alternative_name()
         .map_err(|e| Error::Parse(e.to_string()))?;
     Ok(san
-        .map(|ext| {
-            ext.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::URI(u) if u.starts_with("spiffe://") => Some((*u).to_owned()),
-                    _ => None,
-                })
-                .collect()
-        })
+        .map(|ext| ext.value.general_names.clone())
         .unwrap_or_default())
+}
+
+fn spiffe_uris(cert: &X509Certificate<'_>) -> Result<Vec<String>> {
+    Ok(general_names(cert)?
+        .into_iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) if u.starts_with("spiffe://") => Some(u.to_owned()),
+            _ => None,
+        })
+        .collect())
 }
 
 fn ca_trust_domain(der: &[u8]) -> Result<String> {
@@ -551,7 +566,10 @@ mod tests {
             assert!(Identity::parse(bad).is_err(), "{bad} should be refused");
         }
         let err = Identity::instance("ebb.local", "../etc").unwrap_err();
-        assert!(err.to_string().contains("instance id may use only"), "{err}");
+        assert!(
+            err.to_string().contains("instance id may use only"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -564,7 +582,10 @@ mod tests {
         );
         let info = describe(&der(&agent)).unwrap();
         let lifetime = info.not_after - info.not_before;
-        assert!(lifetime <= time::Duration::days(8), "agent cert lives {lifetime}");
+        assert!(
+            lifetime <= time::Duration::days(8),
+            "agent cert lives {lifetime}"
+        );
         let admin = ca.issue_admin("ops", ADMIN_VALIDITY).unwrap();
         assert_eq!(
             peer_identity(&der(&admin)).unwrap().role,
@@ -577,6 +598,7 @@ mod tests {
             peer_identity(&der(&server)),
             Err(Error::NoIdentity)
         ));
+        assert_eq!(describe(&der(&server)).unwrap().dns_names, ["localhost"]);
     }
 
     #[test]
@@ -606,6 +628,9 @@ mod tests {
         let err = Ca::load(&crt, &key).err().unwrap().to_string();
         assert!(err.contains("missing.key"), "{err}");
         let err = load_certs(&crt).unwrap_err().to_string();
-        assert!(err.contains("ca.crt") && err.contains("no PEM certificate"), "{err}");
+        assert!(
+            err.contains("ca.crt") && err.contains("no PEM certificate"),
+            "{err}"
+        );
     }
 }

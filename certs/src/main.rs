@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand};
 use ebb_certs::{Ca, Issued};
 
 #[derive(Parser)]
-#[command(version, about = "ebb's PKI: make a CA, issue server, agent and admin certificates")]
+#[command(
+    version,
+    about = "ebb's PKI: make a CA, issue server, agent and admin certificates"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -147,10 +150,7 @@ fn refuse_overwrite(paths: &[&Path], force: bool) -> anyhow::Result<()> {
     }
     for p in paths {
         if p.exists() {
-            bail!(
-                "{} already exists; pass --force to replace it",
-                p.display()
-            );
+            bail!("{} already exists; pass --force to replace it", p.display());
         }
     }
     Ok(())

@@ -1,0 +1,226 @@
+//! `AgentService.Connect`: checks the caller is the instance its cert names,
+//! then drives the stream: Welcome, a Pull every sampling interval, and
+//! samples into the fleet. A missed answer and a dropped stream are noticed
+//! at the next pull and at once, respectively.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ebb_certs::{Identity, Role};
+use ebb_proto::v1::agent_message::Body as AgentBody;
+use ebb_proto::v1::agent_service_server::AgentService;
+use ebb_proto::v1::controller_message::Body as ControllerBody;
+use ebb_proto::v1::{AgentMessage, Collector, ControllerMessage, ProtocolVersion, Pull, Welcome};
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::fleet::{Fleet, Session};
+
+/// An agent must say hello promptly; a silent stream is dropped.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages queued towards one agent; pulls are tiny and one per interval.
+const OUTBOUND_QUEUE: usize = 8;
+
+/// The gRPC service agents connect to.
+#[derive(Clone)]
+pub struct AgentApi {
+    fleet: Arc<Fleet>,
+    trust_domain: String,
+    sampling_interval: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl AgentApi {
+    pub fn new(
+        fleet: Arc<Fleet>,
+        trust_domain: String,
+        sampling_interval: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            fleet,
+            trust_domain,
+            sampling_interval,
+            shutdown,
+        }
+    }
+
+    fn refuse(&self, peer: &str, why: String) -> Status {
+        self.fleet
+            .counters
+            .connections_refused_total
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(peer, "refused agent stream: {why}");
+        Status::permission_denied(why)
+    }
+
+    /// The instance id the caller's certificate names, or the refusal.
+    fn instance_of<T>(&self, request: &Request<T>, peer: &str) -> Result<String, Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| self.refuse(peer, "no client certificate".into()))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| self.refuse(peer, "no client certificate".into()))?;
+        let identity = ebb_certs::peer_identity(leaf)
+            .map_err(|e| self.refuse(peer, format!("unusable client certificate: {e}")))?;
+        let Identity { trust_domain, role } = identity.clone();
+        if trust_domain != self.trust_domain {
+            return Err(self.refuse(
+                peer,
+                format!(
+                    "certificate {identity} is for trust domain {trust_domain}, not {}",
+                    self.trust_domain
+                ),
+            ));
+        }
+        match role {
+            Role::Instance(id) => Ok(id),
+            Role::Admin(_) => Err(self.refuse(
+                peer,
+                format!("admin certificate {identity} cannot connect as an agent"),
+            )),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type ConnectStream = ReceiverStream<Result<ControllerMessage, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let instance = self.instance_of(&request, &peer)?;
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage {
+                body: Some(AgentBody::Hello(h)),
+            }))) => h,
+            Ok(Ok(Some(_))) => {
+                return Err(self.refuse(&peer, "the first message must be a Hello".into()));
+            }
+            Ok(Ok(None)) => return Err(Status::cancelled("stream closed before Hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => {
+                return Err(self.refuse(&peer, format!("no Hello within {HELLO_TIMEOUT:?}")));
+            }
+        };
+        if hello.instance_id != instance {
+            return Err(self.refuse(
+                &peer,
+                format!(
+                    "Hello names instance `{}` but the certificate is for `{instance}`",
+                    hello.instance_id
+                ),
+            ));
+        }
+        info!(
+            instance = %instance,
+            peer,
+            hostname = %hello.hostname,
+            agent_version = %hello.agent_version,
+            cpus = hello.cpu_count,
+            "agent connected"
+        );
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let welcome = Welcome {
+            protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
+            sampling_interval_ms: u32::try_from(self.sampling_interval.as_millis())
+                .unwrap_or(u32::MAX),
+            collect: [
+                Collector::Cpu,
+                Collector::Memory,
+                Collector::Load,
+                Collector::Network,
+                Collector::Tcp,
+            ]
+            .map(|c| c as i32)
+            .to_vec(),
+        };
+        tx.send(Ok(message(ControllerBody::Welcome(welcome))))
+            .await
+            .map_err(|_| Status::cancelled("agent went away"))?;
+        let session = self.fleet.connect(hello);
+        tokio::spawn(drive(
+            self.fleet.clone(),
+            session,
+            inbound,
+            tx,
+            self.sampling_interval,
+            self.shutdown.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn message(body: ControllerBody) -> ControllerMessage {
+    ControllerMessage { body: Some(body) }
+}
+
+/// Pulls one agent until its stream ends, a newer stream replaces it, or the
+/// controller shuts down.
+async fn drive(
+    fleet: Arc<Fleet>,
+    session: Session,
+    mut inbound: Streaming<AgentMessage>,
+    tx: mpsc::Sender<Result<ControllerMessage, Status>>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    let mut outstanding: Option<u64> = None;
+    let capacity = fleet.ring_capacity();
+    let reason = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if !session.is_current() {
+                    break "replaced by a newer stream".to_owned();
+                }
+                if let Some(missed) = outstanding.take() {
+                    session.missed(&fleet, missed);
+                }
+                seq += 1;
+                // try_send: a full queue means the agent is not reading;
+                // that pull is then simply unanswered.
+                match tx.try_send(Ok(message(ControllerBody::Pull(Pull { seq })))) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => break "stream closed".to_owned(),
+                }
+                outstanding = Some(seq);
+                session.pulled(&fleet);
+            }
+            msg = inbound.message() => match msg {
+                Ok(Some(AgentMessage { body: Some(AgentBody::Sample(sample)) })) => {
+                    if outstanding == Some(sample.seq) {
+                        outstanding = None;
+                        session.sampled(&fleet, sample, capacity);
+                    } else {
+                        fleet.counters.samples_late_total.fetch_add(1, Ordering::Relaxed);
+                        debug!(instance = %session.instance_id, seq = sample.seq, "late sample dropped");
+                    }
+                }
+                Ok(Some(AgentMessage { body: Some(AgentBody::Hello(_)) })) => {
+                    warn!(instance = %session.instance_id, "ignored a second Hello on the same stream");
+                }
+                // An answer type this controller does not know: ignore it.
+                Ok(Some(AgentMessage { body: None })) => {}
+                Ok(None) => break "the agent closed the stream".to_owned(),
+                Err(status) => break format!("stream error: {}", status.message()),
+            },
+            _ = tx.closed() => break "the agent went away".to_owned(),
+            _ = shutdown.changed() => break "controller shutting down".to_owned(),
+        }
+    };
+    session.disconnected(&reason);
+}

@@ -1,0 +1,309 @@
+//! `controller.toml`: every key, its default, and validation that reports
+//! every problem at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The data dir a bare `ebb-controller serve` uses, relative to where it runs.
+pub const DEFAULT_DATA_DIR: &str = "./ebb-data";
+/// Loopback only by default: exposing the controller is the operator's choice.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:7440";
+/// Metrics and health on loopback, next to the gRPC port.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9440";
+/// 5 s: twelve times AWS's 60 s basic monitoring and three times the HPA's 15 s.
+pub const DEFAULT_SAMPLING_INTERVAL_MS: u64 = 5_000;
+/// 1 s is the fastest the design allows; faster only adds noise and load.
+pub const MIN_SAMPLING_INTERVAL_MS: u64 = 1_000;
+/// 300 s is the slowest: slower than that, health checks become meaningless.
+pub const MAX_SAMPLING_INTERVAL_MS: u64 = 300_000;
+/// 180 samples: 15 minutes at the default interval, 3 at 1 s; enough for the
+/// longest alarm period's evaluation window at its own resolution later.
+pub const DEFAULT_SAMPLE_RING: usize = 180;
+/// The name agents use to reach the controller unless the operator adds more.
+pub const DEFAULT_SERVER_NAME: &str = "localhost";
+
+/// The whole controller configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the CA, certs and (later) the store live.
+    pub data_dir: PathBuf,
+    /// The SPIFFE trust domain of a CA made on first start.
+    pub trust_domain: String,
+    pub grpc: GrpcConfig,
+    pub http: HttpConfig,
+    pub tls: TlsConfig,
+    pub fleet: FleetConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Address agents and ebbctl connect to.
+    pub listen: SocketAddr,
+    /// DNS names put in the server certificate, besides the listen IP and
+    /// loopback addresses. Agents dial one of these.
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of `/metrics` and `/healthz`.
+    pub listen: SocketAddr,
+}
+
+/// An operator-supplied CA. Both or neither; neither means the controller
+/// makes its own in `<data_dir>/pki` on first start.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// How often each agent is pulled, in milliseconds (1000..=300000).
+    pub sampling_interval_ms: u64,
+    /// How many recent samples are kept per instance.
+    pub sample_ring: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            trust_domain: ebb_certs::DEFAULT_TRUST_DOMAIN.to_owned(),
+            grpc: GrpcConfig::default(),
+            http: HttpConfig::default(),
+            tls: TlsConfig::default(),
+            fleet: FleetConfig::default(),
+        }
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_GRPC_LISTEN.parse().expect("valid default address"),
+            server_names: vec![DEFAULT_SERVER_NAME.to_owned()],
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default address"),
+        }
+    }
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            sampling_interval_ms: DEFAULT_SAMPLING_INTERVAL_MS,
+            sample_ring: DEFAULT_SAMPLE_RING,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with every reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: invalid configuration:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file, or the defaults when `path` is None.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            let config = Self::default();
+            config.validate(Path::new("(defaults)"))?;
+            return Ok(config);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir: must not be empty".to_owned());
+        }
+        if let Err(e) = ebb_certs::Identity::instance(&self.trust_domain, "x") {
+            problems.push(format!("trust_domain: {e}"));
+        }
+        let ms = self.fleet.sampling_interval_ms;
+        if !(MIN_SAMPLING_INTERVAL_MS..=MAX_SAMPLING_INTERVAL_MS).contains(&ms) {
+            problems.push(format!(
+                "fleet.sampling_interval_ms: {ms} is outside {MIN_SAMPLING_INTERVAL_MS}..={MAX_SAMPLING_INTERVAL_MS}"
+            ));
+        }
+        if !(2..=100_000).contains(&self.fleet.sample_ring) {
+            problems.push(format!(
+                "fleet.sample_ring: {} is outside 2..=100000",
+                self.fleet.sample_ring
+            ));
+        }
+        if self.grpc.server_names.is_empty() {
+            problems
+                .push("grpc.server_names: name at least one DNS name (e.g. \"localhost\")".into());
+        }
+        for name in &self.grpc.server_names {
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*'));
+            if !ok {
+                problems.push(format!("grpc.server_names: `{name}` is not a DNS name"));
+            }
+        }
+        if self.grpc.listen == self.http.listen && self.grpc.listen.port() != 0 {
+            problems.push(format!(
+                "http.listen: {} is also grpc.listen; give them different ports",
+                self.http.listen
+            ));
+        }
+        match (&self.tls.ca_cert, &self.tls.ca_key) {
+            (Some(_), None) => problems.push("tls.ca_key: required when tls.ca_cert is set".into()),
+            (None, Some(_)) => problems.push("tls.ca_cert: required when tls.ca_key is set".into()),
+            _ => {}
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    pub fn sampling_interval(&self) -> Duration {
+        Duration::from_millis(self.fleet.sampling_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("controller.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.grpc.listen.to_string(), "127.0.0.1:7440");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:9440");
+        assert_eq!(c.data_dir, PathBuf::from("./ebb-data"));
+        assert_eq!(c.sampling_interval(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            r#"
+            data_dir = "/var/lib/ebb"
+            trust_domain = "prod.example"
+            [grpc]
+            listen = "0.0.0.0:7440"
+            server_names = ["ebb.example.com", "localhost"]
+            [http]
+            listen = "127.0.0.1:9441"
+            [tls]
+            ca_cert = "/etc/ebb/tls/ca.crt"
+            ca_key = "/etc/ebb/tls/ca.key"
+            [fleet]
+            sampling_interval_ms = 1000
+            sample_ring = 600
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.fleet.sampling_interval_ms, 1000);
+        assert_eq!(c.grpc.server_names.len(), 2);
+        assert_eq!(
+            c.tls.ca_key.as_deref(),
+            Some(Path::new("/etc/ebb/tls/ca.key"))
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[fleet]\nsampling_intervall_ms = 5\n").unwrap_err();
+        assert!(err.contains("controller.toml"), "{err}");
+        assert!(err.contains("sampling_intervall_ms"), "{err}");
+    }
+
+    #[test]
+    fn malformed_values_are_named() {
+        let err = parse("[grpc]\nlisten = \"localhost:notaport\"\n").unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+        let err = parse("[fleet]\nsampling_interval_ms = \"fast\"\n").unwrap_err();
+        assert!(err.contains("sampling_interval_ms"), "{err}");
+        let err = parse("data_dir = ").unwrap_err();
+        assert!(err.contains("controller.toml"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = parse(
+            r#"
+            trust_domain = "Not A Domain"
+            [grpc]
+            listen = "127.0.0.1:7000"
+            server_names = []
+            [http]
+            listen = "127.0.0.1:7000"
+            [tls]
+            ca_cert = "/x"
+            [fleet]
+            sampling_interval_ms = 10
+            sample_ring = 1
+            "#,
+        )
+        .unwrap_err();
+        for needle in [
+            "trust_domain:",
+            "fleet.sampling_interval_ms: 10 is outside",
+            "fleet.sample_ring: 1",
+            "grpc.server_names:",
+            "http.listen:",
+            "tls.ca_key: required",
+        ] {
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The live fleet: every agent that has said hello, its connection state,
+//! its pull counters and a bounded ring of its recent samples.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+use ebb_proto::v1::{Hello, Sample};
+use tracing::{info, warn};
+
+/// Fleet-wide counters, exported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub pulls_total: AtomicU64,
+    pub pulls_missed_total: AtomicU64,
+    pub samples_total: AtomicU64,
+    /// Answers that came after the next pull had been sent.
+    pub samples_late_total: AtomicU64,
+    /// TLS handshakes or Connect calls refused for identity reasons.
+    pub connections_refused_total: AtomicU64,
+}
+
+/// One sample as kept in the ring: the numbers, without the strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub seq: u64,
+    /// When the controller received it.
+    pub received_at: SystemTime,
+    pub cpu_utilization: Option<f64>,
+    pub memory_utilization: Option<f64>,
+    pub load1: Option<f64>,
+    pub rx_bytes_per_second: Option<f64>,
+    pub tx_bytes_per_second: Option<f64>,
+    pub tcp_total: Option<u32>,
+    pub tcp_established: Option<u32>,
+}
+
+impl Point {
+    fn from_sample(s: &Sample, received_at: SystemTime) -> Self {
+        Self {
+            seq: s.seq,
+            received_at,
+            cpu_utilization: s.cpu_utilization,
+            memory_utilization: s.memory_utilization,
+            load1: s.load.map(|l| l.one),
+            rx_bytes_per_second: s.network.map(|n| n.rx_bytes_per_second),
+            tx_bytes_per_second: s.network.map(|n| n.tx_bytes_per_second),
+            tcp_total: s.tcp.map(|t| t.total),
+            tcp_established: s.tcp.map(|t| t.established),
+        }
+    }
+}
+
+/// What the controller knows of one agent.
+#[derive(Debug)]
+pub struct AgentState {
+    pub hello: Hello,
+    pub connected: bool,
+    /// Increases with each new stream, so a replaced stream's task cannot
+    /// mark its successor disconnected.
+    pub session: u64,
+    pub connected_at: SystemTime,
+    pub disconnected_at: Option<SystemTime>,
+    pub disconnect_reason: Option<String>,
+    pub pulls: u64,
+    pub missed: u64,
+    pub consecutive_missed: u32,
+    pub latest: Option<Sample>,
+    pub ring: VecDeque<Point>,
+}
+
+/// The registry of agents, keyed by instance id.
+#[derive(Debug)]
+pub struct Fleet {
+    agents: DashMap<String, Arc<Mutex<AgentState>>>,
+    pub counters: Counters,
+    ring_capacity: usize,
+}
+
+/// A handle a stream's task holds for its agent.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub instance_id: String,
+    pub session: u64,
+    state: Arc<Mutex<AgentState>>,
+}
+
+fn lock(m: &Mutex<AgentState>) -> MutexGuard<'_, AgentState> {
+    // A panic while holding the lock leaves plain data behind; keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Fleet {
+    pub fn new(ring_capacity: usize) -> Self {
+        Self {
+            agents: DashMap::new(),
+            counters: Counters::default(),
+            ring_capacity,
+        }
+    }
+
+    /// Registers a connected agent; a previous stream of the same instance
+    /// is superseded (its task ends at its next step).
+    pub fn connect(&self, hello: Hello) -> Session {
+        let id = hello.instance_id.clone();
+        let now = SystemTime::now();
+        let entry = self
+            .agents
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(AgentState {
+                    hello: hello.clone(),
+                    connected: false,
+                    session: 0,
+                    connected_at: now,
+                    disconnected_at: None,
+                    disconnect_reason: None,
+                    pulls: 0,
+                    missed: 0,
+                    consecutive_missed: 0,
+                    latest: None,
+                    ring: VecDeque::with_capacity(self.ring_capacity),
+                }))
+            })
+            .clone();
+        let session = {
+            let mut s = lock(&entry);
+            if s.connected {
+                warn!(instance = %id, "a new stream replaces the agent's previous one");
+            }
+            s.hello = hello;
+            s.connected = true;
+            s.session += 1;
+            s.connected_at = now;
+            s.disconnected_at = None;
+            s.disconnect_reason = None;
+            s.consecutive_missed = 0;
+            s.session
+        };
+        Session {
+            instance_id: id,
+            session,
+            state: entry,
+        }
+    }
+
+    pub fn connected_count(&self) -> usize {
+        self.agents
+            .iter()
+            .filter(|e| lock(e.value()).connected)
+            .count()
+    }
+
+    /// A snapshot of one agent's state, for tests and views.
+    pub fn with_agent<T>(&self, id: &str, f: impl FnOnce(&AgentState) -> T) -> Option<T> {
+        self.agents.get(id).map(|e| f(&lock(e.value())))
+    }
+
+    pub fn instance_ids(&self) -> Vec<String> {
+        let mut ids: Vec<_> = self.agents.iter().map(|e| e.key().clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Prometheus text exposition of the fleet.
+    pub fn render_metrics(&self) -> String {
+        let c = &self.counters;
+        let mut out = String::with_capacity(1024 + self.agents.len() * 160);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            );
+        };
+        counter(
+            "ebb_pulls_total",
+            "Pulls sent to agents.",
+            c.pulls_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_pulls_missed_total",
+            "Pulls not answered before the next pull.",
+            c.pulls_missed_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_samples_total",
+            "Samples received in time.",
+            c.samples_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_samples_late_total",
+            "Samples received after the next pull was sent.",
+            c.samples_late_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_connections_refused_total",
+            "Connections refused: bad or missing certificate, wrong identity.",
+            c.connections_refused_total.load(Ordering::Relaxed),
+        );
+        let _ = write!(
+            out,
+            "# HELP ebb_agents_connected Agents with an open stream.\n# TYPE ebb_agents_connected gauge\nebb_agents_connected {}\n",
+            self.connected_count()
+        );
+        let mut cpu = String::new();
+        let mut mem = String::new();
+        for id in self.instance_ids() {
+            let Some((c, m)) = self.with_agent(&id, |s| {
+                let p = s.ring.back().filter(|_| s.connected);
+                (
+                    p.and_then(|p| p.cpu_utilization),
+                    p.and_then(|p| p.memory_utilization),
+                )
+            }) else {
+                continue;
+            };
+            if let Some(v) = c {
+                let _ = writeln!(cpu, "ebb_instance_cpu_utilization{{instance=\"{id}\"}} {v}");
+            }
+            if let Some(v) = m {
+                let _ = writeln!(
+                    mem,
+                    "ebb_instance_memory_utilization{{instance=\"{id}\"}} {v}"
+                );
+            }
+        }
+        out.push_str("# HELP ebb_instance_cpu_utilization Latest CPU utilisation of a connected instance, percent.\n# TYPE ebb_instance_cpu_utilization gauge\n");
+        out.push_str(&cpu);
+        out.push_str("# HELP ebb_instance_memory_utilization Latest memory utilisation of a connected instance, percent.\n# TYPE ebb_instance_memory_utilization gauge\n");
+        out.push_str(&mem);
+        out
+    }
+}
+
+impl Session {
+    /// False once a newer stream of the same instance has taken over.
+    pub fn is_current(&self) -> bool {
+        lock(&self.state).session == self.session
+    }
+
+    /// Records that pull `seq` was sent.
+    pub fn pulled(&self, fleet: &Fleet) {
+        fleet.counters.pulls_total.fetch_add(1, Ordering::Relaxed);
+        lock(&self.state).pulls += 1;
+    }
+
+    /// Records that pull `seq` went unanswered until the next one was due.
+    pub fn missed(&self, fleet: &Fleet, seq: u64) {
+        fleet
+            .counters
+            .pulls_missed_total
+            .fetch_add(1, Ordering::Relaxed);
+        let mut s = lock(&self.state);
+        s.missed += 1;
+        s.consecutive_missed += 1;
+        if s.consecutive_missed == 1 {
+            warn!(instance = %self.instance_id, seq, "agent did not answer a pull before the next one was due");
+        }
+    }
+
+    /// Records a sample that answered the outstanding pull.
+    pub fn sampled(&self, fleet: &Fleet, sample: Sample, capacity: usize) {
+        fleet.counters.samples_total.fetch_add(1, Ordering::Relaxed);
+        let mut s = lock(&self.state);
+        if s.consecutive_missed > 0 {
+            info!(instance = %self.instance_id, missed = s.consecutive_missed, "agent answers pulls again");
+        }
+        s.consecutive_missed = 0;
+        if s.ring.len() == capacity {
+            s.ring.pop_front();
+        }
+        s.ring
+            .push_back(Point::from_sample(&sample, SystemTime::now()));
+        s.latest = Some(sample);
+    }
+
+    /// Marks the agent disconnected unless a newer stream took over.
+    pub fn disconnected(&self, reason: &str) {
+        let mut s = lock(&self.state);
+        if s.session != self.session {
+            return;
+        }
+        s.connected = false;
+        s.disconnected_at = Some(SystemTime::now());
+        s.disconnect_reason = Some(reason.to_owned());
+        info!(instance = %self.instance_id, reason, "agent disconnected");
+    }
+}
+
+impl Fleet {
+    pub fn ring_capacity(&self) -> usize {
+        self.ring_capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(id: &str) -> Hello {
+        Hello {
+            instance_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    fn sample(seq: u64, cpu: f64) -> Sample {
+        Sample {
+            seq,
+            cpu_utilization: Some(cpu),
+            memory_utilization: Some(40.0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ring_is_bounded_and_keeps_the_newest() {
+        let fleet = Fleet::new(3);
+        let s = fleet.connect(hello("i-1"));
+        for seq in 1..=5 {
+            s.sampled(&fleet, sample(seq, seq as f64), fleet.ring_capacity());
+        }
+        let seqs = fleet
+            .with_agent("i-1", |a| a.ring.iter().map(|p| p.seq).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(seqs, [3, 4, 5]);
+        assert_eq!(fleet.counters.samples_total.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn missed_pulls_count_until_an_answer() {
+        let fleet = Fleet::new(10);
+        let s = fleet.connect(hello("i-1"));
+        s.missed(&fleet, 1);
+        s.missed(&fleet, 2);
+        assert_eq!(fleet.with_agent("i-1", |a| a.consecutive_missed), Some(2));
+        s.sampled(&fleet, sample(3, 1.0), 10);
+        assert_eq!(
+            fleet.with_agent("i-1", |a| (a.consecutive_missed, a.missed)),
+            Some((0, 2))
+        );
+    }
+
+    #[test]
+    fn a_replaced_stream_cannot_disconnect_its_successor() {
+        let fleet = Fleet::new(10);
+        let old = fleet.connect(hello("i-1"));
+        let new = fleet.connect(hello("i-1"));
+        assert!(!old.is_current() && new.is_current());
+        old.disconnected("old stream ended");
+        assert_eq!(fleet.connected_count(), 1);
+        new.disconnected("gone");
+        assert_eq!(fleet.connected_count(), 0);
+    }
+
+    #[test]
+    fn metrics_show_counters_and_latest_values_of_connected_agents() {
+        let fleet = Fleet::new(10);
+        let a = fleet.connect(hello("i-a"));
+        a.pulled(&fleet);
+        a.sampled(&fleet, sample(1, 12.5), 10);
+        let b = fleet.connect(hello("i-b"));
+        b.sampled(&fleet, sample(1, 99.0), 10);
+        b.disconnected("test");
+        let text = fleet.render_metrics();
+        assert!(text.contains("ebb_agents_connected 1\n"), "{text}");
+        assert!(text.contains("ebb_pulls_total 1\n"), "{text}");
+        assert!(text.contains("ebb_samples_total 2\n"), "{text}");
+        assert!(
+            text.contains("ebb_instance_cpu_utilization{instance=\"i-a\"} 12.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ebb_instance_memory_utilization{instance=\"i-a\"} 40\n"),
+            "{text}"
+        );
+        assert!(!text.contains("instance=\"i-b\""), "{text}");
+    }
+}
