@@ -23,7 +23,9 @@ impl Collect for Cpu {
         let path = root.join("stat");
         let text = read_proc_file(&path)?;
         let times = parse_cpu_line(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        into.cpu_utilization = self.previous.and_then(|previous| utilization(previous, times));
+        into.cpu_utilization = self
+            .previous
+            .and_then(|previous| utilization(previous, times));
         self.previous = Some(times);
         Ok(())
     }
@@ -55,7 +57,10 @@ fn parse_cpu_line(text: &str) -> Result<Times, String> {
     // user nice system idle [iowait irq softirq steal [guest guest_nice]]: older
     // kernels have fewer columns, and guest time is already counted in user and nice.
     if fields.len() < 4 {
-        return Err(format!("`cpu` line has {} fields, expected at least 4", fields.len()));
+        return Err(format!(
+            "`cpu` line has {} fields, expected at least 4",
+            fields.len()
+        ));
     }
     let total = fields.iter().take(8).sum();
     let idle = fields[3] + fields.get(4).copied().unwrap_or(0);

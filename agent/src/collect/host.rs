@@ -106,7 +106,10 @@ fn read_optional(root: &Path, rel: &str) -> io::Result<Option<String>> {
 }
 
 fn invalid(path: &Path, what: &str) -> io::Error {
-    io::Error::new(ErrorKind::InvalidData, format!("{}: {what}", path.display()))
+    io::Error::new(
+        ErrorKind::InvalidData,
+        format!("{}: {what}", path.display()),
+    )
 }
 
 #[cfg(test)]
@@ -162,7 +165,10 @@ mod tests {
     fn missing_address_files_yield_no_addresses() {
         let root = temp_root(&[
             ("sys/kernel/hostname", "bare\n"),
-            ("stat", "cpu  1 2 3 4\ncpu0 1 2 3 4\ncpu1 1 2 3 4\ncpu2 1 2 3 4\nbtime 42\n"),
+            (
+                "stat",
+                "cpu  1 2 3 4\ncpu0 1 2 3 4\ncpu1 1 2 3 4\ncpu2 1 2 3 4\nbtime 42\n",
+            ),
             ("meminfo", "MemTotal: 2 kB\n"),
         ]);
         let facts = host_facts(root.path()).unwrap();
@@ -199,7 +205,10 @@ mod tests {
         let error = host_facts(root.path()).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::NotFound);
         let path = root.path().join("sys/kernel/hostname");
-        assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+        assert!(
+            error.to_string().contains(&path.display().to_string()),
+            "{error}"
+        );
     }
 
     #[test]

@@ -71,6 +71,9 @@ mod tests {
     fn missing_file_names_the_path() {
         let root = temp_root(&[]);
         let error = read(root.path()).unwrap_err();
-        assert!(error.contains(&root.path().join("loadavg").display().to_string()), "{error}");
+        assert!(
+            error.contains(&root.path().join("loadavg").display().to_string()),
+            "{error}"
+        );
     }
 }

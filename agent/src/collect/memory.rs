@@ -71,6 +71,9 @@ mod tests {
         let root = temp_root(&[]);
         let error = read(root.path()).unwrap_err();
         assert!(error.starts_with("cannot read "), "{error}");
-        assert!(error.contains(&root.path().join("meminfo").display().to_string()), "{error}");
+        assert!(
+            error.contains(&root.path().join("meminfo").display().to_string()),
+            "{error}"
+        );
     }
 }

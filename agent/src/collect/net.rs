@@ -141,7 +141,10 @@ mod tests {
     #[test]
     fn first_read_has_no_window() {
         let mut net = Net::default();
-        assert_eq!(read(&mut net, &fixture("proc-basic"), Instant::now()), Ok(None));
+        assert_eq!(
+            read(&mut net, &fixture("proc-basic"), Instant::now()),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -154,7 +157,11 @@ mod tests {
             root.path(),
             &[(
                 "net/dev",
-                &dev(&[("lo", 1_000_000, 1_000_000), ("eth0", 5000, 2500), ("eth1", 7, 7)]),
+                &dev(&[
+                    ("lo", 1_000_000, 1_000_000),
+                    ("eth0", 5000, 2500),
+                    ("eth1", 7, 7),
+                ]),
             )],
         );
         let rates = read(&mut net, root.path(), start + Duration::from_secs(2)).unwrap();
@@ -170,7 +177,10 @@ mod tests {
 
     #[test]
     fn counter_reset_counts_as_no_traffic() {
-        let root = temp_root(&[("net/dev", &dev(&[("eth0", 90_000, 90_000), ("eth1", 100, 100)]))]);
+        let root = temp_root(&[(
+            "net/dev",
+            &dev(&[("eth0", 90_000, 90_000), ("eth1", 100, 100)]),
+        )]);
         let mut net = Net::default();
         let start = Instant::now();
         read(&mut net, root.path(), start).unwrap();
@@ -187,7 +197,10 @@ mod tests {
             })
         );
         // The reset values are the new baseline.
-        write_files(root.path(), &[("net/dev", &dev(&[("eth0", 110, 20), ("eth1", 600, 1100)]))]);
+        write_files(
+            root.path(),
+            &[("net/dev", &dev(&[("eth0", 110, 20), ("eth1", 600, 1100)]))],
+        );
         let rates = read(&mut net, root.path(), start + Duration::from_millis(1500)).unwrap();
         assert_eq!(
             rates,
@@ -211,7 +224,10 @@ mod tests {
     fn missing_file_names_the_path() {
         let root = temp_root(&[]);
         let error = read(&mut Net::default(), root.path(), Instant::now()).unwrap_err();
-        assert!(error.contains(&root.path().join("net/dev").display().to_string()), "{error}");
+        assert!(
+            error.contains(&root.path().join("net/dev").display().to_string()),
+            "{error}"
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub(super) struct Tcp;
 impl Collect for Tcp {
     fn collect(&mut self, root: &Path, _now: Instant, into: &mut Reading) -> Result<(), String> {
         let v4 = root.join("net/tcp");
-        let mut counts = count(&read_proc_file(&v4)?).map_err(|e| format!("{}: {e}", v4.display()))?;
+        let mut counts =
+            count(&read_proc_file(&v4)?).map_err(|e| format!("{}: {e}", v4.display()))?;
         let v6 = root.join("net/tcp6");
         // tcp6 is absent when the kernel has IPv6 disabled.
         match std::fs::read_to_string(&v6) {
@@ -100,7 +101,10 @@ mod tests {
         let v6 = std::fs::read_to_string(fixture("proc-basic").join("net/tcp6")).unwrap();
         let root = temp_root(&[("net/tcp6", &v6)]);
         let error = read(root.path()).unwrap_err();
-        assert!(error.contains(&root.path().join("net/tcp").display().to_string()), "{error}");
+        assert!(
+            error.contains(&root.path().join("net/tcp").display().to_string()),
+            "{error}"
+        );
     }
 
     #[test]
