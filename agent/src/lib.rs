@@ -1,7 +1,12 @@
 //! ebb's host agent.
 //!
+//! - `config`: `agent.toml`, its defaults and validation.
 //! - `collect`: the host metric collectors (cpu, memory, load, net, tcp) and host facts.
 //! - `health`: the local health checks (HTTP, TCP, command) configured in agent.toml.
+//! - `conn`: the mTLS stream to the controller, with reconnect and back-off.
+#![forbid(unsafe_code)]
 
 pub mod collect;
+pub mod config;
+pub mod conn;
 pub mod health;

@@ -1,0 +1,412 @@
+//! `agent.toml`: where the controller is, the agent's certificate, and the
+//! local health checks. Validation reports every problem at once.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::health::{HealthCheck, Probe};
+
+/// Where the packaged agent looks for its config.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ebb/agent.toml";
+/// The controller's default gRPC address (DESIGN.md §7).
+pub const DEFAULT_CONTROLLER: &str = "127.0.0.1:7440";
+/// Where the package puts the agent's certificates.
+pub const DEFAULT_TLS_DIR: &str = "/etc/ebb/tls";
+/// A health check every 5 s matches the default sampling interval.
+pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 5_000;
+/// Two seconds is generous for a local endpoint and still well inside 5 s.
+pub const DEFAULT_CHECK_TIMEOUT_MS: u64 = 2_000;
+/// Reconnect back-off cap: a restarted controller sees its fleet back within 30 s.
+pub const DEFAULT_MAX_BACKOFF_MS: u64 = 30_000;
+/// Checks more often than every 100 ms would cost more than they tell.
+const MIN_CHECK_INTERVAL_MS: u64 = 100;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The controller's gRPC address, `host:port`.
+    pub controller: String,
+    /// The name the controller's certificate must carry; the host part of
+    /// `controller` when absent.
+    pub server_name: Option<String>,
+    /// Root of the proc filesystem to read (tests point it at fixtures).
+    pub proc_root: PathBuf,
+    pub tls: TlsConfig,
+    pub reconnect: ReconnectConfig,
+    #[serde(rename = "health_check")]
+    pub health_checks: Vec<HealthCheckConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The controller's CA certificate.
+    pub ca: PathBuf,
+    /// This agent's certificate; its identity names the instance.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// Upper bound of the jittered exponential back-off, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+/// One `[[health_check]]`: a name and exactly one of `http`, `tcp`, `command`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    pub name: String,
+    pub http: Option<String>,
+    pub tcp: Option<String>,
+    pub command: Option<Vec<String>>,
+    #[serde(default = "default_check_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_check_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_check_interval() -> u64 {
+    DEFAULT_CHECK_INTERVAL_MS
+}
+
+fn default_check_timeout() -> u64 {
+    DEFAULT_CHECK_TIMEOUT_MS
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            controller: DEFAULT_CONTROLLER.to_owned(),
+            server_name: None,
+            proc_root: PathBuf::from("/proc"),
+            tls: TlsConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            health_checks: Vec::new(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        let dir = Path::new(DEFAULT_TLS_DIR);
+        Self {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("agent.crt"),
+            key: dir.join("agent.key"),
+        }
+    }
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            max_backoff_ms: DEFAULT_MAX_BACKOFF_MS,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: invalid configuration:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates; relative paths are taken from the config
+    /// file's folder, so a config and its certs can travel together.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.tls.ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = split_host_port(&self.controller) {
+            problems.push(format!("controller: {e}"));
+        }
+        if self.server_name.as_deref() == Some("") {
+            problems.push("server_name: must not be empty".to_owned());
+        }
+        for (key, path) in [
+            ("tls.ca", &self.tls.ca),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+        ] {
+            if let Err(e) = std::fs::metadata(path) {
+                problems.push(format!("{key}: cannot read {}: {e}", path.display()));
+            }
+        }
+        if !(100..=3_600_000).contains(&self.reconnect.max_backoff_ms) {
+            problems.push(format!(
+                "reconnect.max_backoff_ms: {} is outside 100..=3600000",
+                self.reconnect.max_backoff_ms
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, check) in self.health_checks.iter().enumerate() {
+            let at = if check.name.is_empty() {
+                format!("health_check[{i}]")
+            } else {
+                format!("health_check `{}`", check.name)
+            };
+            if check.name.is_empty() {
+                problems.push(format!("{at}.name: must not be empty"));
+            } else if !names.insert(&check.name) {
+                problems.push(format!("{at}.name: used by another check"));
+            }
+            if let Err(e) = check.probe() {
+                problems.push(format!("{at}: {e}"));
+            }
+            if check.interval_ms < MIN_CHECK_INTERVAL_MS {
+                problems.push(format!(
+                    "{at}.interval_ms: {} is below {MIN_CHECK_INTERVAL_MS}",
+                    check.interval_ms
+                ));
+            }
+            if check.timeout_ms == 0 || check.timeout_ms > check.interval_ms {
+                problems.push(format!(
+                    "{at}.timeout_ms: {} must be above 0 and at most interval_ms ({})",
+                    check.timeout_ms, check.interval_ms
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The TLS server name: `server_name`, else the host part of `controller`.
+    pub fn server_name(&self) -> String {
+        match &self.server_name {
+            Some(n) => n.clone(),
+            None => split_host_port(&self.controller)
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn max_backoff(&self) -> Duration {
+        Duration::from_millis(self.reconnect.max_backoff_ms)
+    }
+
+    /// The health checks as the runner takes them (the config is valid).
+    pub fn health_checks(&self) -> Vec<HealthCheck> {
+        self.health_checks
+            .iter()
+            .filter_map(|c| {
+                Some(HealthCheck {
+                    name: c.name.clone(),
+                    probe: c.probe().ok()?,
+                    interval: Duration::from_millis(c.interval_ms),
+                    timeout: Duration::from_millis(c.timeout_ms),
+                })
+            })
+            .collect()
+    }
+}
+
+impl HealthCheckConfig {
+    fn probe(&self) -> Result<Probe, String> {
+        match (&self.http, &self.tcp, &self.command) {
+            (Some(url), None, None) => {
+                Probe::parse_http_url(url)?;
+                Ok(Probe::Http { url: url.clone() })
+            }
+            (None, Some(address), None) => {
+                split_host_port(address).map_err(|e| format!("tcp: {e}"))?;
+                Ok(Probe::Tcp {
+                    address: address.clone(),
+                })
+            }
+            (None, None, Some(argv)) => {
+                if argv.first().is_none_or(|p| p.is_empty()) {
+                    return Err(
+                        "command: name the program to run, e.g. [\"/usr/local/bin/check\"]".into(),
+                    );
+                }
+                Ok(Probe::Command { argv: argv.clone() })
+            }
+            _ => Err("set exactly one of `http`, `tcp` or `command`".into()),
+        }
+    }
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6), checking the port.
+fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` is not host:port"))?;
+    if host.is_empty() {
+        return Err(format!("`{s}` has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((host, p)),
+        _ => Err(format!("`{s}` has no valid port")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(tempfile::TempDir);
+
+    fn dir_with_certs() -> Dir {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["ca.crt", "agent.crt", "agent.key"] {
+            std::fs::write(d.path().join(f), "x").unwrap();
+        }
+        Dir(d)
+    }
+
+    fn parse(d: &Dir, text: &str) -> Result<Config, String> {
+        Config::parse(text, &d.0.path().join("agent.toml")).map_err(|e| e.to_string())
+    }
+
+    const TLS: &str = "[tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n";
+
+    #[test]
+    fn minimal_config_uses_defaults_and_resolves_relative_paths() {
+        let d = dir_with_certs();
+        let c = parse(&d, TLS).unwrap();
+        assert_eq!(c.controller, "127.0.0.1:7440");
+        assert_eq!(c.server_name(), "127.0.0.1");
+        assert_eq!(c.tls.cert, d.0.path().join("agent.crt"));
+        assert_eq!(c.max_backoff(), Duration::from_secs(30));
+        assert!(c.health_checks().is_empty());
+    }
+
+    #[test]
+    fn health_checks_parse() {
+        let d = dir_with_certs();
+        let c = parse(
+            &d,
+            &format!(
+                "controller = \"ebb.example:7440\"\n{TLS}
+                [[health_check]]
+                name = \"web\"
+                http = \"http://127.0.0.1:8080/healthz\"
+                [[health_check]]
+                name = \"db\"
+                tcp = \"127.0.0.1:5432\"
+                interval_ms = 1000
+                timeout_ms = 500
+                [[health_check]]
+                name = \"disk\"
+                command = [\"/bin/true\"]
+                "
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.server_name(), "ebb.example");
+        let checks = c.health_checks();
+        assert_eq!(checks.len(), 3);
+        assert_eq!(checks[0].interval, Duration::from_secs(5));
+        assert_eq!(checks[1].timeout, Duration::from_millis(500));
+        assert_eq!(
+            checks[2].probe,
+            Probe::Command {
+                argv: vec!["/bin/true".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_and_malformed_keys_are_named() {
+        let d = dir_with_certs();
+        let err = parse(&d, &format!("{TLS}contoller = \"x:1\"\n")).unwrap_err();
+        assert!(err.contains("contoller"), "{err}");
+        let err = parse(&d, "[reconnect]\nmax_backoff_ms = \"soon\"\n").unwrap_err();
+        assert!(err.contains("max_backoff_ms"), "{err}");
+        let err = parse(
+            &d,
+            &format!("{TLS}[[health_check]]\nname = \"a\"\nhttp = \"http://x/\"\nretries = 3\n"),
+        )
+        .unwrap_err();
+        assert!(err.contains("retries"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let d = dir_with_certs();
+        let err = parse(
+            &d,
+            "controller = \"no-port\"
+            [tls]
+            ca = \"missing-ca.crt\"
+            cert = \"agent.crt\"
+            key = \"agent.key\"
+            [[health_check]]
+            name = \"web\"
+            http = \"https://127.0.0.1/\"
+            [[health_check]]
+            name = \"web\"
+            tcp = \"127.0.0.1:1\"
+            command = [\"x\"]
+            [[health_check]]
+            name = \"\"
+            command = []
+            interval_ms = 10
+            timeout_ms = 20
+            ",
+        )
+        .unwrap_err();
+        for needle in [
+            "controller: `no-port` is not host:port",
+            "tls.ca: cannot read",
+            "missing-ca.crt",
+            "health_check `web`: bad health check URL",
+            "health_check `web`.name: used by another check",
+            "health_check `web`: set exactly one of",
+            "health_check[2].name: must not be empty",
+            "health_check[2]: command: name the program",
+            "health_check[2].interval_ms: 10 is below 100",
+            "health_check[2].timeout_ms: 20",
+        ] {
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
+    }
+}

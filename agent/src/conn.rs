@@ -1,0 +1,364 @@
+//! The stream to the controller: dial out over mTLS, say Hello, answer each
+//! Pull with a Sample; on any failure reconnect with jittered exponential
+//! back-off, logging once per change of state rather than once per retry.
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ebb_proto::v1::agent_message::Body as AgentBody;
+use ebb_proto::v1::agent_service_client::AgentServiceClient;
+use ebb_proto::v1::controller_message::Body as ControllerBody;
+use ebb_proto::v1::{self as pb, AgentMessage, Collector, CollectorError, Hello, ProtocolVersion};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tracing::{info, warn};
+
+use crate::collect::{CollectorKind, Collectors, HostFacts, Reading};
+use crate::health::{CheckResult, HealthChecks};
+
+/// The first retry comes quickly: most failures are a controller restart.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// A dial that has not connected by then is a failure.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings find a vanished controller even while the stream is idle.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+/// How long a clean shutdown waits for the controller to close its half.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// A controller silent for this many sampling intervals is treated as gone.
+const SILENT_INTERVALS: u32 = 3;
+/// ... but never sooner than this, so a slow controller is not abandoned.
+const MIN_SILENCE: Duration = Duration::from_secs(30);
+
+/// Everything one agent needs to talk to its controller.
+pub struct Agent {
+    pub endpoint: Endpoint,
+    pub instance_id: String,
+    pub facts: HostFacts,
+    pub collectors: Collectors,
+    pub checks: HealthChecks,
+    pub check_names: Vec<String>,
+    pub max_backoff: Duration,
+}
+
+/// Builds the mTLS endpoint for `controller` (`host:port`).
+pub fn endpoint(
+    controller: &str,
+    server_name: &str,
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Endpoint, tonic::transport::Error> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .identity(Identity::from_pem(cert_pem, key_pem))
+        .domain_name(server_name);
+    Ok(Channel::from_shared(format!("https://{controller}"))
+        .expect("validated host:port makes a valid URI")
+        .tls_config(tls)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true))
+}
+
+/// How a session ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The controller accepted us (sent Welcome) before the stream failed.
+    AfterWelcome(String),
+    /// We never got as far as a Welcome.
+    BeforeWelcome(String),
+    /// We were asked to stop, and closed the stream cleanly.
+    Shutdown,
+}
+
+impl Agent {
+    /// Runs sessions until `shutdown` completes.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = INITIAL_BACKOFF;
+        let mut last_failure: Option<String> = None;
+        loop {
+            let reason = match self.session(&mut shutdown).await {
+                Ended::Shutdown => break,
+                Ended::AfterWelcome(reason) => {
+                    backoff = INITIAL_BACKOFF;
+                    warn!("lost the controller: {reason}; reconnecting");
+                    reason
+                }
+                Ended::BeforeWelcome(reason) => {
+                    if last_failure.as_deref() != Some(&reason) {
+                        warn!(
+                            "cannot connect to the controller: {reason}; retrying with back-off up to {:?}",
+                            self.max_backoff
+                        );
+                    }
+                    reason
+                }
+            };
+            last_failure = Some(reason);
+            let wait = jitter(backoff);
+            backoff = (backoff * 2).min(self.max_backoff);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = &mut shutdown => break,
+            }
+        }
+        info!("shut down");
+    }
+
+    async fn session(&mut self, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> Ended {
+        let channel = tokio::select! {
+            r = self.endpoint.connect() => match r {
+                Ok(c) => c,
+                Err(e) => return Ended::BeforeWelcome(error_chain(&e)),
+            },
+            _ = &mut *shutdown => return Ended::Shutdown,
+        };
+        let mut client = AgentServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel::<AgentMessage>(4);
+        let hello = self.hello();
+        if tx.try_send(wrap(AgentBody::Hello(hello))).is_err() {
+            return Ended::BeforeWelcome("internal queue closed".into());
+        }
+        let mut inbound = tokio::select! {
+            r = client.connect(ReceiverStream::new(rx)) => match r {
+                Ok(r) => r.into_inner(),
+                Err(status) => return Ended::BeforeWelcome(status_text(&status)),
+            },
+            _ = &mut *shutdown => return Ended::Shutdown,
+        };
+        let mut enabled: Vec<CollectorKind> = CollectorKind::ALL.to_vec();
+        let mut silence = MIN_SILENCE;
+        let mut welcomed = false;
+        let mut last_collect = Instant::now();
+        let end = |welcomed: bool, reason: String| {
+            if welcomed {
+                Ended::AfterWelcome(reason)
+            } else {
+                Ended::BeforeWelcome(reason)
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout(silence, inbound.message()) => next,
+                _ = &mut *shutdown => {
+                    // End our half of the stream so the controller sees a
+                    // clean close, and give it a moment to end its half.
+                    drop(tx);
+                    let _ = tokio::time::timeout(CLOSE_GRACE, inbound.message()).await;
+                    return Ended::Shutdown;
+                }
+            };
+            let msg = match next {
+                Err(_) => {
+                    return end(
+                        welcomed,
+                        format!("no message from the controller for {silence:?}"),
+                    );
+                }
+                Ok(Err(status)) => return end(welcomed, status_text(&status)),
+                Ok(Ok(None)) => return end(welcomed, "the controller closed the stream".into()),
+                Ok(Ok(Some(m))) => m,
+            };
+            match msg.body {
+                Some(ControllerBody::Welcome(w)) => {
+                    if !welcomed {
+                        info!(
+                            instance = %self.instance_id,
+                            sampling_interval_ms = w.sampling_interval_ms,
+                            "connected to the controller"
+                        );
+                    }
+                    welcomed = true;
+                    enabled = kinds(&w.collect);
+                    let interval = Duration::from_millis(u64::from(w.sampling_interval_ms));
+                    silence = (interval * SILENT_INTERVALS).max(MIN_SILENCE);
+                    // Prime the rate collectors so the first Pull has a window.
+                    last_collect = Instant::now();
+                    self.collectors.collect(&enabled, last_collect);
+                }
+                Some(ControllerBody::Pull(pull)) => {
+                    let now = Instant::now();
+                    let reading = self.collectors.collect(&enabled, now);
+                    let window = now.duration_since(last_collect);
+                    last_collect = now;
+                    let sample = sample(pull.seq, window, reading, self.checks.results());
+                    if tx.send(wrap(AgentBody::Sample(sample))).await.is_err() {
+                        return end(welcomed, "the outbound stream closed".into());
+                    }
+                }
+                // A command from a newer controller: not ours to answer.
+                None => {}
+            }
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            instance_id: self.instance_id.clone(),
+            hostname: self.facts.hostname.clone(),
+            addresses: self.facts.addresses.iter().map(|a| a.to_string()).collect(),
+            cpu_count: self.facts.cpu_count,
+            memory_total_bytes: self.facts.memory_total_bytes,
+            boot_time_unix: self.facts.boot_time_unix,
+            health_checks: self.check_names.clone(),
+        }
+    }
+}
+
+fn wrap(body: AgentBody) -> AgentMessage {
+    AgentMessage { body: Some(body) }
+}
+
+/// Full jitter over the upper half: spreads a fleet's reconnects after a
+/// controller restart while keeping the back-off meaningful.
+fn jitter(d: Duration) -> Duration {
+    let half = d / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+fn kinds(collect: &[i32]) -> Vec<CollectorKind> {
+    collect
+        .iter()
+        .filter_map(|c| match Collector::try_from(*c).ok()? {
+            Collector::Cpu => Some(CollectorKind::Cpu),
+            Collector::Memory => Some(CollectorKind::Memory),
+            Collector::Load => Some(CollectorKind::Load),
+            Collector::Network => Some(CollectorKind::Network),
+            Collector::Tcp => Some(CollectorKind::Tcp),
+            Collector::Unspecified => None,
+        })
+        .collect()
+}
+
+fn collector_of(kind: CollectorKind) -> Collector {
+    match kind {
+        CollectorKind::Cpu => Collector::Cpu,
+        CollectorKind::Memory => Collector::Memory,
+        CollectorKind::Load => Collector::Load,
+        CollectorKind::Network => Collector::Network,
+        CollectorKind::Tcp => Collector::Tcp,
+    }
+}
+
+/// A Reading and the latest check results, as a protocol Sample.
+pub fn sample(seq: u64, window: Duration, r: Reading, checks: Vec<CheckResult>) -> pb::Sample {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    pb::Sample {
+        seq,
+        collected_at_unix_ms: now_ms,
+        window_ms: window.as_millis() as u64,
+        cpu_utilization: r.cpu_utilization,
+        memory_utilization: r.memory_utilization,
+        load: r.load.map(|l| pb::LoadAverage {
+            one: l.one,
+            five: l.five,
+            fifteen: l.fifteen,
+        }),
+        network: r.network.map(|n| pb::NetworkRates {
+            rx_bytes_per_second: n.rx_bytes_per_second,
+            tx_bytes_per_second: n.tx_bytes_per_second,
+        }),
+        tcp: r.tcp.map(|t| pb::TcpConnections {
+            total: t.total,
+            established: t.established,
+        }),
+        health: checks
+            .into_iter()
+            .map(|c| pb::HealthCheckResult {
+                name: c.name,
+                healthy: c.healthy,
+                consecutive_failures: c.consecutive_failures,
+                message: c.message,
+                checked_at_unix_ms: c.checked_at_unix_ms,
+            })
+            .collect(),
+        custom: Vec::new(),
+        errors: r
+            .errors
+            .into_iter()
+            .map(|(kind, message)| CollectorError {
+                collector: collector_of(kind) as i32,
+                message,
+            })
+            .collect(),
+    }
+}
+
+/// A status as one line: the refusal reason the controller gave.
+fn status_text(status: &tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::PermissionDenied => format!("refused by the controller: {}", status.message()),
+        tonic::Code::Unavailable => format!("controller unavailable: {}", status.message()),
+        _ => format!("{}: {}", status.code(), status.message()),
+    }
+}
+
+/// An error and its sources on one line ("transport error: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_the_upper_half() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_secs(8));
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(8),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_collectors_are_ignored() {
+        assert_eq!(
+            kinds(&[1, 99, 5, 0]),
+            [CollectorKind::Cpu, CollectorKind::Tcp]
+        );
+    }
+
+    #[test]
+    fn sample_carries_reading_checks_and_errors() {
+        let r = Reading {
+            cpu_utilization: Some(12.0),
+            memory_utilization: None,
+            errors: vec![(CollectorKind::Memory, "/proc/meminfo: gone".into())],
+            ..Default::default()
+        };
+        let checks = vec![CheckResult {
+            name: "web".into(),
+            healthy: false,
+            consecutive_failures: 2,
+            message: "HTTP 503".into(),
+            checked_at_unix_ms: 1,
+        }];
+        let s = sample(7, Duration::from_secs(1), r, checks);
+        assert_eq!((s.seq, s.window_ms), (7, 1000));
+        assert_eq!(s.cpu_utilization, Some(12.0));
+        assert_eq!(s.memory_utilization, None);
+        assert_eq!(s.health[0].consecutive_failures, 2);
+        assert_eq!(s.errors[0].collector, Collector::Memory as i32);
+    }
+}
