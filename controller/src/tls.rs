@@ -79,7 +79,12 @@ pub fn explain(e: &io::Error) -> String {
         Error::NoCertificatesPresented => {
             "the client presented no certificate (agents and ebbctl need one from this controller's CA)".into()
         }
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+        // A foreign CA with the same name as ours shows up as a bad signature.
+        Error::InvalidCertificate(
+            CertificateError::UnknownIssuer
+            | CertificateError::BadSignature
+            | CertificateError::UnsupportedSignatureAlgorithmContext { .. },
+        ) => {
             "the client certificate was not issued by this controller's CA".into()
         }
         Error::InvalidCertificate(

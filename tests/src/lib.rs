@@ -1,1 +1,322 @@
-//! placeholder
+//! Helpers for ebb's end-to-end tests: real binaries on ephemeral ports with
+//! certificates from ebb's own PKI.
+//!
+//! - [`ControllerProc`]: an `ebb-controller serve` in a temp data dir.
+//! - [`AgentProc`]: an `ebb-agent` with a freshly issued instance cert.
+//! - [`eventually`]: poll with a deadline instead of sleeping.
+//! - [`raw_connect`]: open `AgentService.Connect` with any cert, as a
+//!   misbehaving or hostile client would.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ebb_certs::{Ca, Issued};
+
+/// Generous: the tests must pass on a slow, busy two-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary, built by `cargo test --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (it builds every binary)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` until it returns Some, or panics after `deadline` naming `what`.
+pub fn eventually<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> anyhow::Result<Self> {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        cmd.stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null());
+        cmd.env("EBB_LOG", "info");
+        let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+        Ok(Self { child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal with kill(1) (no unsafe code in the tests either).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{sig} {} failed", self.pid());
+    }
+
+    /// Waits for the process to exit, up to `deadline`.
+    pub fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        eventually("process exit", deadline, || {
+            self.child.try_wait().expect("try_wait")
+        })
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `ebb-controller serve` in its own temp data dir.
+pub struct ControllerProc {
+    pub proc: Proc,
+    pub dir: PathBuf,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub sampling_interval_ms: u64,
+}
+
+impl ControllerProc {
+    /// Starts a controller in `dir` on ephemeral ports.
+    pub fn start(dir: &Path, sampling_interval_ms: u64) -> anyhow::Result<Self> {
+        Self::start_on(
+            dir,
+            sampling_interval_ms,
+            "127.0.0.1:0".parse()?,
+            "127.0.0.1:0".parse()?,
+        )
+    }
+
+    /// Starts a controller on given addresses (a restart reuses the old ones).
+    pub fn start_on(
+        dir: &Path,
+        sampling_interval_ms: u64,
+        grpc: SocketAddr,
+        http: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let data = dir.join("ebb-data");
+        let config = dir.join("controller.toml");
+        fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n[grpc]\nlisten = \"{grpc}\"\n[http]\nlisten = \"{http}\"\n[fleet]\nsampling_interval_ms = {sampling_interval_ms}\n",
+                data.display()
+            ),
+        )?;
+        let endpoints = data.join("endpoints.toml");
+        let _ = fs::remove_file(&endpoints);
+        let mut cmd = Command::new(bin("ebb-controller"));
+        cmd.arg("serve").arg("--config").arg(&config);
+        let mut proc = Proc::spawn(cmd, dir.join("controller.log"))?;
+        let text = eventually("the controller to write endpoints.toml", DEADLINE, || {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("controller exited with {status}:\n{}", proc.log_text());
+            }
+            fs::read_to_string(&endpoints).ok()
+        });
+        let addr = |key: &str| -> anyhow::Result<SocketAddr> {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(key))
+                .with_context(|| format!("{key} in endpoints.toml"))?;
+            Ok(line.split('"').nth(1).context("quoted address")?.parse()?)
+        };
+        Ok(Self {
+            grpc: addr("grpc")?,
+            http: addr("http")?,
+            proc,
+            dir: dir.to_owned(),
+            sampling_interval_ms,
+        })
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.join("ebb-data").join("pki")
+    }
+
+    pub fn ca(&self) -> Ca {
+        let pki = self.pki_dir();
+        Ca::load(&pki.join("ca.crt"), &pki.join("ca.key")).expect("controller CA")
+    }
+
+    /// GET a path from the HTTP endpoint; the body on 200.
+    pub fn http_get(&self, path: &str) -> anyhow::Result<String> {
+        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        let (head, body) = resp.split_once("\r\n\r\n").context("HTTP response")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("{path}: {head}");
+        }
+        Ok(body.to_owned())
+    }
+
+    /// One metric's value from `/metrics` (name with labels, exactly).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let body = self.http_get("/metrics").ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Waits until `series` satisfies `pred` and returns its value.
+    pub fn wait_metric(&self, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
+        eventually(
+            &format!("{series} to reach the expected value"),
+            DEADLINE,
+            || self.metric(series).filter(|v| pred(*v)),
+        )
+    }
+}
+
+/// A running `ebb-agent` for one instance.
+pub struct AgentProc {
+    pub proc: Proc,
+    pub id: String,
+    pub dir: PathBuf,
+}
+
+impl AgentProc {
+    /// Issues `id` a cert from the controller's CA and starts an agent.
+    pub fn start(ctl: &ControllerProc, id: &str, extra_config: &str) -> anyhow::Result<Self> {
+        let dir = ctl.dir.join(format!("agent-{id}"));
+        fs::create_dir_all(&dir)?;
+        let issued = ctl.ca().issue_agent(id, ebb_certs::AGENT_VALIDITY)?;
+        issued.write(&dir.join("agent.crt"), &dir.join("agent.key"))?;
+        fs::copy(ctl.pki_dir().join("ca.crt"), dir.join("ca.crt"))?;
+        let config = dir.join("agent.toml");
+        fs::write(
+            &config,
+            format!(
+                "controller = \"{}\"\nserver_name = \"localhost\"\n[reconnect]\nmax_backoff_ms = 1000\n[tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n{extra_config}",
+                ctl.grpc
+            ),
+        )?;
+        let mut cmd = Command::new(bin("ebb-agent"));
+        cmd.arg("--config").arg(&config);
+        let proc = Proc::spawn(cmd, dir.join("agent.log"))?;
+        Ok(Self {
+            proc,
+            id: id.to_owned(),
+            dir,
+        })
+    }
+}
+
+/// Writes a cert and key into `dir` and returns their paths.
+pub fn write_pair(dir: &Path, name: &str, issued: &Issued) -> (PathBuf, PathBuf) {
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    issued.write(&crt, &key).expect("write cert");
+    (crt, key)
+}
+
+/// What a raw `Connect` got back.
+#[derive(Debug)]
+pub enum RawOutcome {
+    /// The controller answered with a Welcome.
+    Welcomed,
+    /// Refused: the gRPC status or transport error, as text.
+    Refused(String),
+}
+
+/// Opens `AgentService.Connect` to `grpc` trusting `ca_pem`, presenting
+/// `identity` (cert, key PEM) if any, and sending a Hello for `hello_id`.
+pub fn raw_connect(
+    grpc: SocketAddr,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    hello_id: &str,
+) -> RawOutcome {
+    use ebb_proto::v1::agent_message::Body;
+    use ebb_proto::v1::agent_service_client::AgentServiceClient;
+    use ebb_proto::v1::{AgentMessage, Hello, ProtocolVersion};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .domain_name("localhost");
+        if let Some((crt, key)) = identity {
+            tls = tls.identity(Identity::from_pem(crt, key));
+        }
+        let channel = match Channel::from_shared(format!("https://{grpc}"))
+            .expect("uri")
+            .tls_config(tls)
+            .expect("tls config")
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return RawOutcome::Refused(format!("{e:?}")),
+        };
+        let hello = AgentMessage {
+            body: Some(Body::Hello(Hello {
+                protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
+                instance_id: hello_id.to_owned(),
+                ..Default::default()
+            })),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(hello).await.expect("queue hello");
+        let mut client = AgentServiceClient::new(channel);
+        let call = client.connect(tokio_stream::wrappers::ReceiverStream::new(rx));
+        match tokio::time::timeout(Duration::from_secs(20), call).await {
+            Err(_) => RawOutcome::Refused("timed out".into()),
+            Ok(Err(status)) => {
+                RawOutcome::Refused(format!("{:?}: {}", status.code(), status.message()))
+            }
+            Ok(Ok(resp)) => match resp.into_inner().message().await {
+                Ok(Some(_)) => RawOutcome::Welcomed,
+                Ok(None) => RawOutcome::Refused("stream ended".into()),
+                Err(status) => {
+                    RawOutcome::Refused(format!("{:?}: {}", status.code(), status.message()))
+                }
+            },
+        }
+    })
+}

@@ -1,0 +1,212 @@
+//! The spine, end to end: real `ebb-controller` and `ebb-agent` processes on
+//! ephemeral ports, mTLS with certs from ebb's own PKI.
+
+use ebb_certs::{Ca, CertSpec, Identity};
+use ebb_tests::{AgentProc, ControllerProc, DEADLINE, RawOutcome, raw_connect};
+
+/// 1 s pulls keep the tests short; nothing below depends on wall-clock speed.
+const INTERVAL_MS: u64 = 1000;
+
+fn cpu_series(id: &str) -> String {
+    format!("ebb_instance_cpu_utilization{{instance=\"{id}\"}}")
+}
+
+fn mem_series(id: &str) -> String {
+    format!("ebb_instance_memory_utilization{{instance=\"{id}\"}}")
+}
+
+/// Waits for `line` in the controller's log; false if it never comes.
+fn eventually_or_log(ctl: &ControllerProc, line: &str) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < DEADLINE {
+        if ctl.proc.log_text().contains(line) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn agent_samples_reach_the_controller_with_plausible_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    let agent = AgentProc::start(&ctl, "host-1", "").unwrap();
+    ctl.wait_metric("ebb_agents_connected", |v| v == 1.0);
+    // CPU needs two reads for a window, so it appears from the first pull on
+    // (the agent primes on Welcome); wait for a few samples to be sure.
+    ctl.wait_metric("ebb_samples_total", |v| v >= 3.0);
+    let cpu = ctl.wait_metric(&cpu_series("host-1"), |_| true);
+    let mem = ctl.wait_metric(&mem_series("host-1"), |_| true);
+    assert!((0.0..=100.0).contains(&cpu), "cpu {cpu}");
+    assert!(mem > 0.0 && mem <= 100.0, "memory {mem}");
+    assert_eq!(ctl.metric("ebb_pulls_missed_total"), Some(0.0));
+    assert_eq!(ctl.http_get("/healthz").unwrap(), "ok\n");
+    let log = ctl.proc.log_text();
+    assert!(
+        log.contains("agent connected") && log.contains("host-1"),
+        "{log}"
+    );
+    drop(agent);
+}
+
+#[test]
+fn a_killed_agent_is_noticed_within_two_pulls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    let agent = AgentProc::start(&ctl, "host-k", "").unwrap();
+    ctl.wait_metric("ebb_samples_total", |v| v >= 2.0);
+    let pulls_at_kill = ctl.metric("ebb_pulls_total").unwrap();
+    agent.proc.signal("KILL");
+    ctl.wait_metric("ebb_agents_connected", |v| v == 0.0);
+    // Counted in pulls, not seconds, so a slow machine cannot fail it: once
+    // the stream is known gone no more pulls are sent.
+    let pulls_after = ctl.metric("ebb_pulls_total").unwrap();
+    assert!(
+        pulls_after - pulls_at_kill <= 2.0,
+        "{} pulls went out after the agent died",
+        pulls_after - pulls_at_kill
+    );
+    assert!(ctl.metric(&cpu_series("host-k")).is_none());
+    let log = ctl.proc.log_text();
+    assert!(
+        log.contains("agent disconnected") && log.contains("host-k"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_stopped_agent_shows_up_as_missed_pulls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    let agent = AgentProc::start(&ctl, "host-s", "").unwrap();
+    ctl.wait_metric("ebb_samples_total", |v| v >= 2.0);
+    agent.proc.signal("STOP");
+    ctl.wait_metric("ebb_pulls_missed_total", |v| v >= 2.0);
+    let log = ctl.proc.log_text();
+    assert!(log.contains("did not answer a pull"), "{log}");
+    agent.proc.signal("CONT");
+    let missed = ctl.metric("ebb_pulls_missed_total").unwrap();
+    let samples = ctl.metric("ebb_samples_total").unwrap();
+    ctl.wait_metric("ebb_samples_total", |v| v >= samples + 2.0);
+    assert!(ctl.proc.log_text().contains("answers pulls again"));
+    assert!(ctl.metric("ebb_pulls_missed_total").unwrap() <= missed + 1.0);
+}
+
+#[test]
+fn the_agent_reconnects_after_the_controller_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    let _agent = AgentProc::start(&ctl, "host-r", "").unwrap();
+    ctl.wait_metric("ebb_samples_total", |v| v >= 1.0);
+    let (grpc, http) = (ctl.grpc, ctl.http);
+    let ca_before = std::fs::read(ctl.pki_dir().join("ca.crt")).unwrap();
+    let mut proc = ctl.proc;
+    proc.signal("KILL");
+    proc.wait_exit(DEADLINE);
+    drop(proc);
+    let ctl = ControllerProc::start_on(tmp.path(), INTERVAL_MS, grpc, http).unwrap();
+    // Same CA: the data dir's PKI is reused, so the agent's cert still works.
+    assert_eq!(
+        std::fs::read(ctl.pki_dir().join("ca.crt")).unwrap(),
+        ca_before
+    );
+    ctl.wait_metric("ebb_agents_connected", |v| v == 1.0);
+    ctl.wait_metric("ebb_samples_total", |v| v >= 1.0);
+}
+
+#[test]
+fn the_agent_shuts_down_cleanly_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    let mut agent = AgentProc::start(&ctl, "host-t", "").unwrap();
+    ctl.wait_metric("ebb_samples_total", |v| v >= 1.0);
+    agent.proc.signal("TERM");
+    let status = agent.proc.wait_exit(DEADLINE);
+    assert!(status.success(), "agent exited with {status}");
+    ctl.wait_metric("ebb_agents_connected", |v| v == 0.0);
+    let log = ctl.proc.log_text();
+    assert!(log.contains("the agent closed the stream"), "{log}");
+}
+
+/// Every refusal of point 6: each is refused, logged with a clear line, and
+/// leaves a connected agent untouched.
+#[test]
+fn untrusted_and_mismatched_callers_are_refused_and_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    let _agent = AgentProc::start(&ctl, "good", "").unwrap();
+    ctl.wait_metric("ebb_agents_connected", |v| v == 1.0);
+    let ca = ctl.ca();
+    let ca_pem = ca.cert_pem().to_owned();
+    let other_ca = Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap();
+    let foreign = other_ca
+        .issue_agent("good", ebb_certs::AGENT_VALIDITY)
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let expired = ca
+        .issue(&CertSpec {
+            identity: Some(Identity::instance("ebb.local", "old").unwrap()),
+            dns_names: vec![],
+            ips: vec![],
+            not_before: now - time::Duration::days(10),
+            not_after: now - time::Duration::days(1),
+            server: false,
+            client: true,
+        })
+        .unwrap();
+    let admin = ca.issue_admin("alice", ebb_certs::ADMIN_VALIDITY).unwrap();
+    let impostor = ca.issue_agent("i-mine", ebb_certs::AGENT_VALIDITY).unwrap();
+
+    let cases: [(&str, Option<&ebb_certs::Issued>, &str, &str); 5] = [
+        ("no client cert", None, "x", "presented no certificate"),
+        (
+            "another CA",
+            Some(&foreign),
+            "good",
+            "not issued by this controller's CA",
+        ),
+        ("expired", Some(&expired), "old", "has expired"),
+        (
+            "admin cert",
+            Some(&admin),
+            "alice",
+            "admin certificate spiffe://ebb.local/admin/alice cannot connect as an agent",
+        ),
+        (
+            "wrong Hello",
+            Some(&impostor),
+            "good",
+            "Hello names instance `good` but the certificate is for `i-mine`",
+        ),
+    ];
+    for (name, cert, hello_id, log_line) in cases {
+        let samples_before = ctl.metric("ebb_samples_total").unwrap();
+        let identity = cert.map(|c| (c.cert_pem.as_str(), c.key_pem.as_str()));
+        let outcome = raw_connect(ctl.grpc, &ca_pem, identity, hello_id);
+        assert!(
+            matches!(outcome, RawOutcome::Refused(_)),
+            "{name}: {outcome:?}"
+        );
+        let found = eventually_or_log(&ctl, log_line);
+        assert!(
+            found,
+            "{name}: no log line `{log_line}` in:\n{}",
+            ctl.proc.log_text()
+        );
+        // The connected agent goes on being pulled.
+        ctl.wait_metric("ebb_samples_total", |v| v > samples_before);
+        assert_eq!(ctl.metric("ebb_agents_connected"), Some(1.0), "{name}");
+    }
+    assert!(ctl.metric("ebb_connections_refused_total").unwrap() >= 5.0);
+    // A good cert with the right Hello is welcomed: the refusals above were
+    // about the caller, not a broken server.
+    let ok = ca.issue_agent("raw-ok", ebb_certs::AGENT_VALIDITY).unwrap();
+    let outcome = raw_connect(
+        ctl.grpc,
+        &ca_pem,
+        Some((&ok.cert_pem, &ok.key_pem)),
+        "raw-ok",
+    );
+    assert!(matches!(outcome, RawOutcome::Welcomed), "{outcome:?}");
+}
