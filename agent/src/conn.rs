@@ -12,7 +12,7 @@ use ebb_proto::v1::{self as pb, AgentMessage, Collector, CollectorError, Hello, 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::collect::{CollectorKind, Collectors, HostFacts, Reading};
 use crate::health::{CheckResult, HealthChecks};
@@ -100,6 +100,7 @@ impl Agent {
             };
             last_failure = Some(reason);
             let wait = jitter(backoff);
+            debug!("retrying in {wait:?}");
             backoff = (backoff * 2).min(self.max_backoff);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}

@@ -56,6 +56,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let read =
         |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
     let (ca, cert, key) = (
@@ -92,15 +93,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         max_backoff: config.max_backoff(),
     };
     tracing::info!(instance = %instance_id, controller = %config.controller, "ebb-agent starting");
-    agent.run(shutdown_signal()).await;
+    agent.run(shutdown).await;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (a signal that arrives
+/// before the first poll must not kill the process) and resolves on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -67,6 +67,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let shutdown = shutdown_signal();
         let controller = match Controller::start(config).await {
             Ok(c) => c,
             Err(e) => {
@@ -74,7 +75,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match controller.serve(shutdown_signal()).await {
+        match controller.serve(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ebb-controller: {e:#}");
@@ -84,11 +85,16 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
     })
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (a signal that arrives
+/// before the first poll must not kill the process) and resolves on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

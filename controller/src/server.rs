@@ -136,6 +136,8 @@ impl Controller {
             Ok((g, h)) => warn!(grpc = ?g, http = ?h, "stopped with errors"),
             Err(_) => warn!("gave up waiting for connections to close after {SHUTDOWN_DEADLINE:?}"),
         }
+        // A stopped controller must not be found by ebbctl or the demo.
+        let _ = std::fs::remove_file(self.config.data_dir.join(ENDPOINTS_FILE));
         Ok(())
     }
 }

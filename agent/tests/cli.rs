@@ -1,0 +1,145 @@
+//! The `ebb-agent` binary's start-up: bad config exits 64 naming the
+//! problem; an unreachable controller is retried and logged once.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_ebb-agent");
+
+fn write_certs(dir: &Path) {
+    let ca = ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap();
+    ca.issue_agent("cli-1", ebb_certs::AGENT_VALIDITY)
+        .unwrap()
+        .write(&dir.join("agent.crt"), &dir.join("agent.key"))
+        .unwrap();
+    std::fs::write(dir.join("ca.crt"), ca.cert_pem()).unwrap();
+}
+
+const TLS: &str = "[tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n";
+
+fn run(config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    write_certs(dir.path());
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(AGENT)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unknown_key_exits_64_naming_it() {
+    let (code, err) = run(&format!("{TLS}controler = \"127.0.0.1:1\"\n"));
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("agent.toml") && err.contains("controler"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_toml_exits_64() {
+    let (code, err) = run("controller = \n");
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("agent.toml"), "{err}");
+}
+
+#[test]
+fn missing_cert_file_exits_64_naming_it() {
+    let (code, err) = run("[tls]\nca = \"ca.crt\"\ncert = \"nope.crt\"\nkey = \"agent.key\"\n");
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("tls.cert") && err.contains("nope.crt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_config_file_exits_64() {
+    let out = Command::new(AGENT)
+        .args(["--config", "/nonexistent/agent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read /nonexistent/agent.toml"), "{err}");
+}
+
+#[test]
+fn an_admin_cert_is_not_an_agent_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    write_certs(dir.path());
+    let ca = ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap();
+    ca.issue_admin("ops", ebb_certs::ADMIN_VALIDITY)
+        .unwrap()
+        .write(&dir.path().join("agent.crt"), &dir.path().join("agent.key"))
+        .unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, TLS).unwrap();
+    let out = Command::new(AGENT)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is an admin certificate"), "{err}");
+}
+
+#[test]
+fn an_unreachable_controller_is_retried_and_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_certs(dir.path());
+    // A port nobody listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        format!("controller = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\n[reconnect]\nmax_backoff_ms = 200\n{TLS}"),
+    )
+    .unwrap();
+    let log = dir.path().join("agent.log");
+    let mut child = Command::new(AGENT)
+        .arg("--config")
+        .arg(&path)
+        .env("EBB_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.matches("retrying in").count() >= 4 {
+            break text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no retries:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM while retrying should exit 0, got {status}"
+    );
+    assert_eq!(
+        text.matches("cannot connect to the controller").count(),
+        1,
+        "one warning per state change, not per retry:\n{text}"
+    );
+    assert!(text.contains("Connection refused"), "{text}");
+}
