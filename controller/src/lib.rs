@@ -7,10 +7,12 @@
 //! - `agent_service`: `AgentService.Connect`, identity checks and the pull loop.
 //! - `http`: `/healthz` and `/metrics`.
 //! - `server`: start-up order and serving until shutdown.
+//! - `demo`: the quickstart: a controller, a local agent and a live view.
 #![forbid(unsafe_code)]
 
 pub mod agent_service;
 pub mod config;
+pub mod demo;
 pub mod fleet;
 pub mod http;
 pub mod pki;

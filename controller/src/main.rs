@@ -28,6 +28,15 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// The quickstart: a controller and one local agent, with live samples.
+    Demo {
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 45)]
+        seconds: u64,
+        /// Plain timestamped lines (for logs and tests).
+        #[arg(long)]
+        plain: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,6 +44,36 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Demo { seconds, plain } => demo(seconds, plain),
+    }
+}
+
+fn demo(seconds: u64, plain: bool) -> ExitCode {
+    if seconds == 0 {
+        eprintln!("ebb-controller: --seconds must be at least 1");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let data_dir = std::env::temp_dir().join(format!("ebb-demo-{}", std::process::id()));
+    let opts = ebb_controller::demo::DemoOptions {
+        duration: std::time::Duration::from_secs(seconds),
+        plain,
+        data_dir: data_dir.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        let shutdown = shutdown_signal();
+        ebb_controller::demo::run(opts, shutdown).await
+    });
+    let _ = std::fs::remove_dir_all(&data_dir);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ebb-controller demo: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -56,6 +56,7 @@ pub struct Controller {
     pki: Pki,
     grpc: TcpListener,
     http: TcpListener,
+    fleet: Arc<Fleet>,
     _lock: File,
 }
 
@@ -84,6 +85,7 @@ impl Controller {
             config.grpc.listen,
         )?;
         Ok(Self {
+            fleet: Arc::new(Fleet::new(config.fleet.sample_ring)),
             config,
             pki,
             grpc,
@@ -96,6 +98,20 @@ impl Controller {
         self.grpc.local_addr().expect("bound socket has an address")
     }
 
+    /// The CA this controller issues certificates from.
+    pub fn ca(&self) -> &ebb_certs::Ca {
+        &self.pki.ca
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// The live fleet, for in-process views (the demo).
+    pub fn fleet(&self) -> Arc<Fleet> {
+        self.fleet.clone()
+    }
+
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr().expect("bound socket has an address")
     }
@@ -104,7 +120,7 @@ impl Controller {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
         write_endpoints(&self.config, grpc_addr, http_addr)?;
-        let fleet = Arc::new(Fleet::new(self.config.fleet.sample_ring));
+        let fleet = self.fleet.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         let tls = self.pki.server_config()?;
         let incoming = crate::tls::incoming(self.grpc, tls, fleet.clone(), stop_rx.clone());

@@ -210,3 +210,43 @@ fn untrusted_and_mismatched_callers_are_refused_and_logged() {
     );
     assert!(matches!(outcome, RawOutcome::Welcomed), "{outcome:?}");
 }
+
+#[test]
+fn the_quickstart_demo_shows_live_samples_and_leaves_nothing_behind() {
+    let child = std::process::Command::new(ebb_tests::bin("ebb-controller"))
+        .args(["demo", "--seconds", "6", "--plain"])
+        .env("EBB_AGENT_BIN", ebb_tests::bin("ebb-agent"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data_dir = std::env::temp_dir().join(format!("ebb-demo-{}", child.id()));
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples = stdout
+        .lines()
+        .filter(|l| l.contains("demo-1 up") && l.contains("cpu="))
+        .count();
+    assert!(samples >= 2, "expected live samples:\n{stdout}");
+    assert!(stdout.contains("demo over:"), "{stdout}");
+    // The demo's agent ran from the demo's own data dir; none may survive it.
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "demo-agent/agent.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "demo left agents running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    assert!(
+        !data_dir.exists(),
+        "demo left {} behind",
+        data_dir.display()
+    );
+}
