@@ -201,9 +201,16 @@ fn new_collector(kind: CollectorKind) -> Box<dyn Collect> {
     }
 }
 
-/// Reads a whole proc file, with an error message that names it.
+/// Reads a whole proc file, with an error message that names it. Proc files
+/// report size 0, so std would start with tiny reads; one buffer sized for
+/// the largest file we read (net/dev on a busy host) keeps it to a read or two.
 fn read_proc_file(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    use std::io::Read;
+    let mut text = String::with_capacity(16 * 1024);
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text)
 }
 
 #[cfg(test)]
