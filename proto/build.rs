@@ -1,13 +1,19 @@
 //! Compiles the `ebb.v1` protos with protox, so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["ebb/v1/agent.proto"];
+    let files = ["ebb/v1/agent.proto", "ebb/v1/admin.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["."])?;
     // No generated `connect` constructor: it would clash with the `Connect`
     // rpc. Clients are built with `new(channel)`.
+    // Kept for gRPC server reflection.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("ebb_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     tonic_prost_build::configure()
         .build_transport(false)
         .compile_fds(fds)?;

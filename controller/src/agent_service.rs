@@ -222,5 +222,5 @@ async fn drive(
             _ = shutdown.changed() => break "controller shutting down".to_owned(),
         }
     };
-    session.disconnected(&reason);
+    session.disconnected(&fleet, &reason);
 }

@@ -78,6 +78,9 @@ pub struct Fleet {
     agents: DashMap<String, Arc<Mutex<AgentState>>>,
     pub counters: Counters,
     ring_capacity: usize,
+    /// Woken on every connect and disconnect, so the reconcile loop reacts
+    /// at once instead of at its next tick.
+    pub changed: tokio::sync::Notify,
 }
 
 /// A handle a stream's task holds for its agent.
@@ -99,6 +102,7 @@ impl Fleet {
             agents: DashMap::new(),
             counters: Counters::default(),
             ring_capacity,
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -140,11 +144,43 @@ impl Fleet {
             s.consecutive_missed = 0;
             s.session
         };
+        self.changed.notify_one();
         Session {
             instance_id: id,
             session,
             state: entry,
         }
+    }
+
+    /// Whether the instance's agent has an open stream.
+    pub fn is_connected(&self, id: &str) -> bool {
+        self.with_agent(id, |a| a.connected).unwrap_or(false)
+    }
+
+    /// The first address the instance's agent reported.
+    pub fn address(&self, id: &str) -> Option<String> {
+        self.with_agent(id, |a| a.hello.addresses.first().cloned())
+            .flatten()
+    }
+
+    /// Average CPU over the last `n` samples, if any carried CPU.
+    pub fn recent_cpu(&self, id: &str, n: usize) -> Option<f64> {
+        self.with_agent(id, |a| {
+            let values: Vec<f64> = a
+                .ring
+                .iter()
+                .rev()
+                .take(n)
+                .filter_map(|p| p.cpu_utilization)
+                .collect();
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        })
+        .flatten()
+    }
+
+    /// Forgets an instance that left for good (released or detached).
+    pub fn forget(&self, id: &str) {
+        self.agents.remove_if(id, |_, v| !lock(v).connected);
     }
 
     pub fn connected_count(&self) -> usize {
@@ -278,7 +314,7 @@ impl Session {
     }
 
     /// Marks the agent disconnected unless a newer stream took over.
-    pub fn disconnected(&self, reason: &str) {
+    pub fn disconnected(&self, fleet: &Fleet, reason: &str) {
         let mut s = lock(&self.state);
         if s.session != self.session {
             return;
@@ -286,6 +322,8 @@ impl Session {
         s.connected = false;
         s.disconnected_at = Some(SystemTime::now());
         s.disconnect_reason = Some(reason.to_owned());
+        drop(s);
+        fleet.changed.notify_one();
         info!(instance = %self.instance_id, reason, "agent disconnected");
     }
 }
@@ -350,9 +388,9 @@ mod tests {
         let old = fleet.connect(hello("i-1"));
         let new = fleet.connect(hello("i-1"));
         assert!(!old.is_current() && new.is_current());
-        old.disconnected("old stream ended");
+        old.disconnected(&fleet, "old stream ended");
         assert_eq!(fleet.connected_count(), 1);
-        new.disconnected("gone");
+        new.disconnected(&fleet, "gone");
         assert_eq!(fleet.connected_count(), 0);
     }
 
@@ -364,7 +402,7 @@ mod tests {
         a.sampled(&fleet, sample(1, 12.5), 10);
         let b = fleet.connect(hello("i-b"));
         b.sampled(&fleet, sample(1, 99.0), 10);
-        b.disconnected("test");
+        b.disconnected(&fleet, "test");
         let text = fleet.render_metrics();
         assert!(text.contains("ebb_agents_connected 1\n"), "{text}");
         assert!(text.contains("ebb_pulls_total 1\n"), "{text}");

@@ -1,9 +1,14 @@
 //! The `ebb.v1` protocol: the messages and gRPC services shared by the agent,
 //! the controller and `ebbctl`, generated from `proto/ebb/v1/*.proto`.
 //!
-//! - `v1`: the generated messages, `AgentService` client and server.
+//! - `v1`: the generated messages, the `AgentService` and `AdminService`
+//!   clients and servers, and the descriptor set for reflection.
 
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("ebb.v1");
+
+    /// The encoded file descriptor set, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/ebb_descriptor.bin"));
 }

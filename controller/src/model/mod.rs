@@ -1,0 +1,609 @@
+//! The domain: scaling groups, scaling configurations, instances and
+//! scaling activities, as plain data with validation that reports every
+//! problem at once, naming the field. No I/O here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// ESS: a group's default cooldown when none is given.
+pub const DEFAULT_COOLDOWN_SECS: u32 = 300;
+/// ESS bounds the cooldown to a day.
+pub const MAX_COOLDOWN_SECS: u32 = 86_400;
+/// Agents get a minute to start reporting before health counts (AWS: 300 s).
+pub const DEFAULT_HEALTH_CHECK_GRACE_SECS: u32 = 60;
+/// Design §8: 5 s sampling by default, 1 s to 300 s allowed.
+pub const DEFAULT_SAMPLING_INTERVAL_SECS: u32 = 5;
+pub const MAX_SAMPLING_INTERVAL_SECS: u32 = 300;
+/// A group larger than this is a typo, not a fleet one controller pulls.
+pub const MAX_GROUP_SIZE: u32 = 10_000;
+/// ESS names: 2 to 64 characters.
+pub const MAX_NAME_LEN: usize = 64;
+/// ESS user data limit.
+pub const MAX_USER_DATA_BYTES: usize = 16 * 1024;
+/// ESS allows 20 tags per resource.
+pub const MAX_TAGS: usize = 20;
+
+/// One field's problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// Every problem with a request, each naming its field.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Invalid(pub Vec<FieldError>);
+
+impl Invalid {
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Ok when nothing was pushed.
+    pub fn into_result(self) -> Result<(), Invalid> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+
+    pub fn one(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut i = Self::default();
+        i.push(field, message);
+        i
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Checks an ESS-style name: 2–64 characters of letters, digits, `-`, `_`,
+/// `.`, starting with a letter or digit.
+pub fn check_name(field: &str, name: &str, errors: &mut Invalid) {
+    let len = name.chars().count();
+    if !(2..=MAX_NAME_LEN).contains(&len) {
+        errors.push(
+            field,
+            format!("must be 2 to {MAX_NAME_LEN} characters, got {len}"),
+        );
+    } else if !name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+    {
+        errors.push(field, "must start with a letter or digit");
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        errors.push(field, "may use only letters, digits, '-', '_' and '.'");
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "unknown value `{s}`; expected one of {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// How instances are picked for removal, in the group's order.
+    RemovalPolicy {
+        OldestScalingConfiguration = "OldestScalingConfiguration",
+        OldestInstance = "OldestInstance",
+        NewestInstance = "NewestInstance",
+        LeastBusy = "LeastBusy",
+    }
+);
+
+string_enum!(
+    /// Whether the controller judges instance health from the agent.
+    HealthCheckType { Agent = "AGENT", None = "NONE" }
+);
+
+string_enum!(
+    /// A group's lifecycle.
+    GroupState { Inactive = "Inactive", Active = "Active", Deleting = "Deleting" }
+);
+
+string_enum!(
+    /// An instance's lifecycle state (ESS names).
+    LifecycleState {
+        Pending = "Pending",
+        PendingWait = "Pending:Wait",
+        InService = "InService",
+        Standby = "Standby",
+        Protected = "Protected",
+        Removing = "Removing",
+        RemovingWait = "Removing:Wait",
+    }
+);
+
+string_enum!(
+    HealthStatus { Healthy = "Healthy", Unhealthy = "Unhealthy" }
+);
+
+string_enum!(
+    /// Whether ebb launched the instance or an operator attached it.
+    CreationType { AutoCreated = "AutoCreated", Attached = "Attached" }
+);
+
+string_enum!(
+    /// What started an activity.
+    Trigger {
+        Alarm = "alarm",
+        Schedule = "schedule",
+        Api = "api",
+        Health = "health",
+        Bounds = "bounds",
+    }
+);
+
+string_enum!(
+    ActivityStatus {
+        InProgress = "InProgress",
+        Successful = "Successful",
+        Warning = "Warning",
+        Failed = "Failed",
+        Rejected = "Rejected",
+    }
+);
+
+/// The default removal order, as in ESS.
+pub fn default_removal_policies() -> Vec<RemovalPolicy> {
+    vec![
+        RemovalPolicy::OldestScalingConfiguration,
+        RemovalPolicy::OldestInstance,
+    ]
+}
+
+/// A scaling group as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingGroup {
+    pub id: String,
+    pub name: String,
+    pub min_size: u32,
+    pub max_size: u32,
+    pub desired_capacity: u32,
+    pub default_cooldown_secs: u32,
+    pub removal_policies: Vec<RemovalPolicy>,
+    pub health_check_type: HealthCheckType,
+    pub health_check_grace_period_secs: u32,
+    pub sampling_interval_secs: u32,
+    pub deletion_protection: bool,
+    pub state: GroupState,
+    pub active_configuration_id: Option<String>,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// The fields a create or modify may set; `None` keeps (or defaults) a value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupSpec {
+    pub name: Option<String>,
+    pub min_size: Option<u32>,
+    pub max_size: Option<u32>,
+    pub desired_capacity: Option<u32>,
+    pub default_cooldown_secs: Option<u32>,
+    pub removal_policies: Option<Vec<String>>,
+    pub health_check_type: Option<String>,
+    pub health_check_grace_period_secs: Option<u32>,
+    pub sampling_interval_secs: Option<u32>,
+    pub deletion_protection: Option<bool>,
+}
+
+impl ScalingGroup {
+    /// A new, Inactive group from a create request; every problem at once.
+    pub fn create(id: String, spec: &GroupSpec, now_ms: i64) -> Result<Self, Invalid> {
+        let mut errors = Invalid::default();
+        let name = spec.name.clone().unwrap_or_default();
+        if spec.name.is_none() {
+            errors.push("name", "is required");
+        }
+        let min_size = spec.min_size.unwrap_or_else(|| {
+            errors.push("min_size", "is required");
+            0
+        });
+        let max_size = spec.max_size.unwrap_or_else(|| {
+            errors.push("max_size", "is required");
+            min_size
+        });
+        let mut group = Self {
+            id,
+            name,
+            min_size,
+            max_size,
+            desired_capacity: spec.desired_capacity.unwrap_or(min_size),
+            default_cooldown_secs: DEFAULT_COOLDOWN_SECS,
+            removal_policies: default_removal_policies(),
+            health_check_type: HealthCheckType::Agent,
+            health_check_grace_period_secs: DEFAULT_HEALTH_CHECK_GRACE_SECS,
+            sampling_interval_secs: DEFAULT_SAMPLING_INTERVAL_SECS,
+            deletion_protection: false,
+            state: GroupState::Inactive,
+            active_configuration_id: None,
+            created_at_ms: now_ms,
+        };
+        group.apply_optional(spec, &mut errors);
+        group.check(&mut errors);
+        errors.into_result().map(|()| group)
+    }
+
+    /// The group after a modify request, or every problem. A modify that
+    /// changes min or max without desired pulls desired into the new bounds
+    /// (ESS does the same), which is how bounds move capacity.
+    pub fn modified(&self, spec: &GroupSpec) -> Result<Self, Invalid> {
+        let mut errors = Invalid::default();
+        let mut g = self.clone();
+        if let Some(n) = &spec.name {
+            g.name = n.clone();
+        }
+        if let Some(v) = spec.min_size {
+            g.min_size = v;
+        }
+        if let Some(v) = spec.max_size {
+            g.max_size = v;
+        }
+        match spec.desired_capacity {
+            Some(d) => g.desired_capacity = d,
+            None => {
+                g.desired_capacity = g
+                    .desired_capacity
+                    .clamp(g.min_size, g.max_size.max(g.min_size))
+            }
+        }
+        g.apply_optional(spec, &mut errors);
+        g.check(&mut errors);
+        errors.into_result().map(|()| g)
+    }
+
+    fn apply_optional(&mut self, spec: &GroupSpec, errors: &mut Invalid) {
+        if let Some(v) = spec.default_cooldown_secs {
+            self.default_cooldown_secs = v;
+        }
+        if let Some(list) = &spec.removal_policies {
+            let mut policies = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                match p.parse::<RemovalPolicy>() {
+                    Ok(p) if policies.contains(&p) => {
+                        errors.push(
+                            format!("removal_policies[{i}]"),
+                            format!("`{p}` is listed twice"),
+                        );
+                    }
+                    Ok(p) => policies.push(p),
+                    Err(e) => errors.push(format!("removal_policies[{i}]"), e),
+                }
+            }
+            if list.len() > 2 {
+                errors.push(
+                    "removal_policies",
+                    format!("at most two policies, got {}", list.len()),
+                );
+            }
+            if list.is_empty() {
+                errors.push("removal_policies", "name at least one policy");
+            }
+            self.removal_policies = policies;
+        }
+        if let Some(t) = &spec.health_check_type {
+            match t.parse() {
+                Ok(t) => self.health_check_type = t,
+                Err(e) => errors.push("health_check_type", e),
+            }
+        }
+        if let Some(v) = spec.health_check_grace_period_secs {
+            self.health_check_grace_period_secs = v;
+        }
+        if let Some(v) = spec.sampling_interval_secs {
+            self.sampling_interval_secs = v;
+        }
+        if let Some(v) = spec.deletion_protection {
+            self.deletion_protection = v;
+        }
+    }
+
+    fn check(&self, errors: &mut Invalid) {
+        check_name("name", &self.name, errors);
+        if self.max_size > MAX_GROUP_SIZE {
+            errors.push(
+                "max_size",
+                format!("{} is above the limit of {MAX_GROUP_SIZE}", self.max_size),
+            );
+        }
+        if self.min_size > self.max_size {
+            errors.push(
+                "min_size",
+                format!(
+                    "{} is greater than max_size {}",
+                    self.min_size, self.max_size
+                ),
+            );
+        } else if !(self.min_size..=self.max_size).contains(&self.desired_capacity) {
+            errors.push(
+                "desired_capacity",
+                format!(
+                    "{} is outside [min_size, max_size] = [{}, {}]",
+                    self.desired_capacity, self.min_size, self.max_size
+                ),
+            );
+        }
+        if self.default_cooldown_secs > MAX_COOLDOWN_SECS {
+            errors.push(
+                "default_cooldown_secs",
+                format!(
+                    "{} is outside 0..={MAX_COOLDOWN_SECS}",
+                    self.default_cooldown_secs
+                ),
+            );
+        }
+        if self.health_check_grace_period_secs > 86_400 {
+            errors.push(
+                "health_check_grace_period_secs",
+                format!(
+                    "{} is outside 0..=86400",
+                    self.health_check_grace_period_secs
+                ),
+            );
+        }
+        if !(1..=MAX_SAMPLING_INTERVAL_SECS).contains(&self.sampling_interval_secs) {
+            errors.push(
+                "sampling_interval_secs",
+                format!(
+                    "{} is outside 1..={MAX_SAMPLING_INTERVAL_SECS}",
+                    self.sampling_interval_secs
+                ),
+            );
+        }
+    }
+}
+
+/// A template for new instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingConfiguration {
+    pub id: String,
+    pub group_id: String,
+    pub name: String,
+    /// Free text for the operator's own sizing vocabulary.
+    pub instance_type: String,
+    /// The workload the process provider runs next to the agent (argv, no
+    /// shell); empty runs the agent alone.
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    pub user_data: String,
+    pub created_at_ms: i64,
+}
+
+/// The fields a create or modify of a configuration may set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigurationSpec {
+    pub name: Option<String>,
+    pub instance_type: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub user_data: Option<String>,
+}
+
+impl ScalingConfiguration {
+    pub fn create(
+        id: String,
+        group_id: String,
+        spec: &ConfigurationSpec,
+        now_ms: i64,
+    ) -> Result<Self, Invalid> {
+        let mut errors = Invalid::default();
+        if spec.name.is_none() {
+            errors.push("name", "is required");
+        }
+        let c = Self {
+            id,
+            group_id,
+            name: spec.name.clone().unwrap_or_default(),
+            instance_type: String::new(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            user_data: String::new(),
+            created_at_ms: now_ms,
+        }
+        .with(spec);
+        c.check(&mut errors);
+        errors.into_result().map(|()| c)
+    }
+
+    pub fn modified(&self, spec: &ConfigurationSpec) -> Result<Self, Invalid> {
+        let mut errors = Invalid::default();
+        let c = self.clone().with(spec);
+        c.check(&mut errors);
+        errors.into_result().map(|()| c)
+    }
+
+    fn with(mut self, spec: &ConfigurationSpec) -> Self {
+        if let Some(v) = &spec.name {
+            self.name = v.clone();
+        }
+        if let Some(v) = &spec.instance_type {
+            self.instance_type = v.clone();
+        }
+        if let Some(v) = &spec.command {
+            self.command = v.clone();
+        }
+        if let Some(v) = &spec.env {
+            self.env = v.clone();
+        }
+        if let Some(v) = &spec.tags {
+            self.tags = v.clone();
+        }
+        if let Some(v) = &spec.user_data {
+            self.user_data = v.clone();
+        }
+        self
+    }
+
+    fn check(&self, errors: &mut Invalid) {
+        check_name("name", &self.name, errors);
+        if self.instance_type.len() > 64 {
+            errors.push("instance_type", "must be at most 64 characters");
+        }
+        if self.command.first().is_some_and(|p| p.is_empty()) {
+            errors.push("command[0]", "must name a program");
+        }
+        for key in self.env.keys() {
+            let ok = !key.is_empty()
+                && !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                errors.push(
+                    format!("env.{key}"),
+                    "is not a valid environment variable name",
+                );
+            } else if key.starts_with("EBB_") {
+                errors.push(format!("env.{key}"), "EBB_ variables are reserved for ebb");
+            }
+        }
+        if self.tags.len() > MAX_TAGS {
+            errors.push(
+                "tags",
+                format!("at most {MAX_TAGS} tags, got {}", self.tags.len()),
+            );
+        }
+        for (k, v) in &self.tags {
+            if k.is_empty() || k.len() > 128 {
+                errors.push(format!("tags.{k}"), "a tag key is 1 to 128 characters");
+            }
+            if v.len() > 128 {
+                errors.push(format!("tags.{k}"), "a tag value is at most 128 characters");
+            }
+        }
+        if self.user_data.len() > MAX_USER_DATA_BYTES {
+            errors.push(
+                "user_data",
+                format!(
+                    "{} bytes is above the limit of {MAX_USER_DATA_BYTES}",
+                    self.user_data.len()
+                ),
+            );
+        }
+    }
+}
+
+/// An instance of a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub group_id: String,
+    /// The configuration it was launched from; None for attached instances.
+    pub configuration_id: Option<String>,
+    pub lifecycle_state: LifecycleState,
+    pub health_status: HealthStatus,
+    pub creation_type: CreationType,
+    /// The host address the agent reported, once it has.
+    pub address: Option<String>,
+    pub created_at_ms: i64,
+    /// When it became InService.
+    pub in_service_at_ms: Option<i64>,
+    /// The activity that launched or is removing it.
+    pub activity_id: Option<String>,
+}
+
+impl Instance {
+    /// Counts towards the group's capacity (everything not on its way out).
+    pub fn counts(&self) -> bool {
+        !matches!(
+            self.lifecycle_state,
+            LifecycleState::Removing | LifecycleState::RemovingWait
+        )
+    }
+
+    /// May be picked by a scale-in.
+    pub fn removable(&self) -> bool {
+        matches!(
+            self.lifecycle_state,
+            LifecycleState::InService | LifecycleState::Pending | LifecycleState::PendingWait
+        )
+    }
+}
+
+/// A change of capacity, stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    pub id: String,
+    pub group_id: String,
+    /// A sentence: what happened and why.
+    pub cause: String,
+    pub trigger: Trigger,
+    pub status: ActivityStatus,
+    /// 0–100.
+    pub progress: u8,
+    pub capacity_from: u32,
+    pub capacity_to: u32,
+    pub created_instances: Vec<String>,
+    pub removed_instances: Vec<String>,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    /// Why it failed or was rejected.
+    pub error: Option<String>,
+}
+
+impl Activity {
+    pub fn is_running(&self) -> bool {
+        self.status == ActivityStatus::InProgress
+    }
+}
+
+/// A short random id with a prefix, e.g. `asg-3f9a0c1b2d4e`.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff)
+}
+
+pub mod removal;
+
+#[cfg(test)]
+mod tests;

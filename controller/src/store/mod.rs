@@ -1,0 +1,77 @@
+//! The store: everything the controller decides is written here before it
+//! acts. One trait, one conformance suite, one module per backend (SQLite by
+//! default; etcd for HA later).
+//!
+//! Writes go through [`Store::commit`], all or nothing, so "raise desired and
+//! record the activity" can never be half done.
+
+use crate::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
+
+pub mod sqlite;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule would break (a group name, a configuration name in its group).
+    #[error("{0}")]
+    Conflict(String),
+    /// A write refers to something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The backend failed (I/O, locking, the database itself).
+    #[error("store: {0}")]
+    Backend(String),
+    /// A stored record could not be read back.
+    #[error("store: corrupt record {key}: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One change in a [`Store::commit`]. Deleting a record that does not
+/// exist is a no-op, so a retried step converges. Listings break ties by id
+/// (ascending; descending for activities).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Insert a new group; Conflict if its id or name is taken.
+    CreateGroup(ScalingGroup),
+    /// Replace an existing group; NotFound if absent, Conflict on a taken name.
+    UpdateGroup(ScalingGroup),
+    /// Remove a group with its configurations, instances and activities.
+    DeleteGroup(String),
+    /// Insert or replace; Conflict if another configuration of the same
+    /// group has the name; NotFound if the group does not exist.
+    PutConfiguration(ScalingConfiguration),
+    DeleteConfiguration(String),
+    /// Insert or replace; NotFound if the group does not exist.
+    PutInstance(Instance),
+    DeleteInstance(String),
+    /// Insert or replace; NotFound if the group does not exist.
+    PutActivity(Activity),
+}
+
+/// The controller's persistent state. Implementations are cheap to call from
+/// async code (local, sub-millisecond writes) and safe to share.
+pub trait Store: Send + Sync + 'static {
+    /// Applies every write or none.
+    fn commit(&self, writes: Vec<Write>) -> Result<()>;
+
+    fn get_group(&self, id: &str) -> Result<Option<ScalingGroup>>;
+    fn find_group_by_name(&self, name: &str) -> Result<Option<ScalingGroup>>;
+    /// All groups, by name.
+    fn list_groups(&self) -> Result<Vec<ScalingGroup>>;
+
+    fn get_configuration(&self, id: &str) -> Result<Option<ScalingConfiguration>>;
+    /// A group's configurations (all when None), oldest first.
+    fn list_configurations(&self, group_id: Option<&str>) -> Result<Vec<ScalingConfiguration>>;
+
+    fn get_instance(&self, id: &str) -> Result<Option<Instance>>;
+    /// A group's instances (all when None), oldest first.
+    fn list_instances(&self, group_id: Option<&str>) -> Result<Vec<Instance>>;
+
+    fn get_activity(&self, id: &str) -> Result<Option<Activity>>;
+    /// A group's activities (all when None), newest first, at most `limit`.
+    fn list_activities(&self, group_id: Option<&str>, limit: usize) -> Result<Vec<Activity>>;
+}

@@ -1,0 +1,728 @@
+//! SQLite backend: one file in the data dir, WAL journal, one connection
+//! behind a mutex. Each record is stored whole as JSON in `data`; the other
+//! columns are copies of its keys, there for lookups, uniqueness, cascades
+//! and ordering.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Result, Store, StoreError, Write};
+use crate::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
+
+/// How long a statement waits for another process's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, one migration per version; the database records the versions
+/// applied in `schema_version`. Append only: never edit a shipped migration.
+const MIGRATIONS: &[&str] = &[
+    // 1: groups, configurations, instances, activities.
+    "CREATE TABLE groups (
+         id   TEXT PRIMARY KEY NOT NULL,
+         name TEXT NOT NULL UNIQUE,
+         data TEXT NOT NULL
+     );
+     CREATE TABLE configurations (
+         id            TEXT PRIMARY KEY NOT NULL,
+         group_id      TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+         name          TEXT NOT NULL,
+         data          TEXT NOT NULL,
+         created_at_ms INTEGER NOT NULL,
+         UNIQUE (group_id, name)
+     );
+     CREATE INDEX configurations_by_group ON configurations(group_id, created_at_ms, id);
+     CREATE TABLE instances (
+         id            TEXT PRIMARY KEY NOT NULL,
+         group_id      TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+         data          TEXT NOT NULL,
+         created_at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX instances_by_group ON instances(group_id, created_at_ms, id);
+     CREATE TABLE activities (
+         id            TEXT PRIMARY KEY NOT NULL,
+         group_id      TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+         data          TEXT NOT NULL,
+         started_at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX activities_by_group ON activities(group_id, started_at_ms, id);
+     -- Activities accumulate; listing the newest across groups should not scan them all.
+     CREATE INDEX activities_by_time ON activities(started_at_ms, id);",
+];
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if absent) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let conn = Connection::open(path).map_err(|e| at(&shown, e))?;
+        let store = Self::setup(conn, &shown)?;
+        tracing::info!(path = %shown, schema = SCHEMA_VERSION, "store opened");
+        Ok(store)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory().map_err(backend)?;
+        Self::setup(conn, ":memory:")
+    }
+
+    fn setup(mut conn: Connection, shown: &str) -> Result<Self> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| at(shown, e))?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(|e| at(shown, e))?;
+        // Refuse a newer database before anything below can write to it
+        // (switching to WAL rewrites the file header).
+        check_not_newer(&conn, shown)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(|e| at(shown, e))?;
+        if mode != "wal" && mode != "memory" {
+            // Still correct, only slower and with readers blocking writers;
+            // happens on filesystems without shared memory (some network mounts).
+            tracing::warn!(db = shown, mode, "SQLite refused WAL journal mode");
+        }
+        // NORMAL is durable in WAL mode except for the last commits on power loss.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| at(shown, e))?;
+        migrate(&mut conn, shown)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves no half-done write behind: an
+        // open transaction rolls back when dropped. So the connection is fine.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// A failure while opening, naming the database.
+fn at(shown: &str, e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("{shown}: {e}"))
+}
+
+/// The highest schema version recorded, 0 for a database without one.
+fn recorded_version(conn: &Connection) -> rusqlite::Result<i64> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_table {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |row| row.get(0),
+    )
+}
+
+fn check_not_newer(conn: &Connection, shown: &str) -> Result<()> {
+    let found = recorded_version(conn).map_err(|e| at(shown, e))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "{shown} was written by a newer ebb (schema {found}, this build knows {SCHEMA_VERSION}); \
+             run that version of ebb, or restore a backup made by this one"
+        )));
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, shown: &str) -> Result<()> {
+    // IMMEDIATE: two controllers starting on one file take turns rather than
+    // both applying the same migration.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| at(shown, e))?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version       INTEGER PRIMARY KEY NOT NULL,
+             applied_at_ms INTEGER NOT NULL
+         );",
+    )
+    .map_err(|e| at(shown, e))?;
+    check_not_newer(&tx, shown)?;
+    let found = recorded_version(&tx).map_err(|e| at(shown, e))?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    for (version, sql) in (1..).zip(MIGRATIONS) {
+        if version <= found {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(|e| {
+            StoreError::Backend(format!("migrating {shown} to schema {version}: {e}"))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at_ms) VALUES (?1, ?2)",
+            params![version, now_ms],
+        )
+        .map_err(|e| at(shown, e))?;
+        tracing::info!(db = shown, version, "applied schema migration");
+    }
+    tx.commit().map_err(|e| at(shown, e))
+}
+
+/// Which uniqueness or reference rule a failed statement broke.
+enum Broken {
+    Unique,
+    ForeignKey,
+}
+
+fn broken(e: &rusqlite::Error) -> Option<Broken> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
+            match f.extended_code {
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => Some(Broken::Unique),
+                rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => Some(Broken::ForeignKey),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn to_json<T: Serialize>(record: &T) -> Result<String> {
+    serde_json::to_string(record)
+        .map_err(|e| StoreError::Backend(format!("encoding a record: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(table: &str, id: &str, data: &str) -> Result<T> {
+    serde_json::from_str(data).map_err(|e| StoreError::Corrupt {
+        key: format!("{table}/{id}"),
+        message: e.to_string(),
+    })
+}
+
+fn no_group(group_id: &str) -> StoreError {
+    StoreError::NotFound(format!("scaling group {group_id} does not exist"))
+}
+
+fn group_name_taken(name: &str) -> StoreError {
+    StoreError::Conflict(format!("a scaling group named `{name}` already exists"))
+}
+
+fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
+    match write {
+        Write::CreateGroup(g) => {
+            let result = tx.execute(
+                "INSERT INTO groups (id, name, data) VALUES (?1, ?2, ?3)",
+                params![g.id, g.name, to_json(g)?],
+            );
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) if matches!(broken(&e), Some(Broken::Unique)) => {
+                    let id_taken: bool = tx
+                        .query_row(
+                            "SELECT EXISTS (SELECT 1 FROM groups WHERE id = ?1)",
+                            [&g.id],
+                            |row| row.get(0),
+                        )
+                        .map_err(backend)?;
+                    Err(if id_taken {
+                        StoreError::Conflict(format!("scaling group {} already exists", g.id))
+                    } else {
+                        group_name_taken(&g.name)
+                    })
+                }
+                Err(e) => Err(backend(e)),
+            }
+        }
+        Write::UpdateGroup(g) => {
+            let result = tx.execute(
+                "UPDATE groups SET name = ?2, data = ?3 WHERE id = ?1",
+                params![g.id, g.name, to_json(g)?],
+            );
+            match result {
+                Ok(0) => Err(no_group(&g.id)),
+                Ok(_) => Ok(()),
+                Err(e) if matches!(broken(&e), Some(Broken::Unique)) => {
+                    Err(group_name_taken(&g.name))
+                }
+                Err(e) => Err(backend(e)),
+            }
+        }
+        Write::DeleteGroup(id) => delete(tx, "groups", id),
+        Write::PutConfiguration(c) => {
+            let result = tx.execute(
+                "INSERT INTO configurations (id, group_id, name, data, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, name = excluded.name,
+                     data = excluded.data, created_at_ms = excluded.created_at_ms",
+                params![c.id, c.group_id, c.name, to_json(c)?, c.created_at_ms],
+            );
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) => Err(match broken(&e) {
+                    Some(Broken::Unique) => StoreError::Conflict(format!(
+                        "scaling configuration `{}` already exists in group {}",
+                        c.name, c.group_id
+                    )),
+                    Some(Broken::ForeignKey) => no_group(&c.group_id),
+                    None => backend(e),
+                }),
+            }
+        }
+        Write::DeleteConfiguration(id) => delete(tx, "configurations", id),
+        Write::PutInstance(i) => {
+            let result = tx.execute(
+                "INSERT INTO instances (id, group_id, data, created_at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, data = excluded.data,
+                     created_at_ms = excluded.created_at_ms",
+                params![i.id, i.group_id, to_json(i)?, i.created_at_ms],
+            );
+            put_result(result, &i.group_id)
+        }
+        Write::DeleteInstance(id) => delete(tx, "instances", id),
+        Write::PutActivity(a) => {
+            let result = tx.execute(
+                "INSERT INTO activities (id, group_id, data, started_at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, data = excluded.data,
+                     started_at_ms = excluded.started_at_ms",
+                params![a.id, a.group_id, to_json(a)?, a.started_at_ms],
+            );
+            put_result(result, &a.group_id)
+        }
+    }
+}
+
+/// The outcome of an upsert whose only rule is that its group exists.
+fn put_result(result: rusqlite::Result<usize>, group_id: &str) -> Result<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(broken(&e), Some(Broken::ForeignKey)) => Err(no_group(group_id)),
+        Err(e) => Err(backend(e)),
+    }
+}
+
+/// Deleting what is already gone is not an error: a retried step converges.
+fn delete(tx: &Transaction<'_>, table: &str, id: &str) -> Result<()> {
+    tx.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])
+        .map(drop)
+        .map_err(backend)
+}
+
+impl SqliteStore {
+    /// Reads the `(id, data)` rows `sql` selects and decodes each.
+    fn query<T: DeserializeOwned>(
+        &self,
+        table: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<T>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+        let rows = stmt
+            .query_map(params, |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, data) = row.map_err(backend)?;
+            out.push(from_json(table, &id, &data)?);
+        }
+        Ok(out)
+    }
+
+    fn get<T: DeserializeOwned>(&self, table: &str, id: &str) -> Result<Option<T>> {
+        let conn = self.conn();
+        let data: Option<String> = conn
+            .prepare_cached(&format!("SELECT data FROM {table} WHERE id = ?1"))
+            .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
+            .map_err(backend)?;
+        data.map(|d| from_json(table, id, &d)).transpose()
+    }
+}
+
+impl Store for SqliteStore {
+    fn commit(&self, writes: Vec<Write>) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        for write in &writes {
+            // Returning early drops `tx`, which rolls back everything before.
+            apply(&tx, write)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn get_group(&self, id: &str) -> Result<Option<ScalingGroup>> {
+        self.get("groups", id)
+    }
+
+    fn find_group_by_name(&self, name: &str) -> Result<Option<ScalingGroup>> {
+        let mut found = self.query(
+            "groups",
+            "SELECT id, data FROM groups WHERE name = ?1",
+            [name],
+        )?;
+        Ok(found.pop())
+    }
+
+    fn list_groups(&self) -> Result<Vec<ScalingGroup>> {
+        self.query("groups", "SELECT id, data FROM groups ORDER BY name", [])
+    }
+
+    fn get_configuration(&self, id: &str) -> Result<Option<ScalingConfiguration>> {
+        self.get("configurations", id)
+    }
+
+    fn list_configurations(&self, group_id: Option<&str>) -> Result<Vec<ScalingConfiguration>> {
+        match group_id {
+            Some(g) => self.query(
+                "configurations",
+                "SELECT id, data FROM configurations WHERE group_id = ?1 ORDER BY created_at_ms, id",
+                [g],
+            ),
+            None => self.query(
+                "configurations",
+                "SELECT id, data FROM configurations ORDER BY created_at_ms, id",
+                [],
+            ),
+        }
+    }
+
+    fn get_instance(&self, id: &str) -> Result<Option<Instance>> {
+        self.get("instances", id)
+    }
+
+    fn list_instances(&self, group_id: Option<&str>) -> Result<Vec<Instance>> {
+        match group_id {
+            Some(g) => self.query(
+                "instances",
+                "SELECT id, data FROM instances WHERE group_id = ?1 ORDER BY created_at_ms, id",
+                [g],
+            ),
+            None => self.query(
+                "instances",
+                "SELECT id, data FROM instances ORDER BY created_at_ms, id",
+                [],
+            ),
+        }
+    }
+
+    fn get_activity(&self, id: &str) -> Result<Option<Activity>> {
+        self.get("activities", id)
+    }
+
+    fn list_activities(&self, group_id: Option<&str>, limit: usize) -> Result<Vec<Activity>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match group_id {
+            Some(g) => self.query(
+                "activities",
+                "SELECT id, data FROM activities WHERE group_id = ?1
+                 ORDER BY started_at_ms DESC, id DESC LIMIT ?2",
+                params![g, limit],
+            ),
+            None => self.query(
+                "activities",
+                "SELECT id, data FROM activities ORDER BY started_at_ms DESC, id DESC LIMIT ?1",
+                [limit],
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::model::{GroupState, HealthCheckType, RemovalPolicy};
+    use crate::store::conformance;
+
+    fn group(id: &str, name: &str) -> ScalingGroup {
+        ScalingGroup {
+            id: id.into(),
+            name: name.into(),
+            min_size: 0,
+            max_size: 3,
+            desired_capacity: 1,
+            default_cooldown_secs: 300,
+            removal_policies: vec![RemovalPolicy::OldestInstance],
+            health_check_type: HealthCheckType::Agent,
+            health_check_grace_period_secs: 60,
+            sampling_interval_secs: 5,
+            deletion_protection: false,
+            state: GroupState::Active,
+            active_configuration_id: None,
+            created_at_ms: 7,
+        }
+    }
+
+    fn raw(store: &SqliteStore) -> MutexGuard<'_, Connection> {
+        store.conn()
+    }
+
+    fn version_rows(conn: &Connection) -> Vec<i64> {
+        let mut stmt = conn
+            .prepare("SELECT version FROM schema_version ORDER BY version")
+            .unwrap();
+        stmt.query_map([], |row| row.get(0))
+            .unwrap()
+            .map(|v| v.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn conformance_in_memory() {
+        conformance::run_all(&|| Box::new(SqliteStore::open_in_memory().unwrap()));
+    }
+
+    #[test]
+    fn conformance_on_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = AtomicUsize::new(0);
+        conformance::run_all(&|| {
+            let path = dir
+                .path()
+                .join(format!("ebb-{}.db", n.fetch_add(1, Ordering::Relaxed)));
+            Box::new(SqliteStore::open(&path).unwrap())
+        });
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<SqliteStore>();
+    }
+
+    #[test]
+    fn creates_the_file_and_keeps_data_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ebb.db");
+        assert!(!path.exists());
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            assert!(path.exists());
+            store
+                .commit(vec![Write::CreateGroup(group("asg-1", "web"))])
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.get_group("asg-1").unwrap(),
+            Some(group("asg-1", "web"))
+        );
+        // Reopening applies no migration twice.
+        assert_eq!(
+            version_rows(&raw(&store)),
+            (1..=SCHEMA_VERSION).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn pragmas_are_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("ebb.db")).unwrap();
+        let conn = raw(&store);
+        let pragma = |name: &str| -> String {
+            conn.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+                .map(|v| match v {
+                    rusqlite::types::Value::Text(s) => s,
+                    rusqlite::types::Value::Integer(i) => i.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), "wal");
+        assert_eq!(pragma("synchronous"), "1", "NORMAL");
+        assert_eq!(pragma("foreign_keys"), "1");
+        assert_eq!(pragma("busy_timeout"), BUSY_TIMEOUT.as_millis().to_string());
+    }
+
+    #[test]
+    fn schema_version_is_recorded() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let conn = raw(&store);
+        assert_eq!(recorded_version(&conn).unwrap(), SCHEMA_VERSION);
+        assert_eq!(
+            version_rows(&conn),
+            (1..=SCHEMA_VERSION).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path: PathBuf = dir.path().join("ebb.db");
+        let newer = SCHEMA_VERSION + 1;
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL);
+                 CREATE TABLE future (x TEXT);",
+            )
+            .unwrap();
+            for v in 1..=newer {
+                conn.execute("INSERT INTO schema_version VALUES (?1, 0)", [v])
+                    .unwrap();
+            }
+        }
+        let before = std::fs::read(&path).unwrap();
+
+        let err = SqliteStore::open(&path)
+            .err()
+            .expect("a newer schema is refused");
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+        assert!(
+            message.contains(&format!(
+                "{} was written by a newer ebb (schema {newer}, this build knows {SCHEMA_VERSION});",
+                path.display()
+            )),
+            "{message}"
+        );
+
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is untouched"
+        );
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(recorded_version(&conn).unwrap(), newer);
+        let groups: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'groups')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!groups, "no migration ran");
+    }
+
+    #[test]
+    fn not_a_database_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ebb.db");
+        std::fs::write(
+            &path,
+            "this is not SQLite, but long enough to have a header".repeat(4),
+        )
+        .unwrap();
+        let err = SqliteStore::open(&path).err().expect("refused");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("store: {}: ", path.display())),
+            "{message}"
+        );
+        assert!(message.contains("not a database"), "{message}");
+    }
+
+    #[test]
+    fn unreadable_record_is_corrupt_naming_table_and_id() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .commit(vec![
+                Write::CreateGroup(group("asg-1", "web")),
+                Write::PutActivity(Activity {
+                    id: "act-1".into(),
+                    group_id: "asg-1".into(),
+                    cause: "test".into(),
+                    trigger: crate::model::Trigger::Api,
+                    status: crate::model::ActivityStatus::InProgress,
+                    progress: 0,
+                    capacity_from: 0,
+                    capacity_to: 1,
+                    created_instances: Vec::new(),
+                    removed_instances: Vec::new(),
+                    started_at_ms: 1,
+                    ended_at_ms: None,
+                    error: None,
+                }),
+            ])
+            .unwrap();
+        raw(&store)
+            .execute_batch(
+                "UPDATE groups SET data = '{\"id\": \"asg-1\", \"name\": ' WHERE id = 'asg-1';
+                 UPDATE activities SET data = '{\"id\": \"act-1\"}' WHERE id = 'act-1';",
+            )
+            .unwrap();
+
+        let check = |err: StoreError, key: &str| match err {
+            StoreError::Corrupt {
+                key: ref k,
+                ref message,
+            } => {
+                assert_eq!(k, key);
+                assert!(!message.is_empty());
+                assert!(
+                    err.to_string()
+                        .starts_with(&format!("store: corrupt record {key}: ")),
+                    "{err}"
+                );
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        };
+        check(store.get_group("asg-1").unwrap_err(), "groups/asg-1");
+        check(store.find_group_by_name("web").unwrap_err(), "groups/asg-1");
+        check(store.list_groups().unwrap_err(), "groups/asg-1");
+        check(store.get_activity("act-1").unwrap_err(), "activities/act-1");
+        check(
+            store.list_activities(None, 10).unwrap_err(),
+            "activities/act-1",
+        );
+    }
+
+    #[test]
+    fn two_handles_on_one_file_share_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ebb.db");
+        let a = Arc::new(SqliteStore::open(&path).unwrap());
+        let b = SqliteStore::open(&path).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let a = Arc::clone(&a);
+                std::thread::spawn(move || {
+                    for i in 0..10 {
+                        let id = format!("asg-{t}-{i}");
+                        a.commit(vec![Write::CreateGroup(group(&id, &id))]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for i in 0..10 {
+            let id = format!("asg-b-{i}");
+            b.commit(vec![Write::CreateGroup(group(&id, &id))]).unwrap();
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(a.list_groups().unwrap().len(), 50);
+        assert_eq!(b.list_groups().unwrap().len(), 50);
+        let err = b
+            .commit(vec![Write::CreateGroup(group("asg-x", "asg-0-0"))])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a scaling group named `asg-0-0` already exists"
+        );
+    }
+}
