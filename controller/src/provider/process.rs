@@ -1,0 +1,1194 @@
+//! The process provider: each instance is a local process tree — the real
+//! agent plus the configuration's workload, one process group — living in
+//! `<base_dir>/<instance_id>/`.
+//!
+//! The directory is the whole truth. `instance.json`, written once the
+//! processes run, names the group and each process by pid *and* start time,
+//! so a provider started later (after a controller restart) describes and
+//! releases the same instances, and a pid reused by a stranger is never
+//! signalled. A directory without `instance.json` is a launch that died
+//! half-way. The `Child` handles kept in memory only reap our own children.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::{Instant, sleep};
+use tracing::{debug, info, warn};
+
+use super::{LaunchRequest, Provider, ProviderError, ProviderInstance, Result};
+
+const PROC: &str = "/proc";
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+const RECORD: &str = "instance.json";
+const AGENT_CONFIG: &str = "agent.toml";
+/// Local instances sit next to the controller: reconnect within 2 s of its restart.
+const AGENT_MAX_BACKOFF_MS: u64 = 2_000;
+/// Often enough that a release does not dawdle, rarely enough to cost nothing.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// SIGKILL cannot be ignored; longer than this means a process stuck in the kernel.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// Instance ids become directory names; keep them short and plain.
+const MAX_ID_LEN: usize = 128;
+
+/// Runs each instance as a local process group under `base_dir`.
+pub struct ProcessProvider {
+    base_dir: PathBuf,
+    agent_bin: PathBuf,
+    release_timeout: Duration,
+    /// Serialises launch and release of one id; other ids proceed.
+    locks: IdLocks,
+    /// Ids whose launch is under way: their dir exists before `instance.json`
+    /// does, and must not look like an interrupted launch meanwhile.
+    launching: Mutex<HashSet<String>>,
+}
+
+/// What `instance.json` holds: enough to find and verify the processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct InstanceRecord {
+    instance_id: String,
+    group_id: String,
+    /// The process group: the agent's pid, as it leads the group.
+    pgid: i32,
+    /// The session the group belongs to (the launching controller's).
+    session: i32,
+    /// Start times count from boot; after a reboot they mean nothing.
+    boot_id: Option<String>,
+    agent: ProcessRecord,
+    workload: Option<ProcessRecord>,
+    agent_bin: PathBuf,
+    started_at_ms: u64,
+}
+
+/// A pid plus its start time (clock ticks since boot), which a reused pid lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct ProcessRecord {
+    pid: i32,
+    start_time: u64,
+}
+
+/// The keys of `agent.toml` the provider sets (the agent denies unknown ones).
+#[derive(Serialize)]
+struct AgentConfig<'a> {
+    controller: &'a str,
+    /// Omitted when empty: the agent then takes the host part of `controller`.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    server_name: &'a str,
+    tls: AgentTls,
+    reconnect: AgentReconnect,
+}
+
+#[derive(Serialize)]
+struct AgentTls {
+    ca: &'static str,
+    cert: &'static str,
+    key: &'static str,
+}
+
+#[derive(Serialize)]
+struct AgentReconnect {
+    max_backoff_ms: u64,
+}
+
+impl ProcessProvider {
+    /// `base_dir` is `<data_dir>/instances`; `agent_bin` the `ebb-agent` to run.
+    pub fn new(base_dir: PathBuf, agent_bin: PathBuf, release_timeout: Duration) -> Self {
+        // Liveness compares the agent's argv with `<dir>/agent.toml`, so the
+        // path must not depend on the cwd of whichever controller asks.
+        let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
+        Self {
+            base_dir,
+            agent_bin,
+            release_timeout,
+            locks: IdLocks::default(),
+            launching: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn instance_dir(&self, id: &str) -> PathBuf {
+        self.base_dir.join(id)
+    }
+
+    /// Creates the instance's files and starts its processes, pushing each
+    /// started child onto `children` so a failure can stop them.
+    fn start(
+        &self,
+        req: &LaunchRequest,
+        dir: &Path,
+        children: &mut Vec<Child>,
+    ) -> Result<(), String> {
+        let write = |name: &str, data: &[u8], mode: u32| {
+            ebb_certs::write_atomic(&dir.join(name), data, mode)
+                .map_err(|e| format!("cannot write {name}: {e}"))
+        };
+        write("ca.crt", req.ca_pem.as_bytes(), 0o600)?;
+        write("agent.crt", req.cert_pem.as_bytes(), 0o600)?;
+        write("agent.key", req.key_pem.as_bytes(), 0o600)?;
+        let config = AgentConfig {
+            controller: &req.controller,
+            server_name: &req.server_name,
+            tls: AgentTls {
+                ca: "ca.crt",
+                cert: "agent.crt",
+                key: "agent.key",
+            },
+            reconnect: AgentReconnect {
+                max_backoff_ms: AGENT_MAX_BACKOFF_MS,
+            },
+        };
+        let config =
+            toml::to_string(&config).map_err(|e| format!("cannot render {AGENT_CONFIG}: {e}"))?;
+        write(AGENT_CONFIG, config.as_bytes(), 0o600)?;
+
+        let (stdout, stderr) = open_log(&dir.join("agent.log"))?;
+        let mut agent = Command::new(&self.agent_bin);
+        agent
+            .arg("--config")
+            .arg(dir.join(AGENT_CONFIG))
+            .current_dir(dir)
+            .env("EBB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0);
+        let child = agent
+            .spawn()
+            .map_err(|e| format!("cannot start the agent {}: {e}", self.agent_bin.display()))?;
+        let (agent, agent_stat) = own_child(child, children, "the agent")?;
+
+        let mut workload = None;
+        if let Some((program, args)) = req.configuration.command.split_first() {
+            let (stdout, stderr) = open_log(&dir.join("workload.log"))?;
+            // The workload inherits the controller's environment (PATH, HOME,
+            // locale) with the configuration's variables and ours on top.
+            let mut command = Command::new(program);
+            command
+                .args(args)
+                .current_dir(dir)
+                .envs(&req.configuration.env)
+                .env("EBB_INSTANCE_ID", &req.instance_id)
+                .env("EBB_GROUP_ID", &req.group_id)
+                .env("EBB_INSTANCE_DIR", dir)
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(stderr)
+                .process_group(agent.pid);
+            let child = command
+                .spawn()
+                .map_err(|e| format!("cannot start the workload `{program}`: {e}"))?;
+            workload = Some(own_child(child, children, "the workload")?.0);
+        }
+
+        let record = InstanceRecord {
+            instance_id: req.instance_id.clone(),
+            group_id: req.group_id.clone(),
+            pgid: agent.pid,
+            session: agent_stat.session,
+            boot_id: boot_id(),
+            agent,
+            workload,
+            agent_bin: self.agent_bin.clone(),
+            started_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let json = serde_json::to_vec_pretty(&record)
+            .map_err(|e| format!("cannot render {RECORD}: {e}"))?;
+        write(RECORD, &json, 0o600)
+    }
+
+    /// Whether the instance in `dir` runs: its agent, and its workload if it
+    /// has one. A workload that died while the agent lives makes the instance
+    /// dead too: the agent would keep reporting a host doing nothing, and
+    /// only a replacement brings the workload back. An instance still being
+    /// launched counts as alive.
+    fn is_alive(&self, id: &str, dir: &Path) -> bool {
+        self.launching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+            || recorded_alive(id, dir)
+    }
+
+    /// The processes a release targets: the recorded ones, else (an
+    /// interrupted launch) the agents found by their command line.
+    fn targets(&self, id: &str, dir: &Path) -> Targets {
+        match read_record(dir) {
+            Ok(Some(record)) => record_targets(&record, dir),
+            Ok(None) => agents_by_cmdline(dir),
+            Err(e) => {
+                warn!(instance = id, "{e}; looking for its agent by command line");
+                agents_by_cmdline(dir)
+            }
+        }
+    }
+
+    async fn stop(&self, id: &str, targets: &Targets) -> Result<()> {
+        let error = |message| ProviderError::Release {
+            instance: id.to_owned(),
+            message,
+        };
+        if targets.is_empty() {
+            return Ok(());
+        }
+        targets.signal(Signal::SIGTERM).map_err(error)?;
+        if wait_gone(targets, self.release_timeout).await {
+            return Ok(());
+        }
+        warn!(
+            instance = id,
+            "still running {:?} after SIGTERM; sending SIGKILL", self.release_timeout
+        );
+        targets.signal(Signal::SIGKILL).map_err(error)?;
+        if wait_gone(targets, KILL_GRACE).await {
+            return Ok(());
+        }
+        Err(error(format!(
+            "processes of group(s) {:?} survived SIGKILL for {KILL_GRACE:?}",
+            targets.groups
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl Provider for ProcessProvider {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn launch(&self, req: LaunchRequest) -> Result<()> {
+        let id = req.instance_id.clone();
+        let fail = |message| ProviderError::Launch {
+            instance: id.clone(),
+            message,
+        };
+        check_id(&id).map_err(fail)?;
+        let _lock = self.locks.lock(&id).await;
+        let dir = self.instance_dir(&id);
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.base_dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", self.base_dir.display())))?;
+        // Under the id's lock, nothing else is launching it: a dir that
+        // exists is a running or a leftover instance, never to be doubled.
+        let _launching = Launching::enter(&self.launching, &id);
+        if let Err(e) = DirBuilder::new().mode(0o700).create(&dir) {
+            return Err(fail(if e.kind() != ErrorKind::AlreadyExists {
+                format!("cannot create {}: {e}", dir.display())
+            } else if recorded_alive(&id, &dir) {
+                "it is already running".to_owned()
+            } else {
+                format!(
+                    "{} is left from an earlier launch; release it first",
+                    dir.display()
+                )
+            }));
+        }
+        let mut children = Vec::new();
+        match self.start(&req, &dir, &mut children) {
+            Ok(()) => {
+                let pids: Vec<_> = children.iter().filter_map(Child::id).collect();
+                info!(instance = %id, ?pids, dir = %dir.display(), "launched");
+                for child in children {
+                    tokio::spawn(reap(id.clone(), child));
+                }
+                Ok(())
+            }
+            Err(message) => {
+                abort(children).await;
+                if let Err(e) = fs::remove_dir_all(&dir) {
+                    warn!(instance = %id, "cannot remove {} after a failed launch: {e}", dir.display());
+                }
+                Err(fail(message))
+            }
+        }
+    }
+
+    async fn release(&self, instance_id: &str) -> Result<()> {
+        check_id(instance_id).map_err(|message| ProviderError::Release {
+            instance: instance_id.to_owned(),
+            message,
+        })?;
+        let _lock = self.locks.lock(instance_id).await;
+        let dir = self.instance_dir(instance_id);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let targets = self.targets(instance_id, &dir);
+        self.stop(instance_id, &targets).await?;
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ProviderError::Release {
+                    instance: instance_id.to_owned(),
+                    message: format!("cannot remove {}: {e}", dir.display()),
+                });
+            }
+        }
+        info!(instance = instance_id, "released");
+        Ok(())
+    }
+
+    async fn describe(&self) -> Result<Vec<ProviderInstance>> {
+        let entries = match fs::read_dir(&self.base_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(ProviderError::Other(format!(
+                    "cannot list {}: {e}",
+                    self.base_dir.display()
+                )));
+            }
+        };
+        let mut instances = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(id) = entry.file_name().into_string() else {
+                continue;
+            };
+            if check_id(&id).is_err() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let alive = self.is_alive(&id, &entry.path());
+            instances.push(ProviderInstance {
+                instance_id: id,
+                alive,
+            });
+        }
+        instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        Ok(instances)
+    }
+}
+
+/// Whether the processes `instance.json` names run (see `is_alive`).
+fn recorded_alive(id: &str, dir: &Path) -> bool {
+    let record = match read_record(dir) {
+        Ok(Some(record)) => record,
+        Ok(None) => return false,
+        Err(e) => {
+            warn!(instance = id, "{e}");
+            return false;
+        }
+    };
+    same_boot(&record)
+        && agent_matches(&record, dir)
+        && record.workload.is_none_or(|w| process_matches(w).is_some())
+}
+
+/// Ids name directories: no separators, no `.`/`..`, nothing exotic.
+fn check_id(id: &str) -> Result<(), String> {
+    let plain = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if id.is_empty() || id.len() > MAX_ID_LEN || id == "." || id == ".." || !plain {
+        return Err(format!(
+            "`{id}` is not a valid instance id (1 to {MAX_ID_LEN} of A-Z a-z 0-9 - _ .)"
+        ));
+    }
+    Ok(())
+}
+
+/// Two handles on one append-only log, for stdout and stderr.
+fn open_log(path: &Path) -> Result<(File, File), String> {
+    let error = |e| format!("cannot open {}: {e}", path.display());
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(error)?;
+    let copy = file.try_clone().map_err(error)?;
+    Ok((file, copy))
+}
+
+/// Keeps a just spawned child and notes who it is. Its stat is readable even
+/// if it already exited: nothing reaps it before `reap` runs.
+fn own_child(
+    child: Child,
+    children: &mut Vec<Child>,
+    what: &str,
+) -> Result<(ProcessRecord, ProcStat), String> {
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    children.push(child);
+    let pid = pid.ok_or_else(|| format!("{what} exited at once"))?;
+    let stat = read_stat(pid).ok_or_else(|| format!("{what} (pid {pid}) exited at once"))?;
+    let process = ProcessRecord {
+        pid,
+        start_time: stat.start_time,
+    };
+    Ok((process, stat))
+}
+
+/// Waits for one of our children so it never lingers as a zombie.
+async fn reap(id: String, mut child: Child) {
+    let pid = child.id();
+    match child.wait().await {
+        Ok(status) => debug!(instance = %id, ?pid, %status, "process exited"),
+        Err(e) => warn!(instance = %id, ?pid, "cannot wait for process: {e}"),
+    }
+}
+
+/// Stops what a failed launch started. They are our unreaped children, so
+/// their pids cannot have been reused: no ownership check is needed.
+async fn abort(children: Vec<Child>) {
+    if let Some(pgid) = children.first().and_then(Child::id) {
+        let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+    }
+    for mut child in children {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+}
+
+fn read_record(dir: &Path) -> Result<Option<InstanceRecord>, String> {
+    let path = dir.join(RECORD);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` the provider needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    state: char,
+    pgrp: i32,
+    session: i32,
+    start_time: u64,
+}
+
+impl ProcStat {
+    /// Zombies (`Z`) and dying tasks (`X`) run nothing.
+    fn running(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X')
+    }
+}
+
+fn read_stat(pid: i32) -> Option<ProcStat> {
+    parse_stat(&fs::read_to_string(format!("{PROC}/{pid}/stat")).ok()?)
+}
+
+/// Parses a stat line; the command name may hold spaces and parentheses, so
+/// fields are counted from the last `)`.
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+fn boot_id() -> Option<String> {
+    fs::read_to_string(BOOT_ID)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// After a reboot every process of the record is gone, whatever now holds its pids.
+fn same_boot(record: &InstanceRecord) -> bool {
+    match (&record.boot_id, boot_id()) {
+        (Some(then), Some(now)) => *then == now,
+        _ => true,
+    }
+}
+
+/// The process, if it still runs and is the one recorded (same start time).
+fn process_matches(process: ProcessRecord) -> Option<ProcStat> {
+    read_stat(process.pid).filter(|s| s.running() && s.start_time == process.start_time)
+}
+
+/// Whether `pid`'s argv holds `<dir>/agent.toml`, i.e. it is this instance's agent.
+fn runs_agent_of(pid: i32, dir: &Path) -> bool {
+    let config = dir.join(AGENT_CONFIG);
+    fs::read(format!("{PROC}/{pid}/cmdline")).is_ok_and(|argv| {
+        argv.split(|&b| b == 0)
+            .any(|arg| arg == config.as_os_str().as_bytes())
+    })
+}
+
+fn agent_matches(record: &InstanceRecord, dir: &Path) -> bool {
+    process_matches(record.agent).is_some() && runs_agent_of(record.agent.pid, dir)
+}
+
+/// Every pid in `/proc`, with its stat.
+fn processes() -> Vec<(i32, ProcStat)> {
+    let Ok(entries) = fs::read_dir(PROC) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, read_stat(pid)?)))
+        .collect()
+}
+
+/// Process groups and single processes to signal, already checked to be ours.
+#[derive(Debug, Default)]
+struct Targets {
+    groups: Vec<i32>,
+    pids: Vec<ProcessRecord>,
+}
+
+impl Targets {
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.pids.is_empty()
+    }
+
+    fn signal(&self, signal: Signal) -> Result<(), String> {
+        let sent = |result: nix::Result<()>, what: String| match result {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(format!("cannot send {signal} to {what}: {e}")),
+        };
+        for &pgid in &self.groups {
+            sent(
+                killpg(Pid::from_raw(pgid), signal),
+                format!("process group {pgid}"),
+            )?;
+        }
+        for &process in &self.pids {
+            if process_matches(process).is_some() {
+                sent(
+                    kill(Pid::from_raw(process.pid), signal),
+                    format!("pid {}", process.pid),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether nothing of the targets runs any more (zombies count as gone).
+    fn gone(&self) -> bool {
+        let groups_empty = self.groups.is_empty()
+            || !processes()
+                .iter()
+                .any(|(_, s)| s.running() && self.groups.contains(&s.pgrp));
+        groups_empty && self.pids.iter().all(|&p| process_matches(p).is_none())
+    }
+}
+
+async fn wait_gone(targets: &Targets, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if targets.gone() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// What of a recorded instance may be signalled: its group if
+/// `group_is_ours`, and the workload by pid in case it left the group.
+fn record_targets(record: &InstanceRecord, dir: &Path) -> Targets {
+    let mut targets = Targets::default();
+    if !same_boot(record) {
+        return targets;
+    }
+    if group_is_ours(record, dir) {
+        targets.groups.push(record.pgid);
+    }
+    if let Some(workload) = record
+        .workload
+        .filter(|&w| process_matches(w).is_some_and(|s| s.pgrp != record.pgid))
+    {
+        targets.pids.push(workload);
+    }
+    targets
+}
+
+/// Whether the process group `record.pgid` is still the one the launch made.
+/// A pid is not handed out again while a group of that number has members.
+fn group_is_ours(record: &InstanceRecord, dir: &Path) -> bool {
+    let leader = record.agent.pid;
+    match read_stat(leader) {
+        // The leader's pid is taken (maybe by its zombie): the group is ours
+        // only if the taker is our agent, else the number was reused after
+        // our group emptied.
+        Some(s) => {
+            s.start_time == record.agent.start_time && (!s.running() || runs_agent_of(leader, dir))
+        }
+        // The leader is gone, members may survive (the workload, a health
+        // check's child). Members of the launch's session are taken as ours:
+        // a stranger would need a group that reused the number and already
+        // lost its own leader.
+        None => processes()
+            .iter()
+            .any(|(_, s)| s.running() && s.pgrp == record.pgid && s.session == record.session),
+    }
+}
+
+/// For a launch that died before writing `instance.json`: the groups led by
+/// processes whose argv names this instance's `agent.toml`. A workload whose
+/// agent died too cannot be told from a stranger and is left alone.
+fn agents_by_cmdline(dir: &Path) -> Targets {
+    let groups = processes()
+        .into_iter()
+        .filter(|(pid, s)| s.running() && s.pgrp == *pid && runs_agent_of(*pid, dir))
+        .map(|(pid, _)| pid)
+        .collect();
+    Targets {
+        groups,
+        pids: Vec::new(),
+    }
+}
+
+/// One async mutex per instance id, dropped once nobody holds or awaits it.
+#[derive(Default)]
+struct IdLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+struct IdGuard<'a> {
+    locks: &'a IdLocks,
+    id: String,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl IdLocks {
+    async fn lock(&self, id: &str) -> IdGuard<'_> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(id.to_owned()).or_default().clone()
+        };
+        IdGuard {
+            locks: self,
+            id: id.to_owned(),
+            _guard: lock.lock_owned().await,
+        }
+    }
+}
+
+impl Drop for IdGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.locks.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references: the map's and our guard's; any waiter holds a third.
+        if map.get(&self.id).is_some_and(|l| Arc::strong_count(l) == 2) {
+            map.remove(&self.id);
+        }
+    }
+}
+
+/// Marks an id as launching for as long as it lives.
+struct Launching<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Launching<'a> {
+    fn enter(set: &'a Mutex<HashSet<String>>, id: &str) -> Self {
+        set.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned());
+        Self {
+            set,
+            id: id.to_owned(),
+        }
+    }
+}
+
+impl Drop for Launching<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::model::ScalingConfiguration;
+
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    /// A provider over a temp dir, whose drop kills whatever its tests started.
+    struct Env {
+        tmp: TempDir,
+        provider: ProcessProvider,
+        agent_bin: PathBuf,
+    }
+
+    impl Env {
+        fn new(agent: &str, release_timeout: Duration) -> Self {
+            let tmp = TempDir::new().unwrap();
+            let agent_bin = fixture(agent);
+            let provider = ProcessProvider::new(
+                tmp.path().join("instances"),
+                agent_bin.clone(),
+                release_timeout,
+            );
+            Self {
+                tmp,
+                provider,
+                agent_bin,
+            }
+        }
+
+        fn plain() -> Self {
+            Self::new("fake-agent.sh", PATIENCE)
+        }
+
+        /// A second provider on the same dir: the controller after a restart.
+        fn restarted(&self) -> ProcessProvider {
+            ProcessProvider::new(self.base(), self.agent_bin.clone(), PATIENCE)
+        }
+
+        fn base(&self) -> PathBuf {
+            self.tmp.path().join("instances")
+        }
+
+        fn dir(&self, id: &str) -> PathBuf {
+            self.base().join(id)
+        }
+
+        fn record(&self, id: &str) -> InstanceRecord {
+            read_record(&self.dir(id)).unwrap().expect("instance.json")
+        }
+
+        async fn alive(&self, id: &str) -> Option<bool> {
+            let all = self.provider.describe().await.unwrap();
+            all.into_iter()
+                .find(|i| i.instance_id == id)
+                .map(|i| i.alive)
+        }
+    }
+
+    impl Drop for Env {
+        fn drop(&mut self) {
+            let needle = self.tmp.path().as_os_str().as_bytes();
+            for (pid, stat) in processes() {
+                let ours = fs::read(format!("{PROC}/{pid}/cmdline"))
+                    .is_ok_and(|argv| argv.windows(needle.len()).any(|w| w == needle));
+                if ours && stat.pgrp == pid {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            for entry in fs::read_dir(self.base()).into_iter().flatten().flatten() {
+                if let Ok(Some(record)) = read_record(&entry.path())
+                    && group_is_ours(&record, &entry.path())
+                {
+                    let _ = killpg(Pid::from_raw(record.pgid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn request(id: &str, command: &[&str]) -> LaunchRequest {
+        LaunchRequest {
+            instance_id: id.to_owned(),
+            group_id: "g-1".to_owned(),
+            configuration: ScalingConfiguration {
+                id: "c-1".to_owned(),
+                group_id: "g-1".to_owned(),
+                name: "web".to_owned(),
+                instance_type: String::new(),
+                command: command.iter().map(|s| s.to_string()).collect(),
+                env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+                tags: BTreeMap::new(),
+                user_data: String::new(),
+                created_at_ms: 0,
+            },
+            controller: "127.0.0.1:7440".to_owned(),
+            server_name: "ebb-controller".to_owned(),
+            ca_pem: "CA PEM".to_owned(),
+            cert_pem: "CERT PEM".to_owned(),
+            key_pem: "KEY PEM".to_owned(),
+            sampling_interval_secs: 5,
+        }
+    }
+
+    async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Gone from /proc: exited *and* reaped, no zombie left.
+    fn vanished(pid: i32) -> bool {
+        !Path::new(&format!("{PROC}/{pid}")).exists()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn launch_writes_private_certs_and_an_agent_config() {
+        let env = Env::plain();
+        env.provider.launch(request("i-1", &[])).await.unwrap();
+        let dir = env.dir("i-1");
+        assert_eq!(mode(&dir), 0o700);
+        for (name, content) in [
+            ("ca.crt", "CA PEM"),
+            ("agent.crt", "CERT PEM"),
+            ("agent.key", "KEY PEM"),
+        ] {
+            assert_eq!(
+                fs::read_to_string(dir.join(name)).unwrap(),
+                content,
+                "{name}"
+            );
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        assert!(dir.join("agent.log").exists());
+
+        // The keys and shapes ebb-agent's `Config` (deny_unknown_fields) takes.
+        let config: toml::Table =
+            toml::from_str(&fs::read_to_string(dir.join("agent.toml")).unwrap()).unwrap();
+        let keys: Vec<_> = config.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["controller", "reconnect", "server_name", "tls"]);
+        assert_eq!(config["controller"].as_str(), Some("127.0.0.1:7440"));
+        assert_eq!(config["server_name"].as_str(), Some("ebb-controller"));
+        let tls = config["tls"].as_table().unwrap();
+        assert_eq!(tls.len(), 3);
+        assert_eq!(tls["ca"].as_str(), Some("ca.crt"));
+        assert_eq!(tls["cert"].as_str(), Some("agent.crt"));
+        assert_eq!(tls["key"].as_str(), Some("agent.key"));
+        let reconnect = config["reconnect"].as_table().unwrap();
+        assert_eq!(reconnect.len(), 1);
+        assert_eq!(reconnect["max_backoff_ms"].as_integer(), Some(2_000));
+
+        let record = env.record("i-1");
+        assert_eq!(
+            (record.instance_id.as_str(), record.group_id.as_str()),
+            ("i-1", "g-1")
+        );
+        assert_eq!(record.pgid, record.agent.pid);
+        assert_eq!(record.workload, None);
+        assert_eq!(record.agent_bin, env.agent_bin);
+        let argv = fs::read(format!("{PROC}/{}/cmdline", record.agent.pid)).unwrap();
+        let argv: Vec<&[u8]> = argv.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
+        assert_eq!(
+            argv[argv.len() - 2..],
+            [
+                b"--config".as_slice(),
+                dir.join("agent.toml").as_os_str().as_bytes()
+            ]
+        );
+
+        // No server name: the agent derives it from `controller`.
+        let mut bare = request("i-2", &[]);
+        bare.server_name.clear();
+        env.provider.launch(bare).await.unwrap();
+        let config: toml::Table =
+            toml::from_str(&fs::read_to_string(env.dir("i-2").join("agent.toml")).unwrap())
+                .unwrap();
+        assert!(!config.contains_key("server_name"));
+
+        env.provider.release("i-1").await.unwrap();
+        env.provider.release("i-2").await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn describe_lists_launched_instances_as_alive() {
+        let env = Env::plain();
+        assert_eq!(env.provider.describe().await.unwrap(), []);
+        env.provider.launch(request("i-b", &[])).await.unwrap();
+        env.provider
+            .launch(request("i-a", &["sleep", "1000"]))
+            .await
+            .unwrap();
+        let alive = |id: &str| ProviderInstance {
+            instance_id: id.to_owned(),
+            alive: true,
+        };
+        assert_eq!(
+            env.provider.describe().await.unwrap(),
+            [alive("i-a"), alive("i-b")]
+        );
+        env.provider.release("i-a").await.unwrap();
+        env.provider.release("i-b").await.unwrap();
+        assert_eq!(env.provider.describe().await.unwrap(), []);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workload_runs_in_the_agents_group_with_its_env() {
+        let env = Env::plain();
+        let script = "env > env.txt.tmp && mv env.txt.tmp env.txt && exec sleep 1000";
+        env.provider
+            .launch(request("i-1", &["/bin/sh", "-c", script]))
+            .await
+            .unwrap();
+        let dir = env.dir("i-1");
+        let record = env.record("i-1");
+        let workload = record.workload.expect("a workload pid");
+        assert_eq!(read_stat(workload.pid).unwrap().pgrp, record.pgid);
+        eventually("the workload's env.txt", async || {
+            dir.join("env.txt").exists()
+        })
+        .await;
+        let vars = fs::read_to_string(dir.join("env.txt")).unwrap();
+        for var in [
+            "GREETING=hello".to_owned(),
+            "EBB_INSTANCE_ID=i-1".to_owned(),
+            "EBB_GROUP_ID=g-1".to_owned(),
+            format!("EBB_INSTANCE_DIR={}", dir.display()),
+            format!("PWD={}", dir.display()),
+        ] {
+            assert!(
+                vars.lines().any(|l| l == var),
+                "{var} missing from:\n{vars}"
+            );
+        }
+        assert!(dir.join("workload.log").exists());
+        assert_eq!(env.alive("i-1").await, Some(true));
+
+        env.provider.release("i-1").await.unwrap();
+        assert!(!dir.exists());
+        eventually("both processes reaped", async || {
+            vanished(record.agent.pid) && vanished(workload.pid)
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn release_stops_the_processes_and_removes_the_dir() {
+        let env = Env::plain();
+        env.provider
+            .launch(request("i-1", &["sleep", "1000"]))
+            .await
+            .unwrap();
+        let record = env.record("i-1");
+        let started = Instant::now();
+        env.provider.release("i-1").await.unwrap();
+        assert!(
+            started.elapsed() < PATIENCE / 2,
+            "SIGTERM was enough: {:?}",
+            started.elapsed()
+        );
+        assert!(!env.dir("i-1").exists());
+        let workload = record.workload.unwrap();
+        eventually("both processes reaped", async || {
+            vanished(record.agent.pid) && vanished(workload.pid)
+        })
+        .await;
+        assert_eq!(env.provider.describe().await.unwrap(), []);
+        env.provider.release("i-1").await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_process_ignoring_sigterm_is_killed_after_the_timeout() {
+        let timeout = Duration::from_millis(300);
+        let env = Env::new("stubborn-agent.sh", timeout);
+        env.provider.launch(request("i-1", &[])).await.unwrap();
+        let dir = env.dir("i-1");
+        eventually("the agent to ignore SIGTERM", async || {
+            dir.join("trapped").exists()
+        })
+        .await;
+        let pid = env.record("i-1").agent.pid;
+        let started = Instant::now();
+        env.provider.release("i-1").await.unwrap();
+        assert!(
+            started.elapsed() >= timeout,
+            "released after {:?}",
+            started.elapsed()
+        );
+        assert!(!dir.exists());
+        eventually("the agent reaped", async || vanished(pid)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_agent_killed_from_outside_is_dead_reaped_and_releasable() {
+        let env = Env::plain();
+        env.provider.launch(request("i-1", &[])).await.unwrap();
+        let pid = env.record("i-1").agent.pid;
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        eventually("the killed agent reaped, not a zombie", async || {
+            vanished(pid)
+        })
+        .await;
+        assert_eq!(env.alive("i-1").await, Some(false));
+        env.provider.release("i-1").await.unwrap();
+        assert!(!env.dir("i-1").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_workload_makes_the_instance_dead() {
+        let env = Env::plain();
+        env.provider
+            .launch(request("i-1", &["sleep", "1000"]))
+            .await
+            .unwrap();
+        let record = env.record("i-1");
+        let workload = record.workload.unwrap();
+        kill(Pid::from_raw(workload.pid), Signal::SIGKILL).unwrap();
+        eventually("describe to see the workload gone", async || {
+            env.alive("i-1").await == Some(false)
+        })
+        .await;
+        assert!(
+            process_matches(record.agent).is_some(),
+            "the agent itself still runs"
+        );
+        env.provider.release("i-1").await.unwrap();
+        eventually("the agent reaped", async || vanished(record.agent.pid)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_provider_readopts_running_instances() {
+        let env = Env::plain();
+        env.provider.launch(request("i-1", &[])).await.unwrap();
+        env.provider
+            .launch(request("i-2", &["sleep", "1000"]))
+            .await
+            .unwrap();
+        let records = [env.record("i-1"), env.record("i-2")];
+
+        let restarted = env.restarted();
+        let described = restarted.describe().await.unwrap();
+        assert_eq!(described.len(), 2);
+        assert!(described.iter().all(|i| i.alive), "{described:?}");
+        restarted.release("i-1").await.unwrap();
+        restarted.release("i-2").await.unwrap();
+        assert_eq!(restarted.describe().await.unwrap(), []);
+        let pids: Vec<i32> = records
+            .iter()
+            .flat_map(|r| [Some(r.agent), r.workload])
+            .flatten()
+            .map(|p| p.pid)
+            .collect();
+        assert_eq!(pids.len(), 3);
+        eventually("every process gone", async || {
+            pids.iter().all(|&p| vanished(p))
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_launch_is_dead_and_release_cleans_it_up() {
+        let env = Env::plain();
+        // A controller that died after spawning the agent, before instance.json.
+        let dir = env.dir("i-1");
+        fs::create_dir_all(&dir).unwrap();
+        let mut agent = Command::new(&env.agent_bin)
+            .arg("--config")
+            .arg(dir.join("agent.toml"))
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = agent.id().unwrap() as i32;
+        tokio::spawn(async move { agent.wait().await });
+        // One that died even before.
+        fs::create_dir_all(env.dir("i-2")).unwrap();
+
+        let dead = |id: &str| ProviderInstance {
+            instance_id: id.to_owned(),
+            alive: false,
+        };
+        assert_eq!(
+            env.provider.describe().await.unwrap(),
+            [dead("i-1"), dead("i-2")]
+        );
+        env.provider.release("i-1").await.unwrap();
+        env.provider.release("i-2").await.unwrap();
+        assert_eq!(env.provider.describe().await.unwrap(), []);
+        eventually("the orphaned agent stopped", async || vanished(pid)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn launching_an_existing_id_fails_and_changes_nothing() {
+        let env = Env::plain();
+        env.provider.launch(request("i-1", &[])).await.unwrap();
+        let before = env.record("i-1");
+        let err = env.provider.launch(request("i-1", &[])).await.unwrap_err();
+        assert!(err.to_string().contains("already running"), "{err}");
+        assert_eq!(env.record("i-1"), before);
+        assert_eq!(env.alive("i-1").await, Some(true));
+
+        fs::create_dir_all(env.dir("i-2")).unwrap();
+        let err = env.provider.launch(request("i-2", &[])).await.unwrap_err();
+        assert!(err.to_string().contains("release it first"), "{err}");
+        assert!(env.dir("i-2").exists());
+        env.provider.release("i-1").await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn release_of_an_unknown_id_succeeds_and_bad_ids_are_refused() {
+        let env = Env::plain();
+        env.provider.release("i-never").await.unwrap();
+        for id in ["", ".", "..", "../x", "a/b", "i 1"] {
+            assert!(env.provider.release(id).await.is_err(), "release `{id}`");
+            let err = env.provider.launch(request(id, &[])).await.unwrap_err();
+            assert!(err.to_string().contains("not a valid instance id"), "{err}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_launch_stops_what_it_started_and_removes_the_dir() {
+        let env = Env::plain();
+        let missing =
+            ProcessProvider::new(env.base(), env.tmp.path().join("no-such-agent"), PATIENCE);
+        let err = missing.launch(request("i-1", &[])).await.unwrap_err();
+        assert!(err.to_string().contains("cannot start the agent"), "{err}");
+        assert!(!env.dir("i-1").exists());
+
+        let err = env
+            .provider
+            .launch(request("i-2", &["/no/such/workload"]))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot start the workload `/no/such/workload`"),
+            "{err}"
+        );
+        assert!(!env.dir("i-2").exists());
+        let dir = env.dir("i-2");
+        eventually("the agent of the failed launch gone", async || {
+            agents_by_cmdline(&dir).is_empty()
+        })
+        .await;
+        assert_eq!(env.provider.describe().await.unwrap(), []);
+    }
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let line =
+            "4242 (we (ird) S) R 1 4240 4200 0 -1 4194560 1 0 0 0 3 4 0 0 20 0 1 0 987654 1 2 3";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(
+            stat,
+            ProcStat {
+                state: 'R',
+                pgrp: 4240,
+                session: 4200,
+                start_time: 987654,
+            }
+        );
+        assert!(stat.running());
+        assert!(!parse_stat("4242 (x) Z 1").is_some_and(|s| s.running()));
+    }
+}
