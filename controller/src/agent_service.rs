@@ -31,8 +31,12 @@ pub struct AgentApi {
     fleet: Arc<Fleet>,
     trust_domain: String,
     sampling_interval: Duration,
+    interval_of: Option<IntervalLookup>,
     shutdown: watch::Receiver<bool>,
 }
+
+/// The sampling interval of the group an instance belongs to, if any.
+pub type IntervalLookup = Arc<dyn Fn(&str) -> Option<Duration> + Send + Sync>;
 
 impl AgentApi {
     pub fn new(
@@ -45,8 +49,15 @@ impl AgentApi {
             fleet,
             trust_domain,
             sampling_interval,
+            interval_of: None,
             shutdown,
         }
+    }
+
+    /// Pull each instance at its group's sampling interval; others at the default.
+    pub fn with_group_intervals(mut self, lookup: IntervalLookup) -> Self {
+        self.interval_of = Some(lookup);
+        self
     }
 
     fn refuse(&self, peer: &str, why: String) -> Status {
@@ -131,11 +142,15 @@ impl AgentService for AgentApi {
             cpus = hello.cpu_count,
             "agent connected"
         );
+        let interval = self
+            .interval_of
+            .as_ref()
+            .and_then(|f| f(&instance))
+            .unwrap_or(self.sampling_interval);
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let welcome = Welcome {
             protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
-            sampling_interval_ms: u32::try_from(self.sampling_interval.as_millis())
-                .unwrap_or(u32::MAX),
+            sampling_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
             collect: [
                 Collector::Cpu,
                 Collector::Memory,
@@ -155,7 +170,7 @@ impl AgentService for AgentApi {
             session,
             inbound,
             tx,
-            self.sampling_interval,
+            interval,
             self.shutdown.clone(),
         ));
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -37,6 +37,38 @@ pub struct Config {
     pub http: HttpConfig,
     pub tls: TlsConfig,
     pub fleet: FleetConfig,
+    pub provider: ProviderConfig,
+}
+
+/// The process provider: instances as local process trees.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// The `ebb-agent` binary launched for each instance; found beside
+    /// `ebb-controller`, then on PATH, when unset.
+    pub agent_bin: Option<PathBuf>,
+    /// An instance whose agent has not connected by then is released and
+    /// replaced, in milliseconds.
+    pub launch_timeout_ms: u64,
+    /// SIGTERM, then SIGKILL after this many milliseconds, on release.
+    pub release_timeout_ms: u64,
+}
+
+/// A local agent connects in well under a second; a minute leaves room for a
+/// loaded host without letting a broken launch hold capacity for long.
+pub const DEFAULT_LAUNCH_TIMEOUT_MS: u64 = 60_000;
+/// Ten seconds for a workload to drain on SIGTERM, as systemd's default is 90
+/// but scale-in should not wait that long.
+pub const DEFAULT_RELEASE_TIMEOUT_MS: u64 = 10_000;
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            agent_bin: None,
+            launch_timeout_ms: DEFAULT_LAUNCH_TIMEOUT_MS,
+            release_timeout_ms: DEFAULT_RELEASE_TIMEOUT_MS,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -83,6 +115,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             tls: TlsConfig::default(),
             fleet: FleetConfig::default(),
+            provider: ProviderConfig::default(),
         }
     }
 }
@@ -175,6 +208,18 @@ impl Config {
                 self.fleet.sample_ring
             ));
         }
+        if !(1_000..=3_600_000).contains(&self.provider.launch_timeout_ms) {
+            problems.push(format!(
+                "provider.launch_timeout_ms: {} is outside 1000..=3600000",
+                self.provider.launch_timeout_ms
+            ));
+        }
+        if self.provider.release_timeout_ms > 600_000 {
+            problems.push(format!(
+                "provider.release_timeout_ms: {} is above 600000",
+                self.provider.release_timeout_ms
+            ));
+        }
         if self.grpc.server_names.is_empty() {
             problems
                 .push("grpc.server_names: name at least one DNS name (e.g. \"localhost\")".into());
@@ -249,6 +294,10 @@ mod tests {
             [fleet]
             sampling_interval_ms = 1000
             sample_ring = 600
+            [provider]
+            agent_bin = "/usr/bin/ebb-agent"
+            launch_timeout_ms = 30000
+            release_timeout_ms = 5000
             "#,
         )
         .unwrap();
@@ -292,6 +341,8 @@ mod tests {
             [fleet]
             sampling_interval_ms = 10
             sample_ring = 1
+            [provider]
+            launch_timeout_ms = 5
             "#,
         )
         .unwrap_err();
@@ -302,6 +353,7 @@ mod tests {
             "grpc.server_names:",
             "http.listen:",
             "tls.ca_key: required",
+            "provider.launch_timeout_ms: 5",
         ] {
             assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::process::Command;
 
 use crate::config::Config;
@@ -27,32 +27,8 @@ pub struct DemoOptions {
     pub data_dir: PathBuf,
 }
 
-/// Finds `ebb-agent`: `EBB_AGENT_BIN`, else beside this executable, else PATH.
-pub fn agent_binary() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("EBB_AGENT_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().context("locating ebb-controller")?;
-    let beside = exe.with_file_name("ebb-agent");
-    if beside.exists() {
-        return Ok(beside);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("ebb-agent");
-            if candidate.exists() {
-                return Ok(candidate);
-            }
-        }
-    }
-    bail!(
-        "ebb-agent not found beside {} or on PATH; build it with `cargo build --workspace` or set EBB_AGENT_BIN",
-        exe.display()
-    )
-}
-
 pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let agent_bin = agent_binary()?;
+    let agent_bin = crate::provider::find_agent_binary(None)?;
     let config = Config {
         data_dir: opts.data_dir.clone(),
         fleet: crate::config::FleetConfig {

@@ -56,7 +56,7 @@ impl PkiPaths {
 
 /// The CA and the files the controller serves with.
 pub struct Pki {
-    pub ca: Ca,
+    pub ca: Arc<Ca>,
     pub paths: PkiPaths,
 }
 
@@ -93,7 +93,10 @@ impl Pki {
         if !ca_copy.exists() {
             ebb_certs::write_atomic(&ca_copy, ca.cert_pem().as_bytes(), 0o644)?;
         }
-        Ok(Self { ca, paths })
+        Ok(Self {
+            ca: Arc::new(ca),
+            paths,
+        })
     }
 
     /// A rustls server config that requires a client cert from our CA.

@@ -13,10 +13,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::agent_service::AgentApi;
+use ebb_proto::v1::admin_service_server::AdminServiceServer;
+
+use crate::admin::{AdminApi, admin_only};
+use crate::agent_service::{AgentApi, IntervalLookup};
+use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::engine::{Engine, LaunchSettings};
 use crate::fleet::Fleet;
 use crate::pki::{Pki, PkiError};
+use crate::provider::find_agent_binary;
+use crate::provider::process::ProcessProvider;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
 
 /// After the shutdown signal, streams and requests get this long to finish.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -42,6 +51,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Pki(#[from] PkiError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -57,8 +68,12 @@ pub struct Controller {
     grpc: TcpListener,
     http: TcpListener,
     fleet: Arc<Fleet>,
+    store: Arc<dyn Store>,
     _lock: File,
 }
+
+/// The store's file in the data dir.
+pub const STORE_FILE: &str = "ebb.db";
 
 impl Controller {
     /// Everything that can fail before serving, in an order that leaves the
@@ -77,6 +92,7 @@ impl Controller {
             .ca_cert
             .as_deref()
             .zip(config.tls.ca_key.as_deref());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join(STORE_FILE))?);
         let pki = Pki::bootstrap(
             dir,
             &config.trust_domain,
@@ -86,12 +102,50 @@ impl Controller {
         )?;
         Ok(Self {
             fleet: Arc::new(Fleet::new(config.fleet.sample_ring)),
+            store,
             config,
             pki,
             grpc,
             http,
             _lock: lock,
         })
+    }
+
+    /// The engine over this controller's store, fleet, CA and provider.
+    fn engine(&self, grpc_addr: SocketAddr) -> anyhow::Result<Engine> {
+        let provider_config = &self.config.provider;
+        let agent_bin = match find_agent_binary(provider_config.agent_bin.as_deref()) {
+            Ok(p) => p,
+            Err(e) if provider_config.agent_bin.is_some() => return Err(e.into()),
+            Err(e) => {
+                warn!("{e}; launches will fail until it is installed");
+                PathBuf::from("ebb-agent")
+            }
+        };
+        let provider = ProcessProvider::new(
+            self.config.data_dir.join("instances"),
+            agent_bin,
+            Duration::from_millis(provider_config.release_timeout_ms),
+        );
+        // Local instances reach the controller on loopback when it listens
+        // on every address.
+        let dial = if grpc_addr.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc_addr.port())
+        } else {
+            grpc_addr
+        };
+        Ok(Engine::new(
+            self.store.clone(),
+            Arc::new(provider),
+            self.fleet.clone(),
+            Arc::new(SystemClock),
+            self.pki.ca.clone(),
+            LaunchSettings {
+                controller: dial.to_string(),
+                server_name: self.config.grpc.server_names[0].clone(),
+                timeout: Duration::from_millis(provider_config.launch_timeout_ms),
+            },
+        ))
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -121,19 +175,36 @@ impl Controller {
         let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
         write_endpoints(&self.config, grpc_addr, http_addr)?;
         let fleet = self.fleet.clone();
+        let trust_domain = self.pki.ca.trust_domain().to_owned();
+        let engine = Arc::new(self.engine(grpc_addr)?);
         let (stop_tx, stop_rx) = watch::channel(false);
         let tls = self.pki.server_config()?;
         let incoming = crate::tls::incoming(self.grpc, tls, fleet.clone(), stop_rx.clone());
+        let reconcile = tokio::spawn(engine.clone().run(stop_rx.clone()));
         let agents = AgentApi::new(
             fleet.clone(),
-            self.pki.ca.trust_domain().to_owned(),
+            trust_domain.clone(),
             self.config.sampling_interval(),
             stop_rx.clone(),
+        )
+        .with_group_intervals(group_intervals(self.store.clone()));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<AgentServiceServer<AgentApi>>().await;
+        health.set_serving::<AdminServiceServer<AdminApi>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ebb_proto::v1::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let admin = AdminServiceServer::with_interceptor(
+            AdminApi::new(engine.clone()),
+            admin_only(trust_domain),
         );
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(AgentServiceServer::new(agents))
+            .add_service(admin)
+            .add_service(health_service)
+            .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         let http = crate::http::serve(self.http, fleet.clone(), stopped(stop_rx.clone()));
         info!(grpc = %grpc_addr, http = %http_addr, data_dir = %self.config.data_dir.display(), "ebb-controller serving");
@@ -143,7 +214,7 @@ impl Controller {
         info!("shutting down");
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
-            let (g, h) = tokio::join!(grpc, http);
+            let (g, h, _) = tokio::join!(grpc, http, reconcile);
             (g, h)
         })
         .await;
@@ -156,6 +227,15 @@ impl Controller {
         let _ = std::fs::remove_file(self.config.data_dir.join(ENDPOINTS_FILE));
         Ok(())
     }
+}
+
+/// Looks up the sampling interval of an instance's group.
+fn group_intervals(store: Arc<dyn Store>) -> IntervalLookup {
+    Arc::new(move |id: &str| {
+        let instance = store.get_instance(id).ok().flatten()?;
+        let group = store.get_group(&instance.group_id).ok().flatten()?;
+        Some(Duration::from_secs(u64::from(group.sampling_interval_secs)))
+    })
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -2,6 +2,8 @@
 //! behind [`Provider`]; `process` (the embedded default) runs each instance
 //! as a local process tree under the data dir.
 
+use std::path::{Path, PathBuf};
+
 use crate::model::ScalingConfiguration;
 
 pub mod process;
@@ -58,4 +60,40 @@ pub trait Provider: Send + Sync + 'static {
     async fn release(&self, instance_id: &str) -> Result<()>;
     /// Every instance the provider knows of, alive or not.
     async fn describe(&self) -> Result<Vec<ProviderInstance>>;
+}
+
+/// Finds `ebb-agent`: the configured path, else `EBB_AGENT_BIN`, else beside
+/// this executable, else on PATH.
+pub fn find_agent_binary(configured: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = configured {
+        return if p.exists() {
+            Ok(p.to_owned())
+        } else {
+            Err(ProviderError::Other(format!(
+                "provider.agent_bin {} does not exist",
+                p.display()
+            )))
+        };
+    }
+    if let Some(p) = std::env::var_os("EBB_AGENT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| ProviderError::Other(format!("locating this executable: {e}")))?;
+    let beside = exe.with_file_name("ebb-agent");
+    if beside.exists() {
+        return Ok(beside);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("ebb-agent");
+            if candidate.exists() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(ProviderError::Other(format!(
+        "ebb-agent not found beside {} or on PATH; build it with `cargo build --workspace`, set EBB_AGENT_BIN, or set provider.agent_bin",
+        exe.display()
+    )))
 }
