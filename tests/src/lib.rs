@@ -48,6 +48,39 @@ pub fn eventually<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Opti
     }
 }
 
+/// A temp dir whose processes die with it: on drop, everything whose command
+/// line names the dir is SIGKILLed (instances run in their own process
+/// groups and outlive a killed controller by design).
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.dir.path().display().to_string()])
+            .status();
+    }
+}
+
 /// A child process killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -163,6 +196,45 @@ impl ControllerProc {
         })
     }
 
+    /// Runs `ebbctl --data-dir <this controller's data dir> ARGS`.
+    pub fn ebbctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("ebbctl"))
+            .arg("--data-dir")
+            .arg(self.dir.join("ebb-data"))
+            .args(args)
+            .output()
+            .expect("run ebbctl")
+    }
+
+    /// Live processes of this controller's instances: those whose command
+    /// line or working directory is under its instances dir, as
+    /// "pid cwd cmdline" lines.
+    pub fn instance_processes(&self) -> Vec<String> {
+        let marker = self.dir.join("ebb-data").join("instances").display().to_string();
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // A zombie has exited; it only waits to be reaped.
+            if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) {
+                continue;
+            }
+            let cwd = fs::read_link(entry.path().join("cwd"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let cmdline = fs::read(entry.path().join("cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            if cwd.starts_with(&marker) || cmdline.contains(&marker) {
+                found.push(format!("{pid} {cwd}/ {cmdline}"));
+            }
+        }
+        found
+    }
+
     pub fn pki_dir(&self) -> PathBuf {
         self.dir.join("ebb-data").join("pki")
     }
@@ -248,6 +320,60 @@ pub fn write_pair(dir: &Path, name: &str, issued: &Issued) -> (PathBuf, PathBuf)
     );
     issued.write(&crt, &key).expect("write cert");
     (crt, key)
+}
+
+/// A blocking admin client over mTLS with any certificate, for tests.
+pub struct Admin {
+    pub rt: tokio::runtime::Runtime,
+    pub client: ebb_proto::v1::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+}
+
+impl Admin {
+    /// Connects as the controller's local admin.
+    pub fn local(ctl: &ControllerProc) -> Self {
+        let pki = ctl.pki_dir();
+        let cert = fs::read_to_string(pki.join("admin.crt")).expect("admin.crt");
+        let key = fs::read_to_string(pki.join("admin.key")).expect("admin.key");
+        Self::with_identity(ctl, &cert, &key)
+    }
+
+    /// Connects presenting `cert` and `key`.
+    pub fn with_identity(ctl: &ControllerProc, cert: &str, key: &str) -> Self {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let ca = fs::read_to_string(ctl.pki_dir().join("ca.crt")).expect("ca.crt");
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .identity(Identity::from_pem(cert, key))
+            .domain_name("localhost");
+        let channel = rt
+            .block_on(
+                Channel::from_shared(format!("https://{}", ctl.grpc))
+                    .expect("uri")
+                    .tls_config(tls)
+                    .expect("tls")
+                    .connect(),
+            )
+            .expect("connect to the controller");
+        Self {
+            rt,
+            client: ebb_proto::v1::admin_service_client::AdminServiceClient::new(channel),
+        }
+    }
+}
+
+/// Runs one admin RPC and waits for it:
+/// `admin_call!(admin, describe_scaling_groups, req)`.
+#[macro_export]
+macro_rules! admin_call {
+    ($admin:expr, $method:ident, $req:expr) => {{
+        let a: &mut $crate::Admin = &mut $admin;
+        a.rt.block_on(a.client.$method($req))
+            .map(tonic::Response::into_inner)
+    }};
 }
 
 /// What a raw `Connect` got back.

@@ -1,0 +1,466 @@
+//! The control plane, end to end: real controller, real agents launched by
+//! the process provider, the admin API over mTLS.
+
+use ebb_proto::v1 as pb;
+use ebb_tests::{Admin, ControllerProc, DEADLINE, Sandbox, admin_call, eventually};
+
+const INTERVAL_MS: u64 = 1000;
+
+fn create_group(admin: &mut Admin, name: &str, min: u32, max: u32) -> pb::ScalingGroup {
+    let group = admin_call!(
+        *admin,
+        create_scaling_group,
+        pb::CreateScalingGroupRequest {
+            name: name.into(),
+            min_size: min,
+            max_size: max,
+            sampling_interval_secs: Some(1),
+            removal_policies: vec!["NewestInstance".into()],
+            ..Default::default()
+        }
+    )
+    .expect("create group");
+    admin_call!(
+        *admin,
+        create_scaling_configuration,
+        pb::CreateScalingConfigurationRequest {
+            scaling_group: name.into(),
+            name: "v1".into(),
+            command: vec!["sleep".into(), "infinity".into()],
+            ..Default::default()
+        }
+    )
+    .expect("create configuration");
+    group
+}
+
+fn enable(admin: &mut Admin, name: &str) {
+    admin_call!(
+        *admin,
+        enable_scaling_group,
+        pb::EnableScalingGroupRequest {
+            scaling_group: name.into(),
+            ..Default::default()
+        }
+    )
+    .expect("enable");
+}
+
+fn instances(admin: &mut Admin, group: &str) -> Vec<pb::Instance> {
+    admin_call!(
+        *admin,
+        describe_scaling_instances,
+        pb::DescribeScalingInstancesRequest {
+            scaling_group: group.into(),
+            ..Default::default()
+        }
+    )
+    .expect("describe instances")
+    .instances
+}
+
+fn activities(admin: &mut Admin, group: &str) -> Vec<pb::Activity> {
+    admin_call!(
+        *admin,
+        describe_scaling_activities,
+        pb::DescribeScalingActivitiesRequest {
+            scaling_group: group.into(),
+            ..Default::default()
+        }
+    )
+    .expect("describe activities")
+    .activities
+}
+
+/// Waits until the group has exactly `n` instances, all InService with a
+/// connected agent, and no activity still running.
+fn wait_in_service(admin: &mut Admin, group: &str, n: usize) -> Vec<pb::Instance> {
+    eventually(
+        &format!("{n} InService instances in {group}"),
+        DEADLINE * 2,
+        || {
+            let list = instances(admin, group);
+            let ready = list.len() == n
+                && list
+                    .iter()
+                    .all(|i| i.lifecycle_state == "InService" && i.agent_connected);
+            let idle = activities(admin, group)
+                .iter()
+                .all(|a| a.status != "InProgress");
+            (ready && idle).then_some(list)
+        },
+    )
+}
+
+fn modify(
+    admin: &mut Admin,
+    req: pb::ModifyScalingGroupRequest,
+) -> Result<pb::ScalingGroup, tonic::Status> {
+    admin_call!(*admin, modify_scaling_group, req)
+}
+
+#[test]
+fn a_group_launches_scales_and_is_disabled() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), INTERVAL_MS).unwrap();
+    let mut admin = Admin::local(&ctl);
+    create_group(&mut admin, "web", 2, 6);
+    enable(&mut admin, "web");
+    let two = wait_in_service(&mut admin, "web", 2);
+    assert!(two.iter().all(|i| i.creation_type == "AutoCreated"));
+    // Real agents report real numbers.
+    eventually("CPU from both agents", DEADLINE, || {
+        let list = instances(&mut admin, "web");
+        list.iter()
+            .all(|i| i.cpu_utilization.is_some())
+            .then_some(())
+    });
+
+    modify(
+        &mut admin,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "web".into(),
+            desired_capacity: Some(4),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let four = wait_in_service(&mut admin, "web", 4);
+    assert_eq!(
+        ctl.instance_processes().len(),
+        4 * 2,
+        "an agent and a workload each:\n{:?}",
+        ctl.instance_processes()
+    );
+
+    // Lower max to 1 (and min with it): NewestInstance keeps the oldest.
+    let oldest = four
+        .iter()
+        .min_by_key(|i| (i.created_at_ms, i.id.clone()))
+        .unwrap()
+        .id
+        .clone();
+    modify(
+        &mut admin,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "web".into(),
+            min_size: Some(1),
+            max_size: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let one = wait_in_service(&mut admin, "web", 1);
+    let first_launched: Vec<_> = four
+        .iter()
+        .filter(|i| i.created_at_ms == four.iter().map(|i| i.created_at_ms).min().unwrap())
+        .map(|i| i.id.clone())
+        .collect();
+    assert!(
+        first_launched.contains(&one[0].id),
+        "kept {} but the first launched were {first_launched:?} (oldest by id {oldest})",
+        one[0].id
+    );
+    eventually("released processes to exit", DEADLINE, || {
+        (ctl.instance_processes().len() == 2).then_some(())
+    });
+
+    let acts = activities(&mut admin, "web");
+    let statuses: Vec<_> = acts
+        .iter()
+        .map(|a| (a.capacity_from, a.capacity_to, a.status.as_str()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (4, 1, "Successful"),
+            (2, 4, "Successful"),
+            (0, 2, "Successful")
+        ],
+        "{acts:#?}"
+    );
+    assert!(
+        acts[0]
+            .cause
+            .contains("changing the Total Capacity from 4 to 1"),
+        "{}",
+        acts[0].cause
+    );
+    assert_eq!(acts[0].trigger, "bounds");
+    assert_eq!(acts[1].trigger, "api");
+
+    admin_call!(
+        admin,
+        disable_scaling_group,
+        pb::DisableScalingGroupRequest {
+            scaling_group: "web".into()
+        }
+    )
+    .unwrap();
+    let err = modify(
+        &mut admin,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "web".into(),
+            max_size: Some(3),
+            desired_capacity: Some(3),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("is not active"), "{}", err.message());
+    let acts = activities(&mut admin, "web");
+    assert_eq!(acts[0].status, "Rejected");
+    assert!(acts[0].error.contains("not active"), "{:?}", acts[0]);
+    assert_eq!(instances(&mut admin, "web").len(), 1);
+}
+
+#[test]
+fn bad_input_is_rejected_field_by_field_and_nothing_changes() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), INTERVAL_MS).unwrap();
+    let mut admin = Admin::local(&ctl);
+    create_group(&mut admin, "api", 0, 3);
+    let before = admin_call!(
+        admin,
+        describe_scaling_groups,
+        pb::DescribeScalingGroupsRequest::default()
+    )
+    .unwrap();
+
+    let err = admin_call!(
+        admin,
+        create_scaling_group,
+        pb::CreateScalingGroupRequest {
+            name: "x".into(),
+            min_size: 5,
+            max_size: 2,
+            default_cooldown_secs: Some(90_000),
+            removal_policies: vec![
+                "Random".into(),
+                "OldestInstance".into(),
+                "NewestInstance".into()
+            ],
+            ..Default::default()
+        }
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    for field in [
+        "name:",
+        "min_size: 5 is greater than max_size 2",
+        "default_cooldown_secs:",
+        "removal_policies[0]:",
+        "removal_policies: at most two",
+    ] {
+        assert!(
+            err.message().contains(field),
+            "missing `{field}` in {}",
+            err.message()
+        );
+    }
+    let dup = admin_call!(
+        admin,
+        create_scaling_group,
+        pb::CreateScalingGroupRequest {
+            name: "api".into(),
+            min_size: 0,
+            max_size: 1,
+            ..Default::default()
+        }
+    )
+    .unwrap_err();
+    assert_eq!(dup.code(), tonic::Code::AlreadyExists);
+    assert!(
+        dup.message().contains("`api` already exists"),
+        "{}",
+        dup.message()
+    );
+    let err = modify(
+        &mut admin,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "api".into(),
+            desired_capacity: Some(9),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.message()
+            .contains("desired_capacity: 9 is outside [min_size, max_size] = [0, 3]"),
+        "{}",
+        err.message()
+    );
+    let err = modify(
+        &mut admin,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "nope".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = admin_call!(
+        admin,
+        delete_scaling_group,
+        pb::DeleteScalingGroupRequest {
+            scaling_group: String::new(),
+            force: false
+        }
+    )
+    .unwrap_err();
+    assert!(
+        err.message().contains("scaling_group: is required"),
+        "{}",
+        err.message()
+    );
+    let err = admin_call!(
+        admin,
+        create_scaling_configuration,
+        pb::CreateScalingConfigurationRequest {
+            scaling_group: "api".into(),
+            name: "v2".into(),
+            command: vec![String::new()],
+            env: [("EBB_X".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        }
+    )
+    .unwrap_err();
+    assert!(
+        err.message().contains("command[0]: must name a program"),
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("env.EBB_X"), "{}", err.message());
+
+    let after = admin_call!(
+        admin,
+        describe_scaling_groups,
+        pb::DescribeScalingGroupsRequest::default()
+    )
+    .unwrap();
+    assert_eq!(before, after, "a rejected request changed stored state");
+    let configs = admin_call!(
+        admin,
+        describe_scaling_configurations,
+        pb::DescribeScalingConfigurationsRequest {
+            scaling_group: "api".into()
+        }
+    )
+    .unwrap();
+    assert_eq!(configs.scaling_configurations.len(), 1);
+}
+
+#[test]
+fn an_agent_certificate_cannot_call_the_admin_api() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), INTERVAL_MS).unwrap();
+    let agent = ctl
+        .ca()
+        .issue_agent("sneaky", ebb_certs::AGENT_VALIDITY)
+        .unwrap();
+    let mut admin = Admin::with_identity(&ctl, &agent.cert_pem, &agent.key_pem);
+    let err = admin_call!(
+        admin,
+        describe_scaling_groups,
+        pb::DescribeScalingGroupsRequest::default()
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message().contains("is an agent certificate"),
+        "{}",
+        err.message()
+    );
+    eventually("the refusal in the log", DEADLINE, || {
+        ctl.proc
+            .log_text()
+            .contains("refused admin call")
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_killed_instance_is_noticed_and_replaced() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), INTERVAL_MS).unwrap();
+    let mut admin = Admin::local(&ctl);
+    create_group(&mut admin, "jobs", 2, 3);
+    enable(&mut admin, "jobs");
+    let before = wait_in_service(&mut admin, "jobs", 2);
+    let victim = &before[0].id;
+    let status = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", &format!("instances/{victim}/")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let after = eventually("a replacement", DEADLINE * 2, || {
+        let list = wait_in_service(&mut admin, "jobs", 2);
+        (!list.iter().any(|i| &i.id == victim)).then_some(list)
+    });
+    assert_eq!(after.len(), 2);
+    let acts = activities(&mut admin, "jobs");
+    let heal = acts
+        .iter()
+        .find(|a| a.cause.contains(victim.as_str()))
+        .expect("an activity naming the vanished instance");
+    assert_eq!(heal.trigger, "health");
+    assert_eq!(heal.status, "Successful");
+    eventually("only live instances' processes", DEADLINE, || {
+        (ctl.instance_processes().len() == 4).then_some(())
+    });
+}
+
+#[test]
+fn a_controller_killed_mid_scale_out_converges_after_restart() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), INTERVAL_MS).unwrap();
+    let mut admin = Admin::local(&ctl);
+    create_group(&mut admin, "burst", 0, 8);
+    enable(&mut admin, "burst");
+    modify(
+        &mut admin,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "burst".into(),
+            desired_capacity: Some(6),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Kill it as soon as the first instance exists: the rest are mid-flight.
+    eventually("the first launch", DEADLINE, || {
+        (!ctl.instance_processes().is_empty()).then_some(())
+    });
+    let (grpc, http) = (ctl.grpc, ctl.http);
+    let mut proc = ctl.proc;
+    proc.signal("KILL");
+    proc.wait_exit(DEADLINE);
+    drop(proc);
+    drop(admin);
+    let ctl = ControllerProc::start_on(sb.path(), INTERVAL_MS, grpc, http).unwrap();
+    let mut admin = Admin::local(&ctl);
+    let list = wait_in_service(&mut admin, "burst", 6);
+    let mut ids: Vec<_> = list.iter().map(|i| i.id.clone()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 6);
+    // One agent and one workload per stored instance: no orphans, no duplicates.
+    eventually("exactly the stored instances' processes", DEADLINE, || {
+        let procs = ctl.instance_processes();
+        let ok = procs.len() == 12
+            && ids.iter().all(|id| {
+                procs
+                    .iter()
+                    .filter(|p| p.contains(&format!("instances/{id}/")))
+                    .count()
+                    == 2
+            });
+        ok.then_some(())
+    });
+    let acts = activities(&mut admin, "burst");
+    assert!(acts.iter().all(|a| a.status != "InProgress"), "{acts:#?}");
+    assert!(
+        acts.iter()
+            .any(|a| a.capacity_to == 6 && a.status == "Successful"),
+        "{acts:#?}"
+    );
+}
