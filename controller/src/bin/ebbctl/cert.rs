@@ -1,0 +1,301 @@
+//! `cert issue`: an agent certificate for a hand-managed host, from the
+//! local controller's CA, with the agent.toml that uses it. Offline: it
+//! reads the CA key from the data dir and calls nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ebb_controller::pki::PkiPaths;
+use serde::Serialize;
+
+use crate::cli::{CertIssue, Global, Output};
+use crate::conn;
+use crate::error::{Error, Result};
+
+/// What was written, for `-o json`.
+#[derive(Debug, Serialize)]
+struct IssuedView {
+    instance_id: String,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    not_after_ms: i64,
+    agent_toml: String,
+}
+
+pub fn issue(args: &CertIssue, global: &Global, data_dir: &Path, out: Output) -> Result<()> {
+    let pki = PkiPaths::new(data_dir);
+    let ca_crt = global.ca.clone().unwrap_or_else(|| pki.ca().0);
+    let ca_key = args.ca_key.clone().unwrap_or_else(|| pki.ca().1);
+    for (path, flag) in [(&ca_crt, "--ca"), (&ca_key, "--ca-key")] {
+        if let Err(e) = std::fs::metadata(path) {
+            let hint = format!(
+                "run cert issue on the controller's host, or give --data-dir, or {flag} for an operator CA"
+            );
+            return Err(Error::read(path, &e, &hint));
+        }
+    }
+    let ca = ebb_certs::Ca::load(&ca_crt, &ca_key).map_err(|e| Error::Local(e.to_string()))?;
+
+    let dir = &args.out_dir;
+    let (crt, key, ca_out) = (
+        dir.join("agent.crt"),
+        dir.join("agent.key"),
+        dir.join("ca.crt"),
+    );
+    let existing: Vec<String> = [&crt, &key, &ca_out]
+        .into_iter()
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !existing.is_empty() && !args.force {
+        return Err(Error::Local(format!(
+            "{} already {}; use --force to overwrite, or another --out-dir",
+            existing.join(", "),
+            if existing.len() == 1 {
+                "exists"
+            } else {
+                "exist"
+            }
+        )));
+    }
+    let validity = Duration::from_secs(u64::from(args.days) * 86_400);
+    let issued = ca
+        .issue_agent(&args.id, validity)
+        .map_err(|e| Error::Local(e.to_string()))?;
+    let write_failed = |e: ebb_certs::Error| Error::Local(format!("cannot write: {e}"));
+    issued.write(&crt, &key).map_err(write_failed)?;
+    ebb_certs::write_atomic(&ca_out, ca.cert_pem().as_bytes(), 0o644).map_err(write_failed)?;
+
+    let (controller, server_name, note) = controller_for_agents(global, data_dir)?;
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let view = IssuedView {
+        instance_id: args.id.clone(),
+        agent_toml: agent_toml(
+            &args.id,
+            &controller,
+            &server_name,
+            note.as_deref(),
+            [&absolute(&ca_out), &absolute(&crt), &absolute(&key)],
+        ),
+        cert: crt,
+        key,
+        ca: ca_out,
+        not_after_ms: crate::view::now_ms() + i64::from(args.days) * 86_400_000,
+    };
+    match out {
+        Output::Json => crate::commands::print_json(&view),
+        Output::Table => {
+            println!(
+                "wrote {}, {} (mode 0600) and {} for instance {}, valid until {}",
+                view.cert.display(),
+                view.key.display(),
+                view.ca.display(),
+                view.instance_id,
+                crate::view::rfc3339(view.not_after_ms)
+            );
+            println!();
+            print!("{}", view.agent_toml);
+            Ok(())
+        }
+    }
+}
+
+/// The address and server name an agent should use, and a note when the
+/// controller is only reachable from this host.
+fn controller_for_agents(
+    global: &Global,
+    data_dir: &Path,
+) -> Result<(String, String, Option<String>)> {
+    if let Some(addr) = &global.controller {
+        let name = global
+            .server_name
+            .clone()
+            .unwrap_or_else(|| conn::host_of(addr).to_owned());
+        return Ok((addr.clone(), name, None));
+    }
+    match conn::read_endpoints(data_dir)? {
+        Some(e) => {
+            let name = global.server_name.clone().unwrap_or(e.server_name);
+            let note = if e.grpc.ip().is_loopback() {
+                Some(format!(
+                    "the controller listens on {} only: for agents on other hosts set grpc.listen \
+                     (e.g. \"0.0.0.0:{}\") and grpc.server_names in controller.toml, then use that name here",
+                    e.grpc,
+                    e.grpc.port()
+                ))
+            } else if e.grpc.ip().is_unspecified() {
+                Some(format!(
+                    "replace {} with a name of the controller this host can reach (one of grpc.server_names)",
+                    e.grpc.ip()
+                ))
+            } else {
+                None
+            };
+            Ok((e.grpc.to_string(), name, note))
+        }
+        None => Ok((
+            ebb_controller::config::DEFAULT_GRPC_LISTEN.to_owned(),
+            ebb_controller::config::DEFAULT_SERVER_NAME.to_owned(),
+            Some(format!(
+                "{} not found (controller not running?): check the address",
+                data_dir
+                    .join(ebb_controller::server::ENDPOINTS_FILE)
+                    .display()
+            )),
+        )),
+    }
+}
+
+/// A ready-to-use agent.toml naming the written files.
+fn agent_toml(
+    id: &str,
+    controller: &str,
+    server_name: &str,
+    note: Option<&str>,
+    [ca, cert, key]: [&Path; 3],
+) -> String {
+    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let p = |p: &Path| q(&p.display().to_string());
+    let mut s = format!("# agent.toml for instance {id}\n");
+    if let Some(note) = note {
+        s.push_str(&format!("# note: {note}\n"));
+    }
+    s.push_str(&format!(
+        "controller = {}\nserver_name = {}\n\n[tls]\nca = {}\ncert = {}\nkey = {}\n",
+        q(controller),
+        q(server_name),
+        p(ca),
+        p(cert),
+        p(key)
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn global(data_dir: &Path) -> Global {
+        Global {
+            data_dir: Some(data_dir.to_owned()),
+            controller: None,
+            server_name: None,
+            ca: None,
+            cert: None,
+            key: None,
+            output: Output::Json,
+        }
+    }
+
+    fn args(out: &Path, force: bool) -> CertIssue {
+        CertIssue {
+            id: "host-7".into(),
+            out_dir: out.to_owned(),
+            days: 7,
+            force,
+            ca_key: None,
+        }
+    }
+
+    fn data_dir_with_ca() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap();
+        let (crt, key) = PkiPaths::new(dir.path()).ca();
+        ca.to_issued().write(&crt, &key).unwrap();
+        std::fs::write(
+            dir.path().join("endpoints.toml"),
+            "grpc = \"127.0.0.1:7440\"\nhttp = \"127.0.0.1:9440\"\nserver_name = \"localhost\"\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn issues_an_agent_cert_for_the_instance_and_refuses_to_overwrite() {
+        let data = data_dir_with_ca();
+        let out = tempfile::tempdir().unwrap();
+        issue(
+            &args(out.path(), false),
+            &global(data.path()),
+            data.path(),
+            Output::Json,
+        )
+        .unwrap();
+
+        let cert = ebb_certs::load_certs(&out.path().join("agent.crt")).unwrap();
+        let identity = ebb_certs::peer_identity(&cert[0]).unwrap();
+        assert_eq!(identity.uri(), "spiffe://ebb.local/instance/host-7");
+        let mode = std::fs::metadata(out.path().join("agent.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(out.path().join("ca.crt").exists());
+
+        let err = issue(
+            &args(out.path(), false),
+            &global(data.path()),
+            data.path(),
+            Output::Json,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("agent.crt") && err.contains("already exist; use --force"),
+            "{err}"
+        );
+        issue(
+            &args(out.path(), true),
+            &global(data.path()),
+            data.path(),
+            Output::Json,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn without_the_ca_key_it_says_where_it_looked() {
+        let data = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let err = issue(
+            &args(out.path(), false),
+            &global(data.path()),
+            data.path(),
+            Output::Json,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("cannot read ") && err.contains("pki/ca.crt: it does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_agent_toml_parses_and_notes_a_loopback_controller() {
+        let data = data_dir_with_ca();
+        let (addr, name, note) = controller_for_agents(&global(data.path()), data.path()).unwrap();
+        assert_eq!(
+            (addr.as_str(), name.as_str()),
+            ("127.0.0.1:7440", "localhost")
+        );
+        assert!(note.unwrap().contains("listens on 127.0.0.1:7440 only"));
+        let text = agent_toml(
+            "host-7",
+            &addr,
+            &name,
+            Some("n"),
+            [
+                Path::new("/t/ca.crt"),
+                Path::new("/t/agent.crt"),
+                Path::new("/t/agent.key"),
+            ],
+        );
+        let v: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(v["controller"].as_str(), Some("127.0.0.1:7440"));
+        assert_eq!(v["server_name"].as_str(), Some("localhost"));
+        assert_eq!(v["tls"]["key"].as_str(), Some("/t/agent.key"));
+    }
+}

@@ -1,0 +1,451 @@
+//! The subcommands that call the admin API, one function per family.
+
+use std::collections::HashMap;
+
+use ebb_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::cli::{
+    ActivityCmd, Cli, Command, ConfigCmd, GroupCmd, InstanceCmd, InstanceIds, InstanceIdsDesired,
+    Output,
+};
+use crate::conn::{self, Admin};
+use crate::error::{Error, Result};
+use crate::view::{self, ActivityView, ConfigView, GroupNames, GroupView, InstanceView, now_ms};
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let out = cli.global.output;
+    let data_dir = conn::global_data_dir(&cli.global);
+    check(&cli.command)?;
+    match cli.command {
+        Command::Cert(crate::cli::CertCmd::Issue(args)) => {
+            crate::cert::issue(&args, &cli.global, &data_dir, out)
+        }
+        Command::Apply(args) => {
+            // A bad file is reported before any connection is tried.
+            let file = crate::apply::load(&args.file)?;
+            let mut admin = connect(&cli.global, &data_dir).await?;
+            crate::apply::run(&mut admin, &file, args.dry_run, out).await
+        }
+        Command::Group(cmd) => group(&mut connect(&cli.global, &data_dir).await?, cmd, out).await,
+        Command::Config(cmd) => config(&mut connect(&cli.global, &data_dir).await?, cmd, out).await,
+        Command::Instance(cmd) => {
+            instance(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
+        }
+        Command::Activity(cmd) => {
+            activity(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
+        }
+    }
+}
+
+/// Usage problems clap cannot see, caught before any connection is tried.
+fn check(command: &Command) -> Result<()> {
+    if let Command::Group(GroupCmd::Modify(m)) = command
+        && m.is_empty()
+    {
+        return Err(Error::Usage(
+            "group modify: nothing to change; give at least one flag (see ebbctl group modify --help)"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+async fn connect(global: &crate::cli::Global, data_dir: &std::path::Path) -> Result<Admin> {
+    conn::connect(&conn::resolve(global, data_dir)?).await
+}
+
+pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Local(format!("cannot encode the output as JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// A mutation's result: the object as JSON, or one line for a person.
+fn done<T: Serialize>(out: Output, value: &T, line: String) -> Result<()> {
+    match out {
+        Output::Json => print_json(value),
+        Output::Table => {
+            println!("{line}");
+            Ok(())
+        }
+    }
+}
+
+async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
+    match cmd {
+        GroupCmd::List => {
+            let groups = admin
+                .describe_scaling_groups(pb::DescribeScalingGroupsRequest::default())
+                .await?;
+            let views: Vec<GroupView> = groups.scaling_groups.iter().map(GroupView::from).collect();
+            match out {
+                Output::Json => print_json(&views),
+                Output::Table => {
+                    print!("{}", view::groups_table(&views, now_ms()));
+                    Ok(())
+                }
+            }
+        }
+        GroupCmd::Describe { group } => {
+            let g = admin
+                .find_group(&group)
+                .await?
+                .ok_or_else(|| Error::Server(format!("scaling group `{group}` does not exist")))?;
+            let v = GroupView::from(&g);
+            match out {
+                Output::Json => print_json(&v),
+                Output::Table => {
+                    print!("{}", view::group_fields(&v));
+                    Ok(())
+                }
+            }
+        }
+        GroupCmd::Create(c) => {
+            let g = admin
+                .create_scaling_group(pb::CreateScalingGroupRequest {
+                    name: c.name,
+                    min_size: c.min,
+                    max_size: c.max,
+                    desired_capacity: c.desired,
+                    default_cooldown_secs: c.cooldown,
+                    removal_policies: c.removal_policies,
+                    health_check_type: c.health_check_type,
+                    health_check_grace_period_secs: c.grace_period,
+                    sampling_interval_secs: c.sampling_interval,
+                    deletion_protection: c.deletion_protection.then_some(true),
+                })
+                .await?;
+            let line = format!(
+                "created group {} ({}): {}, min {}, max {}, desired {}",
+                g.name, g.id, g.state, g.min_size, g.max_size, g.desired_capacity
+            );
+            done(out, &GroupView::from(&g), line)
+        }
+        GroupCmd::Modify(m) => {
+            let g = admin
+                .modify_scaling_group(pb::ModifyScalingGroupRequest {
+                    scaling_group: m.group,
+                    name: m.name,
+                    min_size: m.min,
+                    max_size: m.max,
+                    desired_capacity: m.desired,
+                    default_cooldown_secs: m.cooldown,
+                    removal_policies: m.removal_policies,
+                    health_check_type: m.health_check_type,
+                    health_check_grace_period_secs: m.grace_period,
+                    sampling_interval_secs: m.sampling_interval,
+                    deletion_protection: m.deletion_protection,
+                    active_scaling_configuration: m.active_config,
+                })
+                .await?;
+            let line = format!(
+                "modified group {} ({}): {}, min {}, max {}, desired {}",
+                g.name, g.id, g.state, g.min_size, g.max_size, g.desired_capacity
+            );
+            done(out, &GroupView::from(&g), line)
+        }
+        GroupCmd::Enable { group, config } => {
+            let g = admin
+                .enable_scaling_group(pb::EnableScalingGroupRequest {
+                    scaling_group: group,
+                    active_scaling_configuration: config,
+                })
+                .await?;
+            let line = format!("enabled group {} ({}): {}", g.name, g.id, g.state);
+            done(out, &GroupView::from(&g), line)
+        }
+        GroupCmd::Disable { group } => {
+            let g = admin
+                .disable_scaling_group(pb::DisableScalingGroupRequest {
+                    scaling_group: group,
+                })
+                .await?;
+            let line = format!("disabled group {} ({}): {}", g.name, g.id, g.state);
+            done(out, &GroupView::from(&g), line)
+        }
+        GroupCmd::Delete { group, force } => {
+            let r = admin
+                .delete_scaling_group(pb::DeleteScalingGroupRequest {
+                    scaling_group: group.clone(),
+                    force,
+                })
+                .await?;
+            #[derive(Serialize)]
+            struct Deleted {
+                deleted: bool,
+                activity_id: Option<String>,
+            }
+            let activity_id = (!r.activity_id.is_empty()).then(|| r.activity_id.clone());
+            let line = if r.deleted {
+                format!("deleted group {group}")
+            } else {
+                format!(
+                    "deleting group {group}: activity {} is removing its instances (ebbctl activity describe {})",
+                    r.activity_id, r.activity_id
+                )
+            };
+            done(
+                out,
+                &Deleted {
+                    deleted: r.deleted,
+                    activity_id,
+                },
+                line,
+            )
+        }
+    }
+}
+
+/// Group ids to names; an empty map (ids shown) if the lookup fails, since
+/// the names only decorate a listing.
+async fn group_names(admin: &mut Admin) -> GroupNames {
+    match admin
+        .describe_scaling_groups(pb::DescribeScalingGroupsRequest::default())
+        .await
+    {
+        Ok(r) => r
+            .scaling_groups
+            .into_iter()
+            .map(|g| (g.id, g.name))
+            .collect(),
+        Err(_) => HashMap::new(),
+    }
+}
+
+async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
+    match cmd {
+        ConfigCmd::List { group } => {
+            let r = admin
+                .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
+                    scaling_group: group.unwrap_or_default(),
+                })
+                .await?;
+            let views: Vec<ConfigView> = r
+                .scaling_configurations
+                .iter()
+                .map(ConfigView::from)
+                .collect();
+            match out {
+                Output::Json => print_json(&views),
+                Output::Table => {
+                    let names = group_names(admin).await;
+                    print!("{}", view::configs_table(&views, &names, now_ms()));
+                    Ok(())
+                }
+            }
+        }
+        ConfigCmd::Create(c) => {
+            let group = c.group.clone();
+            let created = admin
+                .create_scaling_configuration(pb::CreateScalingConfigurationRequest {
+                    scaling_group: c.group,
+                    name: c.name,
+                    instance_type: c.instance_type,
+                    command: c.command,
+                    env: c.env.into_iter().collect(),
+                    tags: c.tags.into_iter().collect(),
+                    user_data: c.user_data,
+                })
+                .await?;
+            let v = ConfigView::from(&created);
+            match out {
+                Output::Json => print_json(&v),
+                Output::Table => {
+                    println!(
+                        "created configuration {} ({}) in group {group}",
+                        v.name, v.id
+                    );
+                    print!("{}", view::config_fields(&v));
+                    Ok(())
+                }
+            }
+        }
+        ConfigCmd::Delete { id } => {
+            admin
+                .delete_scaling_configuration(pb::DeleteScalingConfigurationRequest {
+                    scaling_configuration_id: id.clone(),
+                })
+                .await?;
+            done(
+                out,
+                &serde_json::json!({ "deleted": id }),
+                format!("deleted configuration {id}"),
+            )
+        }
+    }
+}
+
+async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()> {
+    let (verb, response) = match cmd {
+        InstanceCmd::List { group, state } => {
+            let r = admin
+                .describe_scaling_instances(pb::DescribeScalingInstancesRequest {
+                    scaling_group: group.unwrap_or_default(),
+                    instance_ids: vec![],
+                    lifecycle_state: state.unwrap_or_default(),
+                })
+                .await?;
+            let views: Vec<InstanceView> = r.instances.iter().map(InstanceView::from).collect();
+            return match out {
+                Output::Json => print_json(&views),
+                Output::Table => {
+                    let names = group_names(admin).await;
+                    print!("{}", view::instances_table(&views, &names, now_ms()));
+                    Ok(())
+                }
+            };
+        }
+        InstanceCmd::Attach(InstanceIds { group, ids }) => (
+            "attached",
+            admin
+                .attach_instances(pb::AttachInstancesRequest {
+                    scaling_group: group,
+                    instance_ids: ids,
+                })
+                .await?,
+        ),
+        InstanceCmd::Detach(InstanceIdsDesired {
+            group,
+            keep_desired,
+            ids,
+        }) => (
+            "detached",
+            admin
+                .detach_instances(pb::DetachInstancesRequest {
+                    scaling_group: group,
+                    instance_ids: ids,
+                    decrease_desired_capacity: Some(!keep_desired),
+                })
+                .await?,
+        ),
+        InstanceCmd::Remove(InstanceIdsDesired {
+            group,
+            keep_desired,
+            ids,
+        }) => (
+            "removing",
+            admin
+                .remove_instances(pb::RemoveInstancesRequest {
+                    scaling_group: group,
+                    instance_ids: ids,
+                    decrease_desired_capacity: Some(!keep_desired),
+                })
+                .await?,
+        ),
+        InstanceCmd::Protect(InstanceIds { group, ids }) => (
+            "protected",
+            admin
+                .set_instances_protection(pb::SetInstancesProtectionRequest {
+                    scaling_group: group,
+                    instance_ids: ids,
+                    protected: true,
+                })
+                .await?,
+        ),
+        InstanceCmd::Unprotect(InstanceIds { group, ids }) => (
+            "unprotected",
+            admin
+                .set_instances_protection(pb::SetInstancesProtectionRequest {
+                    scaling_group: group,
+                    instance_ids: ids,
+                    protected: false,
+                })
+                .await?,
+        ),
+        InstanceCmd::Standby(InstanceIds { group, ids }) => (
+            "put in standby",
+            admin
+                .enter_standby(pb::StandbyRequest {
+                    scaling_group: group,
+                    instance_ids: ids,
+                })
+                .await?,
+        ),
+        InstanceCmd::ExitStandby(InstanceIds { group, ids }) => (
+            "returned to service",
+            admin
+                .exit_standby(pb::StandbyRequest {
+                    scaling_group: group,
+                    instance_ids: ids,
+                })
+                .await?,
+        ),
+    };
+    instances_changed(verb, &response, out)
+}
+
+fn instances_changed(verb: &str, r: &pb::InstancesResponse, out: Output) -> Result<()> {
+    #[derive(Serialize)]
+    struct Changed {
+        instances: Vec<InstanceView>,
+        activity_id: Option<String>,
+    }
+    let changed = Changed {
+        instances: r.instances.iter().map(InstanceView::from).collect(),
+        activity_id: (!r.activity_id.is_empty()).then(|| r.activity_id.clone()),
+    };
+    match out {
+        Output::Json => print_json(&changed),
+        Output::Table => {
+            for i in &changed.instances {
+                println!("{verb} {} ({})", i.id, i.lifecycle_state);
+            }
+            if let Some(a) = &changed.activity_id {
+                println!("activity {a} changes the capacity (ebbctl activity describe {a})");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn activity(admin: &mut Admin, cmd: ActivityCmd, out: Output) -> Result<()> {
+    match cmd {
+        ActivityCmd::List {
+            group,
+            limit,
+            status,
+        } => {
+            let r = admin
+                .describe_scaling_activities(pb::DescribeScalingActivitiesRequest {
+                    scaling_group: group.unwrap_or_default(),
+                    limit: limit.unwrap_or(0),
+                    status: status.unwrap_or_default(),
+                    activity_ids: vec![],
+                })
+                .await?;
+            let views: Vec<ActivityView> = r.activities.iter().map(ActivityView::from).collect();
+            match out {
+                Output::Json => print_json(&views),
+                Output::Table => {
+                    let names = group_names(admin).await;
+                    print!("{}", view::activities_table(&views, &names, now_ms()));
+                    Ok(())
+                }
+            }
+        }
+        ActivityCmd::Describe { id } => {
+            let r = admin
+                .describe_scaling_activities(pb::DescribeScalingActivitiesRequest {
+                    activity_ids: vec![id.clone()],
+                    ..Default::default()
+                })
+                .await?;
+            let a = r
+                .activities
+                .iter()
+                .find(|a| a.id == id)
+                .ok_or_else(|| Error::Server(format!("activity `{id}` does not exist")))?;
+            let v = ActivityView::from(a);
+            match out {
+                Output::Json => print_json(&v),
+                Output::Table => {
+                    let names = group_names(admin).await;
+                    print!("{}", view::activity_fields(&v, &names, now_ms()));
+                    Ok(())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! Finding the controller and talking to it: the data dir's endpoints.toml
+//! and admin certificate unless flags say otherwise, mTLS with tonic, and
+//! gRPC statuses turned into one readable line.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ebb_controller::config::DEFAULT_DATA_DIR;
+use ebb_controller::pki::PkiPaths;
+use ebb_controller::server::{ENDPOINTS_FILE, Endpoints};
+use ebb_proto::v1 as pb;
+use ebb_proto::v1::admin_service_client::AdminServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Status};
+
+use crate::cli::Global;
+use crate::error::{Error, Result, strip_os_error};
+
+/// The environment variable naming the data dir, as for the controller.
+pub const DATA_DIR_ENV: &str = "EBB_DATA";
+/// A local controller answers in milliseconds; five seconds means it is not there.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Every admin call returns quickly (long work becomes an activity); this
+/// only stops a wedged connection from hanging the CLI.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where to connect and with which files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub addr: String,
+    pub server_name: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `--data-dir`, else `$EBB_DATA`, else `./ebb-data`.
+pub fn data_dir(flag: Option<&Path>, env: Option<OsString>) -> PathBuf {
+    match (flag, env) {
+        (Some(dir), _) => dir.to_owned(),
+        (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
+        _ => PathBuf::from(DEFAULT_DATA_DIR),
+    }
+}
+
+pub fn global_data_dir(global: &Global) -> PathBuf {
+    data_dir(global.data_dir.as_deref(), std::env::var_os(DATA_DIR_ENV))
+}
+
+/// The running controller's endpoints; `None` when the file is absent.
+pub fn read_endpoints(data_dir: &Path) -> Result<Option<Endpoints>> {
+    let path = data_dir.join(ENDPOINTS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::read(&path, &e, "")),
+    };
+    toml::from_str(&text).map(Some).map_err(|e| Error::Read {
+        path,
+        reason: format!("not a valid endpoints file: {}", e.message()),
+    })
+}
+
+/// The address to dial for a listen address: a wildcard listener is
+/// reached on loopback.
+pub fn dial_addr(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+/// The host part of `host:port` (brackets of an IPv6 literal removed).
+pub fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Flags first, then the data dir.
+pub fn resolve(global: &Global, data_dir: &Path) -> Result<Target> {
+    let (addr, server_name) = match &global.controller {
+        Some(addr) => {
+            let name = global
+                .server_name
+                .clone()
+                .unwrap_or_else(|| host_of(addr).to_owned());
+            (addr.clone(), name)
+        }
+        None => {
+            let endpoints = read_endpoints(data_dir)?
+                .ok_or_else(|| Error::NoController(data_dir.join(ENDPOINTS_FILE)))?;
+            let name = global.server_name.clone().unwrap_or(endpoints.server_name);
+            (dial_addr(endpoints.grpc).to_string(), name)
+        }
+    };
+    let pki = PkiPaths::new(data_dir);
+    let (admin_crt, admin_key) = pki.admin();
+    Ok(Target {
+        addr,
+        server_name,
+        ca: global.ca.clone().unwrap_or_else(|| pki.ca().0),
+        cert: global.cert.clone().unwrap_or(admin_crt),
+        key: global.key.clone().unwrap_or(admin_key),
+    })
+}
+
+fn read_pem(path: &Path, flag: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::read(path, &e, &format!("use {flag}")))
+}
+
+/// An open, authenticated connection to the admin API.
+pub struct Admin {
+    client: AdminServiceClient<Channel>,
+    addr: String,
+}
+
+pub async fn connect(target: &Target) -> Result<Admin> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read_pem(&target.ca, "--ca")?))
+        .identity(Identity::from_pem(
+            read_pem(&target.cert, "--cert")?,
+            read_pem(&target.key, "--key")?,
+        ))
+        .domain_name(target.server_name.clone());
+    let endpoint = Channel::from_shared(format!("https://{}", target.addr))
+        .map_err(|_| {
+            Error::Usage(format!(
+                "`{}` is not a controller address; expected host:port",
+                target.addr
+            ))
+        })?
+        .tls_config(tls)
+        .map_err(|e| {
+            Error::Local(format!(
+                "cannot use the certificates {}, {}, {}: {}",
+                target.ca.display(),
+                target.cert.display(),
+                target.key.display(),
+                innermost(&e)
+            ))
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| Error::Unreachable {
+        addr: target.addr.clone(),
+        reason: reason(&e),
+    })?;
+    Ok(Admin {
+        client: AdminServiceClient::new(channel),
+        addr: target.addr.clone(),
+    })
+}
+
+/// The deepest cause in an error chain, which is the one that says what
+/// happened ("connection refused", "invalid peer certificate: ...").
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    if let Some(io) = last.downcast_ref::<std::io::Error>() {
+        return crate::error::io_reason(io);
+    }
+    strip_os_error(&last.to_string())
+}
+
+/// Why a connection failed, with a hint where the fix is known.
+fn reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let why = innermost(e);
+    let lower = why.to_lowercase();
+    if lower.contains("timed out") || lower.contains("elapsed") {
+        format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())
+    } else if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+        format!("{why} (its certificate is not from --ca's CA)")
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        format!("{why} (use --server-name with a name in its certificate)")
+    } else {
+        why
+    }
+}
+
+/// A status as one line: the server's message, or why the transport failed.
+pub fn status_error(addr: &str, status: &Status) -> Error {
+    // Statuses made on this side from a transport failure carry the cause.
+    if let Some(source) = std::error::Error::source(status)
+        && matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        )
+    {
+        return Error::Unreachable {
+            addr: addr.to_owned(),
+            reason: reason(source),
+        };
+    }
+    let message = if status.message().is_empty() {
+        status.code().description().to_owned()
+    } else {
+        status.message().to_owned()
+    };
+    match status.code() {
+        // The controller may already say so; the hint is for when it does not.
+        Code::PermissionDenied if !message.contains("admin certificate") => Error::Server(format!(
+            "{message} (this certificate is not an admin certificate)"
+        )),
+        Code::Unauthenticated => Error::Server(format!(
+            "{message} (use an admin certificate from this controller's CA)"
+        )),
+        Code::Unimplemented => Error::Server(format!(
+            "the controller at {addr} does not serve this admin call ({message}); is it older than ebbctl?"
+        )),
+        Code::DeadlineExceeded => Error::Unreachable {
+            addr: addr.to_owned(),
+            reason: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+        },
+        _ => Error::Server(message),
+    }
+}
+
+macro_rules! rpcs {
+    ($($method:ident($req:ident) -> $resp:ident;)*) => {
+        impl Admin {
+            $(
+                pub async fn $method(&mut self, request: pb::$req) -> Result<pb::$resp> {
+                    match self.client.$method(request).await {
+                        Ok(response) => Ok(response.into_inner()),
+                        Err(status) => Err(status_error(&self.addr, &status)),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+rpcs! {
+    create_scaling_group(CreateScalingGroupRequest) -> ScalingGroup;
+    modify_scaling_group(ModifyScalingGroupRequest) -> ScalingGroup;
+    delete_scaling_group(DeleteScalingGroupRequest) -> DeleteScalingGroupResponse;
+    describe_scaling_groups(DescribeScalingGroupsRequest) -> DescribeScalingGroupsResponse;
+    enable_scaling_group(EnableScalingGroupRequest) -> ScalingGroup;
+    disable_scaling_group(DisableScalingGroupRequest) -> ScalingGroup;
+    create_scaling_configuration(CreateScalingConfigurationRequest) -> ScalingConfiguration;
+    modify_scaling_configuration(ModifyScalingConfigurationRequest) -> ScalingConfiguration;
+    delete_scaling_configuration(DeleteScalingConfigurationRequest) -> DeleteScalingConfigurationResponse;
+    describe_scaling_configurations(DescribeScalingConfigurationsRequest) -> DescribeScalingConfigurationsResponse;
+    describe_scaling_instances(DescribeScalingInstancesRequest) -> DescribeScalingInstancesResponse;
+    attach_instances(AttachInstancesRequest) -> InstancesResponse;
+    detach_instances(DetachInstancesRequest) -> InstancesResponse;
+    remove_instances(RemoveInstancesRequest) -> InstancesResponse;
+    set_instances_protection(SetInstancesProtectionRequest) -> InstancesResponse;
+    enter_standby(StandbyRequest) -> InstancesResponse;
+    exit_standby(StandbyRequest) -> InstancesResponse;
+    describe_scaling_activities(DescribeScalingActivitiesRequest) -> DescribeScalingActivitiesResponse;
+}
+
+impl Admin {
+    /// One group by id or name; NOT_FOUND and an empty answer read the same.
+    pub async fn find_group(&mut self, group: &str) -> Result<Option<pb::ScalingGroup>> {
+        let request = pb::DescribeScalingGroupsRequest {
+            scaling_groups: vec![group.to_owned()],
+        };
+        match self.client.describe_scaling_groups(request).await {
+            Ok(r) => Ok(r
+                .into_inner()
+                .scaling_groups
+                .into_iter()
+                .find(|g| g.id == group || g.name == group)),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(status_error(&self.addr, &s)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global() -> Global {
+        Global {
+            data_dir: None,
+            controller: None,
+            server_name: None,
+            ca: None,
+            cert: None,
+            key: None,
+            output: crate::cli::Output::Table,
+        }
+    }
+
+    #[test]
+    fn data_dir_prefers_the_flag_then_the_environment() {
+        let flag = Path::new("/flag");
+        assert_eq!(data_dir(Some(flag), Some("/env".into())), flag);
+        assert_eq!(data_dir(None, Some("/env".into())), Path::new("/env"));
+        assert_eq!(data_dir(None, Some("".into())), Path::new("./ebb-data"));
+        assert_eq!(data_dir(None, None), Path::new("./ebb-data"));
+    }
+
+    #[test]
+    fn no_endpoints_file_says_where_it_looked_and_what_to_do() {
+        let err = resolve(&global(), Path::new("./ebb-data")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no controller found: ./ebb-data/endpoints.toml does not exist \
+             (is ebb-controller serve running here? use --data-dir or --controller)"
+        );
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
+    fn endpoints_and_pki_come_from_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("endpoints.toml"),
+            "grpc = \"0.0.0.0:7440\"\nhttp = \"127.0.0.1:9440\"\nserver_name = \"localhost\"\n",
+        )
+        .unwrap();
+        let t = resolve(&global(), dir.path()).unwrap();
+        assert_eq!(t.addr, "127.0.0.1:7440");
+        assert_eq!(t.server_name, "localhost");
+        assert_eq!(t.ca, dir.path().join("pki/ca.crt"));
+        assert_eq!(t.cert, dir.path().join("pki/admin.crt"));
+        assert_eq!(t.key, dir.path().join("pki/admin.key"));
+    }
+
+    #[test]
+    fn flags_override_discovery() {
+        let g = Global {
+            controller: Some("[::1]:7441".into()),
+            cert: Some("/me.crt".into()),
+            ..global()
+        };
+        let t = resolve(&g, Path::new("/nowhere")).unwrap();
+        assert_eq!(t.addr, "[::1]:7441");
+        assert_eq!(t.server_name, "::1");
+        assert_eq!(t.cert, Path::new("/me.crt"));
+        assert_eq!(t.key, Path::new("/nowhere/pki/admin.key"));
+        assert_eq!(host_of("ctl.example:7440"), "ctl.example");
+    }
+
+    #[test]
+    fn a_broken_endpoints_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("endpoints.toml"), "grpc = 1\n").unwrap();
+        let err = resolve(&global(), dir.path()).unwrap_err().to_string();
+        assert!(err.starts_with("cannot read "), "{err}");
+        assert!(
+            err.contains("endpoints.toml: not a valid endpoints file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn statuses_read_as_one_line() {
+        let denied =
+            Status::permission_denied("spiffe://ebb.local/instance/i-1 may not call the admin API");
+        assert_eq!(
+            status_error("127.0.0.1:7440", &denied).to_string(),
+            "spiffe://ebb.local/instance/i-1 may not call the admin API \
+             (this certificate is not an admin certificate)"
+        );
+        let missing = Status::not_found("scaling group `web` does not exist");
+        assert_eq!(
+            status_error("a:1", &missing).to_string(),
+            "scaling group `web` does not exist"
+        );
+        let said = Status::permission_denied("the admin API needs an admin certificate");
+        assert_eq!(
+            status_error("a:1", &said).to_string(),
+            "the admin API needs an admin certificate"
+        );
+        let err = status_error("a:1", &Status::unimplemented(""));
+        assert!(
+            err.to_string().contains("does not serve this admin call"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_connection_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap();
+        let pki = PkiPaths::new(dir.path());
+        let (crt, key) = pki.ca();
+        ca.to_issued().write(&crt, &key).unwrap();
+        let (acrt, akey) = pki.admin();
+        ca.issue_admin("t", ebb_certs::ADMIN_VALIDITY)
+            .unwrap()
+            .write(&acrt, &akey)
+            .unwrap();
+        // A port that was just free is very likely still closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let g = Global {
+            controller: Some(format!("127.0.0.1:{port}")),
+            ..global()
+        };
+        let target = resolve(&g, dir.path()).unwrap();
+        let Err(err) = connect(&target).await else {
+            panic!("connected to a closed port")
+        };
+        assert_eq!(
+            err.to_string(),
+            format!("cannot reach the controller at 127.0.0.1:{port}: connection refused")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_admin_cert_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Global {
+            controller: Some("127.0.0.1:1".into()),
+            ..global()
+        };
+        let target = resolve(&g, dir.path()).unwrap();
+        let Err(err) = connect(&target).await else {
+            panic!("connected without certificates")
+        };
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot read {}: it does not exist (use --ca)",
+                dir.path().join("pki/ca.crt").display()
+            )
+        );
+    }
+}

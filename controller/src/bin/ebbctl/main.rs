@@ -1,0 +1,44 @@
+//! `ebbctl`, ebb's admin CLI.
+//!
+//! - `cli`: the command tree and its flags (clap).
+//! - `conn`: finding the local controller and connecting over mTLS.
+//! - `error`: one-line errors and the exit codes they map to.
+//! - `view`: plain serialisable views of the API's messages, tables, times.
+//! - `commands`: the `group`, `config`, `instance` and `activity` families.
+//! - `apply`: `apply -f FILE.toml`, the declarative group and configuration.
+//! - `cert`: `cert issue`, agent certificates for hand-managed hosts.
+#![forbid(unsafe_code)]
+
+mod apply;
+mod cert;
+mod cli;
+mod commands;
+mod conn;
+mod error;
+mod view;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // Usage errors exit 2 through clap, before anything else happens.
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ebbctl: cannot start the async runtime: {e}");
+            return ExitCode::from(error::EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ebbctl: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
