@@ -1,40 +1,69 @@
 //! `ebb-controller demo`: the quickstart. A controller on embedded defaults
-//! in a scratch data dir, one real `ebb-agent` on this host, and a live view
-//! of the samples it sends. Half-way through, the demo burns one CPU so the
-//! numbers visibly move.
+//! in a scratch data dir; `ebbctl apply` of a small group whose instances are
+//! real agents launched by the process provider; then a story told with
+//! `ebbctl`: scale out, burn a CPU so the numbers move, scale in, and a
+//! forced delete that releases everything. A line a second shows the group.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use tokio::process::Command;
+use anyhow::{Context, bail};
 
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::model::ActivityStatus;
 use crate::server::Controller;
+use crate::store::Store;
 
-/// The instance id of the demo's agent.
-const DEMO_INSTANCE: &str = "demo-1";
+/// The group the demo applies.
+const DEMO_GROUP: &str = "demo";
+/// The apply file, as an operator would write it.
+const DEMO_FILE: &str = r#"[group]
+name = "demo"
+min_size = 1
+max_size = 4
+desired_capacity = 2
+sampling_interval_secs = 1
+removal_policies = ["NewestInstance"]
+
+[configuration]
+name = "demo-v1"
+command = ["sleep", "infinity"]
+"#;
+/// How long the final forced delete may take before the demo gives up.
+const TEARDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct DemoOptions {
-    /// Total run time.
+    /// Total run time of the story (the teardown comes after).
     pub duration: Duration,
-    /// Timestamped lines instead of a redrawn screen.
+    /// Timestamped lines only (the default view is the same lines; kept so
+    /// scripts can ask for it explicitly).
     pub plain: bool,
-    /// Where the demo's data dir goes (removed at the end unless kept).
+    /// The scratch data dir; the caller removes it.
     pub data_dir: PathBuf,
 }
 
+/// Finds `ebbctl` beside this executable.
+fn ebbctl_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating ebb-controller")?;
+    let path = exe.with_file_name("ebbctl");
+    if !path.exists() {
+        bail!(
+            "ebbctl not found beside {}; build it with `cargo build --workspace`",
+            exe.display()
+        );
+    }
+    Ok(path)
+}
+
 pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let agent_bin = crate::provider::find_agent_binary(None)?;
+    let ebbctl = ebbctl_binary()?;
+    crate::provider::find_agent_binary(None)?;
     let config = Config {
         data_dir: opts.data_dir.clone(),
-        fleet: crate::config::FleetConfig {
-            sampling_interval_ms: 1000,
-            ..Default::default()
-        },
         grpc: crate::config::GrpcConfig {
             listen: "127.0.0.1:0".parse()?,
             ..Default::default()
@@ -47,145 +76,174 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
     let controller = Controller::start(config).await?;
     let (grpc, http) = (controller.grpc_addr(), controller.http_addr());
     let fleet = controller.fleet();
-    let agent_dir = opts.data_dir.join("demo-agent");
-    write_agent_files(&controller, &agent_dir, grpc)?;
+    let store = controller.store();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(controller.serve(async {
         let _ = stop_rx.await;
     }));
-    let mut agent = Command::new(&agent_bin)
-        .arg("--config")
-        .arg(agent_dir.join("agent.toml"))
-        .env("EBB_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", agent_bin.display()))?;
-    println!(
-        "ebb demo: controller on {grpc} (metrics: http://{http}/metrics), agent {DEMO_INSTANCE} from {}",
-        agent_bin.display()
-    );
-    println!(
-        "Sampling every second for {:?}; press Ctrl-C to stop early.",
-        opts.duration
-    );
-    let result = watch(&fleet, &opts, shutdown).await;
-    // Stop the agent first so the controller sees a clean close.
-    if let Some(pid) = agent.id() {
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), agent.wait()).await;
-    let _ = agent.kill().await;
+    let file = opts.data_dir.join("demo.toml");
+    std::fs::write(&file, DEMO_FILE)?;
+    let demo = Demo {
+        ebbctl,
+        data_dir: opts.data_dir.clone(),
+        start: Instant::now(),
+        fleet,
+        store,
+        seen: std::sync::Mutex::new(HashMap::new()),
+    };
+    demo.say(&format!(
+        "controller on {grpc} (metrics: http://{http}/metrics); data dir {}",
+        opts.data_dir.display()
+    ));
+    let result = demo.story(&file, opts.duration, shutdown).await;
+    demo.teardown().await;
     let _ = stop_tx.send(());
     let _ = server.await;
+    demo.say("demo over: every instance released");
     result
 }
 
-fn write_agent_files(
-    controller: &Controller,
-    dir: &Path,
-    grpc: std::net::SocketAddr,
-) -> anyhow::Result<()> {
-    let ca = controller.ca();
-    ca.issue_agent(DEMO_INSTANCE, ebb_certs::AGENT_VALIDITY)?
-        .write(&dir.join("agent.crt"), &dir.join("agent.key"))?;
-    std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
-    std::fs::write(
-        dir.join("agent.toml"),
-        format!(
-            "controller = \"{grpc}\"\nserver_name = \"localhost\"\n[tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n"
-        ),
-    )?;
-    Ok(())
+struct Demo {
+    ebbctl: PathBuf,
+    data_dir: PathBuf,
+    start: Instant,
+    fleet: Arc<Fleet>,
+    store: Arc<dyn Store>,
+    /// Activity id → last status printed.
+    seen: std::sync::Mutex<HashMap<String, ActivityStatus>>,
 }
 
-async fn watch(
-    fleet: &Fleet,
-    opts: &DemoOptions,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    tokio::pin!(shutdown);
-    let start = Instant::now();
-    let burn_from = opts.duration / 3;
-    let burn_until = opts.duration * 2 / 3;
-    let mut burner: Option<std::thread::JoinHandle<()>> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_seq = 0;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = &mut shutdown => break,
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= opts.duration {
-            break;
-        }
-        if burner.is_none() && elapsed >= burn_from {
-            let until = start + burn_until;
-            println!(
-                "{} burning one CPU until t={}s to show the numbers move",
-                stamp(elapsed),
-                burn_until.as_secs()
-            );
-            burner = Some(std::thread::spawn(move || burn(until)));
-        }
-        let Some(line) = fleet.with_agent(DEMO_INSTANCE, |a| {
-            let p = a.ring.back()?;
-            if p.seq == last_seq {
-                return None;
-            }
-            Some((p.seq, render(a.connected, p, a.missed)))
-        }) else {
-            if !opts.plain {
-                println!("{} waiting for {DEMO_INSTANCE} to connect…", stamp(elapsed));
-            }
-            continue;
-        };
-        if let Some((seq, text)) = line {
-            last_seq = seq;
-            println!("{} {text}", stamp(elapsed));
-        }
+impl Demo {
+    fn say(&self, line: &str) {
+        println!("[t={:>3}s] {line}", self.start.elapsed().as_secs());
         let _ = std::io::stdout().flush();
     }
-    if let Some(b) = burner {
-        let _ = b.join();
+
+    /// Runs an ebbctl command and prints it and its output.
+    async fn ebbctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        self.say(&format!("$ ebbctl {}", args.join(" ")));
+        let out = tokio::process::Command::new(&self.ebbctl)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .output()
+            .await
+            .context("running ebbctl")?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            self.say(&format!("  {line}"));
+        }
+        if !out.status.success() {
+            bail!(
+                "ebbctl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
     }
-    println!(
-        "{} demo over: {} samples received",
-        stamp(start.elapsed()),
-        fleet
-            .counters
-            .samples_total
-            .load(std::sync::atomic::Ordering::Relaxed)
-    );
-    Ok(())
-}
 
-fn stamp(elapsed: Duration) -> String {
-    format!("[t={:>3}s]", elapsed.as_secs())
-}
+    async fn story(
+        &self,
+        file: &Path,
+        duration: Duration,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let file = file.display().to_string();
+        self.ebbctl(&["apply", "-f", &file]).await?;
+        let steps = [duration / 4, duration / 2, duration * 3 / 4];
+        let mut next_step = 0;
+        let mut burner: Option<std::thread::JoinHandle<()>> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut shutdown => break,
+            }
+            let elapsed = self.start.elapsed();
+            if elapsed >= duration {
+                break;
+            }
+            if next_step < steps.len() && elapsed >= steps[next_step] {
+                match next_step {
+                    0 => {
+                        self.ebbctl(&["group", "modify", DEMO_GROUP, "--desired", "3"])
+                            .await?
+                    }
+                    1 => {
+                        let until = Instant::now() + duration / 4;
+                        self.say("burning one CPU for a while: watch the instances' cpu rise (they share this host)");
+                        burner = Some(std::thread::spawn(move || burn(until)));
+                    }
+                    _ => {
+                        self.ebbctl(&["group", "modify", DEMO_GROUP, "--desired", "2"])
+                            .await?
+                    }
+                }
+                next_step += 1;
+            }
+            self.show()?;
+        }
+        if let Some(b) = burner {
+            let _ = b.join();
+        }
+        Ok(())
+    }
 
-fn render(connected: bool, p: &crate::fleet::Point, missed: u64) -> String {
-    let pct = |v: Option<f64>| v.map_or_else(|| "   -  ".to_owned(), |v| format!("{v:5.1}%"));
-    let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
-    let rate =
-        |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.1} KiB/s", v / 1024.0));
-    format!(
-        "{DEMO_INSTANCE} {} seq={:<4} cpu={} mem={} load1={} rx={} tx={} tcp={} missed={missed}",
-        if connected { "up  " } else { "DOWN" },
-        p.seq,
-        pct(p.cpu_utilization),
-        pct(p.memory_utilization),
-        num(p.load1),
-        rate(p.rx_bytes_per_second),
-        rate(p.tx_bytes_per_second),
-        p.tcp_total
-            .map_or_else(|| "-".to_owned(), |t| t.to_string()),
-    )
+    /// One line for the group, one per new or changed activity.
+    fn show(&self) -> anyhow::Result<()> {
+        let Some(group) = self.store.find_group_by_name(DEMO_GROUP)? else {
+            return Ok(());
+        };
+        let instances = self.store.list_instances(Some(&group.id))?;
+        let mut parts = Vec::new();
+        for i in &instances {
+            let cpu = self
+                .fleet
+                .with_agent(&i.id, |a| a.ring.back().and_then(|p| p.cpu_utilization))
+                .flatten()
+                .map_or_else(|| "  -  ".to_owned(), |c| format!("{c:4.1}%"));
+            parts.push(format!("{} {} cpu {cpu}", i.id, i.lifecycle_state));
+        }
+        self.say(&format!(
+            "group {} desired {}: {}",
+            group.name,
+            group.desired_capacity,
+            if parts.is_empty() {
+                "no instances".to_owned()
+            } else {
+                parts.join(" | ")
+            }
+        ));
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut activities = self.store.list_activities(Some(&group.id), 10)?;
+        activities.reverse();
+        for a in activities {
+            if seen.get(&a.id) != Some(&a.status) {
+                seen.insert(a.id.clone(), a.status);
+                self.say(&format!("activity {} {}: {}", a.id, a.status, a.cause));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the group with force and waits for every instance to go.
+    async fn teardown(&self) {
+        if let Err(e) = self
+            .ebbctl(&["group", "delete", DEMO_GROUP, "--force"])
+            .await
+        {
+            self.say(&format!("teardown: {e:#}"));
+        }
+        let deadline = Instant::now() + TEARDOWN_DEADLINE;
+        while Instant::now() < deadline {
+            match self.store.list_instances(None) {
+                Ok(list) if list.is_empty() => return,
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        self.say("teardown: instances still present after 30s");
+    }
 }
 
 /// Spins one core until `until`.

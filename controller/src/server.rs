@@ -161,6 +161,11 @@ impl Controller {
         &self.config.data_dir
     }
 
+    /// The store, for in-process views (the demo).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     /// The live fleet, for in-process views (the demo).
     pub fn fleet(&self) -> Arc<Fleet> {
         self.fleet.clone()

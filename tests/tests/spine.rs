@@ -214,7 +214,7 @@ fn untrusted_and_mismatched_callers_are_refused_and_logged() {
 #[test]
 fn the_quickstart_demo_shows_live_samples_and_leaves_nothing_behind() {
     let child = std::process::Command::new(ebb_tests::bin("ebb-controller"))
-        .args(["demo", "--seconds", "6", "--plain"])
+        .args(["demo", "--seconds", "12", "--plain"])
         .env("EBB_AGENT_BIN", ebb_tests::bin("ebb-agent"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
