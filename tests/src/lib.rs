@@ -210,7 +210,12 @@ impl ControllerProc {
     /// line or working directory is under its instances dir, as
     /// "pid cwd cmdline" lines.
     pub fn instance_processes(&self) -> Vec<String> {
-        let marker = self.dir.join("ebb-data").join("instances").display().to_string();
+        let marker = self
+            .dir
+            .join("ebb-data")
+            .join("instances")
+            .display()
+            .to_string();
         let mut found = Vec::new();
         for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
             let pid = entry.file_name().to_string_lossy().into_owned();
@@ -219,7 +224,10 @@ impl ControllerProc {
             }
             let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
             // A zombie has exited; it only waits to be reaped.
-            if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) {
+            if stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            {
                 continue;
             }
             let cwd = fs::read_link(entry.path().join("cwd"))

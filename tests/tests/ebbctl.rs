@@ -34,22 +34,35 @@ fn apply_twice_then_list_instances_and_activities() {
     let file = file.display().to_string();
 
     let first = ctl.ebbctl(&["apply", "-f", &file]);
-    assert!(first.status.success(), "{}{}", stdout(&first), stderr(&first));
-    assert!(stdout(&first).contains("created group batch"), "{}", stdout(&first));
+    assert!(
+        first.status.success(),
+        "{}{}",
+        stdout(&first),
+        stderr(&first)
+    );
+    assert!(
+        stdout(&first).contains("created group batch"),
+        "{}",
+        stdout(&first)
+    );
 
-    let instances = eventually("two InService instances with CPU and memory", DEADLINE * 2, || {
-        let out = ctl.ebbctl(&["instance", "list", "--group", "batch", "-o", "json"]);
-        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let list = list.as_array()?.clone();
-        let ready = list.len() == 2
-            && list.iter().all(|i| {
-                i["lifecycle_state"] == "InService"
-                    && i["agent_connected"] == true
-                    && i["cpu_utilization"].is_number()
-                    && i["memory_utilization"].as_f64().is_some_and(|m| m > 0.0)
-            });
-        ready.then_some(list)
-    });
+    let instances = eventually(
+        "two InService instances with CPU and memory",
+        DEADLINE * 2,
+        || {
+            let out = ctl.ebbctl(&["instance", "list", "--group", "batch", "-o", "json"]);
+            let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let list = list.as_array()?.clone();
+            let ready = list.len() == 2
+                && list.iter().all(|i| {
+                    i["lifecycle_state"] == "InService"
+                        && i["agent_connected"] == true
+                        && i["cpu_utilization"].is_number()
+                        && i["memory_utilization"].as_f64().is_some_and(|m| m > 0.0)
+                });
+            ready.then_some(list)
+        },
+    );
     assert_eq!(instances.len(), 2);
 
     let again = ctl.ebbctl(&["apply", "-f", &file]);
@@ -58,16 +71,36 @@ fn apply_twice_then_list_instances_and_activities() {
 
     let table = ctl.ebbctl(&["instance", "list", "--group", "batch"]);
     let text = stdout(&table);
-    assert!(text.lines().next().unwrap_or("").contains("STATE"), "{text}");
+    assert!(
+        text.lines().next().unwrap_or("").contains("STATE"),
+        "{text}"
+    );
     assert_eq!(text.matches("InService").count(), 2, "{text}");
 
     // A changed value is applied, and only it.
-    std::fs::write(sb.path().join("batch.toml"), GROUP.replace("min_size = 2", "min_size = 3")).unwrap();
+    std::fs::write(
+        sb.path().join("batch.toml"),
+        GROUP.replace("min_size = 2", "min_size = 3"),
+    )
+    .unwrap();
     let changed = ctl.ebbctl(&["apply", "-f", &file]);
     assert!(changed.status.success(), "{}", stderr(&changed));
-    assert!(stdout(&changed).contains("min_size"), "{}", stdout(&changed));
+    assert!(
+        stdout(&changed).contains("min_size"),
+        "{}",
+        stdout(&changed)
+    );
     eventually("three instances", DEADLINE * 2, || {
-        let out = ctl.ebbctl(&["instance", "list", "--group", "batch", "--state", "InService", "-o", "json"]);
+        let out = ctl.ebbctl(&[
+            "instance",
+            "list",
+            "--group",
+            "batch",
+            "--state",
+            "InService",
+            "-o",
+            "json",
+        ]);
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         (list.as_array()?.len() == 3).then_some(())
     });
@@ -78,11 +111,21 @@ fn apply_twice_then_list_instances_and_activities() {
         let list = list.as_array()?.clone();
         (list.len() == 2 && list.iter().all(|a| a["status"] == "Successful")).then_some(list)
     });
-    assert!(acts[0]["cause"].as_str().unwrap().contains("from 2 to 3"), "{acts:?}");
-    assert!(acts[1]["cause"].as_str().unwrap().contains("from 0 to 2"), "{acts:?}");
+    assert!(
+        acts[0]["cause"].as_str().unwrap().contains("from 2 to 3"),
+        "{acts:?}"
+    );
+    assert!(
+        acts[1]["cause"].as_str().unwrap().contains("from 0 to 2"),
+        "{acts:?}"
+    );
     let id = acts[0]["id"].as_str().unwrap();
     let described = ctl.ebbctl(&["activity", "describe", id]);
-    assert!(stdout(&described).contains("bounds"), "{}", stdout(&described));
+    assert!(
+        stdout(&described).contains("bounds"),
+        "{}",
+        stdout(&described)
+    );
 }
 
 #[test]
@@ -90,14 +133,22 @@ fn a_bad_apply_file_names_the_problem_and_changes_nothing() {
     let sb = Sandbox::new();
     let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
     let file = sb.path().join("bad.toml");
-    std::fs::write(&file, GROUP.replace("max_size = 5", "max_size = 1\nmax_sise = 4")).unwrap();
+    std::fs::write(
+        &file,
+        GROUP.replace("max_size = 5", "max_size = 1\nmax_sise = 4"),
+    )
+    .unwrap();
     let out = ctl.ebbctl(&["apply", "-f", &file.display().to_string()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("max_sise"), "{}", stderr(&out));
     std::fs::write(&file, GROUP.replace("max_size = 5", "max_size = 1")).unwrap();
     let out = ctl.ebbctl(&["apply", "-f", &file.display().to_string()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("min_size: 2 is greater than max_size 1"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("min_size: 2 is greater than max_size 1"),
+        "{}",
+        stderr(&out)
+    );
     let groups = ctl.ebbctl(&["group", "list", "-o", "json"]);
     assert_eq!(stdout(&groups).trim(), "[]");
 }
@@ -106,7 +157,12 @@ fn a_bad_apply_file_names_the_problem_and_changes_nothing() {
 fn errors_are_one_readable_line() {
     let sb = Sandbox::new();
     let out = std::process::Command::new(ebb_tests::bin("ebbctl"))
-        .args(["--data-dir", &sb.path().join("nowhere").display().to_string(), "group", "list"])
+        .args([
+            "--data-dir",
+            &sb.path().join("nowhere").display().to_string(),
+            "group",
+            "list",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -116,5 +172,8 @@ fn errors_are_one_readable_line() {
     let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
     let out = ctl.ebbctl(&["group", "modify", "ghost", "--desired", "3"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out).trim(), "ebbctl: scaling group `ghost` does not exist");
+    assert_eq!(
+        stderr(&out).trim(),
+        "ebbctl: scaling group `ghost` does not exist"
+    );
 }
