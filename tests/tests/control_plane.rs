@@ -464,3 +464,169 @@ fn a_controller_killed_mid_scale_out_converges_after_restart() {
         "{acts:#?}"
     );
 }
+
+#[test]
+fn instance_operations_refuse_bad_input() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), INTERVAL_MS).unwrap();
+    let mut admin = Admin::local(&ctl);
+    create_group(&mut admin, "ops", 1, 2);
+    // Attaching to a group that is not enabled.
+    let err = admin_call!(
+        admin,
+        attach_instances,
+        pb::AttachInstancesRequest {
+            scaling_group: "ops".into(),
+            instance_ids: vec!["host-1".into()]
+        }
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("is not active"), "{}", err.message());
+    enable(&mut admin, "ops");
+    let one = wait_in_service(&mut admin, "ops", 1);
+    let err = admin_call!(
+        admin,
+        attach_instances,
+        pb::AttachInstancesRequest {
+            scaling_group: "ops".into(),
+            instance_ids: vec![
+                "bad id".into(),
+                one[0].id.clone(),
+                "h-2".into(),
+                "h-2".into()
+            ],
+        }
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    for needle in [
+        "instance_ids[0]:",
+        "instance_ids[1]: `",
+        "already belongs",
+        "instance_ids[3]: `h-2` is listed twice",
+    ] {
+        assert!(
+            err.message().contains(needle),
+            "missing `{needle}` in {}",
+            err.message()
+        );
+    }
+    let err = admin_call!(
+        admin,
+        attach_instances,
+        pb::AttachInstancesRequest {
+            scaling_group: "ops".into(),
+            instance_ids: vec!["h-3".into(), "h-4".into()]
+        }
+    )
+    .unwrap_err();
+    assert!(
+        err.message().contains("above max_size 2"),
+        "{}",
+        err.message()
+    );
+    // Removing below min_size, an unknown instance, protecting a wrong state.
+    let err = admin_call!(
+        admin,
+        remove_instances,
+        pb::RemoveInstancesRequest {
+            scaling_group: "ops".into(),
+            instance_ids: vec![one[0].id.clone()],
+            decrease_desired_capacity: None
+        }
+    )
+    .unwrap_err();
+    assert!(
+        err.message().contains("below min_size 1"),
+        "{}",
+        err.message()
+    );
+    let err = admin_call!(
+        admin,
+        enter_standby,
+        pb::StandbyRequest {
+            scaling_group: "ops".into(),
+            instance_ids: vec!["i-nope".into()]
+        }
+    )
+    .unwrap_err();
+    assert!(
+        err.message()
+            .contains("instance_ids[0]: `i-nope` is not in group ops"),
+        "{}",
+        err.message()
+    );
+    // Moving to the state an instance is already in is a no-op.
+    admin_call!(
+        admin,
+        exit_standby,
+        pb::StandbyRequest {
+            scaling_group: "ops".into(),
+            instance_ids: vec![one[0].id.clone()]
+        }
+    )
+    .unwrap();
+    let err = admin_call!(
+        admin,
+        describe_scaling_instances,
+        pb::DescribeScalingInstancesRequest {
+            lifecycle_state: "Sleeping".into(),
+            ..Default::default()
+        }
+    )
+    .unwrap_err();
+    assert!(
+        err.message()
+            .contains("lifecycle_state: unknown value `Sleeping`"),
+        "{}",
+        err.message()
+    );
+    // Nothing above changed the group.
+    assert_eq!(instances(&mut admin, "ops").len(), 1);
+    // Protected instances survive a scale-in that wants them.
+    admin_call!(
+        admin,
+        set_instances_protection,
+        pb::SetInstancesProtectionRequest {
+            scaling_group: "ops".into(),
+            instance_ids: vec![one[0].id.clone()],
+            protected: true
+        }
+    )
+    .unwrap();
+    let err = admin_call!(
+        admin,
+        enter_standby,
+        pb::StandbyRequest {
+            scaling_group: "ops".into(),
+            instance_ids: vec![one[0].id.clone()]
+        }
+    )
+    .unwrap_err();
+    assert!(
+        err.message().contains("is Protected; it must be InService"),
+        "{}",
+        err.message()
+    );
+    modify(
+        &mut admin,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "ops".into(),
+            min_size: Some(0),
+            desired_capacity: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let act = eventually("the scale-in to end", DEADLINE, || {
+        activities(&mut admin, "ops")
+            .into_iter()
+            .find(|a| a.capacity_to == 0 && a.status != "InProgress")
+    });
+    assert_eq!(act.status, "Warning", "{act:?}");
+    assert!(act.error.contains("Protected or in Standby"), "{act:?}");
+    let left = instances(&mut admin, "ops");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].lifecycle_state, "Protected");
+}
