@@ -228,15 +228,22 @@ fn the_quickstart_demo_shows_live_samples_and_leaves_nothing_behind() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let samples = stdout
+    assert!(stdout.contains("created group demo"), "{stdout}");
+    let live = stdout
         .lines()
-        .filter(|l| l.contains("demo-1 up") && l.contains("cpu="))
+        .filter(|l| l.contains("InService cpu") && l.contains('%'))
         .count();
-    assert!(samples >= 2, "expected live samples:\n{stdout}");
-    assert!(stdout.contains("demo over:"), "{stdout}");
-    // The demo's agent ran from the demo's own data dir; none may survive it.
+    assert!(live >= 2, "expected live samples:\n{stdout}");
+    assert!(stdout.contains("Total Capacity from 2 to 3"), "{stdout}");
+    assert!(stdout.contains("Total Capacity from 3 to 2"), "{stdout}");
+    assert!(
+        stdout.contains("demo over: every instance released"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("teardown:"), "{stdout}");
+    // The demo's instances ran from its own data dir; none may survive it.
     let left = std::process::Command::new("pgrep")
-        .args(["-f", "demo-agent/agent.toml"])
+        .args(["-f", &data_dir.display().to_string()])
         .output()
         .unwrap();
     assert!(
