@@ -334,6 +334,8 @@ pub fn write_pair(dir: &Path, name: &str, issued: &Issued) -> (PathBuf, PathBuf)
 pub struct Admin {
     pub rt: tokio::runtime::Runtime,
     pub client: ebb_proto::v1::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+    /// The mTLS channel, for other services (health, reflection).
+    pub channel: tonic::transport::Channel,
 }
 
 impl Admin {
@@ -368,7 +370,8 @@ impl Admin {
             .expect("connect to the controller");
         Self {
             rt,
-            client: ebb_proto::v1::admin_service_client::AdminServiceClient::new(channel),
+            client: ebb_proto::v1::admin_service_client::AdminServiceClient::new(channel.clone()),
+            channel,
         }
     }
 }

@@ -630,3 +630,31 @@ fn instance_operations_refuse_bad_input() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].lifecycle_state, "Protected");
 }
+
+#[test]
+fn grpc_health_checking_is_served() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), INTERVAL_MS).unwrap();
+    let admin = Admin::local(&ctl);
+    let mut health = HealthClient::new(admin.channel.clone());
+    for service in ["ebb.v1.AdminService", "ebb.v1.AgentService"] {
+        let resp = admin
+            .rt
+            .block_on(health.check(HealthCheckRequest {
+                service: service.into(),
+            }))
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.status(), ServingStatus::Serving, "{service}");
+    }
+    let err = admin
+        .rt
+        .block_on(health.check(HealthCheckRequest {
+            service: "ebb.v1.Nope".into(),
+        }))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}

@@ -177,3 +177,63 @@ fn errors_are_one_readable_line() {
         "ebbctl: scaling group `ghost` does not exist"
     );
 }
+
+/// A host managed by hand: `ebbctl cert issue`, its agent, `instance attach`.
+#[test]
+fn a_hand_managed_host_is_issued_a_cert_and_attached() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let file = sb.path().join("batch.toml");
+    std::fs::write(&file, GROUP.replace("min_size = 2", "min_size = 1")).unwrap();
+    let out = ctl.ebbctl(&["apply", "-f", &file.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let host = sb.path().join("host-7");
+    let out = ctl.ebbctl(&[
+        "cert",
+        "issue",
+        "--id",
+        "host-7",
+        "--out-dir",
+        &host.display().to_string(),
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let issued: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::fs::write(
+        host.join("agent.toml"),
+        issued["agent_toml"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut agent = std::process::Command::new(ebb_tests::bin("ebb-agent"))
+        .arg("--config")
+        .arg(host.join("agent.toml"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = ctl.ebbctl(&["instance", "attach", "--group", "batch", "host-7"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let attached = eventually("host-7 in service", DEADLINE * 2, || {
+        let out = ctl.ebbctl(&["instance", "list", "--group", "batch", "-o", "json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        list.as_array()?
+            .iter()
+            .find(|i| i["id"] == "host-7" && i["lifecycle_state"] == "InService")
+            .cloned()
+    });
+    assert_eq!(attached["creation_type"], "Attached");
+    let group = ctl.ebbctl(&["group", "describe", "batch", "-o", "json"]);
+    let group: serde_json::Value = serde_json::from_slice(&group.stdout).unwrap();
+    assert_eq!(group["desired_capacity"], 2, "{group}");
+    // Detached, it leaves the group but keeps running.
+    let out = ctl.ebbctl(&["instance", "detach", "--group", "batch", "host-7"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = ctl.ebbctl(&["instance", "list", "--group", "batch", "-o", "json"]);
+    assert!(!stdout(&list).contains("host-7"), "{}", stdout(&list));
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "detach must not stop the host's agent"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
