@@ -159,6 +159,11 @@ impl AdminApi {
             total_capacity: capacity(&instances),
             in_service: count_state(LifecycleState::InService),
             pending: count_state(LifecycleState::Pending),
+            suspended_processes: g
+                .suspended_processes
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
         })
     }
 
@@ -488,6 +493,7 @@ fn activity_view(a: &Activity) -> pb::Activity {
         started_at_ms: a.started_at_ms,
         ended_at_ms: a.ended_at_ms.unwrap_or_default(),
         error: a.error.clone().unwrap_or_default(),
+        details: a.details.clone(),
     }
 }
 
@@ -1172,5 +1178,167 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::DescribeScalingActivitiesResponse {
             activities: views,
         }))
+    }
+
+    async fn create_scaling_rule(
+        &self,
+        request: Request<pb::CreateScalingRuleRequest>,
+    ) -> Result<Response<pb::ScalingRule>, Status> {
+        crate::automation::create_scaling_rule(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn modify_scaling_rule(
+        &self,
+        request: Request<pb::ModifyScalingRuleRequest>,
+    ) -> Result<Response<pb::ScalingRule>, Status> {
+        crate::automation::modify_scaling_rule(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_scaling_rule(
+        &self,
+        request: Request<pb::DeleteScalingRuleRequest>,
+    ) -> Result<Response<pb::DeleteScalingRuleResponse>, Status> {
+        crate::automation::delete_scaling_rule(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn describe_scaling_rules(
+        &self,
+        request: Request<pb::DescribeScalingRulesRequest>,
+    ) -> Result<Response<pb::DescribeScalingRulesResponse>, Status> {
+        crate::automation::describe_scaling_rules(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn execute_scaling_rule(
+        &self,
+        request: Request<pb::ExecuteScalingRuleRequest>,
+    ) -> Result<Response<pb::ScalingActivityResponse>, Status> {
+        crate::automation::execute_scaling_rule(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn scale_with_adjustment(
+        &self,
+        request: Request<pb::ScaleWithAdjustmentRequest>,
+    ) -> Result<Response<pb::ScalingActivityResponse>, Status> {
+        crate::automation::scale_with_adjustment(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_alarm(
+        &self,
+        request: Request<pb::CreateAlarmRequest>,
+    ) -> Result<Response<pb::Alarm>, Status> {
+        crate::automation::create_alarm(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn modify_alarm(
+        &self,
+        request: Request<pb::ModifyAlarmRequest>,
+    ) -> Result<Response<pb::Alarm>, Status> {
+        crate::automation::modify_alarm(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn enable_alarm(
+        &self,
+        request: Request<pb::AlarmRef>,
+    ) -> Result<Response<pb::Alarm>, Status> {
+        crate::automation::enable_alarm(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn disable_alarm(
+        &self,
+        request: Request<pb::AlarmRef>,
+    ) -> Result<Response<pb::Alarm>, Status> {
+        crate::automation::disable_alarm(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_alarm(
+        &self,
+        request: Request<pb::AlarmRef>,
+    ) -> Result<Response<pb::DeleteAlarmResponse>, Status> {
+        crate::automation::delete_alarm(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn describe_alarms(
+        &self,
+        request: Request<pb::DescribeAlarmsRequest>,
+    ) -> Result<Response<pb::DescribeAlarmsResponse>, Status> {
+        crate::automation::describe_alarms(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_scheduled_task(
+        &self,
+        request: Request<pb::CreateScheduledTaskRequest>,
+    ) -> Result<Response<pb::ScheduledTask>, Status> {
+        crate::automation::create_scheduled_task(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn modify_scheduled_task(
+        &self,
+        request: Request<pb::ModifyScheduledTaskRequest>,
+    ) -> Result<Response<pb::ScheduledTask>, Status> {
+        crate::automation::modify_scheduled_task(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_scheduled_task(
+        &self,
+        request: Request<pb::ScheduledTaskRef>,
+    ) -> Result<Response<pb::DeleteScheduledTaskResponse>, Status> {
+        crate::automation::delete_scheduled_task(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn describe_scheduled_tasks(
+        &self,
+        request: Request<pb::DescribeScheduledTasksRequest>,
+    ) -> Result<Response<pb::DescribeScheduledTasksResponse>, Status> {
+        crate::automation::describe_scheduled_tasks(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn suspend_processes(
+        &self,
+        request: Request<pb::ProcessesRequest>,
+    ) -> Result<Response<pb::ScalingGroup>, Status> {
+        crate::automation::suspend_processes(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn resume_processes(
+        &self,
+        request: Request<pb::ProcessesRequest>,
+    ) -> Result<Response<pb::ScalingGroup>, Status> {
+        crate::automation::resume_processes(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

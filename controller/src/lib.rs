@@ -2,6 +2,7 @@
 //!
 //! - `config`: `controller.toml`, its defaults and validation.
 //! - `store`: the `Store` trait and its SQLite backend.
+//! - `rules`: pure scaling-rule, alarm and cooldown arithmetic.
 //! - `provider`: the `Provider` trait and the process provider.
 //! - `pki`: the CA, server and admin certs in the data dir; the mTLS server config.
 //! - `tls`: the accept loop that authenticates connections and logs refusals.
@@ -10,6 +11,7 @@
 //! - `clock`: wall-clock time behind one type.
 //! - `fleet`: the live registry of agents, their counters and sample rings.
 //! - `admin`: `AdminService`, the ESS-named admin API (admin certs only).
+//! - `automation`: scaling rules, alarms, scheduled tasks, suspended processes.
 //! - `agent_service`: `AgentService.Connect`, identity checks and the pull loop.
 //! - `http`: `/healthz` and `/metrics`.
 //! - `server`: start-up order and serving until shutdown.
@@ -18,6 +20,7 @@
 
 pub mod admin;
 pub mod agent_service;
+pub mod automation;
 pub mod clock;
 pub mod config;
 pub mod demo;
@@ -27,6 +30,8 @@ pub mod http;
 pub mod model;
 pub mod pki;
 pub mod provider;
+pub mod rules;
+pub mod schedule;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -28,6 +28,7 @@ pub fn start(
         started_at_ms: now,
         ended_at_ms: None,
         error: None,
+        details: Vec::new(),
     }
 }
 

@@ -165,6 +165,17 @@ string_enum!(
 );
 
 string_enum!(
+    /// A group's processes that `SuspendProcesses` can hold (ESS names).
+    Process {
+        ScaleIn = "ScaleIn",
+        ScaleOut = "ScaleOut",
+        HealthCheck = "HealthCheck",
+        AlarmNotification = "AlarmNotification",
+        ScheduledAction = "ScheduledAction",
+    }
+);
+
+string_enum!(
     HealthStatus { Healthy = "Healthy", Unhealthy = "Unhealthy" }
 );
 
@@ -220,6 +231,9 @@ pub struct ScalingGroup {
     pub active_configuration_id: Option<String>,
     /// Unix milliseconds.
     pub created_at_ms: i64,
+    /// Processes held by `SuspendProcesses`.
+    #[serde(default)]
+    pub suspended_processes: Vec<Process>,
 }
 
 /// The fields a create or modify may set; `None` keeps (or defaults) a value.
@@ -268,6 +282,7 @@ impl ScalingGroup {
             state: GroupState::Inactive,
             active_configuration_id: None,
             created_at_ms: now_ms,
+            suspended_processes: Vec::new(),
         };
         group.apply_optional(spec, &mut errors);
         group.check(&mut errors);
@@ -590,6 +605,9 @@ pub struct Activity {
     pub ended_at_ms: Option<i64>,
     /// Why it failed or was rejected.
     pub error: Option<String>,
+    /// The inputs of the decision, one line each, for `activity describe`.
+    #[serde(default)]
+    pub details: Vec<String>,
 }
 
 impl Activity {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::{Store, StoreError, Write};
 use crate::model::{
     Activity, ActivityStatus, CreationType, GroupState, HealthCheckType, HealthStatus, Instance,
-    LifecycleState, RemovalPolicy, ScalingConfiguration, ScalingGroup, Trigger,
+    LifecycleState, Process, RemovalPolicy, ScalingConfiguration, ScalingGroup, Trigger,
 };
 
 type Case = fn(&dyn Store);
@@ -101,6 +101,7 @@ fn group(id: &str, name: &str) -> ScalingGroup {
         state: GroupState::Inactive,
         active_configuration_id: None,
         created_at_ms: 1_000,
+        suspended_processes: Vec::new(),
     }
 }
 
@@ -148,6 +149,7 @@ fn activity(id: &str, group_id: &str, started_at_ms: i64) -> Activity {
         started_at_ms,
         ended_at_ms: None,
         error: None,
+        details: Vec::new(),
     }
 }
 
@@ -665,6 +667,7 @@ fn every_field_round_trips(store: &dyn Store) {
         state: GroupState::Deleting,
         active_configuration_id: Some("cfg-1".into()),
         created_at_ms: 1_754_000_000_123,
+        suspended_processes: vec![Process::ScaleIn, Process::AlarmNotification],
     };
     let plain_group = group("asg-2", "plain");
     let full_configuration = ScalingConfiguration {
@@ -718,6 +721,7 @@ fn every_field_round_trips(store: &dyn Store) {
         started_at_ms: 1,
         ended_at_ms: Some(2),
         error: Some("1 of 2 instances failed to start: exit status 1".into()),
+        details: Vec::new(),
     };
     let plain_activity = activity("act-2", "asg-2", 0);
 

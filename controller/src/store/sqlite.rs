@@ -474,6 +474,7 @@ mod tests {
             state: GroupState::Active,
             active_configuration_id: None,
             created_at_ms: 7,
+            suspended_processes: Vec::new(),
         }
     }
 
@@ -656,6 +657,7 @@ mod tests {
                     started_at_ms: 1,
                     ended_at_ms: None,
                     error: None,
+                    details: Vec::new(),
                 }),
             ])
             .unwrap();

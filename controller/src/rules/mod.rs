@@ -1,0 +1,259 @@
+//! Scaling rules and alarms: the pure decision core. Every function here is
+//! a plain function of its inputs and a `now`; no I/O, no clock, no tokio.
+//!
+//! - `capacity`: adjustment types and the capacity a change gives, clamped to the group's bounds.
+//! - `step`: step adjustments, their validation and the step a breach selects.
+//! - `target`: target tracking's capacity formula and the two alarms it owns.
+//! - `alarm`: alarm specs, per-period aggregation and the OK / ALARM / INSUFFICIENT_DATA machine.
+//! - `cooldown`: cooldown and instance-warmup timing.
+//! - here: `ScalingRule`, the stored rule, and its validation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Invalid, MAX_COOLDOWN_SECS, check_name};
+
+// A copy of `model`'s `string_enum!`, which is private to that module (it is
+// neither `#[macro_use]`d nor re-exported); paths are absolute so callers
+// need no imports.
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize,
+        )]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "unknown value `{s}`; expected one of {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+pub mod alarm;
+pub mod capacity;
+pub mod cooldown;
+pub mod step;
+pub mod target;
+
+pub use alarm::{
+    AlarmEval, AlarmSpec, AlarmState, Comparison, Evaluation, Metric, MissingData, PeriodInput,
+    PeriodPoint, Statistic, aggregate, data_complete, evaluate, period_point, scale_in_allowed,
+};
+pub use capacity::{AdjustmentType, CapacityOutcome, Clamped, capacity_after, validate_adjustment};
+pub use cooldown::{cooldown_remaining, cooldown_start, warming};
+pub use step::{StepAdjustment, matching_step, validate_steps};
+pub use target::{TargetDecision, TargetReason, target_alarms, target_tracking_capacity};
+
+/// ESS and AWS: an instance is assumed warm 300 s after it enters service.
+pub const DEFAULT_INSTANCE_WARMUP_SECS: u32 = 300;
+/// A warmup longer than a day is a typo; the same bound as the cooldown.
+pub const MAX_INSTANCE_WARMUP_SECS: u32 = 86_400;
+
+fn default_warmup() -> u32 {
+    DEFAULT_INSTANCE_WARMUP_SECS
+}
+
+/// A scaling rule as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingRule {
+    pub id: String,
+    pub group_id: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: RuleKind,
+}
+
+/// What a rule does; tagged with ESS's `ScalingRuleType` names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule_type")]
+pub enum RuleKind {
+    /// One adjustment, with an optional cooldown overriding the group's.
+    #[serde(rename = "SimpleScalingRule")]
+    Simple {
+        adjustment_type: AdjustmentType,
+        adjustment_value: i64,
+        #[serde(default)]
+        min_adjustment_magnitude: Option<u32>,
+        #[serde(default)]
+        cooldown_secs: Option<u32>,
+    },
+    /// An adjustment picked by how far the metric is past the alarm's threshold.
+    #[serde(rename = "StepScalingRule")]
+    Step {
+        adjustment_type: AdjustmentType,
+        step_adjustments: Vec<StepAdjustment>,
+        #[serde(default)]
+        min_adjustment_magnitude: Option<u32>,
+        #[serde(default = "default_warmup")]
+        estimated_instance_warmup_secs: u32,
+    },
+    /// Holds a metric at a target; owns two alarms (see `target_alarms`).
+    #[serde(rename = "TargetTrackingScalingRule")]
+    TargetTracking {
+        metric: Metric,
+        target_value: f64,
+        #[serde(default)]
+        disable_scale_in: bool,
+        #[serde(default = "default_warmup")]
+        estimated_instance_warmup_secs: u32,
+    },
+    /// Stored only: forecasting is a later phase.
+    #[serde(rename = "PredictiveScalingRule")]
+    Predictive { metric: Metric, target_value: f64 },
+}
+
+impl ScalingRule {
+    /// Every problem with the rule at once, each naming its field.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let mut errors = Invalid::default();
+        check_name("name", &self.name, &mut errors);
+        self.kind.check(&mut errors);
+        errors.into_result()
+    }
+
+    /// How long after an activity this rule's alarm actions are held, in
+    /// seconds. A simple rule uses its own cooldown or the group's; a step
+    /// rule holds for its warmup (ESS and AWS give step rules a warmup, not a
+    /// cooldown); target tracking counts warming instances as pending and
+    /// holds scale-in while they warm, so it needs no hold; a predictive rule
+    /// is never run by an alarm.
+    pub fn cooldown_secs(&self, group_default_cooldown_secs: u32) -> u32 {
+        match &self.kind {
+            RuleKind::Simple { cooldown_secs, .. } => {
+                cooldown_secs.unwrap_or(group_default_cooldown_secs)
+            }
+            RuleKind::Step {
+                estimated_instance_warmup_secs,
+                ..
+            } => *estimated_instance_warmup_secs,
+            RuleKind::TargetTracking { .. } | RuleKind::Predictive { .. } => 0,
+        }
+    }
+}
+
+impl RuleKind {
+    fn check(&self, errors: &mut Invalid) {
+        match self {
+            RuleKind::Simple {
+                adjustment_type,
+                adjustment_value,
+                min_adjustment_magnitude,
+                cooldown_secs,
+            } => {
+                if let Err(e) = validate_adjustment(
+                    *adjustment_type,
+                    *adjustment_value,
+                    *min_adjustment_magnitude,
+                ) {
+                    errors.0.extend(e.0);
+                }
+                if let Some(c) = cooldown_secs
+                    && *c > MAX_COOLDOWN_SECS
+                {
+                    errors.push(
+                        "cooldown_secs",
+                        format!("{c} is outside 0..={MAX_COOLDOWN_SECS}"),
+                    );
+                }
+            }
+            RuleKind::Step {
+                adjustment_type,
+                step_adjustments,
+                min_adjustment_magnitude,
+                estimated_instance_warmup_secs,
+            } => {
+                step::check_steps(step_adjustments, "step_adjustments", errors);
+                for (i, s) in step_adjustments.iter().enumerate() {
+                    capacity::check_adjustment(
+                        &format!("step_adjustments[{i}].adjustment"),
+                        *adjustment_type,
+                        s.adjustment,
+                        errors,
+                    );
+                }
+                capacity::check_min_adjustment_magnitude(
+                    "min_adjustment_magnitude",
+                    *adjustment_type,
+                    *min_adjustment_magnitude,
+                    errors,
+                );
+                check_warmup(*estimated_instance_warmup_secs, errors);
+            }
+            RuleKind::TargetTracking {
+                metric,
+                target_value,
+                estimated_instance_warmup_secs,
+                ..
+            } => {
+                metric.check("metric", errors);
+                check_target_value(metric, *target_value, errors);
+                check_warmup(*estimated_instance_warmup_secs, errors);
+            }
+            RuleKind::Predictive {
+                metric,
+                target_value,
+            } => {
+                metric.check("metric", errors);
+                check_target_value(metric, *target_value, errors);
+            }
+        }
+    }
+}
+
+fn check_target_value(metric: &Metric, target: f64, errors: &mut Invalid) {
+    if !target.is_finite() || target <= 0.0 {
+        errors.push("target_value", "must be above 0");
+    } else if metric.is_percent() && target > 100.0 {
+        errors.push(
+            "target_value",
+            format!(
+                "{} is above 100, which {metric} (a percentage) never reaches",
+                num(target)
+            ),
+        );
+    }
+}
+
+fn check_warmup(secs: u32, errors: &mut Invalid) {
+    if secs > MAX_INSTANCE_WARMUP_SECS {
+        errors.push(
+            "estimated_instance_warmup_secs",
+            format!("{secs} is outside 0..={MAX_INSTANCE_WARMUP_SECS}"),
+        );
+    }
+}
+
+/// A metric value for people: at most three decimals, no trailing zeros.
+fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+#[cfg(test)]
+mod tests;
