@@ -140,31 +140,7 @@ impl AdminApi {
             .store
             .list_instances(Some(&g.id))
             .map_err(store_status)?;
-        let count_state = |s| instances.iter().filter(|i| i.lifecycle_state == s).count() as u32;
-        Ok(pb::ScalingGroup {
-            id: g.id.clone(),
-            name: g.name.clone(),
-            min_size: g.min_size,
-            max_size: g.max_size,
-            desired_capacity: g.desired_capacity,
-            default_cooldown_secs: g.default_cooldown_secs,
-            removal_policies: g.removal_policies.iter().map(|p| p.to_string()).collect(),
-            health_check_type: g.health_check_type.to_string(),
-            health_check_grace_period_secs: g.health_check_grace_period_secs,
-            sampling_interval_secs: g.sampling_interval_secs,
-            deletion_protection: g.deletion_protection,
-            state: g.state.to_string(),
-            active_scaling_configuration_id: g.active_configuration_id.clone().unwrap_or_default(),
-            created_at_ms: g.created_at_ms,
-            total_capacity: capacity(&instances),
-            in_service: count_state(LifecycleState::InService),
-            pending: count_state(LifecycleState::Pending),
-            suspended_processes: g
-                .suspended_processes
-                .iter()
-                .map(|p| p.to_string())
-                .collect(),
-        })
+        Ok(group_view_of(g, &instances))
     }
 
     fn instance_view(&self, i: &Instance) -> pb::Instance {
@@ -445,6 +421,35 @@ impl AdminApi {
             instances: instances.iter().map(|i| self.instance_view(i)).collect(),
             activity_id: act.id,
         }))
+    }
+}
+
+/// A group as the API shows it, with its instance counts.
+pub fn group_view_of(g: &ScalingGroup, instances: &[Instance]) -> pb::ScalingGroup {
+    let count_state = |s| instances.iter().filter(|i| i.lifecycle_state == s).count() as u32;
+    pb::ScalingGroup {
+        id: g.id.clone(),
+        name: g.name.clone(),
+        min_size: g.min_size,
+        max_size: g.max_size,
+        desired_capacity: g.desired_capacity,
+        default_cooldown_secs: g.default_cooldown_secs,
+        removal_policies: g.removal_policies.iter().map(|p| p.to_string()).collect(),
+        health_check_type: g.health_check_type.to_string(),
+        health_check_grace_period_secs: g.health_check_grace_period_secs,
+        sampling_interval_secs: g.sampling_interval_secs,
+        deletion_protection: g.deletion_protection,
+        state: g.state.to_string(),
+        active_scaling_configuration_id: g.active_configuration_id.clone().unwrap_or_default(),
+        created_at_ms: g.created_at_ms,
+        total_capacity: capacity(instances),
+        in_service: count_state(LifecycleState::InService),
+        pending: count_state(LifecycleState::Pending),
+        suspended_processes: g
+            .suspended_processes
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
     }
 }
 

@@ -186,6 +186,7 @@ impl Controller {
         let tls = self.pki.server_config()?;
         let incoming = crate::tls::incoming(self.grpc, tls, fleet.clone(), stop_rx.clone());
         let reconcile = tokio::spawn(engine.clone().run(stop_rx.clone()));
+        let automation = tokio::spawn(crate::automation::run(engine.clone(), stop_rx.clone()));
         let agents = AgentApi::new(
             fleet.clone(),
             trust_domain.clone(),
@@ -219,7 +220,7 @@ impl Controller {
         info!("shutting down");
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
-            let (g, h, _) = tokio::join!(grpc, http, reconcile);
+            let (g, h, _, _) = tokio::join!(grpc, http, reconcile, automation);
             (g, h)
         })
         .await;

@@ -622,6 +622,7 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 pub mod removal;
+pub mod tasks;
 
 #[cfg(test)]
 mod tests;

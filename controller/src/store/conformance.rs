@@ -1,13 +1,19 @@
 //! The conformance suite every [`Store`] backend passes: call [`run_all`]
 //! with a function that makes a fresh, empty store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::{Store, StoreError, Write};
+use crate::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
 use crate::model::{
     Activity, ActivityStatus, CreationType, GroupState, HealthCheckType, HealthStatus, Instance,
     LifecycleState, Process, RemovalPolicy, ScalingConfiguration, ScalingGroup, Trigger,
 };
+use crate::rules::{
+    AdjustmentType, AlarmEval, AlarmSpec, AlarmState, Comparison, Metric, MissingData, PeriodPoint,
+    RuleKind, ScalingRule, Statistic, StepAdjustment,
+};
+use crate::schedule::{Recurrence, Schedule};
 
 type Case = fn(&dyn Store);
 
@@ -67,6 +73,62 @@ const CASES: &[(&str, Case)] = &[
         activity_in_missing_group_is_not_found,
     ),
     ("every_field_round_trips", every_field_round_trips),
+    // Scaling rules, alarms and scheduled tasks: the same behaviours for each.
+    ("rules_put_get_list", |s| named_put_get_list(s, &RULES)),
+    ("alarms_put_get_list", |s| named_put_get_list(s, &ALARMS)),
+    ("tasks_put_get_list", |s| named_put_get_list(s, &TASKS)),
+    ("rule_put_replaces", |s| named_put_replaces(s, &RULES)),
+    ("alarm_put_replaces", |s| named_put_replaces(s, &ALARMS)),
+    ("task_put_replaces", |s| named_put_replaces(s, &TASKS)),
+    ("rule_name_unique_per_group", |s| {
+        named_name_unique_per_group(s, &RULES)
+    }),
+    ("alarm_name_unique_per_group", |s| {
+        named_name_unique_per_group(s, &ALARMS)
+    }),
+    ("task_name_unique_per_group", |s| {
+        named_name_unique_per_group(s, &TASKS)
+    }),
+    ("rule_rename_onto_taken_name_is_conflict", |s| {
+        named_rename_onto_taken_name_is_conflict(s, &RULES)
+    }),
+    ("alarm_rename_onto_taken_name_is_conflict", |s| {
+        named_rename_onto_taken_name_is_conflict(s, &ALARMS)
+    }),
+    ("task_rename_onto_taken_name_is_conflict", |s| {
+        named_rename_onto_taken_name_is_conflict(s, &TASKS)
+    }),
+    ("rule_in_missing_group_is_not_found", |s| {
+        named_in_missing_group_is_not_found(s, &RULES)
+    }),
+    ("alarm_in_missing_group_is_not_found", |s| {
+        named_in_missing_group_is_not_found(s, &ALARMS)
+    }),
+    ("task_in_missing_group_is_not_found", |s| {
+        named_in_missing_group_is_not_found(s, &TASKS)
+    }),
+    ("delete_rule", |s| named_delete(s, &RULES)),
+    ("delete_alarm", |s| named_delete(s, &ALARMS)),
+    ("delete_task", |s| named_delete(s, &TASKS)),
+    ("delete_group_cascades_to_rules", |s| {
+        named_delete_group_cascades(s, &RULES)
+    }),
+    ("delete_group_cascades_to_alarms", |s| {
+        named_delete_group_cascades(s, &ALARMS)
+    }),
+    ("delete_group_cascades_to_tasks", |s| {
+        named_delete_group_cascades(s, &TASKS)
+    }),
+    (
+        "rules_alarms_tasks_in_one_commit",
+        rules_alarms_tasks_in_one_commit,
+    ),
+    ("rule_every_field_round_trips", rule_every_field_round_trips),
+    (
+        "alarm_every_field_round_trips",
+        alarm_every_field_round_trips,
+    ),
+    ("task_every_field_round_trips", task_every_field_round_trips),
 ];
 
 /// Runs every case, each on a store from `make`; panics naming the first that fails.
@@ -400,6 +462,9 @@ fn deleting_missing_records_is_ok(store: &dyn Store) {
             Write::DeleteGroup("asg-9".into()),
             Write::DeleteConfiguration("cfg-9".into()),
             Write::DeleteInstance("i-9".into()),
+            Write::DeleteRule("rule-9".into()),
+            Write::DeleteAlarm("alarm-9".into()),
+            Write::DeleteTask("task-9".into()),
         ],
     );
 }
@@ -776,5 +841,637 @@ fn every_field_round_trips(store: &dyn Store) {
     assert_eq!(
         store.list_activities(None, 10).unwrap(),
         [full_activity, plain_activity]
+    );
+}
+
+fn rule(id: &str, group_id: &str, name: &str, adjustment_value: i64) -> ScalingRule {
+    ScalingRule {
+        id: id.into(),
+        group_id: group_id.into(),
+        name: name.into(),
+        kind: RuleKind::Simple {
+            adjustment_type: AdjustmentType::QuantityChangeInCapacity,
+            adjustment_value,
+            min_adjustment_magnitude: None,
+            cooldown_secs: None,
+        },
+    }
+}
+
+fn alarm(id: &str, group_id: &str, name: &str, created_at_ms: i64) -> AlarmTask {
+    AlarmTask {
+        id: id.into(),
+        group_id: group_id.into(),
+        name: name.into(),
+        spec: AlarmSpec {
+            metric: Metric::CpuUtilization,
+            statistic: Statistic::Average,
+            period_secs: 60,
+            comparison: Comparison::Ge,
+            threshold: 80.0,
+            evaluation_count: 3,
+            missing_data: MissingData::Missing,
+        },
+        alarm_actions: Vec::new(),
+        enabled: true,
+        eval: AlarmEval::default(),
+        owner_rule_id: None,
+        history: Vec::new(),
+        last_period_end_ms: None,
+        last_rejection: None,
+        created_at_ms,
+    }
+}
+
+fn task(id: &str, group_id: &str, name: &str, created_at_ms: i64) -> ScheduledTask {
+    ScheduledTask {
+        id: id.into(),
+        group_id: group_id.into(),
+        name: name.into(),
+        schedule: Schedule {
+            launch_time: timestamp("2025-08-01T08:00:00Z"),
+            recurrence: Recurrence::None,
+            time_zone: "UTC".into(),
+            recurrence_end_time: None,
+            launch_expiration_secs: 600,
+        },
+        action: TaskAction::Capacity {
+            min_size: None,
+            max_size: None,
+            desired_capacity: Some(2),
+        },
+        enabled: true,
+        last_occurrence: None,
+        last_result: None,
+        created_at_ms,
+    }
+}
+
+fn timestamp(rfc3339: &str) -> jiff::Timestamp {
+    rfc3339.parse().expect("a timestamp")
+}
+
+/// One of the kinds named uniquely within their group (rules, alarms,
+/// scheduled tasks), so each behaviour is written once for all three.
+/// Records travel as the `Write` that puts them, which compares whole.
+struct Named {
+    /// How a Conflict message names the kind.
+    what: &'static str,
+    /// The put of a record; `x` varies a field other than id, group and name.
+    put: fn(id: &str, group_id: &str, name: &str, x: i64) -> Write,
+    delete: fn(String) -> Write,
+    get: fn(&dyn Store, &str) -> Option<Write>,
+    list: fn(&dyn Store, Option<&str>) -> Vec<Write>,
+}
+
+const RULES: Named = Named {
+    what: "scaling rule",
+    put: |id, g, name, x| Write::PutRule(rule(id, g, name, x)),
+    delete: Write::DeleteRule,
+    get: |s, id| s.get_rule(id).unwrap().map(Write::PutRule),
+    list: |s, g| {
+        s.list_rules(g)
+            .unwrap()
+            .into_iter()
+            .map(Write::PutRule)
+            .collect()
+    },
+};
+
+const ALARMS: Named = Named {
+    what: "alarm",
+    put: |id, g, name, x| Write::PutAlarm(alarm(id, g, name, x)),
+    delete: Write::DeleteAlarm,
+    get: |s, id| s.get_alarm(id).unwrap().map(Write::PutAlarm),
+    list: |s, g| {
+        s.list_alarms(g)
+            .unwrap()
+            .into_iter()
+            .map(Write::PutAlarm)
+            .collect()
+    },
+};
+
+const TASKS: Named = Named {
+    what: "scheduled task",
+    put: |id, g, name, x| Write::PutTask(task(id, g, name, x)),
+    delete: Write::DeleteTask,
+    get: |s, id| s.get_task(id).unwrap().map(Write::PutTask),
+    list: |s, g| {
+        s.list_tasks(g)
+            .unwrap()
+            .into_iter()
+            .map(Write::PutTask)
+            .collect()
+    },
+};
+
+impl Named {
+    fn ids(&self, store: &dyn Store, group_id: Option<&str>) -> Vec<String> {
+        (self.list)(store, group_id)
+            .iter()
+            .map(|w| match w {
+                Write::PutRule(r) => r.id.clone(),
+                Write::PutAlarm(a) => a.id.clone(),
+                Write::PutTask(t) => t.id.clone(),
+                other => unreachable!("not a named record: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn taken(&self, name: &str, group_id: &str) -> String {
+        format!("{} `{name}` already exists in group {group_id}", self.what)
+    }
+}
+
+fn two_groups(store: &dyn Store) {
+    commit(
+        store,
+        vec![
+            Write::CreateGroup(group("asg-1", "web")),
+            Write::CreateGroup(group("asg-2", "api")),
+        ],
+    );
+}
+
+fn named_put_get_list(store: &dyn Store, k: &Named) {
+    two_groups(store);
+    assert!(k.ids(store, None).is_empty());
+    assert!(k.ids(store, Some("asg-1")).is_empty());
+    assert_eq!((k.get)(store, "x-1"), None);
+    let alpha = (k.put)("x-3", "asg-1", "alpha", 7);
+    commit(
+        store,
+        vec![
+            (k.put)("x-1", "asg-1", "gamma", 1),
+            alpha.clone(),
+            (k.put)("x-2", "asg-1", "beta", 2),
+            (k.put)("x-4", "asg-2", "alpha", 3),
+        ],
+    );
+    commit(store, vec![(k.put)("x-0", "asg-2", "delta", 4)]);
+
+    assert_eq!((k.get)(store, "x-3"), Some(alpha.clone()));
+    assert_eq!((k.get)(store, "x-9"), None);
+    // By name, whatever the ids or the order of the puts.
+    assert_eq!(k.ids(store, Some("asg-1")), ["x-3", "x-2", "x-1"]);
+    assert_eq!(
+        (k.list)(store, Some("asg-2")),
+        [
+            (k.put)("x-4", "asg-2", "alpha", 3),
+            (k.put)("x-0", "asg-2", "delta", 4)
+        ]
+    );
+    // All groups: by name, ties (one name in two groups) by id.
+    assert_eq!(k.ids(store, None), ["x-3", "x-4", "x-2", "x-0", "x-1"]);
+    assert_eq!((k.list)(store, None)[0], alpha);
+    assert!(k.ids(store, Some("asg-9")).is_empty());
+}
+
+fn named_put_replaces(store: &dyn Store, k: &Named) {
+    two_groups(store);
+    commit(store, vec![(k.put)("x-1", "asg-1", "alpha", 1)]);
+    let renamed = (k.put)("x-1", "asg-1", "alpha-renamed", 2);
+    commit(store, vec![renamed.clone()]);
+    assert_eq!((k.get)(store, "x-1"), Some(renamed.clone()));
+    assert_eq!((k.list)(store, None), [renamed]);
+    // Putting a record unchanged is no conflict with itself.
+    commit(store, vec![(k.put)("x-1", "asg-1", "alpha-renamed", 3)]);
+    // The old name is free.
+    commit(store, vec![(k.put)("x-2", "asg-1", "alpha", 4)]);
+    assert_eq!(k.ids(store, Some("asg-1")), ["x-2", "x-1"]);
+    // A put may move a record to another group.
+    let moved = (k.put)("x-1", "asg-2", "alpha-renamed", 5);
+    commit(store, vec![moved.clone()]);
+    assert_eq!(k.ids(store, Some("asg-1")), ["x-2"]);
+    assert_eq!((k.list)(store, Some("asg-2")), [moved]);
+    assert_eq!(k.ids(store, None), ["x-2", "x-1"]);
+}
+
+fn named_name_unique_per_group(store: &dyn Store, k: &Named) {
+    two_groups(store);
+    let original = (k.put)("x-1", "asg-1", "alpha", 1);
+    commit(store, vec![original.clone()]);
+
+    // Good writes, then the duplicate: none of the commit stays.
+    let message = conflict(store.commit(vec![
+        Write::CreateGroup(group("asg-3", "batch")),
+        (k.put)("x-0", "asg-1", "beta", 2),
+        (k.put)("x-3", "asg-3", "alpha", 2),
+        (k.put)("x-2", "asg-1", "alpha", 2),
+    ]));
+    assert_eq!(message, k.taken("alpha", "asg-1"));
+    for id in ["x-0", "x-2", "x-3"] {
+        assert_eq!((k.get)(store, id), None, "{id}");
+    }
+    assert_eq!(store.get_group("asg-3").unwrap(), None);
+    assert_eq!((k.get)(store, "x-1"), Some(original));
+    assert_eq!(k.ids(store, None), ["x-1"]);
+
+    // The same name in another group is fine.
+    commit(store, vec![(k.put)("x-4", "asg-2", "alpha", 3)]);
+    assert_eq!(k.ids(store, Some("asg-2")), ["x-4"]);
+    assert_eq!(k.ids(store, None), ["x-1", "x-4"]);
+}
+
+fn named_rename_onto_taken_name_is_conflict(store: &dyn Store, k: &Named) {
+    two_groups(store);
+    let (alpha, beta, other) = (
+        (k.put)("x-1", "asg-1", "alpha", 1),
+        (k.put)("x-2", "asg-1", "beta", 2),
+        (k.put)("x-3", "asg-2", "alpha", 3),
+    );
+    commit(store, vec![alpha.clone(), beta.clone(), other.clone()]);
+    let message = conflict(store.commit(vec![(k.put)("x-2", "asg-1", "alpha", 2)]));
+    assert_eq!(message, k.taken("alpha", "asg-1"));
+    // Moving into a group where the name is taken, too.
+    let message = conflict(store.commit(vec![(k.put)("x-3", "asg-1", "alpha", 3)]));
+    assert_eq!(message, k.taken("alpha", "asg-1"));
+    assert_eq!((k.get)(store, "x-1"), Some(alpha));
+    assert_eq!((k.get)(store, "x-2"), Some(beta));
+    assert_eq!((k.get)(store, "x-3"), Some(other));
+}
+
+fn named_in_missing_group_is_not_found(store: &dyn Store, k: &Named) {
+    let message = not_found(store.commit(vec![(k.put)("x-1", "asg-9", "alpha", 1)]));
+    assert_eq!(message, "scaling group asg-9 does not exist");
+    assert_eq!((k.get)(store, "x-1"), None);
+
+    // A good write before it is rolled back; a record is not moved out of its group.
+    commit(store, vec![Write::CreateGroup(group("asg-1", "web"))]);
+    let kept = (k.put)("x-2", "asg-1", "beta", 2);
+    commit(store, vec![kept.clone()]);
+    let message = not_found(store.commit(vec![
+        (k.put)("x-3", "asg-1", "alpha", 3),
+        (k.put)("x-2", "asg-9", "beta", 2),
+    ]));
+    assert_eq!(message, "scaling group asg-9 does not exist");
+    assert_eq!((k.get)(store, "x-3"), None);
+    assert_eq!((k.list)(store, None), [kept]);
+}
+
+fn named_delete(store: &dyn Store, k: &Named) {
+    commit(
+        store,
+        vec![
+            Write::CreateGroup(group("asg-1", "web")),
+            (k.put)("x-1", "asg-1", "alpha", 1),
+            (k.put)("x-2", "asg-1", "beta", 2),
+        ],
+    );
+    commit(store, vec![(k.delete)("x-1".into())]);
+    assert_eq!((k.get)(store, "x-1"), None);
+    assert_eq!(k.ids(store, Some("asg-1")), ["x-2"]);
+    assert!(store.get_group("asg-1").unwrap().is_some());
+    // Deleting what is gone is fine.
+    commit(
+        store,
+        vec![(k.delete)("x-1".into()), (k.delete)("x-9".into())],
+    );
+    // Its name is free again, even later in the commit that frees it.
+    commit(
+        store,
+        vec![
+            (k.put)("x-3", "asg-1", "alpha", 3),
+            (k.delete)("x-2".into()),
+            (k.put)("x-4", "asg-1", "beta", 4),
+        ],
+    );
+    assert_eq!(k.ids(store, None), ["x-3", "x-4"]);
+}
+
+fn named_delete_group_cascades(store: &dyn Store, k: &Named) {
+    let mut writes = Vec::new();
+    for g in ["asg-1", "asg-2"] {
+        writes.extend([
+            Write::CreateGroup(group(g, &format!("name-{g}"))),
+            (k.put)(&format!("x-{g}-a"), g, "alpha", 1),
+            (k.put)(&format!("x-{g}-b"), g, "beta", 2),
+        ]);
+    }
+    commit(store, writes);
+    commit(store, vec![Write::DeleteGroup("asg-1".into())]);
+
+    assert_eq!((k.get)(store, "x-asg-1-a"), None);
+    assert_eq!((k.get)(store, "x-asg-1-b"), None);
+    assert!(k.ids(store, Some("asg-1")).is_empty());
+    assert_eq!(k.ids(store, None), ["x-asg-2-a", "x-asg-2-b"]);
+
+    // The group and the names come back with nothing left over.
+    commit(
+        store,
+        vec![
+            Write::CreateGroup(group("asg-1", "name-asg-1")),
+            (k.put)("x-new", "asg-1", "alpha", 3),
+        ],
+    );
+    assert_eq!(k.ids(store, Some("asg-1")), ["x-new"]);
+}
+
+fn rules_alarms_tasks_in_one_commit(store: &dyn Store) {
+    // The kinds are separate: one name may be a rule, an alarm and a task.
+    let mut watch = alarm("alarm-1", "asg-1", "cpu", 1);
+    watch.alarm_actions = vec!["rule-1".into()];
+    let mut run = task("task-1", "asg-1", "cpu", 1);
+    run.action = TaskAction::Rule {
+        rule_id: "rule-1".into(),
+    };
+    commit(
+        store,
+        vec![
+            Write::CreateGroup(group("asg-1", "web")),
+            Write::PutRule(rule("rule-1", "asg-1", "cpu", 1)),
+            Write::PutAlarm(watch.clone()),
+            Write::PutTask(run.clone()),
+        ],
+    );
+    assert_eq!(
+        store.list_rules(Some("asg-1")).unwrap(),
+        [rule("rule-1", "asg-1", "cpu", 1)]
+    );
+    assert_eq!(store.list_alarms(Some("asg-1")).unwrap(), [watch.clone()]);
+    assert_eq!(store.list_tasks(Some("asg-1")).unwrap(), [run.clone()]);
+
+    // A conflict among the tasks rolls back the rule and alarm writes too.
+    let result = store.commit(vec![
+        Write::DeleteRule("rule-1".into()),
+        Write::PutRule(rule("rule-2", "asg-1", "mem", 2)),
+        Write::PutAlarm(alarm("alarm-2", "asg-1", "mem", 2)),
+        Write::DeleteAlarm("alarm-1".into()),
+        Write::PutTask(task("task-2", "asg-1", "cpu", 2)),
+    ]);
+    assert_eq!(
+        conflict(result),
+        "scheduled task `cpu` already exists in group asg-1"
+    );
+    assert_eq!(
+        store.list_rules(None).unwrap(),
+        [rule("rule-1", "asg-1", "cpu", 1)]
+    );
+    assert_eq!(store.list_alarms(None).unwrap(), [watch]);
+    assert_eq!(store.list_tasks(None).unwrap(), [run]);
+
+    // And a group's deletion takes all three kinds with it.
+    commit(store, vec![Write::DeleteGroup("asg-1".into())]);
+    assert!(store.list_rules(None).unwrap().is_empty());
+    assert!(store.list_alarms(None).unwrap().is_empty());
+    assert!(store.list_tasks(None).unwrap().is_empty());
+}
+
+fn rule_every_field_round_trips(store: &dyn Store) {
+    let step = ScalingRule {
+        id: "rule-1".into(),
+        group_id: "asg-1".into(),
+        name: "step-out".into(),
+        kind: RuleKind::Step {
+            adjustment_type: AdjustmentType::PercentChangeInCapacity,
+            step_adjustments: vec![
+                StepAdjustment {
+                    lower_bound: None,
+                    upper_bound: Some(-10.5),
+                    adjustment: -30,
+                },
+                StepAdjustment {
+                    lower_bound: Some(-10.5),
+                    upper_bound: Some(0.0),
+                    adjustment: 0,
+                },
+                StepAdjustment {
+                    lower_bound: Some(0.0),
+                    upper_bound: Some(12.25),
+                    adjustment: 20,
+                },
+                StepAdjustment {
+                    lower_bound: Some(12.25),
+                    upper_bound: None,
+                    adjustment: 150,
+                },
+            ],
+            min_adjustment_magnitude: Some(2),
+            // Not the default (300), which a missing field would give.
+            estimated_instance_warmup_secs: 0,
+        },
+    };
+    let unbounded = ScalingRule {
+        id: "rule-2".into(),
+        group_id: "asg-1".into(),
+        name: "step-any".into(),
+        kind: RuleKind::Step {
+            adjustment_type: AdjustmentType::QuantityChangeInCapacity,
+            step_adjustments: vec![StepAdjustment {
+                lower_bound: None,
+                upper_bound: None,
+                adjustment: i64::MIN,
+            }],
+            min_adjustment_magnitude: None,
+            estimated_instance_warmup_secs: u32::MAX,
+        },
+    };
+    let target = ScalingRule {
+        id: "rule-3".into(),
+        group_id: "asg-1".into(),
+        name: "track-queue".into(),
+        kind: RuleKind::TargetTracking {
+            metric: Metric::Custom("queue_depth:per-instance.v2".into()),
+            target_value: 100.0 / 3.0,
+            disable_scale_in: true,
+            estimated_instance_warmup_secs: 86_400,
+        },
+    };
+    let simple = ScalingRule {
+        id: "rule-4".into(),
+        group_id: "asg-2".into(),
+        name: "set-total".into(),
+        kind: RuleKind::Simple {
+            adjustment_type: AdjustmentType::TotalCapacity,
+            adjustment_value: i64::MAX,
+            min_adjustment_magnitude: Some(0),
+            cooldown_secs: Some(0),
+        },
+    };
+    let predictive = ScalingRule {
+        id: "rule-5".into(),
+        group_id: "asg-2".into(),
+        name: "forecast".into(),
+        kind: RuleKind::Predictive {
+            metric: Metric::MemoryUtilization,
+            target_value: 0.1,
+        },
+    };
+    let all = [step, unbounded, target, simple, predictive];
+    let mut writes = vec![
+        Write::CreateGroup(group("asg-1", "web")),
+        Write::CreateGroup(group("asg-2", "api")),
+    ];
+    writes.extend(all.iter().cloned().map(Write::PutRule));
+    commit(store, writes);
+    for r in &all {
+        assert_eq!(store.get_rule(&r.id).unwrap().as_ref(), Some(r), "{}", r.id);
+    }
+    let [step, unbounded, target, simple, predictive] = all;
+    assert_eq!(
+        store.list_rules(Some("asg-1")).unwrap(),
+        [unbounded.clone(), step.clone(), target.clone()]
+    );
+    assert_eq!(
+        store.list_rules(None).unwrap(),
+        [predictive, simple, unbounded, step, target]
+    );
+}
+
+fn alarm_every_field_round_trips(store: &dyn Store) {
+    let full = AlarmTask {
+        id: "alarm-1".into(),
+        group_id: "asg-1".into(),
+        name: "latency-high".into(),
+        spec: AlarmSpec {
+            metric: Metric::Custom("http_p99_latency_ms".into()),
+            statistic: Statistic::P99,
+            period_secs: 15,
+            comparison: Comparison::Lt,
+            threshold: -2.5,
+            evaluation_count: 100,
+            missing_data: MissingData::NotBreaching,
+        },
+        alarm_actions: vec!["rule-1".into(), "rule-2".into()],
+        enabled: false,
+        eval: AlarmEval {
+            state: AlarmState::Alarm,
+            since_ms: Some(1_754_000_000_456),
+            history: VecDeque::from([
+                PeriodPoint::Breaching(91.5),
+                PeriodPoint::Missing,
+                PeriodPoint::NotBreaching(-0.25),
+                PeriodPoint::Breaching(0.0),
+                PeriodPoint::NotBreaching(1e300),
+            ]),
+        },
+        owner_rule_id: Some("rule-2".into()),
+        history: vec![
+            AlarmRecord {
+                at_ms: 1_754_000_000_000,
+                state: AlarmState::InsufficientData,
+                value: None,
+                explanation: "no data: 0 of 3 in-service instances answered".into(),
+            },
+            AlarmRecord {
+                at_ms: 1_754_000_015_000,
+                state: AlarmState::Alarm,
+                value: Some(91.5),
+                explanation: "p99 91.5 < -2.5 for \"3\" periods → ALARM ✓\n".into(),
+            },
+            AlarmRecord {
+                at_ms: i64::MIN,
+                state: AlarmState::Ok,
+                value: Some(-0.125),
+                explanation: String::new(),
+            },
+        ],
+        last_period_end_ms: Some(1_754_000_015_000),
+        last_rejection: Some("cooldown: 120 s left".into()),
+        created_at_ms: -1,
+    };
+    let mut ok = alarm("alarm-2", "asg-1", "cpu-low", 0);
+    ok.spec.metric = Metric::TcpConnection;
+    ok.spec.statistic = Statistic::Minimum;
+    ok.spec.missing_data = MissingData::Ignore;
+    ok.eval = AlarmEval {
+        state: AlarmState::Ok,
+        since_ms: Some(0),
+        history: VecDeque::from([PeriodPoint::NotBreaching(3.0)]),
+    };
+    let plain = alarm("alarm-3", "asg-2", "cpu-high", 0);
+    commit(
+        store,
+        vec![
+            Write::CreateGroup(group("asg-1", "web")),
+            Write::CreateGroup(group("asg-2", "api")),
+            Write::PutAlarm(full.clone()),
+            Write::PutAlarm(ok.clone()),
+            Write::PutAlarm(plain.clone()),
+        ],
+    );
+    assert_eq!(store.get_alarm("alarm-1").unwrap(), Some(full.clone()));
+    assert_eq!(store.get_alarm("alarm-2").unwrap(), Some(ok.clone()));
+    assert_eq!(store.get_alarm("alarm-3").unwrap(), Some(plain.clone()));
+    assert_eq!(
+        store.list_alarms(None).unwrap(),
+        [plain, ok.clone(), full.clone()]
+    );
+    assert_eq!(store.list_alarms(Some("asg-1")).unwrap(), [ok, full]);
+}
+
+fn task_every_field_round_trips(store: &dyn Store) {
+    let cron = ScheduledTask {
+        id: "task-1".into(),
+        group_id: "asg-1".into(),
+        name: "weekday-morning".into(),
+        schedule: Schedule {
+            launch_time: timestamp("2025-03-30T01:30:00.123456789Z"),
+            recurrence: Recurrence::Cron {
+                expression: "30 2 * * 1-5".into(),
+            },
+            time_zone: "Europe/Berlin".into(),
+            recurrence_end_time: Some(timestamp("2030-12-31T23:59:59.999Z")),
+            launch_expiration_secs: 1800,
+        },
+        action: TaskAction::Rule {
+            rule_id: "rule-1".into(),
+        },
+        enabled: false,
+        last_occurrence: Some(timestamp("2025-08-01T00:30:00.000000001Z")),
+        last_result: Some("act-42".into()),
+        created_at_ms: 5,
+    };
+    let weekly = ScheduledTask {
+        id: "task-2".into(),
+        group_id: "asg-1".into(),
+        name: "weekend".into(),
+        schedule: Schedule {
+            launch_time: timestamp("1969-07-20T20:17:40Z"),
+            recurrence: Recurrence::Weekly { days: vec![0, 6] },
+            time_zone: "America/New_York".into(),
+            recurrence_end_time: None,
+            launch_expiration_secs: 0,
+        },
+        action: TaskAction::Capacity {
+            min_size: Some(0),
+            max_size: Some(u32::MAX),
+            desired_capacity: None,
+        },
+        enabled: true,
+        last_occurrence: Some(timestamp("1970-01-01T00:00:00Z")),
+        last_result: Some("dropped: 1800 s late, past its launch expiration".into()),
+        created_at_ms: i64::MIN,
+    };
+    let mut monthly = task("task-3", "asg-2", "month-end", i64::MAX);
+    monthly.schedule.recurrence = Recurrence::Monthly { from: 29, to: 31 };
+    monthly.action = TaskAction::Capacity {
+        min_size: None,
+        max_size: None,
+        desired_capacity: None,
+    };
+    let mut daily = task("task-4", "asg-2", "every-third-day", 0);
+    daily.schedule.recurrence = Recurrence::Daily { every: 3 };
+    daily.schedule.time_zone = "Asia/Kolkata".into();
+    let once = task("task-5", "asg-2", "launch-day", 0);
+    let all = [cron, weekly, monthly, daily, once];
+    let mut writes = vec![
+        Write::CreateGroup(group("asg-1", "web")),
+        Write::CreateGroup(group("asg-2", "api")),
+    ];
+    writes.extend(all.iter().cloned().map(Write::PutTask));
+    commit(store, writes);
+    for t in &all {
+        assert_eq!(store.get_task(&t.id).unwrap().as_ref(), Some(t), "{}", t.id);
+    }
+    let [cron, weekly, monthly, daily, once] = all;
+    assert_eq!(
+        store.list_tasks(Some("asg-1")).unwrap(),
+        [cron.clone(), weekly.clone()]
+    );
+    assert_eq!(
+        store.list_tasks(None).unwrap(),
+        [daily, once, monthly, cron, weekly]
     );
 }

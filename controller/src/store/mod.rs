@@ -2,10 +2,15 @@
 //! acts. One trait, one conformance suite, one module per backend (SQLite by
 //! default; etcd for HA later).
 //!
+//! Groups own their configurations, instances, activities, scaling rules,
+//! alarms and scheduled tasks; deleting a group deletes them.
+//!
 //! Writes go through [`Store::commit`], all or nothing, so "raise desired and
 //! record the activity" can never be half done.
 
+use crate::model::tasks::{AlarmTask, ScheduledTask};
 use crate::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
+use crate::rules::ScalingRule;
 
 pub mod sqlite;
 
@@ -50,6 +55,16 @@ pub enum Write {
     DeleteInstance(String),
     /// Insert or replace; NotFound if the group does not exist.
     PutActivity(Activity),
+    /// Insert or replace; Conflict if another rule of the group has the
+    /// name; NotFound if the group does not exist.
+    PutRule(ScalingRule),
+    DeleteRule(String),
+    /// As rules: unique name per group.
+    PutAlarm(AlarmTask),
+    DeleteAlarm(String),
+    /// As rules: unique name per group.
+    PutTask(ScheduledTask),
+    DeleteTask(String),
 }
 
 /// The controller's persistent state. Implementations are cheap to call from
@@ -74,4 +89,16 @@ pub trait Store: Send + Sync + 'static {
     fn get_activity(&self, id: &str) -> Result<Option<Activity>>;
     /// A group's activities (all when None), newest first, at most `limit`.
     fn list_activities(&self, group_id: Option<&str>, limit: usize) -> Result<Vec<Activity>>;
+
+    fn get_rule(&self, id: &str) -> Result<Option<ScalingRule>>;
+    /// A group's rules (all when None), by name.
+    fn list_rules(&self, group_id: Option<&str>) -> Result<Vec<ScalingRule>>;
+
+    fn get_alarm(&self, id: &str) -> Result<Option<AlarmTask>>;
+    /// A group's alarms (all when None), by name.
+    fn list_alarms(&self, group_id: Option<&str>) -> Result<Vec<AlarmTask>>;
+
+    fn get_task(&self, id: &str) -> Result<Option<ScheduledTask>>;
+    /// A group's scheduled tasks (all when None), by name.
+    fn list_tasks(&self, group_id: Option<&str>) -> Result<Vec<ScheduledTask>>;
 }

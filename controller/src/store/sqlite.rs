@@ -14,7 +14,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Result, Store, StoreError, Write};
+use crate::model::tasks::{AlarmTask, ScheduledTask};
 use crate::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
+use crate::rules::ScalingRule;
 
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,6 +55,28 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX activities_by_group ON activities(group_id, started_at_ms, id);
      -- Activities accumulate; listing the newest across groups should not scan them all.
      CREATE INDEX activities_by_time ON activities(started_at_ms, id);",
+    // 2: scaling rules, alarm tasks, scheduled tasks; each named uniquely in its group.
+    "CREATE TABLE rules (
+         id       TEXT PRIMARY KEY NOT NULL,
+         group_id TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+         name     TEXT NOT NULL,
+         data     TEXT NOT NULL,
+         UNIQUE (group_id, name)
+     );
+     CREATE TABLE alarms (
+         id       TEXT PRIMARY KEY NOT NULL,
+         group_id TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+         name     TEXT NOT NULL,
+         data     TEXT NOT NULL,
+         UNIQUE (group_id, name)
+     );
+     CREATE TABLE tasks (
+         id       TEXT PRIMARY KEY NOT NULL,
+         group_id TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+         name     TEXT NOT NULL,
+         data     TEXT NOT NULL,
+         UNIQUE (group_id, name)
+     );",
 ];
 
 /// The schema version this build writes.
@@ -303,6 +327,66 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             );
             put_result(result, &a.group_id)
         }
+        Write::PutRule(r) => put_named(
+            tx,
+            "rules",
+            "scaling rule",
+            &r.id,
+            &r.group_id,
+            &r.name,
+            to_json(r)?,
+        ),
+        Write::DeleteRule(id) => delete(tx, "rules", id),
+        Write::PutAlarm(a) => put_named(
+            tx,
+            "alarms",
+            "alarm",
+            &a.id,
+            &a.group_id,
+            &a.name,
+            to_json(a)?,
+        ),
+        Write::DeleteAlarm(id) => delete(tx, "alarms", id),
+        Write::PutTask(t) => put_named(
+            tx,
+            "tasks",
+            "scheduled task",
+            &t.id,
+            &t.group_id,
+            &t.name,
+            to_json(t)?,
+        ),
+        Write::DeleteTask(id) => delete(tx, "tasks", id),
+    }
+}
+
+/// Upserts a record named uniquely within its group.
+fn put_named(
+    tx: &Transaction<'_>,
+    table: &str,
+    what: &str,
+    id: &str,
+    group_id: &str,
+    name: &str,
+    data: String,
+) -> Result<()> {
+    let result = tx.execute(
+        &format!(
+            "INSERT INTO {table} (id, group_id, name, data) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, name = excluded.name,
+                 data = excluded.data"
+        ),
+        params![id, group_id, name, data],
+    );
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => Err(match broken(&e) {
+            Some(Broken::Unique) => StoreError::Conflict(format!(
+                "{what} `{name}` already exists in group {group_id}"
+            )),
+            Some(Broken::ForeignKey) => no_group(group_id),
+            None => backend(e),
+        }),
     }
 }
 
@@ -343,6 +427,26 @@ impl SqliteStore {
             out.push(from_json(table, &id, &data)?);
         }
         Ok(out)
+    }
+
+    /// A group-scoped named table's records (all when None), by name then id.
+    fn list_named<T: DeserializeOwned>(
+        &self,
+        table: &str,
+        group_id: Option<&str>,
+    ) -> Result<Vec<T>> {
+        match group_id {
+            Some(g) => self.query(
+                table,
+                &format!("SELECT id, data FROM {table} WHERE group_id = ?1 ORDER BY name, id"),
+                [g],
+            ),
+            None => self.query(
+                table,
+                &format!("SELECT id, data FROM {table} ORDER BY name, id"),
+                [],
+            ),
+        }
     }
 
     fn get<T: DeserializeOwned>(&self, table: &str, id: &str) -> Result<Option<T>> {
@@ -428,6 +532,30 @@ impl Store for SqliteStore {
 
     fn get_activity(&self, id: &str) -> Result<Option<Activity>> {
         self.get("activities", id)
+    }
+
+    fn get_rule(&self, id: &str) -> Result<Option<ScalingRule>> {
+        self.get("rules", id)
+    }
+
+    fn list_rules(&self, group_id: Option<&str>) -> Result<Vec<ScalingRule>> {
+        self.list_named("rules", group_id)
+    }
+
+    fn get_alarm(&self, id: &str) -> Result<Option<AlarmTask>> {
+        self.get("alarms", id)
+    }
+
+    fn list_alarms(&self, group_id: Option<&str>) -> Result<Vec<AlarmTask>> {
+        self.list_named("alarms", group_id)
+    }
+
+    fn get_task(&self, id: &str) -> Result<Option<ScheduledTask>> {
+        self.get("tasks", id)
+    }
+
+    fn list_tasks(&self, group_id: Option<&str>) -> Result<Vec<ScheduledTask>> {
+        self.list_named("tasks", group_id)
     }
 
     fn list_activities(&self, group_id: Option<&str>, limit: usize) -> Result<Vec<Activity>> {
@@ -617,6 +745,81 @@ mod tests {
             )
             .unwrap();
         assert!(!groups, "no migration ran");
+    }
+
+    #[test]
+    fn schema_1_is_migrated_keeping_its_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ebb.db");
+        // A database as the build before rules, alarms and tasks left it.
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (
+                     version       INTEGER PRIMARY KEY NOT NULL,
+                     applied_at_ms INTEGER NOT NULL
+                 );",
+            )
+            .unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute("INSERT INTO schema_version VALUES (1, 42)", [])
+                .unwrap();
+            for g in [group("asg-1", "web"), group("asg-2", "api")] {
+                conn.execute(
+                    "INSERT INTO groups (id, name, data) VALUES (?1, ?2, ?3)",
+                    params![g.id, g.name, to_json(&g).unwrap()],
+                )
+                .unwrap();
+            }
+            assert_eq!(recorded_version(&conn).unwrap(), 1);
+        }
+
+        let store = SqliteStore::open(&path).unwrap();
+        let all_versions: Vec<i64> = (1..=SCHEMA_VERSION).collect();
+        {
+            let conn = raw(&store);
+            assert_eq!(recorded_version(&conn).unwrap(), SCHEMA_VERSION);
+            assert_eq!(version_rows(&conn), all_versions);
+            let applied_1: i64 = conn
+                .query_row(
+                    "SELECT applied_at_ms FROM schema_version WHERE version = 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(applied_1, 42, "version 1's row is left as it was");
+        }
+        assert_eq!(
+            store.list_groups().unwrap(),
+            [group("asg-2", "api"), group("asg-1", "web")]
+        );
+
+        // The new tables work, cascades included.
+        let rule = crate::rules::ScalingRule {
+            id: "rule-1".into(),
+            group_id: "asg-1".into(),
+            name: "add-1".into(),
+            kind: crate::rules::RuleKind::Simple {
+                adjustment_type: crate::rules::AdjustmentType::QuantityChangeInCapacity,
+                adjustment_value: 1,
+                min_adjustment_magnitude: None,
+                cooldown_secs: None,
+            },
+        };
+        store.commit(vec![Write::PutRule(rule.clone())]).unwrap();
+        assert_eq!(store.list_rules(None).unwrap(), [rule]);
+        assert!(store.list_alarms(None).unwrap().is_empty());
+        assert!(store.list_tasks(None).unwrap().is_empty());
+        store
+            .commit(vec![Write::DeleteGroup("asg-1".into())])
+            .unwrap();
+        assert!(store.list_rules(None).unwrap().is_empty());
+        drop(store);
+
+        // Reopening migrates nothing again.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(version_rows(&raw(&store)), all_versions);
+        assert_eq!(store.list_groups().unwrap(), [group("asg-2", "api")]);
     }
 
     #[test]
