@@ -897,6 +897,37 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_rule_alarm_or_task_is_corrupt_naming_table_and_id() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .commit(vec![Write::CreateGroup(group("asg-1", "web"))])
+            .unwrap();
+        raw(&store)
+            .execute_batch(
+                "INSERT INTO rules (id, group_id, name, data) VALUES ('rule-1', 'asg-1', 'r', '{}');
+                 INSERT INTO alarms (id, group_id, name, data) VALUES ('alarm-1', 'asg-1', 'a', '[');
+                 INSERT INTO tasks (id, group_id, name, data) VALUES ('task-1', 'asg-1', 't', 'null');",
+            )
+            .unwrap();
+        let key = |err: StoreError| match err {
+            StoreError::Corrupt { key, .. } => key,
+            other => panic!("expected Corrupt, got {other:?}"),
+        };
+        assert_eq!(key(store.get_rule("rule-1").unwrap_err()), "rules/rule-1");
+        assert_eq!(key(store.list_rules(None).unwrap_err()), "rules/rule-1");
+        assert_eq!(
+            key(store.get_alarm("alarm-1").unwrap_err()),
+            "alarms/alarm-1"
+        );
+        assert_eq!(
+            key(store.list_alarms(Some("asg-1")).unwrap_err()),
+            "alarms/alarm-1"
+        );
+        assert_eq!(key(store.get_task("task-1").unwrap_err()), "tasks/task-1");
+        assert_eq!(key(store.list_tasks(None).unwrap_err()), "tasks/task-1");
+    }
+
+    #[test]
     fn two_handles_on_one_file_share_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ebb.db");
