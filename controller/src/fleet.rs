@@ -299,6 +299,17 @@ impl Session {
 
     /// Records a sample that answered the outstanding pull.
     pub fn sampled(&self, fleet: &Fleet, sample: Sample, capacity: usize) {
+        self.sampled_at(fleet, sample, capacity, SystemTime::now());
+    }
+
+    /// As `sampled`, received at a given time (tests drive the clock).
+    pub fn sampled_at(
+        &self,
+        fleet: &Fleet,
+        sample: Sample,
+        capacity: usize,
+        received_at: SystemTime,
+    ) {
         fleet.counters.samples_total.fetch_add(1, Ordering::Relaxed);
         let mut s = lock(&self.state);
         if s.consecutive_missed > 0 {
@@ -308,8 +319,7 @@ impl Session {
         if s.ring.len() == capacity {
             s.ring.pop_front();
         }
-        s.ring
-            .push_back(Point::from_sample(&sample, SystemTime::now()));
+        s.ring.push_back(Point::from_sample(&sample, received_at));
         s.latest = Some(sample);
     }
 

@@ -1,0 +1,643 @@
+//! Alarm → rule → activity flows on a hand-driven clock: an in-memory store,
+//! samples fed into the fleet at chosen instants, a provider stand-in that
+//! only records (launches and releases are the reconcile loop's business,
+//! tested end to end elsewhere).
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, UNIX_EPOCH};
+
+use ebb_proto::v1 as pb;
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::engine::LaunchSettings;
+use crate::fleet::Fleet;
+use crate::model::{CreationType, HealthStatus, ScalingGroup};
+use crate::provider::{LaunchRequest, Provider, ProviderInstance};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// Records what it is asked; every instance it knows is alive.
+#[derive(Default)]
+struct RecordingProvider(Mutex<Vec<String>>);
+
+#[tonic::async_trait]
+impl Provider for RecordingProvider {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+    async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<()> {
+        self.0.lock().unwrap().push(request.instance_id);
+        Ok(())
+    }
+    async fn release(&self, instance_id: &str) -> crate::provider::Result<()> {
+        self.0.lock().unwrap().retain(|i| i != instance_id);
+        Ok(())
+    }
+    async fn describe(&self) -> crate::provider::Result<Vec<ProviderInstance>> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|i| ProviderInstance {
+                instance_id: i.clone(),
+                alive: true,
+            })
+            .collect())
+    }
+}
+
+/// 2026-01-01T00:00:00Z, a period boundary for every period.
+const T0: i64 = 1_767_225_600_000;
+
+struct Harness {
+    engine: Engine,
+    clock: ManualClock,
+    group: ScalingGroup,
+}
+
+impl Harness {
+    /// An Active group of `n` InService instances (in service since long ago).
+    async fn new(min: u32, max: u32, n: u32) -> Self {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let clock = ManualClock::new(T0);
+        let ca = Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap());
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(RecordingProvider::default()),
+            Arc::new(Fleet::new(1000)),
+            Arc::new(clock.clone()),
+            ca,
+            LaunchSettings {
+                controller: "127.0.0.1:1".into(),
+                server_name: "localhost".into(),
+                timeout: Duration::from_secs(60),
+            },
+        );
+        let spec = GroupSpec {
+            name: Some("web".into()),
+            min_size: Some(min),
+            max_size: Some(max),
+            desired_capacity: Some(n),
+            sampling_interval_secs: Some(1),
+            ..Default::default()
+        };
+        let mut group = ScalingGroup::create("asg-1".into(), &spec, T0 - 3_600_000).unwrap();
+        group.state = GroupState::Active;
+        store
+            .commit(vec![Write::CreateGroup(group.clone())])
+            .unwrap();
+        let h = Self {
+            engine,
+            clock,
+            group,
+        };
+        for i in 0..n {
+            h.add_instance(&format!("i-{i}"), T0 - 3_600_000);
+        }
+        h
+    }
+
+    fn add_instance(&self, id: &str, in_service_at: i64) {
+        let inst = Instance {
+            id: id.into(),
+            group_id: self.group.id.clone(),
+            configuration_id: None,
+            lifecycle_state: LifecycleState::InService,
+            health_status: HealthStatus::Healthy,
+            creation_type: CreationType::Attached,
+            address: None,
+            created_at_ms: in_service_at,
+            in_service_at_ms: Some(in_service_at),
+            activity_id: None,
+        };
+        self.engine
+            .store
+            .commit(vec![Write::PutInstance(inst)])
+            .unwrap();
+        self.engine.fleet.connect(pb::Hello {
+            instance_id: id.into(),
+            ..Default::default()
+        });
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Feeds each listed instance one CPU sample at the current instant.
+    fn sample(&self, cpu: &[(&str, f64)]) {
+        let at = UNIX_EPOCH + Duration::from_millis(self.now() as u64);
+        for (id, value) in cpu {
+            let session = self.engine.fleet.connect(pb::Hello {
+                instance_id: (*id).into(),
+                ..Default::default()
+            });
+            let sample = pb::Sample {
+                cpu_utilization: Some(*value),
+                ..Default::default()
+            };
+            session.sampled_at(&self.engine.fleet, sample, 1000, at);
+        }
+    }
+
+    /// Moves one second on: samples mid-period, then evaluates after the boundary.
+    async fn second(&self, cpu: &[(&str, f64)]) {
+        self.clock.advance_ms(500);
+        self.sample(cpu);
+        self.clock.advance_ms(500 + PERIOD_GRACE_MS);
+        evaluate_alarms(&self.engine).await.unwrap();
+        self.clock.advance_ms(-PERIOD_GRACE_MS);
+    }
+
+    /// Every current instance at `cpu`.
+    fn all(&self, cpu: f64) -> Vec<(String, f64)> {
+        self.engine
+            .store
+            .list_instances(Some(&self.group.id))
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.id, cpu))
+            .collect()
+    }
+
+    fn rule(&self, name: &str, kind: RuleKind) -> ScalingRule {
+        let rule = ScalingRule {
+            id: format!("asr-{name}"),
+            group_id: self.group.id.clone(),
+            name: name.into(),
+            kind,
+        };
+        let mut writes = vec![Write::PutRule(rule.clone())];
+        writes.extend(
+            owned_alarms(&rule, self.now())
+                .into_iter()
+                .map(Write::PutAlarm),
+        );
+        self.engine.store.commit(writes).unwrap();
+        rule
+    }
+
+    fn alarm(
+        &self,
+        name: &str,
+        comparison: Comparison,
+        threshold: f64,
+        count: u32,
+        rule: &ScalingRule,
+    ) {
+        let alarm = AlarmTask {
+            id: format!("alm-{name}"),
+            group_id: self.group.id.clone(),
+            name: name.into(),
+            spec: AlarmSpec {
+                metric: Metric::CpuUtilization,
+                statistic: Statistic::Average,
+                period_secs: 1,
+                comparison,
+                threshold,
+                evaluation_count: count,
+                missing_data: MissingData::Missing,
+            },
+            alarm_actions: vec![rule.id.clone()],
+            enabled: true,
+            eval: AlarmEval::default(),
+            owner_rule_id: None,
+            history: Vec::new(),
+            last_period_end_ms: None,
+            last_rejection: None,
+            created_at_ms: self.now(),
+        };
+        self.engine
+            .store
+            .commit(vec![Write::PutAlarm(alarm)])
+            .unwrap();
+    }
+
+    fn activities(&self) -> Vec<Activity> {
+        let mut a = self
+            .engine
+            .store
+            .list_activities(Some(&self.group.id), 100)
+            .unwrap();
+        a.reverse();
+        a
+    }
+
+    fn desired(&self) -> u32 {
+        self.engine
+            .store
+            .get_group(&self.group.id)
+            .unwrap()
+            .unwrap()
+            .desired_capacity
+    }
+
+    /// Plays the reconcile loop's part: the group now holds desired, every
+    /// running activity completes now.
+    fn converge(&self) {
+        let desired = self.desired();
+        let now = self.now();
+        let have = self
+            .engine
+            .store
+            .list_instances(Some(&self.group.id))
+            .unwrap();
+        for i in have.len() as u32..desired {
+            self.add_instance(&format!("i-new-{now}-{i}"), now);
+        }
+        for extra in have.iter().skip(desired as usize) {
+            self.engine
+                .store
+                .commit(vec![Write::DeleteInstance(extra.id.clone())])
+                .unwrap();
+        }
+        for mut a in self.activities().into_iter().filter(Activity::is_running) {
+            activity::complete(&mut a, now);
+            self.engine
+                .store
+                .commit(vec![Write::PutActivity(a)])
+                .unwrap();
+        }
+    }
+}
+
+fn simple(value: i64, cooldown_secs: u32) -> RuleKind {
+    RuleKind::Simple {
+        adjustment_type: AdjustmentType::QuantityChangeInCapacity,
+        adjustment_value: value,
+        min_adjustment_magnitude: None,
+        cooldown_secs: Some(cooldown_secs),
+    }
+}
+
+fn busy(n: usize, cpu: f64) -> Vec<(String, f64)> {
+    (0..n).map(|i| (format!("i-{i}"), cpu)).collect()
+}
+
+fn refs(v: &[(String, f64)]) -> Vec<(&str, f64)> {
+    v.iter().map(|(i, c)| (i.as_str(), *c)).collect()
+}
+
+#[tokio::test]
+async fn an_alarm_fires_after_three_periods_and_the_cooldown_blocks_then_expires() {
+    let h = Harness::new(1, 6, 2).await;
+    let add = h.rule("add-1", simple(1, 60));
+    h.alarm("cpu-high", Comparison::Ge, 80.0, 3, &add);
+    let hot = busy(2, 95.0);
+    h.second(&refs(&hot)).await;
+    h.second(&refs(&hot)).await;
+    assert!(
+        h.activities().is_empty(),
+        "two breaching periods are not enough"
+    );
+    h.second(&refs(&hot)).await;
+    let acts = h.activities();
+    assert_eq!(acts.len(), 1);
+    assert_eq!(
+        acts[0].cause,
+        "alarm `cpu-high` executed rule `add-1`, changing the Total Capacity from 2 to 3"
+    );
+    assert_eq!(acts[0].trigger, Trigger::Alarm);
+    assert!(
+        acts[0]
+            .details
+            .iter()
+            .any(|d| d.contains("95 (breaching), 95 (breaching), 95 (breaching)")),
+        "{:?}",
+        acts[0].details
+    );
+    assert_eq!(h.desired(), 3);
+
+    // While it runs, a firing alarm is refused: an activity is in progress.
+    h.second(&refs(&hot)).await;
+    let acts = h.activities();
+    assert_eq!(acts[1].status, ActivityStatus::Rejected);
+    assert!(
+        acts[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("an activity is in progress"),
+        "{:?}",
+        acts[1]
+    );
+
+    // Done; the 60 s cooldown starts now and holds, recorded once.
+    h.converge();
+    let hot3 = h.all(95.0);
+    for _ in 0..10 {
+        h.second(&refs(&hot3)).await;
+    }
+    let rejected: Vec<_> = h
+        .activities()
+        .into_iter()
+        .filter(|a| a.status == ActivityStatus::Rejected)
+        .collect();
+    assert_eq!(rejected.len(), 2, "{rejected:#?}");
+    assert!(
+        rejected[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("the cooldown holds until 2026-01-01T00:01:"),
+        "{:?}",
+        rejected[1].error
+    );
+    assert_eq!(h.desired(), 3);
+    // After it expires, the still-firing alarm scales again.
+    for _ in 0..55 {
+        h.second(&refs(&hot3)).await;
+    }
+    let scaled: Vec<_> = h
+        .activities()
+        .into_iter()
+        .filter(|a| a.status != ActivityStatus::Rejected)
+        .map(|a| (a.capacity_from, a.capacity_to))
+        .collect();
+    assert_eq!(scaled, [(2, 3), (3, 4)]);
+    assert_eq!(h.desired(), 4);
+}
+
+#[tokio::test]
+async fn missing_data_never_causes_a_scale_in() {
+    let h = Harness::new(1, 6, 4).await;
+    let remove = h.rule("remove-1", simple(-1, 0));
+    h.alarm("cpu-low", Comparison::Le, 20.0, 3, &remove);
+    // One of four answers: not enough data; the alarm waits, nothing runs.
+    for _ in 0..5 {
+        h.second(&[("i-0", 1.0)]).await;
+    }
+    let alarm = h.engine.store.get_alarm("alm-cpu-low").unwrap().unwrap();
+    assert_eq!(alarm.eval.state, AlarmState::InsufficientData);
+    assert!(h.activities().is_empty());
+    // Three of four answer low: the alarm fires, but a scale-in on
+    // incomplete data is refused, saying so.
+    for _ in 0..3 {
+        h.second(&[("i-0", 1.0), ("i-1", 1.0), ("i-2", 1.0)]).await;
+    }
+    let acts = h.activities();
+    assert_eq!(acts.len(), 1, "{acts:#?}");
+    assert_eq!(acts[0].status, ActivityStatus::Rejected);
+    assert_eq!(
+        acts[0].error.as_deref(),
+        Some("a scale-in is never taken on incomplete data: 3 of 4 in-service instances answered")
+    );
+    assert_eq!(h.desired(), 4);
+    // All four answer: the scale-in happens.
+    h.second(&refs(&busy(4, 1.0))).await;
+    assert_eq!(h.activities().pop().unwrap().capacity_to, 3);
+}
+
+#[tokio::test]
+async fn suspended_processes_block_with_their_reason() {
+    let h = Harness::new(1, 6, 2).await;
+    let add = h.rule("add-1", simple(1, 0));
+    h.alarm("cpu-high", Comparison::Ge, 80.0, 1, &add);
+    let mut g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    g.suspended_processes = vec![Process::ScaleOut];
+    h.engine.store.commit(vec![Write::UpdateGroup(g)]).unwrap();
+    h.second(&refs(&busy(2, 99.0))).await;
+    let acts = h.activities();
+    assert_eq!(
+        acts[0].error.as_deref(),
+        Some("the ScaleOut process of the group is suspended")
+    );
+    assert_eq!(h.desired(), 2);
+}
+
+/// A steady load of 240 "CPU points" spread over the fleet: the target is
+/// 50 % per instance, so 5 instances hold it. Whatever it starts from, the
+/// group settles there and stays, without flapping.
+#[tokio::test]
+async fn target_tracking_converges_without_flapping_on_a_steady_load() {
+    for start in [1u32, 2, 9] {
+        let h = Harness::new(1, 10, start).await;
+        h.rule(
+            "cpu-50",
+            RuleKind::TargetTracking {
+                metric: Metric::CpuUtilization,
+                target_value: 50.0,
+                disable_scale_in: false,
+                estimated_instance_warmup_secs: 0,
+            },
+        );
+        // The owned alarms use 60 s periods; drive them at that pace.
+        let mut sizes = Vec::new();
+        for _ in 0..40 {
+            let n = h.desired() as usize;
+            let load: Vec<(String, f64)> = h
+                .engine
+                .store
+                .list_instances(Some(&h.group.id))
+                .unwrap()
+                .iter()
+                .map(|i| (i.id.clone(), (240.0 / n as f64).min(100.0)))
+                .collect();
+            for _ in 0..60 {
+                h.clock.advance_ms(1000);
+                h.sample(&refs(&load));
+            }
+            h.clock.advance_ms(PERIOD_GRACE_MS);
+            evaluate_alarms(&h.engine).await.unwrap();
+            h.clock.advance_ms(-PERIOD_GRACE_MS);
+            h.converge();
+            sizes.push(h.desired());
+        }
+        let settled = &sizes[sizes.len() - 15..];
+        assert!(settled.iter().all(|s| *s == 5), "from {start}: {sizes:?}");
+        // Flapping is a change of direction; a saturated CPU (capped at
+        // 100 %) may take a few steps up, but never one back.
+        let up = sizes.windows(2).any(|w| w[1] > w[0]);
+        let down = sizes.windows(2).any(|w| w[1] < w[0]);
+        assert!(!(up && down), "from {start}: flapped: {sizes:?}");
+    }
+}
+
+#[tokio::test]
+async fn warming_instances_are_left_out_of_the_metric() {
+    let h = Harness::new(1, 10, 1).await;
+    let rule = h.rule(
+        "cpu-50",
+        RuleKind::TargetTracking {
+            metric: Metric::CpuUtilization,
+            target_value: 50.0,
+            disable_scale_in: false,
+            estimated_instance_warmup_secs: 300,
+        },
+    );
+    // A second instance has just come into service: warming, idle.
+    h.add_instance("i-warm", T0);
+    let group = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    let alarm = h
+        .engine
+        .store
+        .list_alarms(Some(&group.id))
+        .unwrap()
+        .into_iter()
+        .find(|a| a.name == "cpu-50-out")
+        .unwrap();
+    h.clock.advance_ms(30_000);
+    h.sample(&[("i-0", 100.0), ("i-warm", 0.0)]);
+    h.clock.advance_ms(30_000);
+    let input = period_input(&h.engine, &group, &alarm, Some(300), T0, T0 + 60_000).unwrap();
+    // Only the warm instance's 100 % counts, not an average of 50 %.
+    assert_eq!(input.in_service, 1);
+    assert_eq!(input.answered, vec![100.0]);
+    // And the warming one counts as pending: 1 × 100 / 50 = 2 needed, 2 there.
+    let ctx = Context {
+        trigger: Trigger::Alarm,
+        what: "t".into(),
+        metric_value: Some(100.0),
+        threshold: Some(50.0),
+        alarm: None,
+    };
+    let d = decide(&h.engine, &group, &rule.kind, &ctx, h.now()).unwrap();
+    assert_eq!((d.from, d.to), (2, 2), "{:?}", d.details);
+}
+
+#[tokio::test]
+async fn bad_alarm_and_task_requests_name_every_field() {
+    let h = Harness::new(1, 3, 1).await;
+    h.rule("add-1", simple(1, 0));
+    let err = create_alarm(
+        &h.engine,
+        pb::CreateAlarmRequest {
+            scaling_group: "web".into(),
+            name: "x".into(),
+            metric: "".into(),
+            statistic: "Median".into(),
+            period_secs: 7,
+            comparison_operator: "=>".into(),
+            threshold: f64::NAN,
+            evaluation_count: Some(0),
+            missing_data: Some("zero".into()),
+            alarm_actions: vec!["nope".into()],
+            enabled: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    for needle in [
+        "name:",
+        "statistic:",
+        "comparison_operator:",
+        "missing_data:",
+        "alarm_actions[0]: no scaling rule `nope`",
+    ] {
+        assert!(
+            err.message().contains(needle),
+            "missing `{needle}` in {}",
+            err.message()
+        );
+    }
+    let err = create_scaling_rule(
+        &h.engine,
+        pb::CreateScalingRuleRequest {
+            scaling_group: "web".into(),
+            name: "steps".into(),
+            definition_json: r#"{"rule_type":"StepScalingRule","adjustment_type":"QuantityChangeInCapacity","step_adjustments":[{"lower_bound":0,"upper_bound":10,"adjustment":1},{"lower_bound":20,"adjustment":2}]}"#.into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message().contains("step_adjustments"),
+        "{}",
+        err.message()
+    );
+    let err = create_scheduled_task(
+        &h.engine,
+        pb::CreateScheduledTaskRequest {
+            scaling_group: "web".into(),
+            name: "nightly".into(),
+            launch_time: "tomorrow".into(),
+            recurrence_type: "Cron".into(),
+            recurrence_value: "61 * * * *".into(),
+            time_zone: "Mars/Olympus".into(),
+            scaling_rule: "ghost".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    for needle in [
+        "launch_time: `tomorrow` is not an RFC 3339 time",
+        "scaling_rule: scaling rule `ghost` does not exist",
+    ] {
+        assert!(
+            err.message().contains(needle),
+            "missing `{needle}` in {}",
+            err.message()
+        );
+    }
+    // Nothing was stored.
+    assert!(h.engine.store.list_alarms(None).unwrap().is_empty());
+    assert!(h.engine.store.list_tasks(None).unwrap().is_empty());
+    assert_eq!(h.engine.store.list_rules(None).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_scheduled_task_waits_for_a_running_activity_and_expires_after_downtime() {
+    let h = Harness::new(1, 6, 2).await;
+    let task = create_scheduled_task(
+        &h.engine,
+        pb::CreateScheduledTaskRequest {
+            scaling_group: "web".into(),
+            name: "morning".into(),
+            launch_time: "2026-01-01T00:00:10Z".into(),
+            recurrence_type: "Daily".into(),
+            recurrence_value: "1".into(),
+            desired_capacity: Some(4),
+            launch_expiration_secs: Some(60),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(task.next_run, "2026-01-01T00:00:10Z");
+    // An activity runs when the task falls due: it waits, then runs.
+    let running = activity::start(&h.group, 2, 3, Trigger::Api, "x".into(), h.now());
+    h.engine
+        .store
+        .commit(vec![Write::PutActivity(running)])
+        .unwrap();
+    h.clock.advance_ms(11_000);
+    run_due_tasks(&h.engine).await.unwrap();
+    assert_eq!(h.desired(), 2);
+    let t = h.engine.store.list_tasks(None).unwrap().pop().unwrap();
+    assert!(
+        t.last_result.unwrap().starts_with("waiting: activity"),
+        "still due"
+    );
+    h.converge();
+    h.clock.advance_ms(20_000);
+    run_due_tasks(&h.engine).await.unwrap();
+    assert_eq!(h.desired(), 4);
+    let act = h.activities().pop().unwrap();
+    assert_eq!(act.trigger, Trigger::Schedule);
+    assert!(
+        act.cause.contains("scheduled task `morning`"),
+        "{}",
+        act.cause
+    );
+    // The controller is down through the next day's run and back 2 min late:
+    // beyond the 60 s expiration, so it is dropped and recorded.
+    h.converge();
+    h.clock.advance_ms(86_400_000 + 120_000 - 31_000);
+    run_due_tasks(&h.engine).await.unwrap();
+    let dropped = h.activities().pop().unwrap();
+    assert_eq!(dropped.status, ActivityStatus::Rejected);
+    assert!(
+        dropped
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("missed its run at 2026-01-02T00:00:10Z by 110 s"),
+        "{:?}",
+        dropped.error
+    );
+    assert_eq!(h.desired(), 4);
+}
