@@ -1829,3 +1829,6 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
 pub fn is_rejected(a: &Activity) -> bool {
     a.status == ActivityStatus::Rejected
 }
+
+#[cfg(test)]
+mod tests;
