@@ -17,7 +17,7 @@ use crate::engine::{Engine, activity, capacity};
 use crate::fleet::Point;
 use crate::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
 use crate::model::{
-    Activity, ActivityStatus, GroupSpec, GroupState, Instance, Invalid, LifecycleState, Process,
+    Activity, GroupSpec, GroupState, Instance, Invalid, LifecycleState, Process,
     ScalingGroup, Trigger, check_name, new_id,
 };
 use crate::rules::{
@@ -1823,11 +1823,6 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
-}
-
-/// Statuses an activity view shows for "nothing happened".
-pub fn is_rejected(a: &Activity) -> bool {
-    a.status == ActivityStatus::Rejected
 }
 
 #[cfg(test)]
