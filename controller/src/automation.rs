@@ -17,8 +17,8 @@ use crate::engine::{Engine, activity, capacity};
 use crate::fleet::Point;
 use crate::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
 use crate::model::{
-    Activity, GroupSpec, GroupState, Instance, Invalid, LifecycleState, Process,
-    ScalingGroup, Trigger, check_name, new_id,
+    Activity, GroupSpec, GroupState, Instance, Invalid, LifecycleState, Process, ScalingGroup,
+    Trigger, check_name, new_id,
 };
 use crate::rules::{
     AdjustmentType, AlarmEval, AlarmSpec, AlarmState, Comparison, Metric, MissingData, PeriodInput,
@@ -219,8 +219,8 @@ fn task_view(t: &ScheduledTask, now: i64) -> pb::ScheduledTask {
         Recurrence::Cron { expression } => ("Cron".to_owned(), expression.clone()),
     };
     let next = Timestamp::from_millisecond(now).ok().and_then(|now| {
-        match t.schedule.due(t.last_occurrence, now) {
-            Due::Run(at) | Due::Expired(at) | Due::Wait(at) => Some(at.to_string()),
+        match t.schedule.due(handled_until(t), now) {
+            Due::Run { at, .. } | Due::Expired { at, .. } | Due::Wait(at) => Some(at.to_string()),
             Due::Finished => None,
         }
     });
@@ -1522,6 +1522,18 @@ pub async fn describe_scheduled_tasks(
     })
 }
 
+/// The occurrence a task has dealt with. Occurrences from before the task
+/// existed (a recurring task whose launch time is long past) never count;
+/// those within its launch expiration of its creation do.
+fn handled_until(task: &ScheduledTask) -> Option<Timestamp> {
+    let floor = task.created_at_ms - i64::from(task.schedule.launch_expiration_secs) * 1000 - 1;
+    task.last_occurrence.or_else(|| {
+        Timestamp::from_millisecond(floor)
+            .ok()
+            .filter(|f| *f >= task.schedule.launch_time)
+    })
+}
+
 /// Runs the scheduled tasks that are due; drops and records those missed
 /// beyond their launch expiration; retries those blocked.
 pub async fn run_due_tasks(engine: &Engine) -> Result<(), Status> {
@@ -1541,12 +1553,17 @@ pub async fn run_due_tasks(engine: &Engine) -> Result<(), Status> {
         else {
             continue;
         };
-        match task.schedule.due(task.last_occurrence, now_ts) {
+        match task.schedule.due(handled_until(&task), now_ts) {
             Due::Wait(_) | Due::Finished => continue,
-            Due::Expired(at) => {
+            Due::Expired { at, skipped } => {
                 let late = (now - at.as_millisecond()) / 1000;
+                let earlier = if skipped > 0 {
+                    format!(" (and {skipped} earlier runs)")
+                } else {
+                    String::new()
+                };
                 let reason = format!(
-                    "scheduled task `{}` missed its run at {at} by {late} s, beyond its launch expiration of {} s; dropped",
+                    "scheduled task `{}` missed its run at {at}{earlier} by {late} s, beyond its launch expiration of {} s; dropped",
                     task.name, task.schedule.launch_expiration_secs
                 );
                 let current = capacity(
@@ -1572,7 +1589,10 @@ pub async fn run_due_tasks(engine: &Engine) -> Result<(), Status> {
                     .commit(vec![Write::PutActivity(act), Write::PutTask(task)])
                     .map_err(store_status)?;
             }
-            Due::Run(at) => {
+            Due::Run { at, skipped } => {
+                if skipped > 0 {
+                    warn!(group = %group.name, task = %task.name, "{skipped} earlier runs were missed while the controller was down; running the latest, due at {at}");
+                }
                 let blocked = if group
                     .suspended_processes
                     .contains(&Process::ScheduledAction)

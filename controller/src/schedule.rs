@@ -22,6 +22,9 @@ use crate::model::Invalid;
 pub const MAX_LAUNCH_EXPIRATION_SECS: u32 = 1800;
 /// ESS's default: ten minutes to get past a running activity or a restart.
 pub const DEFAULT_LAUNCH_EXPIRATION_SECS: u32 = 600;
+/// Missed occurrences walked over in one look (a minutely cron down for a
+/// week is 10 080); past this the next look continues.
+const MAX_SKIPPED: u32 = 20_000;
 /// How far ahead a next run is looked for (a Feb 29 cron needs four years).
 const SEARCH_DAYS: i64 = 366 * 8;
 
@@ -58,10 +61,12 @@ pub struct Schedule {
 /// What a task should do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Due {
-    /// Run now the occurrence scheduled at this instant.
-    Run(Timestamp),
-    /// This occurrence was missed beyond its expiration: record and drop it.
-    Expired(Timestamp),
+    /// Run now the occurrence scheduled at `at`; `skipped` earlier ones were
+    /// missed (the controller was down) and are dropped.
+    Run { at: Timestamp, skipped: u32 },
+    /// The latest occurrence, at `at`, was missed beyond its expiration:
+    /// record and drop it, and the `skipped` before it.
+    Expired { at: Timestamp, skipped: u32 },
     /// Nothing to do until then.
     Wait(Timestamp),
     /// No occurrence remains.
@@ -188,11 +193,22 @@ impl Schedule {
         if next > now {
             return Due::Wait(next);
         }
-        let late = now.duration_since(next).as_secs();
+        // After downtime only the latest missed occurrence matters.
+        let (mut at, mut skipped) = (next, 0u32);
+        while skipped < MAX_SKIPPED {
+            match self.next_after(at) {
+                Some(n) if n <= now => {
+                    at = n;
+                    skipped += 1;
+                }
+                _ => break,
+            }
+        }
+        let late = now.duration_since(at).as_secs();
         if late <= i64::from(self.launch_expiration_secs) {
-            Due::Run(next)
+            Due::Run { at, skipped }
         } else {
-            Due::Expired(next)
+            Due::Expired { at, skipped }
         }
     }
 }
@@ -607,12 +623,27 @@ mod tests {
         );
         assert_eq!(
             s.due(None, ts("2026-03-01T08:09:59Z")),
-            Due::Run(ts("2026-03-01T08:00:00Z"))
+            Due::Run {
+                at: ts("2026-03-01T08:00:00Z"),
+                skipped: 0
+            }
         );
         // The controller was down from 07:00 to 08:30: beyond the 600 s expiration.
         assert_eq!(
             s.due(None, ts("2026-03-01T08:30:00Z")),
-            Due::Expired(ts("2026-03-01T08:00:00Z"))
+            Due::Expired {
+                at: ts("2026-03-01T08:00:00Z"),
+                skipped: 0
+            }
+        );
+        // Down for three days: only the latest occurrence counts; it runs if
+        // still within its expiration, the two before it are dropped.
+        assert_eq!(
+            s.due(Some(ts("2026-03-01T08:00:00Z")), ts("2026-03-04T08:05:00Z")),
+            Due::Run {
+                at: ts("2026-03-04T08:00:00Z"),
+                skipped: 2
+            }
         );
         // After dropping it, the next day's occurrence is awaited.
         assert_eq!(

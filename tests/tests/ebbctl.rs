@@ -237,3 +237,134 @@ fn a_hand_managed_host_is_issued_a_cert_and_attached() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// Rules, alarms and tasks through `ebbctl`, and `activity describe` saying why.
+#[test]
+fn rules_alarms_and_tasks_through_ebbctl() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/autoscaled.toml");
+    // The example's workload needs python3; the plan is the same with sleep.
+    let text = std::fs::read_to_string(&example).unwrap().replace(
+        r#"["python3", "-m", "http.server", "0"]"#,
+        r#"["sleep", "infinity"]"#,
+    );
+    let file = sb.path().join("autoscaled.toml");
+    std::fs::write(&file, text).unwrap();
+    let file = file.display().to_string();
+    let out = ctl.ebbctl(&["apply", "-f", &file]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let again = ctl.ebbctl(&["apply", "-f", &file]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stdout(&again).trim(), "no changes");
+
+    // The target-tracking rule made its two alarms.
+    let alarms = ctl.ebbctl(&["alarm", "list", "--group", "api", "-o", "json"]);
+    let alarms: serde_json::Value = serde_json::from_slice(&alarms.stdout).unwrap();
+    let names: Vec<_> = alarms
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["cpu-50-in", "cpu-50-out"]);
+    let tasks = ctl.ebbctl(&["task", "list", "--group", "api", "-o", "json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&tasks.stdout).unwrap();
+    assert!(
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| !t["next_run"].as_str().unwrap().is_empty()),
+        "{tasks}"
+    );
+
+    // A manual rule run, refused and then done, each explained.
+    let out = ctl.ebbctl(&[
+        "rule",
+        "create",
+        "--group",
+        "api",
+        "--name",
+        "add-2",
+        "--simple",
+        "--adjustment-type",
+        "QuantityChangeInCapacity",
+        "--adjustment-value",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ctl.ebbctl(&["group", "suspend", "api", "ScaleOut"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let refused = ctl.ebbctl(&["rule", "execute", "add-2", "--group", "api", "-o", "json"]);
+    assert!(refused.status.success(), "{}", stderr(&refused));
+    let refused: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(refused["status"], "Rejected", "{refused}");
+    assert_eq!(
+        refused["error"],
+        "the ScaleOut process of the group is suspended"
+    );
+    let why = ctl.ebbctl(&["activity", "describe", refused["id"].as_str().unwrap()]);
+    let why = stdout(&why);
+    assert!(
+        why.contains("why:") && why.contains("adding 2 to 1 gives 3"),
+        "{why}"
+    );
+    assert!(
+        ctl.ebbctl(&["group", "resume", "api", "ScaleOut"])
+            .status
+            .success()
+    );
+    let done = ctl.ebbctl(&["rule", "execute", "add-2", "--group", "api", "-o", "json"]);
+    let done: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(done["status"], "InProgress", "{done}");
+    assert!(
+        done["cause"].as_str().unwrap().ends_with("from 1 to 3"),
+        "{done}"
+    );
+
+    // Bad input names its field.
+    let out = ctl.ebbctl(&[
+        "alarm",
+        "create",
+        "--group",
+        "api",
+        "--name",
+        "x1",
+        "--metric",
+        "CpuUtilization",
+        "--statistic",
+        "Average",
+        "--period",
+        "7",
+        "--comparison",
+        ">",
+        "--threshold",
+        "80",
+        "--action",
+        "add-2",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("period"), "{}", stderr(&out));
+    let out = ctl.ebbctl(&[
+        "task",
+        "create",
+        "--group",
+        "api",
+        "--name",
+        "t1",
+        "--launch-time",
+        "2030-01-01T00:00:00Z",
+        "--recurrence",
+        "cron:61 * * * *",
+        "--rule",
+        "add-2",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("minute: 61 is outside 0-59"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -13,6 +13,7 @@ use super::*;
 use crate::clock::{Clock, ManualClock};
 use crate::engine::LaunchSettings;
 use crate::fleet::Fleet;
+use crate::model::ActivityStatus;
 use crate::model::{CreationType, HealthStatus, ScalingGroup};
 use crate::provider::{LaunchRequest, Provider, ProviderInstance};
 use crate::store::Store;
@@ -640,4 +641,34 @@ async fn a_scheduled_task_waits_for_a_running_activity_and_expires_after_downtim
         dropped.error
     );
     assert_eq!(h.desired(), 4);
+}
+
+#[tokio::test]
+async fn a_recurring_task_with_a_past_launch_time_waits_for_its_next_run() {
+    let h = Harness::new(1, 6, 2).await;
+    let task = create_scheduled_task(
+        &h.engine,
+        pb::CreateScheduledTaskRequest {
+            scaling_group: "web".into(),
+            name: "office".into(),
+            launch_time: "2025-01-06T08:00:00+01:00".into(),
+            recurrence_type: "Daily".into(),
+            recurrence_value: "1".into(),
+            time_zone: "Europe/Berlin".into(),
+            min_size: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // T0 is 2026-01-01T00:00Z: the next 08:00 Berlin is 07:00Z that day.
+    assert_eq!(task.next_run, "2026-01-01T07:00:00Z");
+    for _ in 0..5 {
+        h.clock.advance_ms(200);
+        run_due_tasks(&h.engine).await.unwrap();
+    }
+    assert!(
+        h.activities().is_empty(),
+        "a year of past occurrences must not be replayed or recorded"
+    );
 }

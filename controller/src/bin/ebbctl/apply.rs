@@ -1,13 +1,17 @@
-//! `apply -f FILE.toml`: one group and its configuration, declared. The file
-//! is parsed and validated with the domain's own rules, then compared with
+//! `apply -f FILE.toml`: one group and its configuration, declared, with
+//! optional `[[rule]]`, `[[alarm]]` and `[[task]]` sections. The file is
+//! parsed and validated with the domain's own rules, then compared with
 //! what the controller has; `plan` (pure) lists the calls that close the
-//! gap, and `run` makes them, one printed line per change.
+//! gap, and `run` makes them, one printed line per change. Nothing the file
+//! does not mention is ever deleted.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
 use ebb_controller::model;
+use ebb_controller::rules::{AlarmSpec, Comparison, MissingData, RuleKind, Statistic};
+use ebb_controller::schedule;
 use ebb_proto::v1 as pb;
 use serde::Deserialize;
 
@@ -21,6 +25,99 @@ use crate::error::{Error, Result};
 pub struct ApplyFile {
     pub group: GroupDecl,
     pub configuration: ConfigDecl,
+    /// `[[rule]]`, applied before the alarms and tasks that name them.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleDecl>,
+    #[serde(default, rename = "alarm")]
+    pub alarms: Vec<AlarmDecl>,
+    #[serde(default, rename = "task")]
+    pub tasks: Vec<TaskDecl>,
+}
+
+/// `[[rule]]`: a name and the rule's definition, flattened (`rule_type =
+/// "SimpleScalingRule"`, `adjustment_type`, ...): the whole definition, so a
+/// key left out takes the rule's default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "toml::Table")]
+pub struct RuleDecl {
+    pub name: String,
+    pub kind: RuleKind,
+}
+
+impl TryFrom<toml::Table> for RuleDecl {
+    type Error = String;
+
+    fn try_from(mut table: toml::Table) -> Result<Self, String> {
+        let name = match table.remove("name") {
+            Some(toml::Value::String(s)) => s,
+            Some(other) => {
+                return Err(format!("name: expected a string, got {}", other.type_str()));
+            }
+            None => return Err("missing field `name`".to_owned()),
+        };
+        let keys: Vec<String> = table.keys().cloned().collect();
+        let value = serde_json::to_value(&table).map_err(|e| format!("rule {name}: {e}"))?;
+        let kind: RuleKind =
+            serde_json::from_value(value).map_err(|e| format!("rule {name}: {e}"))?;
+        // The definition's fields are its serialised keys: anything else is a typo.
+        let known = serde_json::to_value(&kind).unwrap_or_default();
+        for k in keys {
+            if known.get(&k).is_none() {
+                return Err(format!(
+                    "rule {name}: unknown field `{k}` for a {}",
+                    kind_name(&kind)
+                ));
+            }
+        }
+        Ok(RuleDecl { name, kind })
+    }
+}
+
+fn kind_name(kind: &RuleKind) -> &'static str {
+    match kind {
+        RuleKind::Simple { .. } => "SimpleScalingRule",
+        RuleKind::Step { .. } => "StepScalingRule",
+        RuleKind::TargetTracking { .. } => "TargetTrackingScalingRule",
+        RuleKind::Predictive { .. } => "PredictiveScalingRule",
+    }
+}
+
+/// `[[alarm]]`. A key left out is left as the controller has it (on create,
+/// the default applies); `alarm_actions` name rules (of the file or the group).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmDecl {
+    pub name: String,
+    pub metric: String,
+    pub statistic: String,
+    pub period_secs: u32,
+    pub comparison_operator: String,
+    pub threshold: f64,
+    pub evaluation_count: Option<u32>,
+    pub missing_data: Option<String>,
+    pub alarm_actions: Vec<String>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+/// `[[task]]`: when, and either `scaling_rule` or any of the bounds. A key
+/// left out is left as the controller has it (on create, the default).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDecl {
+    pub name: String,
+    pub launch_time: String,
+    pub recurrence_type: Option<String>,
+    pub recurrence_value: Option<String>,
+    pub time_zone: Option<String>,
+    pub recurrence_end_time: Option<String>,
+    pub launch_expiration_secs: Option<u32>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    pub scaling_rule: Option<String>,
+    pub min_size: Option<u32>,
+    pub max_size: Option<u32>,
+    pub desired_capacity: Option<u32>,
 }
 
 /// `[group]`. A key left out is left as the controller has it (so a scaler's
@@ -98,7 +195,8 @@ fn toml_error(name: &str, text: &str, e: &toml::de::Error) -> String {
         .take(line_no)
         .filter_map(|l| {
             let l = l.trim();
-            (l.starts_with('[') && !l.starts_with("[[")).then(|| l.trim_matches(['[', ']']).trim())
+            l.starts_with('[')
+                .then(|| l.trim_matches(['[', ']']).trim())
         })
         .last();
     let key = line
@@ -155,7 +253,140 @@ fn validate(file: &ApplyFile) -> Vec<String> {
                 .map(|e| format!("configuration.{}: {}", e.field, e.message)),
         );
     }
+    validate_automation(file, &mut problems);
     problems
+}
+
+fn duplicates<'a>(kind: &str, names: impl Iterator<Item = &'a str>, problems: &mut Vec<String>) {
+    let mut seen = std::collections::BTreeSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            problems.push(format!("{kind} {n}: the name is given twice"));
+        }
+    }
+}
+
+fn push_invalid(prefix: &str, errors: model::Invalid, problems: &mut Vec<String>) {
+    problems.extend(
+        errors
+            .0
+            .iter()
+            .map(|e| format!("{prefix}.{}: {}", e.field, e.message)),
+    );
+}
+
+/// Rules, alarms and tasks, with the domain's checks.
+fn validate_automation(file: &ApplyFile, problems: &mut Vec<String>) {
+    duplicates("rule", file.rules.iter().map(|r| r.name.as_str()), problems);
+    duplicates(
+        "alarm",
+        file.alarms.iter().map(|a| a.name.as_str()),
+        problems,
+    );
+    duplicates("task", file.tasks.iter().map(|t| t.name.as_str()), problems);
+    for r in &file.rules {
+        let rule = ebb_controller::rules::ScalingRule {
+            id: String::new(),
+            group_id: String::new(),
+            name: r.name.clone(),
+            kind: r.kind.clone(),
+        };
+        if let Err(e) = rule.validate() {
+            push_invalid(&format!("rule {}", r.name), e, problems);
+        }
+    }
+    for a in &file.alarms {
+        let prefix = format!("alarm {}", a.name);
+        let mut errors = model::Invalid::default();
+        model::check_name("name", &a.name, &mut errors);
+        let parsed = (
+            a.statistic.parse::<Statistic>(),
+            a.comparison_operator.parse::<Comparison>(),
+            a.missing_data
+                .as_deref()
+                .map_or(Ok(MissingData::Missing), str::parse::<MissingData>),
+        );
+        match parsed {
+            (Ok(statistic), Ok(comparison), Ok(missing_data)) => AlarmSpec {
+                metric: a.metric.clone().into(),
+                statistic,
+                period_secs: a.period_secs,
+                comparison,
+                threshold: a.threshold,
+                evaluation_count: a
+                    .evaluation_count
+                    .unwrap_or(ebb_controller::rules::alarm::DEFAULT_EVALUATION_COUNT),
+                missing_data,
+            }
+            .check("", &mut errors),
+            (s, c, m) => {
+                for (field, e) in [
+                    ("statistic", s.err()),
+                    ("comparison_operator", c.err()),
+                    ("missing_data", m.err()),
+                ] {
+                    if let Some(e) = e {
+                        errors.push(field, e);
+                    }
+                }
+            }
+        }
+        if !(1..=5).contains(&a.alarm_actions.len()) {
+            errors.push(
+                "alarm_actions",
+                format!("name 1 to 5 rules, got {}", a.alarm_actions.len()),
+            );
+        }
+        push_invalid(&prefix, errors, problems);
+    }
+    for t in &file.tasks {
+        let prefix = format!("task {}", t.name);
+        let mut errors = model::Invalid::default();
+        model::check_name("name", &t.name, &mut errors);
+        let launch_time = t.launch_time.parse::<jiff::Timestamp>();
+        if let Err(e) = &launch_time {
+            errors.push("launch_time", format!("not an RFC 3339 time: {e}"));
+        }
+        let end = t
+            .recurrence_end_time
+            .as_deref()
+            .map(str::parse::<jiff::Timestamp>);
+        if let Some(Err(e)) = &end {
+            errors.push("recurrence_end_time", format!("not an RFC 3339 time: {e}"));
+        }
+        let recurrence = crate::automation::to_schedule_recurrence(
+            t.recurrence_type.as_deref().unwrap_or("None"),
+            t.recurrence_value.as_deref().unwrap_or(""),
+        );
+        if let Err(e) = &recurrence {
+            errors.push("recurrence_value", e.clone());
+        }
+        if let (Ok(launch_time), Ok(recurrence)) = (launch_time, recurrence) {
+            schedule::Schedule {
+                launch_time,
+                recurrence,
+                time_zone: t.time_zone.clone().unwrap_or_else(|| "UTC".to_owned()),
+                recurrence_end_time: end.and_then(Result::ok),
+                launch_expiration_secs: t
+                    .launch_expiration_secs
+                    .unwrap_or(schedule::DEFAULT_LAUNCH_EXPIRATION_SECS),
+            }
+            .validate(&mut errors);
+        }
+        let bounds = t.min_size.is_some() || t.max_size.is_some() || t.desired_capacity.is_some();
+        match (&t.scaling_rule, bounds) {
+            (Some(_), true) => errors.push(
+                "scaling_rule",
+                "give scaling_rule or min_size/max_size/desired_capacity, not both",
+            ),
+            (None, false) => errors.push(
+                "scaling_rule",
+                "give scaling_rule, or any of min_size, max_size, desired_capacity",
+            ),
+            _ => {}
+        }
+        push_invalid(&prefix, errors, problems);
+    }
 }
 
 /// One field that differs: its name and both values, for the printed line.
@@ -191,6 +422,27 @@ pub enum Step {
     Activate {
         group: String,
         configuration: String,
+    },
+    CreateRule(pb::CreateScalingRuleRequest),
+    ModifyRule {
+        changes: Vec<Change>,
+        request: pb::ModifyScalingRuleRequest,
+    },
+    CreateAlarm(pb::CreateAlarmRequest),
+    ModifyAlarm {
+        changes: Vec<Change>,
+        request: pb::ModifyAlarmRequest,
+    },
+    /// Enable (true) or disable an alarm, by name.
+    SetAlarmEnabled {
+        group: String,
+        alarm: String,
+        enabled: bool,
+    },
+    CreateTask(pb::CreateScheduledTaskRequest),
+    ModifyTask {
+        changes: Vec<Change>,
+        request: pb::ModifyScheduledTaskRequest,
     },
     Enable {
         group: String,
@@ -238,6 +490,49 @@ impl Step {
                 "{} {configuration} the active configuration of group {group}",
                 v("make", "made")
             ),
+            Step::CreateRule(r) => format!(
+                "{} rule {} in group {}",
+                v("create", "created"),
+                r.name,
+                r.scaling_group
+            ),
+            Step::ModifyRule { changes, request } => format!(
+                "{} rule {}: {}",
+                v("modify", "modified"),
+                request.scaling_rule,
+                list(changes)
+            ),
+            Step::CreateAlarm(r) => format!(
+                "{} alarm {} in group {}",
+                v("create", "created"),
+                r.name,
+                r.scaling_group
+            ),
+            Step::ModifyAlarm { changes, request } => format!(
+                "{} alarm {}: {}",
+                v("modify", "modified"),
+                request.alarm,
+                list(changes)
+            ),
+            Step::SetAlarmEnabled { alarm, enabled, .. } => {
+                if *enabled {
+                    format!("{} alarm {alarm}", v("enable", "enabled"))
+                } else {
+                    format!("{} alarm {alarm}", v("disable", "disabled"))
+                }
+            }
+            Step::CreateTask(r) => format!(
+                "{} scheduled task {} in group {}",
+                v("create", "created"),
+                r.name,
+                r.scaling_group
+            ),
+            Step::ModifyTask { changes, request } => format!(
+                "{} scheduled task {}: {}",
+                v("modify", "modified"),
+                request.scheduled_task,
+                list(changes)
+            ),
             Step::Enable { group } => format!("{} group {group}", v("enable", "enabled")),
             Step::Disable { group } => format!("{} group {group}", v("disable", "disabled")),
         }
@@ -274,17 +569,26 @@ fn differs<T: PartialEq + Clone>(
     Some(wanted.clone())
 }
 
-/// The calls that make the controller match the file. `group` is the group
-/// named in the file, if it exists; `configurations` are that group's.
-pub fn plan(
-    file: &ApplyFile,
-    group: Option<&pb::ScalingGroup>,
-    configurations: &[pb::ScalingConfiguration],
-) -> Result<Vec<Step>, String> {
+/// What the controller has: the group named in the file, if it exists, and
+/// its configurations, rules, alarms and scheduled tasks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    pub group: Option<pb::ScalingGroup>,
+    pub configurations: Vec<pb::ScalingConfiguration>,
+    pub rules: Vec<pb::ScalingRule>,
+    pub alarms: Vec<pb::Alarm>,
+    pub tasks: Vec<pb::ScheduledTask>,
+}
+
+/// The calls that make the controller match the file, in order: group,
+/// configuration, rules, alarms, tasks, then enable or disable the group.
+pub fn plan(file: &ApplyFile, state: &State) -> Result<Vec<Step>, String> {
+    let group = state.group.as_ref();
+    let configurations = &state.configurations[..];
     let g = &file.group;
     let c = &file.configuration;
     let mut steps = Vec::new();
-    let state = match group {
+    let group_state = match group {
         None => {
             steps.push(Step::CreateGroup(pb::CreateScalingGroupRequest {
                 name: g.name.clone(),
@@ -340,7 +644,8 @@ pub fn plan(
             configuration: c.name.clone(),
         });
     }
-    let is_active = state == model::GroupState::Active.as_str();
+    plan_automation(file, state, &mut steps)?;
+    let is_active = group_state == model::GroupState::Active.as_str();
     if g.enabled && !is_active {
         steps.push(Step::Enable {
             group: g.name.clone(),
@@ -351,6 +656,424 @@ pub fn plan(
         });
     }
     Ok(steps)
+}
+
+/// A number as people write it (`80`, `0.5`).
+fn show_num(v: &f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+fn show_opt_num(v: &Option<u32>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// Two RFC 3339 strings name the same instant (the server may normalise).
+fn same_instant(a: &str, b: &str) -> bool {
+    match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// The rule a reference names: a rule of the file, or of the group (by
+/// name or id). Returns its name.
+fn rule_ref(file: &ApplyFile, rules: &[pb::ScalingRule], r: &str) -> Option<String> {
+    if file.rules.iter().any(|x| x.name == r) {
+        return Some(r.to_owned());
+    }
+    rules
+        .iter()
+        .find(|x| x.name == r || x.id == r)
+        .map(|x| x.name.clone())
+}
+
+fn plan_automation(file: &ApplyFile, state: &State, steps: &mut Vec<Step>) -> Result<(), String> {
+    let group = file.group.name.clone();
+    let rule_name = |id: &str| {
+        state
+            .rules
+            .iter()
+            .find(|r| r.id == id)
+            .map_or_else(|| id.to_owned(), |r| r.name.clone())
+    };
+    for r in &file.rules {
+        let json = crate::automation::definition_json(&r.kind);
+        match state.rules.iter().find(|x| x.name == r.name) {
+            None => steps.push(Step::CreateRule(pb::CreateScalingRuleRequest {
+                scaling_group: group.clone(),
+                name: r.name.clone(),
+                definition_json: json,
+            })),
+            Some(current) => {
+                let changes = rule_changes(&current.definition_json, &r.kind);
+                if !changes.is_empty() {
+                    steps.push(Step::ModifyRule {
+                        changes,
+                        request: pb::ModifyScalingRuleRequest {
+                            scaling_rule: r.name.clone(),
+                            scaling_group: group.clone(),
+                            name: None,
+                            definition_json: Some(json),
+                        },
+                    });
+                }
+            }
+        }
+    }
+    for a in &file.alarms {
+        // Every action must name a rule of the file or of the group.
+        let mut wanted = Vec::new();
+        for action in &a.alarm_actions {
+            wanted.push(rule_ref(file, &state.rules, action).ok_or_else(|| {
+                format!(
+                    "alarm {}: action `{action}` names no rule in the file or in group {group}",
+                    a.name
+                )
+            })?);
+        }
+        match state.alarms.iter().find(|x| x.name == a.name) {
+            None => steps.push(Step::CreateAlarm(pb::CreateAlarmRequest {
+                scaling_group: group.clone(),
+                name: a.name.clone(),
+                metric: a.metric.clone(),
+                statistic: a.statistic.clone(),
+                period_secs: a.period_secs,
+                comparison_operator: a.comparison_operator.clone(),
+                threshold: a.threshold,
+                evaluation_count: a.evaluation_count,
+                missing_data: a.missing_data.clone(),
+                alarm_actions: a.alarm_actions.clone(),
+                enabled: Some(a.enabled),
+            })),
+            Some(current) => {
+                let mut changes = Vec::new();
+                let mut current_actions: Vec<String> = current
+                    .alarm_actions
+                    .iter()
+                    .map(|id| rule_name(id))
+                    .collect();
+                current_actions.sort();
+                let mut sorted = wanted.clone();
+                sorted.sort();
+                let actions_differ = sorted != current_actions;
+                if actions_differ {
+                    changes.push(Change {
+                        field: "alarm_actions",
+                        from: show_list(&current_actions),
+                        to: show_list(&sorted),
+                    });
+                }
+                let request = pb::ModifyAlarmRequest {
+                    alarm: a.name.clone(),
+                    scaling_group: group.clone(),
+                    name: None,
+                    metric: differs(
+                        &mut changes,
+                        "metric",
+                        Some(&a.metric),
+                        &current.metric,
+                        |s| s.clone(),
+                    ),
+                    statistic: differs(
+                        &mut changes,
+                        "statistic",
+                        Some(&a.statistic),
+                        &current.statistic,
+                        |s| s.clone(),
+                    ),
+                    period_secs: differs(
+                        &mut changes,
+                        "period_secs",
+                        Some(&a.period_secs),
+                        &current.period_secs,
+                        |v| v.to_string(),
+                    ),
+                    comparison_operator: differs(
+                        &mut changes,
+                        "comparison_operator",
+                        Some(&a.comparison_operator),
+                        &current.comparison_operator,
+                        |s| s.clone(),
+                    ),
+                    threshold: differs(
+                        &mut changes,
+                        "threshold",
+                        Some(&a.threshold),
+                        &current.threshold,
+                        show_num,
+                    ),
+                    evaluation_count: differs(
+                        &mut changes,
+                        "evaluation_count",
+                        a.evaluation_count.as_ref(),
+                        &current.evaluation_count,
+                        |v| v.to_string(),
+                    ),
+                    missing_data: differs(
+                        &mut changes,
+                        "missing_data",
+                        a.missing_data.as_ref(),
+                        &current.missing_data,
+                        |s| s.clone(),
+                    ),
+                    alarm_actions: if actions_differ {
+                        a.alarm_actions.clone()
+                    } else {
+                        Vec::new()
+                    },
+                };
+                // Field order in the line follows the request, actions last.
+                changes.rotate_left(usize::from(actions_differ));
+                if !changes.is_empty() {
+                    steps.push(Step::ModifyAlarm { changes, request });
+                }
+                if current.enabled != a.enabled {
+                    steps.push(Step::SetAlarmEnabled {
+                        group: group.clone(),
+                        alarm: a.name.clone(),
+                        enabled: a.enabled,
+                    });
+                }
+            }
+        }
+    }
+    for t in &file.tasks {
+        let rule = match &t.scaling_rule {
+            Some(r) => Some(rule_ref(file, &state.rules, r).ok_or_else(|| {
+                format!(
+                    "task {}: scaling_rule `{r}` names no rule in the file or in group {group}",
+                    t.name
+                )
+            })?),
+            None => None,
+        };
+        match state.tasks.iter().find(|x| x.name == t.name) {
+            None => steps.push(Step::CreateTask(pb::CreateScheduledTaskRequest {
+                scaling_group: group.clone(),
+                name: t.name.clone(),
+                launch_time: t.launch_time.clone(),
+                recurrence_type: t.recurrence_type.clone().unwrap_or_default(),
+                recurrence_value: t.recurrence_value.clone().unwrap_or_default(),
+                time_zone: t.time_zone.clone().unwrap_or_default(),
+                recurrence_end_time: t.recurrence_end_time.clone().unwrap_or_default(),
+                launch_expiration_secs: t.launch_expiration_secs,
+                enabled: Some(t.enabled),
+                scaling_rule: t.scaling_rule.clone().unwrap_or_default(),
+                min_size: t.min_size,
+                max_size: t.max_size,
+                desired_capacity: t.desired_capacity,
+            })),
+            Some(current) => {
+                if let Some(step) = modify_task(t, rule.as_deref(), current, &group, &rule_name) {
+                    steps.push(step);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The fields of a rule's definition that differ; one `definition_json`
+/// change if the current one cannot be read.
+fn rule_changes(current_json: &str, wanted: &RuleKind) -> Vec<Change> {
+    let Ok(current) = serde_json::from_str::<RuleKind>(current_json) else {
+        return vec![Change {
+            field: "definition_json",
+            from: current_json.to_owned(),
+            to: crate::automation::definition_json(wanted),
+        }];
+    };
+    if current == *wanted {
+        return Vec::new();
+    }
+    let (Ok(serde_json::Value::Object(from)), Ok(serde_json::Value::Object(to))) =
+        (serde_json::to_value(&current), serde_json::to_value(wanted))
+    else {
+        return Vec::new();
+    };
+    // Field names are 'static for `Change`; the definition's are a known set.
+    const FIELDS: &[&str] = &[
+        "rule_type",
+        "adjustment_type",
+        "adjustment_value",
+        "min_adjustment_magnitude",
+        "cooldown_secs",
+        "step_adjustments",
+        "estimated_instance_warmup_secs",
+        "metric",
+        "target_value",
+        "disable_scale_in",
+    ];
+    let show = |v: Option<&serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => "-".to_owned(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    FIELDS
+        .iter()
+        .filter(|f| from.get(**f) != to.get(**f))
+        .map(|f| Change {
+            field: f,
+            from: show(from.get(*f)),
+            to: show(to.get(*f)),
+        })
+        .collect()
+}
+
+fn modify_task(
+    t: &TaskDecl,
+    rule: Option<&str>,
+    current: &pb::ScheduledTask,
+    group: &str,
+    rule_name: &dyn Fn(&str) -> String,
+) -> Option<Step> {
+    let mut changes = Vec::new();
+    let mut request = pb::ModifyScheduledTaskRequest {
+        scheduled_task: t.name.clone(),
+        scaling_group: group.to_owned(),
+        ..Default::default()
+    };
+    if !same_instant(&t.launch_time, &current.launch_time) {
+        changes.push(Change {
+            field: "launch_time",
+            from: current.launch_time.clone(),
+            to: t.launch_time.clone(),
+        });
+        request.launch_time = Some(t.launch_time.clone());
+    }
+    if let Some(kind) = &t.recurrence_type {
+        let norm = |s: &str| {
+            if s.is_empty() {
+                "None".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        let value = t.recurrence_value.clone().unwrap_or_default();
+        if norm(kind) != norm(&current.recurrence_type) || value != current.recurrence_value {
+            changes.push(Change {
+                field: "recurrence",
+                from: format!(
+                    "{} {:?}",
+                    norm(&current.recurrence_type),
+                    current.recurrence_value
+                ),
+                to: format!("{} {value:?}", norm(kind)),
+            });
+            request.recurrence_type = Some(kind.clone());
+            request.recurrence_value = Some(value);
+        }
+    } else if let Some(value) = &t.recurrence_value {
+        request.recurrence_value = differs(
+            &mut changes,
+            "recurrence_value",
+            Some(value),
+            &current.recurrence_value,
+            |s| show_str(s),
+        );
+    }
+    if let Some(tz) = &t.time_zone {
+        let norm = |s: &str| {
+            if s.is_empty() {
+                "UTC".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        if norm(tz) != norm(&current.time_zone) {
+            changes.push(Change {
+                field: "time_zone",
+                from: norm(&current.time_zone),
+                to: tz.clone(),
+            });
+            request.time_zone = Some(tz.clone());
+        }
+    }
+    if let Some(end) = &t.recurrence_end_time
+        && !same_instant(end, &current.recurrence_end_time)
+    {
+        changes.push(Change {
+            field: "recurrence_end_time",
+            from: if current.recurrence_end_time.is_empty() {
+                "-".to_owned()
+            } else {
+                current.recurrence_end_time.clone()
+            },
+            to: end.clone(),
+        });
+        request.recurrence_end_time = Some(end.clone());
+    }
+    request.launch_expiration_secs = differs(
+        &mut changes,
+        "launch_expiration_secs",
+        t.launch_expiration_secs.as_ref(),
+        &current.launch_expiration_secs,
+        |v| v.to_string(),
+    );
+    request.enabled = differs(
+        &mut changes,
+        "enabled",
+        Some(&t.enabled),
+        &current.enabled,
+        |b| b.to_string(),
+    );
+    match rule {
+        Some(name) => {
+            let current_rule =
+                (!current.scaling_rule_id.is_empty()).then(|| rule_name(&current.scaling_rule_id));
+            if current_rule.as_deref() != Some(name) {
+                changes.push(Change {
+                    field: "scaling_rule",
+                    from: current_rule.unwrap_or_else(|| "-".to_owned()),
+                    to: name.to_owned(),
+                });
+                request.scaling_rule = Some(name.to_owned());
+            }
+        }
+        None => {
+            // Switching from a rule to bounds clears the rule.
+            if !current.scaling_rule_id.is_empty() {
+                changes.push(Change {
+                    field: "scaling_rule",
+                    from: rule_name(&current.scaling_rule_id),
+                    to: "-".to_owned(),
+                });
+                request.scaling_rule = Some(String::new());
+            }
+            for (field, wanted, now, slot) in [
+                (
+                    "min_size",
+                    t.min_size,
+                    current.min_size,
+                    &mut request.min_size,
+                ),
+                (
+                    "max_size",
+                    t.max_size,
+                    current.max_size,
+                    &mut request.max_size,
+                ),
+                (
+                    "desired_capacity",
+                    t.desired_capacity,
+                    current.desired_capacity,
+                    &mut request.desired_capacity,
+                ),
+            ] {
+                if wanted.is_some() && wanted != now {
+                    changes.push(Change {
+                        field,
+                        from: show_opt_num(&now),
+                        to: show_opt_num(&wanted),
+                    });
+                    *slot = wanted;
+                }
+            }
+        }
+    }
+    (!changes.is_empty()).then_some(Step::ModifyTask { changes, request })
 }
 
 fn modify_group(g: &GroupDecl, current: &pb::ScalingGroup) -> Option<Step> {
@@ -479,19 +1202,45 @@ fn modify_config(c: &ConfigDecl, current: &pb::ScalingConfiguration) -> Option<S
 
 /// Reads the current state, plans, and makes the calls in order.
 pub async fn run(admin: &mut Admin, file: &ApplyFile, dry_run: bool, out: Output) -> Result<()> {
-    let group = admin.find_group(&file.group.name).await?;
-    let configurations = match &group {
-        Some(g) => {
-            admin
-                .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
-                    scaling_group: g.id.clone(),
+    let mut state = State {
+        group: admin.find_group(&file.group.name).await?,
+        ..State::default()
+    };
+    // Only what the file declares is read, so a file without rules, alarms
+    // or tasks needs nothing of those APIs.
+    if let Some(g) = &state.group {
+        let id = g.id.clone();
+        state.configurations = admin
+            .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
+                scaling_group: id.clone(),
+            })
+            .await?
+            .scaling_configurations;
+        if !(file.rules.is_empty() && file.alarms.is_empty() && file.tasks.is_empty()) {
+            state.rules = admin
+                .describe_scaling_rules(pb::DescribeScalingRulesRequest {
+                    scaling_group: id.clone(),
                 })
                 .await?
-                .scaling_configurations
+                .scaling_rules;
         }
-        None => Vec::new(),
-    };
-    let steps = plan(file, group.as_ref(), &configurations).map_err(Error::Server)?;
+        if !file.alarms.is_empty() {
+            state.alarms = admin
+                .describe_alarms(pb::DescribeAlarmsRequest {
+                    scaling_group: id.clone(),
+                    state: String::new(),
+                })
+                .await?
+                .alarms;
+        }
+        if !file.tasks.is_empty() {
+            state.tasks = admin
+                .describe_scheduled_tasks(pb::DescribeScheduledTasksRequest { scaling_group: id })
+                .await?
+                .scheduled_tasks;
+        }
+    }
+    let steps = plan(file, &state).map_err(Error::Server)?;
     let mut lines = Vec::new();
     for step in &steps {
         if !dry_run {
@@ -537,6 +1286,27 @@ async fn execute(admin: &mut Admin, step: &Step) -> Result<()> {
                 })
                 .await?,
         ),
+        Step::CreateRule(r) => drop(admin.create_scaling_rule(r).await?),
+        Step::ModifyRule { request, .. } => drop(admin.modify_scaling_rule(request).await?),
+        Step::CreateAlarm(r) => drop(admin.create_alarm(r).await?),
+        Step::ModifyAlarm { request, .. } => drop(admin.modify_alarm(request).await?),
+        Step::SetAlarmEnabled {
+            group,
+            alarm,
+            enabled,
+        } => {
+            let r = pb::AlarmRef {
+                alarm,
+                scaling_group: group,
+            };
+            if enabled {
+                drop(admin.enable_alarm(r).await?)
+            } else {
+                drop(admin.disable_alarm(r).await?)
+            }
+        }
+        Step::CreateTask(r) => drop(admin.create_scheduled_task(r).await?),
+        Step::ModifyTask { request, .. } => drop(admin.modify_scheduled_task(request).await?),
         Step::Enable { group } => drop(
             admin
                 .enable_scaling_group(pb::EnableScalingGroupRequest {
@@ -601,6 +1371,14 @@ mod tests {
         (group, vec![config])
     }
 
+    fn st(g: &pb::ScalingGroup, c: &[pb::ScalingConfiguration]) -> State {
+        State {
+            group: Some(g.clone()),
+            configurations: c.to_vec(),
+            ..State::default()
+        }
+    }
+
     fn lines(steps: &[Step]) -> Vec<String> {
         steps.iter().map(|s| s.line(true)).collect()
     }
@@ -616,7 +1394,7 @@ mod tests {
     #[test]
     fn from_nothing_creates_activates_and_enables() {
         let f = file();
-        let steps = plan(&f, None, &[]).unwrap();
+        let steps = plan(&f, &State::default()).unwrap();
         assert_eq!(
             lines(&steps),
             [
@@ -649,7 +1427,7 @@ mod tests {
     fn equal_state_plans_nothing() {
         let f = file();
         let (g, c) = applied(&f);
-        assert_eq!(plan(&f, Some(&g), &c).unwrap(), []);
+        assert_eq!(plan(&f, &st(&g, &c)).unwrap(), []);
     }
 
     #[test]
@@ -657,7 +1435,7 @@ mod tests {
         let f = file();
         let (mut g, c) = applied(&f);
         g.desired_capacity = 4;
-        let steps = plan(&f, Some(&g), &c).unwrap();
+        let steps = plan(&f, &st(&g, &c)).unwrap();
         assert_eq!(
             lines(&steps),
             ["modified group web: desired_capacity 4 → 2"]
@@ -683,7 +1461,7 @@ mod tests {
         let (mut g, c) = applied(&f);
         g.desired_capacity = 5;
         g.default_cooldown_secs = 60;
-        assert_eq!(plan(&f, Some(&g), &c).unwrap(), []);
+        assert_eq!(plan(&f, &st(&g, &c)).unwrap(), []);
     }
 
     #[test]
@@ -692,7 +1470,7 @@ mod tests {
         let (g, mut c) = applied(&f);
         c[0].command = vec!["sleep".into(), "1".into()];
         c[0].env.insert("EXTRA".into(), "1".into());
-        let steps = plan(&f, Some(&g), &c).unwrap();
+        let steps = plan(&f, &st(&g, &c)).unwrap();
         assert_eq!(steps.len(), 1);
         let Step::ModifyConfig {
             request, changes, ..
@@ -724,7 +1502,7 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            lines(&plan(&f, Some(&g), &c).unwrap()),
+            lines(&plan(&f, &st(&g, &c)).unwrap()),
             [
                 "created configuration web-v2 in group web",
                 "made web-v2 the active configuration of group web",
@@ -738,7 +1516,7 @@ mod tests {
         let (mut g, c) = applied(&f);
         g.active_scaling_configuration_id = "asc-other".into();
         assert_eq!(
-            lines(&plan(&f, Some(&g), &c).unwrap()),
+            lines(&plan(&f, &st(&g, &c)).unwrap()),
             ["made web-v1 the active configuration of group web"]
         );
     }
@@ -749,14 +1527,14 @@ mod tests {
         let (mut g, c) = applied(&f);
         g.state = "Inactive".into();
         assert_eq!(
-            lines(&plan(&f, Some(&g), &c).unwrap()),
+            lines(&plan(&f, &st(&g, &c)).unwrap()),
             ["enabled group web"]
         );
         f.group.enabled = false;
-        assert_eq!(plan(&f, Some(&g), &c).unwrap(), []);
+        assert_eq!(plan(&f, &st(&g, &c)).unwrap(), []);
         g.state = "Active".into();
         assert_eq!(
-            lines(&plan(&f, Some(&g), &c).unwrap()),
+            lines(&plan(&f, &st(&g, &c)).unwrap()),
             ["disabled group web"]
         );
     }
@@ -766,16 +1544,12 @@ mod tests {
         let f = file();
         let (mut g, c) = applied(&f);
         g.state = "Deleting".into();
-        assert!(
-            plan(&f, Some(&g), &c)
-                .unwrap_err()
-                .contains("being deleted")
-        );
+        assert!(plan(&f, &st(&g, &c)).unwrap_err().contains("being deleted"));
     }
 
     #[test]
     fn dry_run_lines_are_in_the_present_tense() {
-        let steps = plan(&file(), None, &[]).unwrap();
+        let steps = plan(&file(), &State::default()).unwrap();
         assert_eq!(steps[0].line(false), "create group web");
     }
 
@@ -861,5 +1635,404 @@ mod tests {
             msg.contains("configuration.env.EBB_X: EBB_ variables are reserved"),
             "{msg}"
         );
+    }
+
+    const AUTOSCALED: &str = include_str!("../../../../docs/examples/autoscaled.toml");
+
+    fn autoscaled() -> ApplyFile {
+        parse("autoscaled.toml", AUTOSCALED).unwrap()
+    }
+
+    /// What the controller reports once `autoscaled.toml` is applied: ids,
+    /// the rule's owned alarms, times normalised to UTC.
+    fn autoscaled_state(f: &ApplyFile) -> State {
+        let group = pb::ScalingGroup {
+            id: "asg-1".into(),
+            name: "api".into(),
+            min_size: 1,
+            max_size: 8,
+            desired_capacity: 3,
+            default_cooldown_secs: 300,
+            removal_policies: vec!["OldestScalingConfiguration".into(), "OldestInstance".into()],
+            health_check_type: "AGENT".into(),
+            health_check_grace_period_secs: 60,
+            sampling_interval_secs: 5,
+            state: "Active".into(),
+            active_scaling_configuration_id: "asc-1".into(),
+            ..Default::default()
+        };
+        let c = &f.configuration;
+        let config = pb::ScalingConfiguration {
+            id: "asc-1".into(),
+            scaling_group_id: "asg-1".into(),
+            name: c.name.clone(),
+            instance_type: c.instance_type.clone(),
+            command: c.command.clone(),
+            env: c.env.clone().into_iter().collect(),
+            tags: c.tags.clone().into_iter().collect(),
+            active: true,
+            ..Default::default()
+        };
+        let rule = pb::ScalingRule {
+            id: "asr-1".into(),
+            scaling_group_id: "asg-1".into(),
+            name: "cpu-50".into(),
+            rule_type: "TargetTrackingScalingRule".into(),
+            // Another key order and spelling of the numbers: compared as definitions.
+            definition_json: r#"{"target_value":50,"metric":"CpuUtilization","rule_type":"TargetTrackingScalingRule","estimated_instance_warmup_secs":300,"disable_scale_in":false}"#.into(),
+            owned_alarm_ids: vec!["asl-out".into(), "asl-in".into()],
+        };
+        let owned = |id: &str| pb::Alarm {
+            id: id.into(),
+            scaling_group_id: "asg-1".into(),
+            name: format!("cpu-50-{id}"),
+            owner_rule_id: "asr-1".into(),
+            ..Default::default()
+        };
+        let task = |id: &str, name: &str, utc: &str, min: u32| pb::ScheduledTask {
+            id: id.into(),
+            scaling_group_id: "asg-1".into(),
+            name: name.into(),
+            launch_time: utc.into(),
+            recurrence_type: "Daily".into(),
+            recurrence_value: "1".into(),
+            time_zone: "Europe/Berlin".into(),
+            launch_expiration_secs: 600,
+            enabled: true,
+            min_size: Some(min),
+            next_run: "2025-01-07T07:00:00Z".into(),
+            ..Default::default()
+        };
+        State {
+            group: Some(group),
+            configurations: vec![config],
+            rules: vec![rule],
+            alarms: vec![owned("asl-out"), owned("asl-in")],
+            tasks: vec![
+                task("ast-1", "office-hours", "2025-01-06T07:00:00Z", 2),
+                task("ast-2", "night", "2025-01-06T19:00:00Z", 1),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_autoscaled_example_parses() {
+        let f = autoscaled();
+        assert_eq!(f.rules.len(), 1);
+        assert_eq!(
+            f.rules[0].kind,
+            RuleKind::TargetTracking {
+                metric: "CpuUtilization".to_owned().into(),
+                target_value: 50.0,
+                disable_scale_in: false,
+                estimated_instance_warmup_secs: 300,
+            }
+        );
+        assert_eq!(f.tasks.len(), 2);
+        assert_eq!(f.tasks[0].time_zone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(f.tasks[0].min_size, Some(2));
+        assert_eq!(f.tasks[1].min_size, Some(1));
+    }
+
+    #[test]
+    fn from_nothing_creates_rules_before_tasks_and_enables_last() {
+        let f = autoscaled();
+        let steps = plan(&f, &State::default()).unwrap();
+        assert_eq!(
+            lines(&steps),
+            [
+                "created group api",
+                "created configuration api-v1 in group api",
+                "made api-v1 the active configuration of group api",
+                "created rule cpu-50 in group api",
+                "created scheduled task office-hours in group api",
+                "created scheduled task night in group api",
+                "enabled group api",
+            ]
+        );
+        let Step::CreateRule(r) = &steps[3] else {
+            panic!()
+        };
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&r.definition_json).unwrap(),
+            serde_json::json!({
+                "rule_type": "TargetTrackingScalingRule",
+                "metric": "CpuUtilization",
+                "target_value": 50.0,
+                "disable_scale_in": false,
+                "estimated_instance_warmup_secs": 300,
+            })
+        );
+        let Step::CreateTask(t) = &steps[4] else {
+            panic!()
+        };
+        assert_eq!(t.launch_time, "2025-01-06T08:00:00+01:00");
+        assert_eq!(
+            (t.recurrence_type.as_str(), t.recurrence_value.as_str()),
+            ("Daily", "1")
+        );
+        assert_eq!(t.time_zone, "Europe/Berlin");
+        assert_eq!((t.min_size, t.enabled), (Some(2), Some(true)));
+        assert_eq!(t.scaling_rule, "");
+    }
+
+    #[test]
+    fn equal_automation_state_plans_nothing() {
+        let f = autoscaled();
+        assert_eq!(plan(&f, &autoscaled_state(&f)).unwrap(), []);
+    }
+
+    #[test]
+    fn what_the_file_does_not_mention_is_left_alone() {
+        let f = autoscaled();
+        let mut state = autoscaled_state(&f);
+        state.rules.push(pb::ScalingRule {
+            id: "asr-9".into(),
+            name: "by-hand".into(),
+            definition_json: "{}".into(),
+            ..Default::default()
+        });
+        state.alarms.push(pb::Alarm {
+            id: "asl-9".into(),
+            name: "by-hand".into(),
+            ..Default::default()
+        });
+        state.tasks.push(pb::ScheduledTask {
+            id: "ast-9".into(),
+            name: "by-hand".into(),
+            ..Default::default()
+        });
+        assert_eq!(plan(&f, &state).unwrap(), []);
+    }
+
+    #[test]
+    fn a_changed_rule_field_is_exactly_that_modify() {
+        let f = autoscaled();
+        let mut state = autoscaled_state(&f);
+        state.rules[0].definition_json = state.rules[0]
+            .definition_json
+            .replace("\"target_value\":50", "\"target_value\":60");
+        let steps = plan(&f, &state).unwrap();
+        assert_eq!(
+            lines(&steps),
+            ["modified rule cpu-50: target_value 60.0 → 50.0"]
+        );
+        let Step::ModifyRule { request, .. } = &steps[0] else {
+            panic!()
+        };
+        assert_eq!(request.scaling_rule, "cpu-50");
+        assert_eq!(request.scaling_group, "api");
+        assert_eq!(request.name, None);
+        let sent: RuleKind =
+            serde_json::from_str(request.definition_json.as_deref().unwrap()).unwrap();
+        assert_eq!(sent, f.rules[0].kind);
+    }
+
+    #[test]
+    fn a_changed_task_field_is_exactly_that_modify() {
+        let f = autoscaled();
+        let mut state = autoscaled_state(&f);
+        state.tasks[0].min_size = Some(3);
+        let steps = plan(&f, &state).unwrap();
+        assert_eq!(
+            lines(&steps),
+            ["modified scheduled task office-hours: min_size 3 → 2"]
+        );
+        let Step::ModifyTask { request, .. } = &steps[0] else {
+            panic!()
+        };
+        assert_eq!(
+            *request,
+            pb::ModifyScheduledTaskRequest {
+                scheduled_task: "office-hours".into(),
+                scaling_group: "api".into(),
+                min_size: Some(2),
+                ..Default::default()
+            }
+        );
+        // A different instant is a change; the same instant spelled in UTC is not.
+        let mut state = autoscaled_state(&f);
+        state.tasks[1].launch_time = "2025-01-06T18:00:00Z".into();
+        assert_eq!(
+            lines(&plan(&f, &state).unwrap()),
+            [
+                "modified scheduled task night: launch_time 2025-01-06T18:00:00Z → 2025-01-06T20:00:00+01:00"
+            ]
+        );
+    }
+
+    const WITH_ALARM: &str = "[group]\nname = \"web\"\nmin_size = 1\nmax_size = 4\n\
+        [configuration]\nname = \"web-v1\"\n\
+        [[rule]]\nname = \"add-1\"\nrule_type = \"SimpleScalingRule\"\n\
+        adjustment_type = \"QuantityChangeInCapacity\"\nadjustment_value = 1\ncooldown_secs = 60\n\
+        [[alarm]]\nname = \"cpu-high\"\nmetric = \"CpuUtilization\"\nstatistic = \"Average\"\n\
+        period_secs = 60\ncomparison_operator = \">\"\nthreshold = 80\nevaluation_count = 3\n\
+        alarm_actions = [\"add-1\"]\n\
+        [[task]]\nname = \"nightly\"\nlaunch_time = \"2025-01-06T02:00:00Z\"\n\
+        recurrence_type = \"Cron\"\nrecurrence_value = \"0 2 * * *\"\nscaling_rule = \"add-1\"\n";
+
+    fn with_alarm_state(f: &ApplyFile) -> State {
+        let (group, configurations) = applied(&ApplyFile {
+            group: f.group.clone(),
+            configuration: f.configuration.clone(),
+            rules: vec![],
+            alarms: vec![],
+            tasks: vec![],
+        });
+        State {
+            group: Some(group),
+            configurations,
+            rules: vec![pb::ScalingRule {
+                id: "asr-1".into(),
+                scaling_group_id: "asg-1".into(),
+                name: "add-1".into(),
+                rule_type: "SimpleScalingRule".into(),
+                definition_json: crate::automation::definition_json(&f.rules[0].kind),
+                owned_alarm_ids: vec![],
+            }],
+            alarms: vec![pb::Alarm {
+                id: "asl-1".into(),
+                scaling_group_id: "asg-1".into(),
+                name: "cpu-high".into(),
+                metric: "CpuUtilization".into(),
+                statistic: "Average".into(),
+                period_secs: 60,
+                comparison_operator: ">".into(),
+                threshold: 80.0,
+                evaluation_count: 3,
+                missing_data: "missing".into(),
+                alarm_actions: vec!["asr-1".into()],
+                enabled: true,
+                state: "OK".into(),
+                ..Default::default()
+            }],
+            tasks: vec![pb::ScheduledTask {
+                id: "ast-1".into(),
+                scaling_group_id: "asg-1".into(),
+                name: "nightly".into(),
+                launch_time: "2025-01-06T02:00:00Z".into(),
+                recurrence_type: "Cron".into(),
+                recurrence_value: "0 2 * * *".into(),
+                time_zone: "UTC".into(),
+                launch_expiration_secs: 600,
+                enabled: true,
+                scaling_rule_id: "asr-1".into(),
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn alarms_come_after_their_rules_and_name_them() {
+        let f = parse("w.toml", WITH_ALARM).unwrap();
+        let steps = plan(&f, &State::default()).unwrap();
+        assert_eq!(
+            lines(&steps)[3..],
+            [
+                "created rule add-1 in group web",
+                "created alarm cpu-high in group web",
+                "created scheduled task nightly in group web",
+                "enabled group web",
+            ]
+        );
+        let Step::CreateAlarm(a) = &steps[4] else {
+            panic!()
+        };
+        assert_eq!(a.alarm_actions, ["add-1"]);
+        assert_eq!((a.comparison_operator.as_str(), a.threshold), (">", 80.0));
+        assert_eq!(a.missing_data, None);
+        let Step::CreateTask(t) = &steps[5] else {
+            panic!()
+        };
+        assert_eq!(t.scaling_rule, "add-1");
+    }
+
+    #[test]
+    fn alarm_actions_by_id_equal_the_files_names() {
+        let f = parse("w.toml", WITH_ALARM).unwrap();
+        assert_eq!(plan(&f, &with_alarm_state(&f)).unwrap(), []);
+    }
+
+    #[test]
+    fn a_changed_alarm_field_is_exactly_that_modify() {
+        let f = parse("w.toml", WITH_ALARM).unwrap();
+        let mut state = with_alarm_state(&f);
+        state.alarms[0].threshold = 85.0;
+        let steps = plan(&f, &state).unwrap();
+        assert_eq!(
+            lines(&steps),
+            ["modified alarm cpu-high: threshold 85 → 80"]
+        );
+        let Step::ModifyAlarm { request, .. } = &steps[0] else {
+            panic!()
+        };
+        assert_eq!(
+            *request,
+            pb::ModifyAlarmRequest {
+                alarm: "cpu-high".into(),
+                scaling_group: "web".into(),
+                threshold: Some(80.0),
+                ..Default::default()
+            }
+        );
+        // Enabled is its own call.
+        let mut state = with_alarm_state(&f);
+        state.alarms[0].enabled = false;
+        assert_eq!(
+            lines(&plan(&f, &state).unwrap()),
+            ["enabled alarm cpu-high"]
+        );
+        // Another rule as the action.
+        let mut state = with_alarm_state(&f);
+        state.rules.push(pb::ScalingRule {
+            id: "asr-2".into(),
+            name: "add-2".into(),
+            ..Default::default()
+        });
+        state.alarms[0].alarm_actions = vec!["asr-2".into()];
+        assert_eq!(
+            lines(&plan(&f, &state).unwrap()),
+            ["modified alarm cpu-high: alarm_actions [add-2] → [add-1]"]
+        );
+    }
+
+    #[test]
+    fn an_action_naming_no_rule_is_refused() {
+        let text = WITH_ALARM.replace("alarm_actions = [\"add-1\"]", "alarm_actions = [\"nope\"]");
+        let f = parse("w.toml", &text).unwrap();
+        let err = plan(&f, &State::default()).unwrap_err();
+        assert!(err.contains("action `nope` names no rule"), "{err}");
+    }
+
+    #[test]
+    fn bad_rules_alarms_and_tasks_are_named() {
+        let text = WITH_ALARM.replace("cooldown_secs = 60", "cooldown_secs = 60\ncooldwn = 1");
+        let msg = parse("w.toml", &text).unwrap_err().to_string();
+        assert!(msg.contains("rule add-1: unknown field `cooldwn`"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        let text = WITH_ALARM
+            .replace(
+                "comparison_operator = \">\"",
+                "comparison_operator = \"=>\"",
+            )
+            .replace("period_secs = 60", "period_secs = 61")
+            .replace(
+                "scaling_rule = \"add-1\"",
+                "scaling_rule = \"add-1\"\nmin_size = 2",
+            )
+            .replace("0 2 * * *", "0 25 * * *");
+        let err = parse("w.toml", &text).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let msg = err.to_string();
+        for part in [
+            "alarm cpu-high.comparison_operator: unknown value `=>`",
+            "task nightly.scaling_rule: give scaling_rule or",
+            "task nightly.recurrence_value: cron",
+        ] {
+            assert!(msg.contains(part), "{part} in {msg}");
+        }
+        let text = WITH_ALARM.replace("adjustment_value = 1", "adjustment_value = 0");
+        let msg = parse("w.toml", &text).unwrap_err().to_string();
+        assert!(msg.contains("rule add-1.adjustment_value"), "{msg}");
     }
 }

@@ -35,20 +35,33 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Activity(cmd) => {
             activity(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
         }
+        Command::Rule(cmd) => {
+            crate::automation::rule(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
+        }
+        Command::Scale(args) => {
+            crate::automation::scale(&mut connect(&cli.global, &data_dir).await?, args, out).await
+        }
+        Command::Alarm(cmd) => {
+            crate::automation::alarm(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
+        }
+        Command::Task(cmd) => {
+            crate::automation::task(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
+        }
     }
 }
 
 /// Usage problems clap cannot see, caught before any connection is tried.
 fn check(command: &Command) -> Result<()> {
-    if let Command::Group(GroupCmd::Modify(m)) = command
-        && m.is_empty()
-    {
-        return Err(Error::Usage(
+    match command {
+        Command::Group(GroupCmd::Modify(m)) if m.is_empty() => Err(Error::Usage(
             "group modify: nothing to change; give at least one flag (see ebbctl group modify --help)"
                 .to_owned(),
-        ));
+        )),
+        Command::Rule(cmd) => crate::automation::check_rule(cmd),
+        Command::Alarm(cmd) => crate::automation::check_alarm(cmd),
+        Command::Task(cmd) => crate::automation::check_task(cmd),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 async fn connect(global: &crate::cli::Global, data_dir: &std::path::Path) -> Result<Admin> {
@@ -63,7 +76,7 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
 }
 
 /// A mutation's result: the object as JSON, or one line for a person.
-fn done<T: Serialize>(out: Output, value: &T, line: String) -> Result<()> {
+pub fn done<T: Serialize>(out: Output, value: &T, line: String) -> Result<()> {
     match out {
         Output::Json => print_json(value),
         Output::Table => {
@@ -195,12 +208,50 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
                 line,
             )
         }
+        GroupCmd::Suspend(p) => {
+            let asked = p.processes.join(", ");
+            let g = admin
+                .suspend_processes(pb::ProcessesRequest {
+                    scaling_group: p.group,
+                    processes: p.processes,
+                })
+                .await?;
+            let line = format!(
+                "suspended {asked} in group {}; suspended now: {}",
+                g.name,
+                suspended(&g)
+            );
+            done(out, &GroupView::from(&g), line)
+        }
+        GroupCmd::Resume(p) => {
+            let asked = p.processes.join(", ");
+            let g = admin
+                .resume_processes(pb::ProcessesRequest {
+                    scaling_group: p.group,
+                    processes: p.processes,
+                })
+                .await?;
+            let line = format!(
+                "resumed {asked} in group {}; suspended now: {}",
+                g.name,
+                suspended(&g)
+            );
+            done(out, &GroupView::from(&g), line)
+        }
+    }
+}
+
+fn suspended(g: &pb::ScalingGroup) -> String {
+    if g.suspended_processes.is_empty() {
+        "none".to_owned()
+    } else {
+        g.suspended_processes.join(", ")
     }
 }
 
 /// Group ids to names; an empty map (ids shown) if the lookup fails, since
 /// the names only decorate a listing.
-async fn group_names(admin: &mut Admin) -> GroupNames {
+pub async fn group_names(admin: &mut Admin) -> GroupNames {
     match admin
         .describe_scaling_groups(pb::DescribeScalingGroupsRequest::default())
         .await
@@ -400,22 +451,37 @@ fn instances_changed(verb: &str, r: &pb::InstancesResponse, out: Output) -> Resu
     }
 }
 
+/// How many activities `activity list --since` asks for (the server's maximum).
+const SINCE_LIMIT: u32 = 1000;
+
 async fn activity(admin: &mut Admin, cmd: ActivityCmd, out: Output) -> Result<()> {
     match cmd {
         ActivityCmd::List {
             group,
             limit,
             status,
+            since,
         } => {
+            // --since filters here, so without --limit look further back.
+            let limit = match (limit, since) {
+                (Some(n), _) => n,
+                (None, Some(_)) => SINCE_LIMIT,
+                (None, None) => 0,
+            };
             let r = admin
                 .describe_scaling_activities(pb::DescribeScalingActivitiesRequest {
                     scaling_group: group.unwrap_or_default(),
-                    limit: limit.unwrap_or(0),
+                    limit,
                     status: status.unwrap_or_default(),
                     activity_ids: vec![],
                 })
                 .await?;
-            let views: Vec<ActivityView> = r.activities.iter().map(ActivityView::from).collect();
+            let views: Vec<ActivityView> = r
+                .activities
+                .iter()
+                .filter(|a| since.is_none_or(|s| a.started_at_ms >= s))
+                .map(ActivityView::from)
+                .collect();
             match out {
                 Output::Json => print_json(&views),
                 Output::Table => {

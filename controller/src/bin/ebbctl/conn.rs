@@ -255,6 +255,24 @@ rpcs! {
     enter_standby(StandbyRequest) -> InstancesResponse;
     exit_standby(StandbyRequest) -> InstancesResponse;
     describe_scaling_activities(DescribeScalingActivitiesRequest) -> DescribeScalingActivitiesResponse;
+    create_scaling_rule(CreateScalingRuleRequest) -> ScalingRule;
+    modify_scaling_rule(ModifyScalingRuleRequest) -> ScalingRule;
+    delete_scaling_rule(DeleteScalingRuleRequest) -> DeleteScalingRuleResponse;
+    describe_scaling_rules(DescribeScalingRulesRequest) -> DescribeScalingRulesResponse;
+    execute_scaling_rule(ExecuteScalingRuleRequest) -> ScalingActivityResponse;
+    scale_with_adjustment(ScaleWithAdjustmentRequest) -> ScalingActivityResponse;
+    create_alarm(CreateAlarmRequest) -> Alarm;
+    modify_alarm(ModifyAlarmRequest) -> Alarm;
+    enable_alarm(AlarmRef) -> Alarm;
+    disable_alarm(AlarmRef) -> Alarm;
+    delete_alarm(AlarmRef) -> DeleteAlarmResponse;
+    describe_alarms(DescribeAlarmsRequest) -> DescribeAlarmsResponse;
+    create_scheduled_task(CreateScheduledTaskRequest) -> ScheduledTask;
+    modify_scheduled_task(ModifyScheduledTaskRequest) -> ScheduledTask;
+    delete_scheduled_task(ScheduledTaskRef) -> DeleteScheduledTaskResponse;
+    describe_scheduled_tasks(DescribeScheduledTasksRequest) -> DescribeScheduledTasksResponse;
+    suspend_processes(ProcessesRequest) -> ScalingGroup;
+    resume_processes(ProcessesRequest) -> ScalingGroup;
 }
 
 impl Admin {

@@ -5,11 +5,14 @@
 //! - `error`: one-line errors and the exit codes they map to.
 //! - `view`: plain serialisable views of the API's messages, tables, times.
 //! - `commands`: the `group`, `config`, `instance` and `activity` families.
-//! - `apply`: `apply -f FILE.toml`, the declarative group and configuration.
+//! - `automation`: the `rule`, `scale`, `alarm` and `task` families.
+//! - `apply`: `apply -f FILE.toml`, the declarative group, configuration,
+//!   rules, alarms and scheduled tasks.
 //! - `cert`: `cert issue`, agent certificates for hand-managed hosts.
 #![forbid(unsafe_code)]
 
 mod apply;
+mod automation;
 mod cert;
 mod cli;
 mod commands;

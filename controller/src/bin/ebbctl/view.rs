@@ -27,6 +27,7 @@ pub struct GroupView {
     pub deletion_protection: bool,
     pub active_scaling_configuration_id: Option<String>,
     pub created_at_ms: i64,
+    pub suspended_processes: Vec<String>,
 }
 
 impl From<&pb::ScalingGroup> for GroupView {
@@ -49,6 +50,7 @@ impl From<&pb::ScalingGroup> for GroupView {
             deletion_protection: g.deletion_protection,
             active_scaling_configuration_id: non_empty(&g.active_scaling_configuration_id),
             created_at_ms: g.created_at_ms,
+            suspended_processes: g.suspended_processes.clone(),
         }
     }
 }
@@ -136,6 +138,8 @@ pub struct ActivityView {
     pub removed_instances: Vec<String>,
     pub started_at_ms: i64,
     pub ended_at_ms: Option<i64>,
+    /// The inputs of the decision, one line each.
+    pub details: Vec<String>,
 }
 
 impl From<&pb::Activity> for ActivityView {
@@ -154,6 +158,119 @@ impl From<&pb::Activity> for ActivityView {
             removed_instances: a.removed_instances.clone(),
             started_at_ms: a.started_at_ms,
             ended_at_ms: non_zero(a.ended_at_ms),
+            details: a.details.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleView {
+    pub id: String,
+    pub scaling_group_id: String,
+    pub name: String,
+    pub rule_type: String,
+    /// Verbatim, as the API carries it.
+    pub definition_json: String,
+    pub owned_alarm_ids: Vec<String>,
+}
+
+impl From<&pb::ScalingRule> for RuleView {
+    fn from(r: &pb::ScalingRule) -> Self {
+        Self {
+            id: r.id.clone(),
+            scaling_group_id: r.scaling_group_id.clone(),
+            name: r.name.clone(),
+            rule_type: r.rule_type.clone(),
+            definition_json: r.definition_json.clone(),
+            owned_alarm_ids: r.owned_alarm_ids.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlarmView {
+    pub id: String,
+    pub scaling_group_id: String,
+    pub name: String,
+    pub metric: String,
+    pub statistic: String,
+    pub period_secs: u32,
+    pub comparison_operator: String,
+    pub threshold: f64,
+    pub evaluation_count: u32,
+    pub missing_data: String,
+    pub alarm_actions: Vec<String>,
+    pub enabled: bool,
+    pub state: String,
+    pub state_since_ms: Option<i64>,
+    pub owner_rule_id: Option<String>,
+    pub history: Vec<String>,
+}
+
+impl From<&pb::Alarm> for AlarmView {
+    fn from(a: &pb::Alarm) -> Self {
+        Self {
+            id: a.id.clone(),
+            scaling_group_id: a.scaling_group_id.clone(),
+            name: a.name.clone(),
+            metric: a.metric.clone(),
+            statistic: a.statistic.clone(),
+            period_secs: a.period_secs,
+            comparison_operator: a.comparison_operator.clone(),
+            threshold: a.threshold,
+            evaluation_count: a.evaluation_count,
+            missing_data: a.missing_data.clone(),
+            alarm_actions: a.alarm_actions.clone(),
+            enabled: a.enabled,
+            state: a.state.clone(),
+            state_since_ms: non_zero(a.state_since_ms),
+            owner_rule_id: non_empty(&a.owner_rule_id),
+            history: a.history.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub scaling_group_id: String,
+    pub name: String,
+    pub launch_time: String,
+    pub recurrence_type: String,
+    pub recurrence_value: String,
+    pub time_zone: String,
+    pub recurrence_end_time: Option<String>,
+    pub launch_expiration_secs: u32,
+    pub enabled: bool,
+    pub scaling_rule_id: Option<String>,
+    pub min_size: Option<u32>,
+    pub max_size: Option<u32>,
+    pub desired_capacity: Option<u32>,
+    pub next_run: Option<String>,
+    pub last_run: Option<String>,
+    pub last_result: Option<String>,
+}
+
+impl From<&pb::ScheduledTask> for TaskView {
+    fn from(t: &pb::ScheduledTask) -> Self {
+        Self {
+            id: t.id.clone(),
+            scaling_group_id: t.scaling_group_id.clone(),
+            name: t.name.clone(),
+            launch_time: t.launch_time.clone(),
+            recurrence_type: t.recurrence_type.clone(),
+            recurrence_value: t.recurrence_value.clone(),
+            time_zone: t.time_zone.clone(),
+            recurrence_end_time: non_empty(&t.recurrence_end_time),
+            launch_expiration_secs: t.launch_expiration_secs,
+            enabled: t.enabled,
+            scaling_rule_id: non_empty(&t.scaling_rule_id),
+            min_size: t.min_size,
+            max_size: t.max_size,
+            desired_capacity: t.desired_capacity,
+            next_run: non_empty(&t.next_run),
+            last_run: non_empty(&t.last_run),
+            last_result: non_empty(&t.last_result),
         }
     }
 }
@@ -168,9 +285,19 @@ fn non_zero(ms: i64) -> Option<i64> {
 
 /// Group ids to names, for tables that show a group column.
 pub type GroupNames = HashMap<String, String>;
+/// Rule ids to names, for alarms' actions and tasks' rules.
+pub type RuleNames = HashMap<String, String>;
 
 fn group_name(names: &GroupNames, id: &str) -> String {
     names.get(id).cloned().unwrap_or_else(|| id.to_owned())
+}
+
+/// `name (id)` when the name is known, else the id.
+fn named(names: &HashMap<String, String>, id: &str) -> String {
+    match names.get(id) {
+        Some(name) => format!("{name} ({id})"),
+        None => id.to_owned(),
+    }
 }
 
 /// Columns padded to their widest cell, two spaces apart.
@@ -380,6 +507,7 @@ pub fn group_fields(g: &GroupView) -> String {
             "active_scaling_configuration_id",
             or_dash(g.active_scaling_configuration_id.as_deref()),
         ),
+        ("suspended_processes", list(&g.suspended_processes)),
         ("created_at", rfc3339(g.created_at_ms)),
     ])
 }
@@ -464,11 +592,8 @@ fn activity_duration(a: &ActivityView, now: i64) -> String {
 }
 
 pub fn activity_fields(a: &ActivityView, names: &GroupNames, now: i64) -> String {
-    let group = match names.get(&a.scaling_group_id) {
-        Some(name) => format!("{name} ({})", a.scaling_group_id),
-        None => a.scaling_group_id.clone(),
-    };
-    fields(&[
+    let group = named(names, &a.scaling_group_id);
+    let mut out = fields(&[
         ("id", a.id.clone()),
         ("scaling_group", group),
         ("status", a.status.clone()),
@@ -488,6 +613,348 @@ pub fn activity_fields(a: &ActivityView, names: &GroupNames, now: i64) -> String
             a.ended_at_ms.map_or_else(|| "-".to_owned(), rfc3339),
         ),
         ("duration", activity_duration(a, now)),
+    ]);
+    out.push_str(&why(&a.details));
+    out
+}
+
+/// The decision's inputs under a `why:` heading.
+fn why(details: &[String]) -> String {
+    if details.is_empty() {
+        return "why: (no details recorded)\n".to_owned();
+    }
+    let mut out = "why:\n".to_owned();
+    for d in details {
+        out.push_str("  ");
+        out.push_str(d);
+        out.push('\n');
+    }
+    out
+}
+
+/// What `rule execute` and `scale` print: the outcome in one line, then why.
+pub fn activity_outcome(a: &ActivityView) -> String {
+    let mut out = if a.status == "Rejected" {
+        format!(
+            "rejected: {} (activity {})\n",
+            a.error.as_deref().unwrap_or(&a.cause),
+            a.id
+        )
+    } else {
+        format!(
+            "activity {} {}: capacity {} → {}: {} (ebbctl activity describe {})\n",
+            a.id, a.status, a.capacity_from, a.capacity_to, a.cause, a.id
+        )
+    };
+    out.push_str(&why(&a.details));
+    out
+}
+
+/// A value as people write it: `80`, `0.5`, `-2`.
+fn num(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+/// `+2`, `-1`, `+20%`, `=5`: an adjustment in its type's terms.
+fn adjustment(adjustment_type: &str, v: i64) -> String {
+    match adjustment_type {
+        "PercentChangeInCapacity" => format!("{v:+}%"),
+        "TotalCapacity" => format!("={v}"),
+        _ => format!("{v:+}"),
+    }
+}
+
+fn bound(b: Option<f64>, infinite: &str) -> String {
+    b.map_or_else(|| infinite.to_owned(), num)
+}
+
+/// `[0, 10) +1; [10, ∞) +3`
+fn steps_line(adjustment_type: &str, steps: &[ebb_controller::rules::StepAdjustment]) -> String {
+    steps
+        .iter()
+        .map(|s| {
+            format!(
+                "[{}, {}) {}",
+                bound(s.lower_bound, "-∞"),
+                bound(s.upper_bound, "∞"),
+                adjustment(adjustment_type, s.adjustment)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A rule's definition in one line; the raw JSON if it does not parse.
+pub fn rule_summary(r: &RuleView) -> String {
+    use ebb_controller::rules::RuleKind;
+    let Ok(kind) = serde_json::from_str::<RuleKind>(&r.definition_json) else {
+        return r.definition_json.clone();
+    };
+    let magnitude = |m: &Option<u32>| m.map(|m| format!(", at least {m}")).unwrap_or_default();
+    match kind {
+        RuleKind::Simple {
+            adjustment_type,
+            adjustment_value,
+            min_adjustment_magnitude,
+            cooldown_secs,
+        } => format!(
+            "{}{}{}",
+            adjustment(adjustment_type.as_str(), adjustment_value),
+            magnitude(&min_adjustment_magnitude),
+            cooldown_secs
+                .map(|c| format!(", cooldown {c}s"))
+                .unwrap_or_default()
+        ),
+        RuleKind::Step {
+            adjustment_type,
+            step_adjustments,
+            min_adjustment_magnitude,
+            estimated_instance_warmup_secs,
+        } => format!(
+            "{}{}, warmup {estimated_instance_warmup_secs}s",
+            steps_line(adjustment_type.as_str(), &step_adjustments),
+            magnitude(&min_adjustment_magnitude)
+        ),
+        RuleKind::TargetTracking {
+            metric,
+            target_value,
+            disable_scale_in,
+            estimated_instance_warmup_secs,
+        } => format!(
+            "{metric} at {}, warmup {estimated_instance_warmup_secs}s{}",
+            num(target_value),
+            if disable_scale_in {
+                ", no scale-in"
+            } else {
+                ""
+            }
+        ),
+        RuleKind::Predictive {
+            metric,
+            target_value,
+        } => format!("{metric} at {} (forecast)", num(target_value)),
+    }
+}
+
+fn short_rule_type(t: &str) -> String {
+    t.strip_suffix("ScalingRule").unwrap_or(t).to_owned()
+}
+
+pub fn rules_table(rules: &[RuleView]) -> String {
+    let mut t = Table::new(&["ID", "NAME", "TYPE", "DEFINITION", "ALARMS"]);
+    for r in rules {
+        t.row(vec![
+            r.id.clone(),
+            r.name.clone(),
+            short_rule_type(&r.rule_type),
+            rule_summary(r),
+            list(&r.owned_alarm_ids),
+        ]);
+    }
+    t.render()
+}
+
+pub fn rule_fields(r: &RuleView, groups: &GroupNames) -> String {
+    let mut pairs: Vec<(String, String)> = vec![
+        ("id".into(), r.id.clone()),
+        ("scaling_group".into(), named(groups, &r.scaling_group_id)),
+        ("name".into(), r.name.clone()),
+        ("rule_type".into(), r.rule_type.clone()),
+    ];
+    // The definition's own fields, one line each.
+    match serde_json::from_str::<serde_json::Value>(&r.definition_json) {
+        Ok(serde_json::Value::Object(map)) => {
+            let adjustment_type = map
+                .get("adjustment_type")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned();
+            for (k, v) in map {
+                if k == "rule_type" {
+                    continue;
+                }
+                let shown = match (k.as_str(), &v) {
+                    ("step_adjustments", _) => serde_json::from_value::<
+                        Vec<ebb_controller::rules::StepAdjustment>,
+                    >(v.clone())
+                    .map_or_else(|_| v.to_string(), |s| steps_line(&adjustment_type, &s)),
+                    (_, serde_json::Value::Null) => "-".to_owned(),
+                    (_, serde_json::Value::String(s)) => s.clone(),
+                    _ => v.to_string(),
+                };
+                pairs.push((k, shown));
+            }
+        }
+        _ => pairs.push(("definition_json".into(), r.definition_json.clone())),
+    }
+    pairs.push(("owned_alarm_ids".into(), list(&r.owned_alarm_ids)));
+    let borrowed: Vec<(&str, String)> =
+        pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    fields(&borrowed)
+}
+
+/// `CpuUtilization Average > 80 for 3×60s`
+pub fn alarm_condition(a: &AlarmView) -> String {
+    format!(
+        "{} {} {} {} for {}×{}s",
+        a.metric,
+        a.statistic,
+        a.comparison_operator,
+        num(a.threshold),
+        a.evaluation_count,
+        a.period_secs
+    )
+}
+
+fn names_of(names: &RuleNames, ids: &[String]) -> String {
+    let shown: Vec<String> = ids
+        .iter()
+        .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))
+        .collect();
+    list(&shown)
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+pub fn alarms_table(alarms: &[AlarmView], groups: &GroupNames, rules: &RuleNames) -> String {
+    let mut t = Table::new(&["NAME", "GROUP", "STATE", "CONDITION", "ACTIONS", "ENABLED"]);
+    for a in alarms {
+        t.row(vec![
+            a.name.clone(),
+            group_name(groups, &a.scaling_group_id),
+            a.state.clone(),
+            alarm_condition(a),
+            names_of(rules, &a.alarm_actions),
+            yes_no(a.enabled),
+        ]);
+    }
+    t.render()
+}
+
+pub fn alarm_fields(a: &AlarmView, groups: &GroupNames, rules: &RuleNames) -> String {
+    let actions: Vec<String> = a.alarm_actions.iter().map(|id| named(rules, id)).collect();
+    let mut out = fields(&[
+        ("id", a.id.clone()),
+        ("scaling_group", named(groups, &a.scaling_group_id)),
+        ("name", a.name.clone()),
+        ("condition", alarm_condition(a)),
+        ("metric", a.metric.clone()),
+        ("statistic", a.statistic.clone()),
+        ("period_secs", a.period_secs.to_string()),
+        ("comparison_operator", a.comparison_operator.clone()),
+        ("threshold", num(a.threshold)),
+        ("evaluation_count", a.evaluation_count.to_string()),
+        ("missing_data", a.missing_data.clone()),
+        ("alarm_actions", list(&actions)),
+        ("enabled", a.enabled.to_string()),
+        ("state", a.state.clone()),
+        (
+            "state_since",
+            a.state_since_ms.map_or_else(|| "-".to_owned(), rfc3339),
+        ),
+        (
+            "owner_rule",
+            a.owner_rule_id
+                .as_deref()
+                .map_or_else(|| "-".to_owned(), |id| named(rules, id)),
+        ),
+    ]);
+    if a.history.is_empty() {
+        out.push_str("history: -\n");
+    } else {
+        out.push_str("history:\n");
+        for h in &a.history {
+            out.push_str("  ");
+            out.push_str(h);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `once`, `daily:1`, `weekly:1,5`, `monthly:1-7`, `cron:"0 8 * * *"`, with
+/// the time zone when it is not UTC.
+pub fn recurrence(t: &TaskView) -> String {
+    let r = match t.recurrence_type.as_str() {
+        "" | "None" => "once".to_owned(),
+        "Cron" => format!("cron:\"{}\"", t.recurrence_value),
+        other => format!("{}:{}", other.to_ascii_lowercase(), t.recurrence_value),
+    };
+    match t.time_zone.as_str() {
+        "" | "UTC" => r,
+        tz => format!("{r} {tz}"),
+    }
+}
+
+/// `rule add-2`, or `min 2, desired 3`.
+pub fn task_action(t: &TaskView, rules: &RuleNames) -> String {
+    if let Some(id) = &t.scaling_rule_id {
+        return format!("rule {}", rules.get(id).unwrap_or(id));
+    }
+    let parts: Vec<String> = [
+        ("min", t.min_size),
+        ("max", t.max_size),
+        ("desired", t.desired_capacity),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+    .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+pub fn tasks_table(tasks: &[TaskView], groups: &GroupNames, rules: &RuleNames) -> String {
+    let mut t = Table::new(&[
+        "NAME",
+        "GROUP",
+        "NEXT RUN",
+        "RECURRENCE",
+        "ACTION",
+        "ENABLED",
+        "LAST RESULT",
+    ]);
+    for task in tasks {
+        t.row(vec![
+            task.name.clone(),
+            group_name(groups, &task.scaling_group_id),
+            or_dash(task.next_run.as_deref()),
+            recurrence(task),
+            task_action(task, rules),
+            yes_no(task.enabled),
+            or_dash(task.last_result.as_deref()),
+        ]);
+    }
+    t.render()
+}
+
+pub fn task_fields(t: &TaskView, groups: &GroupNames, rules: &RuleNames) -> String {
+    fields(&[
+        ("id", t.id.clone()),
+        ("scaling_group", named(groups, &t.scaling_group_id)),
+        ("name", t.name.clone()),
+        ("launch_time", t.launch_time.clone()),
+        ("recurrence", recurrence(t)),
+        ("time_zone", or_dash(Some(&t.time_zone))),
+        (
+            "recurrence_end_time",
+            or_dash(t.recurrence_end_time.as_deref()),
+        ),
+        (
+            "launch_expiration_secs",
+            t.launch_expiration_secs.to_string(),
+        ),
+        ("action", task_action(t, rules)),
+        ("enabled", t.enabled.to_string()),
+        ("next_run", or_dash(t.next_run.as_deref())),
+        ("last_run", or_dash(t.last_run.as_deref())),
+        ("last_result", or_dash(t.last_result.as_deref())),
     ])
 }
 
@@ -618,5 +1085,165 @@ mod tests {
             .map(String::from)
             .into();
         assert_eq!(command_line(&argv), "python3 -m http.server 0 'a b'");
+    }
+
+    #[test]
+    fn activity_describe_says_why() {
+        let a = pb::Activity {
+            id: "asa-1".into(),
+            scaling_group_id: "asg-1".into(),
+            status: "Rejected".into(),
+            trigger: "alarm".into(),
+            capacity_from: 2,
+            capacity_to: 2,
+            cause: "alarm cpu-high executed rule add-2".into(),
+            error: "the group is in its cooldown (120 s left)".into(),
+            details: vec![
+                "CpuUtilization Average per 60s: 85, 91, 88 (3 of 3 breaching > 80)".into(),
+                "cooldown: last activity ended 14:01:00, 300 s → holds until 14:06:00".into(),
+            ],
+            started_at_ms: T0,
+            ended_at_ms: T0,
+            ..Default::default()
+        };
+        let v = ActivityView::from(&a);
+        let out = activity_fields(&v, &GroupNames::new(), T0);
+        assert!(
+            out.ends_with(
+                "why:\n  CpuUtilization Average per 60s: 85, 91, 88 (3 of 3 breaching > 80)\n  \
+                 cooldown: last activity ended 14:01:00, 300 s → holds until 14:06:00\n"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            activity_outcome(&v).lines().next().unwrap(),
+            "rejected: the group is in its cooldown (120 s left) (activity asa-1)"
+        );
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["details"][0], a.details[0]);
+        let none = ActivityView::from(&pb::Activity::default());
+        assert!(
+            activity_fields(&none, &GroupNames::new(), T0)
+                .ends_with("why: (no details recorded)\n")
+        );
+    }
+
+    #[test]
+    fn alarm_list_shows_the_condition_and_rule_names() {
+        let a = pb::Alarm {
+            id: "asl-1".into(),
+            scaling_group_id: "asg-1".into(),
+            name: "cpu-high".into(),
+            metric: "CpuUtilization".into(),
+            statistic: "Average".into(),
+            period_secs: 60,
+            comparison_operator: ">".into(),
+            threshold: 80.0,
+            evaluation_count: 3,
+            missing_data: "missing".into(),
+            alarm_actions: vec!["asr-1".into(), "asr-gone".into()],
+            enabled: true,
+            state: "ALARM".into(),
+            history: vec!["2024-05-01T12:00:00Z ALARM 91 3 of 3 periods > 80".into()],
+            ..Default::default()
+        };
+        let v = AlarmView::from(&a);
+        let groups = GroupNames::from([("asg-1".to_owned(), "web".to_owned())]);
+        let rules = RuleNames::from([("asr-1".to_owned(), "add-2".to_owned())]);
+        assert_eq!(
+            alarms_table(std::slice::from_ref(&v), &groups, &rules),
+            "NAME      GROUP  STATE  CONDITION                              ACTIONS          ENABLED\n\
+             cpu-high  web    ALARM  CpuUtilization Average > 80 for 3×60s  add-2, asr-gone  yes\n"
+        );
+        let out = alarm_fields(&v, &groups, &rules);
+        assert!(
+            out.contains("alarm_actions:       add-2 (asr-1), asr-gone\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("history:\n  2024-05-01T12:00:00Z ALARM 91 3 of 3 periods > 80\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn task_list_shows_recurrence_and_action() {
+        let t = |name: &str, kind: &str, value: &str, rule: &str, min: Option<u32>| {
+            TaskView::from(&pb::ScheduledTask {
+                id: format!("ast-{name}"),
+                scaling_group_id: "asg-1".into(),
+                name: name.into(),
+                recurrence_type: kind.into(),
+                recurrence_value: value.into(),
+                time_zone: if kind == "Daily" {
+                    "Europe/Berlin"
+                } else {
+                    "UTC"
+                }
+                .into(),
+                scaling_rule_id: rule.into(),
+                min_size: min,
+                enabled: true,
+                next_run: "2025-01-07T07:00:00Z".into(),
+                last_result: if rule.is_empty() {
+                    "asa-9".into()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            })
+        };
+        let tasks = [
+            t("morning", "Daily", "1", "", Some(2)),
+            t("weekdays", "Cron", "0 8 * * 1-5", "asr-1", None),
+        ];
+        let rules = RuleNames::from([("asr-1".to_owned(), "add-2".to_owned())]);
+        assert_eq!(
+            tasks_table(&tasks, &GroupNames::new(), &rules),
+            "NAME      GROUP  NEXT RUN              RECURRENCE             ACTION      ENABLED  LAST RESULT\n\
+             morning   asg-1  2025-01-07T07:00:00Z  daily:1 Europe/Berlin  min 2       yes      asa-9\n\
+             weekdays  asg-1  2025-01-07T07:00:00Z  cron:\"0 8 * * 1-5\"     rule add-2  yes      -\n"
+        );
+    }
+
+    #[test]
+    fn rules_read_in_one_line() {
+        let r = |json: &str| {
+            rule_summary(&RuleView::from(&pb::ScalingRule {
+                definition_json: json.into(),
+                ..Default::default()
+            }))
+        };
+        assert_eq!(
+            r(
+                r#"{"rule_type":"SimpleScalingRule","adjustment_type":"QuantityChangeInCapacity","adjustment_value":2,"cooldown_secs":60}"#
+            ),
+            "+2, cooldown 60s"
+        );
+        assert_eq!(
+            r(
+                r#"{"rule_type":"StepScalingRule","adjustment_type":"PercentChangeInCapacity","step_adjustments":[{"lower_bound":0,"upper_bound":10,"adjustment":10},{"lower_bound":10,"adjustment":30}]}"#
+            ),
+            "[0, 10) +10%; [10, ∞) +30%, warmup 300s"
+        );
+        assert_eq!(
+            r(
+                r#"{"rule_type":"TargetTrackingScalingRule","metric":"CpuUtilization","target_value":50,"disable_scale_in":true}"#
+            ),
+            "CpuUtilization at 50, warmup 300s, no scale-in"
+        );
+        assert_eq!(r("not json"), "not json");
+    }
+
+    #[test]
+    fn group_describe_shows_suspended_processes() {
+        let g = pb::ScalingGroup {
+            suspended_processes: vec!["ScaleIn".into(), "AlarmNotification".into()],
+            ..Default::default()
+        };
+        assert!(
+            group_fields(&GroupView::from(&g))
+                .contains("suspended_processes:             ScaleIn, AlarmNotification\n")
+        );
     }
 }
