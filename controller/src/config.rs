@@ -38,6 +38,26 @@ pub struct Config {
     pub tls: TlsConfig,
     pub fleet: FleetConfig,
     pub provider: ProviderConfig,
+    pub health: HealthConfig,
+}
+
+/// Replacing unhealthy instances.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// When more than half a group turns unhealthy at once, replace at most
+    /// this share of it (at least one) per `guard_interval_ms`.
+    pub guard_share: f64,
+    pub guard_interval_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            guard_share: crate::engine::DEFAULT_GUARD_SHARE,
+            guard_interval_ms: crate::engine::DEFAULT_GUARD_INTERVAL.as_millis() as u64,
+        }
+    }
 }
 
 /// The process provider: instances as local process trees.
@@ -116,6 +136,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             fleet: FleetConfig::default(),
             provider: ProviderConfig::default(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -218,6 +239,18 @@ impl Config {
             problems.push(format!(
                 "provider.release_timeout_ms: {} is above 600000",
                 self.provider.release_timeout_ms
+            ));
+        }
+        if !(self.health.guard_share > 0.0 && self.health.guard_share <= 1.0) {
+            problems.push(format!(
+                "health.guard_share: {} is outside (0, 1]",
+                self.health.guard_share
+            ));
+        }
+        if !(1_000..=86_400_000).contains(&self.health.guard_interval_ms) {
+            problems.push(format!(
+                "health.guard_interval_ms: {} is outside 1000..=86400000",
+                self.health.guard_interval_ms
             ));
         }
         if self.grpc.server_names.is_empty() {
@@ -343,6 +376,8 @@ mod tests {
             sample_ring = 1
             [provider]
             launch_timeout_ms = 5
+            [health]
+            guard_share = 1.5
             "#,
         )
         .unwrap_err();
@@ -354,6 +389,7 @@ mod tests {
             "http.listen:",
             "tls.ca_key: required",
             "provider.launch_timeout_ms: 5",
+            "health.guard_share: 1.5",
         ] {
             assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
         }

@@ -19,7 +19,7 @@ use crate::admin::{AdminApi, admin_only};
 use crate::agent_service::{AgentApi, IntervalLookup};
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::engine::{Engine, LaunchSettings};
+use crate::engine::{Engine, HealthSettings, LaunchSettings};
 use crate::fleet::Fleet;
 use crate::pki::{Pki, PkiError};
 use crate::provider::find_agent_binary;
@@ -145,7 +145,12 @@ impl Controller {
                 server_name: self.config.grpc.server_names[0].clone(),
                 timeout: Duration::from_millis(provider_config.launch_timeout_ms),
             },
-        ))
+        )
+        .with_health(HealthSettings {
+            guard_share: self.config.health.guard_share,
+            guard_interval: Duration::from_millis(self.config.health.guard_interval_ms),
+            ..HealthSettings::default()
+        }))
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {

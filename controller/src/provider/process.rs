@@ -244,6 +244,8 @@ impl ProcessProvider {
             return Ok(());
         }
         targets.signal(Signal::SIGTERM).map_err(error)?;
+        // A stopped (SIGSTOP) process only acts on SIGTERM once continued.
+        let _ = targets.signal(Signal::SIGCONT);
         if wait_gone(targets, self.release_timeout).await {
             return Ok(());
         }

@@ -1,0 +1,229 @@
+//! Health checks and replacement, end to end: real agents launched by the
+//! process provider, stopped or killed from outside.
+
+use std::time::Instant;
+
+use ebb_proto::v1 as pb;
+use ebb_tests::{Admin, ControllerProc, DEADLINE, Sandbox, admin_call, eventually};
+
+fn group(admin: &mut Admin, name: &str, n: u32) {
+    admin_call!(
+        *admin,
+        create_scaling_group,
+        pb::CreateScalingGroupRequest {
+            name: name.into(),
+            min_size: n,
+            max_size: n + 2,
+            sampling_interval_secs: Some(1),
+            health_check_grace_period_secs: Some(1),
+            ..Default::default()
+        }
+    )
+    .unwrap();
+    admin_call!(
+        *admin,
+        create_scaling_configuration,
+        pb::CreateScalingConfigurationRequest {
+            scaling_group: name.into(),
+            name: "v1".into(),
+            command: vec!["sleep".into(), "infinity".into()],
+            ..Default::default()
+        }
+    )
+    .unwrap();
+    admin_call!(
+        *admin,
+        enable_scaling_group,
+        pb::EnableScalingGroupRequest {
+            scaling_group: name.into(),
+            ..Default::default()
+        }
+    )
+    .unwrap();
+}
+
+fn instances(admin: &mut Admin, group: &str) -> Vec<pb::Instance> {
+    admin_call!(
+        *admin,
+        describe_scaling_instances,
+        pb::DescribeScalingInstancesRequest {
+            scaling_group: group.into(),
+            ..Default::default()
+        }
+    )
+    .unwrap()
+    .instances
+}
+
+fn ready(admin: &mut Admin, group: &str, n: usize) -> Vec<pb::Instance> {
+    eventually(
+        &format!("{n} healthy instances in {group}"),
+        DEADLINE * 2,
+        || {
+            let list = instances(admin, group);
+            (list.len() == n
+                && list.iter().all(|i| {
+                    i.lifecycle_state == "InService"
+                        && i.agent_connected
+                        && i.health_status == "Healthy"
+                }))
+            .then_some(list)
+        },
+    )
+}
+
+/// Sends `sig` to the instance's agent only (not its workload).
+fn signal_agent(id: &str, sig: &str) {
+    let status = std::process::Command::new("pkill")
+        .args([
+            &format!("-{sig}"),
+            "-f",
+            &format!("instances/{id}/agent.toml"),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "no agent for {id}");
+}
+
+fn activities(admin: &mut Admin, group: &str) -> Vec<pb::Activity> {
+    admin_call!(
+        *admin,
+        describe_scaling_activities,
+        pb::DescribeScalingActivitiesRequest {
+            scaling_group: group.into(),
+            ..Default::default()
+        }
+    )
+    .unwrap()
+    .activities
+}
+
+#[test]
+fn a_hung_agent_is_caught_by_missed_pulls_and_replaced() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let mut admin = Admin::local(&ctl);
+    group(&mut admin, "hung", 2);
+    let before = ready(&mut admin, "hung", 2);
+    let victim = before[0].id.clone();
+    signal_agent(&victim, "STOP");
+    let after = eventually("the hung instance replaced", DEADLINE * 2, || {
+        let list = ready(&mut admin, "hung", 2);
+        (!list.iter().any(|i| i.id == victim)).then_some(list)
+    });
+    assert_eq!(after.len(), 2);
+    let heal = activities(&mut admin, "hung")
+        .into_iter()
+        .find(|a| a.cause.contains(&victim))
+        .expect("an activity naming the hung instance");
+    assert_eq!(heal.trigger, "health");
+    assert!(
+        heal.cause.contains("pulls in a row went unanswered"),
+        "{}",
+        heal.cause
+    );
+    assert!(ctl.proc.log_text().contains("instance unhealthy"));
+}
+
+#[test]
+fn a_killed_agent_is_replaced_and_the_time_is_measured() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let mut admin = Admin::local(&ctl);
+    group(&mut admin, "killed", 1);
+    let before = ready(&mut admin, "killed", 1);
+    let started = Instant::now();
+    signal_agent(&before[0].id, "KILL");
+    let after = eventually("a replacement agent connected", DEADLINE * 2, || {
+        let list = instances(&mut admin, "killed");
+        list.iter()
+            .find(|i| i.id != before[0].id && i.agent_connected)
+            .cloned()
+    });
+    eprintln!(
+        "replacement: agent SIGKILLed → replacement's agent connected in {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_ne!(after.id, before[0].id);
+}
+
+#[test]
+fn a_protected_instance_that_fails_is_not_removed() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let mut admin = Admin::local(&ctl);
+    group(&mut admin, "prot", 2);
+    let before = ready(&mut admin, "prot", 2);
+    let keep = before[0].id.clone();
+    admin_call!(
+        admin,
+        set_instances_protection,
+        pb::SetInstancesProtectionRequest {
+            scaling_group: "prot".into(),
+            instance_ids: vec![keep.clone()],
+            protected: true
+        }
+    )
+    .unwrap();
+    signal_agent(&keep, "STOP");
+    // Its pulls go unanswered well past three; it stays.
+    eventually("missed pulls from the protected instance", DEADLINE, || {
+        ctl.metric("ebb_pulls_missed_total").filter(|m| *m >= 6.0)
+    });
+    let list = instances(&mut admin, "prot");
+    assert!(
+        list.iter()
+            .any(|i| i.id == keep && i.lifecycle_state == "Protected"),
+        "{list:#?}"
+    );
+    assert!(
+        activities(&mut admin, "prot")
+            .iter()
+            .all(|a| a.trigger != "health")
+    );
+    signal_agent(&keep, "CONT");
+}
+
+#[test]
+fn the_mass_failure_guard_limits_replacements() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let mut admin = Admin::local(&ctl);
+    group(&mut admin, "mass", 4);
+    let before = ready(&mut admin, "mass", 4);
+    for inst in &before[..3] {
+        signal_agent(&inst.id, "STOP");
+    }
+    // Three of four at once: more than half. One (25 % of 4) is replaced
+    // this minute; the other two stay, marked Unhealthy.
+    eventually("one guarded replacement", DEADLINE * 2, || {
+        let list = instances(&mut admin, "mass");
+        let replaced = list
+            .iter()
+            .filter(|i| !before.iter().any(|b| b.id == i.id))
+            .count();
+        let waiting = list
+            .iter()
+            .filter(|i| i.health_status == "Unhealthy")
+            .count();
+        (replaced == 1 && waiting == 2).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let list = instances(&mut admin, "mass");
+    let replaced = list
+        .iter()
+        .filter(|i| !before.iter().any(|b| b.id == i.id))
+        .count();
+    assert_eq!(replaced, 1, "the guard let more through: {list:#?}");
+    assert!(
+        ctl.proc.log_text().contains("mass-failure guard: 3 of 4"),
+        "{}",
+        ctl.proc.log_text()
+    );
+    // Let the stopped agents go (the replaced one's is gone already).
+    for inst in &before[..3] {
+        let _ = std::process::Command::new("pkill")
+            .args(["-CONT", "-f", &format!("instances/{}/agent.toml", inst.id)])
+            .status();
+    }
+}
