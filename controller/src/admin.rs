@@ -72,11 +72,13 @@ pub fn admin_only(
     }
 }
 
-fn invalid(e: Invalid) -> Status {
+/// Every bad field, as one INVALID_ARGUMENT.
+pub(crate) fn invalid(e: Invalid) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
-fn store_status(e: StoreError) -> Status {
+/// A store error as the status a caller can act on.
+pub(crate) fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::Conflict(m) => Status::already_exists(m),
         StoreError::NotFound(m) => Status::not_found(m),
@@ -483,7 +485,8 @@ fn group_spec_from_modify(r: &pb::ModifyScalingGroupRequest) -> GroupSpec {
     }
 }
 
-fn activity_view(a: &Activity) -> pb::Activity {
+/// An activity as the API shows it.
+pub(crate) fn activity_view(a: &Activity) -> pb::Activity {
     pb::Activity {
         id: a.id.clone(),
         scaling_group_id: a.group_id.clone(),

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tonic::Status;
 use tracing::{info, warn};
 
+use crate::admin::{activity_view, invalid, store_status};
 use crate::engine::{Engine, activity, capacity};
 use crate::fleet::Point;
 use crate::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
@@ -27,7 +28,7 @@ use crate::rules::{
     target_alarms, target_tracking_capacity, warming,
 };
 use crate::schedule::{DEFAULT_LAUNCH_EXPIRATION_SECS, Due, Recurrence, Schedule};
-use crate::store::{StoreError, Write};
+use crate::store::Write;
 
 /// A period is evaluated this long after it ends, so the pull answers that
 /// belong to it have arrived.
@@ -38,18 +39,6 @@ const LOOP_TICK: Duration = Duration::from_millis(200);
 const MAX_ALARM_ACTIONS: usize = 5;
 /// Activities read to find the cooldown's start.
 const COOLDOWN_LOOKBACK: usize = 50;
-
-fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::Conflict(m) => Status::already_exists(m),
-        StoreError::NotFound(m) => Status::not_found(m),
-        other => Status::internal(other.to_string()),
-    }
-}
-
-fn invalid(e: Invalid) -> Status {
-    Status::invalid_argument(e.to_string())
-}
 
 fn now_ms(engine: &Engine) -> i64 {
     engine.clock.now_ms()
@@ -484,25 +473,6 @@ pub async fn scale_with_adjustment(
     Ok(pb::ScalingActivityResponse {
         activity: Some(activity_view(&act)),
     })
-}
-
-fn activity_view(a: &Activity) -> pb::Activity {
-    pb::Activity {
-        id: a.id.clone(),
-        scaling_group_id: a.group_id.clone(),
-        cause: a.cause.clone(),
-        trigger: a.trigger.to_string(),
-        status: a.status.to_string(),
-        progress: u32::from(a.progress),
-        capacity_from: a.capacity_from,
-        capacity_to: a.capacity_to,
-        created_instances: a.created_instances.clone(),
-        removed_instances: a.removed_instances.clone(),
-        started_at_ms: a.started_at_ms,
-        ended_at_ms: a.ended_at_ms.unwrap_or_default(),
-        error: a.error.clone().unwrap_or_default(),
-        details: a.details.clone(),
-    }
 }
 
 // ---- running a rule ------------------------------------------------------
