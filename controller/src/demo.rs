@@ -1,8 +1,10 @@
 //! `ebb-controller demo`: the quickstart. A controller on embedded defaults
 //! in a scratch data dir; `ebbctl apply` of a small group whose instances are
-//! real agents launched by the process provider; then a story told with
-//! `ebbctl`: scale out, burn a CPU so the numbers move, scale in, and a
-//! forced delete that releases everything. A line a second shows the group.
+//! real agents launched by the process provider, with CPU alarms and rules;
+//! then a story: load rises and the alarms scale the group out, load falls
+//! and they scale it in, an instance is killed and replaced, and a forced
+//! delete releases everything. A line a second shows the group and each
+//! activity as it starts and ends.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -24,14 +26,49 @@ const DEMO_GROUP: &str = "demo";
 const DEMO_FILE: &str = r#"[group]
 name = "demo"
 min_size = 1
-max_size = 4
-desired_capacity = 2
+max_size = 3
+desired_capacity = 1
 sampling_interval_secs = 1
+health_check_grace_period_secs = 1
 removal_policies = ["NewestInstance"]
 
 [configuration]
 name = "demo-v1"
 command = ["sleep", "infinity"]
+
+[[rule]]
+name = "add-1"
+rule_type = "SimpleScalingRule"
+adjustment_type = "QuantityChangeInCapacity"
+adjustment_value = 1
+cooldown_secs = 3
+
+[[rule]]
+name = "remove-1"
+rule_type = "SimpleScalingRule"
+adjustment_type = "QuantityChangeInCapacity"
+adjustment_value = -1
+cooldown_secs = 3
+
+[[alarm]]
+name = "cpu-high"
+metric = "CpuUtilization"
+statistic = "Average"
+period_secs = 1
+comparison_operator = ">="
+threshold = 70.0
+evaluation_count = 3
+alarm_actions = ["add-1"]
+
+[[alarm]]
+name = "cpu-low"
+metric = "CpuUtilization"
+statistic = "Average"
+period_secs = 1
+comparison_operator = "<="
+threshold = 40.0
+evaluation_count = 4
+alarm_actions = ["remove-1"]
 "#;
 /// How long the final forced delete may take before the demo gives up.
 const TEARDOWN_DEADLINE: Duration = Duration::from_secs(30);
@@ -151,9 +188,12 @@ impl Demo {
         tokio::pin!(shutdown);
         let file = file.display().to_string();
         self.ebbctl(&["apply", "-f", &file]).await?;
-        let steps = [duration / 4, duration / 2, duration * 3 / 4];
-        let mut next_step = 0;
-        let mut burner: Option<std::thread::JoinHandle<()>> = None;
+        // Load from 15 % to 55 % of the run; a killed instance at 80 %.
+        let burn_from = duration * 15 / 100;
+        let burn_to = duration * 55 / 100;
+        let kill_at = duration * 80 / 100;
+        let mut burner: Option<Burner> = None;
+        let mut killed = false;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -164,29 +204,40 @@ impl Demo {
             if elapsed >= duration {
                 break;
             }
-            if next_step < steps.len() && elapsed >= steps[next_step] {
-                match next_step {
-                    0 => {
-                        self.ebbctl(&["group", "modify", DEMO_GROUP, "--desired", "3"])
-                            .await?
-                    }
-                    1 => {
-                        let until = Instant::now() + duration / 4;
-                        self.say("burning one CPU for a while: watch the instances' cpu rise (they share this host)");
-                        burner = Some(std::thread::spawn(move || burn(until)));
-                    }
-                    _ => {
-                        self.ebbctl(&["group", "modify", DEMO_GROUP, "--desired", "2"])
-                            .await?
-                    }
-                }
-                next_step += 1;
+            if burner.is_none() && elapsed >= burn_from && elapsed < burn_to {
+                self.say("load: burning every CPU; the cpu-high alarm (>= 70 % for 3 s) will scale the group out");
+                burner = Some(Burner::start());
+            }
+            if elapsed >= burn_to && burner.take().is_some() {
+                self.say(
+                    "load gone: the cpu-low alarm (<= 40 % for 4 s) will scale the group back in",
+                );
+            }
+            if !killed && elapsed >= kill_at {
+                killed = true;
+                self.kill_one()?;
             }
             self.show()?;
         }
-        if let Some(b) = burner {
-            let _ = b.join();
-        }
+        Ok(())
+    }
+
+    /// SIGKILLs the agent of the group's newest instance, as a crash would.
+    fn kill_one(&self) -> anyhow::Result<()> {
+        let Some(group) = self.store.find_group_by_name(DEMO_GROUP)? else {
+            return Ok(());
+        };
+        let Some(victim) = self.store.list_instances(Some(&group.id))?.pop() else {
+            return Ok(());
+        };
+        self.say(&format!(
+            "crash: killing the agent of {} (kill -9); ebb will notice and replace it",
+            victim.id
+        ));
+        let pattern = format!("instances/{}/agent.toml", victim.id);
+        let _ = std::process::Command::new("pkill")
+            .args(["-KILL", "-f", &pattern])
+            .status();
         Ok(())
     }
 
@@ -221,7 +272,12 @@ impl Demo {
         for a in activities {
             if seen.get(&a.id) != Some(&a.status) {
                 seen.insert(a.id.clone(), a.status);
-                self.say(&format!("activity {} {}: {}", a.id, a.status, a.cause));
+                let why = a
+                    .error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default();
+                self.say(&format!("activity {} {}{why}: {}", a.id, a.status, a.cause));
             }
         }
         Ok(())
@@ -246,13 +302,39 @@ impl Demo {
     }
 }
 
-/// Spins one core until `until`.
-fn burn(until: Instant) {
-    let mut x: u64 = 1;
-    while Instant::now() < until {
-        for _ in 0..100_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+/// Burns every core until dropped.
+struct Burner {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Burner {
+    fn start() -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x: u64 = 1;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for _ in 0..10_000 {
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        }
+                        std::hint::black_box(x);
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Burner {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
-        std::hint::black_box(x);
     }
 }
