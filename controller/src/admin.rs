@@ -16,7 +16,8 @@ use tracing::{info, warn};
 use crate::engine::{Engine, activity, capacity};
 use crate::model::{
     Activity, ActivityStatus, ConfigurationSpec, CreationType, GroupSpec, GroupState, HealthStatus,
-    Instance, Invalid, LifecycleState, ScalingConfiguration, ScalingGroup, Trigger, new_id,
+    Instance, Invalid, LifecycleState, LocalCheck, ScalingConfiguration, ScalingGroup, Trigger,
+    new_id,
 };
 use crate::store::{StoreError, Write};
 
@@ -192,6 +193,7 @@ impl AdminApi {
             user_data: c.user_data.clone(),
             created_at_ms: c.created_at_ms,
             active,
+            health_checks: c.health_checks.iter().map(LocalCheck::to_pb).collect(),
         }
     }
 
@@ -793,6 +795,7 @@ impl AdminService for AdminApi {
             env: Some(req.env.into_iter().collect()),
             tags: Some(req.tags.into_iter().collect()),
             user_data: Some(req.user_data),
+            health_checks: Some(req.health_checks.iter().map(LocalCheck::from_pb).collect()),
         };
         let config =
             ScalingConfiguration::create(new_id("asc"), group.id.clone(), &spec, self.now())
@@ -843,6 +846,9 @@ impl AdminService for AdminApi {
             env: req.set_env.then(|| req.env.into_iter().collect()),
             tags: req.set_tags.then(|| req.tags.into_iter().collect()),
             user_data: req.user_data,
+            health_checks: req
+                .set_health_checks
+                .then(|| req.health_checks.iter().map(LocalCheck::from_pb).collect()),
         };
         let config = old.modified(&spec).map_err(invalid)?;
         store
@@ -1104,6 +1110,34 @@ impl AdminService for AdminApi {
                 LifecycleState::InService,
             )
         }
+    }
+
+    async fn set_instance_health(
+        &self,
+        request: Request<pb::SetInstanceHealthRequest>,
+    ) -> Result<Response<pb::InstancesResponse>, Status> {
+        let req = request.into_inner();
+        let _ops = self.engine.ops.lock().await;
+        let group = self.group(&req.scaling_group)?;
+        let status: HealthStatus = req
+            .health_status
+            .parse()
+            .map_err(|e: String| invalid(Invalid::one("health_status", e)))?;
+        let mut instances = self.instances_of(&group, &req.instance_ids)?;
+        let writes = instances
+            .iter_mut()
+            .map(|i| {
+                i.health_status = status;
+                Write::PutInstance(i.clone())
+            })
+            .collect();
+        self.engine.store.commit(writes).map_err(store_status)?;
+        info!(group = %group.name, ids = ?req.instance_ids, "marked {status} by hand");
+        self.engine.wake();
+        Ok(Response::new(pb::InstancesResponse {
+            instances: instances.iter().map(|i| self.instance_view(i)).collect(),
+            activity_id: String::new(),
+        }))
     }
 
     async fn enter_standby(

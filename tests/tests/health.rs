@@ -227,3 +227,138 @@ fn the_mass_failure_guard_limits_replacements() {
             .status();
     }
 }
+
+/// A tiny HTTP server on loopback answering 200 or 503 as told.
+struct Backend {
+    port: u16,
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Backend {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = healthy.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let status = if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Self { port, healthy }
+    }
+}
+
+#[test]
+fn a_failing_local_http_check_gets_the_instance_replaced() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let mut admin = Admin::local(&ctl);
+    let backend = Backend::start();
+    admin_call!(
+        admin,
+        create_scaling_group,
+        pb::CreateScalingGroupRequest {
+            name: "web".into(),
+            min_size: 1,
+            max_size: 2,
+            sampling_interval_secs: Some(1),
+            health_check_grace_period_secs: Some(1),
+            ..Default::default()
+        }
+    )
+    .unwrap();
+    admin_call!(
+        admin,
+        create_scaling_configuration,
+        pb::CreateScalingConfigurationRequest {
+            scaling_group: "web".into(),
+            name: "v1".into(),
+            command: vec!["sleep".into(), "infinity".into()],
+            health_checks: vec![pb::LocalHealthCheck {
+                name: "web".into(),
+                http: format!("http://127.0.0.1:{}/healthz", backend.port),
+                interval_ms: 200,
+                timeout_ms: 150,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    )
+    .unwrap();
+    admin_call!(
+        admin,
+        enable_scaling_group,
+        pb::EnableScalingGroupRequest {
+            scaling_group: "web".into(),
+            ..Default::default()
+        }
+    )
+    .unwrap();
+    let before = ready(&mut admin, "web", 1);
+    backend
+        .healthy
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let heal = eventually("a health replacement", DEADLINE * 2, || {
+        activities(&mut admin, "web")
+            .into_iter()
+            .find(|a| a.trigger == "health" && a.cause.contains(&before[0].id))
+    });
+    assert!(
+        heal.cause.contains("local check `web` failed")
+            && heal.cause.contains("times in a row: HTTP 503"),
+        "{}",
+        heal.cause
+    );
+}
+
+#[test]
+fn an_operator_marks_an_instance_unhealthy_and_it_is_replaced() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let mut admin = Admin::local(&ctl);
+    group(&mut admin, "manual", 2);
+    let before = ready(&mut admin, "manual", 2);
+    let err = admin_call!(
+        admin,
+        set_instance_health,
+        pb::SetInstanceHealthRequest {
+            scaling_group: "manual".into(),
+            instance_ids: vec![before[0].id.clone()],
+            health_status: "Sick".into()
+        }
+    )
+    .unwrap_err();
+    assert!(
+        err.message()
+            .contains("health_status: unknown value `Sick`"),
+        "{}",
+        err.message()
+    );
+    admin_call!(
+        admin,
+        set_instance_health,
+        pb::SetInstanceHealthRequest {
+            scaling_group: "manual".into(),
+            instance_ids: vec![before[0].id.clone()],
+            health_status: "Unhealthy".into()
+        }
+    )
+    .unwrap();
+    eventually("the marked instance replaced", DEADLINE * 2, || {
+        let list = ready(&mut admin, "manual", 2);
+        (!list.iter().any(|i| i.id == before[0].id)).then_some(())
+    });
+}

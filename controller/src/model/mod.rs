@@ -433,6 +433,53 @@ pub struct ScalingConfiguration {
     pub tags: BTreeMap<String, String>,
     pub user_data: String,
     pub created_at_ms: i64,
+    /// Local checks the instance's agent runs.
+    #[serde(default)]
+    pub health_checks: Vec<LocalCheck>,
+}
+
+/// A health check an instance's agent runs on the instance itself, with
+/// exactly one probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalCheck {
+    pub name: String,
+    #[serde(default)]
+    pub http: Option<String>,
+    #[serde(default)]
+    pub tcp: Option<String>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl LocalCheck {
+    /// As the API carries it: empty and 0 mean "not set".
+    pub fn to_pb(&self) -> ebb_proto::v1::LocalHealthCheck {
+        ebb_proto::v1::LocalHealthCheck {
+            name: self.name.clone(),
+            http: self.http.clone().unwrap_or_default(),
+            tcp: self.tcp.clone().unwrap_or_default(),
+            command: self.command.clone().unwrap_or_default(),
+            interval_ms: self.interval_ms.unwrap_or_default() as u32,
+            timeout_ms: self.timeout_ms.unwrap_or_default() as u32,
+        }
+    }
+
+    pub fn from_pb(c: &ebb_proto::v1::LocalHealthCheck) -> Self {
+        let text = |s: &String| (!s.is_empty()).then(|| s.clone());
+        Self {
+            name: c.name.clone(),
+            http: text(&c.http),
+            tcp: text(&c.tcp),
+            command: (!c.command.is_empty()).then(|| c.command.clone()),
+            interval_ms: (c.interval_ms > 0).then_some(u64::from(c.interval_ms)),
+            timeout_ms: (c.timeout_ms > 0).then_some(u64::from(c.timeout_ms)),
+        }
+    }
 }
 
 /// The fields a create or modify of a configuration may set.
@@ -444,6 +491,7 @@ pub struct ConfigurationSpec {
     pub env: Option<BTreeMap<String, String>>,
     pub tags: Option<BTreeMap<String, String>>,
     pub user_data: Option<String>,
+    pub health_checks: Option<Vec<LocalCheck>>,
 }
 
 impl ScalingConfiguration {
@@ -467,6 +515,7 @@ impl ScalingConfiguration {
             tags: BTreeMap::new(),
             user_data: String::new(),
             created_at_ms: now_ms,
+            health_checks: Vec::new(),
         }
         .with(spec);
         c.check(&mut errors);
@@ -498,6 +547,9 @@ impl ScalingConfiguration {
         }
         if let Some(v) = &spec.user_data {
             self.user_data = v.clone();
+        }
+        if let Some(v) = &spec.health_checks {
+            self.health_checks = v.clone();
         }
         self
     }
@@ -535,6 +587,46 @@ impl ScalingConfiguration {
             }
             if v.len() > 128 {
                 errors.push(format!("tags.{k}"), "a tag value is at most 128 characters");
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.health_checks.iter().enumerate() {
+            let at = format!("health_checks[{i}]");
+            check_name(&format!("{at}.name"), &c.name, errors);
+            if !names.insert(c.name.as_str()) {
+                errors.push(
+                    format!("{at}.name"),
+                    format!("`{}` is used by another check", c.name),
+                );
+            }
+            let probes = [c.http.is_some(), c.tcp.is_some(), c.command.is_some()];
+            if probes.iter().filter(|p| **p).count() != 1 {
+                errors.push(at.clone(), "set exactly one of http, tcp, command");
+            }
+            if c.http.as_ref().is_some_and(|u| !u.starts_with("http://")) {
+                errors.push(
+                    format!("{at}.http"),
+                    "must be a plain http:// URL on the instance",
+                );
+            }
+            if c.command
+                .as_ref()
+                .is_some_and(|a| a.first().is_none_or(String::is_empty))
+            {
+                errors.push(format!("{at}.command"), "must name a program");
+            }
+            let interval = c.interval_ms.unwrap_or(5_000);
+            if interval < 100 {
+                errors.push(
+                    format!("{at}.interval_ms"),
+                    format!("{interval} is below 100"),
+                );
+            }
+            if c.timeout_ms.is_some_and(|t| t == 0 || t > interval) {
+                errors.push(
+                    format!("{at}.timeout_ms"),
+                    "must be above 0 and at most interval_ms",
+                );
             }
         }
         if self.user_data.len() > MAX_USER_DATA_BYTES {

@@ -88,6 +88,24 @@ struct AgentConfig<'a> {
     server_name: &'a str,
     tls: AgentTls,
     reconnect: AgentReconnect,
+    /// The configuration's local checks, as `[[health_check]]` tables.
+    #[serde(rename = "health_check", skip_serializing_if = "Vec::is_empty")]
+    health_checks: Vec<AgentCheck<'a>>,
+}
+
+#[derive(Serialize)]
+struct AgentCheck<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tcp: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -147,6 +165,19 @@ impl ProcessProvider {
             reconnect: AgentReconnect {
                 max_backoff_ms: AGENT_MAX_BACKOFF_MS,
             },
+            health_checks: req
+                .configuration
+                .health_checks
+                .iter()
+                .map(|c| AgentCheck {
+                    name: &c.name,
+                    http: c.http.as_deref(),
+                    tcp: c.tcp.as_deref(),
+                    command: c.command.as_deref(),
+                    interval_ms: c.interval_ms,
+                    timeout_ms: c.timeout_ms,
+                })
+                .collect(),
         };
         let config =
             toml::to_string(&config).map_err(|e| format!("cannot render {AGENT_CONFIG}: {e}"))?;
@@ -819,6 +850,7 @@ mod tests {
                 tags: BTreeMap::new(),
                 user_data: String::new(),
                 created_at_ms: 0,
+                health_checks: Vec::new(),
             },
             controller: "127.0.0.1:7440".to_owned(),
             server_name: "ebb-controller".to_owned(),

@@ -178,6 +178,7 @@ fn configuration(id: &str, group_id: &str, name: &str, created_at_ms: i64) -> Sc
         tags: BTreeMap::new(),
         user_data: String::new(),
         created_at_ms,
+        health_checks: Vec::new(),
     }
 }
 
@@ -756,6 +757,14 @@ fn every_field_round_trips(store: &dyn Store) {
         ]),
         user_data: "#!/bin/sh\necho 'ready'\n\\0 not a nul\n".into(),
         created_at_ms: -5,
+        health_checks: vec![crate::model::LocalCheck {
+            name: "web".into(),
+            http: Some("http://127.0.0.1:8080/healthz".into()),
+            tcp: None,
+            command: None,
+            interval_ms: Some(1_000),
+            timeout_ms: None,
+        }],
     };
     let plain_configuration = configuration("cfg-2", "asg-2", "v1", 0);
     let full_instance = Instance {

@@ -160,6 +160,9 @@ pub struct ConfigDecl {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub user_data: String,
+    /// Checks the instances' agents run locally: `[[configuration.health_checks]]`.
+    #[serde(default)]
+    pub health_checks: Vec<model::LocalCheck>,
 }
 
 pub fn load(path: &Path) -> Result<ApplyFile> {
@@ -242,6 +245,7 @@ fn validate(file: &ApplyFile) -> Vec<String> {
         env: Some(c.env.clone()),
         tags: Some(c.tags.clone()),
         user_data: Some(c.user_data.clone()),
+        health_checks: Some(c.health_checks.clone()),
     };
     if let Err(invalid) =
         model::ScalingConfiguration::create(String::new(), String::new(), &spec, 0)
@@ -627,6 +631,11 @@ pub fn plan(file: &ApplyFile, state: &State) -> Result<Vec<Step>, String> {
             env: c.env.clone().into_iter().collect(),
             tags: c.tags.clone().into_iter().collect(),
             user_data: c.user_data.clone(),
+            health_checks: c
+                .health_checks
+                .iter()
+                .map(model::LocalCheck::to_pb)
+                .collect(),
         })),
         Some(current) => {
             if let Some(step) = modify_config(c, current) {
@@ -1178,6 +1187,18 @@ fn modify_config(c: &ConfigDecl, current: &pb::ScalingConfiguration) -> Option<S
         &current.user_data,
         |s| show_str(s),
     );
+    let current_checks: Vec<model::LocalCheck> = current
+        .health_checks
+        .iter()
+        .map(model::LocalCheck::from_pb)
+        .collect();
+    let checks = differs(
+        &mut changes,
+        "health_checks",
+        Some(&c.health_checks),
+        &current_checks,
+        |l| format!("{} checks", l.len()),
+    );
     if changes.is_empty() {
         return None;
     }
@@ -1192,6 +1213,12 @@ fn modify_config(c: &ConfigDecl, current: &pb::ScalingConfiguration) -> Option<S
         set_tags: new_tags.is_some(),
         tags: new_tags.unwrap_or_default().into_iter().collect(),
         user_data,
+        set_health_checks: checks.is_some(),
+        health_checks: checks
+            .unwrap_or_default()
+            .iter()
+            .map(model::LocalCheck::to_pb)
+            .collect(),
     };
     Some(Step::ModifyConfig {
         name: c.name.clone(),

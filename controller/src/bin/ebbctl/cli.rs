@@ -365,6 +365,19 @@ pub enum InstanceCmd {
     Standby(InstanceIds),
     /// Put standby instances back in service
     ExitStandby(InstanceIds),
+    /// Mark instances Healthy or Unhealthy by hand (Unhealthy ones are replaced)
+    SetHealth(InstanceHealth),
+}
+
+#[derive(Debug, Args)]
+pub struct InstanceHealth {
+    #[arg(long, value_name = "GROUP")]
+    pub group: String,
+    /// Healthy or Unhealthy
+    #[arg(long, value_name = "STATUS")]
+    pub status: String,
+    #[arg(value_name = "ID", required = true)]
+    pub ids: Vec<String>,
 }
 
 #[derive(Debug, Args)]

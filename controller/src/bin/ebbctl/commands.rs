@@ -298,6 +298,7 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
                     env: c.env.into_iter().collect(),
                     tags: c.tags.into_iter().collect(),
                     user_data: c.user_data,
+                    health_checks: Vec::new(),
                 })
                 .await?;
             let v = ConfigView::from(&created);
@@ -411,6 +412,16 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
                 .enter_standby(pb::StandbyRequest {
                     scaling_group: group,
                     instance_ids: ids,
+                })
+                .await?,
+        ),
+        InstanceCmd::SetHealth(crate::cli::InstanceHealth { group, status, ids }) => (
+            "marked",
+            admin
+                .set_instance_health(pb::SetInstanceHealthRequest {
+                    scaling_group: group,
+                    instance_ids: ids,
+                    health_status: status,
                 })
                 .await?,
         ),

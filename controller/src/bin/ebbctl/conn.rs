@@ -252,6 +252,7 @@ rpcs! {
     detach_instances(DetachInstancesRequest) -> InstancesResponse;
     remove_instances(RemoveInstancesRequest) -> InstancesResponse;
     set_instances_protection(SetInstancesProtectionRequest) -> InstancesResponse;
+    set_instance_health(SetInstanceHealthRequest) -> InstancesResponse;
     enter_standby(StandbyRequest) -> InstancesResponse;
     exit_standby(StandbyRequest) -> InstancesResponse;
     describe_scaling_activities(DescribeScalingActivitiesRequest) -> DescribeScalingActivitiesResponse;
