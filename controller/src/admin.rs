@@ -1383,4 +1383,31 @@ impl AdminService for AdminApi {
             .await
             .map(Response::new)
     }
+
+    async fn create_notification_configuration(
+        &self,
+        request: Request<pb::NotificationConfiguration>,
+    ) -> Result<Response<pb::NotificationConfiguration>, Status> {
+        crate::automation::create_notification_configuration(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_notification_configuration(
+        &self,
+        request: Request<pb::NotificationConfiguration>,
+    ) -> Result<Response<pb::DeleteNotificationConfigurationResponse>, Status> {
+        crate::automation::delete_notification_configuration(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn describe_notification_configurations(
+        &self,
+        request: Request<pb::DescribeNotificationConfigurationsRequest>,
+    ) -> Result<Response<pb::DescribeNotificationConfigurationsResponse>, Status> {
+        crate::automation::describe_notification_configurations(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
 }

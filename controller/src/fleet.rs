@@ -21,6 +21,9 @@ pub struct Counters {
     pub samples_late_total: AtomicU64,
     /// TLS handshakes or Connect calls refused for identity reasons.
     pub connections_refused_total: AtomicU64,
+    /// Webhook notifications delivered, and given up on after retries.
+    pub notifications_sent_total: AtomicU64,
+    pub notifications_failed_total: AtomicU64,
 }
 
 /// One sample as kept in the ring: the numbers, without the strings.
@@ -235,6 +238,16 @@ impl Fleet {
             "ebb_connections_refused_total",
             "Connections refused: bad or missing certificate, wrong identity.",
             c.connections_refused_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_notifications_sent_total",
+            "Webhook notifications delivered.",
+            c.notifications_sent_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_notifications_failed_total",
+            "Webhook notifications given up on after every retry.",
+            c.notifications_failed_total.load(Ordering::Relaxed),
         );
         let _ = write!(
             out,

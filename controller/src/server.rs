@@ -192,6 +192,7 @@ impl Controller {
         let incoming = crate::tls::incoming(self.grpc, tls, fleet.clone(), stop_rx.clone());
         let reconcile = tokio::spawn(engine.clone().run(stop_rx.clone()));
         let automation = tokio::spawn(crate::automation::run(engine.clone(), stop_rx.clone()));
+        let notifier = tokio::spawn(crate::notify::run(engine.clone(), stop_rx.clone()));
         let agents = AgentApi::new(
             fleet.clone(),
             trust_domain.clone(),
@@ -225,7 +226,7 @@ impl Controller {
         info!("shutting down");
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
-            let (g, h, _, _) = tokio::join!(grpc, http, reconcile, automation);
+            let (g, h, _, _, _) = tokio::join!(grpc, http, reconcile, automation, notifier);
             (g, h)
         })
         .await;

@@ -234,6 +234,30 @@ pub struct ScalingGroup {
     /// Processes held by `SuspendProcesses`.
     #[serde(default)]
     pub suspended_processes: Vec<Process>,
+    /// Webhooks told about the group's activities.
+    #[serde(default)]
+    pub notifications: Vec<NotificationConfig>,
+}
+
+string_enum!(
+    /// The events a webhook can be told of (ESS names).
+    NotificationType {
+        ScaleOutStart = "SCALE_OUT_START",
+        ScaleOutSuccess = "SCALE_OUT_SUCCESS",
+        ScaleOutError = "SCALE_OUT_ERROR",
+        ScaleInStart = "SCALE_IN_START",
+        ScaleInSuccess = "SCALE_IN_SUCCESS",
+        ScaleInError = "SCALE_IN_ERROR",
+        ScaleReject = "SCALE_REJECT",
+    }
+);
+
+/// A webhook and the events it wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationConfig {
+    /// `http://host:port/path`; receives a JSON POST per event.
+    pub url: String,
+    pub types: Vec<NotificationType>,
 }
 
 /// The fields a create or modify may set; `None` keeps (or defaults) a value.
@@ -283,6 +307,7 @@ impl ScalingGroup {
             active_configuration_id: None,
             created_at_ms: now_ms,
             suspended_processes: Vec::new(),
+            notifications: Vec::new(),
         };
         group.apply_optional(spec, &mut errors);
         group.check(&mut errors);

@@ -164,6 +164,7 @@ fn group(id: &str, name: &str) -> ScalingGroup {
         active_configuration_id: None,
         created_at_ms: 1_000,
         suspended_processes: Vec::new(),
+        notifications: Vec::new(),
     }
 }
 
@@ -734,6 +735,7 @@ fn every_field_round_trips(store: &dyn Store) {
         active_configuration_id: Some("cfg-1".into()),
         created_at_ms: 1_754_000_000_123,
         suspended_processes: vec![Process::ScaleIn, Process::AlarmNotification],
+        notifications: Vec::new(),
     };
     let plain_group = group("asg-2", "plain");
     let full_configuration = ScalingConfiguration {

@@ -603,6 +603,7 @@ mod tests {
             active_configuration_id: None,
             created_at_ms: 7,
             suspended_processes: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 

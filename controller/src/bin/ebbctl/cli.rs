@@ -84,11 +84,41 @@ pub enum Command {
     /// Scheduled tasks: run a rule or set the group's bounds at set times
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Webhooks told of a group's activities
+    #[command(subcommand)]
+    Notification(NotificationCmd),
     /// Certificates issued from the local controller's CA
     #[command(subcommand)]
     Cert(CertCmd),
     /// Create or update a group and its configuration from a TOML file
     Apply(ApplyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotificationCmd {
+    /// A group's webhooks
+    List {
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+    },
+    /// Post the group's activities to a webhook (all events unless --event)
+    Add {
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// SCALE_OUT_START, SCALE_OUT_SUCCESS, SCALE_OUT_ERROR, SCALE_IN_START,
+        /// SCALE_IN_SUCCESS, SCALE_IN_ERROR, SCALE_REJECT
+        #[arg(long = "event", value_name = "TYPE")]
+        events: Vec<String>,
+    },
+    /// Stop posting to a webhook
+    Remove {
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+        #[arg(long, value_name = "URL")]
+        url: String,
+    },
 }
 
 fn removal_policies() -> PossibleValuesParser {

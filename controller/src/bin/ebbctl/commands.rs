@@ -38,6 +38,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rule(cmd) => {
             crate::automation::rule(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
         }
+        Command::Notification(cmd) => {
+            notification(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
+        }
         Command::Scale(args) => {
             crate::automation::scale(&mut connect(&cli.global, &data_dir).await?, args, out).await
         }
@@ -66,6 +69,76 @@ fn check(command: &Command) -> Result<()> {
 
 async fn connect(global: &crate::cli::Global, data_dir: &std::path::Path) -> Result<Admin> {
     conn::connect(&conn::resolve(global, data_dir)?).await
+}
+
+#[derive(Serialize)]
+struct NotificationView {
+    scaling_group: String,
+    notification_url: String,
+    notification_types: Vec<String>,
+}
+
+async fn notification(
+    admin: &mut crate::conn::Admin,
+    cmd: crate::cli::NotificationCmd,
+    out: Output,
+) -> Result<()> {
+    use crate::cli::NotificationCmd;
+    match cmd {
+        NotificationCmd::List { group } => {
+            let list = admin
+                .describe_notification_configurations(
+                    pb::DescribeNotificationConfigurationsRequest {
+                        scaling_group: group,
+                    },
+                )
+                .await?
+                .notification_configurations;
+            let views: Vec<NotificationView> = list
+                .into_iter()
+                .map(|n| NotificationView {
+                    scaling_group: n.scaling_group,
+                    notification_url: n.notification_url,
+                    notification_types: n.notification_types,
+                })
+                .collect();
+            match out {
+                Output::Json => print_json(&views),
+                Output::Table => {
+                    for v in &views {
+                        println!("{}  {}", v.notification_url, v.notification_types.join(","));
+                    }
+                    Ok(())
+                }
+            }
+        }
+        NotificationCmd::Add { group, url, events } => {
+            let n = admin
+                .create_notification_configuration(pb::NotificationConfiguration {
+                    scaling_group: group,
+                    notification_url: url,
+                    notification_types: events,
+                })
+                .await?;
+            println!(
+                "notifying {} of {}",
+                n.notification_url,
+                n.notification_types.join(", ")
+            );
+            Ok(())
+        }
+        NotificationCmd::Remove { group, url } => {
+            admin
+                .delete_notification_configuration(pb::NotificationConfiguration {
+                    scaling_group: group,
+                    notification_url: url.clone(),
+                    notification_types: Vec::new(),
+                })
+                .await?;
+            println!("no longer notifying {url}");
+            Ok(())
+        }
+    }
 }
 
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {

@@ -253,6 +253,9 @@ rpcs! {
     remove_instances(RemoveInstancesRequest) -> InstancesResponse;
     set_instances_protection(SetInstancesProtectionRequest) -> InstancesResponse;
     set_instance_health(SetInstanceHealthRequest) -> InstancesResponse;
+    create_notification_configuration(NotificationConfiguration) -> NotificationConfiguration;
+    delete_notification_configuration(NotificationConfiguration) -> DeleteNotificationConfigurationResponse;
+    describe_notification_configurations(DescribeNotificationConfigurationsRequest) -> DescribeNotificationConfigurationsResponse;
     enter_standby(StandbyRequest) -> InstancesResponse;
     exit_standby(StandbyRequest) -> InstancesResponse;
     describe_scaling_activities(DescribeScalingActivitiesRequest) -> DescribeScalingActivitiesResponse;
