@@ -1419,6 +1419,29 @@ mod tests {
     }
 
     #[test]
+    fn configuration_health_checks_are_sent_and_compared() {
+        let text = format!(
+            "{}\n[[configuration.health_checks]]\nname = \"web\"\nhttp = \"http://127.0.0.1:8080/healthz\"\ninterval_ms = 2000\n",
+            std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../docs/examples/web.toml"
+            ))
+            .unwrap()
+        );
+        let f = parse("web.toml", &text).unwrap();
+        assert_eq!(f.configuration.health_checks.len(), 1);
+        let steps = plan(&f, &State::default()).unwrap();
+        let Step::CreateConfig(r) = &steps[1] else {
+            panic!()
+        };
+        assert_eq!(r.health_checks[0].http, "http://127.0.0.1:8080/healthz");
+        assert_eq!(r.health_checks[0].interval_ms, 2000);
+        let bad = text.replace("http = \"http://127.0.0.1:8080/healthz\"", "htp = \"x\"");
+        let err = parse("web.toml", &bad).unwrap_err().to_string();
+        assert!(err.contains("htp"), "{err}");
+    }
+
+    #[test]
     fn from_nothing_creates_activates_and_enables() {
         let f = file();
         let steps = plan(&f, &State::default()).unwrap();
