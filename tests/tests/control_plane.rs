@@ -129,8 +129,9 @@ fn a_group_launches_scales_and_is_disabled() {
     assert_eq!(
         ctl.instance_processes().len(),
         4 * 2,
-        "an agent and a workload each:\n{:?}",
-        ctl.instance_processes()
+        "an agent and a workload each:\n{:?}\n{}",
+        ctl.instance_processes(),
+        ctl.proc.log_text()
     );
 
     // Lower max to 1 (and min with it): NewestInstance keeps the oldest.

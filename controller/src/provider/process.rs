@@ -640,10 +640,9 @@ fn record_targets(record: &InstanceRecord, dir: &Path) -> Targets {
     if group_is_ours(record, dir) {
         targets.groups.push(record.pgid);
     }
-    if let Some(workload) = record
-        .workload
-        .filter(|&w| process_matches(w).is_some_and(|s| s.pgrp != record.pgid))
-    {
+    // The workload by pid too, whatever its group: it is ours while its
+    // start time matches, and a release must never leave it behind.
+    if let Some(workload) = record.workload.filter(|&w| process_matches(w).is_some()) {
         targets.pids.push(workload);
     }
     targets
