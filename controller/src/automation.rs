@@ -28,7 +28,7 @@ use crate::rules::{
     target_alarms, target_tracking_capacity, warming,
 };
 use crate::schedule::{DEFAULT_LAUNCH_EXPIRATION_SECS, Due, Recurrence, Schedule};
-use crate::store::Write;
+use crate::store::{StoreError, Write};
 
 /// A period is evaluated this long after it ends, so the pull answers that
 /// belong to it have arrived.
@@ -97,48 +97,60 @@ fn rule_in(engine: &Engine, group: &ScalingGroup, key: &str) -> Result<ScalingRu
         })
 }
 
-fn find_alarm(engine: &Engine, group_key: &str, key: &str) -> Result<AlarmTask, Status> {
+/// A group-scoped record by id, or by name within `group_key`; `field`
+/// names the request field, `what` the kind in messages.
+fn find_named<T>(
+    engine: &Engine,
+    group_key: &str,
+    key: &str,
+    (field, what): (&str, &str),
+    get: impl Fn(&str) -> Result<Option<T>, StoreError>,
+    list: impl Fn(&str) -> Result<Vec<T>, StoreError>,
+    name: impl Fn(&T) -> &str,
+) -> Result<T, Status> {
     if key.is_empty() {
-        return Err(invalid(Invalid::one("alarm", "is required")));
+        return Err(invalid(Invalid::one(field, "is required")));
     }
-    if let Some(a) = engine.store.get_alarm(key).map_err(store_status)? {
-        return Ok(a);
+    if let Some(found) = get(key).map_err(store_status)? {
+        return Ok(found);
     }
     let group = find_group(engine, group_key)?;
-    engine
-        .store
-        .list_alarms(Some(&group.id))
+    list(&group.id)
         .map_err(store_status)?
         .into_iter()
-        .find(|a| a.name == key)
+        .find(|r| name(r) == key)
         .ok_or_else(|| {
             Status::not_found(format!(
-                "alarm `{key}` does not exist in group {}",
+                "{what} `{key}` does not exist in group {}",
                 group.name
             ))
         })
 }
 
+fn find_alarm(engine: &Engine, group_key: &str, key: &str) -> Result<AlarmTask, Status> {
+    let store = &engine.store;
+    find_named(
+        engine,
+        group_key,
+        key,
+        ("alarm", "alarm"),
+        |id| store.get_alarm(id),
+        |g| store.list_alarms(Some(g)),
+        |a| &a.name,
+    )
+}
+
 fn find_task(engine: &Engine, group_key: &str, key: &str) -> Result<ScheduledTask, Status> {
-    if key.is_empty() {
-        return Err(invalid(Invalid::one("scheduled_task", "is required")));
-    }
-    if let Some(t) = engine.store.get_task(key).map_err(store_status)? {
-        return Ok(t);
-    }
-    let group = find_group(engine, group_key)?;
-    engine
-        .store
-        .list_tasks(Some(&group.id))
-        .map_err(store_status)?
-        .into_iter()
-        .find(|t| t.name == key)
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "scheduled task `{key}` does not exist in group {}",
-                group.name
-            ))
-        })
+    let store = &engine.store;
+    find_named(
+        engine,
+        group_key,
+        key,
+        ("scheduled_task", "scheduled task"),
+        |id| store.get_task(id),
+        |g| store.list_tasks(Some(g)),
+        |t| &t.name,
+    )
 }
 
 // ---- views ---------------------------------------------------------------

@@ -12,45 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Invalid, MAX_COOLDOWN_SECS, check_name};
 
-// A copy of `model`'s `string_enum!`, which is private to that module (it is
-// neither `#[macro_use]`d nor re-exported); paths are absolute so callers
-// need no imports.
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize,
-        )]
-        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl ::std::fmt::Display for $name {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl ::std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(format!(
-                        "unknown value `{s}`; expected one of {}",
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
-}
-
 pub mod alarm;
 pub mod capacity;
 pub mod cooldown;
