@@ -38,6 +38,23 @@ pub struct Config {
     pub reconnect: ReconnectConfig,
     #[serde(rename = "health_check")]
     pub health_checks: Vec<HealthCheckConfig>,
+    pub hooks: HooksConfig,
+}
+
+/// `[hooks]`: whether the controller may have this agent run lifecycle
+/// hook scripts (the commands come from the controller's hook definitions).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksConfig {
+    pub allow_scripts: bool,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_scripts: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -88,6 +105,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             reconnect: ReconnectConfig::default(),
             health_checks: Vec::new(),
+            hooks: HooksConfig::default(),
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Agent {
     pub checks: HealthChecks,
     pub check_names: Vec<String>,
     pub max_backoff: Duration,
+    /// Whether lifecycle hook scripts may run (`[hooks] allow_scripts`).
+    pub allow_hook_scripts: bool,
 }
 
 /// Builds the mTLS endpoint for `controller` (`host:port`).
@@ -190,6 +192,18 @@ impl Agent {
                     if tx.send(wrap(AgentBody::Sample(sample))).await.is_err() {
                         return end(welcomed, "the outbound stream closed".into());
                     }
+                }
+                Some(ControllerBody::RunHook(run)) => {
+                    info!(hook = %run.hook_name, transition = %run.transition, token = %run.token, "running lifecycle hook script");
+                    let tx = tx.clone();
+                    let allowed = self.allow_hook_scripts;
+                    tokio::spawn(async move {
+                        let result = crate::hooks::run(run, allowed).await;
+                        info!(token = %result.token, exit_code = ?result.exit_code, error = %result.error, "lifecycle hook script finished");
+                        if tx.send(wrap(AgentBody::HookResult(result))).await.is_err() {
+                            warn!("the stream closed before the hook result could be sent");
+                        }
+                    });
                 }
                 // A command from a newer controller: not ours to answer.
                 None => {}

@@ -3,6 +3,7 @@
 //! - `config`: `agent.toml`, its defaults and validation.
 //! - `collect`: the host metric collectors (cpu, memory, load, net, tcp) and host facts.
 //! - `health`: the local health checks (HTTP, TCP, command) configured in agent.toml.
+//! - `hooks`: lifecycle hook scripts the controller asks the agent to run.
 //! - `conn`: the mTLS stream to the controller, with reconnect and back-off.
 #![forbid(unsafe_code)]
 
@@ -10,3 +11,4 @@ pub mod collect;
 pub mod config;
 pub mod conn;
 pub mod health;
+pub mod hooks;

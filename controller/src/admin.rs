@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::engine::{Engine, activity, capacity};
+use crate::model::hooks::Transition;
 use crate::model::{
     Activity, ActivityStatus, ConfigurationSpec, CreationType, GroupSpec, GroupState, HealthStatus,
     Instance, Invalid, LifecycleState, LocalCheck, ScalingConfiguration, ScalingGroup, Trigger,
@@ -398,7 +399,10 @@ impl AdminApi {
         }
         for mut inst in instances.clone() {
             if release {
-                inst.lifecycle_state = LifecycleState::Removing;
+                // Through the group's SCALE_IN hooks, as a scale-in would.
+                if !crate::engine::hooks::enter_wait(&group, &mut inst, Transition::ScaleIn, now) {
+                    inst.lifecycle_state = LifecycleState::Removing;
+                }
                 inst.activity_id = Some(act.id.clone());
                 writes.push(Write::PutInstance(inst));
             } else {
@@ -1045,6 +1049,7 @@ impl AdminService for AdminApi {
                 created_at_ms: now,
                 in_service_at_ms: None,
                 activity_id: Some(act.id.clone()),
+                hook_waits: Vec::new(),
             })
             .collect();
         let mut writes = vec![Write::UpdateGroup(updated)];
@@ -1398,6 +1403,60 @@ impl AdminService for AdminApi {
         request: Request<pb::NotificationConfiguration>,
     ) -> Result<Response<pb::DeleteNotificationConfigurationResponse>, Status> {
         crate::automation::delete_notification_configuration(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_lifecycle_hook(
+        &self,
+        request: Request<pb::CreateLifecycleHookRequest>,
+    ) -> Result<Response<pb::LifecycleHook>, Status> {
+        crate::lifecycle::create_lifecycle_hook(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_lifecycle_hook(
+        &self,
+        request: Request<pb::LifecycleHookRef>,
+    ) -> Result<Response<pb::DeleteLifecycleHookResponse>, Status> {
+        crate::lifecycle::delete_lifecycle_hook(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn describe_lifecycle_hooks(
+        &self,
+        request: Request<pb::DescribeLifecycleHooksRequest>,
+    ) -> Result<Response<pb::DescribeLifecycleHooksResponse>, Status> {
+        crate::lifecycle::describe_lifecycle_hooks(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn describe_lifecycle_actions(
+        &self,
+        request: Request<pb::DescribeLifecycleActionsRequest>,
+    ) -> Result<Response<pb::DescribeLifecycleActionsResponse>, Status> {
+        crate::lifecycle::describe_lifecycle_actions(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn complete_lifecycle_action(
+        &self,
+        request: Request<pb::CompleteLifecycleActionRequest>,
+    ) -> Result<Response<pb::LifecycleAction>, Status> {
+        crate::lifecycle::complete_lifecycle_action(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn record_lifecycle_action_heartbeat(
+        &self,
+        request: Request<pb::LifecycleActionRef>,
+    ) -> Result<Response<pb::LifecycleAction>, Status> {
+        crate::lifecycle::record_lifecycle_action_heartbeat(&self.engine, request.into_inner())
             .await
             .map(Response::new)
     }

@@ -165,6 +165,9 @@ impl AgentService for AgentApi {
             .await
             .map_err(|_| Status::cancelled("agent went away"))?;
         let session = self.fleet.connect(hello);
+        self.fleet
+            .lifecycle
+            .open(&session.instance_id, session.session, tx.clone());
         tokio::spawn(drive(
             self.fleet.clone(),
             session,
@@ -195,6 +198,7 @@ async fn drive(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seq = 0u64;
     let mut outstanding: Option<u64> = None;
+    let mut sent_at = tokio::time::Instant::now();
     let capacity = fleet.ring_capacity();
     let reason = loop {
         tokio::select! {
@@ -213,17 +217,24 @@ async fn drive(
                     Err(mpsc::error::TrySendError::Closed(_)) => break "stream closed".to_owned(),
                 }
                 outstanding = Some(seq);
+                sent_at = tokio::time::Instant::now();
                 session.pulled(&fleet);
             }
             msg = inbound.message() => match msg {
                 Ok(Some(AgentMessage { body: Some(AgentBody::Sample(sample)) })) => {
                     if outstanding == Some(sample.seq) {
                         outstanding = None;
+                        fleet.counters.pull_round_trip.record(sent_at.elapsed());
                         session.sampled(&fleet, sample, capacity);
                     } else {
                         fleet.counters.samples_late_total.fetch_add(1, Ordering::Relaxed);
                         debug!(instance = %session.instance_id, seq = sample.seq, "late sample dropped");
                     }
+                }
+                Ok(Some(AgentMessage { body: Some(AgentBody::HookResult(result)) })) => {
+                    info!(instance = %session.instance_id, token = %result.token, exit_code = ?result.exit_code, "hook script finished");
+                    fleet.lifecycle.finished(result);
+                    fleet.changed.notify_one();
                 }
                 Ok(Some(AgentMessage { body: Some(AgentBody::Hello(_)) })) => {
                     warn!(instance = %session.instance_id, "ignored a second Hello on the same stream");
@@ -237,5 +248,6 @@ async fn drive(
             _ = shutdown.changed() => break "controller shutting down".to_owned(),
         }
     };
+    fleet.lifecycle.close(&session.instance_id, session.session);
     session.disconnected(&fleet, &reason);
 }

@@ -50,7 +50,7 @@ fn rfc3339(ms: i64) -> String {
 
 // ---- lookups -------------------------------------------------------------
 
-fn find_group(engine: &Engine, key: &str) -> Result<ScalingGroup, Status> {
+pub(crate) fn find_group(engine: &Engine, key: &str) -> Result<ScalingGroup, Status> {
     if key.is_empty() {
         return Err(invalid(Invalid::one("scaling_group", "is required")));
     }
@@ -1098,6 +1098,8 @@ fn period_input(
 pub async fn evaluate_alarms(engine: &Engine) -> Result<(), Status> {
     let now = now_ms(engine);
     let _ops = engine.ops.lock().await;
+    let started = tokio::time::Instant::now();
+    let mut evaluated = 0;
     for mut alarm in engine.store.list_alarms(None).map_err(store_status)? {
         if !alarm.enabled {
             continue;
@@ -1166,6 +1168,11 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), Status> {
             .store
             .commit(vec![Write::PutAlarm(alarm)])
             .map_err(store_status)?;
+        evaluated += 1;
+    }
+    if evaluated > 0 {
+        let took = started.elapsed();
+        engine.fleet.counters.alarm_evaluation.record(took);
     }
     Ok(())
 }

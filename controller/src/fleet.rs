@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use ebb_proto::v1::{Hello, Sample};
@@ -24,6 +24,73 @@ pub struct Counters {
     /// Webhook notifications delivered, and given up on after retries.
     pub notifications_sent_total: AtomicU64,
     pub notifications_failed_total: AtomicU64,
+    /// From a Pull queued to its Sample read back, by the stream's task.
+    pub pull_round_trip: Histogram,
+    /// One pass of alarm evaluation that evaluated at least one alarm.
+    pub alarm_evaluation: Histogram,
+}
+
+/// Upper bounds of the latency buckets: ten per decade from 100 µs to 10 s,
+/// fine enough for a p99 read from the difference of two scrapes.
+const BUCKET_BOUNDS_US: [u64; 51] = {
+    const STEPS: [u64; 10] = [100, 125, 160, 200, 250, 320, 400, 500, 630, 800];
+    let mut out = [0; 51];
+    let mut decade = 0;
+    let mut scale = 1;
+    while decade < 5 {
+        let mut i = 0;
+        while i < 10 {
+            out[decade * 10 + i] = STEPS[i] * scale;
+            i += 1;
+        }
+        decade += 1;
+        scale *= 10;
+    }
+    out[50] = 10_000_000;
+    out
+};
+
+/// A latency histogram with fixed buckets, recorded without a lock and
+/// exported as a Prometheus histogram.
+#[derive(Debug)]
+pub struct Histogram {
+    /// One count per bound, and one for everything above the last.
+    counts: [AtomicU64; BUCKET_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = BUCKET_BOUNDS_US.partition_point(|&b| b < us);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let mut cumulative = 0;
+        for (bound, count) in BUCKET_BOUNDS_US.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += self.counts[BUCKET_BOUNDS_US.len()].load(Ordering::Relaxed);
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = write!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {sum}\n{name}_count {cumulative}\n"
+        );
+    }
 }
 
 /// One sample as kept in the ring: the numbers, without the strings.
@@ -84,6 +151,8 @@ pub struct Fleet {
     /// Woken on every connect and disconnect, so the reconcile loop reacts
     /// at once instead of at its next tick.
     pub changed: tokio::sync::Notify,
+    /// Lifecycle hook scripts to agents and their results back.
+    pub lifecycle: crate::lifecycle::Outbox,
 }
 
 /// A handle a stream's task holds for its agent.
@@ -106,6 +175,7 @@ impl Fleet {
             counters: Counters::default(),
             ring_capacity,
             changed: tokio::sync::Notify::new(),
+            lifecycle: Default::default(),
         }
     }
 
@@ -253,6 +323,16 @@ impl Fleet {
             out,
             "# HELP ebb_agents_connected Agents with an open stream.\n# TYPE ebb_agents_connected gauge\nebb_agents_connected {}\n",
             self.connected_count()
+        );
+        c.pull_round_trip.render(
+            &mut out,
+            "ebb_pull_round_trip_seconds",
+            "From a Pull queued for an agent to its Sample read back.",
+        );
+        c.alarm_evaluation.render(
+            &mut out,
+            "ebb_alarm_evaluation_seconds",
+            "One pass over every alarm whose period ended (passes with none due are not counted).",
         );
         let mut cpu = String::new();
         let mut mem = String::new();
@@ -439,5 +519,24 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("instance=\"i-b\""), "{text}");
+    }
+
+    #[test]
+    fn histograms_count_each_value_in_the_first_bucket_that_holds_it() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(90));
+        h.record(Duration::from_micros(100));
+        h.record(Duration::from_millis(3));
+        h.record(Duration::from_secs(60));
+        let mut text = String::new();
+        h.render(&mut text, "t", "test");
+        assert!(text.contains("t_bucket{le=\"0.0001\"} 2\n"), "{text}");
+        assert!(text.contains("t_bucket{le=\"0.0025\"} 2\n"), "{text}");
+        assert!(text.contains("t_bucket{le=\"0.0032\"} 3\n"), "{text}");
+        assert!(text.contains("t_bucket{le=\"10\"} 3\n"), "{text}");
+        assert!(
+            text.contains("t_bucket{le=\"+Inf\"} 4\nt_sum 60.00319\nt_count 4\n"),
+            "{text}"
+        );
     }
 }

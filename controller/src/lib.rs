@@ -9,6 +9,7 @@
 //! - `model`: scaling groups, configurations, instances, activities; validation; scale-in choice.
 //! - `engine`: capacity changes as activities, and the reconcile loop.
 //! - `clock`: wall-clock time behind one type.
+//! - `lifecycle`: lifecycle hooks' admin operations and the outbox to agents.
 //! - `notify`: webhook notifications of activities, retried, never blocking.
 //! - `fleet`: the live registry of agents, their counters and sample rings.
 //! - `admin`: `AdminService`, the ESS-named admin API (admin certs only).
@@ -68,6 +69,7 @@ pub mod demo;
 pub mod engine;
 pub mod fleet;
 pub mod http;
+pub mod lifecycle;
 pub mod model;
 pub mod notify;
 pub mod pki;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::engine::Engine;
+use crate::fleet::Fleet;
 use crate::model::{Activity, ActivityStatus, NotificationType};
 
 /// How often the store is looked at for new or changed activities.
@@ -128,7 +129,12 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
                     let Ok(json) = serde_json::to_string(&body) else {
                         continue;
                     };
-                    tokio::spawn(deliver(engine.clone(), config.url.clone(), *event, json));
+                    tokio::spawn(deliver(
+                        engine.fleet.clone(),
+                        config.url.clone(),
+                        event.to_string(),
+                        json,
+                    ));
                 }
             }
         }
@@ -145,9 +151,10 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Posts one notification, retrying with back-off.
-async fn deliver(engine: Arc<Engine>, url: String, event: NotificationType, json: String) {
-    let counters = &engine.fleet.counters;
+/// Posts one notification (an activity event or a lifecycle action),
+/// retrying with back-off; counted as sent or failed, never blocking.
+pub async fn deliver(fleet: Arc<Fleet>, url: String, event: String, json: String) {
+    let counters = &fleet.counters;
     let mut wait = FIRST_BACKOFF;
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {

@@ -113,6 +113,7 @@ impl Harness {
             created_at_ms: in_service_at,
             in_service_at_ms: Some(in_service_at),
             activity_id: None,
+            hook_waits: Vec::new(),
         };
         self.engine
             .store

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::fleet::Fleet;
+use crate::model::hooks::{Transition, Verdict};
 use crate::model::removal::{Candidate, pick_for_removal};
 use crate::model::{
     Activity, ActivityStatus, CreationType, GroupState, HealthCheckType, HealthStatus, Instance,
@@ -23,6 +24,7 @@ use crate::provider::{LaunchRequest, Provider};
 use crate::store::{Store, StoreError, Write};
 
 pub mod activity;
+pub mod hooks;
 
 /// How often every group is looked at even when nothing woke the loop.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -314,13 +316,21 @@ impl Engine {
         notes: &mut Vec<String>,
         running: Option<&mut Activity>,
     ) -> Result<(), EngineError> {
-        if matches!(
-            inst.lifecycle_state,
-            LifecycleState::Removing | LifecycleState::RemovingWait
-        ) {
+        let ours = inst.creation_type == CreationType::AutoCreated;
+        if inst.lifecycle_state == LifecycleState::RemovingWait {
+            // An instance whose processes are gone has nothing left to drain.
+            let gone = ours && described.get(&inst.id) == Some(&false);
+            let verdict = self.advance_waits(group, &mut inst, now, running)?;
+            if verdict == Verdict::Waiting && !gone {
+                return Ok(());
+            }
+            inst.lifecycle_state = LifecycleState::Removing;
+            self.store.commit(vec![Write::PutInstance(inst.clone())])?;
             return self.finish_removal(&inst).await;
         }
-        let ours = inst.creation_type == CreationType::AutoCreated;
+        if inst.lifecycle_state == LifecycleState::Removing {
+            return self.finish_removal(&inst).await;
+        }
         if ours {
             let vanished = match described.get(&inst.id) {
                 Some(alive) => !alive,
@@ -342,13 +352,33 @@ impl Engine {
                 return Ok(());
             }
         }
+        if inst.lifecycle_state == LifecycleState::PendingWait {
+            match self.advance_waits(group, &mut inst, now, running)? {
+                Verdict::Waiting => {}
+                Verdict::Continue => self.put_in_service(group, inst, now)?,
+                Verdict::Abandon => {
+                    self.count_failure(&group.id, now);
+                    if ours {
+                        let _ = self.provider.release(&inst.id).await;
+                    }
+                    self.store
+                        .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
+                    self.fleet.forget(&inst.id);
+                    info!(group = %group.name, instance = %inst.id, "instance abandoned by a lifecycle hook; released");
+                }
+            }
+            return Ok(());
+        }
         if inst.lifecycle_state == LifecycleState::Pending {
             if self.fleet.is_connected(&inst.id) {
-                inst.lifecycle_state = LifecycleState::InService;
-                inst.in_service_at_ms = Some(now);
                 inst.address = self.fleet.address(&inst.id);
-                self.store.commit(vec![Write::PutInstance(inst.clone())])?;
-                info!(group = %group.name, instance = %inst.id, "instance in service");
+                if hooks::enter_wait(group, &mut inst, Transition::ScaleOut, now) {
+                    self.store.commit(vec![Write::PutInstance(inst.clone())])?;
+                    info!(group = %group.name, instance = %inst.id, "instance waits on its SCALE_OUT lifecycle hooks");
+                    self.advance_waits(group, &mut inst, now, running)?;
+                } else {
+                    self.put_in_service(group, inst, now)?;
+                }
             } else if ours && now - inst.created_at_ms > self.launch.timeout.as_millis() as i64 {
                 let why = format!(
                     "instance {} did not connect within {}s; released",
@@ -367,6 +397,23 @@ impl Engine {
                 self.fleet.forget(&inst.id);
             }
         }
+        Ok(())
+    }
+
+    fn put_in_service(
+        &self,
+        group: &ScalingGroup,
+        mut inst: Instance,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        inst.lifecycle_state = LifecycleState::InService;
+        inst.in_service_at_ms = Some(now);
+        inst.hook_waits.clear();
+        if inst.address.is_none() {
+            inst.address = self.fleet.address(&inst.id);
+        }
+        self.store.commit(vec![Write::PutInstance(inst.clone())])?;
+        info!(group = %group.name, instance = %inst.id, "instance in service");
         Ok(())
     }
 
@@ -576,6 +623,7 @@ impl Engine {
                 created_at_ms: now,
                 in_service_at_ms: None,
                 activity_id: Some(act.id.clone()),
+                hook_waits: Vec::new(),
             };
             act.created_instances.push(id.clone());
             // Written before launching: a crash now leaves a Pending record
@@ -621,7 +669,7 @@ impl Engine {
         act: &mut Activity,
         instances: &[Instance],
         n: u32,
-        _now: i64,
+        now: i64,
     ) -> Result<(), EngineError> {
         let configs: HashMap<String, i64> = self
             .store
@@ -653,18 +701,26 @@ impl Engine {
         let mut writes = Vec::new();
         for id in &victims {
             if let Some(mut inst) = instances.iter().find(|i| &i.id == id).cloned() {
-                inst.lifecycle_state = LifecycleState::Removing;
+                if !hooks::enter_wait(group, &mut inst, Transition::ScaleIn, now) {
+                    inst.lifecycle_state = LifecycleState::Removing;
+                }
                 inst.activity_id = Some(act.id.clone());
                 act.removed_instances.push(id.clone());
                 writes.push(Write::PutInstance(inst));
             }
         }
         writes.push(Write::PutActivity(act.clone()));
-        // Marked Removing first; the release itself happens on the next step
-        // (and again after a restart, until it succeeds).
+        // Marked Removing (or Removing:Wait) first; the release itself
+        // happens now or on a later step (and again after a restart, until
+        // it succeeds).
         self.store.commit(writes)?;
         for id in victims {
-            if let Some(inst) = self.store.get_instance(&id)? {
+            let Some(mut inst) = self.store.get_instance(&id)? else {
+                continue;
+            };
+            if inst.lifecycle_state == LifecycleState::RemovingWait {
+                self.advance_waits(group, &mut inst, now, Some(&mut *act))?;
+            } else {
                 self.finish_removal(&inst).await?;
             }
         }
@@ -682,8 +738,10 @@ impl Engine {
         let instances = self.store.list_instances(Some(&group.id))?;
         let count = capacity(&instances);
         let launching = instances.iter().any(|i| {
-            i.lifecycle_state == LifecycleState::Pending
-                && i.creation_type == CreationType::AutoCreated
+            matches!(
+                i.lifecycle_state,
+                LifecycleState::Pending | LifecycleState::PendingWait
+            ) && i.creation_type == CreationType::AutoCreated
         });
         let removing = instances.iter().any(|i| !i.counts());
         let stuck = count > group.desired_capacity && !instances.iter().any(Instance::removable);

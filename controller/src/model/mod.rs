@@ -202,6 +202,18 @@ pub struct ScalingGroup {
     /// Webhooks told about the group's activities.
     #[serde(default)]
     pub notifications: Vec<NotificationConfig>,
+    /// Hooks holding instances on their way in or out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifecycle_hooks: Vec<hooks::LifecycleHook>,
+}
+
+impl ScalingGroup {
+    /// The group's hooks for one transition.
+    pub fn hooks_for(&self, t: hooks::Transition) -> impl Iterator<Item = &hooks::LifecycleHook> {
+        self.lifecycle_hooks
+            .iter()
+            .filter(move |h| h.transition == t)
+    }
 }
 
 string_enum!(
@@ -273,6 +285,7 @@ impl ScalingGroup {
             created_at_ms: now_ms,
             suspended_processes: Vec::new(),
             notifications: Vec::new(),
+            lifecycle_hooks: Vec::new(),
         };
         group.apply_optional(spec, &mut errors);
         group.check(&mut errors);
@@ -648,6 +661,9 @@ pub struct Instance {
     pub in_service_at_ms: Option<i64>,
     /// The activity that launched or is removing it.
     pub activity_id: Option<String>,
+    /// The lifecycle hooks it waits on in Pending:Wait or Removing:Wait.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hook_waits: Vec<hooks::HookWait>,
 }
 
 impl Instance {
@@ -703,6 +719,7 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff)
 }
 
+pub mod hooks;
 pub mod removal;
 pub mod tasks;
 

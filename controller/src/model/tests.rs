@@ -278,6 +278,7 @@ fn instance(id: &str, state: LifecycleState, health: HealthStatus, created: i64)
         created_at_ms: created,
         in_service_at_ms: None,
         activity_id: None,
+        hook_waits: Vec::new(),
     }
 }
 

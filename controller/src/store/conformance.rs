@@ -165,6 +165,7 @@ fn group(id: &str, name: &str) -> ScalingGroup {
         created_at_ms: 1_000,
         suspended_processes: Vec::new(),
         notifications: Vec::new(),
+        lifecycle_hooks: Vec::new(),
     }
 }
 
@@ -195,6 +196,7 @@ fn instance(id: &str, group_id: &str, created_at_ms: i64) -> Instance {
         created_at_ms,
         in_service_at_ms: None,
         activity_id: None,
+        hook_waits: Vec::new(),
     }
 }
 
@@ -736,6 +738,7 @@ fn every_field_round_trips(store: &dyn Store) {
         created_at_ms: 1_754_000_000_123,
         suspended_processes: vec![Process::ScaleIn, Process::AlarmNotification],
         notifications: Vec::new(),
+        lifecycle_hooks: Vec::new(),
     };
     let plain_group = group("asg-2", "plain");
     let full_configuration = ScalingConfiguration {
@@ -780,6 +783,7 @@ fn every_field_round_trips(store: &dyn Store) {
         created_at_ms: i64::MAX,
         in_service_at_ms: Some(i64::MIN),
         activity_id: Some("act-1".into()),
+        hook_waits: Vec::new(),
     };
     let plain_instance = instance("i-2", "asg-2", 0);
     let full_activity = Activity {

@@ -604,6 +604,7 @@ mod tests {
             created_at_ms: 7,
             suspended_processes: Vec::new(),
             notifications: Vec::new(),
+            lifecycle_hooks: Vec::new(),
         }
     }
 

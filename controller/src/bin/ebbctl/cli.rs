@@ -87,6 +87,9 @@ pub enum Command {
     /// Webhooks told of a group's activities
     #[command(subcommand)]
     Notification(NotificationCmd),
+    /// Lifecycle hooks: hold instances on their way in or out
+    #[command(subcommand)]
+    Hook(crate::hook::HookCmd),
     /// Certificates issued from the local controller's CA
     #[command(subcommand)]
     Cert(CertCmd),

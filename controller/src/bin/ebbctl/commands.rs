@@ -41,6 +41,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Notification(cmd) => {
             notification(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
         }
+        Command::Hook(cmd) => {
+            crate::hook::run(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
+        }
         Command::Scale(args) => {
             crate::automation::scale(&mut connect(&cli.global, &data_dir).await?, args, out).await
         }

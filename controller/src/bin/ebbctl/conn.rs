@@ -256,6 +256,12 @@ rpcs! {
     create_notification_configuration(NotificationConfiguration) -> NotificationConfiguration;
     delete_notification_configuration(NotificationConfiguration) -> DeleteNotificationConfigurationResponse;
     describe_notification_configurations(DescribeNotificationConfigurationsRequest) -> DescribeNotificationConfigurationsResponse;
+    create_lifecycle_hook(CreateLifecycleHookRequest) -> LifecycleHook;
+    delete_lifecycle_hook(LifecycleHookRef) -> DeleteLifecycleHookResponse;
+    describe_lifecycle_hooks(DescribeLifecycleHooksRequest) -> DescribeLifecycleHooksResponse;
+    describe_lifecycle_actions(DescribeLifecycleActionsRequest) -> DescribeLifecycleActionsResponse;
+    complete_lifecycle_action(CompleteLifecycleActionRequest) -> LifecycleAction;
+    record_lifecycle_action_heartbeat(LifecycleActionRef) -> LifecycleAction;
     enter_standby(StandbyRequest) -> InstancesResponse;
     exit_standby(StandbyRequest) -> InstancesResponse;
     describe_scaling_activities(DescribeScalingActivitiesRequest) -> DescribeScalingActivitiesResponse;

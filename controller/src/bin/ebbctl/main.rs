@@ -8,6 +8,7 @@
 //! - `automation`: the `rule`, `scale`, `alarm` and `task` families.
 //! - `apply`: `apply -f FILE.toml`, the declarative group, configuration,
 //!   rules, alarms and scheduled tasks.
+//! - `hook`: lifecycle hooks and their actions.
 //! - `cert`: `cert issue`, agent certificates for hand-managed hosts.
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ mod cli;
 mod commands;
 mod conn;
 mod error;
+mod hook;
 mod view;
 
 use std::process::ExitCode;

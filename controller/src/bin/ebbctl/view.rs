@@ -417,7 +417,7 @@ fn list(items: &[String]) -> String {
     }
 }
 
-fn or_dash(s: Option<&str>) -> String {
+pub fn or_dash(s: Option<&str>) -> String {
     s.filter(|s| !s.is_empty()).unwrap_or("-").to_owned()
 }
 

@@ -1,0 +1,301 @@
+//! `ebbctl hook`: lifecycle hooks and the actions instances wait on.
+
+use clap::builder::PossibleValuesParser;
+use clap::{ArgGroup, Args, Subcommand};
+use ebb_controller::model::hooks::{LifecycleResult, Transition};
+use ebb_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::cli::Output;
+use crate::commands::print_json;
+use crate::conn::Admin;
+use crate::error::Result;
+use crate::view::{Table, command_line, duration, now_ms, or_dash};
+
+#[derive(Debug, Subcommand)]
+pub enum HookCmd {
+    /// A group's lifecycle hooks
+    List {
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+    },
+    /// Hold instances entering (SCALE_OUT) or leaving (SCALE_IN) a group
+    /// until the hook is completed or times out. A script after `--` is run
+    /// by the instance's agent; its exit status completes the action.
+    Create {
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = transitions())]
+        transition: String,
+        /// Seconds (30–21600) before the default result applies [default: 600]
+        #[arg(long, value_name = "SECS")]
+        heartbeat_timeout: Option<u32>,
+        /// The result when nobody completes the action in time [default: CONTINUE]
+        #[arg(long, value_parser = results())]
+        default_result: Option<String>,
+        /// Told of each action by a JSON POST (http://host:port/path)
+        #[arg(long, value_name = "URL")]
+        webhook: Option<String>,
+        /// The script and its arguments, after `--`
+        #[arg(last = true, value_name = "SCRIPT")]
+        script: Vec<String>,
+    },
+    /// Delete a hook (waiting instances: launching ones are abandoned,
+    /// leaving ones continue)
+    Delete {
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+        /// Hook id or name
+        #[arg(long)]
+        hook: String,
+    },
+    /// The lifecycle actions a group's instances wait on
+    Actions {
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+    },
+    /// Decide a waiting action: CONTINUE or ABANDON
+    Complete {
+        #[command(flatten)]
+        action: ActionRef,
+        #[arg(long, value_parser = results())]
+        result: String,
+    },
+    /// Restart an action's heartbeat timeout from now
+    Heartbeat {
+        #[command(flatten)]
+        action: ActionRef,
+    },
+}
+
+/// An action by its token, or by instance and hook.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["token", "instance"])))]
+pub struct ActionRef {
+    /// The lifecycle action token (from the webhook or `hook actions`)
+    #[arg(long)]
+    token: Option<String>,
+    /// The waiting instance (with --hook)
+    #[arg(long, requires = "hook", conflicts_with = "token")]
+    instance: Option<String>,
+    /// Hook id or name (with --instance)
+    #[arg(long)]
+    hook: Option<String>,
+}
+
+impl ActionRef {
+    fn to_pb(&self) -> pb::LifecycleActionRef {
+        pb::LifecycleActionRef {
+            lifecycle_action_token: self.token.clone().unwrap_or_default(),
+            instance_id: self.instance.clone().unwrap_or_default(),
+            hook: self.hook.clone().unwrap_or_default(),
+        }
+    }
+}
+
+fn transitions() -> PossibleValuesParser {
+    PossibleValuesParser::new(Transition::ALL.iter().map(|t| t.as_str()))
+}
+
+fn results() -> PossibleValuesParser {
+    PossibleValuesParser::new(LifecycleResult::ALL.iter().map(|r| r.as_str()))
+}
+
+#[derive(Serialize)]
+struct HookView {
+    id: String,
+    scaling_group_id: String,
+    name: String,
+    transition: String,
+    heartbeat_timeout_secs: u32,
+    default_result: String,
+    notification_url: String,
+    script: Vec<String>,
+}
+
+impl From<pb::LifecycleHook> for HookView {
+    fn from(h: pb::LifecycleHook) -> Self {
+        Self {
+            id: h.id,
+            scaling_group_id: h.scaling_group_id,
+            name: h.name,
+            transition: h.transition,
+            heartbeat_timeout_secs: h.heartbeat_timeout_secs,
+            default_result: h.default_result,
+            notification_url: h.notification_url,
+            script: h.script,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ActionView {
+    lifecycle_action_token: String,
+    instance_id: String,
+    hook_name: String,
+    transition: String,
+    started_at_ms: i64,
+    deadline_ms: i64,
+    result: String,
+    outcome: String,
+}
+
+impl From<pb::LifecycleAction> for ActionView {
+    fn from(a: pb::LifecycleAction) -> Self {
+        Self {
+            lifecycle_action_token: a.lifecycle_action_token,
+            instance_id: a.instance_id,
+            hook_name: a.hook_name,
+            transition: a.transition,
+            started_at_ms: a.started_at_ms,
+            deadline_ms: a.deadline_ms,
+            result: a.result,
+            outcome: a.outcome,
+        }
+    }
+}
+
+fn action_line(a: &ActionView) -> String {
+    if a.result.is_empty() {
+        format!(
+            "{} waits on {} ({}); default result in {} (token {})",
+            a.instance_id,
+            a.hook_name,
+            a.transition,
+            duration(a.deadline_ms - now_ms()),
+            a.lifecycle_action_token
+        )
+    } else {
+        format!(
+            "{} on {}: {} ({})",
+            a.instance_id, a.hook_name, a.result, a.outcome
+        )
+    }
+}
+
+pub async fn run(admin: &mut Admin, cmd: HookCmd, out: Output) -> Result<()> {
+    match cmd {
+        HookCmd::List { group } => {
+            let hooks: Vec<HookView> = admin
+                .describe_lifecycle_hooks(pb::DescribeLifecycleHooksRequest {
+                    scaling_group: group,
+                })
+                .await?
+                .lifecycle_hooks
+                .into_iter()
+                .map(HookView::from)
+                .collect();
+            if out == Output::Json {
+                return print_json(&hooks);
+            }
+            let mut t = Table::new(&[
+                "NAME",
+                "TRANSITION",
+                "TIMEOUT",
+                "DEFAULT",
+                "WEBHOOK",
+                "SCRIPT",
+            ]);
+            for h in &hooks {
+                t.row(vec![
+                    h.name.clone(),
+                    h.transition.clone(),
+                    format!("{}s", h.heartbeat_timeout_secs),
+                    h.default_result.clone(),
+                    or_dash(Some(&h.notification_url)),
+                    if h.script.is_empty() {
+                        "-".into()
+                    } else {
+                        command_line(&h.script)
+                    },
+                ]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
+        HookCmd::Create {
+            group,
+            name,
+            transition,
+            heartbeat_timeout,
+            default_result,
+            webhook,
+            script,
+        } => {
+            let h = admin
+                .create_lifecycle_hook(pb::CreateLifecycleHookRequest {
+                    scaling_group: group,
+                    name,
+                    transition,
+                    heartbeat_timeout_secs: heartbeat_timeout,
+                    default_result: default_result.unwrap_or_default(),
+                    notification_url: webhook.unwrap_or_default(),
+                    script,
+                })
+                .await?;
+            if out == Output::Json {
+                return print_json(&HookView::from(h));
+            }
+            println!(
+                "lifecycle hook {} ({}) created: {} waits up to {} s, then {}",
+                h.name, h.id, h.transition, h.heartbeat_timeout_secs, h.default_result
+            );
+            Ok(())
+        }
+        HookCmd::Delete { group, hook } => {
+            admin
+                .delete_lifecycle_hook(pb::LifecycleHookRef {
+                    scaling_group: group,
+                    hook: hook.clone(),
+                })
+                .await?;
+            println!("lifecycle hook {hook} deleted");
+            Ok(())
+        }
+        HookCmd::Actions { group } => {
+            let actions: Vec<ActionView> = admin
+                .describe_lifecycle_actions(pb::DescribeLifecycleActionsRequest {
+                    scaling_group: group,
+                })
+                .await?
+                .lifecycle_actions
+                .into_iter()
+                .map(ActionView::from)
+                .collect();
+            if out == Output::Json {
+                return print_json(&actions);
+            }
+            for a in &actions {
+                println!("{}", action_line(a));
+            }
+            Ok(())
+        }
+        HookCmd::Complete { action, result } => {
+            let a = admin
+                .complete_lifecycle_action(pb::CompleteLifecycleActionRequest {
+                    action: Some(action.to_pb()),
+                    result,
+                })
+                .await?;
+            let view = ActionView::from(a);
+            if out == Output::Json {
+                return print_json(&view);
+            }
+            println!("{}", action_line(&view));
+            Ok(())
+        }
+        HookCmd::Heartbeat { action } => {
+            let a = admin
+                .record_lifecycle_action_heartbeat(action.to_pb())
+                .await?;
+            let view = ActionView::from(a);
+            if out == Output::Json {
+                return print_json(&view);
+            }
+            println!("{}", action_line(&view));
+            Ok(())
+        }
+    }
+}
