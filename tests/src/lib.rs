@@ -4,6 +4,8 @@
 //! - [`ControllerProc`]: an `ebb-controller serve` in a temp data dir.
 //! - [`AgentProc`]: an `ebb-agent` with a freshly issued instance cert.
 //! - [`eventually`]: poll with a deadline instead of sleeping.
+//! - [`WebhookReceiver`]: a real HTTP server collecting webhook bodies.
+//! - [`instances`], [`activities`]: a group's, from the admin API.
 //! - [`raw_connect`]: open `AgentService.Connect` with any cert, as a
 //!   misbehaving or hostile client would.
 
@@ -350,7 +352,12 @@ impl Admin {
     /// Connects presenting `cert` and `key`.
     pub fn with_identity(ctl: &ControllerProc, cert: &str, key: &str) -> Self {
         use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // One worker keeps the connection driven between calls (answering
+        // the server's HTTP/2 keepalive pings while a test sleeps); a
+        // current-thread runtime would leave it idle and the server would
+        // drop it.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
@@ -385,6 +392,98 @@ macro_rules! admin_call {
         a.rt.block_on(a.client.$method($req))
             .map(tonic::Response::into_inner)
     }};
+}
+
+/// A real HTTP server on loopback that collects the JSON bodies POSTed
+/// to it, as a webhook receiver would.
+pub struct WebhookReceiver {
+    pub url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl WebhookReceiver {
+    pub fn start() -> Self {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = bodies.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let mut reader = std::io::BufReader::new(conn);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                if let Ok(json) = serde_json::from_slice(&body) {
+                    sink.lock().unwrap().push(json);
+                }
+                let _ = reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Self { url, bodies }
+    }
+
+    /// The `event` field of every body received so far.
+    pub fn events(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b["event"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    /// The first body whose `event` is `event`, waiting for it.
+    pub fn wait_for(&self, event: &str) -> serde_json::Value {
+        eventually(&format!("a {event} notification"), DEADLINE * 2, || {
+            self.bodies
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|b| b["event"] == event)
+                .cloned()
+        })
+    }
+}
+
+/// A group's instances.
+pub fn instances(admin: &mut Admin, group: &str) -> Vec<ebb_proto::v1::Instance> {
+    admin_call!(
+        *admin,
+        describe_scaling_instances,
+        ebb_proto::v1::DescribeScalingInstancesRequest {
+            scaling_group: group.into(),
+            ..Default::default()
+        }
+    )
+    .unwrap()
+    .instances
+}
+
+/// A group's activities, newest first.
+pub fn activities(admin: &mut Admin, group: &str) -> Vec<ebb_proto::v1::Activity> {
+    admin_call!(
+        *admin,
+        describe_scaling_activities,
+        ebb_proto::v1::DescribeScalingActivitiesRequest {
+            scaling_group: group.into(),
+            ..Default::default()
+        }
+    )
+    .unwrap()
+    .activities
 }
 
 /// What a raw `Connect` got back.

@@ -2,7 +2,9 @@
 //! the process provider, the admin API over mTLS.
 
 use ebb_proto::v1 as pb;
-use ebb_tests::{Admin, ControllerProc, DEADLINE, Sandbox, admin_call, eventually};
+use ebb_tests::{
+    Admin, ControllerProc, DEADLINE, Sandbox, activities, admin_call, eventually, instances,
+};
 
 const INTERVAL_MS: u64 = 1000;
 
@@ -44,32 +46,6 @@ fn enable(admin: &mut Admin, name: &str) {
         }
     )
     .expect("enable");
-}
-
-fn instances(admin: &mut Admin, group: &str) -> Vec<pb::Instance> {
-    admin_call!(
-        *admin,
-        describe_scaling_instances,
-        pb::DescribeScalingInstancesRequest {
-            scaling_group: group.into(),
-            ..Default::default()
-        }
-    )
-    .expect("describe instances")
-    .instances
-}
-
-fn activities(admin: &mut Admin, group: &str) -> Vec<pb::Activity> {
-    admin_call!(
-        *admin,
-        describe_scaling_activities,
-        pb::DescribeScalingActivitiesRequest {
-            scaling_group: group.into(),
-            ..Default::default()
-        }
-    )
-    .expect("describe activities")
-    .activities
 }
 
 /// Waits until the group has exactly `n` instances, all InService with a

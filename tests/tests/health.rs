@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use ebb_proto::v1 as pb;
-use ebb_tests::{Admin, ControllerProc, DEADLINE, Sandbox, admin_call, eventually};
+use ebb_tests::{
+    Admin, ControllerProc, DEADLINE, Sandbox, activities, admin_call, eventually, instances,
+};
 
 fn group(admin: &mut Admin, name: &str, n: u32) {
     admin_call!(
@@ -42,19 +44,6 @@ fn group(admin: &mut Admin, name: &str, n: u32) {
     .unwrap();
 }
 
-fn instances(admin: &mut Admin, group: &str) -> Vec<pb::Instance> {
-    admin_call!(
-        *admin,
-        describe_scaling_instances,
-        pb::DescribeScalingInstancesRequest {
-            scaling_group: group.into(),
-            ..Default::default()
-        }
-    )
-    .unwrap()
-    .instances
-}
-
 fn ready(admin: &mut Admin, group: &str, n: usize) -> Vec<pb::Instance> {
     eventually(
         &format!("{n} healthy instances in {group}"),
@@ -83,19 +72,6 @@ fn signal_agent(id: &str, sig: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "no agent for {id}");
-}
-
-fn activities(admin: &mut Admin, group: &str) -> Vec<pb::Activity> {
-    admin_call!(
-        *admin,
-        describe_scaling_activities,
-        pb::DescribeScalingActivitiesRequest {
-            scaling_group: group.into(),
-            ..Default::default()
-        }
-    )
-    .unwrap()
-    .activities
 }
 
 #[test]

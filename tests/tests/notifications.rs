@@ -1,71 +1,8 @@
 //! Webhook notifications, end to end: a real HTTP receiver in the test gets
 //! each notification type; a dead webhook never blocks scaling.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::{Arc, Mutex};
-
 use ebb_proto::v1 as pb;
-use ebb_tests::{Admin, ControllerProc, DEADLINE, Sandbox, admin_call, eventually};
-
-/// Collects the JSON bodies POSTed to it.
-struct Receiver {
-    url: String,
-    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Receiver {
-    fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let sink = bodies.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let mut reader = BufReader::new(conn);
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                if let Ok(json) = serde_json::from_slice(&body) {
-                    sink.lock().unwrap().push(json);
-                }
-                let _ = reader
-                    .get_mut()
-                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
-            }
-        });
-        Self { url, bodies }
-    }
-
-    fn events(&self) -> Vec<String> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b["event"].as_str().unwrap_or("").to_owned())
-            .collect()
-    }
-
-    fn wait_for(&self, event: &str) -> serde_json::Value {
-        eventually(&format!("a {event} notification"), DEADLINE * 2, || {
-            self.bodies
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|b| b["event"] == event)
-                .cloned()
-        })
-    }
-}
+use ebb_tests::{Admin, ControllerProc, Sandbox, WebhookReceiver, admin_call};
 
 fn modify_desired(admin: &mut Admin, n: u32) -> Result<pb::ScalingGroup, tonic::Status> {
     admin_call!(
@@ -84,7 +21,7 @@ fn every_notification_type_reaches_a_real_webhook() {
     let sb = Sandbox::new();
     let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
     let mut admin = Admin::local(&ctl);
-    let receiver = Receiver::start();
+    let receiver = WebhookReceiver::start();
     admin_call!(
         admin,
         create_scaling_group,
