@@ -3,13 +3,16 @@
 //! real agents launched by the process provider, with CPU alarms and rules;
 //! then a story: load rises and the alarms scale the group out, load falls
 //! and they scale it in, an instance is killed and replaced, and a forced
-//! delete releases everything. A line a second shows the group and each
-//! activity as it starts and ends.
+//! delete releases everything. On a terminal the screen is redrawn every
+//! second: instances with state, health and CPU, the alarms, the latest
+//! activities and the story so far. With `--plain` (or when stdout is not a
+//! terminal) the same story is printed as timestamped lines.
 
-use std::collections::HashMap;
-use std::io::Write;
+use std::collections::{HashMap, VecDeque};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -70,14 +73,18 @@ threshold = 40.0
 evaluation_count = 4
 alarm_actions = ["remove-1"]
 "#;
+/// Story lines kept on the live screen.
+const LIVE_LOG_LINES: usize = 8;
+/// Activities shown on the live screen.
+const LIVE_ACTIVITIES: usize = 6;
 /// How long the final forced delete may take before the demo gives up.
 const TEARDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct DemoOptions {
     /// Total run time of the story (the teardown comes after).
     pub duration: Duration,
-    /// Timestamped lines only (the default view is the same lines; kept so
-    /// scripts can ask for it explicitly).
+    /// Timestamped lines instead of the redrawn screen (always so when
+    /// stdout is not a terminal).
     pub plain: bool,
     /// The scratch data dir; the caller removes it.
     pub data_dir: PathBuf,
@@ -118,21 +125,38 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
     let server = tokio::spawn(controller.serve(async {
         let _ = stop_rx.await;
     }));
+    // ebbctl finds the controller through endpoints.toml, which serve
+    // writes as it starts: wait for it rather than race it.
+    let endpoints = opts.data_dir.join(crate::server::ENDPOINTS_FILE);
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while !endpoints.exists() {
+        if Instant::now() > ready_by || server.is_finished() {
+            bail!("the controller did not start serving");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let file = opts.data_dir.join("demo.toml");
     std::fs::write(&file, DEMO_FILE)?;
+    let header = format!(
+        "controller on {grpc} (metrics: http://{http}/metrics); data dir {}",
+        opts.data_dir.display()
+    );
     let demo = Demo {
         ebbctl,
         data_dir: opts.data_dir.clone(),
         start: Instant::now(),
+        duration: opts.duration,
         fleet,
         store,
         seen: std::sync::Mutex::new(HashMap::new()),
+        live: AtomicBool::new(!opts.plain && std::io::stdout().is_terminal()),
+        log: std::sync::Mutex::new(VecDeque::new()),
+        header: header.clone(),
     };
-    demo.say(&format!(
-        "controller on {grpc} (metrics: http://{http}/metrics); data dir {}",
-        opts.data_dir.display()
-    ));
+    demo.say(&header);
     let result = demo.story(&file, opts.duration, shutdown).await;
+    // The teardown is told as lines below the last screen.
+    demo.live.store(false, Ordering::Relaxed);
     demo.teardown().await;
     let _ = stop_tx.send(());
     let _ = server.await;
@@ -146,14 +170,29 @@ struct Demo {
     start: Instant,
     fleet: Arc<Fleet>,
     store: Arc<dyn Store>,
+    duration: Duration,
     /// Activity id → last status printed.
     seen: std::sync::Mutex<HashMap<String, ActivityStatus>>,
+    /// Redraw a screen (a terminal) rather than print lines.
+    live: AtomicBool,
+    /// The latest story lines, for the live screen.
+    log: std::sync::Mutex<VecDeque<String>>,
+    header: String,
 }
 
 impl Demo {
     fn say(&self, line: &str) {
-        println!("[t={:>3}s] {line}", self.start.elapsed().as_secs());
-        let _ = std::io::stdout().flush();
+        let line = format!("[t={:>3}s] {line}", self.start.elapsed().as_secs());
+        if self.live.load(Ordering::Relaxed) {
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            log.push_back(line);
+            while log.len() > LIVE_LOG_LINES {
+                log.pop_front();
+            }
+        } else {
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+        }
     }
 
     /// Runs an ebbctl command and prints it and its output.
@@ -241,8 +280,16 @@ impl Demo {
         Ok(())
     }
 
-    /// One line for the group, one per new or changed activity.
+    /// The live screen, or one line for the group and one per new or
+    /// changed activity.
     fn show(&self) -> anyhow::Result<()> {
+        if self.live.load(Ordering::Relaxed) {
+            let screen = self.screen()?;
+            // Home, draw, clear what the previous screen left below.
+            print!("\x1b[H{screen}\x1b[J");
+            let _ = std::io::stdout().flush();
+            return Ok(());
+        }
         let Some(group) = self.store.find_group_by_name(DEMO_GROUP)? else {
             return Ok(());
         };
@@ -283,6 +330,93 @@ impl Demo {
         Ok(())
     }
 
+    /// The whole live screen as text, every line cleared to its end.
+    fn screen(&self) -> anyhow::Result<String> {
+        let mut out = Vec::new();
+        out.push(format!(
+            "ebb demo  t={}s of {}s   {}",
+            self.start.elapsed().as_secs(),
+            self.duration.as_secs(),
+            self.header
+        ));
+        out.push(String::new());
+        let Some(group) = self.store.find_group_by_name(DEMO_GROUP)? else {
+            out.push("(applying the demo group...)".into());
+            return Ok(finish(out));
+        };
+        out.push(format!(
+            "GROUP {}  {}  min {} max {} desired {}",
+            group.name, group.state, group.min_size, group.max_size, group.desired_capacity
+        ));
+        out.push(format!(
+            "  {:<16}  {:<13}  {:<9}  {:>6}  AGENT",
+            "INSTANCE", "STATE", "HEALTH", "CPU"
+        ));
+        for i in self.store.list_instances(Some(&group.id))? {
+            let (connected, cpu) = self
+                .fleet
+                .with_agent(&i.id, |a| {
+                    (a.connected, a.ring.back().and_then(|p| p.cpu_utilization))
+                })
+                .unwrap_or((false, None));
+            out.push(format!(
+                "  {:<16}  {:<13}  {:<9}  {:>6}  {}",
+                i.id,
+                i.lifecycle_state.to_string(),
+                i.health_status.to_string(),
+                cpu.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}%")),
+                if connected { "connected" } else { "-" }
+            ));
+        }
+        out.push(String::new());
+        out.push("ALARMS".into());
+        for a in self.store.list_alarms(Some(&group.id))? {
+            let s = &a.spec;
+            out.push(format!(
+                "  {:<10}  {} {} {} {} for {}x{}s  -> {}",
+                a.name,
+                s.metric.as_str(),
+                s.statistic,
+                s.comparison,
+                s.threshold,
+                s.evaluation_count,
+                s.period_secs,
+                a.eval.state
+            ));
+        }
+        out.push(String::new());
+        out.push("LATEST ACTIVITIES".into());
+        for a in self
+            .store
+            .list_activities(Some(&group.id), LIVE_ACTIVITIES)?
+        {
+            let at = (a.started_at_ms - self.started_at_ms()).max(0) / 1000;
+            let why = a
+                .error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            out.push(format!(
+                "  [t={at:>3}s] {:<10}  {}{why}",
+                a.status.to_string(),
+                a.cause
+            ));
+        }
+        out.push(String::new());
+        out.push("STORY".into());
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        out.extend(log.iter().map(|l| format!("  {l}")));
+        Ok(finish(out))
+    }
+
+    /// When the demo started, as Unix ms (activities carry wall-clock times).
+    fn started_at_ms(&self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        now - self.start.elapsed().as_millis() as i64
+    }
+
     /// Deletes the group with force and waits for every instance to go.
     async fn teardown(&self) {
         if let Err(e) = self
@@ -300,6 +434,12 @@ impl Demo {
         }
         self.say("teardown: instances still present after 30s");
     }
+}
+
+/// Lines joined, each cleared to its end so a shorter line leaves no rest
+/// of the previous screen behind.
+fn finish(lines: Vec<String>) -> String {
+    lines.into_iter().map(|l| l + "\x1b[K\n").collect()
 }
 
 /// Burns every core until dropped.

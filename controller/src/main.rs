@@ -28,12 +28,15 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// The quickstart: a controller and one local agent, with live samples.
+    /// The quickstart: a controller and a scaling group of real local
+    /// instances; load makes it scale out, quiet makes it scale in, a killed
+    /// instance is replaced. Ends by itself and leaves nothing running.
     Demo {
-        /// How long to run, in seconds.
-        #[arg(long, default_value_t = 45)]
+        /// How long the story runs, in seconds (the clean-up comes after).
+        #[arg(long, default_value_t = 90)]
         seconds: u64,
-        /// Plain timestamped lines (for logs and tests).
+        /// Plain timestamped lines instead of a redrawn screen (for logs
+        /// and tests; also used when stdout is not a terminal).
         #[arg(long)]
         plain: bool,
     },
@@ -41,7 +44,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The demo tells its own story on stdout; the controller's log would
+    // scroll over it, so only errors show unless EBB_LOG asks for more.
+    init_tracing(match cli.command {
+        Command::Demo { .. } => "error",
+        Command::Serve { .. } => "info",
+    });
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Demo { seconds, plain } => demo(seconds, plain),
@@ -77,9 +85,9 @@ fn demo(seconds: u64, plain: bool) -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EBB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
