@@ -1,8 +1,12 @@
 //! The quickstart, alone in its binary: it burns every CPU and waits for the
 //! host to calm down, which other tests running beside it would disturb.
 
+/// The demos burn every CPU: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn the_quickstart_demo_shows_live_samples_and_leaves_nothing_behind() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let child = std::process::Command::new(ebb_tests::bin("ebb-controller"))
         .args(["demo", "--seconds", "32", "--plain"])
         .env("EBB_AGENT_BIN", ebb_tests::bin("ebb-agent"))
@@ -60,5 +64,56 @@ fn the_quickstart_demo_shows_live_samples_and_leaves_nothing_behind() {
         !data_dir.exists(),
         "demo left {} behind",
         data_dir.display()
+    );
+}
+
+/// On a terminal (a pty from `script`), the demo redraws one screen with
+/// the instances, the alarms, the activities and the story.
+#[test]
+fn on_a_terminal_the_demo_redraws_a_live_screen() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let command = format!(
+        "{} demo --seconds 8",
+        ebb_tests::bin("ebb-controller").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("EBB_AGENT_BIN", ebb_tests::bin("ebb-agent"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    // Redrawn in place: cursor home, lines cleared to their end.
+    let redraws = screen.matches("\x1b[H").count();
+    assert!(redraws >= 5, "{redraws} redraws:\n{screen}");
+    assert!(screen.contains("\x1b[K"), "{screen}");
+    let last = screen.rsplit("\x1b[H").next().unwrap();
+    for part in [
+        "ebb demo  t=",
+        "GROUP demo  Active  min 1 max 3",
+        "INSTANCE",
+        "ALARMS",
+        "cpu-high    CpuUtilization Average >= 70 for 3x1s  -> ",
+        "cpu-low     CpuUtilization Average <= 40 for 4x1s  -> ",
+        "LATEST ACTIVITIES",
+        // The latest activities, each with its cause.
+        "changing the Total Capacity from ",
+        "STORY",
+    ] {
+        assert!(
+            last.contains(part),
+            "`{part}` not on the last screen:\n{last}"
+        );
+    }
+    assert!(
+        last.lines()
+            .any(|l| l.contains("InService") && l.contains("Healthy") && l.contains("connected")),
+        "no instance in service on the last screen:\n{last}"
+    );
+    // The teardown is told as lines below the last screen.
+    assert!(
+        screen.contains("demo over: every instance released"),
+        "{screen}"
     );
 }
