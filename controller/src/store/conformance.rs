@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::{Store, StoreError, Write};
+use crate::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
 use crate::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
 use crate::model::{
     Activity, ActivityStatus, CreationType, GroupState, HealthCheckType, HealthStatus, Instance,
@@ -738,7 +739,16 @@ fn every_field_round_trips(store: &dyn Store) {
         created_at_ms: 1_754_000_000_123,
         suspended_processes: vec![Process::ScaleIn, Process::AlarmNotification],
         notifications: Vec::new(),
-        lifecycle_hooks: Vec::new(),
+        lifecycle_hooks: vec![LifecycleHook {
+            id: "ash-1".into(),
+            name: "drain".into(),
+            transition: Transition::ScaleIn,
+            heartbeat_timeout_secs: 21_600,
+            default_result: LifecycleResult::Abandon,
+            webhook: Some("http://10.0.0.5:8080/hook?x=1".into()),
+            script: vec!["sh".into(), "-c".into(), "drain --grace 60 \"all\"".into()],
+            created_at_ms: 1_754_000_000_000,
+        }],
     };
     let plain_group = group("asg-2", "plain");
     let full_configuration = ScalingConfiguration {
@@ -783,7 +793,20 @@ fn every_field_round_trips(store: &dyn Store) {
         created_at_ms: i64::MAX,
         in_service_at_ms: Some(i64::MIN),
         activity_id: Some("act-1".into()),
-        hook_waits: Vec::new(),
+        hook_waits: vec![HookWait {
+            token: "lat-1".into(),
+            hook_id: "ash-1".into(),
+            hook_name: "drain".into(),
+            transition: Transition::ScaleIn,
+            heartbeat_timeout_secs: 21_600,
+            default_result: LifecycleResult::Abandon,
+            started_at_ms: 1,
+            deadline_ms: i64::MAX,
+            result: Some(LifecycleResult::Continue),
+            outcome: Some("the script exited 0 after 5 ms (last output: ✓)".into()),
+            script_sent: true,
+            webhook_sent: false,
+        }],
     };
     let plain_instance = instance("i-2", "asg-2", 0);
     let full_activity = Activity {
