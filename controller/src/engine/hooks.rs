@@ -42,7 +42,7 @@ impl Engine {
         group: &ScalingGroup,
         inst: &mut Instance,
         now: i64,
-        mut running: Option<&mut Activity>,
+        running: Option<&mut Activity>,
     ) -> Result<Verdict, EngineError> {
         let mut changed = false;
         let mut notes = Vec::new();
@@ -138,7 +138,7 @@ impl Engine {
         for n in &notes {
             info!(group = %group.name, "{n}");
         }
-        if let Some(act) = running.as_deref_mut()
+        if let Some(act) = running
             && inst.activity_id.as_deref() == Some(act.id.as_str())
             && !notes.is_empty()
         {

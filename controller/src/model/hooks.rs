@@ -308,9 +308,10 @@ mod tests {
     #[test]
     fn names_are_unique_and_hooks_are_bounded() {
         let first = LifecycleHook::create(&spec("drain", "SCALE_IN"), &[], 0).unwrap();
-        let err = LifecycleHook::create(&spec("drain", "SCALE_OUT"), &[first.clone()], 0)
-            .unwrap_err()
-            .to_string();
+        let err =
+            LifecycleHook::create(&spec("drain", "SCALE_OUT"), std::slice::from_ref(&first), 0)
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("already has a hook named `drain`"), "{err}");
         let six = vec![first; MAX_HOOKS_PER_GROUP];
         let err = LifecycleHook::create(&spec("other", "SCALE_IN"), &six, 0)
