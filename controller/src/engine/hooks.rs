@@ -13,14 +13,19 @@ use crate::model::{Activity, Instance, LifecycleState, ScalingGroup};
 use crate::store::Write;
 
 /// Puts an instance on its way in (`SCALE_OUT`) or out (`SCALE_IN`) into
-/// the wait state when the group has hooks for that transition. Returns
-/// whether it now waits; the engine's next pass tells the hooks.
+/// the wait state when the group has hooks for that transition (leaving
+/// instances only if they were ever in service). Returns whether it now
+/// waits; the engine's next pass tells the hooks.
 pub fn enter_wait(
     group: &ScalingGroup,
     inst: &mut Instance,
     transition: Transition,
     now: i64,
 ) -> bool {
+    // An instance that never went into service has nothing to drain.
+    if transition == Transition::ScaleIn && inst.in_service_at_ms.is_none() {
+        return false;
+    }
     let waits = hooks::begin(&group.lifecycle_hooks, transition, now);
     if waits.is_empty() {
         return false;
