@@ -175,6 +175,15 @@ fn action_line(a: &ActionView) -> String {
     }
 }
 
+fn show_action(a: pb::LifecycleAction, out: Output) -> Result<()> {
+    let view = ActionView::from(a);
+    if out == Output::Json {
+        return print_json(&view);
+    }
+    println!("{}", action_line(&view));
+    Ok(())
+}
+
 pub async fn run(admin: &mut Admin, cmd: HookCmd, out: Output) -> Result<()> {
     match cmd {
         HookCmd::List { group } => {
@@ -279,23 +288,13 @@ pub async fn run(admin: &mut Admin, cmd: HookCmd, out: Output) -> Result<()> {
                     result,
                 })
                 .await?;
-            let view = ActionView::from(a);
-            if out == Output::Json {
-                return print_json(&view);
-            }
-            println!("{}", action_line(&view));
-            Ok(())
+            show_action(a, out)
         }
         HookCmd::Heartbeat { action } => {
             let a = admin
                 .record_lifecycle_action_heartbeat(action.to_pb())
                 .await?;
-            let view = ActionView::from(a);
-            if out == Output::Json {
-                return print_json(&view);
-            }
-            println!("{}", action_line(&view));
-            Ok(())
+            show_action(a, out)
         }
     }
 }
