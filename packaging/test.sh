@@ -1,0 +1,382 @@
+#!/usr/bin/env bash
+# Tests the packages the way an operator uses them, on this machine: as root
+# on Debian (CI's machine). It
+#   - builds the packages twice with packaging/build.sh (revisions 1 and 2),
+#   - inspects both .rpm files (rpm -qlp, rpm -qp --scripts),
+#   - installs both .deb files with dpkg -i and checks files, users, modes,
+#     conffiles and the systemd units (systemd-analyze verify),
+#   - starts the installed controller by hand (systemd does not run here) as
+#     its user with the packaged config, issues an agent certificate with
+#     ebbctl the way docs/install.md says,
+#   - upgrades to revision 2 with edited configs and checks the edits stay,
+#   - starts the installed agent by hand as its user with the packaged
+#     config and sees it connect (the controller's /metrics and ebbctl),
+#     both inside an imitation of their units' sandbox (read-only system,
+#     only the state dir writable, private /tmp, no capabilities),
+#   - removes (config and state stay) and purges (they go).
+# It installs rpm, curl and systemd (for systemd-analyze) with apt when
+# missing. Every check prints "ok" or "FAIL" with what it saw; the exit
+# status is non-zero when any failed.
+#
+# It installs and purges ebb-agent and ebb-controller and deletes their
+# users at the end: with either installed, or /etc/ebb or /var/lib/ebb
+# present, it refuses to start unless EBB_PACKAGING_TEST_CLEAN=1 (or CI=true)
+# says it may remove them first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+GRPC=127.0.0.1:7440
+HTTP=127.0.0.1:9440
+INSTANCE=pkg-host-1
+EDIT_MARK="# edited by packaging/test.sh"
+
+passed=0
+failed=0
+started=$(date +%s)
+ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$1"; }
+fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$1"; [ -z "${2:-}" ] || printf '%s\n' "$2" | sed 's/^/     /'; }
+# check DESCRIPTION COMMAND...: ok when the command succeeds; its output
+# is shown on failure.
+check() {
+  local desc=$1 output
+  shift
+  if output=$("$@" 2>&1); then ok "$desc"; else fail "$desc" "$output"; fi
+}
+# expect_eq DESCRIPTION WANT GOT
+expect_eq() {
+  if [ "$2" = "$3" ]; then ok "$1"; else fail "$1" "want: $2"$'\n'"got:  $3"; fi
+}
+step() { printf '\n-- %s\n' "$*"; }
+die() { printf 'packaging/test.sh: %s\n' "$*" >&2; exit 1; }
+# eventually SECONDS COMMAND...: polls until the command succeeds.
+eventually() {
+  local deadline=$(($(date +%s) + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.5
+  done
+}
+
+[ "$(id -u)" = 0 ] || die "run it as root: it installs packages and creates users"
+command -v dpkg >/dev/null && command -v apt-get >/dev/null || die "it needs a Debian system (dpkg, apt-get)"
+
+# --- a clean machine ---------------------------------------------------------
+installed() { dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qv '^not-installed$'; }
+leftovers() {
+  local p
+  for p in ebb-agent ebb-controller; do installed "$p" && echo "package $p"; done
+  for p in /etc/ebb /var/lib/ebb; do [ -e "$p" ] && echo "$p"; done
+  for p in ebb-agent ebb-controller; do getent passwd "$p" >/dev/null && echo "user $p"; done
+  return 0
+}
+clean_machine() {
+  dpkg --purge ebb-agent ebb-controller >/dev/null 2>&1 || true
+  rm -rf /etc/ebb /var/lib/ebb
+  local u
+  for u in ebb-agent ebb-controller; do
+    if getent passwd "$u" >/dev/null; then userdel "$u"; fi
+    if getent group "$u" >/dev/null; then groupdel "$u"; fi
+  done
+}
+found=$(leftovers)
+if [ -n "$found" ]; then
+  if [ "${EBB_PACKAGING_TEST_CLEAN:-}" = 1 ] || [ "${CI:-}" = true ]; then
+    echo "removing what an earlier run left: $(echo $found)"
+    clean_machine
+  else
+    die "this machine already has $(echo $found | sed 's/ /, /g'); set EBB_PACKAGING_TEST_CLEAN=1 to let the test purge and delete them"
+  fi
+fi
+
+work=$(mktemp -d /tmp/ebb-packaging-test.XXXXXX)
+chmod 0755 "$work"
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  clean_machine
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+apt_updated=0
+need_apt() {
+  local bin=$1 pkg=$2
+  command -v "$bin" >/dev/null && return 0
+  echo "installing $pkg (for $bin) with apt"
+  if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+  command -v "$bin" >/dev/null || die "$pkg did not bring $bin"
+}
+need_apt rpm rpm
+need_apt curl curl
+need_apt systemd-analyze systemd
+
+port_free() { ! (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+for addr in "$GRPC" "$HTTP"; do
+  port_free "$addr" || die "$addr is in use; the packaged configs listen there: stop what holds it"
+done
+
+# --- build -------------------------------------------------------------------
+step "build: packaging/build.sh, revisions 1 and 2"
+t0=$(date +%s)
+packaging/build.sh --out "$work/r1"
+packaging/build.sh --no-build --revision 2 --out "$work/r2"
+echo "built in $(($(date +%s) - t0)) s"
+version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+[ -n "$version" ] || die "cannot read the workspace version from Cargo.toml"
+arch=$(dpkg --print-architecture)
+rpm_arch=$(uname -m)
+deb() { echo "$work/r$2/${1}_${version}-$2_${arch}.deb"; }
+rpmfile() { echo "$work/r$2/$1-${version}-$2.${rpm_arch}.rpm"; }
+for p in ebb-agent ebb-controller; do
+  for r in 1 2; do
+    check "$(basename "$(deb $p $r)") was built" test -s "$(deb $p $r)"
+    check "$(basename "$(rpmfile $p $r)") was built" test -s "$(rpmfile $p $r)"
+  done
+  expect_eq "$p.deb carries the workspace version" "${version}-1" \
+    "$(dpkg-deb -f "$(deb $p 1)" Version)"
+done
+
+# --- the .rpm files ----------------------------------------------------------
+step "rpm: files, config files and scriptlets"
+expect_eq "ebb-agent.rpm: its files (rpm -qlp)" \
+  "/etc/ebb/agent.toml /usr/bin/ebb-agent /usr/lib/systemd/system/ebb-agent.service /usr/share/doc/ebb-agent/install.md" \
+  "$(rpm -qlp "$(rpmfile ebb-agent 1)" 2>/dev/null | sort | xargs)"
+expect_eq "ebb-controller.rpm: its files (rpm -qlp)" \
+  "/etc/ebb/controller.toml /usr/bin/ebb-controller /usr/bin/ebbctl /usr/lib/systemd/system/ebb-controller.service /usr/share/doc/ebb-controller/install.md" \
+  "$(rpm -qlp "$(rpmfile ebb-controller 1)" 2>/dev/null | sort | xargs)"
+for p in ebb-agent ebb-controller; do
+  f=$(rpmfile $p 1)
+  expect_eq "$p.rpm: version and release" "${version} 1" "$(rpm -qp --qf '%{VERSION} %{RELEASE}' "$f" 2>/dev/null)"
+  conf=${p#ebb-}.toml
+  expect_eq "$p.rpm: /etc/ebb/$conf is %config(noreplace)" "cn /etc/ebb/$conf" \
+    "$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$f" 2>/dev/null | grep "/etc/ebb/$conf")"
+  scripts=$(rpm -qp --scripts "$f" 2>/dev/null)
+  check "$p.rpm: %pre creates the $p user" grep -q "useradd --system --gid $p" <<<"$scripts"
+  check "$p.rpm: %preun disables the unit on erase" grep -q "disable --now $p.service" <<<"$scripts"
+  check "$p.rpm: %postun restarts the unit after an upgrade" grep -q "try-restart $p.service" <<<"$scripts"
+  for s in PREIN POSTIN PREUN POSTUN; do
+    body=$(rpm -qp --qf "%{$s}" "$f" 2>/dev/null)
+    check "$p.rpm: the $s scriptlet is sh and parses" sh -n -c "$body"
+  done
+  check "$p.rpm: requires shadow-utils (useradd)" grep -qx shadow-utils <<<"$(rpm -qp --requires "$f" 2>/dev/null)"
+done
+check "ebb-controller.rpm: %post makes /var/lib/ebb for ebb-controller" \
+  grep -q "install -d -m 0750 -o ebb-controller -g ebb-controller /var/lib/ebb" \
+  <<<"$(rpm -qp --scripts "$(rpmfile ebb-controller 1)" 2>/dev/null)"
+
+# --- install -----------------------------------------------------------------
+step "install: dpkg -i both .deb files (revision 1)"
+check "dpkg -i ebb-controller ebb-agent" dpkg -i "$(deb ebb-controller 1)" "$(deb ebb-agent 1)"
+for p in ebb-agent ebb-controller; do
+  expect_eq "$p is installed at ${version}-1" "install ok installed ${version}-1" \
+    "$(dpkg-query -W -f='${Status} ${Version}' $p 2>&1)"
+done
+for bin in ebb-agent ebb-controller ebbctl; do
+  check "/usr/bin/$bin is root's, mode 0755" test "$(stat -c %U:%a /usr/bin/$bin)" = root:755
+done
+check "ebb-agent --version names the workspace version" grep -q "$version" <<<"$(/usr/bin/ebb-agent --version)"
+check "ebb-controller --version names the workspace version" grep -q "$version" <<<"$(/usr/bin/ebb-controller --version)"
+
+for u in ebb-agent ebb-controller; do
+  entry=$(getent passwd $u || true)
+  check "user $u exists" test -n "$entry"
+  IFS=: read -r _ _ uid gid _ home shell <<<"$entry"
+  check "user $u is a system user (uid $uid)" test "${uid:-99999}" -lt 1000
+  expect_eq "user $u cannot log in" /usr/sbin/nologin "$shell"
+  expect_eq "user $u has its own group" "$u" "$(getent group "$gid" | cut -d: -f1)"
+  expect_eq "user $u is in no other group" "$u" "$(id -Gn $u)"
+done
+expect_eq "ebb-controller's home is /var/lib/ebb" /var/lib/ebb "$(getent passwd ebb-controller | cut -d: -f6)"
+
+expect_eq "/var/lib/ebb: ebb-controller's, 0750" "ebb-controller:ebb-controller 750" "$(stat -c '%U:%G %a' /var/lib/ebb 2>&1)"
+expect_eq "/etc/ebb/tls: root's, 0755" "root:root 755" "$(stat -c '%U:%G %a' /etc/ebb/tls 2>&1)"
+for p in ebb-agent ebb-controller; do
+  conf=/etc/ebb/${p#ebb-}.toml
+  expect_eq "$conf: root's, 0644" "root:root 644" "$(stat -c '%U:%G %a' $conf 2>&1)"
+  check "$conf is a conffile of $p (dpkg-query)" grep -q "^ $conf [0-9a-f]\{32\}$" \
+    <<<"$(dpkg-query -W -f='${Conffiles}\n' $p)"
+  check "$conf is the packaged default" cmp "$conf" "packaging/${p#ebb-}/${p#ebb-}.toml"
+done
+
+step "units: installed, verified, hardened"
+for p in ebb-agent ebb-controller; do
+  unit=/usr/lib/systemd/system/$p.service
+  check "$unit is installed by $p" grep -qx "$unit" <<<"$(dpkg -L $p)"
+  # verify prints nothing for a clean unit; a warning (an unknown key, a
+  # key in the wrong section) fails the check as well as an error does.
+  out=$(systemd-analyze verify "$unit" 2>&1) && status=0 || status=$?
+  if [ "$status" = 0 ] && [ -z "$out" ]; then ok "systemd-analyze verify $p.service"; else fail "systemd-analyze verify $p.service (exit $status)" "$out"; fi
+  for line in "User=$p" "Group=$p" Restart=on-failure RestartSec=5s RestartPreventExitStatus=64 \
+    NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes PrivateTmp=yes CapabilityBoundingSet= \
+    AmbientCapabilities= "WantedBy=multi-user.target"; do
+    check "$p.service: $line" grep -qx "$line" "$unit"
+  done
+  check "$p.service: no ReadWritePaths= (only the state dir is writable)" bash -c "! grep -q '^ReadWritePaths=' $unit"
+done
+check "ebb-controller.service: StateDirectory=ebb" grep -qx StateDirectory=ebb /usr/lib/systemd/system/ebb-controller.service
+check "ebb-controller.service runs the packaged config" grep -qx \
+  "ExecStart=/usr/bin/ebb-controller serve --config /etc/ebb/controller.toml" /usr/lib/systemd/system/ebb-controller.service
+check "ebb-agent.service runs the packaged config" grep -qx \
+  "ExecStart=/usr/bin/ebb-agent --config /etc/ebb/agent.toml" /usr/lib/systemd/system/ebb-agent.service
+for key in PrivateNetwork ProcSubset ProtectProc StateDirectory; do
+  check "ebb-agent.service: no $key= (the agent reads the host's /proc and network)" \
+    bash -c "! grep -q '^$key=' /usr/lib/systemd/system/ebb-agent.service"
+done
+check "ebb-controller.service is enabled on install" test -L /etc/systemd/system/multi-user.target.wants/ebb-controller.service
+check "ebb-agent.service waits for its certificates (not enabled on install)" \
+  test ! -e /etc/systemd/system/multi-user.target.wants/ebb-agent.service
+
+# --- run the controller by hand ----------------------------------------------
+# start LOG USER WRITABLE COMMAND...: starts COMMAND in the background as its
+# unit would run it: as USER, no capabilities, no new privileges, a
+# read-only system but for WRITABLE, a private /tmp, no /home and /root.
+# Sets started_pid, which is COMMAND's own pid (each step execs the next).
+start() {
+  local log=$1
+  shift
+  (exec unshare --mount --propagation private -- bash -c '
+    set -e
+    user=$1 writable=$2
+    shift 2
+    mount -t tmpfs -o mode=1777 tmpfs /tmp
+    for d in /home /root; do [ -d "$d" ] && mount -t tmpfs -o mode=0755 tmpfs "$d"; done
+    [ -z "$writable" ] || mount --bind "$writable" "$writable"
+    awk "{ print \$5 }" /proc/self/mountinfo | sort -u | while read -r m; do
+      case "$m" in /proc | /proc/* | /sys | /sys/* | /dev | /dev/* | /tmp | /home | /root) continue ;; esac
+      [ "$m" = "$writable" ] && continue
+      mount -o remount,bind,ro "$m"
+    done
+    cd "${writable:-/}"
+    exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin EBB_LOG=info \
+      setpriv --reuid="$user" --regid="$user" --init-groups --no-new-privs \
+      --bounding-set=-all --inh-caps=-all -- "$@"
+  ' start "$@") >"$log" 2>&1 &
+  started_pid=$!
+  pids+=("$started_pid")
+}
+
+step "the controller, started by hand as ebb-controller with /etc/ebb/controller.toml"
+start "$work/controller.log" ebb-controller /var/lib/ebb \
+  /usr/bin/ebb-controller serve --config /etc/ebb/controller.toml
+controller_pid=$started_pid
+metrics() { curl -fsS --max-time 2 "http://$HTTP/metrics"; }
+if eventually 60 curl -fsS --max-time 2 "http://$HTTP/healthz"; then
+  ok "the controller serves /healthz on $HTTP"
+else
+  fail "the controller serves /healthz on $HTTP" "$(cat "$work/controller.log")"
+fi
+check "it wrote /var/lib/ebb/endpoints.toml for ebbctl" test -f /var/lib/ebb/endpoints.toml
+for f in ca server admin; do
+  expect_eq "/var/lib/ebb/pki/$f.key: ebb-controller's, 0600" "ebb-controller:ebb-controller 600" \
+    "$(stat -c '%U:%G %a' /var/lib/ebb/pki/$f.key 2>&1)"
+done
+
+step "an agent certificate from ebbctl cert issue, copied into /etc/ebb/tls"
+check "ebbctl --data-dir /var/lib/ebb cert issue --id $INSTANCE" \
+  ebbctl --data-dir /var/lib/ebb cert issue --id "$INSTANCE" --days 30 --out-dir "$work/cert"
+check "install ca.crt and agent.crt into /etc/ebb/tls" \
+  install -m 0644 "$work/cert/ca.crt" "$work/cert/agent.crt" /etc/ebb/tls/
+# Copied as root would leave the key root's: the upgrade below must hand it
+# to ebb-agent (postinst), as it does for a key put in place before the
+# package was installed.
+check "install agent.key into /etc/ebb/tls (root's, 0600)" install -m 0600 "$work/cert/agent.key" /etc/ebb/tls/
+
+# --- upgrade -----------------------------------------------------------------
+step "upgrade to revision 2 with edited configs"
+printf '\n%s\n[reconnect]\nmax_backoff_ms = 5000\n' "$EDIT_MARK" >>/etc/ebb/agent.toml
+printf '\n%s\n' "$EDIT_MARK" >>/etc/ebb/controller.toml
+check "dpkg -i revision 2 (no prompt: stdin is closed)" dpkg -i "$(deb ebb-controller 2)" "$(deb ebb-agent 2)" </dev/null
+for p in ebb-agent ebb-controller; do
+  conf=/etc/ebb/${p#ebb-}.toml
+  expect_eq "$p is installed at ${version}-2" "install ok installed ${version}-2" \
+    "$(dpkg-query -W -f='${Status} ${Version}' $p 2>&1)"
+  check "$conf kept its edit" grep -qxF "$EDIT_MARK" "$conf"
+  check "no $conf.dpkg-* beside it" bash -c "! ls $conf.dpkg-* 2>/dev/null"
+done
+expect_eq "/etc/ebb/tls/agent.key: ebb-agent's, 0600 (postinst)" "ebb-agent:ebb-agent 600" \
+  "$(stat -c '%U:%G %a' /etc/ebb/tls/agent.key 2>&1)"
+expect_eq "/var/lib/ebb: still ebb-controller's, 0750" "ebb-controller:ebb-controller 750" "$(stat -c '%U:%G %a' /var/lib/ebb 2>&1)"
+
+# --- run the agent by hand ---------------------------------------------------
+step "the agent, started by hand as ebb-agent with /etc/ebb/agent.toml"
+start "$work/agent.log" ebb-agent "" /usr/bin/ebb-agent --config /etc/ebb/agent.toml
+agent_pid=$started_pid
+connected() { metrics | grep -qx "ebb_agents_connected 1"; }
+reports_cpu() { metrics | grep -q "^ebb_instance_cpu_utilization{instance=\"$INSTANCE\"} [0-9]"; }
+if eventually 60 connected; then
+  ok "/metrics: ebb_agents_connected 1"
+else
+  fail "/metrics: ebb_agents_connected 1" "$(metrics 2>&1 | grep ebb_agents || true)"$'\n'"agent log:"$'\n'"$(cat "$work/agent.log")"
+fi
+# A sample with a CPU figure means the agent read the host's /proc.
+if eventually 30 reports_cpu; then
+  ok "/metrics: $INSTANCE reports its CPU (the agent reads the host's /proc)"
+else
+  fail "/metrics: $INSTANCE reports its CPU" "$(metrics 2>&1 | grep ebb_instance || true)"$'\n'"agent log:"$'\n'"$(cat "$work/agent.log")"
+fi
+check "the agent logged its connection" grep -q "connected to the controller" "$work/agent.log"
+check "ebbctl group create --name hosts" ebbctl --data-dir /var/lib/ebb group create --name hosts --min 0 --max 2
+check "ebbctl config create --group hosts --name by-hand" ebbctl --data-dir /var/lib/ebb config create --group hosts --name by-hand
+check "ebbctl group enable hosts" ebbctl --data-dir /var/lib/ebb group enable hosts
+check "ebbctl instance attach --group hosts $INSTANCE" ebbctl --data-dir /var/lib/ebb instance attach --group hosts "$INSTANCE"
+in_service() { ebbctl --data-dir /var/lib/ebb instance list --group hosts | grep "$INSTANCE" | grep -q InService; }
+if eventually 30 in_service; then
+  ok "ebbctl instance list: $INSTANCE is InService"
+else
+  fail "ebbctl instance list: $INSTANCE is InService" "$(ebbctl --data-dir /var/lib/ebb instance list --group hosts 2>&1)"
+fi
+expect_eq "the agent runs as ebb-agent" ebb-agent "$(stat -c %U /proc/"$agent_pid" 2>&1)"
+expect_eq "the controller runs as ebb-controller" ebb-controller "$(stat -c %U /proc/"$controller_pid" 2>&1)"
+
+step "stop both (SIGTERM)"
+for name in agent controller; do
+  pid_var=${name}_pid
+  pid=${!pid_var}
+  kill -TERM "$pid"
+  if wait "$pid"; then ok "the $name stopped cleanly on SIGTERM"; else fail "the $name stopped cleanly on SIGTERM (exit $?)" "$(tail -20 "$work/$name.log")"; fi
+done
+pids=()
+check "the controller's log has no ERROR" bash -c "! grep -w ERROR '$work/controller.log'"
+
+# --- remove and purge --------------------------------------------------------
+step "remove: binaries go, config and state stay"
+check "dpkg -r ebb-agent ebb-controller" dpkg -r ebb-agent ebb-controller
+for p in ebb-agent ebb-controller; do
+  expect_eq "$p: only its config files remain" "deinstall ok config-files" "$(dpkg-query -W -f='${Status}' $p 2>&1)"
+done
+for f in /usr/bin/ebb-agent /usr/bin/ebb-controller /usr/bin/ebbctl /usr/lib/systemd/system/ebb-agent.service \
+  /usr/lib/systemd/system/ebb-controller.service; do
+  check "$f is gone" test ! -e "$f"
+done
+for f in /etc/ebb/agent.toml /etc/ebb/controller.toml /etc/ebb/tls/agent.key /var/lib/ebb/pki/ca.key /var/lib/ebb/ebb.db; do
+  check "$f stays" test -e "$f"
+done
+check "the edit in agent.toml stays" grep -qxF "$EDIT_MARK" /etc/ebb/agent.toml
+
+step "purge: config and state go"
+check "dpkg -P ebb-agent ebb-controller" dpkg -P ebb-agent ebb-controller
+for p in ebb-agent ebb-controller; do
+  check "$p is not installed" bash -c "! dpkg-query -W -f='\${db:Status-Status}' $p 2>/dev/null | grep -qv '^not-installed$'"
+done
+for f in /etc/ebb /var/lib/ebb; do
+  check "$f is gone" test ! -e "$f"
+done
+check "no unit symlink remains" bash -c "! ls /etc/systemd/system/*/ebb-*.service 2>/dev/null"
+for u in ebb-agent ebb-controller; do
+  check "user $u stays (Debian keeps system users)" getent passwd $u
+done
+
+total=$((passed + failed))
+elapsed=$(($(date +%s) - started))
+echo
+if [ "$failed" = 0 ]; then
+  echo "packaging: all $total checks passed in $elapsed s"
+else
+  echo "packaging: $failed of $total checks FAILED (in $elapsed s)"
+  exit 1
+fi
