@@ -81,7 +81,7 @@ for pkg in "${PACKAGES[@]}"; do
   dir=${pkg#ebb-}
   rm -f "$out/${pkg}_"*.deb "$out/${pkg}-"[0-9]*.rpm
   say "$pkg: .deb"
-  cargo deb --quiet --no-build --locked -p "$pkg" --deb-revision "$revision" --output "$out"
+  cargo deb --quiet --no-build --locked -p "$pkg" --deb-revision "$revision" --output "$out" >/dev/null
   say "$pkg: .rpm"
   # Run in the crate's folder so the metadata's relative paths (../packaging)
   # are read from there.

@@ -93,14 +93,19 @@ fi
 work=$(mktemp -d /tmp/ebb-packaging-test.XXXXXX)
 chmod 0755 "$work"
 pids=()
+finished=0
 cleanup() {
   local pid
+  if [ "$finished" = 0 ]; then
+    echo "packaging: stopped early: $failed of $((passed + failed)) checks so far FAILED" >&2
+  fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   clean_machine
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'echo "packaging/test.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
 apt_updated=0
 need_apt() {
@@ -337,7 +342,7 @@ step "stop both (SIGTERM)"
 for name in agent controller; do
   pid_var=${name}_pid
   pid=${!pid_var}
-  kill -TERM "$pid"
+  kill -TERM "$pid" 2>/dev/null || true
   if wait "$pid"; then ok "the $name stopped cleanly on SIGTERM"; else fail "the $name stopped cleanly on SIGTERM (exit $?)" "$(tail -20 "$work/$name.log")"; fi
 done
 pids=()
@@ -371,6 +376,7 @@ for u in ebb-agent ebb-controller; do
   check "user $u stays (Debian keeps system users)" getent passwd $u
 done
 
+finished=1
 total=$((passed + failed))
 elapsed=$(($(date +%s) - started))
 echo
