@@ -24,11 +24,10 @@
 # says it may remove them first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
 GRPC=127.0.0.1:7440
 HTTP=127.0.0.1:9440
-INSTANCE=pkg-host-1
+INSTANCE="pkg-host-1"
 EDIT_MARK="# edited by packaging/test.sh"
 
 passed=0
@@ -60,7 +59,9 @@ eventually() {
 }
 
 [ "$(id -u)" = 0 ] || die "run it as root: it installs packages and creates users"
-command -v dpkg >/dev/null && command -v apt-get >/dev/null || die "it needs a Debian system (dpkg, apt-get)"
+if ! command -v dpkg >/dev/null || ! command -v apt-get >/dev/null; then
+  die "it needs a Debian system (dpkg, apt-get)"
+fi
 
 # --- a clean machine ---------------------------------------------------------
 installed() { dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qv '^not-installed$'; }
@@ -80,13 +81,13 @@ clean_machine() {
     if getent group "$u" >/dev/null; then groupdel "$u"; fi
   done
 }
-found=$(leftovers)
+found=$(leftovers | paste -sd, - | sed 's/,/, /g')
 if [ -n "$found" ]; then
   if [ "${EBB_PACKAGING_TEST_CLEAN:-}" = 1 ] || [ "${CI:-}" = true ]; then
-    echo "removing what an earlier run left: $(echo $found)"
+    echo "removing what an earlier run left: $found"
     clean_machine
   else
-    die "this machine already has $(echo $found | sed 's/ /, /g'); set EBB_PACKAGING_TEST_CLEAN=1 to let the test purge and delete them"
+    die "this machine already has $found; set EBB_PACKAGING_TEST_CLEAN=1 to let the test purge and delete them"
   fi
 fi
 
@@ -190,7 +191,7 @@ check "ebb-controller --version names the workspace version" grep -q "$version" 
 for u in ebb-agent ebb-controller; do
   entry=$(getent passwd $u || true)
   check "user $u exists" test -n "$entry"
-  IFS=: read -r _ _ uid gid _ home shell <<<"$entry"
+  IFS=: read -r _ _ uid gid _ _ shell <<<"$entry"
   check "user $u is a system user (uid $uid)" test "${uid:-99999}" -lt 1000
   expect_eq "user $u cannot log in" /usr/sbin/nologin "$shell"
   expect_eq "user $u has its own group" "$u" "$(getent group "$gid" | cut -d: -f1)"
@@ -202,7 +203,7 @@ expect_eq "/var/lib/ebb: ebb-controller's, 0750" "ebb-controller:ebb-controller 
 expect_eq "/etc/ebb/tls: root's, 0755" "root:root 755" "$(stat -c '%U:%G %a' /etc/ebb/tls 2>&1)"
 for p in ebb-agent ebb-controller; do
   conf=/etc/ebb/${p#ebb-}.toml
-  expect_eq "$conf: root's, 0644" "root:root 644" "$(stat -c '%U:%G %a' $conf 2>&1)"
+  expect_eq "$conf: root's, 0644" "root:root 644" "$(stat -c '%U:%G %a' "$conf" 2>&1)"
   check "$conf is a conffile of $p (dpkg-query)" grep -q "^ $conf [0-9a-f]\{32\}$" \
     <<<"$(dpkg-query -W -f='${Conffiles}\n' $p)"
   check "$conf is the packaged default" cmp "$conf" "packaging/${p#ebb-}/${p#ebb-}.toml"
