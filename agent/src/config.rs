@@ -385,6 +385,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("retries"), "{err}");
+        let err = parse(&d, &format!("{TLS}[hooks]\nallow_scripts = \"yes\"\n")).unwrap_err();
+        assert!(err.contains("allow_scripts"), "{err}");
+        let err = parse(&d, &format!("{TLS}[hooks]\nallow = false\n")).unwrap_err();
+        assert!(err.contains("unknown field `allow`"), "{err}");
+    }
+
+    #[test]
+    fn hook_scripts_are_allowed_unless_turned_off() {
+        let d = dir_with_certs();
+        assert!(parse(&d, TLS).unwrap().hooks.allow_scripts);
+        let off = parse(&d, &format!("{TLS}[hooks]\nallow_scripts = false\n")).unwrap();
+        assert!(!off.hooks.allow_scripts);
     }
 
     #[test]
