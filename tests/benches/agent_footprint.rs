@@ -8,7 +8,8 @@
 //! second, side by side, then as fast as they answer, one after the other.
 //!
 //! `cargo build --release --workspace --bins && cargo bench -p ebb-tests
-//! --bench agent_footprint -- [--slow 1000] [--fast 2000] [--smoke]`
+//! --bench agent_footprint -- [--slow 1000] [--fast 2000] [--agent-bin PATH]
+//! [--smoke]`
 
 mod common;
 
@@ -372,6 +373,8 @@ struct Usage {
     bytes: u64,
     rss_kb: u64,
     hwm_kb: u64,
+    /// RssAnon, RssFile.
+    split_kb: (u64, u64),
     elapsed: Duration,
     payload_bytes: Option<u64>,
 }
@@ -396,6 +399,7 @@ fn measure(
     let elapsed = t0.elapsed();
     let (ticks, run) = CpuTime::of(pid).ms_since(&cpu0, hz);
     let (rss_kb, hwm_kb) = memory_kb(pid);
+    let split_kb = common::rss_split_kb(pid);
     Usage {
         samples,
         cpu_ticks_ms: ticks,
@@ -403,6 +407,7 @@ fn measure(
         bytes: bytes() - b0,
         rss_kb,
         hwm_kb,
+        split_kb,
         elapsed,
         payload_bytes,
     }
@@ -454,7 +459,7 @@ fn main() -> anyhow::Result<()> {
         ),
     )?;
     let agent = Child2(
-        Command::new(bin("ebb-agent"))
+        Command::new(flag("--agent-bin", bin("ebb-agent")))
             .arg("--config")
             .arg(&config)
             .env("EBB_LOG", "warn")
@@ -596,6 +601,16 @@ fn report(phase: &str, ebb: &Usage, ne: Option<&Usage>) {
         mb(ebb.hwm_kb),
         ne.map_or("-".into(), |n| format!("{:.1}", mb(n.hwm_kb))),
         ratio(ebb.hwm_kb as f64, ne.map(|n| n.hwm_kb as f64))
+    );
+    println!(
+        "| of VmRSS: RssAnon (heap, stacks) / RssFile (code) (MB) | {:.1} / {:.1} | {} | |",
+        mb(ebb.split_kb.0),
+        mb(ebb.split_kb.1),
+        ne.map_or("-".into(), |n| format!(
+            "{:.1} / {:.1}",
+            mb(n.split_kb.0),
+            mb(n.split_kb.1)
+        ))
     );
     println!(
         "| CPU per sample, utime+stime (ms) | {e_ticks:.3} | {} | {} |",

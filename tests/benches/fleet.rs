@@ -2,7 +2,7 @@
 //! a real `Connect` stream over its own mTLS connection with its own
 //! certificate from the controller's CA, answering every Pull with a
 //! synthetic Sample. The agents are attached to scaling groups of
-//! `--group-size` with two CpuUtilization alarms each, so every period the
+//! `--group-size` with two CpuUtilization alarms each (`--alarms-per-group`), so every period the
 //! controller evaluates every alarm over every instance's samples.
 //!
 //! Round trip: measured by the controller, from the moment a stream's task
@@ -51,12 +51,14 @@ fn main() -> anyhow::Result<()> {
     let warmup: u64 = flag("--warmup", if smoke { 2 } else { 15 });
     let group_size: usize = flag("--group-size", 100);
     let workers: usize = flag("--loadgen-threads", 1);
+    // 0 leaves the groups without alarms, to see what evaluating them costs.
+    let alarms: usize = flag("--alarms-per-group", 2);
     let limit = raise_fd_limit();
     println!("open-file limit: {limit}");
     let mut rows = Vec::new();
     for n in agents.split(',') {
         let n: usize = n.trim().parse()?;
-        let row = run(n, secs, warmup, group_size, workers)?;
+        let row = run(n, secs, warmup, group_size, workers, alarms)?;
         rows.push(row);
     }
     println!(
@@ -75,6 +77,7 @@ fn run(
     warmup: u64,
     group_size: usize,
     workers: usize,
+    alarms: usize,
 ) -> anyhow::Result<String> {
     let load_before = load_average();
     println!("\n# {n} agents (load average {load_before})");
@@ -85,10 +88,10 @@ fn run(
     let ids: Vec<String> = (0..n).map(|i| format!("sim-{i:05}")).collect();
     let t = Instant::now();
     for (g, chunk) in ids.chunks(group_size).enumerate() {
-        setup_group(&mut admin, &format!("g{g:03}"), chunk, group_size)?;
+        setup_group(&mut admin, &format!("g{g:03}"), chunk, group_size, alarms)?;
     }
     println!(
-        "{groups} groups of ≤{group_size} with 2 alarms each, set up in {:.1} s",
+        "{groups} groups of ≤{group_size} with {alarms} alarms each, set up in {:.1} s",
         t.elapsed().as_secs_f64()
     );
 
@@ -215,7 +218,7 @@ fn run(
     println!(
         "alarm evaluation passes: {} of {} alarms each, mean {eval_mean_ms:.1} ms, max ≤ {}",
         eval_hist.len(),
-        2 * groups,
+        alarms * groups,
         common::ms(eval_hist.max())
     );
     let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -226,7 +229,7 @@ fn run(
         q(&rt_hist, 0.5),
         q(&rt_hist, 0.99),
         rt_hist.max() as f64 / 1000.0,
-        2 * groups,
+        alarms * groups,
         eval_hist.len(),
         eval_hist.max() as f64 / 1000.0,
     );
@@ -237,8 +240,15 @@ fn run(
 }
 
 /// A scaling group with a configuration that is never launched (the fleet
-/// is attached), one rule, and two alarms the synthetic load never trips.
-fn setup_group(admin: &mut Admin, name: &str, ids: &[String], size: usize) -> anyhow::Result<()> {
+/// is attached), one rule, and up to two alarms the synthetic load never
+/// trips.
+fn setup_group(
+    admin: &mut Admin,
+    name: &str,
+    ids: &[String],
+    size: usize,
+    alarms: usize,
+) -> anyhow::Result<()> {
     admin_call!(
         *admin,
         create_scaling_group,
@@ -277,7 +287,8 @@ fn setup_group(admin: &mut Admin, name: &str, ids: &[String], size: usize) -> an
             definition_json: r#"{"rule_type":"SimpleScalingRule","adjustment_type":"QuantityChangeInCapacity","adjustment_value":1,"cooldown_secs":60}"#.into(),
         }
     )?;
-    for (alarm, op, threshold) in [("cpu-high", ">=", 95.0), ("cpu-low", "<=", 1.0)] {
+    let specs = [("cpu-high", ">=", 95.0), ("cpu-low", "<=", 1.0)];
+    for (alarm, op, threshold) in specs.into_iter().take(alarms) {
         admin_call!(
             *admin,
             create_alarm,

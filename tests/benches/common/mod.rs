@@ -77,6 +77,20 @@ impl CpuTime {
     }
 }
 
+/// RssAnon and RssFile of a process, in kB: heap and stacks, and the
+/// pages of its binary and libraries.
+pub fn rss_split_kb(pid: u32) -> (u64, u64) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let get = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (get("RssAnon:"), get("RssFile:"))
+}
+
 /// VmRSS and VmHWM of a process, in kB.
 pub fn memory_kb(pid: u32) -> (u64, u64) {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
