@@ -19,7 +19,7 @@ use crate::automation::{Recurrence, StepArg};
     about = "Administer an ebb controller: scaling groups, configurations, instances, \
              activities, scaling rules, alarms and scheduled tasks",
     after_help = "With no connection flags ebbctl uses the controller whose data dir is \
-                  --data-dir, $EBB_DATA or ./ebb-data (its endpoints.toml and pki/admin.*)."
+                  --data-dir, $EBB_DATA or ./ebb-data, else /var/lib/ebb when only the packaged controller runs there (its endpoints.toml and pki/admin.*)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -30,7 +30,7 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// The controller's data dir [default: $EBB_DATA, else ./ebb-data]
+    /// The controller's data dir [default: $EBB_DATA, else ./ebb-data, else /var/lib/ebb if a controller runs there]
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// The controller's gRPC address, instead of the data dir's endpoints.toml

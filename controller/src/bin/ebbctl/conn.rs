@@ -36,17 +36,38 @@ pub struct Target {
     pub key: PathBuf,
 }
 
-/// `--data-dir`, else `$EBB_DATA`, else `./ebb-data`.
-pub fn data_dir(flag: Option<&Path>, env: Option<OsString>) -> PathBuf {
+/// Where the packaged controller keeps its data (packaging/controller).
+pub const PACKAGED_DATA_DIR: &str = "/var/lib/ebb";
+
+/// `--data-dir`, else `$EBB_DATA`, else `./ebb-data` — unless only the
+/// packaged controller's `/var/lib/ebb` has a running controller's
+/// endpoints file (`has_endpoints` tells).
+pub fn data_dir(
+    flag: Option<&Path>,
+    env: Option<OsString>,
+    has_endpoints: impl Fn(&Path) -> bool,
+) -> PathBuf {
     match (flag, env) {
         (Some(dir), _) => dir.to_owned(),
         (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
-        _ => PathBuf::from(DEFAULT_DATA_DIR),
+        _ => {
+            let local = Path::new(DEFAULT_DATA_DIR);
+            let packaged = Path::new(PACKAGED_DATA_DIR);
+            if !has_endpoints(local) && has_endpoints(packaged) {
+                packaged.to_owned()
+            } else {
+                local.to_owned()
+            }
+        }
     }
 }
 
 pub fn global_data_dir(global: &Global) -> PathBuf {
-    data_dir(global.data_dir.as_deref(), std::env::var_os(DATA_DIR_ENV))
+    data_dir(
+        global.data_dir.as_deref(),
+        std::env::var_os(DATA_DIR_ENV),
+        |dir| dir.join(ENDPOINTS_FILE).exists(),
+    )
 }
 
 /// The running controller's endpoints; `None` when the file is absent.
@@ -322,10 +343,31 @@ mod tests {
     #[test]
     fn data_dir_prefers_the_flag_then_the_environment() {
         let flag = Path::new("/flag");
-        assert_eq!(data_dir(Some(flag), Some("/env".into())), flag);
-        assert_eq!(data_dir(None, Some("/env".into())), Path::new("/env"));
-        assert_eq!(data_dir(None, Some("".into())), Path::new("./ebb-data"));
-        assert_eq!(data_dir(None, None), Path::new("./ebb-data"));
+        let none = |_: &Path| false;
+        assert_eq!(data_dir(Some(flag), Some("/env".into()), none), flag);
+        assert_eq!(data_dir(None, Some("/env".into()), none), Path::new("/env"));
+        assert_eq!(
+            data_dir(None, Some("".into()), none),
+            Path::new("./ebb-data")
+        );
+        assert_eq!(data_dir(None, None, none), Path::new("./ebb-data"));
+    }
+
+    #[test]
+    fn the_packaged_data_dir_is_found_when_only_it_has_a_controller() {
+        let packaged = |d: &Path| d == Path::new("/var/lib/ebb");
+        assert_eq!(data_dir(None, None, packaged), Path::new("/var/lib/ebb"));
+        // A local controller wins; so do the flag and the environment.
+        let both = |_: &Path| true;
+        assert_eq!(data_dir(None, None, both), Path::new("./ebb-data"));
+        assert_eq!(
+            data_dir(None, Some("/env".into()), packaged),
+            Path::new("/env")
+        );
+        assert_eq!(
+            data_dir(Some(Path::new("/f")), None, packaged),
+            Path::new("/f")
+        );
     }
 
     #[test]
