@@ -151,6 +151,7 @@ fn run(
         &format!("{n} simulated agents connected"),
         Duration::from_secs(600),
         || {
+            guard(&ctl).expect("a quiet enough machine");
             let failed = stats.failed.load(Ordering::Relaxed);
             assert_eq!(failed, 0, "simulated agents failed to connect");
             (stats.connected.load(Ordering::Relaxed) == n as u64).then_some(())
@@ -178,7 +179,10 @@ fn run(
     let me = std::process::id();
     let ctl_pid = ctl.proc.pid();
     let before = Snapshot::take(&ctl, &stats, ctl_pid, me)?;
-    std::thread::sleep(Duration::from_secs(secs));
+    for _ in 0..secs {
+        std::thread::sleep(Duration::from_secs(1));
+        guard(&ctl)?;
+    }
     let after = Snapshot::take(&ctl, &stats, ctl_pid, me)?;
     let wall = after.at.duration_since(before.at).as_secs_f64();
     let cores = |a: &CpuTime, b: &CpuTime| a.ms_since(b, hz).1 / 1000.0 / wall;
@@ -237,6 +241,29 @@ fn run(
     drop(admin);
     drop(ctl);
     Ok(row)
+}
+
+/// Stops the run if the controller has begun replacing simulated instances
+/// (they missed pulls: the machine is too busy): each replacement is a real
+/// agent process, which loads the machine more, and the figures would say
+/// nothing. The launched processes are killed.
+fn guard(ctl: &ControllerProc) -> anyhow::Result<()> {
+    let launched = ctl.dir.join("ebb-data").join("instances");
+    let any = std::fs::read_dir(&launched).is_ok_and(|mut d| d.next().is_some());
+    if !any {
+        return Ok(());
+    }
+    for line in ctl.instance_processes() {
+        if let Some(pid) = line.split_whitespace().next() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
+        }
+    }
+    anyhow::bail!(
+        "the controller began replacing simulated instances that missed pulls (is the machine busy? load average {}): this run's figures are void",
+        load_average()
+    )
 }
 
 /// A scaling group with a configuration that is never launched (the fleet
