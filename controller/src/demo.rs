@@ -190,7 +190,9 @@ impl Demo {
                 log.pop_front();
             }
         } else {
-            println!("{line}");
+            // Not println!: a closed stdout (`demo | head`) would panic
+            // and skip the teardown, leaving instances running.
+            let _ = writeln!(std::io::stdout(), "{line}");
             let _ = std::io::stdout().flush();
         }
     }
@@ -286,7 +288,7 @@ impl Demo {
         if self.live.load(Ordering::Relaxed) {
             let screen = self.screen()?;
             // Home, draw, clear what the previous screen left below.
-            print!("\x1b[H{screen}\x1b[J");
+            let _ = write!(std::io::stdout(), "\x1b[H{screen}\x1b[J");
             let _ = std::io::stdout().flush();
             return Ok(());
         }
