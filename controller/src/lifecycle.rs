@@ -2,8 +2,6 @@
 //! describe, complete and heartbeat actions) and the outbox through which
 //! the engine hands hook scripts to agents and gets their results back.
 
-use std::sync::atomic::Ordering;
-
 use dashmap::DashMap;
 use ebb_proto::v1 as pb;
 use ebb_proto::v1::controller_message::Body as ControllerBody;
@@ -32,7 +30,6 @@ pub struct Outbox {
     agents: DashMap<String, (u64, AgentSender)>,
     /// Lifecycle action token → the agent's answer.
     results: DashMap<String, pb::HookResult>,
-    pub scripts_sent_total: std::sync::atomic::AtomicU64,
 }
 
 impl Outbox {
@@ -55,11 +52,7 @@ impl Outbox {
         let message = pb::ControllerMessage {
             body: Some(ControllerBody::RunHook(run)),
         };
-        let sent = entry.1.try_send(Ok(message)).is_ok();
-        if sent {
-            self.scripts_sent_total.fetch_add(1, Ordering::Relaxed);
-        }
-        sent
+        entry.1.try_send(Ok(message)).is_ok()
     }
 
     /// An agent's answer arrived.

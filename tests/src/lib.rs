@@ -6,6 +6,7 @@
 //! - [`eventually`]: poll with a deadline instead of sleeping.
 //! - [`WebhookReceiver`]: a real HTTP server collecting webhook bodies.
 //! - [`instances`], [`activities`]: a group's, from the admin API.
+//! - [`Burn`]: every core busy until dropped, as real load would.
 //! - [`raw_connect`]: open `AgentService.Connect` with any cert, as a
 //!   misbehaving or hostile client would.
 
@@ -484,6 +485,43 @@ pub fn activities(admin: &mut Admin, group: &str) -> Vec<ebb_proto::v1::Activity
     )
     .unwrap()
     .activities
+}
+
+/// Burns every core until dropped.
+pub struct Burn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Burn {
+    pub fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x: u64 = 1;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for _ in 0..10_000 {
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        }
+                        std::hint::black_box(x);
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Burn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What a raw `Connect` got back.

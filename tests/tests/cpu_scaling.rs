@@ -2,49 +2,10 @@
 //! load moves the host's CPU: real agents, a real CPU burn, a CpuUtilization
 //! alarm that scales the group out, and a low-CPU alarm that scales it back.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ebb_proto::v1 as pb;
-use ebb_tests::{Admin, ControllerProc, DEADLINE, Sandbox, admin_call, eventually};
-
-/// Burns every core until dropped.
-struct Burn {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Burn {
-    fn start() -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let threads = (0..cores)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut x: u64 = 1;
-                    while !stop.load(Ordering::Relaxed) {
-                        for _ in 0..10_000 {
-                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        }
-                        std::hint::black_box(x);
-                    }
-                })
-            })
-            .collect();
-        Self { stop, threads }
-    }
-}
-
-impl Drop for Burn {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
+use ebb_tests::{Admin, Burn, ControllerProc, DEADLINE, Sandbox, admin_call, eventually};
 
 fn rule(admin: &mut Admin, name: &str, value: i64) {
     admin_call!(
