@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the ebb-agent and ebb-controller (with ebbctl) packages, .deb and
-# .rpm, from one release build. Their version is the workspace version; the
+# .rpm: the controller from a release build, the agent from the size-built
+# `agent` profile (Cargo.toml). Their version is the workspace version; the
 # package revision (deb) / release (rpm) is --revision (default 1).
 #
 #   packaging/build.sh [--revision N] [--out DIR] [--no-build]
@@ -9,7 +10,7 @@
 #   ebb-agent_<version>-<N>_<arch>.deb       ebb-agent-<version>-<N>.<arch>.rpm
 #   ebb-controller_<version>-<N>_<arch>.deb  ebb-controller-<version>-<N>.<arch>.rpm
 # and prints their paths. --no-build packages the release binaries as they
-# are. cargo-deb and cargo-generate-rpm are installed with
+# are (target/release/ebb-controller, ebbctl; target/agent/ebb-agent). cargo-deb and cargo-generate-rpm are installed with
 # `cargo install --locked` when missing. The packages' contents are set in
 # [package.metadata.deb] and [package.metadata.generate-rpm] of
 # agent/Cargo.toml and controller/Cargo.toml.
@@ -53,12 +54,15 @@ need_tool cargo-generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
 
 target_dir=${CARGO_TARGET_DIR:-target}
 if [ "$build" = 1 ]; then
-  say "release build of ${PACKAGES[*]}"
-  cargo build --release --locked -p ebb-agent -p ebb-controller --bins
+  say "release build of ebb-controller; size-built (profile agent) ebb-agent"
+  cargo build --release --locked -p ebb-controller --bins
+  cargo build --profile agent --locked -p ebb-agent
 fi
+# Where each packaged binary is built.
+profile_of() { if [ "$1" = ebb-agent ]; then echo agent; else echo release; fi; }
 for bin in ebb-agent ebb-controller ebbctl; do
-  if [ ! -x "$target_dir/release/$bin" ]; then
-    echo "build.sh: $target_dir/release/$bin is missing; run without --no-build" >&2
+  if [ ! -x "$target_dir/$(profile_of $bin)/$bin" ]; then
+    echo "build.sh: $target_dir/$(profile_of $bin)/$bin is missing; run without --no-build" >&2
     exit 1
   fi
 done
@@ -73,7 +77,7 @@ stage="$target_dir/packaging-stage"
 rm -rf "$stage"
 mkdir -p "$stage/release"
 for bin in ebb-agent ebb-controller ebbctl; do
-  cp "$target_dir/release/$bin" "$stage/release/$bin"
+  cp "$target_dir/$(profile_of $bin)/$bin" "$stage/release/$bin"
   strip --strip-unneeded "$stage/release/$bin"
 done
 
@@ -81,7 +85,7 @@ for pkg in "${PACKAGES[@]}"; do
   dir=${pkg#ebb-}
   rm -f "$out/${pkg}_"*.deb "$out/${pkg}-"[0-9]*.rpm
   say "$pkg: .deb"
-  cargo deb --quiet --no-build --locked -p "$pkg" --deb-revision "$revision" --output "$out" >/dev/null
+  cargo deb --quiet --no-build --locked -p "$pkg" --profile "$(profile_of "$pkg")" --deb-revision "$revision" --output "$out" >/dev/null
   say "$pkg: .rpm"
   # Run in the crate's folder so the metadata's relative paths (../packaging)
   # are read from there.

@@ -7,9 +7,12 @@
 //! scraped the way Prometheus scrapes it. Both are driven at one sample a
 //! second, side by side, then as fast as they answer, one after the other.
 //!
-//! `cargo build --release --workspace --bins && cargo bench -p ebb-tests
+//! `cargo build --profile agent -p ebb-agent && cargo bench -p ebb-tests
 //! --bench agent_footprint -- [--slow 1000] [--fast 2000] [--agent-bin PATH]
 //! [--smoke]`
+//!
+//! It measures the agent as packaged, `target/agent/ebb-agent` (the size-built
+//! profile); `--smoke` (CI) takes the build it runs beside instead.
 
 mod common;
 
@@ -22,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use common::{CpuTime, clock_ticks, flag, load_average, memory_kb, switch};
 use ebb_proto::v1::agent_message::Body as AgentBody;
 use ebb_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
@@ -434,6 +438,20 @@ fn run_phase(phases: &mpsc::Sender<Phase>, count: u64, every: Option<Duration>) 
     rx.blocking_recv().expect("phase finished").payload_bytes
 }
 
+/// `target/agent/ebb-agent`, built with the packages' size profile.
+fn packaged_agent() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/release/deps/agent_footprint-<hash> -> target/agent/ebb-agent
+    let target = exe.ancestors().nth(3).context("target dir")?;
+    let path = target.join("agent").join("ebb-agent");
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build the agent as packaged with `cargo build --profile agent -p ebb-agent` (or pass --agent-bin)",
+        path.display()
+    );
+    Ok(path)
+}
+
 fn main() -> anyhow::Result<()> {
     let smoke = switch("--smoke");
     let slow: u64 = flag("--slow", if smoke { 3 } else { 1000 });
@@ -458,8 +476,14 @@ fn main() -> anyhow::Result<()> {
             "controller = \"{addr}\"\nserver_name = \"localhost\"\n[tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n"
         ),
     )?;
+    let agent_bin = match flag("--agent-bin", String::new()) {
+        given if !given.is_empty() => std::path::PathBuf::from(given),
+        _ if smoke => bin("ebb-agent"),
+        _ => packaged_agent()?,
+    };
+    println!("agent: {}", agent_bin.display());
     let agent = Child2(
-        Command::new(flag("--agent-bin", bin("ebb-agent")))
+        Command::new(&agent_bin)
             .arg("--config")
             .arg(&config)
             .env("EBB_LOG", "warn")
