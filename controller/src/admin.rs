@@ -154,8 +154,8 @@ impl AdminApi {
                 let p = a.ring.back().filter(|_| a.connected);
                 (
                     a.connected,
-                    p.and_then(|p| p.cpu_utilization),
-                    p.and_then(|p| p.memory_utilization),
+                    p.and_then(|p| p.cpu_utilization()),
+                    p.and_then(|p| p.memory_utilization()),
                     a.hello.hostname.clone(),
                 )
             })

@@ -33,6 +33,9 @@ use crate::store::{StoreError, Write};
 /// A period is evaluated this long after it ends, so the pull answers that
 /// belong to it have arrived.
 const PERIOD_GRACE_MS: i64 = 250;
+/// How much longer than the longest alarm period the rings keep samples,
+/// so a late alarm pass still finds its period's samples.
+const RING_SLACK_MS: i64 = 10_000;
 /// How often the alarm and schedule loops look at the clock.
 const LOOP_TICK: Duration = Duration::from_millis(200);
 /// ESS: an alarm runs at most five rules.
@@ -1039,12 +1042,12 @@ pub async fn describe_alarms(
 /// One value of `metric` from a sample, if it carries it.
 fn metric_of(metric: &Metric, p: &Point) -> Option<f64> {
     match metric {
-        Metric::CpuUtilization => p.cpu_utilization,
-        Metric::MemoryUtilization => p.memory_utilization,
-        Metric::LoadAverage => p.load1,
-        Metric::IntranetRx => p.rx_bytes_per_second,
-        Metric::IntranetTx => p.tx_bytes_per_second,
-        Metric::TcpConnection => p.tcp_total.map(f64::from),
+        Metric::CpuUtilization => p.cpu_utilization(),
+        Metric::MemoryUtilization => p.memory_utilization(),
+        Metric::LoadAverage => p.load1(),
+        Metric::IntranetRx => p.rx_bytes_per_second(),
+        Metric::IntranetTx => p.tx_bytes_per_second(),
+        Metric::TcpConnection => p.tcp_total().map(f64::from),
         // Custom metrics are carried but not yet collected by the agent.
         Metric::Custom(_) => None,
     }
@@ -1068,24 +1071,24 @@ fn period_input(
         .filter(|i| i.lifecycle_state == LifecycleState::InService)
         .filter(|i| warmup_secs.is_none_or(|w| !warming(i.in_service_at_ms, w, end_ms)))
         .collect();
-    let to_ms = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    };
     let mut answered = Vec::new();
     for inst in &counted {
-        let values: Vec<f64> = engine
+        // The ring is in arrival order: walk back from the newest sample to
+        // the period's start, reading a period's worth, not the whole ring.
+        let (sum, n) = engine
             .fleet
             .with_agent(&inst.id, |a| {
                 a.ring
                     .iter()
-                    .filter(|p| (start_ms..end_ms).contains(&to_ms(p.received_at)))
+                    .rev()
+                    .skip_while(|p| p.received_at_ms >= end_ms)
+                    .take_while(|p| p.received_at_ms >= start_ms)
                     .filter_map(|p| metric_of(&alarm.spec.metric, p))
-                    .collect()
+                    .fold((0.0, 0u32), |(sum, n), v| (sum + v, n + 1))
             })
             .unwrap_or_default();
-        if !values.is_empty() {
-            answered.push(values.iter().sum::<f64>() / values.len() as f64);
+        if n > 0 {
+            answered.push(sum / f64::from(n));
         }
     }
     Ok(PeriodInput {
@@ -1100,7 +1103,18 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), Status> {
     let _ops = engine.ops.lock().await;
     let started = tokio::time::Instant::now();
     let mut evaluated = 0;
-    for mut alarm in engine.store.list_alarms(None).map_err(store_status)? {
+    let alarms = engine.store.list_alarms(None).map_err(store_status)?;
+    // The rings keep what the longest alarm reads, disabled ones included
+    // (enabling one should find its history).
+    let longest_ms = alarms
+        .iter()
+        .map(|a| i64::from(a.spec.period_secs) * 1000)
+        .max()
+        .unwrap_or(0);
+    engine
+        .fleet
+        .keep_samples_for(longest_ms + PERIOD_GRACE_MS + RING_SLACK_MS);
+    for mut alarm in alarms {
         if !alarm.enabled {
             continue;
         }

@@ -19,9 +19,11 @@ pub const DEFAULT_SAMPLING_INTERVAL_MS: u64 = 5_000;
 pub const MIN_SAMPLING_INTERVAL_MS: u64 = 1_000;
 /// 300 s is the slowest: slower than that, health checks become meaningless.
 pub const MAX_SAMPLING_INTERVAL_MS: u64 = 300_000;
-/// 180 samples: 15 minutes at the default interval, 3 at 1 s; enough for the
-/// longest alarm period's evaluation window at its own resolution later.
-pub const DEFAULT_SAMPLE_RING: usize = 180;
+/// The most samples a ring may hold. A ring keeps only what the alarms read
+/// (a minute, or the longest alarm period and 10 s), so this is a bound, not
+/// what each instance costs: 1,000 covers the longest period (900 s) at the
+/// fastest sampling (1 s); 64 KB an instance at the worst.
+pub const DEFAULT_SAMPLE_RING: usize = 1000;
 /// The name agents use to reach the controller unless the operator adds more.
 pub const DEFAULT_SERVER_NAME: &str = "localhost";
 

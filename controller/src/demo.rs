@@ -300,7 +300,7 @@ impl Demo {
         for i in &instances {
             let cpu = self
                 .fleet
-                .with_agent(&i.id, |a| a.ring.back().and_then(|p| p.cpu_utilization))
+                .with_agent(&i.id, |a| a.ring.back().and_then(|p| p.cpu_utilization()))
                 .flatten()
                 .map_or_else(|| "  -  ".to_owned(), |c| format!("{c:4.1}%"));
             parts.push(format!("{} {} cpu {cpu}", i.id, i.lifecycle_state));
@@ -358,7 +358,7 @@ impl Demo {
             let (connected, cpu) = self
                 .fleet
                 .with_agent(&i.id, |a| {
-                    (a.connected, a.ring.back().and_then(|p| p.cpu_utilization))
+                    (a.connected, a.ring.back().and_then(|p| p.cpu_utilization()))
                 })
                 .unwrap_or((false, None));
             out.push(format!(

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -93,34 +93,87 @@ impl Histogram {
     }
 }
 
-/// One sample as kept in the ring: the numbers, without the strings.
-#[derive(Debug, Clone, PartialEq)]
+/// One sample as kept in the ring: the numbers, without the strings, in 64
+/// bytes (an `Option<f64>` per value took 120). An absent value is stored
+/// as NaN (a count as `u32::MAX`) and read back as `None`, so an agent that
+/// sent NaN is taken as not having the value, which is what an average needs.
+#[derive(Debug, Clone, Copy)]
 pub struct Point {
     pub seq: u64,
-    /// When the controller received it.
-    pub received_at: SystemTime,
-    pub cpu_utilization: Option<f64>,
-    pub memory_utilization: Option<f64>,
-    pub load1: Option<f64>,
-    pub rx_bytes_per_second: Option<f64>,
-    pub tx_bytes_per_second: Option<f64>,
-    pub tcp_total: Option<u32>,
-    pub tcp_established: Option<u32>,
+    /// When the controller received it, in ms since the Unix epoch.
+    pub received_at_ms: i64,
+    /// CPU, memory, load1, rx and tx bytes per second.
+    values: [f64; 5],
+    /// TCP connections in all, and established.
+    tcp: [u32; 2],
+}
+
+const NO_COUNT: u32 = u32::MAX;
+
+/// Every ring keeps at least a minute of samples, so a new alarm's first
+/// periods (up to a minute) have their whole history.
+const MIN_KEEP_MS: i64 = 60_000;
+
+/// And at least this many samples, whatever their age: the scale-in choice
+/// of the least busy instance averages the latest ones.
+pub const ALWAYS_KEPT: usize = 12;
+
+fn present(v: f64) -> Option<f64> {
+    (!v.is_nan()).then_some(v)
+}
+
+fn count(v: u32) -> Option<u32> {
+    (v != NO_COUNT).then_some(v)
 }
 
 impl Point {
     fn from_sample(s: &Sample, received_at: SystemTime) -> Self {
+        let f = |v: Option<f64>| v.unwrap_or(f64::NAN);
         Self {
             seq: s.seq,
-            received_at,
-            cpu_utilization: s.cpu_utilization,
-            memory_utilization: s.memory_utilization,
-            load1: s.load.map(|l| l.one),
-            rx_bytes_per_second: s.network.map(|n| n.rx_bytes_per_second),
-            tx_bytes_per_second: s.network.map(|n| n.tx_bytes_per_second),
-            tcp_total: s.tcp.map(|t| t.total),
-            tcp_established: s.tcp.map(|t| t.established),
+            received_at_ms: received_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            values: [
+                f(s.cpu_utilization),
+                f(s.memory_utilization),
+                f(s.load.map(|l| l.one)),
+                f(s.network.map(|n| n.rx_bytes_per_second)),
+                f(s.network.map(|n| n.tx_bytes_per_second)),
+            ],
+            tcp: [
+                s.tcp.map_or(NO_COUNT, |t| t.total.min(NO_COUNT - 1)),
+                s.tcp.map_or(NO_COUNT, |t| t.established.min(NO_COUNT - 1)),
+            ],
         }
+    }
+
+    pub fn cpu_utilization(&self) -> Option<f64> {
+        present(self.values[0])
+    }
+
+    pub fn memory_utilization(&self) -> Option<f64> {
+        present(self.values[1])
+    }
+
+    pub fn load1(&self) -> Option<f64> {
+        present(self.values[2])
+    }
+
+    pub fn rx_bytes_per_second(&self) -> Option<f64> {
+        present(self.values[3])
+    }
+
+    pub fn tx_bytes_per_second(&self) -> Option<f64> {
+        present(self.values[4])
+    }
+
+    pub fn tcp_total(&self) -> Option<u32> {
+        count(self.tcp[0])
+    }
+
+    pub fn tcp_established(&self) -> Option<u32> {
+        count(self.tcp[1])
     }
 }
 
@@ -147,7 +200,11 @@ pub struct AgentState {
 pub struct Fleet {
     agents: DashMap<String, Arc<Mutex<AgentState>>>,
     pub counters: Counters,
+    /// The most samples a ring holds (`fleet.sample_ring`).
     ring_capacity: usize,
+    /// How far back the rings keep samples, in ms: set by the alarm loop to
+    /// what the longest alarm reads (see [`Fleet::keep_samples_for`]).
+    keep_ms: AtomicI64,
     /// Woken on every connect and disconnect, so the reconcile loop reacts
     /// at once instead of at its next tick.
     pub changed: tokio::sync::Notify,
@@ -174,6 +231,8 @@ impl Fleet {
             agents: DashMap::new(),
             counters: Counters::default(),
             ring_capacity,
+            // Up to `sample_ring` samples until the alarm loop says how long.
+            keep_ms: AtomicI64::new(i64::MAX),
             changed: tokio::sync::Notify::new(),
             lifecycle: Default::default(),
         }
@@ -199,7 +258,7 @@ impl Fleet {
                     missed: 0,
                     consecutive_missed: 0,
                     latest: None,
-                    ring: VecDeque::with_capacity(self.ring_capacity),
+                    ring: VecDeque::new(),
                 }))
             })
             .clone();
@@ -244,7 +303,7 @@ impl Fleet {
                 .iter()
                 .rev()
                 .take(n)
-                .filter_map(|p| p.cpu_utilization)
+                .filter_map(|p| p.cpu_utilization())
                 .collect();
             (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
         })
@@ -340,8 +399,8 @@ impl Fleet {
             let Some((c, m)) = self.with_agent(&id, |s| {
                 let p = s.ring.back().filter(|_| s.connected);
                 (
-                    p.and_then(|p| p.cpu_utilization),
-                    p.and_then(|p| p.memory_utilization),
+                    p.and_then(|p| p.cpu_utilization()),
+                    p.and_then(|p| p.memory_utilization()),
                 )
             }) else {
                 continue;
@@ -409,10 +468,21 @@ impl Session {
             info!(instance = %self.instance_id, missed = s.consecutive_missed, "agent answers pulls again");
         }
         s.consecutive_missed = 0;
-        if s.ring.len() == capacity {
+        let point = Point::from_sample(&sample, received_at);
+        let cutoff = point.received_at_ms - fleet.keep_ms.load(Ordering::Relaxed);
+        while s.ring.len() >= capacity
+            || (s.ring.len() >= ALWAYS_KEPT
+                && s.ring.front().is_some_and(|p| p.received_at_ms < cutoff))
+        {
             s.ring.pop_front();
         }
-        s.ring.push_back(Point::from_sample(&sample, received_at));
+        s.ring.push_back(point);
+        // A ring that once held a long window gives the memory back when
+        // the window shrinks (its alarm deleted).
+        if s.ring.capacity() > 64 && s.ring.capacity() > 4 * s.ring.len() {
+            let keep = 2 * s.ring.len();
+            s.ring.shrink_to(keep);
+        }
         s.latest = Some(sample);
     }
 
@@ -434,6 +504,15 @@ impl Session {
 impl Fleet {
     pub fn ring_capacity(&self) -> usize {
         self.ring_capacity
+    }
+
+    /// Keeps `ms` of samples in every ring from now on (never less than a
+    /// minute, never more than `sample_ring` samples). The alarm loop sets it
+    /// to its longest alarm's period and a margin, so a ring holds what the
+    /// alarms read and not a fixed count: at 1 s sampling with 1 s alarms,
+    /// a minute of 64-byte points instead of 180 preallocated ones.
+    pub fn keep_samples_for(&self, ms: i64) {
+        self.keep_ms.store(ms.max(MIN_KEEP_MS), Ordering::Relaxed);
     }
 }
 
@@ -469,6 +548,72 @@ mod tests {
             .unwrap();
         assert_eq!(seqs, [3, 4, 5]);
         assert_eq!(fleet.counters.samples_total.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn rings_keep_what_the_alarms_read_and_no_more() {
+        let fleet = Fleet::new(1000);
+        let s = fleet.connect(hello("i-1"));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let span = |fleet: &Fleet| {
+            fleet
+                .with_agent("i-1", |a| {
+                    let first = a.ring.front().unwrap().received_at_ms;
+                    let last = a.ring.back().unwrap().received_at_ms;
+                    (a.ring.len(), (last - first) / 1000)
+                })
+                .unwrap()
+        };
+        // Before the alarm loop says how long: up to `sample_ring`.
+        for i in 0..300 {
+            s.sampled_at(&fleet, sample(i, 1.0), 1000, at(i));
+        }
+        assert_eq!(span(&fleet), (300, 299));
+        // Told 10 s: still a minute, the floor.
+        fleet.keep_samples_for(10_000);
+        for i in 300..400 {
+            s.sampled_at(&fleet, sample(i, 1.0), 1000, at(i));
+        }
+        assert_eq!(span(&fleet), (61, 60));
+        let capacity = fleet.with_agent("i-1", |a| a.ring.capacity()).unwrap();
+        assert!(capacity <= 4 * 61, "capacity {capacity} was not given back");
+        // A 900 s alarm and its margin.
+        fleet.keep_samples_for(910_250);
+        for i in 400..1400 {
+            s.sampled_at(&fleet, sample(i, 1.0), 1000, at(i));
+        }
+        assert_eq!(span(&fleet), (911, 910));
+        // Sparse samples: the latest 12 are kept whatever their age.
+        fleet.keep_samples_for(0);
+        for i in 0..20 {
+            s.sampled_at(&fleet, sample(2000 + i, 1.0), 1000, at(2000 + i * 3600));
+        }
+        assert_eq!(span(&fleet).0, ALWAYS_KEPT);
+    }
+
+    #[test]
+    fn absent_and_nan_values_read_back_as_none() {
+        let mut full = sample(1, 12.5);
+        full.load = Some(ebb_proto::v1::LoadAverage {
+            one: 0.5,
+            ..Default::default()
+        });
+        full.tcp = Some(ebb_proto::v1::TcpConnections {
+            total: 7,
+            established: 3,
+        });
+        let p = Point::from_sample(&full, SystemTime::UNIX_EPOCH + Duration::from_millis(1500));
+        assert_eq!(p.received_at_ms, 1500);
+        assert_eq!(
+            (p.cpu_utilization(), p.memory_utilization(), p.load1()),
+            (Some(12.5), Some(40.0), Some(0.5))
+        );
+        assert_eq!((p.tcp_total(), p.tcp_established()), (Some(7), Some(3)));
+        assert_eq!(p.rx_bytes_per_second(), None);
+        let nan = Point::from_sample(&sample(2, f64::NAN), SystemTime::now());
+        assert_eq!(nan.cpu_utilization(), None);
+        assert_eq!(std::mem::size_of::<Point>(), 64);
     }
 
     #[test]

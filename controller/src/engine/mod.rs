@@ -35,7 +35,7 @@ pub const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// the controller never got to start (it crashed in between).
 const UNKNOWN_PENDING_GRACE_MS: i64 = 10_000;
 /// Samples averaged for `LeastBusy`.
-const LEAST_BUSY_SAMPLES: usize = 12;
+const LEAST_BUSY_SAMPLES: usize = crate::fleet::ALWAYS_KEPT;
 /// After this many failed launches, an activity fails instead of retrying.
 const MAX_LAUNCH_FAILURES: u32 = 3;
 /// Back-off after a failed activity before the loop tries again.

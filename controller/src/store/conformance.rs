@@ -130,6 +130,10 @@ const CASES: &[(&str, Case)] = &[
         alarm_every_field_round_trips,
     ),
     ("task_every_field_round_trips", task_every_field_round_trips),
+    (
+        "instance_listings_follow_every_commit",
+        instance_listings_follow_every_commit,
+    ),
 ];
 
 /// Runs every case, each on a store from `make`; panics naming the first that fails.
@@ -1512,4 +1516,51 @@ fn task_every_field_round_trips(store: &dyn Store) {
         store.list_tasks(None).unwrap(),
         [daily, once, monthly, cron, weekly]
     );
+}
+
+/// Listings read again after each kind of commit show it (the SQLite
+/// backend keeps listings in memory between commits).
+fn instance_listings_follow_every_commit(store: &dyn Store) {
+    two_groups(store);
+    let state = |id: &str| {
+        store
+            .list_instances(Some("asg-1"))
+            .unwrap()
+            .into_iter()
+            .find(|i| i.id == id)
+            .map(|i| i.lifecycle_state)
+    };
+    commit(
+        store,
+        vec![Write::PutInstance(instance("i-1", "asg-1", 10))],
+    );
+    assert_eq!(state("i-1"), Some(LifecycleState::Pending));
+    assert_eq!(instance_ids(store, None), ["i-1"]);
+
+    let mut changed = instance("i-1", "asg-1", 10);
+    changed.lifecycle_state = LifecycleState::InService;
+    commit(store, vec![Write::PutInstance(changed.clone())]);
+    assert_eq!(state("i-1"), Some(LifecycleState::InService));
+
+    // A failed commit changes nothing, listed or not.
+    let mut failed = changed.clone();
+    failed.lifecycle_state = LifecycleState::Removing;
+    not_found(store.commit(vec![
+        Write::PutInstance(failed),
+        Write::PutInstance(instance("i-2", "asg-missing", 10)),
+    ]));
+    assert_eq!(state("i-1"), Some(LifecycleState::InService));
+
+    commit(
+        store,
+        vec![Write::PutInstance(instance("i-2", "asg-2", 20))],
+    );
+    assert_eq!(instance_ids(store, None), ["i-1", "i-2"]);
+    assert_eq!(instance_ids(store, Some("asg-2")), ["i-2"]);
+    commit(store, vec![Write::DeleteInstance("i-1".into())]);
+    assert_eq!(state("i-1"), None);
+    assert_eq!(instance_ids(store, None), ["i-2"]);
+    commit(store, vec![Write::DeleteGroup("asg-2".into())]);
+    assert!(instance_ids(store, Some("asg-2")).is_empty());
+    assert!(instance_ids(store, None).is_empty());
 }

@@ -3,6 +3,7 @@
 //! columns are copies of its keys, there for lookups, uniqueness, cascades
 //! and ordering.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -85,6 +86,13 @@ const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The SQLite store.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Instance listings as last read (by group; `None` is all), so the
+    /// reconcile and alarm loops, which list every group's instances every
+    /// second, do not decode the same JSON again and again: at 10,000
+    /// instances that decoding was the largest part of their cost. Filled
+    /// and emptied only while `conn` is held, so a listing is never older
+    /// than the last commit; any commit that may touch instances empties it.
+    instances: Mutex<HashMap<Option<String>, Vec<Instance>>>,
 }
 
 impl SqliteStore {
@@ -124,6 +132,7 @@ impl SqliteStore {
         migrate(&mut conn, shown)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            instances: Mutex::new(HashMap::new()),
         })
     }
 
@@ -131,6 +140,31 @@ impl SqliteStore {
         // A panic while holding the lock leaves no half-done write behind: an
         // open transaction rolls back when dropped. So the connection is fine.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Locked only while `conn` is.
+    fn cached_instances(&self) -> MutexGuard<'_, HashMap<Option<String>, Vec<Instance>>> {
+        self.instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether a write may change what `list_instances` returns.
+fn touches_instances(write: &Write) -> bool {
+    match write {
+        Write::PutInstance(_) | Write::DeleteInstance(_) | Write::DeleteGroup(_) => true,
+        Write::CreateGroup(_)
+        | Write::UpdateGroup(_)
+        | Write::PutConfiguration(_)
+        | Write::DeleteConfiguration(_)
+        | Write::PutActivity(_)
+        | Write::PutRule(_)
+        | Write::DeleteRule(_)
+        | Write::PutAlarm(_)
+        | Write::DeleteAlarm(_)
+        | Write::PutTask(_)
+        | Write::DeleteTask(_) => false,
     }
 }
 
@@ -414,19 +448,7 @@ impl SqliteStore {
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<T>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
-        let rows = stmt
-            .query_map(params, |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })
-            .map_err(backend)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, data) = row.map_err(backend)?;
-            out.push(from_json(table, &id, &data)?);
-        }
-        Ok(out)
+        query_on(&self.conn(), table, sql, params)
     }
 
     /// A group-scoped named table's records (all when None), by name then id.
@@ -459,12 +481,38 @@ impl SqliteStore {
     }
 }
 
+/// Reads the `(id, data)` rows `sql` selects on `conn` and decodes each.
+fn query_on<T: DeserializeOwned>(
+    conn: &Connection,
+    table: &str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let rows = stmt
+        .query_map(params, |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .map_err(backend)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, data) = row.map_err(backend)?;
+        out.push(from_json(table, &id, &data)?);
+    }
+    Ok(out)
+}
+
 impl Store for SqliteStore {
     fn commit(&self, writes: Vec<Write>) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
         let mut conn = self.conn();
+        if writes.iter().any(touches_instances) {
+            // Emptied whether or not the commit succeeds; the next listing reads
+            // the database.
+            self.cached_instances().clear();
+        }
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend)?;
@@ -516,18 +564,27 @@ impl Store for SqliteStore {
     }
 
     fn list_instances(&self, group_id: Option<&str>) -> Result<Vec<Instance>> {
-        match group_id {
-            Some(g) => self.query(
+        let conn = self.conn();
+        let key = group_id.map(str::to_owned);
+        if let Some(hit) = self.cached_instances().get(&key) {
+            return Ok(hit.clone());
+        }
+        let listed: Vec<Instance> = match group_id {
+            Some(g) => query_on(
+                &conn,
                 "instances",
                 "SELECT id, data FROM instances WHERE group_id = ?1 ORDER BY created_at_ms, id",
                 [g],
-            ),
-            None => self.query(
+            )?,
+            None => query_on(
+                &conn,
                 "instances",
                 "SELECT id, data FROM instances ORDER BY created_at_ms, id",
                 [],
-            ),
-        }
+            )?,
+        };
+        self.cached_instances().insert(key, listed.clone());
+        Ok(listed)
     }
 
     fn get_activity(&self, id: &str) -> Result<Option<Activity>> {
