@@ -5,11 +5,11 @@
 use dashmap::DashMap;
 use ebb_proto::v1 as pb;
 use ebb_proto::v1::controller_message::Body as ControllerBody;
-use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{info, warn};
 
 use crate::admin::{invalid, store_status};
+use crate::agent_service::{Outbound, message};
 use crate::automation::find_group;
 use crate::engine::Engine;
 use crate::model::hooks::{HookSpec, HookWait, LifecycleHook, LifecycleResult, Transition};
@@ -20,21 +20,19 @@ use crate::store::Write;
 /// is waiting for any more (their actions were decided another way).
 const MAX_PENDING_RESULTS: usize = 4096;
 
-type AgentSender = mpsc::Sender<Result<pb::ControllerMessage, Status>>;
-
 /// The way to each connected agent's stream, and the hook results that came
 /// back on them.
 #[derive(Debug, Default)]
 pub struct Outbox {
     /// Instance id → (stream's session number, its outbound queue).
-    agents: DashMap<String, (u64, AgentSender)>,
+    agents: DashMap<String, (u64, Outbound)>,
     /// Lifecycle action token → the agent's answer.
     results: DashMap<String, pb::HookResult>,
 }
 
 impl Outbox {
     /// A stream opened: hook scripts for the instance go to it.
-    pub fn open(&self, instance: &str, session: u64, tx: AgentSender) {
+    pub fn open(&self, instance: &str, session: u64, tx: Outbound) {
         self.agents.insert(instance.to_owned(), (session, tx));
     }
 
@@ -49,10 +47,10 @@ impl Outbox {
         let Some(entry) = self.agents.get(instance) else {
             return false;
         };
-        let message = pb::ControllerMessage {
-            body: Some(ControllerBody::RunHook(run)),
-        };
-        entry.1.try_send(Ok(message)).is_ok()
+        entry
+            .1
+            .try_send(message(ControllerBody::RunHook(run)))
+            .is_ok()
     }
 
     /// An agent's answer arrived.
@@ -349,6 +347,8 @@ pub async fn record_lifecycle_action_heartbeat(
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::mpsc;
+
     use super::*;
 
     fn answer(exit_code: Option<i32>, error: &str, output: &str) -> pb::HookResult {

@@ -3,6 +3,10 @@
 //!
 //! - `v1`: the generated messages, the `AgentService` and `AdminService`
 //!   clients and servers, and the descriptor set for reflection.
+//! - `codec`: the protobuf codec they use, with buffers sized for ebb's
+//!   small messages.
+
+pub mod codec;
 
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]
