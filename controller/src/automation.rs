@@ -1103,6 +1103,7 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), Status> {
     let _ops = engine.ops.lock().await;
     let started = tokio::time::Instant::now();
     let mut evaluated = 0;
+    let mut unsaved = Vec::new();
     let alarms = engine.store.list_alarms(None).map_err(store_status)?;
     // The rings keep what the longest alarm reads, disabled ones included
     // (enabling one should find its history).
@@ -1175,15 +1176,24 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), Status> {
                 &eval.explanation,
                 now,
             )?;
-        } else if eval.new.state != AlarmState::Alarm {
-            alarm.last_rejection = None;
+            // Its state is stored right after its actions, so a restart
+            // cannot run them again for the same period.
+            unsaved.push(Write::PutAlarm(alarm));
+            engine
+                .store
+                .commit(std::mem::take(&mut unsaved))
+                .map_err(store_status)?;
+        } else {
+            if eval.new.state != AlarmState::Alarm {
+                alarm.last_rejection = None;
+            }
+            unsaved.push(Write::PutAlarm(alarm));
         }
-        engine
-            .store
-            .commit(vec![Write::PutAlarm(alarm)])
-            .map_err(store_status)?;
         evaluated += 1;
     }
+    // The alarms that ran nothing, in one transaction rather than one each
+    // (at 200 alarms a second, most of the pass's time was commits).
+    engine.store.commit(unsaved).map_err(store_status)?;
     if evaluated > 0 {
         let took = started.elapsed();
         engine.fleet.counters.alarm_evaluation.record(took);

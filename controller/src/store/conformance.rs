@@ -130,10 +130,7 @@ const CASES: &[(&str, Case)] = &[
         alarm_every_field_round_trips,
     ),
     ("task_every_field_round_trips", task_every_field_round_trips),
-    (
-        "instance_listings_follow_every_commit",
-        instance_listings_follow_every_commit,
-    ),
+    ("listings_follow_every_commit", listings_follow_every_commit),
 ];
 
 /// Runs every case, each on a store from `make`; panics naming the first that fails.
@@ -1520,7 +1517,7 @@ fn task_every_field_round_trips(store: &dyn Store) {
 
 /// Listings read again after each kind of commit show it (the SQLite
 /// backend keeps listings in memory between commits).
-fn instance_listings_follow_every_commit(store: &dyn Store) {
+fn listings_follow_every_commit(store: &dyn Store) {
     two_groups(store);
     let state = |id: &str| {
         store
@@ -1563,4 +1560,21 @@ fn instance_listings_follow_every_commit(store: &dyn Store) {
     commit(store, vec![Write::DeleteGroup("asg-2".into())]);
     assert!(instance_ids(store, Some("asg-2")).is_empty());
     assert!(instance_ids(store, None).is_empty());
+
+    // Alarms too (the SQLite backend keeps their listings as well).
+    let k = &ALARMS;
+    commit(store, vec![(k.put)("x-1", "asg-1", "alpha", 1)]);
+    assert_eq!(
+        (k.list)(store, Some("asg-1")),
+        [(k.put)("x-1", "asg-1", "alpha", 1)]
+    );
+    commit(store, vec![(k.put)("x-1", "asg-1", "alpha", 2)]);
+    assert_eq!((k.list)(store, None), [(k.put)("x-1", "asg-1", "alpha", 2)]);
+    not_found(store.commit(vec![
+        (k.put)("x-1", "asg-1", "alpha", 3),
+        (k.put)("x-2", "asg-missing", "beta", 3),
+    ]));
+    assert_eq!((k.list)(store, None), [(k.put)("x-1", "asg-1", "alpha", 2)]);
+    commit(store, vec![Write::DeleteGroup("asg-1".into())]);
+    assert!((k.list)(store, None).is_empty());
 }

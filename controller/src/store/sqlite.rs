@@ -86,13 +86,60 @@ const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The SQLite store.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    /// Instance listings as last read (by group; `None` is all), so the
-    /// reconcile and alarm loops, which list every group's instances every
-    /// second, do not decode the same JSON again and again: at 10,000
-    /// instances that decoding was the largest part of their cost. Filled
-    /// and emptied only while `conn` is held, so a listing is never older
-    /// than the last commit; any commit that may touch instances empties it.
-    instances: Mutex<HashMap<Option<String>, Vec<Instance>>>,
+    /// The reconcile and alarm loops list every group's instances and every
+    /// alarm (each with its history) several times a second; at 10,000
+    /// instances, decoding the same JSON again and again was most of their
+    /// cost. These keep listings between the commits that change them.
+    instances: Listings<Instance>,
+    alarms: Listings<AlarmTask>,
+}
+
+/// Listings as last read, by group (`None` is all). Filled and emptied only
+/// while the connection is held, so a listing is never older than the last
+/// commit: a commit that may change them empties them first, whether or not
+/// it succeeds. This holds for one store per database file, which the
+/// controller's lock on its data dir ensures.
+struct Listings<T> {
+    by_group: Mutex<HashMap<Option<String>, Vec<T>>>,
+    /// Whether a write may change these listings.
+    touched_by: fn(&Write) -> bool,
+}
+
+impl<T: Clone + DeserializeOwned> Listings<T> {
+    fn new(touched_by: fn(&Write) -> bool) -> Self {
+        Self {
+            by_group: Mutex::new(HashMap::new()),
+            touched_by,
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<Option<String>, Vec<T>>> {
+        self.by_group.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called with the connection held, before the commit's writes.
+    fn commit(&self, writes: &[Write]) {
+        if writes.iter().any(self.touched_by) {
+            self.map().clear();
+        }
+    }
+
+    /// The listing for `group_id`, read with `read` on `conn` (held by the
+    /// caller) unless kept.
+    fn list(
+        &self,
+        conn: &Connection,
+        group_id: Option<&str>,
+        read: impl FnOnce(&Connection) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        let key = group_id.map(str::to_owned);
+        if let Some(hit) = self.map().get(&key) {
+            return Ok(hit.clone());
+        }
+        let listed = read(conn)?;
+        self.map().insert(key, listed.clone());
+        Ok(listed)
+    }
 }
 
 impl SqliteStore {
@@ -132,7 +179,18 @@ impl SqliteStore {
         migrate(&mut conn, shown)?;
         Ok(Self {
             conn: Mutex::new(conn),
-            instances: Mutex::new(HashMap::new()),
+            instances: Listings::new(|w| {
+                matches!(
+                    w,
+                    Write::PutInstance(_) | Write::DeleteInstance(_) | Write::DeleteGroup(_)
+                )
+            }),
+            alarms: Listings::new(|w| {
+                matches!(
+                    w,
+                    Write::PutAlarm(_) | Write::DeleteAlarm(_) | Write::DeleteGroup(_)
+                )
+            }),
         })
     }
 
@@ -140,31 +198,6 @@ impl SqliteStore {
         // A panic while holding the lock leaves no half-done write behind: an
         // open transaction rolls back when dropped. So the connection is fine.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Locked only while `conn` is.
-    fn cached_instances(&self) -> MutexGuard<'_, HashMap<Option<String>, Vec<Instance>>> {
-        self.instances
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Whether a write may change what `list_instances` returns.
-fn touches_instances(write: &Write) -> bool {
-    match write {
-        Write::PutInstance(_) | Write::DeleteInstance(_) | Write::DeleteGroup(_) => true,
-        Write::CreateGroup(_)
-        | Write::UpdateGroup(_)
-        | Write::PutConfiguration(_)
-        | Write::DeleteConfiguration(_)
-        | Write::PutActivity(_)
-        | Write::PutRule(_)
-        | Write::DeleteRule(_)
-        | Write::PutAlarm(_)
-        | Write::DeleteAlarm(_)
-        | Write::PutTask(_)
-        | Write::DeleteTask(_) => false,
     }
 }
 
@@ -457,18 +490,7 @@ impl SqliteStore {
         table: &str,
         group_id: Option<&str>,
     ) -> Result<Vec<T>> {
-        match group_id {
-            Some(g) => self.query(
-                table,
-                &format!("SELECT id, data FROM {table} WHERE group_id = ?1 ORDER BY name, id"),
-                [g],
-            ),
-            None => self.query(
-                table,
-                &format!("SELECT id, data FROM {table} ORDER BY name, id"),
-                [],
-            ),
-        }
+        list_named_on(&self.conn(), table, group_id)
     }
 
     fn get<T: DeserializeOwned>(&self, table: &str, id: &str) -> Result<Option<T>> {
@@ -478,6 +500,28 @@ impl SqliteStore {
             .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
             .map_err(backend)?;
         data.map(|d| from_json(table, id, &d)).transpose()
+    }
+}
+
+/// A group-scoped named table's records (all when None), by name then id.
+fn list_named_on<T: DeserializeOwned>(
+    conn: &Connection,
+    table: &str,
+    group_id: Option<&str>,
+) -> Result<Vec<T>> {
+    match group_id {
+        Some(g) => query_on(
+            conn,
+            table,
+            &format!("SELECT id, data FROM {table} WHERE group_id = ?1 ORDER BY name, id"),
+            [g],
+        ),
+        None => query_on(
+            conn,
+            table,
+            &format!("SELECT id, data FROM {table} ORDER BY name, id"),
+            [],
+        ),
     }
 }
 
@@ -508,11 +552,8 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut conn = self.conn();
-        if writes.iter().any(touches_instances) {
-            // Emptied whether or not the commit succeeds; the next listing reads
-            // the database.
-            self.cached_instances().clear();
-        }
+        self.instances.commit(&writes);
+        self.alarms.commit(&writes);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend)?;
@@ -565,26 +606,20 @@ impl Store for SqliteStore {
 
     fn list_instances(&self, group_id: Option<&str>) -> Result<Vec<Instance>> {
         let conn = self.conn();
-        let key = group_id.map(str::to_owned);
-        if let Some(hit) = self.cached_instances().get(&key) {
-            return Ok(hit.clone());
-        }
-        let listed: Vec<Instance> = match group_id {
+        self.instances.list(&conn, group_id, |conn| match group_id {
             Some(g) => query_on(
-                &conn,
+                conn,
                 "instances",
                 "SELECT id, data FROM instances WHERE group_id = ?1 ORDER BY created_at_ms, id",
                 [g],
-            )?,
+            ),
             None => query_on(
-                &conn,
+                conn,
                 "instances",
                 "SELECT id, data FROM instances ORDER BY created_at_ms, id",
                 [],
-            )?,
-        };
-        self.cached_instances().insert(key, listed.clone());
-        Ok(listed)
+            ),
+        })
     }
 
     fn get_activity(&self, id: &str) -> Result<Option<Activity>> {
@@ -604,7 +639,10 @@ impl Store for SqliteStore {
     }
 
     fn list_alarms(&self, group_id: Option<&str>) -> Result<Vec<AlarmTask>> {
-        self.list_named("alarms", group_id)
+        let conn = self.conn();
+        self.alarms.list(&conn, group_id, |conn| {
+            list_named_on(conn, "alarms", group_id)
+        })
     }
 
     fn get_task(&self, id: &str) -> Result<Option<ScheduledTask>> {
