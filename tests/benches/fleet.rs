@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{CpuTime, clock_ticks, flag, load_average, memory_kb, raise_fd_limit, switch};
+use common::{
+    CpuTime, HostCpu, clock_ticks, flag, load_average, memory_kb, raise_fd_limit, switch,
+};
 use ebb_proto::v1 as pb;
 use ebb_proto::v1::agent_message::Body as AgentBody;
 use ebb_proto::v1::agent_service_client::AgentServiceClient;
@@ -62,9 +64,9 @@ fn main() -> anyhow::Result<()> {
         rows.push(row);
     }
     println!(
-        "\n| agents | controller CPU (cores) | controller VmRSS / VmHWM (MB) | round trip p50 / p99 / max (ms, ≤) | pulls | missed | late | alarm evaluation: alarms, passes, mean / max (ms, ≤) | loadgen CPU (cores) | load avg before |"
+        "\n| agents | controller CPU (cores) | controller VmRSS / VmHWM (MB) | round trip p50 / p99 / max (ms, ≤) | pulls | missed | late | alarm evaluation: alarms, passes, mean / max (ms, ≤) | loadgen CPU (cores) | other CPU (cores) / steal | load avg before |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
@@ -179,15 +181,21 @@ fn run(
     let me = std::process::id();
     let ctl_pid = ctl.proc.pid();
     let before = Snapshot::take(&ctl, &stats, ctl_pid, me)?;
+    let host_before = HostCpu::now();
     for _ in 0..secs {
         std::thread::sleep(Duration::from_secs(1));
         guard(&ctl)?;
     }
+    let host_after = HostCpu::now();
     let after = Snapshot::take(&ctl, &stats, ctl_pid, me)?;
     let wall = after.at.duration_since(before.at).as_secs_f64();
     let cores = |a: &CpuTime, b: &CpuTime| a.ms_since(b, hz).1 / 1000.0 / wall;
     let ctl_cores = cores(&after.controller, &before.controller);
     let loadgen_cores = cores(&after.loadgen, &before.loadgen);
+    // What else ran on the host in the window, and what the hypervisor took:
+    // either slows the controller without being its doing.
+    let (host_busy, steal) = host_after.since(&host_before, hz as f64, wall);
+    let others = (host_busy - ctl_cores - loadgen_cores).max(0.0);
     let (rss, hwm) = memory_kb(ctl_pid);
     let delta = |k: &str| after.metric(k) - before.metric(k);
     let rt_hist = bucket_delta(
@@ -212,6 +220,10 @@ fn run(
         hwm as f64 / 1024.0
     );
     println!(
+        "host: {host_busy:.2} cores busy, of which {others:.2} neither the controller nor the loadgen; {:.1} % of CPU time stolen by the hypervisor",
+        steal * 100.0
+    );
+    println!(
         "pulls sent {pulls:.0} (expected ≈ {}), pulls the loadgen answered {answered}, missed {missed:.0}, late {late:.0}",
         n as u64 * secs
     );
@@ -227,7 +239,7 @@ fn run(
     );
     let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let row = format!(
-        "| {n} | {ctl_cores:.2} | {:.0} / {:.0} | {:.1} / {:.1} / {:.1} | {pulls:.0} | {missed:.0} | {late:.0} | {}, {}, {eval_mean_ms:.1} / {:.1} | {loadgen_cores:.2} | {load_before} |",
+        "| {n} | {ctl_cores:.2} | {:.0} / {:.0} | {:.1} / {:.1} / {:.1} | {pulls:.0} | {missed:.0} | {late:.0} | {}, {}, {eval_mean_ms:.1} / {:.1} | {loadgen_cores:.2} | {others:.2} / {:.1} % | {load_before} |",
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0,
         q(&rt_hist, 0.5),
@@ -236,6 +248,7 @@ fn run(
         alarms * groups,
         eval_hist.len(),
         eval_hist.max() as f64 / 1000.0,
+        steal * 100.0,
     );
     rt.shutdown_timeout(Duration::from_secs(5));
     drop(admin);

@@ -105,6 +105,45 @@ pub fn memory_kb(pid: u32) -> (u64, u64) {
 }
 
 /// The 1-minute load average, to record how quiet the machine was.
+/// The host's CPU counters from `/proc/stat`, in clock ticks: all time,
+/// busy time (not idle or iowait), and steal (taken by the hypervisor for
+/// other guests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostCpu {
+    pub total: u64,
+    pub busy: u64,
+    pub steal: u64,
+}
+
+impl HostCpu {
+    pub fn now() -> Self {
+        let text = fs::read_to_string("/proc/stat").unwrap_or_default();
+        let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+            return Self::default();
+        };
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal (guest is in user).
+        let total: u64 = (0..8).map(at).sum();
+        Self {
+            total,
+            busy: total - at(3) - at(4),
+            steal: at(7),
+        }
+    }
+
+    /// Cores busy (steal included) and the share of time stolen, since `before`.
+    pub fn since(&self, before: &Self, hz: f64, wall_secs: f64) -> (f64, f64) {
+        let busy = (self.busy - before.busy) as f64 / hz / wall_secs;
+        let steal = (self.steal - before.steal) as f64 / (self.total - before.total).max(1) as f64;
+        (busy, steal)
+    }
+}
+
 pub fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
