@@ -209,7 +209,6 @@ async fn drive(
     let mut seq = 0u64;
     let mut outstanding: Option<u64> = None;
     let mut sent_at = tokio::time::Instant::now();
-    let capacity = fleet.ring_capacity();
     let reason = loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -235,7 +234,7 @@ async fn drive(
                     if outstanding == Some(sample.seq) {
                         outstanding = None;
                         fleet.counters.pull_round_trip.record(sent_at.elapsed());
-                        session.sampled(&fleet, sample, capacity);
+                        session.sampled(&fleet, sample);
                     } else {
                         fleet.counters.samples_late_total.fetch_add(1, Ordering::Relaxed);
                         debug!(instance = %session.instance_id, seq = sample.seq, "late sample dropped");

@@ -233,7 +233,7 @@ impl Demo {
         let burn_from = duration * 15 / 100;
         let burn_to = duration * 55 / 100;
         let kill_at = duration * 80 / 100;
-        let mut burner: Option<Burner> = None;
+        let mut burner: Option<Burn> = None;
         let mut killed = false;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -247,7 +247,7 @@ impl Demo {
             }
             if burner.is_none() && elapsed >= burn_from && elapsed < burn_to {
                 self.say("load: burning every CPU; the cpu-high alarm (>= 70 % for 3 s) will scale the group out");
-                burner = Some(Burner::start());
+                burner = Some(Burn::start());
             }
             if elapsed >= burn_to && burner.take().is_some() {
                 self.say(
@@ -444,14 +444,15 @@ fn finish(lines: Vec<String>) -> String {
     lines.into_iter().map(|l| l + "\x1b[K\n").collect()
 }
 
-/// Burns every core until dropped.
-struct Burner {
+/// Burns every core until dropped: the demo's load, and the end-to-end
+/// tests' and the reaction benchmark's (`ebb_tests::Burn`).
+pub struct Burn {
     stop: Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl Burner {
-    fn start() -> Self {
+impl Burn {
+    pub fn start() -> Self {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let threads = (0..cores)
@@ -472,7 +473,7 @@ impl Burner {
     }
 }
 
-impl Drop for Burner {
+impl Drop for Burn {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in self.threads.drain(..) {

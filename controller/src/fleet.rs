@@ -450,18 +450,12 @@ impl Session {
     }
 
     /// Records a sample that answered the outstanding pull.
-    pub fn sampled(&self, fleet: &Fleet, sample: Sample, capacity: usize) {
-        self.sampled_at(fleet, sample, capacity, SystemTime::now());
+    pub fn sampled(&self, fleet: &Fleet, sample: Sample) {
+        self.sampled_at(fleet, sample, SystemTime::now());
     }
 
     /// As `sampled`, received at a given time (tests drive the clock).
-    pub fn sampled_at(
-        &self,
-        fleet: &Fleet,
-        sample: Sample,
-        capacity: usize,
-        received_at: SystemTime,
-    ) {
+    pub fn sampled_at(&self, fleet: &Fleet, sample: Sample, received_at: SystemTime) {
         fleet.counters.samples_total.fetch_add(1, Ordering::Relaxed);
         let mut s = lock(&self.state);
         if s.consecutive_missed > 0 {
@@ -470,7 +464,7 @@ impl Session {
         s.consecutive_missed = 0;
         let point = Point::from_sample(&sample, received_at);
         let cutoff = point.received_at_ms - fleet.keep_ms.load(Ordering::Relaxed);
-        while s.ring.len() >= capacity
+        while s.ring.len() >= fleet.ring_capacity
             || (s.ring.len() >= ALWAYS_KEPT
                 && s.ring.front().is_some_and(|p| p.received_at_ms < cutoff))
         {
@@ -502,10 +496,6 @@ impl Session {
 }
 
 impl Fleet {
-    pub fn ring_capacity(&self) -> usize {
-        self.ring_capacity
-    }
-
     /// Keeps `ms` of samples in every ring from now on (never less than a
     /// minute, never more than `sample_ring` samples). The alarm loop sets it
     /// to its longest alarm's period and a margin, so a ring holds what the
@@ -541,7 +531,7 @@ mod tests {
         let fleet = Fleet::new(3);
         let s = fleet.connect(hello("i-1"));
         for seq in 1..=5 {
-            s.sampled(&fleet, sample(seq, seq as f64), fleet.ring_capacity());
+            s.sampled(&fleet, sample(seq, seq as f64));
         }
         let seqs = fleet
             .with_agent("i-1", |a| a.ring.iter().map(|p| p.seq).collect::<Vec<_>>())
@@ -567,13 +557,13 @@ mod tests {
         };
         // Before the alarm loop says how long: up to `sample_ring`.
         for i in 0..300 {
-            s.sampled_at(&fleet, sample(i, 1.0), 1000, at(i));
+            s.sampled_at(&fleet, sample(i, 1.0), at(i));
         }
         assert_eq!(span(&fleet), (300, 299));
         // Told 10 s: still a minute, the floor.
         fleet.keep_samples_for(10_000);
         for i in 300..400 {
-            s.sampled_at(&fleet, sample(i, 1.0), 1000, at(i));
+            s.sampled_at(&fleet, sample(i, 1.0), at(i));
         }
         assert_eq!(span(&fleet), (61, 60));
         let capacity = fleet.with_agent("i-1", |a| a.ring.capacity()).unwrap();
@@ -581,13 +571,13 @@ mod tests {
         // A 900 s alarm and its margin.
         fleet.keep_samples_for(910_250);
         for i in 400..1400 {
-            s.sampled_at(&fleet, sample(i, 1.0), 1000, at(i));
+            s.sampled_at(&fleet, sample(i, 1.0), at(i));
         }
         assert_eq!(span(&fleet), (911, 910));
         // Sparse samples: the latest 12 are kept whatever their age.
         fleet.keep_samples_for(0);
         for i in 0..20 {
-            s.sampled_at(&fleet, sample(2000 + i, 1.0), 1000, at(2000 + i * 3600));
+            s.sampled_at(&fleet, sample(2000 + i, 1.0), at(2000 + i * 3600));
         }
         assert_eq!(span(&fleet).0, ALWAYS_KEPT);
     }
@@ -623,7 +613,7 @@ mod tests {
         s.missed(&fleet, 1);
         s.missed(&fleet, 2);
         assert_eq!(fleet.with_agent("i-1", |a| a.consecutive_missed), Some(2));
-        s.sampled(&fleet, sample(3, 1.0), 10);
+        s.sampled(&fleet, sample(3, 1.0));
         assert_eq!(
             fleet.with_agent("i-1", |a| (a.consecutive_missed, a.missed)),
             Some((0, 2))
@@ -647,9 +637,9 @@ mod tests {
         let fleet = Fleet::new(10);
         let a = fleet.connect(hello("i-a"));
         a.pulled(&fleet);
-        a.sampled(&fleet, sample(1, 12.5), 10);
+        a.sampled(&fleet, sample(1, 12.5));
         let b = fleet.connect(hello("i-b"));
-        b.sampled(&fleet, sample(1, 99.0), 10);
+        b.sampled(&fleet, sample(1, 99.0));
         b.disconnected(&fleet, "test");
         let text = fleet.render_metrics();
         assert!(text.contains("ebb_agents_connected 1\n"), "{text}");

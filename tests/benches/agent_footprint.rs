@@ -26,12 +26,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use common::{CpuTime, clock_ticks, flag, load_average, memory_kb, switch};
+use common::{CpuTime, MemoryKb, clock_ticks, flag, load_average, memory_kb, switch};
 use ebb_proto::v1::agent_message::Body as AgentBody;
 use ebb_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use ebb_proto::v1::controller_message::Body as ControllerBody;
 use ebb_proto::v1::{AgentMessage, Collector, ControllerMessage, ProtocolVersion, Pull, Welcome};
-use ebb_tests::{Sandbox, bin, eventually};
+use ebb_tests::{Sandbox, bin, eventually, profile_dir};
 use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -375,10 +375,7 @@ struct Usage {
     cpu_ticks_ms: f64,
     cpu_run_ms: f64,
     bytes: u64,
-    rss_kb: u64,
-    hwm_kb: u64,
-    /// RssAnon, RssFile.
-    split_kb: (u64, u64),
+    memory: MemoryKb,
     elapsed: Duration,
     payload_bytes: Option<u64>,
 }
@@ -402,16 +399,13 @@ fn measure(
     let payload_bytes = f();
     let elapsed = t0.elapsed();
     let (ticks, run) = CpuTime::of(pid).ms_since(&cpu0, hz);
-    let (rss_kb, hwm_kb) = memory_kb(pid);
-    let split_kb = common::rss_split_kb(pid);
+    let memory = memory_kb(pid);
     Usage {
         samples,
         cpu_ticks_ms: ticks,
         cpu_run_ms: run,
         bytes: bytes() - b0,
-        rss_kb,
-        hwm_kb,
-        split_kb,
+        memory,
         elapsed,
         payload_bytes,
     }
@@ -440,10 +434,12 @@ fn run_phase(phases: &mpsc::Sender<Phase>, count: u64, every: Option<Duration>) 
 
 /// `target/agent/ebb-agent`, built with the packages' size profile.
 fn packaged_agent() -> anyhow::Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/release/deps/agent_footprint-<hash> -> target/agent/ebb-agent
-    let target = exe.ancestors().nth(3).context("target dir")?;
-    let path = target.join("agent").join("ebb-agent");
+    // target/release -> target/agent/ebb-agent
+    let path = profile_dir()
+        .parent()
+        .context("target dir")?
+        .join("agent")
+        .join("ebb-agent");
     anyhow::ensure!(
         path.exists(),
         "{} is missing: build the agent as packaged with `cargo build --profile agent -p ebb-agent` (or pass --agent-bin)",
@@ -616,24 +612,24 @@ fn report(phase: &str, ebb: &Usage, ne: Option<&Usage>) {
     let mb = |kb: u64| kb as f64 / 1024.0;
     println!(
         "| VmRSS (MB) | {:.1} | {} | {} |",
-        mb(ebb.rss_kb),
-        ne.map_or("-".into(), |n| format!("{:.1}", mb(n.rss_kb))),
-        ratio(ebb.rss_kb as f64, ne.map(|n| n.rss_kb as f64))
+        mb(ebb.memory.rss),
+        ne.map_or("-".into(), |n| format!("{:.1}", mb(n.memory.rss))),
+        ratio(ebb.memory.rss as f64, ne.map(|n| n.memory.rss as f64))
     );
     println!(
         "| VmHWM (MB) | {:.1} | {} | {} |",
-        mb(ebb.hwm_kb),
-        ne.map_or("-".into(), |n| format!("{:.1}", mb(n.hwm_kb))),
-        ratio(ebb.hwm_kb as f64, ne.map(|n| n.hwm_kb as f64))
+        mb(ebb.memory.hwm),
+        ne.map_or("-".into(), |n| format!("{:.1}", mb(n.memory.hwm))),
+        ratio(ebb.memory.hwm as f64, ne.map(|n| n.memory.hwm as f64))
     );
     println!(
         "| of VmRSS: RssAnon (heap, stacks) / RssFile (code) (MB) | {:.1} / {:.1} | {} | |",
-        mb(ebb.split_kb.0),
-        mb(ebb.split_kb.1),
+        mb(ebb.memory.anon),
+        mb(ebb.memory.file),
         ne.map_or("-".into(), |n| format!(
             "{:.1} / {:.1}",
-            mb(n.split_kb.0),
-            mb(n.split_kb.1)
+            mb(n.memory.anon),
+            mb(n.memory.file)
         ))
     );
     println!(

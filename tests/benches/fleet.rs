@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    CpuTime, HostCpu, clock_ticks, flag, load_average, memory_kb, raise_fd_limit, switch,
+    CpuTime, HostCpu, MemoryKb, clock_ticks, flag, load_average, memory_kb, raise_fd_limit, switch,
 };
 use ebb_proto::v1 as pb;
 use ebb_proto::v1::agent_message::Body as AgentBody;
@@ -196,7 +196,7 @@ fn run(
     // either slows the controller without being its doing.
     let (host_busy, steal) = host_after.since(&host_before, hz as f64, wall);
     let others = (host_busy - ctl_cores - loadgen_cores).max(0.0);
-    let (rss, hwm) = memory_kb(ctl_pid);
+    let MemoryKb { rss, hwm, .. } = memory_kb(ctl_pid);
     let delta = |k: &str| after.metric(k) - before.metric(k);
     let rt_hist = bucket_delta(
         &before.metrics,

@@ -23,12 +23,19 @@ use ebb_certs::{Ca, Issued};
 /// Generous: the tests must pass on a slow, busy two-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// `target/<profile>` of the running test or benchmark.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
 /// Path of a workspace binary, built by `cargo test --workspace`.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
+    let path = profile_dir().join(name);
     assert!(
         path.exists(),
         "{} is missing: run the tests with `cargo test --workspace` (it builds every binary)",
@@ -487,42 +494,8 @@ pub fn activities(admin: &mut Admin, group: &str) -> Vec<ebb_proto::v1::Activity
     .activities
 }
 
-/// Burns every core until dropped.
-pub struct Burn {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Burn {
-    pub fn start() -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let threads = (0..cores)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut x: u64 = 1;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        for _ in 0..10_000 {
-                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        }
-                        std::hint::black_box(x);
-                    }
-                })
-            })
-            .collect();
-        Self { stop, threads }
-    }
-}
-
-impl Drop for Burn {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
+/// Every core busy until dropped, as real load would (the demo's burner).
+pub use ebb_controller::demo::Burn;
 
 /// What a raw `Connect` got back.
 #[derive(Debug)]

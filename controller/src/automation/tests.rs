@@ -141,7 +141,7 @@ impl Harness {
                 cpu_utilization: Some(*value),
                 ..Default::default()
             };
-            session.sampled_at(&self.engine.fleet, sample, 1000, at);
+            session.sampled_at(&self.engine.fleet, sample, at);
         }
     }
 

@@ -77,9 +77,19 @@ impl CpuTime {
     }
 }
 
-/// RssAnon and RssFile of a process, in kB: heap and stacks, and the
-/// pages of its binary and libraries.
-pub fn rss_split_kb(pid: u32) -> (u64, u64) {
+/// A process's memory from one read of `/proc/<pid>/status`, in kB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryKb {
+    /// VmRSS and VmHWM.
+    pub rss: u64,
+    pub hwm: u64,
+    /// Of VmRSS: RssAnon (heap and stacks) and RssFile (the pages of its
+    /// binary and libraries).
+    pub anon: u64,
+    pub file: u64,
+}
+
+pub fn memory_kb(pid: u32) -> MemoryKb {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let get = |key: &str| {
         status
@@ -88,23 +98,14 @@ pub fn rss_split_kb(pid: u32) -> (u64, u64) {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     };
-    (get("RssAnon:"), get("RssFile:"))
+    MemoryKb {
+        rss: get("VmRSS:"),
+        hwm: get("VmHWM:"),
+        anon: get("RssAnon:"),
+        file: get("RssFile:"),
+    }
 }
 
-/// VmRSS and VmHWM of a process, in kB.
-pub fn memory_kb(pid: u32) -> (u64, u64) {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let get = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (get("VmRSS:"), get("VmHWM:"))
-}
-
-/// The 1-minute load average, to record how quiet the machine was.
 /// The host's CPU counters from `/proc/stat`, in clock ticks: all time,
 /// busy time (not idle or iowait), and steal (taken by the hypervisor for
 /// other guests).
@@ -144,6 +145,7 @@ impl HostCpu {
     }
 }
 
+/// The 1-minute load average, to record how quiet the machine was.
 pub fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
