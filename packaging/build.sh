@@ -54,8 +54,8 @@ need_tool cargo-generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
 
 target_dir=${CARGO_TARGET_DIR:-target}
 if [ "$build" = 1 ]; then
-  say "release build of ebb-controller; size-built (profile agent) ebb-agent"
-  cargo build --release --locked -p ebb-controller --bins
+  say "release build of ebb-controller and ebbctl; size-built (profile agent) ebb-agent"
+  cargo build --release --locked -p ebb-controller -p ebbctl --bins
   cargo build --profile agent --locked -p ebb-agent
 fi
 # Where each packaged binary is built.

@@ -13,14 +13,15 @@ use ebb_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::engine::{Engine, activity, capacity};
-use crate::model::hooks::Transition;
-use crate::model::{
+use crate::engine::{Engine, activity};
+use crate::id::new_id;
+use crate::store::{StoreError, Write};
+use ebb_core::decide::capacity;
+use ebb_core::model::hooks::Transition;
+use ebb_core::model::{
     Activity, ActivityStatus, ConfigurationSpec, CreationType, GroupSpec, GroupState, HealthStatus,
     Instance, Invalid, LifecycleState, LocalCheck, ScalingConfiguration, ScalingGroup, Trigger,
-    new_id,
 };
-use crate::store::{StoreError, Write};
 
 /// Activities returned when the caller names no limit.
 const DEFAULT_ACTIVITY_LIMIT: usize = 50;
@@ -194,7 +195,7 @@ impl AdminApi {
             user_data: c.user_data.clone(),
             created_at_ms: c.created_at_ms,
             active,
-            health_checks: c.health_checks.iter().map(LocalCheck::to_pb).collect(),
+            health_checks: c.health_checks.iter().map(check_view).collect(),
         }
     }
 
@@ -799,7 +800,7 @@ impl AdminService for AdminApi {
             env: Some(req.env.into_iter().collect()),
             tags: Some(req.tags.into_iter().collect()),
             user_data: Some(req.user_data),
-            health_checks: Some(req.health_checks.iter().map(LocalCheck::from_pb).collect()),
+            health_checks: Some(req.health_checks.iter().map(check_of).collect()),
         };
         let config =
             ScalingConfiguration::create(new_id("asc"), group.id.clone(), &spec, self.now())
@@ -852,7 +853,7 @@ impl AdminService for AdminApi {
             user_data: req.user_data,
             health_checks: req
                 .set_health_checks
-                .then(|| req.health_checks.iter().map(LocalCheck::from_pb).collect()),
+                .then(|| req.health_checks.iter().map(check_of).collect()),
         };
         let config = old.modified(&spec).map_err(invalid)?;
         store
@@ -1468,5 +1469,29 @@ impl AdminService for AdminApi {
         crate::automation::describe_notification_configurations(&self.engine, request.into_inner())
             .await
             .map(Response::new)
+    }
+}
+
+/// A local health check as the API carries it: empty and 0 mean "not set".
+fn check_view(c: &LocalCheck) -> pb::LocalHealthCheck {
+    pb::LocalHealthCheck {
+        name: c.name.clone(),
+        http: c.http.clone().unwrap_or_default(),
+        tcp: c.tcp.clone().unwrap_or_default(),
+        command: c.command.clone().unwrap_or_default(),
+        interval_ms: c.interval_ms.unwrap_or_default() as u32,
+        timeout_ms: c.timeout_ms.unwrap_or_default() as u32,
+    }
+}
+
+fn check_of(c: &pb::LocalHealthCheck) -> LocalCheck {
+    let text = |s: &String| (!s.is_empty()).then(|| s.clone());
+    LocalCheck {
+        name: c.name.clone(),
+        http: text(&c.http),
+        tcp: text(&c.tcp),
+        command: (!c.command.is_empty()).then(|| c.command.clone()),
+        interval_ms: (c.interval_ms > 0).then_some(u64::from(c.interval_ms)),
+        timeout_ms: (c.timeout_ms > 0).then_some(u64::from(c.timeout_ms)),
     }
 }

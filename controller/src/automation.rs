@@ -14,21 +14,22 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use crate::admin::{activity_view, invalid, store_status};
-use crate::engine::{Engine, activity, capacity};
+use crate::engine::{Engine, activity};
 use crate::fleet::Point;
-use crate::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
-use crate::model::{
-    Activity, GroupSpec, GroupState, Instance, Invalid, LifecycleState, NotificationConfig,
-    NotificationType, Process, ScalingGroup, Trigger, check_name, new_id,
-};
-use crate::rules::{
-    AdjustmentType, AlarmEval, AlarmSpec, AlarmState, Comparison, Metric, MissingData, PeriodInput,
-    PeriodPoint, RuleKind, ScalingRule, Statistic, aggregate, capacity_after, cooldown_remaining,
-    cooldown_start, data_complete, evaluate, matching_step, period_point, scale_in_allowed,
-    target_alarms, target_tracking_capacity, warming,
-};
-use crate::schedule::{DEFAULT_LAUNCH_EXPIRATION_SECS, Due, Recurrence, Schedule};
+use crate::id::new_id;
 use crate::store::{StoreError, Write};
+use ebb_core::decide::{AlarmRun, Decision, RuleRun, capacity, decide};
+use ebb_core::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
+use ebb_core::model::{
+    Activity, GroupSpec, GroupState, Instance, Invalid, LifecycleState, NotificationConfig,
+    NotificationType, Process, ScalingGroup, Trigger, check_name,
+};
+use ebb_core::rules::{
+    AdjustmentType, AlarmEval, AlarmSpec, AlarmState, Comparison, Metric, MissingData, PeriodInput,
+    PeriodPoint, RuleKind, ScalingRule, Statistic, aggregate, evaluate, period_point,
+    target_alarms, warming,
+};
+use ebb_core::schedule::{DEFAULT_LAUNCH_EXPIRATION_SECS, Due, Recurrence, Schedule};
 
 /// A period is evaluated this long after it ends, so the pull answers that
 /// belong to it have arrived.
@@ -40,8 +41,6 @@ const RING_SLACK_MS: i64 = 10_000;
 const LOOP_TICK: Duration = Duration::from_millis(200);
 /// ESS: an alarm runs at most five rules.
 const MAX_ALARM_ACTIONS: usize = 5;
-/// Activities read to find the cooldown's start.
-const COOLDOWN_LOOKBACK: usize = 50;
 
 fn now_ms(engine: &Engine) -> i64 {
     engine.clock.now_ms()
@@ -439,14 +438,14 @@ pub async fn execute_scaling_rule(
         }
         return Err(invalid(e));
     }
-    let ctx = Context {
+    let run = RuleRun {
         trigger: Trigger::Api,
         what: format!("ExecuteScalingRule ran rule `{}`", rule.name),
         metric_value: req.metric_value,
         threshold: req.breach_threshold,
         alarm: None,
     };
-    let act = run_rule(engine, &group, &rule.kind, &ctx)?;
+    let act = run_rule(engine, &group, &rule.kind, &run)?;
     Ok(pb::ScalingActivityResponse {
         activity: Some(activity_view(&act)),
     })
@@ -462,7 +461,7 @@ pub async fn scale_with_adjustment(
         .adjustment_type
         .parse()
         .map_err(|e: String| invalid(Invalid::one("adjustment_type", e)))?;
-    crate::rules::validate_adjustment(
+    ebb_core::rules::validate_adjustment(
         adjustment_type,
         req.adjustment_value,
         req.min_adjustment_magnitude,
@@ -474,7 +473,7 @@ pub async fn scale_with_adjustment(
         min_adjustment_magnitude: req.min_adjustment_magnitude,
         cooldown_secs: None,
     };
-    let ctx = Context {
+    let run = RuleRun {
         trigger: Trigger::Api,
         what: format!(
             "ScaleWithAdjustment ({adjustment_type} {})",
@@ -484,7 +483,7 @@ pub async fn scale_with_adjustment(
         threshold: None,
         alarm: None,
     };
-    let act = run_rule(engine, &group, &kind, &ctx)?;
+    let act = run_rule(engine, &group, &kind, &run)?;
     Ok(pb::ScalingActivityResponse {
         activity: Some(activity_view(&act)),
     })
@@ -492,277 +491,36 @@ pub async fn scale_with_adjustment(
 
 // ---- running a rule ------------------------------------------------------
 
-/// Why and how a rule runs.
-struct Context {
-    trigger: Trigger,
-    /// The start of the cause sentence, e.g. "alarm `cpu-high` executed rule `add-2`".
-    what: String,
-    /// The metric value that breached (the alarm's statistic for the period).
-    metric_value: Option<f64>,
-    /// The threshold a step rule's bounds are relative to.
-    threshold: Option<f64>,
-    alarm: Option<AlarmContext>,
-}
-
-struct AlarmContext {
-    spec: AlarmSpec,
-    input: PeriodInput,
-    explanation: String,
-}
-
-/// What running a rule would do, before anything is written.
-struct Decision {
-    from: u32,
-    to: u32,
-    details: Vec<String>,
-    /// Why it must not happen, if it must not.
-    reject: Option<String>,
-}
-
-/// Decides a rule's run against the group as it is now. Pure but for the
-/// store and fleet reads.
-fn decide(
-    engine: &Engine,
-    group: &ScalingGroup,
-    kind: &RuleKind,
-    ctx: &Context,
-    now: i64,
-) -> Result<Decision, Status> {
-    let instances = engine
-        .store
-        .list_instances(Some(&group.id))
-        .map_err(store_status)?;
-    let current = capacity(&instances);
-    let mut details = Vec::new();
-    if let Some(a) = &ctx.alarm {
-        details.push(format!("alarm: {}", a.explanation));
-        details.push(format!(
-            "period data: {} of {} in-service instances answered: [{}]",
-            a.input.answered.len(),
-            a.input.in_service,
-            a.input
-                .answered
-                .iter()
-                .map(|v| format!("{v:.2}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    let mut reject = None;
-    let to = match kind {
-        RuleKind::Simple {
-            adjustment_type,
-            adjustment_value,
-            min_adjustment_magnitude,
-            ..
-        } => {
-            let o = capacity_after(
-                *adjustment_type,
-                *adjustment_value,
-                *min_adjustment_magnitude,
-                current,
-                group.min_size,
-                group.max_size,
-            );
-            details.push(format!("rule: {}", o.describe()));
-            o.target
-        }
-        RuleKind::Step {
-            adjustment_type,
-            step_adjustments,
-            min_adjustment_magnitude,
-            ..
-        } => match (ctx.metric_value, ctx.threshold) {
-            (Some(value), Some(threshold)) => {
-                match matching_step(step_adjustments, value, threshold) {
-                    Some(step) => {
-                        details.push(format!(
-                            "step: metric {value:.2} is {:+.2} from the threshold {threshold:.2}; step [{}, {}) adjusts {:+}",
-                            value - threshold,
-                            step.lower_bound.map_or("-inf".into(), |b| format!("{b}")),
-                            step.upper_bound.map_or("+inf".into(), |b| format!("{b}")),
-                            step.adjustment
-                        ));
-                        let o = capacity_after(
-                            *adjustment_type,
-                            step.adjustment,
-                            *min_adjustment_magnitude,
-                            current,
-                            group.min_size,
-                            group.max_size,
-                        );
-                        details.push(format!("rule: {}", o.describe()));
-                        o.target
-                    }
-                    None => {
-                        reject = Some(format!(
-                            "no step of the rule covers the metric value {value:.2} against threshold {threshold:.2}"
-                        ));
-                        current
-                    }
-                }
-            }
-            _ => {
-                reject = Some("a step rule needs a metric value and a threshold".into());
-                current
-            }
-        },
-        RuleKind::TargetTracking {
-            target_value,
-            disable_scale_in,
-            estimated_instance_warmup_secs,
-            ..
-        } => {
-            let in_service: Vec<&Instance> = instances
-                .iter()
-                .filter(|i| i.lifecycle_state == LifecycleState::InService)
-                .collect();
-            let warm = in_service
-                .iter()
-                .filter(|i| !warming(i.in_service_at_ms, *estimated_instance_warmup_secs, now))
-                .count() as u32;
-            let pending = current.saturating_sub(warm).saturating_sub(
-                instances
-                    .iter()
-                    .filter(|i| {
-                        matches!(
-                            i.lifecycle_state,
-                            LifecycleState::Standby | LifecycleState::Protected
-                        )
-                    })
-                    .count() as u32,
-            );
-            match ctx.metric_value {
-                Some(m) => {
-                    let d = target_tracking_capacity(
-                        warm,
-                        pending,
-                        m,
-                        *target_value,
-                        *disable_scale_in,
-                        group.min_size,
-                        group.max_size,
-                    );
-                    details.push(format!("target tracking: {}", d.describe()));
-                    d.new_capacity + (current - warm - pending)
-                }
-                None => {
-                    reject = Some("target tracking runs from its alarms' metric; there is no metric value to act on".into());
-                    current
-                }
-            }
-        }
-        RuleKind::Predictive { .. } => {
-            reject = Some("predictive rules only write scheduled floors; they are not run directly (later phase)".into());
-            current
-        }
-    };
-    let direction = match to.cmp(&current) {
-        std::cmp::Ordering::Greater => Some(Process::ScaleOut),
-        std::cmp::Ordering::Less => Some(Process::ScaleIn),
-        std::cmp::Ordering::Equal => None,
-    };
-    if reject.is_none() {
-        reject = if group.state != GroupState::Active {
-            Some(format!(
-                "the scaling group {} is not active ({})",
-                group.name, group.state
-            ))
-        } else if let Some(p) = direction.filter(|p| group.suspended_processes.contains(p)) {
-            Some(format!("the {p} process of the group is suspended"))
-        } else if ctx.trigger == Trigger::Alarm
-            && group
-                .suspended_processes
-                .contains(&Process::AlarmNotification)
-        {
-            Some("the AlarmNotification process of the group is suspended".into())
-        } else if ctx.trigger == Trigger::Alarm
-            && let Some(running) = engine.running_activity(&group.id).map_err(store_status)?
-        {
-            Some(format!("an activity is in progress ({})", running.id))
-        } else if ctx.trigger == Trigger::Alarm
-            && let Some(held) = cooldown_hold(engine, group, kind, now)?
-        {
-            Some(held)
-        } else if to == current {
-            Some(format!(
-                "the total capacity will not change (it is {current})"
-            ))
-        } else if ctx.trigger == Trigger::Alarm
-            && direction == Some(Process::ScaleIn)
-            && let Some(a) = &ctx.alarm
-            && !scale_in_allowed(&a.spec, data_complete(&a.input))
-        {
-            Some(format!(
-                "a scale-in is never taken on incomplete data: {} of {} in-service instances answered",
-                a.input.answered.len(),
-                a.input.in_service
-            ))
-        } else {
-            None
-        };
-    }
-    Ok(Decision {
-        from: current,
-        to,
-        details,
-        reject,
-    })
-}
-
-/// The cooldown still holding the group for an alarm-run rule, as a sentence.
-fn cooldown_hold(
-    engine: &Engine,
-    group: &ScalingGroup,
-    kind: &RuleKind,
-    now: i64,
-) -> Result<Option<String>, Status> {
-    let rule = ScalingRule {
-        id: String::new(),
-        group_id: group.id.clone(),
-        name: String::new(),
-        kind: kind.clone(),
-    };
-    let secs = rule.cooldown_secs(group.default_cooldown_secs);
-    let recent = engine
-        .store
-        .list_activities(Some(&group.id), COOLDOWN_LOOKBACK)
-        .map_err(store_status)?;
-    let start = cooldown_start(&recent);
-    Ok(cooldown_remaining(start, secs, now).map(|left| {
-        format!(
-            "the cooldown holds until {} ({secs} s after the last activity ended at {})",
-            rfc3339(now + left.as_millis() as i64),
-            rfc3339(start.unwrap_or(now))
-        )
-    }))
-}
-
 /// Runs a rule: records a Rejected activity, or raises/lowers desired and
 /// starts the activity the reconcile loop carries out.
 fn run_rule(
     engine: &Engine,
     group: &ScalingGroup,
     kind: &RuleKind,
-    ctx: &Context,
+    run: &RuleRun,
 ) -> Result<Activity, Status> {
     let now = now_ms(engine);
-    let d = decide(engine, group, kind, ctx, now)?;
-    commit_decision(engine, group, d, ctx, now)
+    let snap = engine.snapshot(group).map_err(store_status)?;
+    let d = decide(kind, run, &snap.view(group), now);
+    commit_decision(engine, group, d, run, snap.running, now)
 }
 
+/// Writes a decision: a Rejected activity, or the new desired capacity and
+/// the activity that carries it out (superseding `running`, if any).
 fn commit_decision(
     engine: &Engine,
     group: &ScalingGroup,
     d: Decision,
-    ctx: &Context,
+    run: &RuleRun,
+    running: Option<Activity>,
     now: i64,
 ) -> Result<Activity, Status> {
-    let cause = activity::cause(&ctx.what, d.from, d.to);
+    let cause = activity::cause(&run.what, d.from, d.to);
     let store = &engine.store;
-    if let Some(reason) = d.reject {
+    if let Some(refusal) = d.refusal {
+        let reason = refusal.to_string();
         let mut act =
-            activity::rejected(group, d.from, d.to, ctx.trigger, cause, reason.clone(), now);
+            activity::rejected(group, d.from, d.to, run.trigger, cause, reason.clone(), now);
         act.details = d.details;
         act.details.push(format!("blocked: {reason}"));
         store
@@ -773,10 +531,10 @@ fn commit_decision(
     }
     let mut updated = group.clone();
     updated.desired_capacity = d.to;
-    let mut act = activity::start(group, d.from, d.to, ctx.trigger, cause, now);
+    let mut act = activity::start(group, d.from, d.to, run.trigger, cause, now);
     act.details = d.details;
     let mut writes = vec![Write::UpdateGroup(updated)];
-    if let Some(mut prev) = engine.running_activity(&group.id).map_err(store_status)? {
+    if let Some(mut prev) = running {
         activity::supersede(&mut prev, &act.id, now);
         writes.push(Write::PutActivity(prev));
     }
@@ -865,7 +623,7 @@ pub async fn create_alarm(
                 threshold: req.threshold,
                 evaluation_count: req
                     .evaluation_count
-                    .unwrap_or(crate::rules::alarm::DEFAULT_EVALUATION_COUNT),
+                    .unwrap_or(ebb_core::rules::alarm::DEFAULT_EVALUATION_COUNT),
                 missing_data,
             };
             spec.check("", &mut errors);
@@ -1222,24 +980,26 @@ fn fire(
             .get_group(&group.id)
             .map_err(store_status)?
             .unwrap_or_else(|| group.clone());
-        let ctx = Context {
+        let run = RuleRun {
             trigger: Trigger::Alarm,
             what: format!("alarm `{}` executed rule `{}`", alarm.name, rule.name),
             metric_value: value.or_else(|| aggregate(&input.answered, alarm.spec.statistic)),
             threshold: Some(alarm.spec.threshold),
-            alarm: Some(AlarmContext {
+            alarm: Some(AlarmRun {
                 spec: alarm.spec.clone(),
                 input: input.clone(),
                 explanation: explanation.to_owned(),
             }),
         };
-        let d = decide(engine, &group, &rule.kind, &ctx, now)?;
-        match &d.reject {
-            Some(reason) if alarm.last_rejection.as_deref() == Some(reason) => continue,
-            Some(reason) => alarm.last_rejection = Some(reason.clone()),
-            None => alarm.last_rejection = None,
+        let snap = engine.snapshot(&group).map_err(store_status)?;
+        let d = decide(&rule.kind, &run, &snap.view(&group), now);
+        // One Rejected activity per distinct reason while the alarm holds.
+        let reason = d.refusal.as_ref().map(ToString::to_string);
+        if reason.is_some() && alarm.last_rejection == reason {
+            continue;
         }
-        commit_decision(engine, &group, d, &ctx, now)?;
+        alarm.last_rejection = reason;
+        commit_decision(engine, &group, d, &run, snap.running, now)?;
     }
     Ok(())
 }
@@ -1660,7 +1420,7 @@ fn run_task(
                     task.name
                 )));
             };
-            let ctx = Context {
+            let run = RuleRun {
                 trigger: Trigger::Schedule,
                 what: format!(
                     "scheduled task `{}` (due {at}) ran rule `{}`",
@@ -1670,7 +1430,7 @@ fn run_task(
                 threshold: None,
                 alarm: None,
             };
-            run_rule(engine, group, &rule.kind, &ctx).map(Some)
+            run_rule(engine, group, &rule.kind, &run).map(Some)
         }
         TaskAction::Capacity {
             min_size,
@@ -1795,7 +1555,7 @@ pub async fn create_notification_configuration(
     let _ops = engine.ops.lock().await;
     let mut group = find_group(engine, &req.scaling_group)?;
     let mut errors = Invalid::default();
-    if let Err(e) = crate::notify::parse_url(&req.notification_url) {
+    if let Err(e) = ebb_core::url::parse_url(&req.notification_url) {
         errors.push("notification_url", e);
     }
     let mut types = Vec::new();

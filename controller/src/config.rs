@@ -5,12 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ebb_core::local::{DEFAULT_DATA_DIR, DEFAULT_GRPC_LISTEN, DEFAULT_SERVER_NAME};
 use serde::Deserialize;
 
-/// The data dir a bare `ebb-controller serve` uses, relative to where it runs.
-pub const DEFAULT_DATA_DIR: &str = "./ebb-data";
-/// Loopback only by default: exposing the controller is the operator's choice.
-pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:7440";
 /// Metrics and health on loopback, next to the gRPC port.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9440";
 /// 5 s: twelve times AWS's 60 s basic monitoring and three times the HPA's 15 s.
@@ -24,8 +21,6 @@ pub const MAX_SAMPLING_INTERVAL_MS: u64 = 300_000;
 /// what each instance costs: 1,000 covers the longest period (900 s) at the
 /// fastest sampling (1 s); 64 KB an instance at the worst.
 pub const DEFAULT_SAMPLE_RING: usize = 1000;
-/// The name agents use to reach the controller unless the operator adds more.
-pub const DEFAULT_SERVER_NAME: &str = "localhost";
 
 /// The whole controller configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -19,9 +19,9 @@ use anyhow::{Context, bail};
 
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::model::ActivityStatus;
 use crate::server::Controller;
 use crate::store::Store;
+use ebb_core::model::ActivityStatus;
 
 /// The group the demo applies.
 const DEMO_GROUP: &str = "demo";
@@ -127,7 +127,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
     }));
     // ebbctl finds the controller through endpoints.toml, which serve
     // writes as it starts: wait for it rather than race it.
-    let endpoints = opts.data_dir.join(crate::server::ENDPOINTS_FILE);
+    let endpoints = opts.data_dir.join(ebb_core::local::ENDPOINTS_FILE);
     let ready_by = Instant::now() + Duration::from_secs(10);
     while !endpoints.exists() {
         if Instant::now() > ready_by || server.is_finished() {

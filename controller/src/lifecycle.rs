@@ -12,9 +12,10 @@ use crate::admin::{invalid, store_status};
 use crate::agent_service::{Outbound, message};
 use crate::automation::find_group;
 use crate::engine::Engine;
-use crate::model::hooks::{HookSpec, HookWait, LifecycleHook, LifecycleResult, Transition};
-use crate::model::{Instance, Invalid, LifecycleState, ScalingGroup};
+use crate::id::new_id;
 use crate::store::Write;
+use ebb_core::model::hooks::{HookSpec, HookWait, LifecycleHook, LifecycleResult, Transition};
+use ebb_core::model::{Instance, Invalid, LifecycleState, ScalingGroup};
 
 /// Script results kept for the engine to pick up; more means results nobody
 /// is waiting for any more (their actions were decided another way).
@@ -159,8 +160,13 @@ pub async fn create_lifecycle_hook(
         webhook: req.notification_url,
         script: req.script,
     };
-    let hook = LifecycleHook::create(&spec, &group.lifecycle_hooks, engine.clock.now_ms())
-        .map_err(invalid)?;
+    let hook = LifecycleHook::create(
+        new_id("ash"),
+        &spec,
+        &group.lifecycle_hooks,
+        engine.clock.now_ms(),
+    )
+    .map_err(invalid)?;
     group.lifecycle_hooks.push(hook.clone());
     engine
         .store

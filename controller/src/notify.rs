@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::engine::Engine;
 use crate::fleet::Fleet;
-use crate::model::{Activity, ActivityStatus, NotificationType};
+use ebb_core::model::{Activity, ActivityStatus, NotificationType};
 
 /// How often the store is looked at for new or changed activities.
 const POLL: Duration = Duration::from_millis(300);
@@ -182,32 +182,9 @@ pub async fn deliver(fleet: Arc<Fleet>, url: String, event: String, json: String
     warn!(%url, %event, "gave up on a notification after {ATTEMPTS} attempts: {last}");
 }
 
-/// Splits `http://host[:port]/path`.
-pub fn parse_url(url: &str) -> Result<(String, String, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("`{url}` is not an http:// URL (https webhooks are not supported yet)")
-    })?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(format!("`{url}` has no host"));
-    }
-    let address = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok((address, authority.to_owned(), path.to_owned()))
-}
-
 /// One HTTP/1.1 POST; Ok on a 2xx status.
 async fn post(url: &str, json: &str) -> Result<(), String> {
-    let (address, host, path) = parse_url(url)?;
+    let (address, host, path) = ebb_core::url::parse_url(url)?;
     let mut stream = TcpStream::connect(&address)
         .await
         .map_err(|e| format!("connect to {address}: {e}"))?;
@@ -246,7 +223,7 @@ async fn post(url: &str, json: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Trigger;
+    use ebb_core::model::Trigger;
 
     fn activity(from: u32, to: u32, status: ActivityStatus) -> Activity {
         Activity {
@@ -287,24 +264,5 @@ mod tests {
                 "{from}→{to} {status}"
             );
         }
-    }
-
-    #[test]
-    fn urls_are_plain_http() {
-        assert_eq!(
-            parse_url("http://127.0.0.1:9000/hook").unwrap(),
-            (
-                "127.0.0.1:9000".into(),
-                "127.0.0.1:9000".into(),
-                "/hook".into()
-            )
-        );
-        assert_eq!(parse_url("http://example.com").unwrap().0, "example.com:80");
-        assert!(
-            parse_url("https://example.com/")
-                .unwrap_err()
-                .contains("https webhooks are not supported")
-        );
-        assert!(parse_url("http:///x").unwrap_err().contains("no host"));
     }
 }

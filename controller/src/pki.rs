@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ebb_certs::Ca;
+use ebb_core::local::PkiPaths;
 use rustls::server::WebPkiClientVerifier;
 use time::OffsetDateTime;
 use tracing::info;
@@ -26,32 +27,6 @@ pub enum PkiError {
     HalfCa { present: PathBuf, missing: PathBuf },
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
-}
-
-/// Paths of everything in `<data_dir>/pki`.
-#[derive(Debug, Clone)]
-pub struct PkiPaths {
-    pub dir: PathBuf,
-}
-
-impl PkiPaths {
-    pub fn new(data_dir: &Path) -> Self {
-        Self {
-            dir: data_dir.join("pki"),
-        }
-    }
-    pub fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-    pub fn ca(&self) -> (PathBuf, PathBuf) {
-        (self.file("ca.crt"), self.file("ca.key"))
-    }
-    pub fn server(&self) -> (PathBuf, PathBuf) {
-        (self.file("server.crt"), self.file("server.key"))
-    }
-    pub fn admin(&self) -> (PathBuf, PathBuf) {
-        (self.file("admin.crt"), self.file("admin.key"))
-    }
 }
 
 /// The CA and the files the controller serves with.

@@ -1,6 +1,7 @@
 //! `ebb-controller serve`: claim the data dir, bind, make or load the PKI,
 //! then run the agent gRPC service and the HTTP endpoints until shutdown.
 
+use ebb_core::local::{ENDPOINTS_FILE, Endpoints};
 use std::fs::File;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,8 +30,6 @@ use crate::store::sqlite::SqliteStore;
 
 /// After the shutdown signal, streams and requests get this long to finish.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
-/// Written after binding so `ebbctl`, the demo and tests find the ports.
-pub const ENDPOINTS_FILE: &str = "endpoints.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -301,15 +300,6 @@ fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
         Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked(dir.to_owned())),
         Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
     }
-}
-
-/// Where a running controller can be reached, as written to the data dir.
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
-pub struct Endpoints {
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-    /// The DNS name to verify the server certificate against.
-    pub server_name: String,
 }
 
 fn write_endpoints(config: &Config, grpc: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {

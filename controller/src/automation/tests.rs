@@ -13,11 +13,11 @@ use super::*;
 use crate::clock::{Clock, ManualClock};
 use crate::engine::LaunchSettings;
 use crate::fleet::Fleet;
-use crate::model::ActivityStatus;
-use crate::model::{CreationType, HealthStatus, ScalingGroup};
 use crate::provider::{LaunchRequest, Provider, ProviderInstance};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
+use ebb_core::model::ActivityStatus;
+use ebb_core::model::{CreationType, HealthStatus, ScalingGroup};
 
 /// Records what it is asked; every instance it knows is alive.
 #[derive(Default)]
@@ -489,14 +489,15 @@ async fn warming_instances_are_left_out_of_the_metric() {
     assert_eq!(input.in_service, 1);
     assert_eq!(input.answered, vec![100.0]);
     // And the warming one counts as pending: 1 × 100 / 50 = 2 needed, 2 there.
-    let ctx = Context {
+    let run = RuleRun {
         trigger: Trigger::Alarm,
         what: "t".into(),
         metric_value: Some(100.0),
         threshold: Some(50.0),
         alarm: None,
     };
-    let d = decide(&h.engine, &group, &rule.kind, &ctx, h.now()).unwrap();
+    let snap = h.engine.snapshot(&group).unwrap();
+    let d = decide(&rule.kind, &run, &snap.view(&group), h.now());
     assert_eq!((d.from, d.to), (2, 2), "{:?}", d.details);
 }
 

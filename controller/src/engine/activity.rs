@@ -1,9 +1,8 @@
 //! Pure helpers for scaling activities: starting one with its cause,
 //! recording errors, computing progress, completing it.
 
-use crate::model::{
-    Activity, ActivityStatus, Instance, LifecycleState, ScalingGroup, Trigger, new_id,
-};
+use crate::id::new_id;
+use ebb_core::model::{Activity, ActivityStatus, Instance, LifecycleState, ScalingGroup, Trigger};
 
 /// A new InProgress activity moving the group from `from` to `to`.
 pub fn start(
@@ -106,7 +105,7 @@ pub fn cause(what: &str, from: u32, to: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{GroupSpec, ScalingGroup};
+    use ebb_core::model::{GroupSpec, ScalingGroup};
 
     fn group() -> ScalingGroup {
         let spec = GroupSpec {

@@ -7,10 +7,11 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{Engine, EngineError};
+use crate::id::new_id;
 use crate::lifecycle::script_verdict;
-use crate::model::hooks::{self, MAX_HEARTBEAT_TIMEOUT_SECS, Transition, Verdict};
-use crate::model::{Activity, Instance, LifecycleState, ScalingGroup};
 use crate::store::Write;
+use ebb_core::model::hooks::{self, MAX_HEARTBEAT_TIMEOUT_SECS, Transition, Verdict};
+use ebb_core::model::{Activity, Instance, LifecycleState, ScalingGroup};
 
 /// Puts an instance on its way in (`SCALE_OUT`) or out (`SCALE_IN`) into
 /// the wait state when the group has hooks for that transition (leaving
@@ -26,7 +27,7 @@ pub fn enter_wait(
     if transition == Transition::ScaleIn && inst.in_service_at_ms.is_none() {
         return false;
     }
-    let waits = hooks::begin(&group.lifecycle_hooks, transition, now);
+    let waits = hooks::begin(&group.lifecycle_hooks, transition, now, || new_id("lat"));
     if waits.is_empty() {
         return false;
     }

@@ -14,14 +14,17 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::fleet::Fleet;
-use crate::model::hooks::{Transition, Verdict};
-use crate::model::removal::{Candidate, pick_for_removal};
-use crate::model::{
-    Activity, ActivityStatus, CreationType, GroupState, HealthCheckType, HealthStatus, Instance,
-    LifecycleState, Process, ScalingGroup, Trigger, new_id,
-};
+use crate::id::new_id;
 use crate::provider::{LaunchRequest, Provider};
 use crate::store::{Store, StoreError, Write};
+use ebb_core::decide::{GroupSnapshot, capacity};
+use ebb_core::model::hooks::{Transition, Verdict};
+use ebb_core::model::removal::{Candidate, pick_for_removal};
+use ebb_core::model::{
+    Activity, ActivityStatus, CreationType, GroupState, HealthCheckType, HealthStatus, Instance,
+    LifecycleState, Process, ScalingGroup, Trigger,
+};
+use ebb_core::rules::cooldown_start;
 
 pub mod activity;
 pub mod hooks;
@@ -36,6 +39,8 @@ pub const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
 const UNKNOWN_PENDING_GRACE_MS: i64 = 10_000;
 /// Samples averaged for `LeastBusy`.
 const LEAST_BUSY_SAMPLES: usize = crate::fleet::ALWAYS_KEPT;
+/// Activities read to find the cooldown's start.
+const COOLDOWN_LOOKBACK: usize = 50;
 /// After this many failed launches, an activity fails instead of retrying.
 const MAX_LAUNCH_FAILURES: u32 = 3;
 /// Back-off after a failed activity before the loop tries again.
@@ -787,6 +792,18 @@ impl Engine {
         matches!(f.get(group_id), Some((n, at)) if *n >= MAX_LAUNCH_FAILURES && now - at < FAILURE_BACKOFF_MS)
     }
 
+    /// What a rule decision reads of `group`.
+    pub fn snapshot(&self, group: &ScalingGroup) -> Result<Snapshot, StoreError> {
+        let recent = self
+            .store
+            .list_activities(Some(&group.id), COOLDOWN_LOOKBACK)?;
+        Ok(Snapshot {
+            instances: self.store.list_instances(Some(&group.id))?,
+            running: self.running_activity(&group.id)?,
+            cooldown_start_ms: cooldown_start(&recent),
+        })
+    }
+
     /// The group's InProgress activity, if any.
     pub fn running_activity(&self, group_id: &str) -> Result<Option<Activity>, StoreError> {
         Ok(self
@@ -797,7 +814,22 @@ impl Engine {
     }
 }
 
-/// Instances that count towards a group's capacity.
-pub fn capacity(instances: &[Instance]) -> u32 {
-    instances.iter().filter(|i| i.counts()).count() as u32
+/// What `decide` needs of a group, read from the store in one place.
+pub struct Snapshot {
+    pub instances: Vec<Instance>,
+    /// The activity in progress, if any (a new one supersedes it).
+    pub running: Option<Activity>,
+    pub cooldown_start_ms: Option<i64>,
+}
+
+impl Snapshot {
+    /// The borrowed view `decide` takes.
+    pub fn view<'a>(&'a self, group: &'a ScalingGroup) -> GroupSnapshot<'a> {
+        GroupSnapshot {
+            group,
+            instances: &self.instances,
+            running_activity: self.running.as_ref().map(|a| a.id.as_str()),
+            cooldown_start_ms: self.cooldown_start_ms,
+        }
+    }
 }

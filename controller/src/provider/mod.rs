@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::ScalingConfiguration;
+use ebb_core::model::ScalingConfiguration;
 
 pub mod process;
 

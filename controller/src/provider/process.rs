@@ -753,7 +753,7 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use crate::model::ScalingConfiguration;
+    use ebb_core::model::ScalingConfiguration;
 
     const PATIENCE: Duration = Duration::from_secs(10);
 

@@ -4,17 +4,17 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::{Store, StoreError, Write};
-use crate::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
-use crate::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
-use crate::model::{
+use ebb_core::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
+use ebb_core::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
+use ebb_core::model::{
     Activity, ActivityStatus, CreationType, GroupState, HealthCheckType, HealthStatus, Instance,
     LifecycleState, Process, RemovalPolicy, ScalingConfiguration, ScalingGroup, Trigger,
 };
-use crate::rules::{
+use ebb_core::rules::{
     AdjustmentType, AlarmEval, AlarmSpec, AlarmState, Comparison, Metric, MissingData, PeriodPoint,
     RuleKind, ScalingRule, Statistic, StepAdjustment,
 };
-use crate::schedule::{Recurrence, Schedule};
+use ebb_core::schedule::{Recurrence, Schedule};
 
 type Case = fn(&dyn Store);
 
@@ -773,7 +773,7 @@ fn every_field_round_trips(store: &dyn Store) {
         ]),
         user_data: "#!/bin/sh\necho 'ready'\n\\0 not a nul\n".into(),
         created_at_ms: -5,
-        health_checks: vec![crate::model::LocalCheck {
+        health_checks: vec![ebb_core::model::LocalCheck {
             name: "web".into(),
             http: Some("http://127.0.0.1:8080/healthz".into()),
             tcp: None,

@@ -8,9 +8,9 @@
 //! Writes go through [`Store::commit`], all or nothing, so "raise desired and
 //! record the activity" can never be half done.
 
-use crate::model::tasks::{AlarmTask, ScheduledTask};
-use crate::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
-use crate::rules::ScalingRule;
+use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
+use ebb_core::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
+use ebb_core::rules::ScalingRule;
 
 pub mod sqlite;
 

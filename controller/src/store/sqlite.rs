@@ -15,9 +15,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Result, Store, StoreError, Write};
-use crate::model::tasks::{AlarmTask, ScheduledTask};
-use crate::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
-use crate::rules::ScalingRule;
+use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
+use ebb_core::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
+use ebb_core::rules::ScalingRule;
 
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -678,8 +678,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::model::{GroupState, HealthCheckType, RemovalPolicy};
     use crate::store::conformance;
+    use ebb_core::model::{GroupState, HealthCheckType, RemovalPolicy};
 
     fn group(id: &str, name: &str) -> ScalingGroup {
         ScalingGroup {
@@ -892,12 +892,12 @@ mod tests {
         );
 
         // The new tables work, cascades included.
-        let rule = crate::rules::ScalingRule {
+        let rule = ebb_core::rules::ScalingRule {
             id: "rule-1".into(),
             group_id: "asg-1".into(),
             name: "add-1".into(),
-            kind: crate::rules::RuleKind::Simple {
-                adjustment_type: crate::rules::AdjustmentType::QuantityChangeInCapacity,
+            kind: ebb_core::rules::RuleKind::Simple {
+                adjustment_type: ebb_core::rules::AdjustmentType::QuantityChangeInCapacity,
                 adjustment_value: 1,
                 min_adjustment_magnitude: None,
                 cooldown_secs: None,
@@ -947,8 +947,8 @@ mod tests {
                     id: "act-1".into(),
                     group_id: "asg-1".into(),
                     cause: "test".into(),
-                    trigger: crate::model::Trigger::Api,
-                    status: crate::model::ActivityStatus::InProgress,
+                    trigger: ebb_core::model::Trigger::Api,
+                    status: ebb_core::model::ActivityStatus::InProgress,
                     progress: 0,
                     capacity_from: 0,
                     capacity_to: 1,

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use ebb_controller::model;
-use ebb_controller::rules::{AlarmSpec, Comparison, MissingData, RuleKind, Statistic};
-use ebb_controller::schedule;
+use ebb_core::model;
+use ebb_core::rules::{AlarmSpec, Comparison, MissingData, RuleKind, Statistic};
+use ebb_core::schedule;
 use ebb_proto::v1 as pb;
 use serde::Deserialize;
 
@@ -289,7 +289,7 @@ fn validate_automation(file: &ApplyFile, problems: &mut Vec<String>) {
     );
     duplicates("task", file.tasks.iter().map(|t| t.name.as_str()), problems);
     for r in &file.rules {
-        let rule = ebb_controller::rules::ScalingRule {
+        let rule = ebb_core::rules::ScalingRule {
             id: String::new(),
             group_id: String::new(),
             name: r.name.clone(),
@@ -319,7 +319,7 @@ fn validate_automation(file: &ApplyFile, problems: &mut Vec<String>) {
                 threshold: a.threshold,
                 evaluation_count: a
                     .evaluation_count
-                    .unwrap_or(ebb_controller::rules::alarm::DEFAULT_EVALUATION_COUNT),
+                    .unwrap_or(ebb_core::rules::alarm::DEFAULT_EVALUATION_COUNT),
                 missing_data,
             }
             .check("", &mut errors),
@@ -631,11 +631,7 @@ pub fn plan(file: &ApplyFile, state: &State) -> Result<Vec<Step>, String> {
             env: c.env.clone().into_iter().collect(),
             tags: c.tags.clone().into_iter().collect(),
             user_data: c.user_data.clone(),
-            health_checks: c
-                .health_checks
-                .iter()
-                .map(model::LocalCheck::to_pb)
-                .collect(),
+            health_checks: c.health_checks.iter().map(check_pb).collect(),
         })),
         Some(current) => {
             if let Some(step) = modify_config(c, current) {
@@ -1187,11 +1183,8 @@ fn modify_config(c: &ConfigDecl, current: &pb::ScalingConfiguration) -> Option<S
         &current.user_data,
         |s| show_str(s),
     );
-    let current_checks: Vec<model::LocalCheck> = current
-        .health_checks
-        .iter()
-        .map(model::LocalCheck::from_pb)
-        .collect();
+    let current_checks: Vec<model::LocalCheck> =
+        current.health_checks.iter().map(check_of).collect();
     let checks = differs(
         &mut changes,
         "health_checks",
@@ -1214,11 +1207,7 @@ fn modify_config(c: &ConfigDecl, current: &pb::ScalingConfiguration) -> Option<S
         tags: new_tags.unwrap_or_default().into_iter().collect(),
         user_data,
         set_health_checks: checks.is_some(),
-        health_checks: checks
-            .unwrap_or_default()
-            .iter()
-            .map(model::LocalCheck::to_pb)
-            .collect(),
+        health_checks: checks.unwrap_or_default().iter().map(check_pb).collect(),
     };
     Some(Step::ModifyConfig {
         name: c.name.clone(),
@@ -1353,11 +1342,35 @@ async fn execute(admin: &mut Admin, step: &Step) -> Result<()> {
     Ok(())
 }
 
+/// A local health check as the API carries it: empty and 0 mean "not set".
+fn check_pb(c: &model::LocalCheck) -> pb::LocalHealthCheck {
+    pb::LocalHealthCheck {
+        name: c.name.clone(),
+        http: c.http.clone().unwrap_or_default(),
+        tcp: c.tcp.clone().unwrap_or_default(),
+        command: c.command.clone().unwrap_or_default(),
+        interval_ms: c.interval_ms.unwrap_or_default() as u32,
+        timeout_ms: c.timeout_ms.unwrap_or_default() as u32,
+    }
+}
+
+fn check_of(c: &pb::LocalHealthCheck) -> model::LocalCheck {
+    let text = |s: &String| (!s.is_empty()).then(|| s.clone());
+    model::LocalCheck {
+        name: c.name.clone(),
+        http: text(&c.http),
+        tcp: text(&c.tcp),
+        command: (!c.command.is_empty()).then(|| c.command.clone()),
+        interval_ms: (c.interval_ms > 0).then_some(u64::from(c.interval_ms)),
+        timeout_ms: (c.timeout_ms > 0).then_some(u64::from(c.timeout_ms)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../../../docs/examples/web.toml");
+    const EXAMPLE: &str = include_str!("../../docs/examples/web.toml");
 
     fn file() -> ApplyFile {
         parse("web.toml", EXAMPLE).unwrap()
@@ -1687,7 +1700,7 @@ mod tests {
         );
     }
 
-    const AUTOSCALED: &str = include_str!("../../../../docs/examples/autoscaled.toml");
+    const AUTOSCALED: &str = include_str!("../../docs/examples/autoscaled.toml");
 
     fn autoscaled() -> ApplyFile {
         parse("autoscaled.toml", AUTOSCALED).unwrap()

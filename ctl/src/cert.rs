@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ebb_controller::pki::PkiPaths;
+use ebb_core::local::PkiPaths;
 use serde::Serialize;
 
 use crate::cli::{CertIssue, Global, Output};
@@ -135,13 +135,11 @@ fn controller_for_agents(
             Ok((e.grpc.to_string(), name, note))
         }
         None => Ok((
-            ebb_controller::config::DEFAULT_GRPC_LISTEN.to_owned(),
-            ebb_controller::config::DEFAULT_SERVER_NAME.to_owned(),
+            ebb_core::local::DEFAULT_GRPC_LISTEN.to_owned(),
+            ebb_core::local::DEFAULT_SERVER_NAME.to_owned(),
             Some(format!(
                 "{} not found (controller not running?): check the address",
-                data_dir
-                    .join(ebb_controller::server::ENDPOINTS_FILE)
-                    .display()
+                data_dir.join(ebb_core::local::ENDPOINTS_FILE).display()
             )),
         )),
     }

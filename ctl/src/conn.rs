@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ebb_controller::config::DEFAULT_DATA_DIR;
-use ebb_controller::pki::PkiPaths;
-use ebb_controller::server::{ENDPOINTS_FILE, Endpoints};
+use ebb_core::local::DEFAULT_DATA_DIR;
+use ebb_core::local::PkiPaths;
+use ebb_core::local::{ENDPOINTS_FILE, Endpoints};
 use ebb_proto::v1 as pb;
 use ebb_proto::v1::admin_service_client::AdminServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};

@@ -1,12 +1,12 @@
 //! The `rule`, `scale`, `alarm` and `task` families, and the pure pieces
 //! they share with `apply`: step and recurrence flags, and the rule
 //! definition JSON built from flags (the server takes exactly the JSON of
-//! `ebb_controller::rules::RuleKind`).
+//! `ebb_core::rules::RuleKind`).
 
 use std::collections::BTreeSet;
 
-use ebb_controller::rules::{AdjustmentType, Metric, RuleKind, ScalingRule, StepAdjustment};
-use ebb_controller::schedule;
+use ebb_core::rules::{AdjustmentType, Metric, RuleKind, ScalingRule, StepAdjustment};
+use ebb_core::schedule;
 use ebb_proto::v1 as pb;
 
 use crate::cli::{AlarmCmd, Output, RuleCmd, RuleDef, ScaleArgs, TaskCmd, TaskCreate, TaskModify};
@@ -322,7 +322,7 @@ pub fn build_definition(
                 estimated_instance_warmup_secs: def
                     .warmup
                     .or(warmup)
-                    .unwrap_or(ebb_controller::rules::DEFAULT_INSTANCE_WARMUP_SECS),
+                    .unwrap_or(ebb_core::rules::DEFAULT_INSTANCE_WARMUP_SECS),
             }
         }
         Kind::TargetTracking => {
@@ -355,7 +355,7 @@ pub fn build_definition(
                 estimated_instance_warmup_secs: def
                     .warmup
                     .or(warmup)
-                    .unwrap_or(ebb_controller::rules::DEFAULT_INSTANCE_WARMUP_SECS),
+                    .unwrap_or(ebb_core::rules::DEFAULT_INSTANCE_WARMUP_SECS),
             }
         }
     };
@@ -457,7 +457,7 @@ fn check_schedule(c: &TaskCreate) -> Result<(), String> {
             .expiration
             .unwrap_or(schedule::DEFAULT_LAUNCH_EXPIRATION_SECS),
     };
-    let mut errors = ebb_controller::model::Invalid::default();
+    let mut errors = ebb_core::model::Invalid::default();
     schedule.validate(&mut errors);
     errors.into_result().map_err(|e| e.to_string())
 }

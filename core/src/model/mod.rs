@@ -459,32 +459,6 @@ pub struct LocalCheck {
     pub timeout_ms: Option<u64>,
 }
 
-impl LocalCheck {
-    /// As the API carries it: empty and 0 mean "not set".
-    pub fn to_pb(&self) -> ebb_proto::v1::LocalHealthCheck {
-        ebb_proto::v1::LocalHealthCheck {
-            name: self.name.clone(),
-            http: self.http.clone().unwrap_or_default(),
-            tcp: self.tcp.clone().unwrap_or_default(),
-            command: self.command.clone().unwrap_or_default(),
-            interval_ms: self.interval_ms.unwrap_or_default() as u32,
-            timeout_ms: self.timeout_ms.unwrap_or_default() as u32,
-        }
-    }
-
-    pub fn from_pb(c: &ebb_proto::v1::LocalHealthCheck) -> Self {
-        let text = |s: &String| (!s.is_empty()).then(|| s.clone());
-        Self {
-            name: c.name.clone(),
-            http: text(&c.http),
-            tcp: text(&c.tcp),
-            command: (!c.command.is_empty()).then(|| c.command.clone()),
-            interval_ms: (c.interval_ms > 0).then_some(u64::from(c.interval_ms)),
-            timeout_ms: (c.timeout_ms > 0).then_some(u64::from(c.timeout_ms)),
-        }
-    }
-}
-
 /// The fields a create or modify of a configuration may set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConfigurationSpec {
@@ -712,11 +686,6 @@ impl Activity {
     pub fn is_running(&self) -> bool {
         self.status == ActivityStatus::InProgress
     }
-}
-
-/// A short random id with a prefix, e.g. `asg-3f9a0c1b2d4e`.
-pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}-{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff)
 }
 
 pub mod hooks;

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Invalid, check_name, new_id};
+use super::{Invalid, check_name};
 
 /// ESS's bounds for a hook's heartbeat timeout.
 pub const MIN_HEARTBEAT_TIMEOUT_SECS: u32 = 30;
@@ -56,8 +56,9 @@ pub struct HookSpec {
 }
 
 impl LifecycleHook {
-    /// A new hook for a group that has `existing`; every problem at once.
+    /// A new hook, `id`, for a group that has `existing`; every problem at once.
     pub fn create(
+        id: String,
         spec: &HookSpec,
         existing: &[LifecycleHook],
         now_ms: i64,
@@ -103,7 +104,7 @@ impl LifecycleHook {
         };
         let webhook = (!spec.webhook.is_empty()).then(|| spec.webhook.clone());
         if let Some(url) = &webhook
-            && let Err(e) = crate::notify::parse_url(url)
+            && let Err(e) = crate::url::parse_url(url)
         {
             errors.push("notification_url", e);
         }
@@ -124,7 +125,7 @@ impl LifecycleHook {
         }
         errors.into_result()?;
         Ok(Self {
-            id: new_id("ash"),
+            id,
             name: spec.name.clone(),
             transition,
             heartbeat_timeout_secs,
@@ -135,10 +136,11 @@ impl LifecycleHook {
         })
     }
 
-    /// A new wait of an instance on this hook, starting now.
-    pub fn wait(&self, now_ms: i64) -> HookWait {
+    /// A new wait of an instance on this hook, starting now; `token` names
+    /// it in `CompleteLifecycleAction`.
+    pub fn wait(&self, token: String, now_ms: i64) -> HookWait {
         HookWait {
-            token: new_id("lat"),
+            token,
             hook_id: self.id.clone(),
             hook_name: self.name.clone(),
             transition: self.transition,
@@ -200,13 +202,18 @@ impl HookWait {
     }
 }
 
-/// Waits on every hook of `transition`, starting now; empty when the group
-/// has none.
-pub fn begin(hooks: &[LifecycleHook], transition: Transition, now_ms: i64) -> Vec<HookWait> {
+/// Waits on every hook of `transition`, starting now, each with a token
+/// from `token`; empty when the group has none.
+pub fn begin(
+    hooks: &[LifecycleHook],
+    transition: Transition,
+    now_ms: i64,
+    mut token: impl FnMut() -> String,
+) -> Vec<HookWait> {
     hooks
         .iter()
         .filter(|h| h.transition == transition)
-        .map(|h| h.wait(now_ms))
+        .map(|h| h.wait(token(), now_ms))
         .collect()
 }
 
@@ -262,7 +269,7 @@ mod tests {
 
     #[test]
     fn defaults_follow_ess() {
-        let h = LifecycleHook::create(&spec("drain", "SCALE_IN"), &[], 7).unwrap();
+        let h = LifecycleHook::create("ash-1".into(), &spec("drain", "SCALE_IN"), &[], 7).unwrap();
         assert_eq!(h.transition, Transition::ScaleIn);
         assert_eq!(h.heartbeat_timeout_secs, 600);
         assert_eq!(h.default_result, LifecycleResult::Continue);
@@ -279,7 +286,7 @@ mod tests {
             webhook: "https://example.com/".into(),
             script: vec![" ".into()],
         };
-        let err = LifecycleHook::create(&bad, &[], 0).unwrap_err();
+        let err = LifecycleHook::create("ash-1".into(), &bad, &[], 0).unwrap_err();
         let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -296,7 +303,7 @@ mod tests {
             heartbeat_timeout_secs: Some(21_601),
             ..spec("drain", "SCALE_OUT")
         };
-        let err = LifecycleHook::create(&long, &[], 0)
+        let err = LifecycleHook::create("ash-1".into(), &long, &[], 0)
             .unwrap_err()
             .to_string();
         assert!(
@@ -307,14 +314,19 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_hooks_are_bounded() {
-        let first = LifecycleHook::create(&spec("drain", "SCALE_IN"), &[], 0).unwrap();
-        let err =
-            LifecycleHook::create(&spec("drain", "SCALE_OUT"), std::slice::from_ref(&first), 0)
-                .unwrap_err()
-                .to_string();
+        let first =
+            LifecycleHook::create("ash-1".into(), &spec("drain", "SCALE_IN"), &[], 0).unwrap();
+        let err = LifecycleHook::create(
+            "ash-1".into(),
+            &spec("drain", "SCALE_OUT"),
+            std::slice::from_ref(&first),
+            0,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("already has a hook named `drain`"), "{err}");
         let six = vec![first; MAX_HOOKS_PER_GROUP];
-        let err = LifecycleHook::create(&spec("other", "SCALE_IN"), &six, 0)
+        let err = LifecycleHook::create("ash-1".into(), &spec("other", "SCALE_IN"), &six, 0)
             .unwrap_err()
             .to_string();
         assert!(err.contains("at most 6 lifecycle hooks"), "{err}");
@@ -327,12 +339,12 @@ mod tests {
             script: vec!["true".into()],
             ..spec("drain", "SCALE_IN")
         };
-        LifecycleHook::create(&s, &[], 0).unwrap()
+        LifecycleHook::create("ash-1".into(), &s, &[], 0).unwrap()
     }
 
     #[test]
     fn a_wait_times_out_to_its_default_result() {
-        let mut waits = vec![hook(30, "ABANDON").wait(1_000)];
+        let mut waits = vec![hook(30, "ABANDON").wait("lat-1".into(), 1_000)];
         assert!(!waits[0].script_sent, "a hook with a script has it to send");
         assert_eq!(judge(&mut waits, 30_999).0, Verdict::Waiting);
         let (verdict, decided) = judge(&mut waits, 31_000);
@@ -349,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_heartbeat_restarts_the_timeout() {
-        let mut waits = vec![hook(30, "CONTINUE").wait(0)];
+        let mut waits = vec![hook(30, "CONTINUE").wait("lat-1".into(), 0)];
         waits[0].heartbeat(20_000);
         assert_eq!(waits[0].deadline_ms, 50_000);
         assert_eq!(judge(&mut waits, 45_000).0, Verdict::Waiting);
@@ -358,30 +370,37 @@ mod tests {
 
     #[test]
     fn all_must_continue_and_one_abandon_decides() {
-        let mut waits = vec![hook(30, "CONTINUE").wait(0), hook(60, "CONTINUE").wait(0)];
+        let mut waits = vec![
+            hook(30, "CONTINUE").wait("lat-1".into(), 0),
+            hook(60, "CONTINUE").wait("lat-2".into(), 0),
+        ];
         assert!(waits[0].decide(LifecycleResult::Continue, "by the API".into()));
         assert!(!waits[0].decide(LifecycleResult::Abandon, "too late".into()));
         assert_eq!(judge(&mut waits, 1_000).0, Verdict::Waiting);
         waits[1].decide(LifecycleResult::Continue, "script exited 0".into());
         assert_eq!(judge(&mut waits, 1_000).0, Verdict::Continue);
 
-        let mut waits = vec![hook(30, "CONTINUE").wait(0), hook(60, "CONTINUE").wait(0)];
+        let mut waits = vec![
+            hook(30, "CONTINUE").wait("lat-1".into(), 0),
+            hook(60, "CONTINUE").wait("lat-2".into(), 0),
+        ];
         waits[1].decide(LifecycleResult::Abandon, "script exited 1".into());
         assert_eq!(judge(&mut waits, 1_000).0, Verdict::Abandon);
     }
 
     #[test]
     fn waits_begin_for_the_transition_only() {
-        let out = LifecycleHook::create(&spec("warm", "SCALE_OUT"), &[], 0).unwrap();
+        let out =
+            LifecycleHook::create("ash-1".into(), &spec("warm", "SCALE_OUT"), &[], 0).unwrap();
         let hooks = [out, hook(30, "CONTINUE")];
-        let waits = begin(&hooks, Transition::ScaleIn, 5);
+        let waits = begin(&hooks, Transition::ScaleIn, 5, || "lat-1".into());
         assert_eq!(waits.len(), 1);
         assert_eq!(
             (waits[0].hook_name.as_str(), waits[0].deadline_ms),
             ("drain", 30_005)
         );
         assert!(waits[0].webhook_sent, "no webhook: nothing to send");
-        assert!(begin(&[], Transition::ScaleOut, 5).is_empty());
+        assert!(begin(&[], Transition::ScaleOut, 5, || unreachable!()).is_empty());
     }
 
     #[test]

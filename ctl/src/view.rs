@@ -671,7 +671,7 @@ fn bound(b: Option<f64>, infinite: &str) -> String {
 }
 
 /// `[0, 10) +1; [10, ∞) +3`
-fn steps_line(adjustment_type: &str, steps: &[ebb_controller::rules::StepAdjustment]) -> String {
+fn steps_line(adjustment_type: &str, steps: &[ebb_core::rules::StepAdjustment]) -> String {
     steps
         .iter()
         .map(|s| {
@@ -688,7 +688,7 @@ fn steps_line(adjustment_type: &str, steps: &[ebb_controller::rules::StepAdjustm
 
 /// A rule's definition in one line; the raw JSON if it does not parse.
 pub fn rule_summary(r: &RuleView) -> String {
-    use ebb_controller::rules::RuleKind;
+    use ebb_core::rules::RuleKind;
     let Ok(kind) = serde_json::from_str::<RuleKind>(&r.definition_json) else {
         return r.definition_json.clone();
     };
@@ -776,10 +776,10 @@ pub fn rule_fields(r: &RuleView, groups: &GroupNames) -> String {
                     continue;
                 }
                 let shown = match (k.as_str(), &v) {
-                    ("step_adjustments", _) => serde_json::from_value::<
-                        Vec<ebb_controller::rules::StepAdjustment>,
-                    >(v.clone())
-                    .map_or_else(|_| v.to_string(), |s| steps_line(&adjustment_type, &s)),
+                    ("step_adjustments", _) => {
+                        serde_json::from_value::<Vec<ebb_core::rules::StepAdjustment>>(v.clone())
+                            .map_or_else(|_| v.to_string(), |s| steps_line(&adjustment_type, &s))
+                    }
                     (_, serde_json::Value::Null) => "-".to_owned(),
                     (_, serde_json::Value::String(s)) => s.clone(),
                     _ => v.to_string(),

@@ -2,7 +2,7 @@
 
 use clap::builder::PossibleValuesParser;
 use clap::{ArgGroup, Args, Subcommand};
-use ebb_controller::model::hooks::{LifecycleResult, Transition};
+use ebb_core::model::hooks::{LifecycleResult, Transition};
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 

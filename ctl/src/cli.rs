@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use clap::builder::PossibleValuesParser;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use ebb_controller::model::{
+use ebb_core::model::{
     ActivityStatus, HealthCheckType, LifecycleState, MAX_COOLDOWN_SECS, RemovalPolicy,
 };
-use ebb_controller::rules::{AdjustmentType, AlarmState, Comparison, MissingData, Statistic};
+use ebb_core::rules::{AdjustmentType, AlarmState, Comparison, MissingData, Statistic};
 
 use crate::automation::{Recurrence, StepArg};
 
@@ -175,7 +175,7 @@ fn alarm_states() -> PossibleValuesParser {
 
 fn period(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|e| format!("{e}"))?;
-    let periods = ebb_controller::rules::alarm::PERIODS_SECS;
+    let periods = ebb_core::rules::alarm::PERIODS_SECS;
     if !periods.contains(&v) {
         let list: Vec<String> = periods.iter().map(u32::to_string).collect();
         return Err(format!("must be one of {} seconds", list.join(", ")));
