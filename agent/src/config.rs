@@ -1,13 +1,16 @@
-//! `agent.toml`: where the controller is, the agent's certificate, and the
-//! local health checks. Validation reports every problem at once.
+//! `agent.toml`: where the controller is, the agent's certificate, the
+//! local health checks and the custom metric sources. Validation reports
+//! every problem at once.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::collect::{MetricSource, Query, Source};
 use crate::health::{HealthCheck, Probe};
+use crate::http::HttpUrl;
 
 /// Where the packaged agent looks for its config.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ebb/agent.toml";
@@ -23,6 +26,25 @@ pub const DEFAULT_CHECK_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_MAX_BACKOFF_MS: u64 = 30_000;
 /// Checks more often than every 100 ms would cost more than they tell.
 const MIN_CHECK_INTERVAL_MS: u64 = 100;
+/// Two seconds is generous for a local endpoint, file or command, and well
+/// inside the 5 s default sampling interval.
+pub const DEFAULT_METRIC_TIMEOUT_MS: u64 = 2_000;
+/// A source slower than a minute is broken rather than slow.
+const MAX_METRIC_TIMEOUT_MS: u64 = 60_000;
+/// Every source is read on every pull; no host needs more than this many.
+const MAX_METRICS: usize = 100;
+/// The controller's limit for a custom metric's name (MAX_CUSTOM_METRIC_LEN).
+const MAX_METRIC_NAME_LEN: usize = 128;
+/// The controller's built-in metrics: an alarm on one of these names reads
+/// the built-in metric, so a custom metric by that name could never be used.
+const BUILT_IN_METRICS: &[&str] = &[
+    "CpuUtilization",
+    "MemoryUtilization",
+    "LoadAverage",
+    "IntranetRx",
+    "IntranetTx",
+    "TcpConnection",
+];
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -38,6 +60,8 @@ pub struct Config {
     pub reconnect: ReconnectConfig,
     #[serde(rename = "health_check")]
     pub health_checks: Vec<HealthCheckConfig>,
+    #[serde(rename = "metric")]
+    pub metrics: Vec<MetricConfig>,
     pub hooks: HooksConfig,
 }
 
@@ -88,6 +112,33 @@ pub struct HealthCheckConfig {
     pub timeout_ms: u64,
 }
 
+/// One `[[metric]]`: a name and exactly one of `prometheus`, `file`, `command`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricConfig {
+    pub name: String,
+    pub prometheus: Option<PrometheusConfig>,
+    pub file: Option<PathBuf>,
+    pub command: Option<Vec<String>>,
+    #[serde(default = "default_metric_timeout")]
+    pub timeout_ms: u64,
+}
+
+/// `prometheus = { url, metric, labels }`: one series (or the sum of several)
+/// of a Prometheus text page.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    pub url: String,
+    pub metric: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_metric_timeout() -> u64 {
+    DEFAULT_METRIC_TIMEOUT_MS
+}
+
 fn default_check_interval() -> u64 {
     DEFAULT_CHECK_INTERVAL_MS
 }
@@ -105,6 +156,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             reconnect: ReconnectConfig::default(),
             health_checks: Vec::new(),
+            metrics: Vec::new(),
             hooks: HooksConfig::default(),
         }
     }
@@ -171,6 +223,11 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        for file in config.metrics.iter_mut().filter_map(|m| m.file.as_mut()) {
+            if file.is_relative() && !file.as_os_str().is_empty() {
+                *file = base.join(&*file);
+            }
+        }
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)
@@ -233,7 +290,54 @@ impl Config {
                 ));
             }
         }
+        self.metric_problems(&mut problems);
         problems
+    }
+
+    fn metric_problems(&self, problems: &mut Vec<String>) {
+        if self.metrics.len() > MAX_METRICS {
+            problems.push(format!(
+                "metric: {} sources, at most {MAX_METRICS} are allowed",
+                self.metrics.len()
+            ));
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, metric) in self.metrics.iter().enumerate() {
+            let at = format!("metric[{i}]");
+            let name = metric.name.as_str();
+            if name.is_empty() {
+                problems.push(format!("{at}.name: must not be empty"));
+            } else if name.len() > MAX_METRIC_NAME_LEN {
+                problems.push(format!(
+                    "{at}.name: `{name}` is longer than {MAX_METRIC_NAME_LEN} characters"
+                ));
+            } else if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+            {
+                problems.push(format!(
+                    "{at}.name: `{name}` may use only letters, digits, '_', '.', ':' and '-'"
+                ));
+            } else if BUILT_IN_METRICS.contains(&name) {
+                problems.push(format!(
+                    "{at}.name: `{name}` is a built-in metric; give the custom one another name"
+                ));
+            } else if let Some(first) = names.insert(name, i) {
+                problems.push(format!(
+                    "{at}.name: `{name}` is already metric[{first}]'s name"
+                ));
+                names.insert(name, first);
+            }
+            if !(1..=MAX_METRIC_TIMEOUT_MS).contains(&metric.timeout_ms) {
+                problems.push(format!(
+                    "{at}.timeout_ms: {} is outside 1..={MAX_METRIC_TIMEOUT_MS}",
+                    metric.timeout_ms
+                ));
+            }
+            if let Err(source_problems) = metric.source() {
+                problems.extend(source_problems.iter().map(|p| format!("{at}{p}")));
+            }
+        }
     }
 
     /// The TLS server name: `server_name`, else the host part of `controller`.
@@ -248,6 +352,20 @@ impl Config {
 
     pub fn max_backoff(&self) -> Duration {
         Duration::from_millis(self.reconnect.max_backoff_ms)
+    }
+
+    /// The custom metric sources as the agent reads them (the config is valid).
+    pub fn custom_metrics(&self) -> Vec<MetricSource> {
+        self.metrics
+            .iter()
+            .filter_map(|m| {
+                Some(MetricSource {
+                    name: m.name.clone(),
+                    source: m.source().ok()?,
+                    timeout: Duration::from_millis(m.timeout_ms),
+                })
+            })
+            .collect()
     }
 
     /// The health checks as the runner takes them (the config is valid).
@@ -290,6 +408,70 @@ impl HealthCheckConfig {
             _ => Err("set exactly one of `http`, `tcp` or `command`".into()),
         }
     }
+}
+
+impl MetricConfig {
+    /// The source, or what is wrong with it, each problem as `.key: why` (or
+    /// `: why`) to follow `metric[i]`.
+    fn source(&self) -> Result<Source, Vec<String>> {
+        match (&self.prometheus, &self.file, &self.command) {
+            (Some(p), None, None) => {
+                let mut problems = Vec::new();
+                if let Err(why) = HttpUrl::parse(&p.url) {
+                    problems.push(format!(".prometheus.url: bad URL {:?}: {why}", p.url));
+                }
+                if !is_prometheus_name(&p.metric, true) {
+                    problems.push(format!(
+                        ".prometheus.metric: {:?} is not a Prometheus metric name (letters, digits, '_' and ':', not starting with a digit)",
+                        p.metric
+                    ));
+                }
+                for label in p.labels.keys().filter(|l| !is_prometheus_name(l, false)) {
+                    problems.push(format!(
+                        ".prometheus.labels: {label:?} is not a label name (letters, digits and '_', not starting with a digit)"
+                    ));
+                }
+                if problems.is_empty() {
+                    Ok(Source::Prometheus {
+                        url: p.url.clone(),
+                        query: Query {
+                            metric: p.metric.clone(),
+                            labels: p.labels.clone(),
+                        },
+                    })
+                } else {
+                    Err(problems)
+                }
+            }
+            (None, Some(path), None) => {
+                if path.as_os_str().is_empty() {
+                    Err(vec![".file: name the file that holds the number".into()])
+                } else {
+                    Ok(Source::File { path: path.clone() })
+                }
+            }
+            (None, None, Some(argv)) => {
+                if argv.first().is_none_or(|p| p.is_empty()) {
+                    Err(vec![
+                        ".command: name the program to run, e.g. [\"/usr/local/bin/queue-depth\"]"
+                            .into(),
+                    ])
+                } else {
+                    Ok(Source::Command { argv: argv.clone() })
+                }
+            }
+            _ => Err(vec![
+                ": set exactly one of `prometheus`, `file` or `command`".into(),
+            ]),
+        }
+    }
+}
+
+/// A Prometheus metric name (`colons` allowed) or label name.
+fn is_prometheus_name(name: &str, colons: bool) -> bool {
+    let ok = |c: char| c.is_ascii_alphabetic() || c == '_' || (colons && c == ':');
+    let mut chars = name.chars();
+    chars.next().is_some_and(ok) && chars.all(|c| ok(c) || c.is_ascii_digit())
 }
 
 /// Splits `host:port` (`[v6]:port` for IPv6), checking the port.
@@ -389,6 +571,177 @@ mod tests {
         assert!(err.contains("allow_scripts"), "{err}");
         let err = parse(&d, &format!("{TLS}[hooks]\nallow = false\n")).unwrap_err();
         assert!(err.contains("unknown field `allow`"), "{err}");
+    }
+
+    #[test]
+    fn custom_metrics_parse() {
+        let d = dir_with_certs();
+        let c = parse(
+            &d,
+            &format!(
+                r#"{TLS}
+                [[metric]]
+                name = "http.ok_rps"
+                prometheus = {{ url = "http://127.0.0.1:9100/metrics", metric = "http_requests_total", labels = {{ code = "200" }} }}
+                [[metric]]
+                name = "queue_depth"
+                file = "run/queue-depth"
+                timeout_ms = 500
+                [[metric]]
+                name = "app:sessions"
+                command = ["sh", "-c", "echo 42"]
+                [[metric]]
+                name = "up"
+                [metric.prometheus]
+                url = "http://[::1]:8080/metrics"
+                metric = "up"
+                "#
+            ),
+        )
+        .unwrap();
+        let metrics = c.custom_metrics();
+        assert_eq!(
+            metrics,
+            [
+                MetricSource {
+                    name: "http.ok_rps".into(),
+                    source: Source::Prometheus {
+                        url: "http://127.0.0.1:9100/metrics".into(),
+                        query: Query {
+                            metric: "http_requests_total".into(),
+                            labels: [("code".to_owned(), "200".to_owned())].into(),
+                        },
+                    },
+                    timeout: Duration::from_secs(2),
+                },
+                MetricSource {
+                    name: "queue_depth".into(),
+                    source: Source::File {
+                        path: d.0.path().join("run/queue-depth"),
+                    },
+                    timeout: Duration::from_millis(500),
+                },
+                MetricSource {
+                    name: "app:sessions".into(),
+                    source: Source::Command {
+                        argv: vec!["sh".into(), "-c".into(), "echo 42".into()],
+                    },
+                    timeout: Duration::from_secs(2),
+                },
+                MetricSource {
+                    name: "up".into(),
+                    source: Source::Prometheus {
+                        url: "http://[::1]:8080/metrics".into(),
+                        query: Query {
+                            metric: "up".into(),
+                            labels: BTreeMap::new(),
+                        },
+                    },
+                    timeout: Duration::from_secs(2),
+                },
+            ]
+        );
+        assert!(parse(&d, TLS).unwrap().custom_metrics().is_empty());
+    }
+
+    #[test]
+    fn bad_custom_metrics_are_all_named() {
+        let d = dir_with_certs();
+        let long = "m".repeat(129);
+        let err = parse(
+            &d,
+            &format!(
+                r#"{TLS}
+                [[metric]]
+                name = "queue depth"
+                file = "/run/q"
+                [[metric]]
+                name = "rps"
+                prometheus = {{ url = "https://127.0.0.1/metrics", metric = "2xx-total", labels = {{ "code-class" = "2xx" }} }}
+                [[metric]]
+                name = "rps"
+                file = "/run/a"
+                command = ["x"]
+                [[metric]]
+                name = ""
+                command = []
+                timeout_ms = 0
+                [[metric]]
+                name = "{long}"
+                file = ""
+                timeout_ms = 60001
+                [[metric]]
+                name = "CpuUtilization"
+                command = ["/usr/local/bin/cpu"]
+                [[metric]]
+                name = "nothing"
+                "#
+            ),
+        )
+        .unwrap_err();
+        for needle in [
+            "metric[0].name: `queue depth` may use only letters, digits, '_', '.', ':' and '-'",
+            "metric[1].prometheus.url: bad URL \"https://127.0.0.1/metrics\": https is not supported",
+            "metric[1].prometheus.metric: \"2xx-total\" is not a Prometheus metric name",
+            "metric[1].prometheus.labels: \"code-class\" is not a label name",
+            "metric[2].name: `rps` is already metric[1]'s name",
+            "metric[2]: set exactly one of `prometheus`, `file` or `command`",
+            "metric[3].name: must not be empty",
+            "metric[3].timeout_ms: 0 is outside 1..=60000",
+            "metric[3].command: name the program to run",
+            "metric[4].name: `mmmm",
+            "is longer than 128 characters",
+            "metric[4].file: name the file that holds the number",
+            "metric[4].timeout_ms: 60001 is outside 1..=60000",
+            "metric[5].name: `CpuUtilization` is a built-in metric",
+            "metric[6]: set exactly one of `prometheus`, `file` or `command`",
+        ] {
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_metric_keys_are_named() {
+        let d = dir_with_certs();
+        for (text, needle) in [
+            (
+                "[[metric]]\nname = \"a\"\nfile = \"/f\"\ninterval_ms = 5\n",
+                "unknown field `interval_ms`",
+            ),
+            (
+                "[[metric]]\nname = \"a\"\nprometheus = { url = \"http://h/\", metric = \"m\", label = { a = \"b\" } }\n",
+                "unknown field `label`",
+            ),
+            (
+                "[[metric]]\nname = \"a\"\nprometheus = { url = \"http://h/\" }\n",
+                "missing field `metric`",
+            ),
+            ("[[metric]]\nfile = \"/f\"\n", "missing field `name`"),
+            (
+                "[[metric]]\nname = \"a\"\ncommand = \"echo 1\"\n",
+                "command",
+            ),
+            (
+                "[[metric]]\nname = \"a\"\nfile = \"/f\"\ntimeout_ms = \"2s\"\n",
+                "timeout_ms",
+            ),
+        ] {
+            let err = parse(&d, &format!("{TLS}{text}")).unwrap_err();
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn at_most_a_hundred_metrics() {
+        let d = dir_with_certs();
+        let many: String = (0..101)
+            .map(|i| format!("[[metric]]\nname = \"m{i}\"\nfile = \"/run/m{i}\"\n"))
+            .collect();
+        let err = parse(&d, &format!("{TLS}{many}")).unwrap_err();
+        assert!(
+            err.contains("metric: 101 sources, at most 100 are allowed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::{debug, info, warn};
 
-use crate::collect::{CollectorKind, Collectors, HostFacts, Reading};
+use crate::collect::{CollectorKind, Collectors, CustomMetrics, HostFacts, Reading};
 use crate::health::{CheckResult, HealthChecks};
 
 /// The first retry comes quickly: most failures are a controller restart.
@@ -29,6 +29,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const SILENT_INTERVALS: u32 = 3;
 /// ... but never sooner than this, so a slow controller is not abandoned.
 const MIN_SILENCE: Duration = Duration::from_secs(30);
+/// Custom metric sources get at most 1/this of the sampling interval, so a
+/// slow one cannot make the sample miss its pull (the controller drops a
+/// sample that comes after the next pull was due).
+const CUSTOM_SHARE_OF_INTERVAL: u32 = 2;
 
 /// Everything one agent needs to talk to its controller.
 pub struct Agent {
@@ -36,6 +40,8 @@ pub struct Agent {
     pub instance_id: String,
     pub facts: HostFacts,
     pub collectors: Collectors,
+    /// The `[[metric]]` sources, read on every pull.
+    pub custom: CustomMetrics,
     pub checks: HealthChecks,
     pub check_names: Vec<String>,
     pub max_backoff: Duration,
@@ -137,6 +143,8 @@ impl Agent {
         let mut silence = MIN_SILENCE;
         let mut welcomed = false;
         let mut last_collect = Instant::now();
+        // Until a Welcome names the interval, each source's own time-out bounds it.
+        let mut custom_budget = Duration::MAX;
         let end = |welcomed: bool, reason: String| {
             if welcomed {
                 Ended::AfterWelcome(reason)
@@ -179,16 +187,20 @@ impl Agent {
                     enabled = kinds(&w.collect);
                     let interval = Duration::from_millis(u64::from(w.sampling_interval_ms));
                     silence = (interval * SILENT_INTERVALS).max(MIN_SILENCE);
-                    // Prime the rate collectors so the first Pull has a window.
+                    custom_budget = interval / CUSTOM_SHARE_OF_INTERVAL;
+                    // Prime the rate collectors (and counters among the custom
+                    // metrics) so the first Pull has a window.
                     last_collect = Instant::now();
                     self.collectors.collect(&enabled, last_collect);
+                    self.custom.read(last_collect, custom_budget).await;
                 }
                 Some(ControllerBody::Pull(pull)) => {
                     let now = Instant::now();
                     let reading = self.collectors.collect(&enabled, now);
+                    let custom = self.custom.read(now, custom_budget).await.values;
                     let window = now.duration_since(last_collect);
                     last_collect = now;
-                    let sample = sample(pull.seq, window, reading, self.checks.results());
+                    let sample = sample(pull.seq, window, reading, self.checks.results(), custom);
                     if tx.send(wrap(AgentBody::Sample(sample))).await.is_err() {
                         return end(welcomed, "the outbound stream closed".into());
                     }
@@ -261,8 +273,15 @@ fn collector_of(kind: CollectorKind) -> Collector {
     }
 }
 
-/// A Reading and the latest check results, as a protocol Sample.
-pub fn sample(seq: u64, window: Duration, r: Reading, checks: Vec<CheckResult>) -> pb::Sample {
+/// A Reading, the latest check results and the custom metrics that have a
+/// value, as a protocol Sample.
+pub fn sample(
+    seq: u64,
+    window: Duration,
+    r: Reading,
+    checks: Vec<CheckResult>,
+    custom: Vec<(String, f64)>,
+) -> pb::Sample {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -295,7 +314,10 @@ pub fn sample(seq: u64, window: Duration, r: Reading, checks: Vec<CheckResult>) 
                 checked_at_unix_ms: c.checked_at_unix_ms,
             })
             .collect(),
-        custom: Vec::new(),
+        custom: custom
+            .into_iter()
+            .map(|(name, value)| pb::CustomMetric { name, value })
+            .collect(),
         errors: r
             .errors
             .into_iter()
@@ -355,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn sample_carries_reading_checks_and_errors() {
+    fn sample_carries_reading_checks_custom_metrics_and_errors() {
         let r = Reading {
             cpu_utilization: Some(12.0),
             memory_utilization: None,
@@ -369,8 +391,16 @@ mod tests {
             message: "HTTP 503".into(),
             checked_at_unix_ms: 1,
         }];
-        let s = sample(7, Duration::from_secs(1), r, checks);
+        let custom = vec![("queue_depth".to_owned(), 4.5)];
+        let s = sample(7, Duration::from_secs(1), r, checks, custom);
         assert_eq!((s.seq, s.window_ms), (7, 1000));
+        assert_eq!(
+            s.custom,
+            [pb::CustomMetric {
+                name: "queue_depth".into(),
+                value: 4.5
+            }]
+        );
         assert_eq!(s.cpu_utilization, Some(12.0));
         assert_eq!(s.memory_utilization, None);
         assert_eq!(s.health[0].consecutive_failures, 2);

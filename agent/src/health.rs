@@ -3,15 +3,18 @@
 //! The latest result of each check rides along in every `Sample`; the
 //! controller decides what an unhealthy instance means.
 
-use std::net::Ipv6Addr;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
+
+use crate::describe::{describe, describe_exit, describe_lowercase, timed_out};
+pub use crate::http::HttpUrl;
+use crate::http::{parse_status_line, send_get};
 
 /// The longest status line (and anything read before it) an HTTP probe accepts.
 const MAX_STATUS_LINE: usize = 8 * 1024;
@@ -30,109 +33,10 @@ pub enum Probe {
     Command { argv: Vec<String> },
 }
 
-/// A plain-HTTP URL split into what the probe needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl {
-    /// A name, an IPv4 address or an IPv6 address (without brackets).
-    pub host: String,
-    pub port: u16,
-    /// Path and query, always starting with `/`.
-    pub path: String,
-}
-
-impl HttpUrl {
-    /// `host:port` to connect to, with IPv6 hosts in brackets.
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.bracketed_host(), self.port)
-    }
-
-    /// The `Host` header's value: the port is left out when it is the default.
-    fn host_header(&self) -> String {
-        if self.port == 80 {
-            self.bracketed_host()
-        } else {
-            self.address()
-        }
-    }
-
-    fn bracketed_host(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        }
-    }
-}
-
 impl Probe {
     /// Parses an `http://host[:port][/path]` URL; https and other schemes are rejected.
     pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
-        let bad = |why: &str| format!("bad health check URL {url:?}: {why}");
-        if url.chars().any(char::is_whitespace) {
-            return Err(bad("it contains whitespace"));
-        }
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(bad("expected http://host[:port][/path]"));
-        };
-        if scheme.eq_ignore_ascii_case("https") {
-            return Err(bad(
-                "https is not supported; probe a plain http:// endpoint or use a tcp check",
-            ));
-        }
-        if !scheme.eq_ignore_ascii_case("http") {
-            return Err(bad(&format!(
-                "unsupported scheme {scheme:?}, expected http://"
-            )));
-        }
-        // The fragment never goes to the server.
-        let rest = rest.split('#').next().unwrap_or_default();
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(split);
-        let path = match path.chars().next() {
-            None => "/".to_owned(),
-            Some('?') => format!("/{path}"),
-            Some(_) => path.to_owned(),
-        };
-        if authority.contains('@') {
-            return Err(bad("credentials in the URL are not supported"));
-        }
-
-        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| bad("missing ']' after the IPv6 address"))?;
-            host.parse::<Ipv6Addr>()
-                .map_err(|_| bad(&format!("{host:?} is not an IPv6 address")))?;
-            let port = match after {
-                "" => None,
-                _ => Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| bad("expected ':port' after the IPv6 address"))?,
-                ),
-            };
-            (host, port)
-        } else {
-            match authority.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("missing host"));
-        }
-        let port = match port {
-            None => 80,
-            Some(port) => match port.parse::<u16>() {
-                Ok(port) if port != 0 => port,
-                _ => return Err(bad(&format!("bad port {port:?}, expected 1-65535"))),
-            },
-        };
-        Ok(HttpUrl {
-            host: host.to_owned(),
-            port,
-            path,
-        })
+        HttpUrl::parse(url).map_err(|why| format!("bad health check URL {url:?}: {why}"))
     }
 }
 
@@ -254,19 +158,7 @@ async fn tcp_connect(address: &str) -> Result<(), String> {
 
 async fn http_get(url: &str) -> Result<(), String> {
     let target = Probe::parse_http_url(url)?;
-    let address = target.address();
-    let mut stream = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| format!("connect to {address}: {}", describe_lowercase(&e)))?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ebb-agent\r\nConnection: close\r\n\r\n",
-        target.path,
-        target.host_header()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("send request to {address}: {}", describe_lowercase(&e)))?;
+    let mut stream = send_get(&target, None).await?;
 
     let mut response = Vec::with_capacity(256);
     let status_line = loop {
@@ -302,19 +194,6 @@ async fn http_get(url: &str) -> Result<(), String> {
     }
 }
 
-/// The status code of an `HTTP/1.x NNN reason` line.
-fn parse_status_line(line: &str) -> Option<u16> {
-    let mut parts = line.split_whitespace();
-    if !parts.next()?.starts_with("HTTP/") {
-        return None;
-    }
-    let code = parts.next()?;
-    if code.len() != 3 {
-        return None;
-    }
-    code.parse().ok().filter(|code| (100..=999).contains(code))
-}
-
 async fn run_command(argv: &[String], timeout: Duration) -> Result<(), String> {
     let (program, args) = argv
         .split_first()
@@ -339,49 +218,6 @@ async fn run_command(argv: &[String], timeout: Duration) -> Result<(), String> {
     }
 }
 
-fn describe_exit(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        (None, None) => status.to_string(),
-    }
-}
-
-fn timed_out(timeout: Duration) -> String {
-    format!("timed out after {}", format_duration(timeout))
-}
-
-/// "2s", "100ms", or Debug formatting for anything finer.
-fn format_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{d:?}")
-    }
-}
-
-/// An I/O error's message without the "(os error N)" suffix.
-fn describe(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_owned(),
-        _ => text,
-    }
-}
-
-/// Like [`describe`], starting lowercase to read well after a colon ("connection refused").
-fn describe_lowercase(e: &std::io::Error) -> String {
-    let text = describe(e);
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => text,
-    }
-}
-
 fn unix_ms_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -399,6 +235,7 @@ fn lock(latest: &Latest) -> MutexGuard<'_, Vec<Option<CheckResult>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
     use tokio::sync::oneshot;
     use tokio::time::Instant;
@@ -547,89 +384,6 @@ mod tests {
             Err("timed out after 100ms".to_owned())
         );
         assert!(started.elapsed() < Duration::from_secs(2));
-    }
-
-    #[test]
-    fn good_urls() {
-        let url = |host: &str, port, path: &str| HttpUrl {
-            host: host.to_owned(),
-            port,
-            path: path.to_owned(),
-        };
-        let cases = [
-            ("http://localhost", url("localhost", 80, "/")),
-            ("http://localhost/", url("localhost", 80, "/")),
-            (
-                "HTTP://10.0.0.5:8080/healthz",
-                url("10.0.0.5", 8080, "/healthz"),
-            ),
-            (
-                "http://app.internal:81?ready",
-                url("app.internal", 81, "/?ready"),
-            ),
-            ("http://h/a/b?c=d#frag", url("h", 80, "/a/b?c=d")),
-            ("http://[::1]:9000/x", url("::1", 9000, "/x")),
-            ("http://[fd00::2]", url("fd00::2", 80, "/")),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(Probe::parse_http_url(text), Ok(expected), "{text}");
-        }
-    }
-
-    #[test]
-    fn host_header_and_address() {
-        let v6 = Probe::parse_http_url("http://[::1]:9000/").unwrap();
-        assert_eq!(v6.address(), "[::1]:9000");
-        assert_eq!(v6.host_header(), "[::1]:9000");
-        let default_port = Probe::parse_http_url("http://example.com/").unwrap();
-        assert_eq!(default_port.host_header(), "example.com");
-        assert_eq!(default_port.address(), "example.com:80");
-    }
-
-    #[test]
-    fn bad_urls() {
-        let cases = [
-            ("https://example.com/", "https is not supported"),
-            ("ftp://example.com/", "unsupported scheme \"ftp\""),
-            ("example.com:80/", "expected http://host[:port][/path]"),
-            ("http://", "missing host"),
-            ("http:///path", "missing host"),
-            ("http://:8080/", "missing host"),
-            ("http://host:http/", "bad port \"http\""),
-            ("http://host:70000/", "bad port \"70000\""),
-            ("http://host:0/", "bad port \"0\""),
-            ("http://host:/", "bad port \"\""),
-            ("http://[::1/", "missing ']'"),
-            ("http://[nope]/", "is not an IPv6 address"),
-            ("http://[::1]x/", "expected ':port'"),
-            ("http://user:pw@host/", "credentials"),
-            ("http://host/a b", "whitespace"),
-        ];
-        for (text, expected) in cases {
-            let error = Probe::parse_http_url(text).unwrap_err();
-            assert!(
-                error.starts_with(&format!("bad health check URL {text:?}: ")),
-                "{text}: {error}"
-            );
-            assert!(error.contains(expected), "{text}: {error}");
-        }
-    }
-
-    #[test]
-    fn status_lines() {
-        assert_eq!(parse_status_line("HTTP/1.1 204 No Content"), Some(204));
-        assert_eq!(parse_status_line("HTTP/1.0 500"), Some(500));
-        assert_eq!(parse_status_line("HTTP/1.1 20 OK"), None);
-        assert_eq!(parse_status_line("ICY 200 OK"), None);
-        assert_eq!(parse_status_line(""), None);
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(format_duration(Duration::from_secs(2)), "2s");
-        assert_eq!(format_duration(Duration::from_millis(100)), "100ms");
-        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(format_duration(Duration::from_micros(5)), "5µs");
     }
 
     /// Polls `results` until `done` holds or the deadline passes.

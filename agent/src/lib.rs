@@ -5,10 +5,14 @@
 //! - `health`: the local health checks (HTTP, TCP, command) configured in agent.toml.
 //! - `hooks`: lifecycle hook scripts the controller asks the agent to run.
 //! - `conn`: the mTLS stream to the controller, with reconnect and back-off.
+//! - `http`: a small plain-HTTP client for endpoints on the host (health checks, Prometheus sources).
+//! - `describe`: one-line messages for I/O errors, exit statuses and time-outs.
 #![forbid(unsafe_code)]
 
 pub mod collect;
 pub mod config;
 pub mod conn;
+mod describe;
 pub mod health;
 pub mod hooks;
+pub mod http;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ebb_agent::collect::{self, Collectors};
+use ebb_agent::collect::{self, Collectors, CustomMetrics};
 use ebb_agent::config::{Config, DEFAULT_CONFIG_PATH};
 use ebb_agent::conn::{self, Agent};
 use ebb_agent::health::HealthChecks;
@@ -88,6 +88,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         instance_id: instance_id.clone(),
         facts,
         collectors: Collectors::new(&config.proc_root),
+        custom: CustomMetrics::new(config.custom_metrics()),
         check_names: checks.iter().map(|c| c.name.clone()).collect(),
         checks: HealthChecks::spawn(checks),
         max_backoff: config.max_backoff(),

@@ -62,6 +62,44 @@ fn missing_cert_file_exits_64_naming_it() {
 }
 
 #[test]
+fn bad_custom_metrics_exit_64_naming_each_field() {
+    let (code, err) = run(&format!(
+        "{TLS}
+[[metric]]
+name = \"rps\"
+prometheus = {{ url = \"ftp://127.0.0.1/metrics\", metric = \"http_requests_total\" }}
+[[metric]]
+name = \"rps\"
+command = []
+timeout_ms = 0
+"
+    ));
+    assert_eq!(code, 64, "{err}");
+    for needle in [
+        "agent.toml",
+        "metric[0].prometheus.url: bad URL \"ftp://127.0.0.1/metrics\": unsupported scheme",
+        "metric[1].name: `rps` is already metric[0]'s name",
+        "metric[1].command: name the program to run",
+        "metric[1].timeout_ms: 0 is outside 1..=60000",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+}
+
+#[test]
+fn an_unknown_metric_source_exits_64_naming_it() {
+    let (code, err) = run(&format!(
+        "{TLS}[[metric]]\nname = \"q\"\nstatsd = \"127.0.0.1:8125\"\n"
+    ));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("unknown field `statsd`"), "{err}");
+    assert!(
+        err.contains("prometheus") && err.contains("command"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_config_file_exits_64() {
     let out = Command::new(AGENT)
         .args(["--config", "/nonexistent/agent.toml"])

@@ -1,22 +1,29 @@
-//! Host metric collectors.
+//! Host metric collectors, and the custom metric sources of agent.toml.
 //!
 //! Each collector lives in its own file behind the small [`Collect`] trait and
 //! reads from a proc root (normally `/proc`, a fixture directory in tests).
 //! [`Collectors`] runs the enabled ones for one pull; a failing collector is
 //! recorded in the [`Reading`], logged once when it starts failing and once
 //! when it recovers, and never stops the others.
+//!
+//! [`CustomMetrics`] (`custom.rs`, with the Prometheus text format in
+//! `prometheus.rs`) reads the `[[metric]]` sources on each pull the same way.
 
 mod cpu;
+mod custom;
 mod host;
 mod load;
 mod memory;
 mod net;
+mod prometheus;
 mod tcp;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub use custom::{CustomMetrics, CustomReading, MetricSource, Source};
 pub use host::host_facts;
+pub use prometheus::Query;
 
 /// The kinds of host metric the agent can collect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
