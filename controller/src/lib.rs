@@ -1,26 +1,24 @@
-//! ebb's controller.
+//! ebb's controller: the service that turns agents' samples into scaling
+//! decisions and carries them out.
 //!
-//! - `config`: `controller.toml`, its defaults and validation.
-//! - `store`: the `Store` trait and its SQLite backend.
-//! - `provider`: the `Provider` trait and the process provider.
-//! - `pki`: the CA, server and admin certs in the data dir; the mTLS server config.
-//! - `tls`: the accept loop that authenticates connections and logs refusals.
-//! - `engine`: capacity changes as activities, and the reconcile loop.
-//! - `clock`: wall-clock time behind one type.
-//! - `lifecycle`: lifecycle hooks' admin operations and the outbox to agents.
-//! - `notify`: webhook notifications of activities, retried, never blocking.
-//! - `fleet`: the live registry of agents, their counters and sample rings.
-//! - `admin`: `AdminService`, the ESS-named admin API (admin certs only).
-//! - `automation`: scaling rules, alarms, scheduled tasks, suspended processes.
-//! - `agent_service`: `AgentService.Connect`, identity checks and the pull loop.
-//! - `http`: `/healthz` and `/metrics`.
-//! - `server`: start-up order and serving until shutdown.
-//! - `demo`: the quickstart: a controller, a local agent and a live view.
+//! Layers point one way, and no two modules import each other:
+//!
+//! ```text
+//! server, http, tls          wiring: start-up order, listeners, /metrics
+//!   └─ api                   the admin gRPC API: parse, call the engine, render
+//!        └─ engine           reconcile, alarms, schedules, health, hooks, activities
+//!             ├─ store       the Store trait and its SQLite backend
+//!             ├─ provider    the Provider trait and the process provider
+//!             └─ fleet       agents' streams, sessions, sample rings, the hook outbox
+//!                  └─ ebb_core   the pure model and decisions (its own crate)
+//! ```
+//!
+//! Beside them, used from any layer: `config` (`controller.toml`), `clock`
+//! (all time), `id` (new ids), `pki` (the certs in the data dir).
+//! `demo` is the quickstart: a controller, its instances and a live view.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod agent_service;
-pub mod automation;
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod demo;
@@ -28,8 +26,6 @@ pub mod engine;
 pub mod fleet;
 pub mod http;
 pub mod id;
-pub mod lifecycle;
-pub mod notify;
 pub mod pki;
 pub mod provider;
 pub mod server;

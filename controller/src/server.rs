@@ -16,12 +16,12 @@ use tracing::{info, warn};
 
 use ebb_proto::v1::admin_service_server::AdminServiceServer;
 
-use crate::admin::{AdminApi, admin_only};
-use crate::agent_service::{AgentApi, IntervalLookup};
+use crate::api::{AdminApi, admin_only};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::engine::{Engine, HealthSettings, LaunchSettings};
 use crate::fleet::Fleet;
+use crate::fleet::agent_service::{AgentApi, IntervalLookup};
 use crate::pki::{Pki, PkiError};
 use crate::provider::find_agent_binary;
 use crate::provider::process::ProcessProvider;
@@ -190,7 +190,7 @@ impl Controller {
         let tls = self.pki.server_config()?;
         let incoming = crate::tls::incoming(self.grpc, tls, fleet.clone(), stop_rx.clone());
         let loops = control_loops(engine.clone(), stop_rx.clone())?;
-        let notifier = tokio::spawn(crate::notify::run(engine.clone(), stop_rx.clone()));
+        let notifier = tokio::spawn(crate::engine::notify::run(engine.clone(), stop_rx.clone()));
         let agents = AgentApi::new(
             fleet.clone(),
             trust_domain.clone(),
@@ -260,7 +260,7 @@ fn control_loops(
             runtime.block_on(async {
                 tokio::join!(
                     engine.clone().run(stop.clone()),
-                    crate::automation::run(engine, stop),
+                    crate::engine::loops::run(engine, stop),
                 );
             });
             let _ = done_tx.send(());

@@ -74,6 +74,14 @@ pub enum Due {
 }
 
 impl Schedule {
+    /// One line for an activity's details.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:?} from {} in {}, launch expiration {} s",
+            self.recurrence, self.launch_time, self.time_zone, self.launch_expiration_secs
+        )
+    }
+
     /// Validates every field, naming each problem.
     pub fn validate(&self, errors: &mut Invalid) {
         let tz = TimeZone::get(&self.time_zone);

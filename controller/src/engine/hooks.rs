@@ -8,9 +8,10 @@ use tracing::{info, warn};
 
 use super::{Engine, EngineError};
 use crate::id::new_id;
-use crate::lifecycle::script_verdict;
 use crate::store::Write;
-use ebb_core::model::hooks::{self, MAX_HEARTBEAT_TIMEOUT_SECS, Transition, Verdict};
+use ebb_core::model::hooks::{
+    self, LifecycleResult, MAX_HEARTBEAT_TIMEOUT_SECS, Transition, Verdict,
+};
 use ebb_core::model::{Activity, Instance, LifecycleState, ScalingGroup};
 
 /// Puts an instance on its way in (`SCALE_OUT`) or out (`SCALE_IN`) into
@@ -72,7 +73,7 @@ impl Engine {
                     "heartbeat_timeout_secs": hook.heartbeat_timeout_secs,
                     "deadline_ms": w.deadline_ms,
                 });
-                tokio::spawn(crate::notify::deliver(
+                tokio::spawn(crate::engine::notify::deliver(
                     self.fleet.clone(),
                     url.clone(),
                     "LIFECYCLE_ACTION".into(),
@@ -169,5 +170,61 @@ impl Engine {
             warn!(group = %group.name, instance = %inst.id, "lifecycle hook result ABANDON");
         }
         Ok(verdict)
+    }
+}
+
+/// The result a script's answer stands for, and the sentence that says so.
+pub fn script_verdict(r: &pb::HookResult) -> (LifecycleResult, String) {
+    let tail = r
+        .output
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| format!(" (last output: {})", l.trim()))
+        .unwrap_or_default();
+    match r.exit_code {
+        Some(0) => (
+            LifecycleResult::Continue,
+            format!("the script exited 0 after {} ms{tail}", r.duration_ms),
+        ),
+        Some(code) => (
+            LifecycleResult::Abandon,
+            format!("the script exited {code} after {} ms{tail}", r.duration_ms),
+        ),
+        None => (
+            LifecycleResult::Abandon,
+            format!("the script did not finish: {}{tail}", r.error),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(exit_code: Option<i32>, error: &str, output: &str) -> pb::HookResult {
+        pb::HookResult {
+            token: "lat-1".into(),
+            exit_code,
+            error: error.into(),
+            output: output.into(),
+            duration_ms: 12,
+        }
+    }
+
+    #[test]
+    fn exit_zero_continues_anything_else_abandons() {
+        let (r, why) = script_verdict(&answer(Some(0), "", "draining\ndone\n\n"));
+        assert_eq!(r, LifecycleResult::Continue);
+        assert_eq!(why, "the script exited 0 after 12 ms (last output: done)");
+        let (r, why) = script_verdict(&answer(Some(3), "", ""));
+        assert_eq!(r, LifecycleResult::Abandon);
+        assert_eq!(why, "the script exited 3 after 12 ms");
+        let (r, why) = script_verdict(&answer(None, "hook scripts are disabled in agent.toml", ""));
+        assert_eq!(r, LifecycleResult::Abandon);
+        assert_eq!(
+            why,
+            "the script did not finish: hook scripts are disabled in agent.toml"
+        );
     }
 }

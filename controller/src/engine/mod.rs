@@ -27,7 +27,16 @@ use ebb_core::model::{
 use ebb_core::rules::cooldown_start;
 
 pub mod activity;
+pub mod alarms;
+pub mod capacity;
 pub mod hooks;
+pub mod loops;
+pub mod notify;
+pub mod rules;
+pub mod schedules;
+
+#[cfg(test)]
+mod tests;
 
 /// How often every group is looked at even when nothing woke the loop.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);

@@ -9,15 +9,29 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use ebb_proto::v1 as pb;
 
-use super::*;
+use super::alarms::{PERIOD_GRACE_MS, evaluate_alarms, period_input};
+use super::schedules::run_due_tasks;
+use super::{Engine, activity};
+use crate::api::alarms::create_alarm;
+use crate::api::rules::{create_scaling_rule, owned_alarms};
+use crate::api::tasks::create_scheduled_task;
 use crate::clock::{Clock, ManualClock};
 use crate::engine::LaunchSettings;
 use crate::fleet::Fleet;
 use crate::provider::{LaunchRequest, Provider, ProviderInstance};
-use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, Write};
+use ebb_core::decide::{RuleRun, decide};
 use ebb_core::model::ActivityStatus;
+use ebb_core::model::tasks::AlarmTask;
+use ebb_core::model::{
+    Activity, GroupSpec, GroupState, Instance, LifecycleState, Process, Trigger,
+};
 use ebb_core::model::{CreationType, HealthStatus, ScalingGroup};
+use ebb_core::rules::{
+    AdjustmentType, AlarmEval, AlarmSpec, AlarmState, Comparison, Metric, MissingData, RuleKind,
+    ScalingRule, Statistic,
+};
 
 /// Records what it is asked; every instance it knows is alive.
 #[derive(Default)]

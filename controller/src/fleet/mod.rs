@@ -1,6 +1,9 @@
 //! The live fleet: every agent that has said hello, its connection state,
 //! its pull counters and a bounded ring of its recent samples.
 
+pub mod agent_service;
+pub mod outbox;
+
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -209,7 +212,7 @@ pub struct Fleet {
     /// at once instead of at its next tick.
     pub changed: tokio::sync::Notify,
     /// Lifecycle hook scripts to agents and their results back.
-    pub lifecycle: crate::lifecycle::Outbox,
+    pub lifecycle: outbox::Outbox,
 }
 
 /// A handle a stream's task holds for its agent.

@@ -1,0 +1,436 @@
+//! Instances: describe, attach, detach, remove, protect, mark unhealthy,
+//! standby.
+
+use crate::api::common::{find_group, invalid, now_ms, store_status};
+use crate::engine::{Engine, activity};
+use crate::store::Write;
+use ebb_core::decide::capacity;
+use ebb_core::model::hooks::Transition;
+use ebb_core::model::{
+    CreationType, GroupState, HealthStatus, Instance, Invalid, LifecycleState, ScalingGroup,
+    Trigger,
+};
+use ebb_proto::v1 as pb;
+use tonic::Status;
+use tracing::info;
+
+pub(crate) fn instance_view(engine: &Engine, i: &Instance) -> pb::Instance {
+    let fleet = &engine.fleet;
+    let (connected, cpu, mem, hostname) = fleet
+        .with_agent(&i.id, |a| {
+            let p = a.ring.back().filter(|_| a.connected);
+            (
+                a.connected,
+                p.and_then(|p| p.cpu_utilization()),
+                p.and_then(|p| p.memory_utilization()),
+                a.hello.hostname.clone(),
+            )
+        })
+        .unwrap_or((false, None, None, String::new()));
+    pb::Instance {
+        id: i.id.clone(),
+        scaling_group_id: i.group_id.clone(),
+        scaling_configuration_id: i.configuration_id.clone().unwrap_or_default(),
+        lifecycle_state: i.lifecycle_state.to_string(),
+        health_status: i.health_status.to_string(),
+        creation_type: i.creation_type.to_string(),
+        address: i.address.clone().unwrap_or_default(),
+        created_at_ms: i.created_at_ms,
+        in_service_at_ms: i.in_service_at_ms.unwrap_or_default(),
+        agent_connected: connected,
+        cpu_utilization: cpu,
+        memory_utilization: mem,
+        hostname,
+    }
+}
+
+/// Instances of `group` named in `ids`, every unknown id reported.
+fn instances_of(
+    engine: &Engine,
+    group: &ScalingGroup,
+    ids: &[String],
+) -> Result<Vec<Instance>, Status> {
+    if ids.is_empty() {
+        return Err(invalid(Invalid::one(
+            "instance_ids",
+            "name at least one instance",
+        )));
+    }
+    let all = engine
+        .store
+        .list_instances(Some(&group.id))
+        .map_err(store_status)?;
+    let mut errors = Invalid::default();
+    let mut found = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        match all.iter().find(|i| &i.id == id) {
+            Some(i) => found.push(i.clone()),
+            None => errors.push(
+                format!("instance_ids[{n}]"),
+                format!("`{id}` is not in group {}", group.name),
+            ),
+        }
+    }
+    errors.into_result().map_err(invalid)?;
+    Ok(found)
+}
+
+/// Moves instances between lifecycle states; each must be in `from`.
+fn set_states(
+    engine: &Engine,
+    req: pb::StandbyRequest,
+    from: &[LifecycleState],
+    to: LifecycleState,
+) -> Result<pb::InstancesResponse, Status> {
+    let group = find_group(engine, &req.scaling_group)?;
+    let mut instances = instances_of(engine, &group, &req.instance_ids)?;
+    let mut errors = Invalid::default();
+    for (n, i) in instances.iter().enumerate() {
+        if !from.contains(&i.lifecycle_state) && i.lifecycle_state != to {
+            let names: Vec<_> = from.iter().map(|s| s.as_str()).collect();
+            errors.push(
+                format!("instance_ids[{n}]"),
+                format!(
+                    "{} is {}; it must be {}",
+                    i.id,
+                    i.lifecycle_state,
+                    names.join(" or ")
+                ),
+            );
+        }
+    }
+    errors.into_result().map_err(invalid)?;
+    let writes = instances
+        .iter_mut()
+        .map(|i| {
+            i.lifecycle_state = to;
+            Write::PutInstance(i.clone())
+        })
+        .collect();
+    engine.store.commit(writes).map_err(store_status)?;
+    info!(group = %group.name, state = %to, ids = ?req.instance_ids, "instances moved");
+    Ok(pb::InstancesResponse {
+        instances: instances.iter().map(|i| instance_view(engine, i)).collect(),
+        activity_id: String::new(),
+    })
+}
+
+/// Shared by Detach and Remove: takes instances out of the group,
+/// lowering desired unless asked not to.
+fn take_out(
+    engine: &Engine,
+    group_key: &str,
+    ids: &[String],
+    decrease: Option<bool>,
+    release: bool,
+) -> Result<pb::InstancesResponse, Status> {
+    let group = find_group(engine, group_key)?;
+    let instances = instances_of(engine, &group, ids)?;
+    let decrease = decrease.unwrap_or(true);
+    let n = instances.len() as u32;
+    let mut updated = group.clone();
+    if decrease {
+        if group.desired_capacity < group.min_size + n {
+            return Err(Status::failed_precondition(format!(
+                "removing {n} would take the desired capacity below min_size {} (it is {}); lower min_size first or pass decrease_desired_capacity = false",
+                group.min_size, group.desired_capacity
+            )));
+        }
+        updated.desired_capacity -= n;
+    }
+    let verb = if release {
+        "RemoveInstances"
+    } else {
+        "DetachInstances"
+    };
+    let now = now_ms(engine);
+    let store = &engine.store;
+    let current = capacity(
+        &store
+            .list_instances(Some(&group.id))
+            .map_err(store_status)?,
+    );
+    let mut act = activity::start(
+        &group,
+        current,
+        current - n,
+        Trigger::Api,
+        activity::cause(
+            &format!("{verb} took out {}", ids.join(", ")),
+            current,
+            current - n,
+        ),
+        now,
+    );
+    act.removed_instances = ids.to_vec();
+    let mut writes = vec![Write::UpdateGroup(updated.clone())];
+    if let Some(mut prev) = engine.running_activity(&group.id).map_err(store_status)? {
+        activity::supersede(&mut prev, &act.id, now);
+        writes.push(Write::PutActivity(prev));
+    }
+    for mut inst in instances.clone() {
+        if release {
+            // Through the group's SCALE_IN hooks, as a scale-in would.
+            if !crate::engine::hooks::enter_wait(&group, &mut inst, Transition::ScaleIn, now) {
+                inst.lifecycle_state = LifecycleState::Removing;
+            }
+            inst.activity_id = Some(act.id.clone());
+            writes.push(Write::PutInstance(inst));
+        } else {
+            writes.push(Write::DeleteInstance(inst.id.clone()));
+        }
+    }
+    if !release {
+        // Detached instances leave at once; nothing left to wait for
+        // unless desired was kept (then the loop launches replacements).
+        if decrease {
+            activity::complete(&mut act, now);
+        }
+    }
+    writes.push(Write::PutActivity(act.clone()));
+    store.commit(writes).map_err(store_status)?;
+    if !release {
+        for i in &instances {
+            engine.fleet.forget(&i.id);
+        }
+    }
+    info!(group = %group.name, activity = %act.id, "{}", act.cause);
+    engine.wake();
+    Ok(pb::InstancesResponse {
+        instances: instances.iter().map(|i| instance_view(engine, i)).collect(),
+        activity_id: act.id,
+    })
+}
+
+pub async fn describe_scaling_instances(
+    engine: &Engine,
+    req: pb::DescribeScalingInstancesRequest,
+) -> Result<pb::DescribeScalingInstancesResponse, Status> {
+    let group_id = if req.scaling_group.is_empty() {
+        None
+    } else {
+        Some(find_group(engine, &req.scaling_group)?.id)
+    };
+    let state = if req.lifecycle_state.is_empty() {
+        None
+    } else {
+        Some(
+            req.lifecycle_state
+                .parse::<LifecycleState>()
+                .map_err(|e| invalid(Invalid::one("lifecycle_state", e)))?,
+        )
+    };
+    let instances = engine
+        .store
+        .list_instances(group_id.as_deref())
+        .map_err(store_status)?;
+    let views = instances
+        .iter()
+        .filter(|i| state.is_none_or(|s| i.lifecycle_state == s))
+        .filter(|i| req.instance_ids.is_empty() || req.instance_ids.contains(&i.id))
+        .map(|i| instance_view(engine, i))
+        .collect();
+    Ok(pb::DescribeScalingInstancesResponse { instances: views })
+}
+
+pub async fn attach_instances(
+    engine: &Engine,
+    req: pb::AttachInstancesRequest,
+) -> Result<pb::InstancesResponse, Status> {
+    let _ops = engine.ops.lock().await;
+    let group = find_group(engine, &req.scaling_group)?;
+    if group.state != GroupState::Active {
+        return Err(Status::failed_precondition(format!(
+            "scaling group {} is not active ({}); enable it before attaching instances",
+            group.name, group.state
+        )));
+    }
+    if req.instance_ids.is_empty() {
+        return Err(invalid(Invalid::one(
+            "instance_ids",
+            "name at least one instance",
+        )));
+    }
+    let store = &engine.store;
+    let mut errors = Invalid::default();
+    for (n, id) in req.instance_ids.iter().enumerate() {
+        if let Err(e) = ebb_certs::Identity::instance("x", id) {
+            errors.push(format!("instance_ids[{n}]"), e.to_string());
+        } else if let Some(existing) = store.get_instance(id).map_err(store_status)? {
+            errors.push(
+                format!("instance_ids[{n}]"),
+                format!("`{id}` already belongs to group {}", existing.group_id),
+            );
+        } else if req.instance_ids[..n].contains(id) {
+            errors.push(
+                format!("instance_ids[{n}]"),
+                format!("`{id}` is listed twice"),
+            );
+        }
+    }
+    errors.into_result().map_err(invalid)?;
+    let n = req.instance_ids.len() as u32;
+    if group.desired_capacity + n > group.max_size {
+        return Err(Status::failed_precondition(format!(
+            "attaching {n} would take the desired capacity to {}, above max_size {}",
+            group.desired_capacity + n,
+            group.max_size
+        )));
+    }
+    let now = now_ms(engine);
+    let current = capacity(
+        &store
+            .list_instances(Some(&group.id))
+            .map_err(store_status)?,
+    );
+    let mut updated = group.clone();
+    updated.desired_capacity += n;
+    let mut act = activity::start(
+        &group,
+        current,
+        current + n,
+        Trigger::Api,
+        activity::cause(
+            &format!("AttachInstances attached {}", req.instance_ids.join(", ")),
+            current,
+            current + n,
+        ),
+        now,
+    );
+    act.created_instances = req.instance_ids.clone();
+    activity::complete(&mut act, now);
+    let instances: Vec<Instance> = req
+        .instance_ids
+        .iter()
+        .map(|id| Instance {
+            id: id.clone(),
+            group_id: group.id.clone(),
+            configuration_id: None,
+            lifecycle_state: LifecycleState::Pending,
+            health_status: HealthStatus::Healthy,
+            creation_type: CreationType::Attached,
+            address: None,
+            created_at_ms: now,
+            in_service_at_ms: None,
+            activity_id: Some(act.id.clone()),
+            hook_waits: Vec::new(),
+        })
+        .collect();
+    let mut writes = vec![Write::UpdateGroup(updated)];
+    writes.extend(instances.iter().cloned().map(Write::PutInstance));
+    writes.push(Write::PutActivity(act.clone()));
+    store.commit(writes).map_err(store_status)?;
+    info!(group = %group.name, activity = %act.id, "{}", act.cause);
+    engine.wake();
+    Ok(pb::InstancesResponse {
+        instances: instances.iter().map(|i| instance_view(engine, i)).collect(),
+        activity_id: act.id,
+    })
+}
+
+pub async fn detach_instances(
+    engine: &Engine,
+    req: pb::DetachInstancesRequest,
+) -> Result<pb::InstancesResponse, Status> {
+    let _ops = engine.ops.lock().await;
+    take_out(
+        engine,
+        &req.scaling_group,
+        &req.instance_ids,
+        req.decrease_desired_capacity,
+        false,
+    )
+}
+
+pub async fn remove_instances(
+    engine: &Engine,
+    req: pb::RemoveInstancesRequest,
+) -> Result<pb::InstancesResponse, Status> {
+    let _ops = engine.ops.lock().await;
+    take_out(
+        engine,
+        &req.scaling_group,
+        &req.instance_ids,
+        req.decrease_desired_capacity,
+        true,
+    )
+}
+
+pub async fn set_instances_protection(
+    engine: &Engine,
+    req: pb::SetInstancesProtectionRequest,
+) -> Result<pb::InstancesResponse, Status> {
+    let _ops = engine.ops.lock().await;
+    let standby = pb::StandbyRequest {
+        scaling_group: req.scaling_group,
+        instance_ids: req.instance_ids,
+    };
+    if req.protected {
+        set_states(
+            engine,
+            standby,
+            &[LifecycleState::InService],
+            LifecycleState::Protected,
+        )
+    } else {
+        set_states(
+            engine,
+            standby,
+            &[LifecycleState::Protected],
+            LifecycleState::InService,
+        )
+    }
+}
+
+pub async fn set_instance_health(
+    engine: &Engine,
+    req: pb::SetInstanceHealthRequest,
+) -> Result<pb::InstancesResponse, Status> {
+    let _ops = engine.ops.lock().await;
+    let group = find_group(engine, &req.scaling_group)?;
+    let status: HealthStatus = req
+        .health_status
+        .parse()
+        .map_err(|e: String| invalid(Invalid::one("health_status", e)))?;
+    let mut instances = instances_of(engine, &group, &req.instance_ids)?;
+    let writes = instances
+        .iter_mut()
+        .map(|i| {
+            i.health_status = status;
+            Write::PutInstance(i.clone())
+        })
+        .collect();
+    engine.store.commit(writes).map_err(store_status)?;
+    info!(group = %group.name, ids = ?req.instance_ids, "marked {status} by hand");
+    engine.wake();
+    Ok(pb::InstancesResponse {
+        instances: instances.iter().map(|i| instance_view(engine, i)).collect(),
+        activity_id: String::new(),
+    })
+}
+
+pub async fn enter_standby(
+    engine: &Engine,
+    req: pb::StandbyRequest,
+) -> Result<pb::InstancesResponse, Status> {
+    let _ops = engine.ops.lock().await;
+    set_states(
+        engine,
+        req,
+        &[LifecycleState::InService],
+        LifecycleState::Standby,
+    )
+}
+
+pub async fn exit_standby(
+    engine: &Engine,
+    req: pb::StandbyRequest,
+) -> Result<pb::InstancesResponse, Status> {
+    let _ops = engine.ops.lock().await;
+    set_states(
+        engine,
+        req,
+        &[LifecycleState::Standby],
+        LifecycleState::InService,
+    )
+}

@@ -1,0 +1,144 @@
+//! The admin gRPC API, one file per resource family. A handler parses its
+//! request, calls the engine and renders the answer; `common` maps every
+//! error to the status a caller can act on.
+//!
+//! - `groups`, `configurations`, `instances`, `activities`: the group and what it holds.
+//! - `rules`, `alarms`, `tasks`: what changes capacity, and when.
+//! - `hooks`, `notifications`: who is told, and who may hold an instance.
+
+use std::sync::Arc;
+
+use ebb_certs::Role;
+use ebb_proto::v1 as pb;
+use ebb_proto::v1::admin_service_server::AdminService;
+use tonic::{Request, Response, Status};
+use tracing::warn;
+
+use crate::engine::Engine;
+
+pub mod activities;
+pub mod alarms;
+pub mod common;
+pub mod configurations;
+pub mod groups;
+pub mod hooks;
+pub mod instances;
+pub mod notifications;
+pub mod rules;
+pub mod tasks;
+
+/// The admin gRPC service.
+#[derive(Clone)]
+pub struct AdminApi {
+    engine: Arc<Engine>,
+}
+
+impl AdminApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+/// Refuses any caller whose certificate is not an admin certificate of
+/// `trust_domain`; logs each refusal.
+pub fn admin_only(
+    trust_domain: String,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        let peer = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let refuse = |why: String| {
+            warn!(peer, "refused admin call: {why}");
+            Status::permission_denied(why)
+        };
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| refuse("no client certificate".into()))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| refuse("no client certificate".into()))?;
+        let id = ebb_certs::peer_identity(leaf)
+            .map_err(|e| refuse(format!("unusable certificate: {e}")))?;
+        if id.trust_domain != trust_domain {
+            return Err(refuse(format!(
+                "certificate {id} is not of trust domain {trust_domain}"
+            )));
+        }
+        match id.role {
+            Role::Admin(_) => Ok(req),
+            Role::Instance(_) => Err(refuse(format!(
+                "{id} is an agent certificate; the admin API needs an admin certificate"
+            ))),
+        }
+    }
+}
+
+/// `AdminService` as one line per call: the handler in its family's file,
+/// on the inner request, its answer wrapped.
+macro_rules! handlers {
+    ($($family:ident::$method:ident($req:ty) -> $resp:ty;)*) => {
+        #[tonic::async_trait]
+        impl AdminService for AdminApi {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<$req>,
+                ) -> Result<Response<$resp>, Status> {
+                    $family::$method(&self.engine, request.into_inner())
+                        .await
+                        .map(Response::new)
+                }
+            )*
+        }
+    };
+}
+
+handlers! {
+    groups::create_scaling_group(pb::CreateScalingGroupRequest) -> pb::ScalingGroup;
+    groups::modify_scaling_group(pb::ModifyScalingGroupRequest) -> pb::ScalingGroup;
+    groups::delete_scaling_group(pb::DeleteScalingGroupRequest) -> pb::DeleteScalingGroupResponse;
+    groups::describe_scaling_groups(pb::DescribeScalingGroupsRequest) -> pb::DescribeScalingGroupsResponse;
+    groups::enable_scaling_group(pb::EnableScalingGroupRequest) -> pb::ScalingGroup;
+    groups::disable_scaling_group(pb::DisableScalingGroupRequest) -> pb::ScalingGroup;
+    configurations::create_scaling_configuration(pb::CreateScalingConfigurationRequest) -> pb::ScalingConfiguration;
+    configurations::modify_scaling_configuration(pb::ModifyScalingConfigurationRequest) -> pb::ScalingConfiguration;
+    configurations::delete_scaling_configuration(pb::DeleteScalingConfigurationRequest) -> pb::DeleteScalingConfigurationResponse;
+    configurations::describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest) -> pb::DescribeScalingConfigurationsResponse;
+    instances::describe_scaling_instances(pb::DescribeScalingInstancesRequest) -> pb::DescribeScalingInstancesResponse;
+    instances::attach_instances(pb::AttachInstancesRequest) -> pb::InstancesResponse;
+    instances::detach_instances(pb::DetachInstancesRequest) -> pb::InstancesResponse;
+    instances::remove_instances(pb::RemoveInstancesRequest) -> pb::InstancesResponse;
+    instances::set_instances_protection(pb::SetInstancesProtectionRequest) -> pb::InstancesResponse;
+    instances::set_instance_health(pb::SetInstanceHealthRequest) -> pb::InstancesResponse;
+    instances::enter_standby(pb::StandbyRequest) -> pb::InstancesResponse;
+    instances::exit_standby(pb::StandbyRequest) -> pb::InstancesResponse;
+    activities::describe_scaling_activities(pb::DescribeScalingActivitiesRequest) -> pb::DescribeScalingActivitiesResponse;
+    rules::create_scaling_rule(pb::CreateScalingRuleRequest) -> pb::ScalingRule;
+    rules::modify_scaling_rule(pb::ModifyScalingRuleRequest) -> pb::ScalingRule;
+    rules::delete_scaling_rule(pb::DeleteScalingRuleRequest) -> pb::DeleteScalingRuleResponse;
+    rules::describe_scaling_rules(pb::DescribeScalingRulesRequest) -> pb::DescribeScalingRulesResponse;
+    rules::execute_scaling_rule(pb::ExecuteScalingRuleRequest) -> pb::ScalingActivityResponse;
+    rules::scale_with_adjustment(pb::ScaleWithAdjustmentRequest) -> pb::ScalingActivityResponse;
+    alarms::create_alarm(pb::CreateAlarmRequest) -> pb::Alarm;
+    alarms::modify_alarm(pb::ModifyAlarmRequest) -> pb::Alarm;
+    alarms::enable_alarm(pb::AlarmRef) -> pb::Alarm;
+    alarms::disable_alarm(pb::AlarmRef) -> pb::Alarm;
+    alarms::delete_alarm(pb::AlarmRef) -> pb::DeleteAlarmResponse;
+    alarms::describe_alarms(pb::DescribeAlarmsRequest) -> pb::DescribeAlarmsResponse;
+    tasks::create_scheduled_task(pb::CreateScheduledTaskRequest) -> pb::ScheduledTask;
+    tasks::modify_scheduled_task(pb::ModifyScheduledTaskRequest) -> pb::ScheduledTask;
+    tasks::delete_scheduled_task(pb::ScheduledTaskRef) -> pb::DeleteScheduledTaskResponse;
+    tasks::describe_scheduled_tasks(pb::DescribeScheduledTasksRequest) -> pb::DescribeScheduledTasksResponse;
+    groups::suspend_processes(pb::ProcessesRequest) -> pb::ScalingGroup;
+    groups::resume_processes(pb::ProcessesRequest) -> pb::ScalingGroup;
+    notifications::create_notification_configuration(pb::NotificationConfiguration) -> pb::NotificationConfiguration;
+    notifications::delete_notification_configuration(pb::NotificationConfiguration) -> pb::DeleteNotificationConfigurationResponse;
+    hooks::create_lifecycle_hook(pb::CreateLifecycleHookRequest) -> pb::LifecycleHook;
+    hooks::delete_lifecycle_hook(pb::LifecycleHookRef) -> pb::DeleteLifecycleHookResponse;
+    hooks::describe_lifecycle_hooks(pb::DescribeLifecycleHooksRequest) -> pb::DescribeLifecycleHooksResponse;
+    hooks::describe_lifecycle_actions(pb::DescribeLifecycleActionsRequest) -> pb::DescribeLifecycleActionsResponse;
+    hooks::complete_lifecycle_action(pb::CompleteLifecycleActionRequest) -> pb::LifecycleAction;
+    hooks::record_lifecycle_action_heartbeat(pb::LifecycleActionRef) -> pb::LifecycleAction;
+    notifications::describe_notification_configurations(pb::DescribeNotificationConfigurationsRequest) -> pb::DescribeNotificationConfigurationsResponse;
+}

@@ -1,0 +1,65 @@
+//! Running a rule: read the group's snapshot, `decide`, and write what it
+//! decided (a Rejected activity, or the new desired capacity and its activity).
+
+use crate::api::common::{now_ms, store_status};
+use crate::engine::{Engine, activity};
+use crate::store::Write;
+use ebb_core::decide::{Decision, RuleRun, decide};
+use ebb_core::model::{Activity, ScalingGroup};
+use ebb_core::rules::RuleKind;
+use tonic::Status;
+use tracing::info;
+
+/// Runs a rule: records a Rejected activity, or raises/lowers desired and
+/// starts the activity the reconcile loop carries out.
+pub(crate) fn run_rule(
+    engine: &Engine,
+    group: &ScalingGroup,
+    kind: &RuleKind,
+    run: &RuleRun,
+) -> Result<Activity, Status> {
+    let now = now_ms(engine);
+    let snap = engine.snapshot(group).map_err(store_status)?;
+    let d = decide(kind, run, &snap.view(group), now);
+    commit_decision(engine, group, d, run, snap.running, now)
+}
+
+/// Writes a decision: a Rejected activity, or the new desired capacity and
+/// the activity that carries it out (superseding `running`, if any).
+pub(crate) fn commit_decision(
+    engine: &Engine,
+    group: &ScalingGroup,
+    d: Decision,
+    run: &RuleRun,
+    running: Option<Activity>,
+    now: i64,
+) -> Result<Activity, Status> {
+    let cause = activity::cause(&run.what, d.from, d.to);
+    let store = &engine.store;
+    if let Some(refusal) = d.refusal {
+        let reason = refusal.to_string();
+        let mut act =
+            activity::rejected(group, d.from, d.to, run.trigger, cause, reason.clone(), now);
+        act.details = d.details;
+        act.details.push(format!("blocked: {reason}"));
+        store
+            .commit(vec![Write::PutActivity(act.clone())])
+            .map_err(store_status)?;
+        info!(group = %group.name, activity = %act.id, "rejected: {reason}");
+        return Ok(act);
+    }
+    let mut updated = group.clone();
+    updated.desired_capacity = d.to;
+    let mut act = activity::start(group, d.from, d.to, run.trigger, cause, now);
+    act.details = d.details;
+    let mut writes = vec![Write::UpdateGroup(updated)];
+    if let Some(mut prev) = running {
+        activity::supersede(&mut prev, &act.id, now);
+        writes.push(Write::PutActivity(prev));
+    }
+    writes.push(Write::PutActivity(act.clone()));
+    store.commit(writes).map_err(store_status)?;
+    info!(group = %group.name, activity = %act.id, "{}", act.cause);
+    engine.wake();
+    Ok(act)
+}
