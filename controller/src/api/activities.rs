@@ -1,6 +1,6 @@
 //! Scaling activities: the story of every change of capacity.
 
-use crate::api::common::{activity_view, find_group, invalid, store_status};
+use crate::api::common::{activity_view, find_group, invalid};
 use crate::engine::Engine;
 use ebb_core::model::{ActivityStatus, Invalid};
 use ebb_proto::v1 as pb;
@@ -42,20 +42,13 @@ pub async fn describe_scaling_activities(
         n => n,
     };
     let activities = if req.activity_ids.is_empty() {
-        store
-            .list_activities(group_id.as_deref(), limit)
-            .map_err(store_status)?
+        store.list_activities(group_id.as_deref(), limit)?
     } else {
         let mut found = Vec::new();
         for id in &req.activity_ids {
-            found.push(
-                store
-                    .get_activity(id)
-                    .map_err(store_status)?
-                    .ok_or_else(|| {
-                        Status::not_found(format!("scaling activity {id} does not exist"))
-                    })?,
-            );
+            found.push(store.get_activity(id)?.ok_or_else(|| {
+                Status::not_found(format!("scaling activity {id} does not exist"))
+            })?);
         }
         found
     };

@@ -1,7 +1,7 @@
 //! Alarm (event-triggered) tasks: create, modify, enable, disable, delete,
 //! describe.
 
-use crate::api::common::{find_group, find_named, invalid, now_ms, store_status};
+use crate::api::common::{find_group, find_named, invalid, now_ms};
 use crate::engine::Engine;
 use crate::id::new_id;
 use crate::store::Write;
@@ -48,10 +48,7 @@ fn resolve_actions(
             ),
         );
     }
-    let rules = engine
-        .store
-        .list_rules(Some(&group.id))
-        .map_err(store_status)?;
+    let rules = engine.store.list_rules(Some(&group.id))?;
     let mut ids = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         match rules.iter().find(|r| &r.id == key || &r.name == key) {
@@ -155,10 +152,7 @@ pub async fn create_alarm(
         last_rejection: None,
         created_at_ms: now_ms(engine),
     };
-    engine
-        .store
-        .commit(vec![Write::PutAlarm(alarm.clone())])
-        .map_err(store_status)?;
+    engine.store.commit(vec![Write::PutAlarm(alarm.clone())])?;
     info!(group = %group.name, alarm = %alarm.name, "alarm created: {}", alarm.spec.condition());
     Ok(alarm_view(&alarm))
 }
@@ -225,10 +219,7 @@ pub async fn modify_alarm(
     alarm.eval = AlarmEval::default();
     alarm.last_period_end_ms = None;
     alarm.last_rejection = None;
-    engine
-        .store
-        .commit(vec![Write::PutAlarm(alarm.clone())])
-        .map_err(store_status)?;
+    engine.store.commit(vec![Write::PutAlarm(alarm.clone())])?;
     Ok(alarm_view(&alarm))
 }
 
@@ -244,10 +235,7 @@ async fn set_alarm_enabled(
         alarm.eval = AlarmEval::default();
         alarm.last_period_end_ms = None;
         alarm.last_rejection = None;
-        engine
-            .store
-            .commit(vec![Write::PutAlarm(alarm.clone())])
-            .map_err(store_status)?;
+        engine.store.commit(vec![Write::PutAlarm(alarm.clone())])?;
         info!(alarm = %alarm.name, enabled, "alarm {}", if enabled { "enabled" } else { "disabled" });
     }
     Ok(alarm_view(&alarm))
@@ -268,10 +256,7 @@ pub async fn delete_alarm(
     let _ops = engine.ops.lock().await;
     let alarm = find_alarm(engine, &req.scaling_group, &req.alarm)?;
     refuse_owned(&alarm)?;
-    engine
-        .store
-        .commit(vec![Write::DeleteAlarm(alarm.id)])
-        .map_err(store_status)?;
+    engine.store.commit(vec![Write::DeleteAlarm(alarm.id)])?;
     Ok(pb::DeleteAlarmResponse {})
 }
 
@@ -293,10 +278,7 @@ pub async fn describe_alarms(
                 .map_err(|e| invalid(Invalid::one("state", e)))?,
         )
     };
-    let alarms = engine
-        .store
-        .list_alarms(group_id.as_deref())
-        .map_err(store_status)?;
+    let alarms = engine.store.list_alarms(group_id.as_deref())?;
     Ok(pb::DescribeAlarmsResponse {
         alarms: alarms
             .iter()

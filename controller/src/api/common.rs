@@ -1,7 +1,7 @@
 //! What every resource family's handlers share: errors as gRPC statuses,
 //! the lookups of a group by id or name, time.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 use crate::store::StoreError;
 use ebb_core::model::{Activity, Invalid, ScalingGroup};
 use ebb_proto::v1 as pb;
@@ -13,17 +13,24 @@ pub(crate) fn invalid(e: Invalid) -> Status {
 }
 
 /// A store error as the status a caller can act on.
-pub(crate) fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::Conflict(m) => Status::already_exists(m),
-        StoreError::NotFound(m) => Status::not_found(m),
-        other => Status::internal(other.to_string()),
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => Status::already_exists(m),
+            StoreError::NotFound(m) => Status::not_found(m),
+            other => Status::internal(other.to_string()),
+        }
     }
 }
 
-impl From<crate::engine::EngineError> for Status {
-    fn from(e: crate::engine::EngineError) -> Self {
-        Status::internal(e.to_string())
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Store(e) => e.into(),
+            EngineError::Refused(m) => Status::failed_precondition(m),
+            EngineError::NotFound(m) => Status::not_found(m),
+            EngineError::Certs(e) => Status::internal(e.to_string()),
+        }
     }
 }
 
@@ -44,11 +51,10 @@ pub(crate) fn find_group(engine: &Engine, key: &str) -> Result<ScalingGroup, Sta
         return Err(invalid(Invalid::one("scaling_group", "is required")));
     }
     let store = &engine.store;
-    match store.get_group(key).map_err(store_status)? {
+    match store.get_group(key)? {
         Some(g) => Ok(g),
         None => store
-            .find_group_by_name(key)
-            .map_err(store_status)?
+            .find_group_by_name(key)?
             .ok_or_else(|| Status::not_found(format!("scaling group `{key}` does not exist"))),
     }
 }
@@ -67,12 +73,11 @@ pub(crate) fn find_named<T>(
     if key.is_empty() {
         return Err(invalid(Invalid::one(field, "is required")));
     }
-    if let Some(found) = get(key).map_err(store_status)? {
+    if let Some(found) = get(key)? {
         return Ok(found);
     }
     let group = find_group(engine, group_key)?;
-    list(&group.id)
-        .map_err(store_status)?
+    list(&group.id)?
         .into_iter()
         .find(|r| name(r) == key)
         .ok_or_else(|| {

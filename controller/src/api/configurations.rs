@@ -1,6 +1,6 @@
 //! Scaling configurations: the templates new instances are launched from.
 
-use crate::api::common::{find_group, invalid, now_ms, required, store_status};
+use crate::api::common::{find_group, invalid, now_ms, required};
 use crate::engine::Engine;
 use crate::id::new_id;
 use crate::store::Write;
@@ -19,8 +19,7 @@ pub(crate) fn find_configuration(
 ) -> Result<ScalingConfiguration, Status> {
     engine
         .store
-        .list_configurations(Some(&group.id))
-        .map_err(store_status)?
+        .list_configurations(Some(&group.id))?
         .into_iter()
         .find(|c| c.id == key || c.name == key)
         .ok_or_else(|| {
@@ -100,17 +99,14 @@ pub async fn create_scaling_configuration(
         group.active_configuration_id = Some(config.id.clone());
         writes.push(Write::UpdateGroup(group.clone()));
     }
-    let existing = engine
-        .store
-        .list_configurations(Some(&group.id))
-        .map_err(store_status)?;
+    let existing = engine.store.list_configurations(Some(&group.id))?;
     if existing.iter().any(|c| c.name == config.name) {
         return Err(Status::already_exists(format!(
             "scaling configuration `{}` already exists in group {}",
             config.name, group.name
         )));
     }
-    engine.store.commit(writes).map_err(store_status)?;
+    engine.store.commit(writes)?;
     info!(group = %group.name, configuration = %config.name, "scaling configuration created");
     Ok(config_view(engine, &config, Some(&group)))
 }
@@ -123,8 +119,7 @@ pub async fn modify_scaling_configuration(
     required("scaling_configuration_id", &req.scaling_configuration_id)?;
     let store = &engine.store;
     let old = store
-        .get_configuration(&req.scaling_configuration_id)
-        .map_err(store_status)?
+        .get_configuration(&req.scaling_configuration_id)?
         .ok_or_else(|| {
             Status::not_found(format!(
                 "scaling configuration {} does not exist",
@@ -143,10 +138,8 @@ pub async fn modify_scaling_configuration(
             .then(|| req.health_checks.iter().map(check_of).collect()),
     };
     let config = old.modified(&spec).map_err(invalid)?;
-    store
-        .commit(vec![Write::PutConfiguration(config.clone())])
-        .map_err(store_status)?;
-    let group = store.get_group(&config.group_id).map_err(store_status)?;
+    store.commit(vec![Write::PutConfiguration(config.clone())])?;
+    let group = store.get_group(&config.group_id)?;
     info!(configuration = %config.name, "scaling configuration modified; running instances are left alone");
     Ok(config_view(engine, &config, group.as_ref()))
 }
@@ -159,15 +152,14 @@ pub async fn delete_scaling_configuration(
     required("scaling_configuration_id", &req.scaling_configuration_id)?;
     let store = &engine.store;
     let config = store
-        .get_configuration(&req.scaling_configuration_id)
-        .map_err(store_status)?
+        .get_configuration(&req.scaling_configuration_id)?
         .ok_or_else(|| {
             Status::not_found(format!(
                 "scaling configuration {} does not exist",
                 req.scaling_configuration_id
             ))
         })?;
-    if let Some(group) = store.get_group(&config.group_id).map_err(store_status)? {
+    if let Some(group) = store.get_group(&config.group_id)? {
         if group.active_configuration_id.as_deref() == Some(&config.id)
             && group.state == GroupState::Active
         {
@@ -182,11 +174,9 @@ pub async fn delete_scaling_configuration(
             g.active_configuration_id = None;
             writes.insert(0, Write::UpdateGroup(g));
         }
-        store.commit(writes).map_err(store_status)?;
+        store.commit(writes)?;
     } else {
-        store
-            .commit(vec![Write::DeleteConfiguration(config.id.clone())])
-            .map_err(store_status)?;
+        store.commit(vec![Write::DeleteConfiguration(config.id.clone())])?;
     }
     Ok(pb::DeleteScalingConfigurationResponse {})
 }
@@ -197,18 +187,10 @@ pub async fn describe_scaling_configurations(
 ) -> Result<pb::DescribeScalingConfigurationsResponse, Status> {
     let store = &engine.store;
     let (configs, groups) = if req.scaling_group.is_empty() {
-        (
-            store.list_configurations(None).map_err(store_status)?,
-            store.list_groups().map_err(store_status)?,
-        )
+        (store.list_configurations(None)?, store.list_groups()?)
     } else {
         let g = find_group(engine, &req.scaling_group)?;
-        (
-            store
-                .list_configurations(Some(&g.id))
-                .map_err(store_status)?,
-            vec![g],
-        )
+        (store.list_configurations(Some(&g.id))?, vec![g])
     };
     let views = configs
         .iter()

@@ -1,7 +1,7 @@
 //! Scaling groups: create, modify, delete, describe, enable, disable, and
 //! their suspended processes.
 
-use crate::api::common::{find_group, invalid, now_ms, store_status};
+use crate::api::common::{find_group, invalid, now_ms};
 use crate::api::configurations::find_configuration;
 use crate::engine::capacity::change_capacity;
 use crate::engine::{Engine, activity};
@@ -75,10 +75,7 @@ fn group_spec_from_modify(r: &pb::ModifyScalingGroupRequest) -> GroupSpec {
 }
 
 pub(crate) fn group_view(engine: &Engine, g: &ScalingGroup) -> Result<pb::ScalingGroup, Status> {
-    let instances = engine
-        .store
-        .list_instances(Some(&g.id))
-        .map_err(store_status)?;
+    let instances = engine.store.list_instances(Some(&g.id))?;
     Ok(group_view_of(g, &instances))
 }
 
@@ -91,8 +88,7 @@ pub async fn create_scaling_group(
         .map_err(invalid)?;
     engine
         .store
-        .commit(vec![Write::CreateGroup(group.clone())])
-        .map_err(store_status)?;
+        .commit(vec![Write::CreateGroup(group.clone())])?;
     info!(group = %group.name, id = %group.id, "scaling group created");
     group_view(engine, &group)
 }
@@ -154,14 +150,10 @@ pub async fn delete_scaling_group(
         )));
     }
     let store = &engine.store;
-    let instances = store
-        .list_instances(Some(&group.id))
-        .map_err(store_status)?;
-    let running = engine.running_activity(&group.id).map_err(store_status)?;
+    let instances = store.list_instances(Some(&group.id))?;
+    let running = engine.running_activity(&group.id)?;
     if instances.is_empty() && running.is_none() {
-        store
-            .commit(vec![Write::DeleteGroup(group.id.clone())])
-            .map_err(store_status)?;
+        store.commit(vec![Write::DeleteGroup(group.id.clone())])?;
         info!(group = %group.name, "scaling group deleted");
         return Ok(pb::DeleteScalingGroupResponse {
             deleted: true,
@@ -214,7 +206,7 @@ pub async fn delete_scaling_group(
         writes.push(Write::PutInstance(i));
     }
     writes.push(Write::PutActivity(act.clone()));
-    store.commit(writes).map_err(store_status)?;
+    store.commit(writes)?;
     info!(group = %group.name, activity = %act.id, "forced delete under way");
     engine.wake();
     Ok(pb::DeleteScalingGroupResponse {
@@ -228,7 +220,7 @@ pub async fn describe_scaling_groups(
     req: pb::DescribeScalingGroupsRequest,
 ) -> Result<pb::DescribeScalingGroupsResponse, Status> {
     let groups = if req.scaling_groups.is_empty() {
-        engine.store.list_groups().map_err(store_status)?
+        engine.store.list_groups()?
     } else {
         let mut found = Vec::new();
         for key in &req.scaling_groups {
@@ -259,10 +251,7 @@ pub async fn enable_scaling_group(
         group.active_configuration_id = Some(find_configuration(engine, &old, key)?.id);
     }
     if group.active_configuration_id.is_none() {
-        let configs = engine
-            .store
-            .list_configurations(Some(&group.id))
-            .map_err(store_status)?;
+        let configs = engine.store.list_configurations(Some(&group.id))?;
         match configs.as_slice() {
             [only] => group.active_configuration_id = Some(only.id.clone()),
             [] => {
@@ -287,18 +276,9 @@ pub async fn enable_scaling_group(
     group.state = GroupState::Active;
     let now = now_ms(engine);
     let store = &engine.store;
-    let current = capacity(
-        &store
-            .list_instances(Some(&group.id))
-            .map_err(store_status)?,
-    );
+    let current = capacity(&store.list_instances(Some(&group.id))?);
     let mut writes = vec![Write::UpdateGroup(group.clone())];
-    if current != group.desired_capacity
-        && engine
-            .running_activity(&group.id)
-            .map_err(store_status)?
-            .is_none()
-    {
+    if current != group.desired_capacity && engine.running_activity(&group.id)?.is_none() {
         let act = activity::start(
             &group,
             current,
@@ -314,7 +294,7 @@ pub async fn enable_scaling_group(
         info!(group = %group.name, activity = %act.id, "{}", act.cause);
         writes.push(Write::PutActivity(act));
     }
-    store.commit(writes).map_err(store_status)?;
+    store.commit(writes)?;
     info!(group = %group.name, "scaling group enabled");
     engine.wake();
     group_view(engine, &group)
@@ -336,8 +316,7 @@ pub async fn disable_scaling_group(
         group.state = GroupState::Inactive;
         engine
             .store
-            .commit(vec![Write::UpdateGroup(group.clone())])
-            .map_err(store_status)?;
+            .commit(vec![Write::UpdateGroup(group.clone())])?;
         info!(group = %group.name, "scaling group disabled");
     }
     group_view(engine, &group)
@@ -371,13 +350,9 @@ async fn set_processes(
     }
     engine
         .store
-        .commit(vec![Write::UpdateGroup(group.clone())])
-        .map_err(store_status)?;
+        .commit(vec![Write::UpdateGroup(group.clone())])?;
     info!(group = %group.name, suspended = ?group.suspended_processes, "processes {}", if suspend { "suspended" } else { "resumed" });
-    let instances = engine
-        .store
-        .list_instances(Some(&group.id))
-        .map_err(store_status)?;
+    let instances = engine.store.list_instances(Some(&group.id))?;
     Ok(group_view_of(&group, &instances))
 }
 

@@ -1,7 +1,7 @@
 //! Lifecycle hooks and their actions: create, delete, describe, complete,
 //! heartbeat.
 
-use crate::api::common::{find_group, invalid, store_status};
+use crate::api::common::{find_group, invalid};
 use crate::engine::Engine;
 use crate::id::new_id;
 use crate::store::Write;
@@ -78,15 +78,11 @@ fn find_action(engine: &Engine, r: &pb::LifecycleActionRef) -> Result<(Instance,
         return Err(invalid(errors));
     }
     let candidates = if r.instance_id.is_empty() {
-        engine.store.list_instances(None).map_err(store_status)?
+        engine.store.list_instances(None)?
     } else {
-        let inst = engine
-            .store
-            .get_instance(&r.instance_id)
-            .map_err(store_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!("instance `{}` does not exist", r.instance_id))
-            })?;
+        let inst = engine.store.get_instance(&r.instance_id)?.ok_or_else(|| {
+            Status::not_found(format!("instance `{}` does not exist", r.instance_id))
+        })?;
         vec![inst]
     };
     for inst in candidates.into_iter().filter(waiting) {
@@ -132,8 +128,7 @@ pub async fn create_lifecycle_hook(
     group.lifecycle_hooks.push(hook.clone());
     engine
         .store
-        .commit(vec![Write::UpdateGroup(group.clone())])
-        .map_err(store_status)?;
+        .commit(vec![Write::UpdateGroup(group.clone())])?;
     info!(group = %group.name, hook = %hook.name, transition = %hook.transition, "lifecycle hook created");
     Ok(hook_view(&group, &hook))
 }
@@ -149,11 +144,7 @@ pub async fn delete_lifecycle_hook(
     let hook = hook_in(&group, &req.hook)?.clone();
     group.lifecycle_hooks.retain(|h| h.id != hook.id);
     let mut writes = vec![Write::UpdateGroup(group.clone())];
-    for mut inst in engine
-        .store
-        .list_instances(Some(&group.id))
-        .map_err(store_status)?
-    {
+    for mut inst in engine.store.list_instances(Some(&group.id))? {
         let result = match hook.transition {
             Transition::ScaleOut => LifecycleResult::Abandon,
             Transition::ScaleIn => LifecycleResult::Continue,
@@ -166,7 +157,7 @@ pub async fn delete_lifecycle_hook(
             writes.push(Write::PutInstance(inst));
         }
     }
-    engine.store.commit(writes).map_err(store_status)?;
+    engine.store.commit(writes)?;
     engine.wake();
     info!(group = %group.name, hook = %hook.name, "lifecycle hook deleted");
     Ok(pb::DeleteLifecycleHookResponse {})
@@ -191,10 +182,7 @@ pub async fn describe_lifecycle_actions(
     req: pb::DescribeLifecycleActionsRequest,
 ) -> Result<pb::DescribeLifecycleActionsResponse, Status> {
     let group = find_group(engine, &req.scaling_group)?;
-    let instances = engine
-        .store
-        .list_instances(Some(&group.id))
-        .map_err(store_status)?;
+    let instances = engine.store.list_instances(Some(&group.id))?;
     Ok(pb::DescribeLifecycleActionsResponse {
         lifecycle_actions: instances
             .iter()
@@ -227,10 +215,7 @@ pub async fn complete_lifecycle_action(
     }
     let view = action_view(&inst, &inst.hook_waits[i]);
     info!(instance = %inst.id, hook = %view.hook_name, %result, "lifecycle action completed");
-    engine
-        .store
-        .commit(vec![Write::PutInstance(inst)])
-        .map_err(store_status)?;
+    engine.store.commit(vec![Write::PutInstance(inst)])?;
     engine.wake();
     Ok(view)
 }
@@ -252,9 +237,6 @@ pub async fn record_lifecycle_action_heartbeat(
     wait.heartbeat(engine.clock.now_ms());
     let view = action_view(&inst, &inst.hook_waits[i]);
     info!(instance = %inst.id, hook = %view.hook_name, deadline_ms = view.deadline_ms, "lifecycle action heartbeat");
-    engine
-        .store
-        .commit(vec![Write::PutInstance(inst)])
-        .map_err(store_status)?;
+    engine.store.commit(vec![Write::PutInstance(inst)])?;
     Ok(view)
 }

@@ -1,7 +1,7 @@
 //! Instances: describe, attach, detach, remove, protect, mark unhealthy,
 //! standby.
 
-use crate::api::common::{find_group, invalid, now_ms, store_status};
+use crate::api::common::{find_group, invalid, now_ms};
 use crate::engine::{Engine, activity};
 use crate::store::Write;
 use ebb_core::decide::capacity;
@@ -56,10 +56,7 @@ fn instances_of(
             "name at least one instance",
         )));
     }
-    let all = engine
-        .store
-        .list_instances(Some(&group.id))
-        .map_err(store_status)?;
+    let all = engine.store.list_instances(Some(&group.id))?;
     let mut errors = Invalid::default();
     let mut found = Vec::new();
     for (n, id) in ids.iter().enumerate() {
@@ -107,7 +104,7 @@ fn set_states(
             Write::PutInstance(i.clone())
         })
         .collect();
-    engine.store.commit(writes).map_err(store_status)?;
+    engine.store.commit(writes)?;
     info!(group = %group.name, state = %to, ids = ?req.instance_ids, "instances moved");
     Ok(pb::InstancesResponse {
         instances: instances.iter().map(|i| instance_view(engine, i)).collect(),
@@ -145,11 +142,7 @@ fn take_out(
     };
     let now = now_ms(engine);
     let store = &engine.store;
-    let current = capacity(
-        &store
-            .list_instances(Some(&group.id))
-            .map_err(store_status)?,
-    );
+    let current = capacity(&store.list_instances(Some(&group.id))?);
     let mut act = activity::start(
         &group,
         current,
@@ -164,7 +157,7 @@ fn take_out(
     );
     act.removed_instances = ids.to_vec();
     let mut writes = vec![Write::UpdateGroup(updated.clone())];
-    if let Some(mut prev) = engine.running_activity(&group.id).map_err(store_status)? {
+    if let Some(mut prev) = engine.running_activity(&group.id)? {
         activity::supersede(&mut prev, &act.id, now);
         writes.push(Write::PutActivity(prev));
     }
@@ -188,7 +181,7 @@ fn take_out(
         }
     }
     writes.push(Write::PutActivity(act.clone()));
-    store.commit(writes).map_err(store_status)?;
+    store.commit(writes)?;
     if !release {
         for i in &instances {
             engine.fleet.forget(&i.id);
@@ -220,10 +213,7 @@ pub async fn describe_scaling_instances(
                 .map_err(|e| invalid(Invalid::one("lifecycle_state", e)))?,
         )
     };
-    let instances = engine
-        .store
-        .list_instances(group_id.as_deref())
-        .map_err(store_status)?;
+    let instances = engine.store.list_instances(group_id.as_deref())?;
     let views = instances
         .iter()
         .filter(|i| state.is_none_or(|s| i.lifecycle_state == s))
@@ -256,7 +246,7 @@ pub async fn attach_instances(
     for (n, id) in req.instance_ids.iter().enumerate() {
         if let Err(e) = ebb_certs::Identity::instance("x", id) {
             errors.push(format!("instance_ids[{n}]"), e.to_string());
-        } else if let Some(existing) = store.get_instance(id).map_err(store_status)? {
+        } else if let Some(existing) = store.get_instance(id)? {
             errors.push(
                 format!("instance_ids[{n}]"),
                 format!("`{id}` already belongs to group {}", existing.group_id),
@@ -278,11 +268,7 @@ pub async fn attach_instances(
         )));
     }
     let now = now_ms(engine);
-    let current = capacity(
-        &store
-            .list_instances(Some(&group.id))
-            .map_err(store_status)?,
-    );
+    let current = capacity(&store.list_instances(Some(&group.id))?);
     let mut updated = group.clone();
     updated.desired_capacity += n;
     let mut act = activity::start(
@@ -319,7 +305,7 @@ pub async fn attach_instances(
     let mut writes = vec![Write::UpdateGroup(updated)];
     writes.extend(instances.iter().cloned().map(Write::PutInstance));
     writes.push(Write::PutActivity(act.clone()));
-    store.commit(writes).map_err(store_status)?;
+    store.commit(writes)?;
     info!(group = %group.name, activity = %act.id, "{}", act.cause);
     engine.wake();
     Ok(pb::InstancesResponse {
@@ -400,7 +386,7 @@ pub async fn set_instance_health(
             Write::PutInstance(i.clone())
         })
         .collect();
-    engine.store.commit(writes).map_err(store_status)?;
+    engine.store.commit(writes)?;
     info!(group = %group.name, ids = ?req.instance_ids, "marked {status} by hand");
     engine.wake();
     Ok(pb::InstancesResponse {

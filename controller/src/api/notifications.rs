@@ -1,6 +1,6 @@
 //! Notification configurations: the webhooks told of a group's activities.
 
-use crate::api::common::{find_group, invalid, store_status};
+use crate::api::common::{find_group, invalid};
 use crate::engine::Engine;
 use crate::store::Write;
 use ebb_core::model::{Invalid, NotificationConfig, NotificationType, ScalingGroup};
@@ -61,8 +61,7 @@ pub async fn create_notification_configuration(
     group.notifications.push(config.clone());
     engine
         .store
-        .commit(vec![Write::UpdateGroup(group.clone())])
-        .map_err(store_status)?;
+        .commit(vec![Write::UpdateGroup(group.clone())])?;
     info!(group = %group.name, url = %config.url, "notification configuration created");
     Ok(notification_view(&group, &config))
 }
@@ -83,10 +82,7 @@ pub async fn delete_notification_configuration(
             group.name, req.notification_url
         )));
     }
-    engine
-        .store
-        .commit(vec![Write::UpdateGroup(group)])
-        .map_err(store_status)?;
+    engine.store.commit(vec![Write::UpdateGroup(group)])?;
     Ok(pb::DeleteNotificationConfigurationResponse {})
 }
 

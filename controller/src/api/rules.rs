@@ -1,7 +1,7 @@
 //! Scaling rules: create, modify, delete, describe, execute, and one-off
 //! adjustments.
 
-use crate::api::common::{activity_view, find_group, invalid, now_ms, store_status};
+use crate::api::common::{activity_view, find_group, invalid, now_ms};
 use crate::engine::Engine;
 use crate::engine::rules::run_rule;
 use crate::id::new_id;
@@ -23,7 +23,7 @@ fn find_rule(
     if key.is_empty() {
         return Err(invalid(Invalid::one("scaling_rule", "is required")));
     }
-    if let Some(rule) = engine.store.get_rule(key).map_err(store_status)? {
+    if let Some(rule) = engine.store.get_rule(key)? {
         let group = find_group(engine, &rule.group_id)?;
         return Ok((group, rule));
     }
@@ -39,8 +39,7 @@ pub(crate) fn rule_in(
 ) -> Result<ScalingRule, Status> {
     engine
         .store
-        .list_rules(Some(&group.id))
-        .map_err(store_status)?
+        .list_rules(Some(&group.id))?
         .into_iter()
         .find(|r| r.id == key || r.name == key)
         .ok_or_else(|| {
@@ -135,7 +134,7 @@ pub async fn create_scaling_rule(
             .into_iter()
             .map(Write::PutAlarm),
     );
-    engine.store.commit(writes).map_err(store_status)?;
+    engine.store.commit(writes)?;
     info!(group = %group.name, rule = %rule.name, "scaling rule created");
     Ok(rule_view(engine, &rule))
 }
@@ -157,11 +156,7 @@ pub async fn modify_scaling_rule(
     let mut writes = vec![Write::PutRule(rule.clone())];
     if rule.kind != old.kind || rule.name != old.name {
         // Owned alarms follow the rule: replaced, keeping nothing stale.
-        for a in engine
-            .store
-            .list_alarms(Some(&rule.group_id))
-            .map_err(store_status)?
-        {
+        for a in engine.store.list_alarms(Some(&rule.group_id))? {
             if a.owner_rule_id.as_deref() == Some(&rule.id) {
                 writes.push(Write::DeleteAlarm(a.id));
             }
@@ -172,7 +167,7 @@ pub async fn modify_scaling_rule(
                 .map(Write::PutAlarm),
         );
     }
-    engine.store.commit(writes).map_err(store_status)?;
+    engine.store.commit(writes)?;
     Ok(rule_view(engine, &rule))
 }
 
@@ -185,14 +180,14 @@ pub async fn delete_scaling_rule(
     let store = &engine.store;
     let mut users = Vec::new();
     let mut writes = Vec::new();
-    for a in store.list_alarms(Some(&group.id)).map_err(store_status)? {
+    for a in store.list_alarms(Some(&group.id))? {
         if a.owner_rule_id.as_deref() == Some(&rule.id) {
             writes.push(Write::DeleteAlarm(a.id));
         } else if a.alarm_actions.contains(&rule.id) {
             users.push(format!("alarm `{}`", a.name));
         }
     }
-    for t in store.list_tasks(Some(&group.id)).map_err(store_status)? {
+    for t in store.list_tasks(Some(&group.id))? {
         if matches!(&t.action, TaskAction::Rule { rule_id } if *rule_id == rule.id) {
             users.push(format!("scheduled task `{}`", t.name));
         }
@@ -205,7 +200,7 @@ pub async fn delete_scaling_rule(
         )));
     }
     writes.push(Write::DeleteRule(rule.id.clone()));
-    store.commit(writes).map_err(store_status)?;
+    store.commit(writes)?;
     Ok(pb::DeleteScalingRuleResponse {})
 }
 
@@ -218,10 +213,7 @@ pub async fn describe_scaling_rules(
     } else {
         Some(find_group(engine, &req.scaling_group)?.id)
     };
-    let rules = engine
-        .store
-        .list_rules(group_id.as_deref())
-        .map_err(store_status)?;
+    let rules = engine.store.list_rules(group_id.as_deref())?;
     Ok(pb::DescribeScalingRulesResponse {
         scaling_rules: rules.iter().map(|r| rule_view(engine, r)).collect(),
     })

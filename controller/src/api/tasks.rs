@@ -1,6 +1,6 @@
 //! Scheduled tasks: create, modify, delete, describe.
 
-use crate::api::common::{find_group, find_named, invalid, now_ms, store_status};
+use crate::api::common::{find_group, find_named, invalid, now_ms};
 use crate::api::rules::rule_in;
 use crate::engine::Engine;
 use crate::engine::schedules::handled_until;
@@ -256,10 +256,7 @@ pub async fn create_scheduled_task(
         last_result: None,
         created_at_ms: now,
     };
-    engine
-        .store
-        .commit(vec![Write::PutTask(task.clone())])
-        .map_err(store_status)?;
+    engine.store.commit(vec![Write::PutTask(task.clone())])?;
     info!(group = %group.name, task = %task.name, "scheduled task created");
     Ok(task_view(&task, now))
 }
@@ -331,10 +328,7 @@ pub async fn modify_scheduled_task(
     }
     task.schedule.validate(&mut errors);
     errors.into_result().map_err(invalid)?;
-    engine
-        .store
-        .commit(vec![Write::PutTask(task.clone())])
-        .map_err(store_status)?;
+    engine.store.commit(vec![Write::PutTask(task.clone())])?;
     Ok(task_view(&task, now_ms(engine)))
 }
 
@@ -344,10 +338,7 @@ pub async fn delete_scheduled_task(
 ) -> Result<pb::DeleteScheduledTaskResponse, Status> {
     let _ops = engine.ops.lock().await;
     let task = find_task(engine, &req.scaling_group, &req.scheduled_task)?;
-    engine
-        .store
-        .commit(vec![Write::DeleteTask(task.id)])
-        .map_err(store_status)?;
+    engine.store.commit(vec![Write::DeleteTask(task.id)])?;
     Ok(pb::DeleteScheduledTaskResponse {})
 }
 
@@ -361,10 +352,7 @@ pub async fn describe_scheduled_tasks(
         Some(find_group(engine, &req.scaling_group)?.id)
     };
     let now = now_ms(engine);
-    let tasks = engine
-        .store
-        .list_tasks(group_id.as_deref())
-        .map_err(store_status)?;
+    let tasks = engine.store.list_tasks(group_id.as_deref())?;
     Ok(pb::DescribeScheduledTasksResponse {
         scheduled_tasks: tasks.iter().map(|t| task_view(t, now)).collect(),
     })

@@ -1,9 +1,8 @@
 //! The alarm pass: every enabled alarm evaluated at each of its period
 //! boundaries from the samples the fleet pulled; a breach runs its rules.
 
-use crate::api::common::{now_ms, store_status};
-use crate::engine::Engine;
 use crate::engine::rules::commit_decision;
+use crate::engine::{Engine, EngineError};
 use crate::fleet::Point;
 use crate::store::Write;
 use ebb_core::decide::{AlarmRun, RuleRun, decide};
@@ -13,7 +12,6 @@ use ebb_core::rules::{
     AlarmState, Metric, PeriodInput, PeriodPoint, RuleKind, aggregate, evaluate, period_point,
     warming,
 };
-use tonic::Status;
 use tracing::{info, warn};
 
 /// A period is evaluated this long after it ends, so the pull answers that
@@ -46,11 +44,8 @@ pub(crate) fn period_input(
     warmup_secs: Option<u32>,
     start_ms: i64,
     end_ms: i64,
-) -> Result<PeriodInput, Status> {
-    let instances = engine
-        .store
-        .list_instances(Some(&group.id))
-        .map_err(store_status)?;
+) -> Result<PeriodInput, EngineError> {
+    let instances = engine.store.list_instances(Some(&group.id))?;
     let counted: Vec<&Instance> = instances
         .iter()
         .filter(|i| i.lifecycle_state == LifecycleState::InService)
@@ -83,13 +78,13 @@ pub(crate) fn period_input(
 }
 
 /// Evaluates every alarm whose period has ended, and runs its actions.
-pub async fn evaluate_alarms(engine: &Engine) -> Result<(), Status> {
-    let now = now_ms(engine);
+pub async fn evaluate_alarms(engine: &Engine) -> Result<(), EngineError> {
+    let now = engine.clock.now_ms();
     let _ops = engine.ops.lock().await;
     let started = tokio::time::Instant::now();
     let mut evaluated = 0;
     let mut unsaved = Vec::new();
-    let alarms = engine.store.list_alarms(None).map_err(store_status)?;
+    let alarms = engine.store.list_alarms(None)?;
     // The rings keep what the longest alarm reads, disabled ones included
     // (enabling one should find its history).
     let longest_ms = alarms
@@ -115,11 +110,7 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), Status> {
         if end > latest_end || alarm.last_period_end_ms == Some(end) {
             continue;
         }
-        let Some(group) = engine
-            .store
-            .get_group(&alarm.group_id)
-            .map_err(store_status)?
-        else {
+        let Some(group) = engine.store.get_group(&alarm.group_id)? else {
             continue;
         };
         let owner = alarm
@@ -164,10 +155,7 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), Status> {
             // Its state is stored right after its actions, so a restart
             // cannot run them again for the same period.
             unsaved.push(Write::PutAlarm(alarm));
-            engine
-                .store
-                .commit(std::mem::take(&mut unsaved))
-                .map_err(store_status)?;
+            engine.store.commit(std::mem::take(&mut unsaved))?;
         } else {
             if eval.new.state != AlarmState::Alarm {
                 alarm.last_rejection = None;
@@ -178,7 +166,7 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), Status> {
     }
     // The alarms that ran nothing, in one transaction rather than one each
     // (at 200 alarms a second, most of the pass's time was commits).
-    engine.store.commit(unsaved).map_err(store_status)?;
+    engine.store.commit(unsaved)?;
     if evaluated > 0 {
         let took = started.elapsed();
         engine.fleet.counters.alarm_evaluation.record(took);
@@ -196,16 +184,15 @@ fn fire(
     value: Option<f64>,
     explanation: &str,
     now: i64,
-) -> Result<(), Status> {
+) -> Result<(), EngineError> {
     for rule_id in alarm.alarm_actions.clone() {
-        let Some(rule) = engine.store.get_rule(&rule_id).map_err(store_status)? else {
+        let Some(rule) = engine.store.get_rule(&rule_id)? else {
             warn!(alarm = %alarm.name, rule = %rule_id, "alarm action names a rule that no longer exists");
             continue;
         };
         let group = engine
             .store
-            .get_group(&group.id)
-            .map_err(store_status)?
+            .get_group(&group.id)?
             .unwrap_or_else(|| group.clone());
         let run = RuleRun {
             trigger: Trigger::Alarm,
@@ -218,7 +205,7 @@ fn fire(
                 explanation: explanation.to_owned(),
             }),
         };
-        let snap = engine.snapshot(&group).map_err(store_status)?;
+        let snap = engine.snapshot(&group)?;
         let d = decide(&rule.kind, &run, &snap.view(&group), now);
         // One Rejected activity per distinct reason while the alarm holds.
         let reason = d.refusal.as_ref().map(ToString::to_string);

@@ -1,11 +1,9 @@
 //! Capacity changes asked for by hand (ModifyScalingGroup, Enable, bounds).
 
-use crate::api::common::{now_ms, store_status};
-use crate::engine::{Engine, activity};
+use crate::engine::{Engine, EngineError, activity};
 use crate::store::Write;
 use ebb_core::decide::capacity;
 use ebb_core::model::{GroupState, ScalingGroup, Trigger};
-use tonic::Status;
 use tracing::info;
 
 /// Writes `group` with a new desired capacity and the activity that
@@ -18,19 +16,13 @@ pub(crate) fn change_capacity(
     old: &ScalingGroup,
     trigger: Trigger,
     what: &str,
-) -> Result<(ScalingGroup, Option<String>), Status> {
-    let now = now_ms(engine);
+) -> Result<(ScalingGroup, Option<String>), EngineError> {
+    let now = engine.clock.now_ms();
     let store = &engine.store;
-    let current = capacity(
-        &store
-            .list_instances(Some(&group.id))
-            .map_err(store_status)?,
-    );
+    let current = capacity(&store.list_instances(Some(&group.id))?);
     let moves = group.desired_capacity != old.desired_capacity;
     if !moves {
-        store
-            .commit(vec![Write::UpdateGroup(group.clone())])
-            .map_err(store_status)?;
+        store.commit(vec![Write::UpdateGroup(group.clone())])?;
         return Ok((group, None));
     }
     let cause = activity::cause(what, current, group.desired_capacity);
@@ -41,9 +33,7 @@ pub(crate) fn change_capacity(
             group.name, group.state
         );
         if trigger == Trigger::Bounds {
-            store
-                .commit(vec![Write::UpdateGroup(group.clone())])
-                .map_err(store_status)?;
+            store.commit(vec![Write::UpdateGroup(group.clone())])?;
             return Ok((group, None));
         }
         let act = activity::rejected(
@@ -55,23 +45,21 @@ pub(crate) fn change_capacity(
             reason.clone(),
             now,
         );
-        store
-            .commit(vec![Write::PutActivity(act.clone())])
-            .map_err(store_status)?;
+        store.commit(vec![Write::PutActivity(act.clone())])?;
         info!(group = %group.name, activity = %act.id, "rejected: {reason}");
-        return Err(Status::failed_precondition(format!(
+        return Err(EngineError::Refused(format!(
             "{reason}; the change was rejected (activity {})",
             act.id
         )));
     }
     let act = activity::start(&group, current, group.desired_capacity, trigger, cause, now);
     let mut writes = vec![Write::UpdateGroup(group.clone())];
-    if let Some(mut prev) = engine.running_activity(&group.id).map_err(store_status)? {
+    if let Some(mut prev) = engine.running_activity(&group.id)? {
         activity::supersede(&mut prev, &act.id, now);
         writes.push(Write::PutActivity(prev));
     }
     writes.push(Write::PutActivity(act.clone()));
-    store.commit(writes).map_err(store_status)?;
+    store.commit(writes)?;
     info!(group = %group.name, activity = %act.id, "{}", act.cause);
     group.desired_capacity = act.capacity_to;
     engine.wake();

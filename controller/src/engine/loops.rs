@@ -28,7 +28,7 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         match result {
             Ok(()) => last_error = None,
             Err(e) => {
-                let text = e.message().to_owned();
+                let text = e.to_string();
                 if last_error.as_deref() != Some(&text) {
                     warn!("alarms and schedules: {text}");
                 }

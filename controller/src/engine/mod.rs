@@ -61,6 +61,12 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Certs(#[from] ebb_certs::Error),
+    /// The group's state does not allow it; the sentence says why.
+    #[error("{0}")]
+    Refused(String),
+    /// Something the request or a stored record names is gone.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Where launched agents must connect.

@@ -1,13 +1,11 @@
 //! Running a rule: read the group's snapshot, `decide`, and write what it
 //! decided (a Rejected activity, or the new desired capacity and its activity).
 
-use crate::api::common::{now_ms, store_status};
-use crate::engine::{Engine, activity};
+use crate::engine::{Engine, EngineError, activity};
 use crate::store::Write;
 use ebb_core::decide::{Decision, RuleRun, decide};
 use ebb_core::model::{Activity, ScalingGroup};
 use ebb_core::rules::RuleKind;
-use tonic::Status;
 use tracing::info;
 
 /// Runs a rule: records a Rejected activity, or raises/lowers desired and
@@ -17,9 +15,9 @@ pub(crate) fn run_rule(
     group: &ScalingGroup,
     kind: &RuleKind,
     run: &RuleRun,
-) -> Result<Activity, Status> {
-    let now = now_ms(engine);
-    let snap = engine.snapshot(group).map_err(store_status)?;
+) -> Result<Activity, EngineError> {
+    let now = engine.clock.now_ms();
+    let snap = engine.snapshot(group)?;
     let d = decide(kind, run, &snap.view(group), now);
     commit_decision(engine, group, d, run, snap.running, now)
 }
@@ -33,7 +31,7 @@ pub(crate) fn commit_decision(
     run: &RuleRun,
     running: Option<Activity>,
     now: i64,
-) -> Result<Activity, Status> {
+) -> Result<Activity, EngineError> {
     let cause = activity::cause(&run.what, d.from, d.to);
     let store = &engine.store;
     if let Some(refusal) = d.refusal {
@@ -42,9 +40,7 @@ pub(crate) fn commit_decision(
             activity::rejected(group, d.from, d.to, run.trigger, cause, reason.clone(), now);
         act.details = d.details;
         act.details.push(format!("blocked: {reason}"));
-        store
-            .commit(vec![Write::PutActivity(act.clone())])
-            .map_err(store_status)?;
+        store.commit(vec![Write::PutActivity(act.clone())])?;
         info!(group = %group.name, activity = %act.id, "rejected: {reason}");
         return Ok(act);
     }
@@ -58,7 +54,7 @@ pub(crate) fn commit_decision(
         writes.push(Write::PutActivity(prev));
     }
     writes.push(Write::PutActivity(act.clone()));
-    store.commit(writes).map_err(store_status)?;
+    store.commit(writes)?;
     info!(group = %group.name, activity = %act.id, "{}", act.cause);
     engine.wake();
     Ok(act)

@@ -1,16 +1,14 @@
 //! The schedule pass: scheduled tasks run when they fall due, retried while
 //! an activity blocks them until their launch expiration.
 
-use crate::api::common::{now_ms, store_status};
 use crate::engine::rules::run_rule;
-use crate::engine::{Engine, activity};
+use crate::engine::{Engine, EngineError, activity};
 use crate::store::Write;
 use ebb_core::decide::{RuleRun, capacity};
 use ebb_core::model::tasks::{ScheduledTask, TaskAction};
 use ebb_core::model::{Activity, GroupSpec, GroupState, Process, ScalingGroup, Trigger};
 use ebb_core::schedule::Due;
 use jiff::Timestamp;
-use tonic::Status;
 use tracing::{info, warn};
 
 /// The occurrence a task has dealt with. Occurrences from before the task
@@ -27,21 +25,17 @@ pub fn handled_until(task: &ScheduledTask) -> Option<Timestamp> {
 
 /// Runs the scheduled tasks that are due; drops and records those missed
 /// beyond their launch expiration; retries those blocked.
-pub async fn run_due_tasks(engine: &Engine) -> Result<(), Status> {
-    let now = now_ms(engine);
+pub async fn run_due_tasks(engine: &Engine) -> Result<(), EngineError> {
+    let now = engine.clock.now_ms();
     let Ok(now_ts) = Timestamp::from_millisecond(now) else {
         return Ok(());
     };
     let _ops = engine.ops.lock().await;
-    for mut task in engine.store.list_tasks(None).map_err(store_status)? {
+    for mut task in engine.store.list_tasks(None)? {
         if !task.enabled {
             continue;
         }
-        let Some(group) = engine
-            .store
-            .get_group(&task.group_id)
-            .map_err(store_status)?
-        else {
+        let Some(group) = engine.store.get_group(&task.group_id)? else {
             continue;
         };
         match task.schedule.due(handled_until(&task), now_ts) {
@@ -57,12 +51,7 @@ pub async fn run_due_tasks(engine: &Engine) -> Result<(), Status> {
                     "scheduled task `{}` missed its run at {at}{earlier} by {late} s, beyond its launch expiration of {} s; dropped",
                     task.name, task.schedule.launch_expiration_secs
                 );
-                let current = capacity(
-                    &engine
-                        .store
-                        .list_instances(Some(&group.id))
-                        .map_err(store_status)?,
-                );
+                let current = capacity(&engine.store.list_instances(Some(&group.id))?);
                 let act = activity::rejected(
                     &group,
                     current,
@@ -77,8 +66,7 @@ pub async fn run_due_tasks(engine: &Engine) -> Result<(), Status> {
                 warn!(group = %group.name, "{reason}");
                 engine
                     .store
-                    .commit(vec![Write::PutActivity(act), Write::PutTask(task)])
-                    .map_err(store_status)?;
+                    .commit(vec![Write::PutActivity(act), Write::PutTask(task)])?;
             }
             Due::Run { at, skipped } => {
                 if skipped > 0 {
@@ -91,8 +79,7 @@ pub async fn run_due_tasks(engine: &Engine) -> Result<(), Status> {
                     Some("the ScheduledAction process is suspended".to_owned())
                 } else {
                     engine
-                        .running_activity(&group.id)
-                        .map_err(store_status)?
+                        .running_activity(&group.id)?
                         .map(|a| format!("activity {} is in progress", a.id))
                 };
                 if let Some(why) = blocked {
@@ -100,10 +87,7 @@ pub async fn run_due_tasks(engine: &Engine) -> Result<(), Status> {
                     let note = format!("waiting: {why} (run due at {at})");
                     if task.last_result.as_deref() != Some(note.as_str()) {
                         task.last_result = Some(note);
-                        engine
-                            .store
-                            .commit(vec![Write::PutTask(task)])
-                            .map_err(store_status)?;
+                        engine.store.commit(vec![Write::PutTask(task)])?;
                     }
                     continue;
                 }
@@ -113,10 +97,7 @@ pub async fn run_due_tasks(engine: &Engine) -> Result<(), Status> {
                     Some(a) => format!("{} {}", a.id, a.status),
                     None => "ran: nothing to change".into(),
                 });
-                engine
-                    .store
-                    .commit(vec![Write::PutTask(task)])
-                    .map_err(store_status)?;
+                engine.store.commit(vec![Write::PutTask(task)])?;
             }
         }
     }
@@ -129,11 +110,11 @@ fn run_task(
     task: &ScheduledTask,
     at: Timestamp,
     now: i64,
-) -> Result<Option<Activity>, Status> {
+) -> Result<Option<Activity>, EngineError> {
     match &task.action {
         TaskAction::Rule { rule_id } => {
-            let Some(rule) = engine.store.get_rule(rule_id).map_err(store_status)? else {
-                return Err(Status::not_found(format!(
+            let Some(rule) = engine.store.get_rule(rule_id)? else {
+                return Err(EngineError::NotFound(format!(
                     "scheduled task `{}` names rule {rule_id}, which no longer exists",
                     task.name
                 )));
@@ -164,12 +145,7 @@ fn run_task(
             let updated = match group.modified(&spec) {
                 Ok(g) => g,
                 Err(e) => {
-                    let current = capacity(
-                        &engine
-                            .store
-                            .list_instances(Some(&group.id))
-                            .map_err(store_status)?,
-                    );
+                    let current = capacity(&engine.store.list_instances(Some(&group.id))?);
                     let reason = format!(
                         "scheduled task `{}` cannot apply its values: {e}",
                         task.name
@@ -183,10 +159,7 @@ fn run_task(
                         reason,
                         now,
                     );
-                    engine
-                        .store
-                        .commit(vec![Write::PutActivity(act.clone())])
-                        .map_err(store_status)?;
+                    engine.store.commit(vec![Write::PutActivity(act.clone())])?;
                     return Ok(Some(act));
                 }
             };
@@ -209,19 +182,11 @@ fn run_task(
                 || group.state != GroupState::Active
             {
                 // Bounds only, or a disabled group: stored, nothing to move now.
-                engine
-                    .store
-                    .commit(vec![Write::UpdateGroup(updated)])
-                    .map_err(store_status)?;
+                engine.store.commit(vec![Write::UpdateGroup(updated)])?;
                 info!(group = %group.name, "{what}");
                 return Ok(None);
             }
-            let current = capacity(
-                &engine
-                    .store
-                    .list_instances(Some(&group.id))
-                    .map_err(store_status)?,
-            );
+            let current = capacity(&engine.store.list_instances(Some(&group.id))?);
             let mut act = activity::start(
                 group,
                 current,
@@ -233,12 +198,12 @@ fn run_task(
             act.details
                 .push(format!("schedule: {}", task.schedule.describe()));
             let mut writes = vec![Write::UpdateGroup(updated)];
-            if let Some(mut prev) = engine.running_activity(&group.id).map_err(store_status)? {
+            if let Some(mut prev) = engine.running_activity(&group.id)? {
                 activity::supersede(&mut prev, &act.id, now);
                 writes.push(Write::PutActivity(prev));
             }
             writes.push(Write::PutActivity(act.clone()));
-            engine.store.commit(writes).map_err(store_status)?;
+            engine.store.commit(writes)?;
             info!(group = %group.name, activity = %act.id, "{}", act.cause);
             engine.wake();
             Ok(Some(act))
