@@ -1,0 +1,504 @@
+//! The reconcile loop: each pass looks at every group's desired capacity
+//! and what exists, and takes the next step, writing it before acting.
+
+use super::{Engine, EngineError, activity, hooks};
+use crate::id::new_id;
+use crate::provider::LaunchRequest;
+use crate::store::Write;
+use ebb_core::decide::capacity;
+use ebb_core::model::hooks::{Transition, Verdict};
+use ebb_core::model::removal::{Candidate, pick_for_removal};
+use ebb_core::model::{
+    Activity, ActivityStatus, CreationType, GroupState, HealthCheckType, HealthStatus, Instance,
+    LifecycleState, Process, ScalingGroup, Trigger,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// How often every group is looked at even when nothing woke the loop.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A Pending record the provider does not know after this long is a launch
+/// the controller never got to start (it crashed in between).
+const UNKNOWN_PENDING_GRACE_MS: i64 = 10_000;
+
+/// Samples averaged for `LeastBusy`.
+const LEAST_BUSY_SAMPLES: usize = crate::fleet::ALWAYS_KEPT;
+
+/// After this many failed launches, an activity fails instead of retrying.
+const MAX_LAUNCH_FAILURES: u32 = 3;
+
+/// Back-off after a failed activity before the loop tries again.
+const FAILURE_BACKOFF_MS: i64 = 30_000;
+
+impl Engine {
+    /// Runs the reconcile loop until shutdown.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut last_error: Option<String> = None;
+        loop {
+            match self.reconcile_all().await {
+                Ok(()) => {
+                    if last_error.take().is_some() {
+                        info!("reconcile loop recovered");
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if last_error.as_deref() != Some(&text) {
+                        warn!("reconcile failed: {text}");
+                    }
+                    last_error = Some(text);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+                _ = self.wake.notified() => {}
+                _ = self.fleet.changed.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// One pass over every group, and over provider instances no group owns.
+    pub async fn reconcile_all(&self) -> Result<(), EngineError> {
+        let described = match self.provider.describe().await {
+            Ok(list) => list.into_iter().map(|p| (p.instance_id, p.alive)).collect(),
+            Err(e) => {
+                warn!("provider describe failed: {e}");
+                return Ok(());
+            }
+        };
+        let _guard = self.ops.lock().await;
+        let groups = self.store.list_groups()?;
+        for group in groups {
+            if let Err(e) = self.reconcile_group(group, &described).await {
+                warn!("reconcile: {e}");
+            }
+        }
+        self.release_orphans(&described).await?;
+        Ok(())
+    }
+
+    /// Releases provider instances that no stored instance claims: left by a
+    /// crash between a release and the record's deletion.
+    async fn release_orphans(&self, described: &HashMap<String, bool>) -> Result<(), EngineError> {
+        if described.is_empty() {
+            return Ok(());
+        }
+        let known: std::collections::HashSet<String> = self
+            .store
+            .list_instances(None)?
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        for id in described.keys().filter(|id| !known.contains(*id)) {
+            warn!(instance = %id, "releasing an instance no group owns");
+            if let Err(e) = self.provider.release(id).await {
+                warn!(instance = %id, "release failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn reconcile_group(
+        &self,
+        group: ScalingGroup,
+        described: &HashMap<String, bool>,
+    ) -> Result<(), EngineError> {
+        let now = self.clock.now_ms();
+        let mut running = self.running_activity(&group.id)?;
+        let mut notes = Vec::new();
+        for inst in self.store.list_instances(Some(&group.id))? {
+            self.maintain_instance(&group, inst, described, now, &mut notes, running.as_mut())
+                .await?;
+        }
+        if group.health_check_type == HealthCheckType::Agent
+            && !group.suspended_processes.contains(&Process::HealthCheck)
+        {
+            self.check_health(&group, now, &mut notes, running.as_mut())
+                .await?;
+        }
+        let instances = self.store.list_instances(Some(&group.id))?;
+        let count = capacity(&instances);
+        let acting = group.state != GroupState::Inactive || running.is_some();
+        if count != group.desired_capacity && acting && !self.backing_off(&group.id, now) {
+            let mut act = match running.take() {
+                Some(a) => a,
+                None => {
+                    let cause = if notes.is_empty() {
+                        format!(
+                            "the group holds {count} instances but its desired capacity is {}, changing the Total Capacity from {count} to {}",
+                            group.desired_capacity, group.desired_capacity
+                        )
+                    } else {
+                        format!(
+                            "{}; launching replacements to hold the Total Capacity at {}",
+                            notes.join("; "),
+                            group.desired_capacity
+                        )
+                    };
+                    let trigger = if notes.is_empty() {
+                        Trigger::Bounds
+                    } else {
+                        Trigger::Health
+                    };
+                    let a =
+                        activity::start(&group, count, group.desired_capacity, trigger, cause, now);
+                    self.store.commit(vec![Write::PutActivity(a.clone())])?;
+                    info!(group = %group.name, activity = %a.id, "{}", a.cause);
+                    a
+                }
+            };
+            if count < group.desired_capacity {
+                self.scale_out(&group, &mut act, group.desired_capacity - count, now)
+                    .await?;
+            } else {
+                self.scale_in(
+                    &group,
+                    &mut act,
+                    &instances,
+                    count - group.desired_capacity,
+                    now,
+                )
+                .await?;
+            }
+            running = Some(act);
+        }
+        if let Some(act) = running {
+            self.progress(&group, act, now)?;
+        }
+        if group.state == GroupState::Deleting
+            && self.store.list_instances(Some(&group.id))?.is_empty()
+        {
+            self.store
+                .commit(vec![Write::DeleteGroup(group.id.clone())])?;
+            info!(group = %group.name, "scaling group deleted");
+        }
+        Ok(())
+    }
+
+    /// Advances one instance's lifecycle: Removing → released and forgotten;
+    /// vanished → forgotten; Pending → InService once its agent says hello,
+    /// or released after the launch timeout.
+    async fn maintain_instance(
+        &self,
+        group: &ScalingGroup,
+        mut inst: Instance,
+        described: &HashMap<String, bool>,
+        now: i64,
+        notes: &mut Vec<String>,
+        running: Option<&mut Activity>,
+    ) -> Result<(), EngineError> {
+        let ours = inst.creation_type == CreationType::AutoCreated;
+        if inst.lifecycle_state == LifecycleState::RemovingWait {
+            // An instance whose processes are gone has nothing left to drain.
+            let gone = ours && described.get(&inst.id) == Some(&false);
+            let verdict = self.advance_waits(group, &mut inst, now, running)?;
+            if verdict == Verdict::Waiting && !gone {
+                return Ok(());
+            }
+            inst.lifecycle_state = LifecycleState::Removing;
+            self.store.commit(vec![Write::PutInstance(inst.clone())])?;
+            return self.finish_removal(&inst).await;
+        }
+        if inst.lifecycle_state == LifecycleState::Removing {
+            return self.finish_removal(&inst).await;
+        }
+        if ours {
+            let vanished = match described.get(&inst.id) {
+                Some(alive) => !alive,
+                None => {
+                    inst.lifecycle_state != LifecycleState::Pending
+                        || now - inst.created_at_ms > UNKNOWN_PENDING_GRACE_MS
+                }
+            };
+            if vanished {
+                warn!(group = %group.name, instance = %inst.id, "instance vanished: its processes are gone");
+                notes.push(format!(
+                    "instance {} vanished (its processes are gone)",
+                    inst.id
+                ));
+                let _ = self.provider.release(&inst.id).await;
+                self.store
+                    .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
+                self.fleet.forget(&inst.id);
+                return Ok(());
+            }
+        }
+        if inst.lifecycle_state == LifecycleState::PendingWait {
+            match self.advance_waits(group, &mut inst, now, running)? {
+                Verdict::Waiting => {}
+                Verdict::Continue => self.put_in_service(group, inst, now)?,
+                Verdict::Abandon => {
+                    self.count_failure(&group.id, now);
+                    if ours {
+                        let _ = self.provider.release(&inst.id).await;
+                    }
+                    self.store
+                        .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
+                    self.fleet.forget(&inst.id);
+                    info!(group = %group.name, instance = %inst.id, "instance abandoned by a lifecycle hook; released");
+                }
+            }
+            return Ok(());
+        }
+        if inst.lifecycle_state == LifecycleState::Pending {
+            if self.fleet.is_connected(&inst.id) {
+                inst.address = self.fleet.address(&inst.id);
+                if hooks::enter_wait(group, &mut inst, Transition::ScaleOut, now) {
+                    self.store.commit(vec![Write::PutInstance(inst.clone())])?;
+                    info!(group = %group.name, instance = %inst.id, "instance waits on its SCALE_OUT lifecycle hooks");
+                    self.advance_waits(group, &mut inst, now, running)?;
+                } else {
+                    self.put_in_service(group, inst, now)?;
+                }
+            } else if ours && now - inst.created_at_ms > self.launch.timeout.as_millis() as i64 {
+                let why = format!(
+                    "instance {} did not connect within {}s; released",
+                    inst.id,
+                    self.launch.timeout.as_secs()
+                );
+                warn!(group = %group.name, "{why}");
+                if let Some(act) = running {
+                    activity::note_error(act, &why);
+                    self.store.commit(vec![Write::PutActivity(act.clone())])?;
+                }
+                self.count_failure(&group.id, now);
+                let _ = self.provider.release(&inst.id).await;
+                self.store
+                    .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
+                self.fleet.forget(&inst.id);
+            }
+        }
+        Ok(())
+    }
+
+    fn put_in_service(
+        &self,
+        group: &ScalingGroup,
+        mut inst: Instance,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        inst.lifecycle_state = LifecycleState::InService;
+        inst.in_service_at_ms = Some(now);
+        inst.hook_waits.clear();
+        if inst.address.is_none() {
+            inst.address = self.fleet.address(&inst.id);
+        }
+        self.store.commit(vec![Write::PutInstance(inst.clone())])?;
+        info!(group = %group.name, instance = %inst.id, "instance in service");
+        Ok(())
+    }
+
+    pub(super) async fn finish_removal(&self, inst: &Instance) -> Result<(), EngineError> {
+        if inst.creation_type == CreationType::AutoCreated
+            && let Err(e) = self.provider.release(&inst.id).await
+        {
+            warn!(instance = %inst.id, "release failed, will retry: {e}");
+            return Ok(());
+        }
+        self.store
+            .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
+        self.fleet.forget(&inst.id);
+        info!(instance = %inst.id, "instance removed");
+        Ok(())
+    }
+
+    async fn scale_out(
+        &self,
+        group: &ScalingGroup,
+        act: &mut Activity,
+        n: u32,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let Some(config_id) = group.active_configuration_id.clone() else {
+            activity::note_error(act, "the group has no active scaling configuration");
+            return self.fail(group, act, now);
+        };
+        let Some(configuration) = self.store.get_configuration(&config_id)? else {
+            activity::note_error(
+                act,
+                &format!("scaling configuration {config_id} no longer exists"),
+            );
+            return self.fail(group, act, now);
+        };
+        for _ in 0..n {
+            let id = new_id("i");
+            let inst = Instance {
+                id: id.clone(),
+                group_id: group.id.clone(),
+                configuration_id: Some(configuration.id.clone()),
+                lifecycle_state: LifecycleState::Pending,
+                health_status: HealthStatus::Healthy,
+                creation_type: CreationType::AutoCreated,
+                address: None,
+                created_at_ms: now,
+                in_service_at_ms: None,
+                activity_id: Some(act.id.clone()),
+                hook_waits: Vec::new(),
+            };
+            act.created_instances.push(id.clone());
+            // Written before launching: a crash now leaves a Pending record
+            // the next pass resolves, never an untracked process.
+            self.store.commit(vec![
+                Write::PutInstance(inst),
+                Write::PutActivity(act.clone()),
+            ])?;
+            let issued = self.ca.issue_agent(&id, ebb_certs::AGENT_VALIDITY)?;
+            let request = LaunchRequest {
+                instance_id: id.clone(),
+                group_id: group.id.clone(),
+                configuration: configuration.clone(),
+                controller: self.launch.controller.clone(),
+                server_name: self.launch.server_name.clone(),
+                ca_pem: self.ca.cert_pem().to_owned(),
+                cert_pem: issued.cert_pem,
+                key_pem: issued.key_pem,
+                sampling_interval_secs: group.sampling_interval_secs,
+            };
+            match self.provider.launch(request).await {
+                Ok(()) => info!(group = %group.name, instance = %id, "launched"),
+                Err(e) => {
+                    warn!(group = %group.name, "{e}");
+                    activity::note_error(act, &e.to_string());
+                    self.store.commit(vec![
+                        Write::DeleteInstance(id),
+                        Write::PutActivity(act.clone()),
+                    ])?;
+                    if self.count_failure(&group.id, now) >= MAX_LAUNCH_FAILURES {
+                        return self.fail(group, act, now);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn scale_in(
+        &self,
+        group: &ScalingGroup,
+        act: &mut Activity,
+        instances: &[Instance],
+        n: u32,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let configs: HashMap<String, i64> = self
+            .store
+            .list_configurations(Some(&group.id))?
+            .into_iter()
+            .map(|c| (c.id, c.created_at_ms))
+            .collect();
+        let candidates: Vec<Candidate<'_>> = instances
+            .iter()
+            .map(|i| Candidate {
+                instance: i,
+                configuration_created_at_ms: i
+                    .configuration_id
+                    .as_ref()
+                    .and_then(|c| configs.get(c).copied()),
+                recent_cpu: self.fleet.recent_cpu(&i.id, LEAST_BUSY_SAMPLES),
+            })
+            .collect();
+        let victims = pick_for_removal(&candidates, &group.removal_policies, n as usize);
+        if victims.len() < n as usize {
+            activity::note_error(
+                act,
+                &format!(
+                    "only {} of {n} instances could be removed: the others are Protected or in Standby",
+                    victims.len()
+                ),
+            );
+        }
+        let mut writes = Vec::new();
+        for id in &victims {
+            if let Some(mut inst) = instances.iter().find(|i| &i.id == id).cloned() {
+                if !hooks::enter_wait(group, &mut inst, Transition::ScaleIn, now) {
+                    inst.lifecycle_state = LifecycleState::Removing;
+                }
+                inst.activity_id = Some(act.id.clone());
+                act.removed_instances.push(id.clone());
+                writes.push(Write::PutInstance(inst));
+            }
+        }
+        writes.push(Write::PutActivity(act.clone()));
+        // Marked Removing (or Removing:Wait) first; the release itself
+        // happens now or on a later step (and again after a restart, until
+        // it succeeds).
+        self.store.commit(writes)?;
+        for id in victims {
+            let Some(mut inst) = self.store.get_instance(&id)? else {
+                continue;
+            };
+            if inst.lifecycle_state == LifecycleState::RemovingWait {
+                self.advance_waits(group, &mut inst, now, Some(&mut *act))?;
+            } else {
+                self.finish_removal(&inst).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Updates a running activity's progress and completes it once the
+    /// group holds its desired capacity with nothing still launching.
+    fn progress(
+        &self,
+        group: &ScalingGroup,
+        mut act: Activity,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let instances = self.store.list_instances(Some(&group.id))?;
+        let count = capacity(&instances);
+        let launching = instances.iter().any(|i| {
+            matches!(
+                i.lifecycle_state,
+                LifecycleState::Pending | LifecycleState::PendingWait
+            ) && i.creation_type == CreationType::AutoCreated
+        });
+        let removing = instances.iter().any(|i| !i.counts());
+        let stuck = count > group.desired_capacity && !instances.iter().any(Instance::removable);
+        let before = (act.progress, act.status);
+        if (count == group.desired_capacity || stuck) && !launching && !removing {
+            activity::complete(&mut act, now);
+            self.failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&group.id);
+            info!(group = %group.name, activity = %act.id, status = %act.status, "activity finished");
+        } else {
+            act.progress = activity::progress(&act, &instances);
+        }
+        if (act.progress, act.status) != before {
+            self.store.commit(vec![Write::PutActivity(act)])?;
+        }
+        Ok(())
+    }
+
+    fn fail(&self, group: &ScalingGroup, act: &mut Activity, now: i64) -> Result<(), EngineError> {
+        act.status = ActivityStatus::Failed;
+        act.ended_at_ms = Some(now);
+        self.store.commit(vec![Write::PutActivity(act.clone())])?;
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group.id.clone(), (MAX_LAUNCH_FAILURES, now));
+        warn!(group = %group.name, activity = %act.id, "activity failed: {}", act.error.clone().unwrap_or_default());
+        Ok(())
+    }
+
+    pub(super) fn count_failure(&self, group_id: &str, now: i64) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let e = f.entry(group_id.to_owned()).or_insert((0, now));
+        e.0 += 1;
+        e.1 = now;
+        e.0
+    }
+
+    fn backing_off(&self, group_id: &str, now: i64) -> bool {
+        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(f.get(group_id), Some((n, at)) if *n >= MAX_LAUNCH_FAILURES && now - at < FAILURE_BACKOFF_MS)
+    }
+}
