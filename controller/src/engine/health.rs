@@ -106,7 +106,7 @@ impl Engine {
     /// unless more than half the group failed at once: then at most the
     /// guard's share per interval, since the likelier cause is the
     /// controller's own network.
-    pub(super) async fn check_health(
+    pub(super) fn check_health(
         &self,
         group: &ScalingGroup,
         now: i64,
@@ -150,7 +150,7 @@ impl Engine {
             let mut gone = inst;
             gone.lifecycle_state = LifecycleState::Removing;
             self.store.commit(vec![Write::PutInstance(gone.clone())])?;
-            self.finish_removal(&gone).await?;
+            self.finish_removal(&gone)?;
         }
         Ok(())
     }

@@ -87,6 +87,8 @@ pub struct Engine {
     health: HealthSettings,
     started_at_ms: i64,
     wake: tokio::sync::Notify,
+    /// Provider work the reconcile pass under way decided on.
+    deferred: std::sync::Mutex<Vec<reconcile::Io>>,
 }
 
 impl Engine {
@@ -112,6 +114,7 @@ impl Engine {
             health: HealthSettings::default(),
             started_at_ms,
             wake: tokio::sync::Notify::new(),
+            deferred: std::sync::Mutex::new(Vec::new()),
         }
     }
 

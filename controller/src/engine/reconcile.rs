@@ -34,7 +34,29 @@ const MAX_LAUNCH_FAILURES: u32 = 3;
 /// Back-off after a failed activity before the loop tries again.
 const FAILURE_BACKOFF_MS: i64 = 30_000;
 
+/// Provider work a pass decided on, carried out once it lets go of the
+/// engine lock.
+pub(super) enum Io {
+    /// Release an instance marked Removing; its record goes once that succeeded.
+    Remove(String),
+    /// Release an instance whose record is already gone (vanished,
+    /// abandoned, never connected, an orphan); the orphan sweep retries.
+    Release(String),
+    /// Launch an instance whose Pending record is written.
+    Launch {
+        request: Box<LaunchRequest>,
+        activity_id: String,
+    },
+}
+
 impl Engine {
+    fn defer(&self, io: Io) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(io);
+    }
+
     /// Runs the reconcile loop until shutdown.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut last_error: Option<String> = None;
@@ -71,20 +93,122 @@ impl Engine {
                 return Ok(());
             }
         };
+        {
+            let _guard = self.ops.lock().await;
+            let groups = self.store.list_groups()?;
+            for group in groups {
+                if let Err(e) = self.reconcile_group(group, &described) {
+                    warn!("reconcile: {e}");
+                }
+            }
+            self.release_orphans(&described)?;
+        }
+        self.carry_out().await
+    }
+
+    /// Does the provider work the pass decided on, without the engine lock
+    /// (a release waits for the workload to stop, up to its SIGTERM grace;
+    /// admin calls must not wait for that), then records what came of it
+    /// under the lock. A pass that changed something is followed at once.
+    async fn carry_out(&self) -> Result<(), EngineError> {
+        let work = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+        if work.is_empty() {
+            return Ok(());
+        }
+        let mut done = Vec::with_capacity(work.len());
+        let mut failed_activities: Vec<String> = Vec::new();
+        for io in work {
+            let result = match &io {
+                Io::Remove(id) | Io::Release(id) => self.provider.release(id).await,
+                Io::Launch { activity_id, .. } if failed_activities.contains(activity_id) => {
+                    done.push((io, None));
+                    continue;
+                }
+                Io::Launch { request, .. } => {
+                    let r = self.provider.launch((**request).clone()).await;
+                    if let (Err(_), Io::Launch { activity_id, .. }) = (&r, &io) {
+                        failed_activities.push(activity_id.clone());
+                    }
+                    r
+                }
+            };
+            done.push((io, Some(result)));
+        }
         let _guard = self.ops.lock().await;
-        let groups = self.store.list_groups()?;
-        for group in groups {
-            if let Err(e) = self.reconcile_group(group, &described).await {
-                warn!("reconcile: {e}");
+        let now = self.clock.now_ms();
+        let mut changed = false;
+        for (io, result) in done {
+            changed |= self.settle(io, result, now)?;
+        }
+        if changed {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Records the outcome of one piece of provider work (None: not tried,
+    /// an earlier launch of its activity failed). True when it changed state.
+    fn settle(
+        &self,
+        io: Io,
+        result: Option<crate::provider::Result<()>>,
+        now: i64,
+    ) -> Result<bool, EngineError> {
+        match (io, result) {
+            (Io::Remove(id), Some(Ok(()))) => {
+                if self.store.get_instance(&id)?.is_some() {
+                    self.store.commit(vec![Write::DeleteInstance(id.clone())])?;
+                }
+                self.fleet.forget(&id);
+                info!(instance = %id, "instance removed");
+                Ok(true)
+            }
+            (Io::Remove(id), Some(Err(e))) => {
+                warn!(instance = %id, "release failed, will retry: {e}");
+                Ok(false)
+            }
+            (Io::Release(id), Some(Err(e))) => {
+                warn!(instance = %id, "release failed: {e}");
+                Ok(false)
+            }
+            (Io::Release(_), _) | (Io::Remove(_), None) => Ok(false),
+            (Io::Launch { request, .. }, Some(Ok(()))) => {
+                info!(group = %request.group_id, instance = %request.instance_id, "launched");
+                Ok(true)
+            }
+            (
+                Io::Launch {
+                    request,
+                    activity_id,
+                },
+                result,
+            ) => {
+                let mut writes = vec![Write::DeleteInstance(request.instance_id.clone())];
+                let act = self.store.get_activity(&activity_id)?;
+                if let Some(Err(e)) = &result {
+                    warn!(group = %request.group_id, "{e}");
+                }
+                match (act, result) {
+                    (Some(mut act), Some(Err(e))) => {
+                        activity::note_error(&mut act, &e.to_string());
+                        writes.push(Write::PutActivity(act.clone()));
+                        self.store.commit(writes)?;
+                        if self.count_failure(&request.group_id, now) >= MAX_LAUNCH_FAILURES
+                            && let Some(group) = self.store.get_group(&request.group_id)?
+                        {
+                            self.fail(&group, &mut act, now)?;
+                        }
+                    }
+                    _ => self.store.commit(writes)?,
+                }
+                Ok(true)
             }
         }
-        self.release_orphans(&described).await?;
-        Ok(())
     }
 
     /// Releases provider instances that no stored instance claims: left by a
     /// crash between a release and the record's deletion.
-    async fn release_orphans(&self, described: &HashMap<String, bool>) -> Result<(), EngineError> {
+    fn release_orphans(&self, described: &HashMap<String, bool>) -> Result<(), EngineError> {
         if described.is_empty() {
             return Ok(());
         }
@@ -96,14 +220,12 @@ impl Engine {
             .collect();
         for id in described.keys().filter(|id| !known.contains(*id)) {
             warn!(instance = %id, "releasing an instance no group owns");
-            if let Err(e) = self.provider.release(id).await {
-                warn!(instance = %id, "release failed: {e}");
-            }
+            self.defer(Io::Release(id.clone()));
         }
         Ok(())
     }
 
-    async fn reconcile_group(
+    fn reconcile_group(
         &self,
         group: ScalingGroup,
         described: &HashMap<String, bool>,
@@ -112,14 +234,12 @@ impl Engine {
         let mut running = self.running_activity(&group.id)?;
         let mut notes = Vec::new();
         for inst in self.store.list_instances(Some(&group.id))? {
-            self.maintain_instance(&group, inst, described, now, &mut notes, running.as_mut())
-                .await?;
+            self.maintain_instance(&group, inst, described, now, &mut notes, running.as_mut())?;
         }
         if group.health_check_type == HealthCheckType::Agent
             && !group.suspended_processes.contains(&Process::HealthCheck)
         {
-            self.check_health(&group, now, &mut notes, running.as_mut())
-                .await?;
+            self.check_health(&group, now, &mut notes, running.as_mut())?;
         }
         let instances = self.store.list_instances(Some(&group.id))?;
         let count = capacity(&instances);
@@ -153,8 +273,7 @@ impl Engine {
                 }
             };
             if count < group.desired_capacity {
-                self.scale_out(&group, &mut act, group.desired_capacity - count, now)
-                    .await?;
+                self.scale_out(&group, &mut act, group.desired_capacity - count, now)?;
             } else {
                 self.scale_in(
                     &group,
@@ -162,8 +281,7 @@ impl Engine {
                     &instances,
                     count - group.desired_capacity,
                     now,
-                )
-                .await?;
+                )?;
             }
             running = Some(act);
         }
@@ -183,7 +301,7 @@ impl Engine {
     /// Advances one instance's lifecycle: Removing → released and forgotten;
     /// vanished → forgotten; Pending → InService once its agent says hello,
     /// or released after the launch timeout.
-    async fn maintain_instance(
+    fn maintain_instance(
         &self,
         group: &ScalingGroup,
         mut inst: Instance,
@@ -202,10 +320,10 @@ impl Engine {
             }
             inst.lifecycle_state = LifecycleState::Removing;
             self.store.commit(vec![Write::PutInstance(inst.clone())])?;
-            return self.finish_removal(&inst).await;
+            return self.finish_removal(&inst);
         }
         if inst.lifecycle_state == LifecycleState::Removing {
-            return self.finish_removal(&inst).await;
+            return self.finish_removal(&inst);
         }
         if ours {
             let vanished = match described.get(&inst.id) {
@@ -221,7 +339,7 @@ impl Engine {
                     "instance {} vanished (its processes are gone)",
                     inst.id
                 ));
-                let _ = self.provider.release(&inst.id).await;
+                self.defer(Io::Release(inst.id.clone()));
                 self.store
                     .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
                 self.fleet.forget(&inst.id);
@@ -235,7 +353,7 @@ impl Engine {
                 Verdict::Abandon => {
                     self.count_failure(&group.id, now);
                     if ours {
-                        let _ = self.provider.release(&inst.id).await;
+                        self.defer(Io::Release(inst.id.clone()));
                     }
                     self.store
                         .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
@@ -267,7 +385,7 @@ impl Engine {
                     self.store.commit(vec![Write::PutActivity(act.clone())])?;
                 }
                 self.count_failure(&group.id, now);
-                let _ = self.provider.release(&inst.id).await;
+                self.defer(Io::Release(inst.id.clone()));
                 self.store
                     .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
                 self.fleet.forget(&inst.id);
@@ -293,11 +411,9 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) async fn finish_removal(&self, inst: &Instance) -> Result<(), EngineError> {
-        if inst.creation_type == CreationType::AutoCreated
-            && let Err(e) = self.provider.release(&inst.id).await
-        {
-            warn!(instance = %inst.id, "release failed, will retry: {e}");
+    pub(super) fn finish_removal(&self, inst: &Instance) -> Result<(), EngineError> {
+        if inst.creation_type == CreationType::AutoCreated {
+            self.defer(Io::Remove(inst.id.clone()));
             return Ok(());
         }
         self.store
@@ -307,7 +423,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn scale_out(
+    fn scale_out(
         &self,
         group: &ScalingGroup,
         act: &mut Activity,
@@ -359,26 +475,15 @@ impl Engine {
                 key_pem: issued.key_pem,
                 sampling_interval_secs: group.sampling_interval_secs,
             };
-            match self.provider.launch(request).await {
-                Ok(()) => info!(group = %group.name, instance = %id, "launched"),
-                Err(e) => {
-                    warn!(group = %group.name, "{e}");
-                    activity::note_error(act, &e.to_string());
-                    self.store.commit(vec![
-                        Write::DeleteInstance(id),
-                        Write::PutActivity(act.clone()),
-                    ])?;
-                    if self.count_failure(&group.id, now) >= MAX_LAUNCH_FAILURES {
-                        return self.fail(group, act, now);
-                    }
-                    return Ok(());
-                }
-            }
+            self.defer(Io::Launch {
+                request: Box::new(request),
+                activity_id: act.id.clone(),
+            });
         }
         Ok(())
     }
 
-    async fn scale_in(
+    fn scale_in(
         &self,
         group: &ScalingGroup,
         act: &mut Activity,
@@ -436,7 +541,7 @@ impl Engine {
             if inst.lifecycle_state == LifecycleState::RemovingWait {
                 self.advance_waits(group, &mut inst, now, Some(&mut *act))?;
             } else {
-                self.finish_removal(&inst).await?;
+                self.finish_removal(&inst)?;
             }
         }
         Ok(())
@@ -500,5 +605,117 @@ impl Engine {
     fn backing_off(&self, group_id: &str, now: i64) -> bool {
         let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         matches!(f.get(group_id), Some((n, at)) if *n >= MAX_LAUNCH_FAILURES && now - at < FAILURE_BACKOFF_MS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::engine::LaunchSettings;
+    use crate::fleet::Fleet;
+    use crate::provider::{Provider, ProviderInstance};
+    use crate::store::Store;
+    use crate::store::sqlite::SqliteStore;
+    use ebb_core::model::GroupSpec;
+
+    /// A provider whose release waits until the test lets it go, as a
+    /// workload that ignores SIGTERM keeps `release` waiting for its grace.
+    #[derive(Default)]
+    struct SlowRelease {
+        alive: Mutex<Vec<String>>,
+        releasing: Notify,
+        let_go: Notify,
+    }
+
+    #[tonic::async_trait]
+    impl Provider for SlowRelease {
+        fn name(&self) -> &'static str {
+            "slow-release"
+        }
+        async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<()> {
+            self.alive.lock().unwrap().push(request.instance_id);
+            Ok(())
+        }
+        async fn release(&self, instance_id: &str) -> crate::provider::Result<()> {
+            self.releasing.notify_one();
+            self.let_go.notified().await;
+            self.alive.lock().unwrap().retain(|i| i != instance_id);
+            Ok(())
+        }
+        async fn describe(&self) -> crate::provider::Result<Vec<ProviderInstance>> {
+            let alive = self.alive.lock().unwrap();
+            Ok(alive
+                .iter()
+                .map(|i| ProviderInstance {
+                    instance_id: i.clone(),
+                    alive: true,
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_release_does_not_hold_the_engine_lock() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let provider = Arc::new(SlowRelease::default());
+        let ca = Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap());
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            provider.clone(),
+            Arc::new(Fleet::new(100)),
+            Arc::new(ManualClock::new(1_000_000)),
+            ca,
+            LaunchSettings {
+                controller: "127.0.0.1:1".into(),
+                server_name: "localhost".into(),
+                timeout: Duration::from_secs(60),
+            },
+        ));
+        let spec = GroupSpec {
+            name: Some("web".into()),
+            min_size: Some(0),
+            max_size: Some(2),
+            ..Default::default()
+        };
+        let group = ScalingGroup::create("asg-1".into(), &spec, 0).unwrap();
+        let leaving = Instance {
+            id: "i-leaving".into(),
+            group_id: group.id.clone(),
+            configuration_id: None,
+            lifecycle_state: LifecycleState::Removing,
+            health_status: HealthStatus::Healthy,
+            creation_type: CreationType::AutoCreated,
+            address: None,
+            created_at_ms: 0,
+            in_service_at_ms: Some(0),
+            activity_id: None,
+            hook_waits: Vec::new(),
+        };
+        provider.alive.lock().unwrap().push(leaving.id.clone());
+        store
+            .commit(vec![Write::CreateGroup(group), Write::PutInstance(leaving)])
+            .unwrap();
+
+        let pass = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.reconcile_all().await }
+        });
+        provider.releasing.notified().await;
+        // The release is under way and waiting: the lock is free for the
+        // admin API, and the record stays until the release succeeded.
+        assert!(
+            engine.ops.try_lock().is_ok(),
+            "the pass holds the engine lock across a release"
+        );
+        assert!(store.get_instance("i-leaving").unwrap().is_some());
+        provider.let_go.notify_one();
+        pass.await.unwrap().unwrap();
+        assert!(store.get_instance("i-leaving").unwrap().is_none());
+        assert!(provider.alive.lock().unwrap().is_empty());
     }
 }
