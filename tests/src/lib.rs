@@ -286,6 +286,15 @@ impl ControllerProc {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
+    /// Waits until the controller has finished `n` more passes of `counter`
+    /// (e.g. `ebb_reconcile_passes_total`, `ebb_alarm_evaluation_seconds_count`):
+    /// how a test sees that something had every chance to happen, however
+    /// slow the host, instead of sleeping a guessed while.
+    pub fn wait_passes(&self, counter: &str, n: u32) {
+        let from = self.wait_metric(counter, |_| true);
+        self.wait_metric(counter, |v| v >= from + f64::from(n));
+    }
+
     /// Waits until `series` satisfies `pred` and returns its value.
     pub fn wait_metric(&self, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
         eventually(

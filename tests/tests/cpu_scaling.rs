@@ -2,7 +2,7 @@
 //! load moves the host's CPU: real agents, a real CPU burn, a CpuUtilization
 //! alarm that scales the group out, and a low-CPU alarm that scales it back.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ebb_proto::v1 as pb;
 use ebb_tests::{Admin, Burn, ControllerProc, DEADLINE, Sandbox, admin_call, eventually};
@@ -158,7 +158,8 @@ fn a_cpu_burn_scales_out_and_its_end_scales_in() {
             .into_iter()
             .find(|a| a.status == "Rejected" && a.error.contains("will not change"))
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // Three more alarm periods in ALARM, each a chance to record it again.
+    ctl.wait_passes("ebb_alarm_evaluation_seconds_count", 3);
     let refusals = activities(&mut admin)
         .iter()
         .filter(|a| a.status == "Rejected" && a.error.contains("will not change"))

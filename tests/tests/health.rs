@@ -184,7 +184,8 @@ fn the_mass_failure_guard_limits_replacements() {
             .count();
         (replaced == 1 && waiting == 2).then_some(())
     });
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Three more passes, each a chance for the guard to let another through.
+    ctl.wait_passes("ebb_reconcile_passes_total", 3);
     let list = instances(&mut admin, "mass");
     let replaced = list
         .iter()

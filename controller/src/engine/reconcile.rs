@@ -103,7 +103,12 @@ impl Engine {
             }
             self.release_orphans(&described)?;
         }
-        self.carry_out().await
+        self.carry_out().await?;
+        self.fleet
+            .counters
+            .reconcile_passes_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Does the provider work the pass decided on, without the engine lock

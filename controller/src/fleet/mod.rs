@@ -31,6 +31,8 @@ pub struct Counters {
     pub pull_round_trip: Histogram,
     /// One pass of alarm evaluation that evaluated at least one alarm.
     pub alarm_evaluation: Histogram,
+    /// Reconcile passes over every group, finished.
+    pub reconcile_passes_total: AtomicU64,
 }
 
 /// Upper bounds of the latency buckets: ten per decade from 100 µs to 10 s,
@@ -370,6 +372,11 @@ impl Fleet {
             "ebb_connections_refused_total",
             "Connections refused: bad or missing certificate, wrong identity.",
             c.connections_refused_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_reconcile_passes_total",
+            "Reconcile passes over every group, finished.",
+            c.reconcile_passes_total.load(Ordering::Relaxed),
         );
         counter(
             "ebb_notifications_sent_total",
