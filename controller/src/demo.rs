@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::config::Config;
-use crate::fleet::Fleet;
-use crate::server::Controller;
-use crate::store::Store;
+use ebb_controller::config::Config;
+use ebb_controller::fleet::Fleet;
+use ebb_controller::server::Controller;
+use ebb_controller::store::Store;
 use ebb_core::model::ActivityStatus;
 
 /// The group the demo applies.
@@ -105,14 +105,14 @@ fn ebbctl_binary() -> anyhow::Result<PathBuf> {
 
 pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let ebbctl = ebbctl_binary()?;
-    crate::provider::find_agent_binary(None)?;
+    ebb_controller::provider::find_agent_binary(None)?;
     let config = Config {
         data_dir: opts.data_dir.clone(),
-        grpc: crate::config::GrpcConfig {
+        grpc: ebb_controller::config::GrpcConfig {
             listen: "127.0.0.1:0".parse()?,
             ..Default::default()
         },
-        http: crate::config::HttpConfig {
+        http: ebb_controller::config::HttpConfig {
             listen: "127.0.0.1:0".parse()?,
         },
         ..Default::default()
@@ -444,8 +444,7 @@ fn finish(lines: Vec<String>) -> String {
     lines.into_iter().map(|l| l + "\x1b[K\n").collect()
 }
 
-/// Burns every core until dropped: the demo's load, and the end-to-end
-/// tests' and the reaction benchmark's (`ebb_tests::Burn`).
+/// Burns every core until dropped: the demo's load.
 pub struct Burn {
     stop: Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,

@@ -15,13 +15,11 @@
 //!
 //! Beside them, used from any layer: `config` (`controller.toml`), `clock`
 //! (all time), `id` (new ids), `pki` (the certs in the data dir).
-//! `demo` is the quickstart: a controller, its instances and a live view.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod clock;
 pub mod config;
-pub mod demo;
 pub mod engine;
 pub mod fleet;
 pub mod http;

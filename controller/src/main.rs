@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod demo;
+
 use clap::{Parser, Subcommand};
 use ebb_controller::config::Config;
 use ebb_controller::server::Controller;
@@ -62,7 +64,7 @@ fn demo(seconds: u64, plain: bool) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     let data_dir = std::env::temp_dir().join(format!("ebb-demo-{}", std::process::id()));
-    let opts = ebb_controller::demo::DemoOptions {
+    let opts = demo::DemoOptions {
         duration: std::time::Duration::from_secs(seconds),
         plain,
         data_dir: data_dir.clone(),
@@ -73,7 +75,7 @@ fn demo(seconds: u64, plain: bool) -> ExitCode {
         .expect("tokio runtime");
     let result = runtime.block_on(async {
         let shutdown = shutdown_signal();
-        ebb_controller::demo::run(opts, shutdown).await
+        demo::run(opts, shutdown).await
     });
     let _ = std::fs::remove_dir_all(&data_dir);
     match result {

@@ -57,6 +57,14 @@ pub enum StartError {
         path: PathBuf,
         source: ebb_certs::Error,
     },
+    #[error(transparent)]
+    Provider(#[from] crate::provider::ProviderError),
+    #[error("cannot start the control loops' thread: {0}")]
+    Loops(std::io::Error),
+    #[error("cannot serve gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot write the endpoints file: {0}")]
+    Endpoints(#[from] toml::ser::Error),
 }
 
 /// A controller that has claimed its data dir, bound its ports and loaded
@@ -111,7 +119,7 @@ impl Controller {
     }
 
     /// The engine over this controller's store, fleet, CA and provider.
-    fn engine(&self, grpc_addr: SocketAddr) -> anyhow::Result<Engine> {
+    fn engine(&self, grpc_addr: SocketAddr) -> Result<Engine, StartError> {
         let provider_config = &self.config.provider;
         let agent_bin = match find_agent_binary(provider_config.agent_bin.as_deref()) {
             Ok(p) => p,
@@ -180,7 +188,7 @@ impl Controller {
     }
 
     /// Serves until `shutdown` completes, then drains within a deadline.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
         write_endpoints(&self.config, grpc_addr, http_addr)?;
         let fleet = self.fleet.clone();
@@ -248,11 +256,12 @@ impl Controller {
 fn control_loops(
     engine: Arc<Engine>,
     stop: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("ebb-loops")
-        .build()?;
+        .build()
+        .map_err(StartError::Loops)?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("ebb-loops".into())
@@ -264,7 +273,8 @@ fn control_loops(
                 );
             });
             let _ = done_tx.send(());
-        })?;
+        })
+        .map_err(StartError::Loops)?;
     Ok(tokio::spawn(async {
         let _ = done_rx.await;
     }))
@@ -302,7 +312,7 @@ fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
     }
 }
 
-fn write_endpoints(config: &Config, grpc: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
+fn write_endpoints(config: &Config, grpc: SocketAddr, http: SocketAddr) -> Result<(), StartError> {
     let endpoints = Endpoints {
         grpc,
         http,

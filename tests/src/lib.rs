@@ -503,8 +503,34 @@ pub fn activities(admin: &mut Admin, group: &str) -> Vec<ebb_proto::v1::Activity
     .activities
 }
 
-/// Every core busy until dropped, as real load would (the demo's burner).
-pub use ebb_controller::demo::Burn;
+/// Every core busy until dropped, as real load would: one busy shell loop
+/// a core, killed on drop.
+pub struct Burn(Vec<std::process::Child>);
+
+impl Burn {
+    pub fn start() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Burn(
+            (0..cores)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("start a busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Burn {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
 
 /// What a raw `Connect` got back.
 #[derive(Debug)]
