@@ -1,6 +1,8 @@
-//! Metrics-driven scaling end to end, alone in its binary so no other test's
-//! load moves the host's CPU: real agents, a real CPU burn, a CpuUtilization
-//! alarm that scales the group out, and a low-CPU alarm that scales it back.
+//! The proof that CPU works end to end: real agents read the host's CPU, a
+//! real burn makes a CpuUtilization alarm scale the group out. It holds on
+//! a busy host too (a busy host only breaches sooner); what a host's own
+//! load cannot give, a scale-in on low CPU, is proven with a metric the
+//! test controls (`custom_scaling.rs`).
 
 use std::time::Instant;
 
@@ -70,7 +72,7 @@ fn activities(admin: &mut Admin) -> Vec<pb::Activity> {
 }
 
 #[test]
-fn a_cpu_burn_scales_out_and_its_end_scales_in() {
+fn a_cpu_burn_scales_the_group_out() {
     let sb = Sandbox::new();
     let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
     let mut admin = Admin::local(&ctl);
@@ -109,9 +111,7 @@ fn a_cpu_burn_scales_out_and_its_end_scales_in() {
         (in_service(&mut admin) == 1).then_some(())
     });
     rule(&mut admin, "add-1", 1);
-    rule(&mut admin, "remove-1", -1);
     alarm(&mut admin, "cpu-high", ">=", 80.0, "add-1");
-    alarm(&mut admin, "cpu-low", "<=", 50.0, "remove-1");
 
     let burn = Burn::start();
     let started = Instant::now();
@@ -169,21 +169,22 @@ fn a_cpu_burn_scales_out_and_its_end_scales_in() {
         "an alarm that stays in ALARM records the same refusal once"
     );
 
-    drop(burn);
-    let back = eventually("the scale-in", DEADLINE * 2, || {
-        activities(&mut admin)
-            .into_iter()
-            .find(|a| a.trigger == "alarm" && a.capacity_from == 2 && a.capacity_to == 1)
-    });
+    // The alarm read the burn: every answer of the breaching period is
+    // the host's CPU, near full.
+    let answers = out
+        .details
+        .iter()
+        .find_map(|d| {
+            d.split_once("answered: [")
+                .map(|(_, v)| v.trim_end_matches(']').to_owned())
+        })
+        .unwrap_or_else(|| panic!("no period data in {:?}", out.details));
+    let values: Vec<f64> = answers.split(", ").map(|v| v.parse().unwrap()).collect();
     assert!(
-        back.cause
-            .starts_with("alarm `cpu-low` executed rule `remove-1`"),
-        "{}",
-        back.cause
+        !values.is_empty() && values.iter().all(|v| (80.0..=100.0).contains(v)),
+        "{values:?}"
     );
-    eventually("one instance again", DEADLINE, || {
-        (in_service(&mut admin) == 1).then_some(())
-    });
+    drop(burn);
 
     let alarms = admin_call!(
         admin,
@@ -196,7 +197,6 @@ fn a_cpu_burn_scales_out_and_its_end_scales_in() {
     .unwrap()
     .alarms;
     let high = alarms.iter().find(|a| a.name == "cpu-high").unwrap();
-    assert_eq!(high.state, "OK", "{high:?}");
     assert!(
         high.history.iter().any(|h| h.contains("ALARM")),
         "{:?}",
