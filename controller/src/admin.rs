@@ -196,6 +196,7 @@ impl AdminApi {
             created_at_ms: c.created_at_ms,
             active,
             health_checks: c.health_checks.iter().map(check_view).collect(),
+            metrics: crate::metric_sources::view(&c.metrics),
         }
     }
 
@@ -801,6 +802,7 @@ impl AdminService for AdminApi {
             tags: Some(req.tags.into_iter().collect()),
             user_data: Some(req.user_data),
             health_checks: Some(req.health_checks.iter().map(check_of).collect()),
+            metrics: Some(crate::metric_sources::of(&req.metrics)),
         };
         let config =
             ScalingConfiguration::create(new_id("asc"), group.id.clone(), &spec, self.now())
@@ -854,6 +856,9 @@ impl AdminService for AdminApi {
             health_checks: req
                 .set_health_checks
                 .then(|| req.health_checks.iter().map(check_of).collect()),
+            metrics: req
+                .set_metrics
+                .then(|| crate::metric_sources::of(&req.metrics)),
         };
         let config = old.modified(&spec).map_err(invalid)?;
         store

@@ -10,6 +10,7 @@
 //! - `lifecycle`: lifecycle hooks' admin operations and the outbox to agents.
 //! - `notify`: webhook notifications of activities, retried, never blocking.
 //! - `fleet`: the live registry of agents, their counters and sample rings.
+//! - `metric_sources`: a configuration's custom metric sources in the admin API's form.
 //! - `admin`: `AdminService`, the ESS-named admin API (admin certs only).
 //! - `automation`: scaling rules, alarms, scheduled tasks, suspended processes.
 //! - `agent_service`: `AgentService.Connect`, identity checks and the pull loop.
@@ -29,6 +30,7 @@ pub mod fleet;
 pub mod http;
 pub mod id;
 pub mod lifecycle;
+pub mod metric_sources;
 pub mod notify;
 pub mod pki;
 pub mod provider;
