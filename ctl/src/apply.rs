@@ -163,6 +163,10 @@ pub struct ConfigDecl {
     /// Checks the instances' agents run locally: `[[configuration.health_checks]]`.
     #[serde(default)]
     pub health_checks: Vec<model::LocalCheck>,
+    /// Custom metric sources the instances' agents read on every pull:
+    /// `[[configuration.metrics]]`, the keys of agent.toml's `[[metric]]`.
+    #[serde(default)]
+    pub metrics: Vec<model::MetricSource>,
 }
 
 pub fn load(path: &Path) -> Result<ApplyFile> {
@@ -246,6 +250,7 @@ fn validate(file: &ApplyFile) -> Vec<String> {
         tags: Some(c.tags.clone()),
         user_data: Some(c.user_data.clone()),
         health_checks: Some(c.health_checks.clone()),
+        metrics: Some(c.metrics.clone()),
     };
     if let Err(invalid) =
         model::ScalingConfiguration::create(String::new(), String::new(), &spec, 0)
@@ -632,6 +637,7 @@ pub fn plan(file: &ApplyFile, state: &State) -> Result<Vec<Step>, String> {
             tags: c.tags.clone().into_iter().collect(),
             user_data: c.user_data.clone(),
             health_checks: c.health_checks.iter().map(check_pb).collect(),
+            metrics: c.metrics.iter().map(metric_pb).collect(),
         })),
         Some(current) => {
             if let Some(step) = modify_config(c, current) {
@@ -1192,6 +1198,14 @@ fn modify_config(c: &ConfigDecl, current: &pb::ScalingConfiguration) -> Option<S
         &current_checks,
         |l| format!("{} checks", l.len()),
     );
+    let current_metrics: Vec<model::MetricSource> = current.metrics.iter().map(metric_of).collect();
+    let metrics = differs(
+        &mut changes,
+        "metrics",
+        Some(&c.metrics),
+        &current_metrics,
+        |l| show_list(&l.iter().map(crate::view::metric_line).collect::<Vec<_>>()),
+    );
     if changes.is_empty() {
         return None;
     }
@@ -1208,6 +1222,8 @@ fn modify_config(c: &ConfigDecl, current: &pb::ScalingConfiguration) -> Option<S
         user_data,
         set_health_checks: checks.is_some(),
         health_checks: checks.unwrap_or_default().iter().map(check_pb).collect(),
+        set_metrics: metrics.is_some(),
+        metrics: metrics.unwrap_or_default().iter().map(metric_pb).collect(),
     };
     Some(Step::ModifyConfig {
         name: c.name.clone(),
@@ -1366,6 +1382,37 @@ fn check_of(c: &pb::LocalHealthCheck) -> model::LocalCheck {
     }
 }
 
+/// A custom metric source as the API carries it: empty and 0 mean "not set".
+pub(crate) fn metric_pb(m: &model::MetricSource) -> pb::MetricSource {
+    pb::MetricSource {
+        name: m.name.clone(),
+        prometheus: m.prometheus.as_ref().map(|p| pb::PrometheusSource {
+            url: p.url.clone(),
+            metric: p.metric.clone(),
+            labels: p.labels.clone().into_iter().collect(),
+        }),
+        file: m.file.clone().unwrap_or_default(),
+        command: m.command.clone().unwrap_or_default(),
+        timeout_ms: m
+            .timeout_ms
+            .map_or(0, |t| u32::try_from(t).unwrap_or(u32::MAX)),
+    }
+}
+
+pub(crate) fn metric_of(m: &pb::MetricSource) -> model::MetricSource {
+    model::MetricSource {
+        name: m.name.clone(),
+        prometheus: m.prometheus.as_ref().map(|p| model::PrometheusSource {
+            url: p.url.clone(),
+            metric: p.metric.clone(),
+            labels: p.labels.clone().into_iter().collect(),
+        }),
+        file: (!m.file.is_empty()).then(|| m.file.clone()),
+        command: (!m.command.is_empty()).then(|| m.command.clone()),
+        timeout_ms: (m.timeout_ms > 0).then_some(u64::from(m.timeout_ms)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1452,6 +1499,116 @@ mod tests {
         let bad = text.replace("http = \"http://127.0.0.1:8080/healthz\"", "htp = \"x\"");
         let err = parse("web.toml", &bad).unwrap_err().to_string();
         assert!(err.contains("htp"), "{err}");
+    }
+
+    #[test]
+    fn configuration_metrics_are_parsed_sent_and_compared() {
+        let text = format!(
+            r#"{EXAMPLE}
+[[configuration.metrics]]
+name = "queue_depth"
+file = "/run/app/queue-depth"
+timeout_ms = 500
+
+[[configuration.metrics]]
+name = "rps"
+prometheus = {{ url = "http://127.0.0.1:9100/metrics", metric = "http_requests_total", labels = {{ code = "200" }} }}
+
+[[configuration.metrics]]
+name = "sessions"
+command = ["/usr/local/bin/sessions", "--count"]
+"#
+        );
+        let f = parse("web.toml", &text).unwrap();
+        let m = &f.configuration.metrics;
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].file.as_deref(), Some("/run/app/queue-depth"));
+        assert_eq!(m[0].timeout_ms, Some(500));
+        let p = m[1].prometheus.as_ref().unwrap();
+        assert_eq!(p.labels["code"], "200");
+        assert_eq!(m[2].command.as_ref().unwrap()[1], "--count");
+
+        let steps = plan(&f, &State::default()).unwrap();
+        let Step::CreateConfig(r) = &steps[1] else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(r.metrics.len(), 3);
+        assert_eq!(r.metrics[0].file, "/run/app/queue-depth");
+        assert_eq!(r.metrics[0].timeout_ms, 500);
+        assert_eq!(
+            r.metrics[1].prometheus.as_ref().unwrap().metric,
+            "http_requests_total"
+        );
+        assert_eq!(r.metrics[2].timeout_ms, 0, "0: the agent's default");
+
+        // The controller has them: nothing to do.
+        let (g, mut c) = applied(&f);
+        c[0].metrics = r.metrics.clone();
+        assert_eq!(plan(&f, &st(&g, &c)).unwrap(), []);
+        // One source changed: the whole list is sent, the change shown.
+        c[0].metrics[0].timeout_ms = 0;
+        let steps = plan(&f, &st(&g, &c)).unwrap();
+        let Step::ModifyConfig { request, .. } = &steps[0] else {
+            panic!("{steps:?}")
+        };
+        assert!(request.set_metrics && !request.set_health_checks);
+        assert_eq!(request.metrics, r.metrics);
+        assert_eq!(
+            lines(&steps),
+            [concat!(
+                "modified configuration web-v1: metrics ",
+                "[queue_depth: file /run/app/queue-depth, ",
+                "rps: prometheus http://127.0.0.1:9100/metrics http_requests_total{code=\"200\"}, ",
+                "sessions: command /usr/local/bin/sessions --count] → ",
+                "[queue_depth: file /run/app/queue-depth (timeout 500 ms), ",
+                "rps: prometheus http://127.0.0.1:9100/metrics http_requests_total{code=\"200\"}, ",
+                "sessions: command /usr/local/bin/sessions --count]"
+            )]
+        );
+        // Left out of the file: the controller's are removed (the file is the whole template).
+        let steps = plan(&file(), &st(&g, &c)).unwrap();
+        let Step::ModifyConfig { request, .. } = &steps[0] else {
+            panic!("{steps:?}")
+        };
+        assert!(request.set_metrics && request.metrics.is_empty());
+    }
+
+    #[test]
+    fn bad_configuration_metrics_are_named() {
+        for (table, needle) in [
+            (
+                "name = \"queue depth\"\nfile = \"/run/q\"",
+                "web.toml: configuration.metrics[0].name: `queue depth` may use only letters, digits, '_', '.', ':' and '-'",
+            ),
+            (
+                "name = \"q\"\nfile = \"/run/q\"\ncommand = [\"x\"]",
+                "configuration.metrics[0]: set exactly one of `prometheus`, `file` or `command`",
+            ),
+            (
+                "name = \"CpuUtilization\"\nfile = \"/run/q\"",
+                "configuration.metrics[0].name: `CpuUtilization` is a built-in metric",
+            ),
+            (
+                "name = \"q\"\nprometheus = { url = \"https://h/m\", metric = \"m\" }",
+                "configuration.metrics[0].prometheus.url: bad URL \"https://h/m\": https is not supported",
+            ),
+            (
+                "name = \"q\"\nfile = \"/run/q\"\ntimeout_ms = 0",
+                "configuration.metrics[0].timeout_ms: 0 is outside 1..=60000",
+            ),
+            (
+                "name = \"q\"\nfile = \"/run/q\"\ninterval_ms = 5",
+                "unknown field `interval_ms`",
+            ),
+            (
+                "name = \"q\"\nprometheus = { url = \"http://h/\" }",
+                "missing field `metric`",
+            ),
+        ] {
+            let text = format!("{EXAMPLE}\n[[configuration.metrics]]\n{table}\n");
+            let err = parse("web.toml", &text).unwrap_err().to_string();
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
     }
 
     #[test]

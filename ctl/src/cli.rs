@@ -345,6 +345,14 @@ pub enum ConfigCmd {
         #[arg(long, value_name = "GROUP")]
         group: Option<String>,
     },
+    /// Show one configuration's every field, its metric sources included
+    Describe {
+        #[arg(value_name = "NAME_OR_ID")]
+        config: String,
+        /// The group, when a name is used in more than one
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+    },
     /// Create a configuration; the workload command follows `--`
     Create(ConfigCreate),
     /// Delete a configuration (not the active one)

@@ -341,6 +341,27 @@ pub async fn group_names(admin: &mut Admin) -> GroupNames {
     }
 }
 
+/// The configuration named `key` (an id, or a name used once) among `all`.
+fn pick_config<'a>(
+    all: &'a [pb::ScalingConfiguration],
+    key: &str,
+) -> Result<&'a pb::ScalingConfiguration> {
+    if let Some(c) = all.iter().find(|c| c.id == key) {
+        return Ok(c);
+    }
+    let named: Vec<_> = all.iter().filter(|c| c.name == key).collect();
+    match named[..] {
+        [c] => Ok(c),
+        [] => Err(Error::Server(format!(
+            "scaling configuration `{key}` does not exist"
+        ))),
+        _ => Err(Error::Usage(format!(
+            "{} groups have a configuration named `{key}`: add --group GROUP, or use its id",
+            named.len()
+        ))),
+    }
+}
+
 async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
     match cmd {
         ConfigCmd::List { group } => {
@@ -363,6 +384,22 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
                 }
             }
         }
+        ConfigCmd::Describe { config, group } => {
+            let r = admin
+                .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
+                    scaling_group: group.unwrap_or_default(),
+                })
+                .await?;
+            let c = pick_config(&r.scaling_configurations, &config)?;
+            let v = ConfigView::from(c);
+            match out {
+                Output::Json => print_json(&v),
+                Output::Table => {
+                    print!("{}", view::config_fields(&v));
+                    Ok(())
+                }
+            }
+        }
         ConfigCmd::Create(c) => {
             let group = c.group.clone();
             let created = admin
@@ -375,6 +412,7 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
                     tags: c.tags.into_iter().collect(),
                     user_data: c.user_data,
                     health_checks: Vec::new(),
+                    metrics: Vec::new(),
                 })
                 .await?;
             let v = ConfigView::from(&created);

@@ -1,5 +1,6 @@
 //! Scaling configurations: the templates new instances are launched from.
 
+use super::metric_sources;
 use crate::api::common::{find_group, invalid, now_ms, required};
 use crate::engine::Engine;
 use crate::id::new_id;
@@ -48,6 +49,7 @@ fn config_view(
         created_at_ms: c.created_at_ms,
         active,
         health_checks: c.health_checks.iter().map(check_view).collect(),
+        metrics: metric_sources::view(&c.metrics),
     }
 }
 
@@ -89,6 +91,7 @@ pub async fn create_scaling_configuration(
         tags: Some(req.tags.into_iter().collect()),
         user_data: Some(req.user_data),
         health_checks: Some(req.health_checks.iter().map(check_of).collect()),
+        metrics: Some(metric_sources::of(&req.metrics)),
     };
     let config =
         ScalingConfiguration::create(new_id("asc"), group.id.clone(), &spec, now_ms(engine))
@@ -136,6 +139,7 @@ pub async fn modify_scaling_configuration(
         health_checks: req
             .set_health_checks
             .then(|| req.health_checks.iter().map(check_of).collect()),
+        metrics: req.set_metrics.then(|| metric_sources::of(&req.metrics)),
     };
     let config = old.modified(&spec).map_err(invalid)?;
     store.commit(vec![Write::PutConfiguration(config.clone())])?;

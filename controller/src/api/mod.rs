@@ -23,6 +23,7 @@ pub mod configurations;
 pub mod groups;
 pub mod hooks;
 pub mod instances;
+mod metric_sources;
 pub mod notifications;
 pub mod rules;
 pub mod tasks;

@@ -31,8 +31,7 @@ fn metric_of(metric: &Metric, p: &Point) -> Option<f64> {
         Metric::IntranetRx => p.rx_bytes_per_second(),
         Metric::IntranetTx => p.tx_bytes_per_second(),
         Metric::TcpConnection => p.tcp_total().map(f64::from),
-        // Custom metrics are carried but not yet collected by the agent.
-        Metric::Custom(_) => None,
+        Metric::Custom(name) => p.custom(name),
     }
 }
 

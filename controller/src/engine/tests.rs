@@ -688,3 +688,132 @@ async fn a_recurring_task_with_a_past_launch_time_waits_for_its_next_run() {
         "a year of past occurrences must not be replayed or recorded"
     );
 }
+
+/// One second on, as `Harness::second`, each listed instance answering with
+/// CPU 50 and the custom metric `queue_depth` at its value, or without it
+/// (its source failed) when None.
+async fn queue_second(h: &Harness, depths: &[(&str, Option<f64>)]) {
+    h.clock.advance_ms(500);
+    let at = UNIX_EPOCH + Duration::from_millis(h.now() as u64);
+    for (id, depth) in depths {
+        let session = h.engine.fleet.connect(pb::Hello {
+            instance_id: (*id).into(),
+            ..Default::default()
+        });
+        let sample = pb::Sample {
+            cpu_utilization: Some(50.0),
+            custom: depth
+                .iter()
+                .map(|v| pb::CustomMetric {
+                    name: "queue_depth".into(),
+                    value: *v,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        session.sampled_at(&h.engine.fleet, sample, at);
+    }
+    h.clock.advance_ms(500 + PERIOD_GRACE_MS);
+    evaluate_alarms(&h.engine).await.unwrap();
+    h.clock.advance_ms(-PERIOD_GRACE_MS);
+}
+
+async fn queue_alarm(h: &Harness, name: &str, comparison: &str, threshold: f64, rule: &str) {
+    create_alarm(
+        &h.engine,
+        pb::CreateAlarmRequest {
+            scaling_group: "web".into(),
+            name: name.into(),
+            metric: "queue_depth".into(),
+            statistic: "Average".into(),
+            period_secs: 1,
+            comparison_operator: comparison.into(),
+            threshold,
+            evaluation_count: Some(3),
+            alarm_actions: vec![rule.into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn alarm_state(h: &Harness, name: &str) -> AlarmState {
+    let id = h
+        .engine
+        .store
+        .list_alarms(Some(&h.group.id))
+        .unwrap()
+        .into_iter()
+        .find(|a| a.name == name)
+        .unwrap()
+        .id;
+    h.engine.store.get_alarm(&id).unwrap().unwrap().eval.state
+}
+
+#[tokio::test]
+async fn an_alarm_on_a_custom_metric_fires_its_rule() {
+    let h = Harness::new(1, 6, 2).await;
+    h.rule("add-1", simple(1, 0));
+    queue_alarm(&h, "queue-high", ">=", 100.0, "add-1").await;
+    let deep = [("i-0", Some(150.0)), ("i-1", Some(130.0))];
+    queue_second(&h, &deep).await;
+    queue_second(&h, &deep).await;
+    assert_eq!(alarm_state(&h, "queue-high"), AlarmState::Ok);
+    assert!(h.activities().is_empty());
+    queue_second(&h, &deep).await;
+    assert_eq!(alarm_state(&h, "queue-high"), AlarmState::Alarm);
+    let acts = h.activities();
+    assert_eq!(acts.len(), 1, "{acts:#?}");
+    assert_eq!(
+        acts[0].cause,
+        "alarm `queue-high` executed rule `add-1`, changing the Total Capacity from 2 to 3"
+    );
+    assert!(
+        acts[0]
+            .details
+            .iter()
+            .any(|d| d.contains("140 (breaching), 140 (breaching), 140 (breaching)")),
+        "{:?}",
+        acts[0].details
+    );
+    assert_eq!(h.desired(), 3);
+}
+
+#[tokio::test]
+async fn missing_custom_values_are_no_data_not_a_zero_that_breaches() {
+    let h = Harness::new(1, 6, 2).await;
+    h.rule("remove-1", simple(-1, 0));
+    queue_alarm(&h, "queue-empty", "<=", 0.0, "remove-1").await;
+    // Every source fails: the samples come (CPU 50) without queue_depth.
+    // Read as 0 this would breach `<= 0` and scale in; it is no data.
+    let failing = [("i-0", None), ("i-1", None)];
+    for _ in 0..5 {
+        queue_second(&h, &failing).await;
+    }
+    assert_eq!(alarm_state(&h, "queue-empty"), AlarmState::InsufficientData);
+    assert!(h.activities().is_empty(), "{:#?}", h.activities());
+    assert_eq!(h.desired(), 2);
+    // One of two answering is not enough to scale in on either.
+    for _ in 0..3 {
+        queue_second(&h, &[("i-0", Some(0.0)), ("i-1", None)]).await;
+    }
+    assert!(
+        h.activities()
+            .iter()
+            .all(|a| a.status == ActivityStatus::Rejected),
+        "{:#?}",
+        h.activities()
+    );
+    assert_eq!(h.desired(), 2);
+    // A real zero from both is complete data, and breaches: the scale-in runs.
+    queue_second(&h, &[("i-0", Some(0.0)), ("i-1", Some(0.0))]).await;
+    assert_eq!(alarm_state(&h, "queue-empty"), AlarmState::Alarm);
+    let last = h.activities().pop().unwrap();
+    assert_eq!(
+        last.cause,
+        "alarm `queue-empty` executed rule `remove-1`, changing the Total Capacity from 2 to 1"
+    );
+    assert_ne!(last.status, ActivityStatus::Rejected, "{last:#?}");
+    assert_eq!(h.desired(), 1);
+}

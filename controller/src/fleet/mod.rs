@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
-use ebb_proto::v1::{Hello, Sample};
-use tracing::{info, warn};
+use ebb_core::rules::Metric;
+use ebb_proto::v1::{CustomMetric, Hello, Sample};
+use tracing::{debug, info, warn};
 
 /// Fleet-wide counters, exported on `/metrics`.
 #[derive(Debug, Default)]
@@ -22,6 +23,9 @@ pub struct Counters {
     pub samples_total: AtomicU64,
     /// Answers that came after the next pull had been sent.
     pub samples_late_total: AtomicU64,
+    /// Custom values left out of the ring: not finite, a bad or repeated
+    /// name, past [`MAX_CUSTOM_PER_SAMPLE`] or [`MAX_CUSTOM_NAMES`].
+    pub custom_values_dropped_total: AtomicU64,
     /// TLS handshakes or Connect calls refused for identity reasons.
     pub connections_refused_total: AtomicU64,
     /// Webhook notifications delivered, and given up on after retries.
@@ -102,15 +106,89 @@ impl Histogram {
 /// bytes (an `Option<f64>` per value took 120). An absent value is stored
 /// as NaN (a count as `u32::MAX`) and read back as `None`, so an agent that
 /// sent NaN is taken as not having the value, which is what an average needs.
-#[derive(Debug, Clone, Copy)]
+/// Custom metrics hang off one thin pointer, `None` for a sample without
+/// any (the common case: no allocation); the pull's `seq`, which nothing
+/// read back, made room for it.
+#[derive(Debug, Clone)]
 pub struct Point {
-    pub seq: u64,
     /// When the controller received it, in ms since the Unix epoch.
     pub received_at_ms: i64,
     /// CPU, memory, load1, rx and tx bytes per second.
     values: [f64; 5],
     /// TCP connections in all, and established.
     tcp: [u32; 2],
+    custom: Option<Box<CustomValues>>,
+}
+
+/// A sample's custom metrics: each name shared with the agent's other
+/// samples (see [`Names`]), each value finite.
+#[derive(Debug, Clone)]
+struct CustomValues(Box<[(Arc<str>, f64)]>);
+
+/// A sample carries at most this many custom values into the ring: a
+/// host's sources are few, and an agent sending more is misconfigured or
+/// hostile (DESIGN §3, bounded inputs). The rest are dropped and counted.
+pub const MAX_CUSTOM_PER_SAMPLE: usize = 32;
+
+/// An agent's table of custom metric names holds at most this many; twice
+/// a sample's worth leaves room for an agent whose sources were renamed.
+pub const MAX_CUSTOM_NAMES: usize = 2 * MAX_CUSTOM_PER_SAMPLE;
+
+/// The custom metric names one agent has sent, each stored once: points
+/// hold clones of these `Arc`s, so a ring of 60 points with 3 metrics
+/// holds 3 strings, not 180. A name no point holds any more is forgotten
+/// when room is needed.
+#[derive(Debug, Default)]
+pub struct Names(Vec<Arc<str>>);
+
+impl Names {
+    /// The shared copy of `name`, or None when the table is full of names
+    /// still in use.
+    fn intern(&mut self, name: &str) -> Option<Arc<str>> {
+        if let Some(n) = self.0.iter().find(|n| &***n == name) {
+            return Some(n.clone());
+        }
+        if self.0.len() >= MAX_CUSTOM_NAMES {
+            // Only the table holds these: no point in the ring uses them.
+            self.0.retain(|n| Arc::strong_count(n) > 1);
+        }
+        if self.0.len() >= MAX_CUSTOM_NAMES {
+            return None;
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.0.push(n.clone());
+        Some(n)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The values of `custom` the ring keeps, and how many it dropped.
+fn custom_values(custom: &[CustomMetric], names: &mut Names) -> (Option<Box<CustomValues>>, u64) {
+    if custom.is_empty() {
+        return (None, 0);
+    }
+    let mut kept: Vec<(Arc<str>, f64)> =
+        Vec::with_capacity(custom.len().min(MAX_CUSTOM_PER_SAMPLE));
+    let mut dropped = 0;
+    for m in custom {
+        let usable = kept.len() < MAX_CUSTOM_PER_SAMPLE
+            && m.value.is_finite()
+            && Metric::is_custom_name(&m.name)
+            && !kept.iter().any(|(n, _)| **n == *m.name);
+        match usable.then(|| names.intern(&m.name)).flatten() {
+            Some(name) => kept.push((name, m.value)),
+            None => dropped += 1,
+        }
+    }
+    let kept = (!kept.is_empty()).then(|| Box::new(CustomValues(kept.into_boxed_slice())));
+    (kept, dropped)
 }
 
 const NO_COUNT: u32 = u32::MAX;
@@ -132,10 +210,10 @@ fn count(v: u32) -> Option<u32> {
 }
 
 impl Point {
+    /// The sample's numbers; its custom metrics are `custom_values`' job.
     fn from_sample(s: &Sample, received_at: SystemTime) -> Self {
         let f = |v: Option<f64>| v.unwrap_or(f64::NAN);
         Self {
-            seq: s.seq,
             received_at_ms: received_at
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
@@ -150,7 +228,19 @@ impl Point {
                 s.tcp.map_or(NO_COUNT, |t| t.total.min(NO_COUNT - 1)),
                 s.tcp.map_or(NO_COUNT, |t| t.established.min(NO_COUNT - 1)),
             ],
+            custom: None,
         }
+    }
+
+    /// The custom metric `name`, if this sample carried it.
+    pub fn custom(&self, name: &str) -> Option<f64> {
+        let values = &self.custom.as_ref()?.0;
+        values.iter().find(|(n, _)| &**n == name).map(|(_, v)| *v)
+    }
+
+    /// How many custom values this sample carried into the ring.
+    pub fn custom_count(&self) -> usize {
+        self.custom.as_ref().map_or(0, |c| c.0.len())
     }
 
     pub fn cpu_utilization(&self) -> Option<f64> {
@@ -196,8 +286,13 @@ pub struct AgentState {
     pub pulls: u64,
     pub missed: u64,
     pub consecutive_missed: u32,
+    /// The latest sample, without its custom metrics (the ring has them).
     pub latest: Option<Sample>,
     pub ring: VecDeque<Point>,
+    /// The custom metric names the ring's points share.
+    pub custom_names: Names,
+    /// Custom values dropped from this agent's samples, to warn once.
+    pub custom_dropped: u64,
 }
 
 /// The registry of agents, keyed by instance id.
@@ -264,6 +359,8 @@ impl Fleet {
                     consecutive_missed: 0,
                     latest: None,
                     ring: VecDeque::new(),
+                    custom_names: Names::default(),
+                    custom_dropped: 0,
                 }))
             })
             .clone();
@@ -369,6 +466,11 @@ impl Fleet {
             c.samples_late_total.load(Ordering::Relaxed),
         );
         counter(
+            "ebb_custom_values_dropped_total",
+            "Custom metric values not kept: not finite, a bad or repeated name, or too many.",
+            c.custom_values_dropped_total.load(Ordering::Relaxed),
+        );
+        counter(
             "ebb_connections_refused_total",
             "Connections refused: bad or missing certificate, wrong identity.",
             c.connections_refused_total.load(Ordering::Relaxed),
@@ -465,14 +567,29 @@ impl Session {
     }
 
     /// As `sampled`, received at a given time (tests drive the clock).
-    pub fn sampled_at(&self, fleet: &Fleet, sample: Sample, received_at: SystemTime) {
+    pub fn sampled_at(&self, fleet: &Fleet, mut sample: Sample, received_at: SystemTime) {
         fleet.counters.samples_total.fetch_add(1, Ordering::Relaxed);
         let mut s = lock(&self.state);
         if s.consecutive_missed > 0 {
             info!(instance = %self.instance_id, missed = s.consecutive_missed, "agent answers pulls again");
         }
         s.consecutive_missed = 0;
-        let point = Point::from_sample(&sample, received_at);
+        let mut point = Point::from_sample(&sample, received_at);
+        let custom = std::mem::take(&mut sample.custom);
+        let (values, dropped) = custom_values(&custom, &mut s.custom_names);
+        point.custom = values;
+        if dropped > 0 {
+            fleet
+                .counters
+                .custom_values_dropped_total
+                .fetch_add(dropped, Ordering::Relaxed);
+            if s.custom_dropped == 0 {
+                warn!(instance = %self.instance_id, dropped, "custom metric values dropped: not finite, a bad or repeated name, or more than {MAX_CUSTOM_PER_SAMPLE}; see ebb_custom_values_dropped_total");
+            } else {
+                debug!(instance = %self.instance_id, dropped, "custom metric values dropped");
+            }
+            s.custom_dropped += dropped;
+        }
         let cutoff = point.received_at_ms - fleet.keep_ms.load(Ordering::Relaxed);
         while s.ring.len() >= fleet.ring_capacity
             || (s.ring.len() >= ALWAYS_KEPT
@@ -543,10 +660,15 @@ mod tests {
         for seq in 1..=5 {
             s.sampled(&fleet, sample(seq, seq as f64));
         }
-        let seqs = fleet
-            .with_agent("i-1", |a| a.ring.iter().map(|p| p.seq).collect::<Vec<_>>())
+        let cpus = fleet
+            .with_agent("i-1", |a| {
+                a.ring
+                    .iter()
+                    .map(|p| p.cpu_utilization().unwrap())
+                    .collect::<Vec<_>>()
+            })
             .unwrap();
-        assert_eq!(seqs, [3, 4, 5]);
+        assert_eq!(cpus, [3.0, 4.0, 5.0]);
         assert_eq!(fleet.counters.samples_total.load(Ordering::Relaxed), 5);
     }
 
@@ -614,6 +736,175 @@ mod tests {
         let nan = Point::from_sample(&sample(2, f64::NAN), SystemTime::now());
         assert_eq!(nan.cpu_utilization(), None);
         assert_eq!(std::mem::size_of::<Point>(), 64);
+    }
+
+    fn custom(pairs: &[(&str, f64)]) -> Vec<CustomMetric> {
+        pairs
+            .iter()
+            .map(|(name, value)| CustomMetric {
+                name: (*name).into(),
+                value: *value,
+            })
+            .collect()
+    }
+
+    fn with_custom(seq: u64, pairs: &[(&str, f64)]) -> Sample {
+        Sample {
+            custom: custom(pairs),
+            ..sample(seq, 10.0)
+        }
+    }
+
+    fn dropped(fleet: &Fleet) -> u64 {
+        fleet
+            .counters
+            .custom_values_dropped_total
+            .load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn custom_values_read_back_by_name_and_absent_ones_as_none() {
+        let fleet = Fleet::new(10);
+        let s = fleet.connect(hello("i-1"));
+        s.sampled(
+            &fleet,
+            with_custom(1, &[("queue_depth", 4.5), ("rps", 0.0)]),
+        );
+        s.sampled(&fleet, with_custom(2, &[("rps", 12.0)]));
+        s.sampled(&fleet, sample(3, 1.0));
+        let read = |name: &str| {
+            fleet
+                .with_agent("i-1", |a| {
+                    a.ring.iter().map(|p| p.custom(name)).collect::<Vec<_>>()
+                })
+                .unwrap()
+        };
+        assert_eq!(read("queue_depth"), [Some(4.5), None, None]);
+        // A real zero is a value; a sample without the metric has none.
+        assert_eq!(read("rps"), [Some(0.0), Some(12.0), None]);
+        assert_eq!(read("nothing"), [None, None, None]);
+        // The built-in numbers are untouched, and the strings are not kept
+        // twice: the latest sample is stored without them.
+        fleet
+            .with_agent("i-1", |a| {
+                assert_eq!(a.ring[0].cpu_utilization(), Some(10.0));
+                assert_eq!(a.ring[2].custom_count(), 0);
+                assert!(
+                    a.ring[2].custom.is_none(),
+                    "no custom values, no allocation"
+                );
+            })
+            .unwrap();
+        s.sampled(&fleet, with_custom(4, &[("rps", 1.0)]));
+        let latest = fleet.with_agent("i-1", |a| a.latest.clone()).unwrap();
+        assert!(latest.unwrap().custom.is_empty());
+        assert_eq!(dropped(&fleet), 0);
+    }
+
+    #[test]
+    fn custom_names_are_stored_once_per_agent() {
+        let fleet = Fleet::new(100);
+        let s = fleet.connect(hello("i-1"));
+        for seq in 0..50 {
+            s.sampled(
+                &fleet,
+                with_custom(seq, &[("queue_depth", seq as f64), ("rps", 1.0)]),
+            );
+        }
+        fleet
+            .with_agent("i-1", |a| {
+                assert_eq!(a.custom_names.len(), 2);
+                let name = |p: &Point| p.custom.as_ref().unwrap().0[0].0.clone();
+                let (first, last) = (name(&a.ring[0]), name(&a.ring[49]));
+                assert!(Arc::ptr_eq(&first, &last), "each point owns its name");
+                assert_eq!(a.ring[49].custom("queue_depth"), Some(49.0));
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn bad_and_excess_custom_values_are_dropped_and_counted() {
+        let fleet = Fleet::new(10);
+        let s = fleet.connect(hello("i-1"));
+        let long = "m".repeat(129);
+        s.sampled(
+            &fleet,
+            with_custom(
+                1,
+                &[
+                    ("ok", 1.0),
+                    ("nan", f64::NAN),
+                    ("inf", f64::INFINITY),
+                    ("neg_inf", f64::NEG_INFINITY),
+                    ("", 1.0),
+                    ("queue depth", 1.0),
+                    (&long, 1.0),
+                    ("CpuUtilization", 99.0),
+                    ("ok", 2.0),
+                ],
+            ),
+        );
+        let p = fleet.with_agent("i-1", |a| a.ring[0].clone()).unwrap();
+        assert_eq!(p.custom_count(), 1);
+        assert_eq!(p.custom("ok"), Some(1.0), "the first of a repeated name");
+        assert_eq!((p.custom("nan"), p.custom("inf")), (None, None));
+        assert_eq!(
+            p.cpu_utilization(),
+            Some(10.0),
+            "a custom name cannot shadow CPU"
+        );
+        assert_eq!(dropped(&fleet), 8);
+
+        let many: Vec<(String, f64)> = (0..40).map(|i| (format!("m{i}"), i as f64)).collect();
+        let many: Vec<(&str, f64)> = many.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        s.sampled(&fleet, with_custom(2, &many));
+        let p = fleet.with_agent("i-1", |a| a.ring[1].clone()).unwrap();
+        assert_eq!(p.custom_count(), MAX_CUSTOM_PER_SAMPLE);
+        assert_eq!(p.custom("m31"), Some(31.0));
+        assert_eq!(p.custom("m32"), None);
+        assert_eq!(dropped(&fleet), 8 + 8);
+        let text = fleet.render_metrics();
+        assert!(
+            text.contains("ebb_custom_values_dropped_total 16\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_agent_cycling_through_names_cannot_grow_its_name_table() {
+        // A short ring: names of samples that left it are forgotten.
+        let fleet = Fleet::new(ALWAYS_KEPT);
+        let s = fleet.connect(hello("i-1"));
+        for seq in 0..1000 {
+            let name = format!("m{seq}");
+            s.sampled(&fleet, with_custom(seq, &[(&name, 1.0)]));
+        }
+        let (names, newest) = fleet
+            .with_agent("i-1", |a| {
+                (a.custom_names.len(), a.ring.back().unwrap().custom("m999"))
+            })
+            .unwrap();
+        assert!(names <= MAX_CUSTOM_NAMES, "{names} names");
+        assert_eq!(newest, Some(1.0));
+        assert_eq!(dropped(&fleet), 0);
+
+        // A long ring still holding every name: new ones are refused, old
+        // ones keep working.
+        let fleet = Fleet::new(1000);
+        let s = fleet.connect(hello("i-1"));
+        for seq in 0..100 {
+            let name = format!("m{seq}");
+            s.sampled(&fleet, with_custom(seq, &[(&name, 1.0), ("steady", 2.0)]));
+        }
+        let (names, last) = fleet
+            .with_agent("i-1", |a| {
+                let p = a.ring.back().unwrap();
+                (a.custom_names.len(), (p.custom("m99"), p.custom("steady")))
+            })
+            .unwrap();
+        assert_eq!(names, MAX_CUSTOM_NAMES);
+        assert_eq!(last, (None, Some(2.0)));
+        assert_eq!(dropped(&fleet), 100 - (MAX_CUSTOM_NAMES as u64 - 1));
     }
 
     #[test]

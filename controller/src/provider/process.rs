@@ -29,6 +29,7 @@ use tokio::time::{Instant, sleep};
 use tracing::{debug, info, warn};
 
 use super::{LaunchRequest, Provider, ProviderError, ProviderInstance, Result};
+use ebb_core::model::MetricSource;
 
 const PROC: &str = "/proc";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
@@ -91,6 +92,11 @@ struct AgentConfig<'a> {
     /// The configuration's local checks, as `[[health_check]]` tables.
     #[serde(rename = "health_check", skip_serializing_if = "Vec::is_empty")]
     health_checks: Vec<AgentCheck<'a>>,
+    /// The configuration's custom metric sources, as `[[metric]]` tables
+    /// (the model's keys are the agent's: name, prometheus, file, command,
+    /// timeout_ms).
+    #[serde(rename = "metric", skip_serializing_if = "<[_]>::is_empty")]
+    metrics: &'a [MetricSource],
 }
 
 #[derive(Serialize)]
@@ -178,6 +184,7 @@ impl ProcessProvider {
                     timeout_ms: c.timeout_ms,
                 })
                 .collect(),
+            metrics: &req.configuration.metrics,
         };
         let config =
             toml::to_string(&config).map_err(|e| format!("cannot render {AGENT_CONFIG}: {e}"))?;
@@ -850,6 +857,7 @@ mod tests {
                 user_data: String::new(),
                 created_at_ms: 0,
                 health_checks: Vec::new(),
+                metrics: Vec::new(),
             },
             controller: "127.0.0.1:7440".to_owned(),
             server_name: "ebb-controller".to_owned(),
@@ -940,6 +948,71 @@ mod tests {
                 .unwrap();
         assert!(!config.contains_key("server_name"));
 
+        env.provider.release("i-1").await.unwrap();
+        env.provider.release("i-2").await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn launch_writes_metric_sources_as_metric_tables() {
+        use ebb_core::model::PrometheusSource;
+        let env = Env::plain();
+        let mut req = request("i-1", &[]);
+        req.configuration.metrics = vec![
+            MetricSource {
+                name: "rps".into(),
+                prometheus: Some(PrometheusSource {
+                    url: "http://127.0.0.1:9100/metrics".into(),
+                    metric: "http_requests_total".into(),
+                    labels: [("path".to_owned(), "/a \"b\"\n".to_owned())].into(),
+                }),
+                file: None,
+                command: None,
+                timeout_ms: Some(750),
+            },
+            MetricSource {
+                name: "depth".into(),
+                prometheus: None,
+                file: Some("/tmp/queue depth ü\"s".into()),
+                command: None,
+                timeout_ms: None,
+            },
+            MetricSource {
+                name: "sessions".into(),
+                prometheus: None,
+                file: None,
+                command: Some(vec!["sh".into(), "-c".into(), "echo 'it''s' \"3\"".into()]),
+                timeout_ms: None,
+            },
+        ];
+        env.provider.launch(req).await.unwrap();
+        let text = fs::read_to_string(env.dir("i-1").join("agent.toml")).unwrap();
+        let config: toml::Table = toml::from_str(&text).unwrap();
+        let metrics = config["metric"].as_array().unwrap();
+        assert_eq!(metrics.len(), 3, "{text}");
+        let rps = metrics[0].as_table().unwrap();
+        let keys: Vec<_> = rps.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["name", "prometheus", "timeout_ms"], "{text}");
+        assert_eq!(rps["timeout_ms"].as_integer(), Some(750));
+        let p = rps["prometheus"].as_table().unwrap();
+        assert_eq!(p["url"].as_str(), Some("http://127.0.0.1:9100/metrics"));
+        assert_eq!(p["metric"].as_str(), Some("http_requests_total"));
+        assert_eq!(p["labels"]["path"].as_str(), Some("/a \"b\"\n"));
+        let depth = metrics[1].as_table().unwrap();
+        let keys: Vec<_> = depth.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["file", "name"], "{text}");
+        assert_eq!(depth["file"].as_str(), Some("/tmp/queue depth ü\"s"));
+        let argv: Vec<_> = metrics[2]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(argv, ["sh", "-c", "echo 'it''s' \"3\""]);
+
+        // No sources, no `metric` key (the first test checks every key).
+        env.provider.launch(request("i-2", &[])).await.unwrap();
+        let text = fs::read_to_string(env.dir("i-2").join("agent.toml")).unwrap();
+        assert!(!text.contains("metric"), "{text}");
         env.provider.release("i-1").await.unwrap();
         env.provider.release("i-2").await.unwrap();
     }

@@ -183,6 +183,7 @@ fn configuration(id: &str, group_id: &str, name: &str, created_at_ms: i64) -> Sc
         user_data: String::new(),
         created_at_ms,
         health_checks: Vec::new(),
+        metrics: Vec::new(),
     }
 }
 
@@ -781,6 +782,26 @@ fn every_field_round_trips(store: &dyn Store) {
             interval_ms: Some(1_000),
             timeout_ms: None,
         }],
+        metrics: vec![
+            ebb_core::model::MetricSource {
+                name: "rps".into(),
+                prometheus: Some(ebb_core::model::PrometheusSource {
+                    url: "http://127.0.0.1:9100/metrics".into(),
+                    metric: "http_requests_total".into(),
+                    labels: BTreeMap::from([("code".into(), "2\"00\"".into())]),
+                }),
+                file: None,
+                command: None,
+                timeout_ms: Some(500),
+            },
+            ebb_core::model::MetricSource {
+                name: "queue_depth".into(),
+                prometheus: None,
+                file: Some("run/queue dépth".into()),
+                command: None,
+                timeout_ms: None,
+            },
+        ],
     };
     let plain_configuration = configuration("cfg-2", "asg-2", "v1", 0);
     let full_instance = Instance {

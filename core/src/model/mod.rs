@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use metrics::{MetricSource, PrometheusSource};
+
 /// ESS: a group's default cooldown when none is given.
 pub const DEFAULT_COOLDOWN_SECS: u32 = 300;
 /// ESS bounds the cooldown to a day.
@@ -439,6 +441,9 @@ pub struct ScalingConfiguration {
     /// Local checks the instance's agent runs.
     #[serde(default)]
     pub health_checks: Vec<LocalCheck>,
+    /// Custom metric sources the instance's agent reads on every pull.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricSource>,
 }
 
 /// A health check an instance's agent runs on the instance itself, with
@@ -469,6 +474,7 @@ pub struct ConfigurationSpec {
     pub tags: Option<BTreeMap<String, String>>,
     pub user_data: Option<String>,
     pub health_checks: Option<Vec<LocalCheck>>,
+    pub metrics: Option<Vec<MetricSource>>,
 }
 
 impl ScalingConfiguration {
@@ -493,6 +499,7 @@ impl ScalingConfiguration {
             user_data: String::new(),
             created_at_ms: now_ms,
             health_checks: Vec::new(),
+            metrics: Vec::new(),
         }
         .with(spec);
         c.check(&mut errors);
@@ -527,6 +534,9 @@ impl ScalingConfiguration {
         }
         if let Some(v) = &spec.health_checks {
             self.health_checks = v.clone();
+        }
+        if let Some(v) = &spec.metrics {
+            self.metrics = v.clone();
         }
         self
     }
@@ -606,6 +616,7 @@ impl ScalingConfiguration {
                 );
             }
         }
+        metrics::check_metric_sources(&self.metrics, errors);
         if self.user_data.len() > MAX_USER_DATA_BYTES {
             errors.push(
                 "user_data",
@@ -689,6 +700,7 @@ impl Activity {
 }
 
 pub mod hooks;
+pub mod metrics;
 pub mod removal;
 pub mod tasks;
 

@@ -266,6 +266,50 @@ fn configuration_validation() {
     );
 }
 
+#[test]
+fn configuration_metric_sources_are_validated_kept_and_cleared() {
+    let depth = MetricSource {
+        name: "queue_depth".into(),
+        prometheus: None,
+        file: Some("/run/app/queue-depth".into()),
+        command: None,
+        timeout_ms: Some(500),
+    };
+    let spec = ConfigurationSpec {
+        name: Some("v1".into()),
+        metrics: Some(vec![depth.clone()]),
+        ..Default::default()
+    };
+    let c = ScalingConfiguration::create("asc-1".into(), "asg-1".into(), &spec, 0).unwrap();
+    assert_eq!(c.metrics, std::slice::from_ref(&depth));
+    // Stored as JSON; a configuration stored before sources existed loads.
+    let json = serde_json::to_value(&c).unwrap();
+    assert_eq!(json["metrics"][0]["file"], "/run/app/queue-depth");
+    let mut old = json.clone();
+    old.as_object_mut().unwrap().remove("metrics");
+    let loaded: ScalingConfiguration = serde_json::from_value(old).unwrap();
+    assert!(loaded.metrics.is_empty());
+
+    let twice = ConfigurationSpec {
+        metrics: Some(vec![depth.clone(), depth]),
+        ..Default::default()
+    };
+    let e = c.modified(&twice).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "metrics[1].name: `queue_depth` is already metrics[0]'s name"
+    );
+    let cleared = c
+        .modified(&ConfigurationSpec {
+            metrics: Some(Vec::new()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(cleared.metrics.is_empty());
+    let kept = c.modified(&ConfigurationSpec::default()).unwrap();
+    assert_eq!(kept.metrics, c.metrics);
+}
+
 fn instance(id: &str, state: LifecycleState, health: HealthStatus, created: i64) -> Instance {
     Instance {
         id: id.into(),

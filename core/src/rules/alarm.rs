@@ -98,10 +98,7 @@ impl Metric {
                 field,
                 format!("a custom metric name is at most {MAX_CUSTOM_METRIC_LEN} characters"),
             );
-        } else if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
-        {
+        } else if !custom_name_chars(name) {
             errors.push(
                 field,
                 format!(
@@ -110,6 +107,22 @@ impl Metric {
             );
         }
     }
+
+    /// Whether `name` can name a custom metric: not empty, at most
+    /// [`MAX_CUSTOM_METRIC_LEN`], of the allowed characters, not built in.
+    pub fn is_custom_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= MAX_CUSTOM_METRIC_LEN
+            && custom_name_chars(name)
+            && !Metric::BUILT_IN.iter().any(|m| m.as_str() == name)
+    }
+}
+
+/// Letters, digits, '_', '.', ':' and '-': a Prometheus name fits, and so
+/// does a dotted one.
+fn custom_name_chars(name: &str) -> bool {
+    name.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
 }
 
 impl From<String> for Metric {
