@@ -25,8 +25,22 @@ use ebb_core::model::ActivityStatus;
 
 /// The group the demo applies.
 const DEMO_GROUP: &str = "demo";
-/// The apply file, as an operator would write it.
-const DEMO_FILE: &str = r#"[group]
+/// The apply file, as an operator would write it: the group, and the
+/// alarms' metric and the configuration's metric source for `load`.
+fn demo_file(load: &Load, data_dir: &Path) -> String {
+    let (metric, source) = match load {
+        Load::Cpu => ("CpuUtilization".to_owned(), String::new()),
+        Load::Metric => (
+            LOAD_METRIC.to_owned(),
+            format!(
+                "\n[[configuration.metrics]]\nname = \"{LOAD_METRIC}\"\nfile = {}\n",
+                toml_string(&data_dir.join(LOAD_FILE).display().to_string())
+            ),
+        ),
+    };
+    let name = load.alarm_prefix();
+    format!(
+        r#"[group]
 name = "demo"
 min_size = 1
 max_size = 3
@@ -38,7 +52,7 @@ removal_policies = ["NewestInstance"]
 [configuration]
 name = "demo-v1"
 command = ["sleep", "infinity"]
-
+{source}
 [[rule]]
 name = "add-1"
 rule_type = "SimpleScalingRule"
@@ -54,8 +68,8 @@ adjustment_value = -1
 cooldown_secs = 3
 
 [[alarm]]
-name = "cpu-high"
-metric = "CpuUtilization"
+name = "{name}-high"
+metric = "{metric}"
 statistic = "Average"
 period_secs = 1
 comparison_operator = ">="
@@ -64,15 +78,58 @@ evaluation_count = 3
 alarm_actions = ["add-1"]
 
 [[alarm]]
-name = "cpu-low"
-metric = "CpuUtilization"
+name = "{name}-low"
+metric = "{metric}"
 statistic = "Average"
 period_secs = 1
 comparison_operator = "<="
 threshold = 40.0
 evaluation_count = 4
 alarm_actions = ["remove-1"]
-"#;
+"#
+    )
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The custom metric the demo's instances read in `--load metric`.
+const LOAD_METRIC: &str = "demo_load";
+/// The file, in the demo's data dir, that every instance's agent reads it from.
+const LOAD_FILE: &str = "load";
+/// What the demo writes there while "loaded", and after.
+const HIGH_LOAD: &str = "90";
+const LOW_LOAD: &str = "10";
+
+/// What drives the demo's scaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// Every CPU burned: what the quickstart shows.
+    Cpu,
+    /// A custom metric read from a file the demo writes: the same story on
+    /// a host whose CPU is busy with something else (the demo's own test).
+    Metric,
+}
+
+impl Load {
+    fn alarm_prefix(self) -> &'static str {
+        match self {
+            Load::Cpu => "cpu",
+            Load::Metric => "load",
+        }
+    }
+
+    /// The column the screen shows each instance's reading under.
+    fn column(self) -> &'static str {
+        match self {
+            Load::Cpu => "CPU",
+            Load::Metric => "LOAD",
+        }
+    }
+}
+
 /// Story lines kept on the live screen.
 const LIVE_LOG_LINES: usize = 8;
 /// Activities shown on the live screen.
@@ -88,6 +145,7 @@ pub struct DemoOptions {
     pub plain: bool,
     /// The scratch data dir; the caller removes it.
     pub data_dir: PathBuf,
+    pub load: Load,
 }
 
 /// Finds `ebbctl` beside this executable.
@@ -136,7 +194,11 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let file = opts.data_dir.join("demo.toml");
-    std::fs::write(&file, DEMO_FILE)?;
+    std::fs::write(&file, demo_file(&opts.load, &opts.data_dir))?;
+    let load_file = opts.data_dir.join(LOAD_FILE);
+    if opts.load == Load::Metric {
+        std::fs::write(&load_file, LOW_LOAD)?;
+    }
     let header = format!(
         "controller on {grpc} (metrics: http://{http}/metrics); data dir {}",
         opts.data_dir.display()
@@ -152,6 +214,8 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
         live: AtomicBool::new(!opts.plain && std::io::stdout().is_terminal()),
         log: std::sync::Mutex::new(VecDeque::new()),
         header: header.clone(),
+        load: opts.load,
+        load_file,
     };
     demo.say(&header);
     let result = demo.story(&file, opts.duration, shutdown).await;
@@ -178,9 +242,54 @@ struct Demo {
     /// The latest story lines, for the live screen.
     log: std::sync::Mutex<VecDeque<String>>,
     header: String,
+    load: Load,
+    load_file: PathBuf,
 }
 
 impl Demo {
+    /// Starts the load: every CPU burned, or the metric file raised.
+    fn load_on(&self) -> anyhow::Result<Option<Burn>> {
+        let name = self.load.alarm_prefix();
+        match self.load {
+            Load::Cpu => {
+                self.say("load: burning every CPU; the cpu-high alarm (>= 70 % for 3 s) will scale the group out");
+                Ok(Some(Burn::start()))
+            }
+            Load::Metric => {
+                self.say(&format!(
+                    "load: {LOAD_METRIC} = {HIGH_LOAD}; the {name}-high alarm (>= 70 for 3 s) will scale the group out"
+                ));
+                std::fs::write(&self.load_file, HIGH_LOAD)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Ends the load.
+    fn load_off(&self) -> anyhow::Result<()> {
+        let name = self.load.alarm_prefix();
+        if self.load == Load::Metric {
+            std::fs::write(&self.load_file, LOW_LOAD)?;
+        }
+        self.say(&format!(
+            "load gone: the {name}-low alarm (<= 40 for 4 s) will scale the group back in"
+        ));
+        Ok(())
+    }
+
+    /// An instance's latest reading of what drives the demo.
+    fn reading(&self, id: &str) -> (bool, Option<f64>) {
+        self.fleet
+            .with_agent(id, |a| {
+                let p = a.ring.back();
+                let v = match self.load {
+                    Load::Cpu => p.and_then(|p| p.cpu_utilization()),
+                    Load::Metric => p.and_then(|p| p.custom(LOAD_METRIC)),
+                };
+                (a.connected, v)
+            })
+            .unwrap_or((false, None))
+    }
     fn say(&self, line: &str) {
         let line = format!("[t={:>3}s] {line}", self.start.elapsed().as_secs());
         if self.live.load(Ordering::Relaxed) {
@@ -233,7 +342,7 @@ impl Demo {
         let burn_from = duration * 15 / 100;
         let burn_to = duration * 55 / 100;
         let kill_at = duration * 80 / 100;
-        let mut burner: Option<Burn> = None;
+        let mut burner: Option<Option<Burn>> = None;
         let mut killed = false;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -246,13 +355,10 @@ impl Demo {
                 break;
             }
             if burner.is_none() && elapsed >= burn_from && elapsed < burn_to {
-                self.say("load: burning every CPU; the cpu-high alarm (>= 70 % for 3 s) will scale the group out");
-                burner = Some(Burn::start());
+                burner = Some(self.load_on()?);
             }
             if elapsed >= burn_to && burner.take().is_some() {
-                self.say(
-                    "load gone: the cpu-low alarm (<= 40 % for 4 s) will scale the group back in",
-                );
+                self.load_off()?;
             }
             if !killed && elapsed >= kill_at {
                 killed = true;
@@ -298,12 +404,20 @@ impl Demo {
         let instances = self.store.list_instances(Some(&group.id))?;
         let mut parts = Vec::new();
         for i in &instances {
-            let cpu = self
-                .fleet
-                .with_agent(&i.id, |a| a.ring.back().and_then(|p| p.cpu_utilization()))
-                .flatten()
-                .map_or_else(|| "  -  ".to_owned(), |c| format!("{c:4.1}%"));
-            parts.push(format!("{} {} cpu {cpu}", i.id, i.lifecycle_state));
+            let (_, value) = self.reading(&i.id);
+            let value = value.map_or_else(
+                || "  -  ".to_owned(),
+                |c| match self.load {
+                    Load::Cpu => format!("{c:4.1}%"),
+                    Load::Metric => format!("{c:4.1}"),
+                },
+            );
+            parts.push(format!(
+                "{} {} {} {value}",
+                i.id,
+                i.lifecycle_state,
+                self.load.column().to_lowercase()
+            ));
         }
         self.say(&format!(
             "group {} desired {}: {}",
@@ -352,21 +466,25 @@ impl Demo {
         ));
         out.push(format!(
             "  {:<16}  {:<13}  {:<9}  {:>6}  AGENT",
-            "INSTANCE", "STATE", "HEALTH", "CPU"
+            "INSTANCE",
+            "STATE",
+            "HEALTH",
+            self.load.column()
         ));
         for i in self.store.list_instances(Some(&group.id))? {
-            let (connected, cpu) = self
-                .fleet
-                .with_agent(&i.id, |a| {
-                    (a.connected, a.ring.back().and_then(|p| p.cpu_utilization()))
-                })
-                .unwrap_or((false, None));
+            let (connected, cpu) = self.reading(&i.id);
             out.push(format!(
                 "  {:<16}  {:<13}  {:<9}  {:>6}  {}",
                 i.id,
                 i.lifecycle_state.to_string(),
                 i.health_status.to_string(),
-                cpu.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}%")),
+                cpu.map_or_else(
+                    || "-".to_owned(),
+                    |c| match self.load {
+                        Load::Cpu => format!("{c:.1}%"),
+                        Load::Metric => format!("{c:.1}"),
+                    }
+                ),
                 if connected { "connected" } else { "-" }
             ));
         }

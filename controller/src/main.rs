@@ -41,7 +41,18 @@ enum Command {
         /// and tests; also used when stdout is not a terminal).
         #[arg(long)]
         plain: bool,
+        /// What drives the scaling: `cpu` burns every CPU; `metric` raises
+        /// a custom metric the instances read from a file (the same story
+        /// on a host whose CPU is busy with something else).
+        #[arg(long, value_enum, default_value_t = DemoLoad::Cpu)]
+        load: DemoLoad,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DemoLoad {
+    Cpu,
+    Metric,
 }
 
 fn main() -> ExitCode {
@@ -54,11 +65,15 @@ fn main() -> ExitCode {
     });
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Demo { seconds, plain } => demo(seconds, plain),
+        Command::Demo {
+            seconds,
+            plain,
+            load,
+        } => demo(seconds, plain, load),
     }
 }
 
-fn demo(seconds: u64, plain: bool) -> ExitCode {
+fn demo(seconds: u64, plain: bool, load: DemoLoad) -> ExitCode {
     if seconds == 0 {
         eprintln!("ebb-controller: --seconds must be at least 1");
         return ExitCode::from(EXIT_CONFIG);
@@ -68,6 +83,10 @@ fn demo(seconds: u64, plain: bool) -> ExitCode {
         duration: std::time::Duration::from_secs(seconds),
         plain,
         data_dir: data_dir.clone(),
+        load: match load {
+            DemoLoad::Cpu => demo::Load::Cpu,
+            DemoLoad::Metric => demo::Load::Metric,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
