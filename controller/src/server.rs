@@ -108,7 +108,7 @@ impl Controller {
             config.grpc.listen,
         )?;
         Ok(Self {
-            fleet: Arc::new(Fleet::new(config.fleet.sample_ring)),
+            fleet: Arc::new(Fleet::new(config.fleet.sample_ring, Arc::new(SystemClock))),
             store,
             config,
             pki,
@@ -145,7 +145,6 @@ impl Controller {
             self.store.clone(),
             Arc::new(provider),
             self.fleet.clone(),
-            Arc::new(SystemClock),
             self.pki.ca.clone(),
             LaunchSettings {
                 controller: dial.to_string(),

@@ -70,10 +70,7 @@ impl Engine {
                         )
                     })
             });
-            let gone_for = a
-                .disconnected_at
-                .and_then(|at| at.elapsed().ok())
-                .map(|d| d.as_millis() as i64);
+            let gone_for = a.disconnected_at_ms.map(|at| now - at);
             (
                 a.connected,
                 gone_for,

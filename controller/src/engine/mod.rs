@@ -92,14 +92,16 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine on `fleet`'s clock: samples, disconnects and decisions
+    /// are all timed by the one clock.
     pub fn new(
         store: Arc<dyn Store>,
         provider: Arc<dyn Provider>,
         fleet: Arc<Fleet>,
-        clock: Arc<dyn Clock>,
         ca: Arc<Ca>,
         launch: LaunchSettings,
     ) -> Self {
+        let clock = fleet.clock();
         let started_at_ms = clock.now_ms();
         Self {
             store,

@@ -672,8 +672,7 @@ mod tests {
         let engine = Arc::new(Engine::new(
             store.clone(),
             provider.clone(),
-            Arc::new(Fleet::new(100)),
-            Arc::new(ManualClock::new(1_000_000)),
+            Arc::new(Fleet::new(100, Arc::new(ManualClock::new(1_000_000)))),
             ca,
             LaunchSettings {
                 controller: "127.0.0.1:1".into(),

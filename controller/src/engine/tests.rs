@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use ebb_proto::v1 as pb;
 
@@ -82,8 +82,7 @@ impl Harness {
         let engine = Engine::new(
             store.clone(),
             Arc::new(RecordingProvider::default()),
-            Arc::new(Fleet::new(1000)),
-            Arc::new(clock.clone()),
+            Arc::new(Fleet::new(1000, Arc::new(clock.clone()))),
             ca,
             LaunchSettings {
                 controller: "127.0.0.1:1".into(),
@@ -145,7 +144,7 @@ impl Harness {
 
     /// Feeds each listed instance one CPU sample at the current instant.
     fn sample(&self, cpu: &[(&str, f64)]) {
-        let at = UNIX_EPOCH + Duration::from_millis(self.now() as u64);
+        let at = self.now();
         for (id, value) in cpu {
             let session = self.engine.fleet.connect(pb::Hello {
                 instance_id: (*id).into(),
@@ -694,7 +693,7 @@ async fn a_recurring_task_with_a_past_launch_time_waits_for_its_next_run() {
 /// (its source failed) when None.
 async fn queue_second(h: &Harness, depths: &[(&str, Option<f64>)]) {
     h.clock.advance_ms(500);
-    let at = UNIX_EPOCH + Duration::from_millis(h.now() as u64);
+    let at = h.now();
     for (id, depth) in depths {
         let session = h.engine.fleet.connect(pb::Hello {
             instance_id: (*id).into(),

@@ -8,12 +8,14 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use ebb_core::rules::Metric;
 use ebb_proto::v1::{CustomMetric, Hello, Sample};
 use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
 
 /// Fleet-wide counters, exported on `/metrics`.
 #[derive(Debug, Default)]
@@ -211,12 +213,10 @@ fn count(v: u32) -> Option<u32> {
 
 impl Point {
     /// The sample's numbers; its custom metrics are `custom_values`' job.
-    fn from_sample(s: &Sample, received_at: SystemTime) -> Self {
+    fn from_sample(s: &Sample, received_at_ms: i64) -> Self {
         let f = |v: Option<f64>| v.unwrap_or(f64::NAN);
         Self {
-            received_at_ms: received_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            received_at_ms,
             values: [
                 f(s.cpu_utilization),
                 f(s.memory_utilization),
@@ -280,8 +280,9 @@ pub struct AgentState {
     /// Increases with each new stream, so a replaced stream's task cannot
     /// mark its successor disconnected.
     pub session: u64,
-    pub connected_at: SystemTime,
-    pub disconnected_at: Option<SystemTime>,
+    /// Unix ms, from the fleet's clock.
+    pub connected_at_ms: i64,
+    pub disconnected_at_ms: Option<i64>,
     pub disconnect_reason: Option<String>,
     pub pulls: u64,
     pub missed: u64,
@@ -298,6 +299,8 @@ pub struct AgentState {
 /// The registry of agents, keyed by instance id.
 #[derive(Debug)]
 pub struct Fleet {
+    /// Receipt, connect and disconnect times: the one clock the engine reads too.
+    clock: Arc<dyn Clock>,
     agents: DashMap<String, Arc<Mutex<AgentState>>>,
     pub counters: Counters,
     /// The most samples a ring holds (`fleet.sample_ring`).
@@ -326,8 +329,9 @@ fn lock(m: &Mutex<AgentState>) -> MutexGuard<'_, AgentState> {
 }
 
 impl Fleet {
-    pub fn new(ring_capacity: usize) -> Self {
+    pub fn new(ring_capacity: usize, clock: Arc<dyn Clock>) -> Self {
         Self {
+            clock,
             agents: DashMap::new(),
             counters: Counters::default(),
             ring_capacity,
@@ -338,11 +342,17 @@ impl Fleet {
         }
     }
 
+    /// The clock the fleet stamps samples with, for everything that
+    /// compares its own times with theirs.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
     /// Registers a connected agent; a previous stream of the same instance
     /// is superseded (its task ends at its next step).
     pub fn connect(&self, hello: Hello) -> Session {
         let id = hello.instance_id.clone();
-        let now = SystemTime::now();
+        let now = self.clock.now_ms();
         let entry = self
             .agents
             .entry(id.clone())
@@ -351,8 +361,8 @@ impl Fleet {
                     hello: hello.clone(),
                     connected: false,
                     session: 0,
-                    connected_at: now,
-                    disconnected_at: None,
+                    connected_at_ms: now,
+                    disconnected_at_ms: None,
                     disconnect_reason: None,
                     pulls: 0,
                     missed: 0,
@@ -372,8 +382,8 @@ impl Fleet {
             s.hello = hello;
             s.connected = true;
             s.session += 1;
-            s.connected_at = now;
-            s.disconnected_at = None;
+            s.connected_at_ms = now;
+            s.disconnected_at_ms = None;
             s.disconnect_reason = None;
             s.consecutive_missed = 0;
             s.session
@@ -563,18 +573,18 @@ impl Session {
 
     /// Records a sample that answered the outstanding pull.
     pub fn sampled(&self, fleet: &Fleet, sample: Sample) {
-        self.sampled_at(fleet, sample, SystemTime::now());
+        self.sampled_at(fleet, sample, fleet.clock.now_ms());
     }
 
     /// As `sampled`, received at a given time (tests drive the clock).
-    pub fn sampled_at(&self, fleet: &Fleet, mut sample: Sample, received_at: SystemTime) {
+    pub fn sampled_at(&self, fleet: &Fleet, mut sample: Sample, received_at_ms: i64) {
         fleet.counters.samples_total.fetch_add(1, Ordering::Relaxed);
         let mut s = lock(&self.state);
         if s.consecutive_missed > 0 {
             info!(instance = %self.instance_id, missed = s.consecutive_missed, "agent answers pulls again");
         }
         s.consecutive_missed = 0;
-        let mut point = Point::from_sample(&sample, received_at);
+        let mut point = Point::from_sample(&sample, received_at_ms);
         let custom = std::mem::take(&mut sample.custom);
         let (values, dropped) = custom_values(&custom, &mut s.custom_names);
         point.custom = values;
@@ -614,7 +624,7 @@ impl Session {
             return;
         }
         s.connected = false;
-        s.disconnected_at = Some(SystemTime::now());
+        s.disconnected_at_ms = Some(fleet.clock.now_ms());
         s.disconnect_reason = Some(reason.to_owned());
         drop(s);
         fleet.changed.notify_one();
@@ -636,6 +646,7 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
 
     fn hello(id: &str) -> Hello {
         Hello {
@@ -655,7 +666,7 @@ mod tests {
 
     #[test]
     fn ring_is_bounded_and_keeps_the_newest() {
-        let fleet = Fleet::new(3);
+        let fleet = Fleet::new(3, Arc::new(SystemClock));
         let s = fleet.connect(hello("i-1"));
         for seq in 1..=5 {
             s.sampled(&fleet, sample(seq, seq as f64));
@@ -674,10 +685,10 @@ mod tests {
 
     #[test]
     fn rings_keep_what_the_alarms_read_and_no_more() {
-        let fleet = Fleet::new(1000);
+        let fleet = Fleet::new(1000, Arc::new(SystemClock));
         let s = fleet.connect(hello("i-1"));
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let t0: i64 = 1_700_000_000_000;
+        let at = |secs: u64| t0 + secs as i64 * 1000;
         let span = |fleet: &Fleet| {
             fleet
                 .with_agent("i-1", |a| {
@@ -725,7 +736,7 @@ mod tests {
             total: 7,
             established: 3,
         });
-        let p = Point::from_sample(&full, SystemTime::UNIX_EPOCH + Duration::from_millis(1500));
+        let p = Point::from_sample(&full, 1500);
         assert_eq!(p.received_at_ms, 1500);
         assert_eq!(
             (p.cpu_utilization(), p.memory_utilization(), p.load1()),
@@ -733,7 +744,7 @@ mod tests {
         );
         assert_eq!((p.tcp_total(), p.tcp_established()), (Some(7), Some(3)));
         assert_eq!(p.rx_bytes_per_second(), None);
-        let nan = Point::from_sample(&sample(2, f64::NAN), SystemTime::now());
+        let nan = Point::from_sample(&sample(2, f64::NAN), 0);
         assert_eq!(nan.cpu_utilization(), None);
         assert_eq!(std::mem::size_of::<Point>(), 64);
     }
@@ -764,7 +775,7 @@ mod tests {
 
     #[test]
     fn custom_values_read_back_by_name_and_absent_ones_as_none() {
-        let fleet = Fleet::new(10);
+        let fleet = Fleet::new(10, Arc::new(SystemClock));
         let s = fleet.connect(hello("i-1"));
         s.sampled(
             &fleet,
@@ -803,7 +814,7 @@ mod tests {
 
     #[test]
     fn custom_names_are_stored_once_per_agent() {
-        let fleet = Fleet::new(100);
+        let fleet = Fleet::new(100, Arc::new(SystemClock));
         let s = fleet.connect(hello("i-1"));
         for seq in 0..50 {
             s.sampled(
@@ -824,7 +835,7 @@ mod tests {
 
     #[test]
     fn bad_and_excess_custom_values_are_dropped_and_counted() {
-        let fleet = Fleet::new(10);
+        let fleet = Fleet::new(10, Arc::new(SystemClock));
         let s = fleet.connect(hello("i-1"));
         let long = "m".repeat(129);
         s.sampled(
@@ -873,7 +884,7 @@ mod tests {
     #[test]
     fn an_agent_cycling_through_names_cannot_grow_its_name_table() {
         // A short ring: names of samples that left it are forgotten.
-        let fleet = Fleet::new(ALWAYS_KEPT);
+        let fleet = Fleet::new(ALWAYS_KEPT, Arc::new(SystemClock));
         let s = fleet.connect(hello("i-1"));
         for seq in 0..1000 {
             let name = format!("m{seq}");
@@ -890,7 +901,7 @@ mod tests {
 
         // A long ring still holding every name: new ones are refused, old
         // ones keep working.
-        let fleet = Fleet::new(1000);
+        let fleet = Fleet::new(1000, Arc::new(SystemClock));
         let s = fleet.connect(hello("i-1"));
         for seq in 0..100 {
             let name = format!("m{seq}");
@@ -909,7 +920,7 @@ mod tests {
 
     #[test]
     fn missed_pulls_count_until_an_answer() {
-        let fleet = Fleet::new(10);
+        let fleet = Fleet::new(10, Arc::new(SystemClock));
         let s = fleet.connect(hello("i-1"));
         s.missed(&fleet, 1);
         s.missed(&fleet, 2);
@@ -923,7 +934,7 @@ mod tests {
 
     #[test]
     fn a_replaced_stream_cannot_disconnect_its_successor() {
-        let fleet = Fleet::new(10);
+        let fleet = Fleet::new(10, Arc::new(SystemClock));
         let old = fleet.connect(hello("i-1"));
         let new = fleet.connect(hello("i-1"));
         assert!(!old.is_current() && new.is_current());
@@ -935,7 +946,7 @@ mod tests {
 
     #[test]
     fn metrics_show_counters_and_latest_values_of_connected_agents() {
-        let fleet = Fleet::new(10);
+        let fleet = Fleet::new(10, Arc::new(SystemClock));
         let a = fleet.connect(hello("i-a"));
         a.pulled(&fleet);
         a.sampled(&fleet, sample(1, 12.5));
