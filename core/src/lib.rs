@@ -5,6 +5,8 @@
 //! - `local`: a local controller's data dir, endpoints file and certificate paths.
 //! - `model`: scaling groups, configurations, instances, activities, hooks,
 //!   tasks; their validation; the choice of instances to remove.
+//! - `plan`: the reconcile loop's decisions: each instance's next step, how
+//!   capacity must move, when the converging activity is done.
 //! - `rules`: capacity, step, target-tracking, alarm and cooldown arithmetic.
 //! - `schedule`: scheduled tasks' recurrences (Daily, Weekly, Monthly, Cron) in a time zone.
 //! - `decide`: whether and how far a rule run moves capacity, and why not.
@@ -55,6 +57,7 @@ macro_rules! string_enum {
 pub mod decide;
 pub mod local;
 pub mod model;
+pub mod plan;
 pub mod rules;
 pub mod schedule;
 pub mod time;

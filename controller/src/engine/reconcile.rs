@@ -10,8 +10,9 @@ use ebb_core::model::hooks::{Transition, Verdict};
 use ebb_core::model::removal::{Candidate, pick_for_removal};
 use ebb_core::model::{
     Activity, ActivityStatus, CreationType, GroupState, HealthCheckType, HealthStatus, Instance,
-    LifecycleState, Process, ScalingGroup, Trigger,
+    LifecycleState, Process, ScalingGroup,
 };
+use ebb_core::plan::{self, CapacityStep, InstanceFacts, InstanceStep};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +21,6 @@ use tracing::{info, warn};
 
 /// How often every group is looked at even when nothing woke the loop.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A Pending record the provider does not know after this long is a launch
-/// the controller never got to start (it crashed in between).
-const UNKNOWN_PENDING_GRACE_MS: i64 = 10_000;
 
 /// Samples averaged for `LeastBusy`.
 const LEAST_BUSY_SAMPLES: usize = crate::fleet::ALWAYS_KEPT;
@@ -248,28 +245,17 @@ impl Engine {
         }
         let instances = self.store.list_instances(Some(&group.id))?;
         let count = capacity(&instances);
-        let acting = group.state != GroupState::Inactive || running.is_some();
-        if count != group.desired_capacity && acting && !self.backing_off(&group.id, now) {
+        let step = plan::capacity_step(
+            &group,
+            &instances,
+            running.is_some(),
+            self.backing_off(&group.id, now),
+        );
+        if step != CapacityStep::Hold {
             let mut act = match running.take() {
                 Some(a) => a,
                 None => {
-                    let cause = if notes.is_empty() {
-                        format!(
-                            "the group holds {count} instances but its desired capacity is {}, changing the Total Capacity from {count} to {}",
-                            group.desired_capacity, group.desired_capacity
-                        )
-                    } else {
-                        format!(
-                            "{}; launching replacements to hold the Total Capacity at {}",
-                            notes.join("; "),
-                            group.desired_capacity
-                        )
-                    };
-                    let trigger = if notes.is_empty() {
-                        Trigger::Bounds
-                    } else {
-                        Trigger::Health
-                    };
+                    let (trigger, cause) = plan::convergence_cause(&group, count, &notes);
                     let a =
                         activity::start(&group, count, group.desired_capacity, trigger, cause, now);
                     self.store.commit(vec![Write::PutActivity(a.clone())])?;
@@ -277,16 +263,10 @@ impl Engine {
                     a
                 }
             };
-            if count < group.desired_capacity {
-                self.scale_out(&group, &mut act, group.desired_capacity - count, now)?;
-            } else {
-                self.scale_in(
-                    &group,
-                    &mut act,
-                    &instances,
-                    count - group.desired_capacity,
-                    now,
-                )?;
+            match step {
+                CapacityStep::Launch(n) => self.scale_out(&group, &mut act, n, now)?,
+                CapacityStep::Remove(n) => self.scale_in(&group, &mut act, &instances, n, now)?,
+                CapacityStep::Hold => {}
             }
             running = Some(act);
         }
@@ -303,9 +283,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Advances one instance's lifecycle: Removing → released and forgotten;
-    /// vanished → forgotten; Pending → InService once its agent says hello,
-    /// or released after the launch timeout.
+    /// Takes one instance's next step (`ebb_core::plan::instance_step`):
+    /// Removing → released and forgotten; vanished → forgotten; Pending →
+    /// InService once its agent says hello, or released after the launch
+    /// timeout; hook waits advanced.
     fn maintain_instance(
         &self,
         group: &ScalingGroup,
@@ -315,70 +296,53 @@ impl Engine {
         notes: &mut Vec<String>,
         running: Option<&mut Activity>,
     ) -> Result<(), EngineError> {
-        let ours = inst.creation_type == CreationType::AutoCreated;
-        if inst.lifecycle_state == LifecycleState::RemovingWait {
-            // An instance whose processes are gone has nothing left to drain.
-            let gone = ours && described.get(&inst.id) == Some(&false);
-            let verdict = self.advance_waits(group, &mut inst, now, running)?;
-            if verdict == Verdict::Waiting && !gone {
-                return Ok(());
-            }
-            inst.lifecycle_state = LifecycleState::Removing;
-            self.store.commit(vec![Write::PutInstance(inst.clone())])?;
-            return self.finish_removal(&inst);
-        }
-        if inst.lifecycle_state == LifecycleState::Removing {
-            return self.finish_removal(&inst);
-        }
-        if ours {
-            let vanished = match described.get(&inst.id) {
-                Some(alive) => !alive,
-                None => {
-                    inst.lifecycle_state != LifecycleState::Pending
-                        || now - inst.created_at_ms > UNKNOWN_PENDING_GRACE_MS
+        let facts = InstanceFacts {
+            provider: described.get(&inst.id).copied(),
+            connected: self.fleet.is_connected(&inst.id),
+        };
+        let timeout_ms = self.launch.timeout.as_millis() as i64;
+        match plan::instance_step(group, &inst, facts, timeout_ms, now) {
+            InstanceStep::Hold => {}
+            InstanceStep::AdvanceRemovalWaits { gone } => {
+                let verdict = self.advance_waits(group, &mut inst, now, running)?;
+                if verdict == Verdict::Waiting && !gone {
+                    return Ok(());
                 }
-            };
-            if vanished {
+                inst.lifecycle_state = LifecycleState::Removing;
+                self.store.commit(vec![Write::PutInstance(inst.clone())])?;
+                self.finish_removal(&inst)?;
+            }
+            InstanceStep::Finish => self.finish_removal(&inst)?,
+            InstanceStep::Vanished => {
                 warn!(group = %group.name, instance = %inst.id, "instance vanished: its processes are gone");
                 notes.push(format!(
                     "instance {} vanished (its processes are gone)",
                     inst.id
                 ));
-                self.defer(Io::Release(inst.id.clone()));
-                self.store
-                    .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
-                self.fleet.forget(&inst.id);
-                return Ok(());
+                self.forget(&inst)?;
             }
-        }
-        if inst.lifecycle_state == LifecycleState::PendingWait {
-            match self.advance_waits(group, &mut inst, now, running)? {
-                Verdict::Waiting => {}
-                Verdict::Continue => self.put_in_service(group, inst, now)?,
-                Verdict::Abandon => {
-                    self.count_failure(&group.id, now);
-                    if ours {
-                        self.defer(Io::Release(inst.id.clone()));
+            InstanceStep::AdvanceLaunchWaits => {
+                match self.advance_waits(group, &mut inst, now, running)? {
+                    Verdict::Waiting => {}
+                    Verdict::Continue => self.put_in_service(group, inst, now)?,
+                    Verdict::Abandon => {
+                        self.count_failure(&group.id, now);
+                        self.forget(&inst)?;
+                        info!(group = %group.name, instance = %inst.id, "instance abandoned by a lifecycle hook; released");
                     }
-                    self.store
-                        .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
-                    self.fleet.forget(&inst.id);
-                    info!(group = %group.name, instance = %inst.id, "instance abandoned by a lifecycle hook; released");
                 }
             }
-            return Ok(());
-        }
-        if inst.lifecycle_state == LifecycleState::Pending {
-            if self.fleet.is_connected(&inst.id) {
+            InstanceStep::Connected { hooks } => {
                 inst.address = self.fleet.address(&inst.id);
-                if hooks::enter_wait(group, &mut inst, Transition::ScaleOut, now) {
+                if hooks && hooks::enter_wait(group, &mut inst, Transition::ScaleOut, now) {
                     self.store.commit(vec![Write::PutInstance(inst.clone())])?;
                     info!(group = %group.name, instance = %inst.id, "instance waits on its SCALE_OUT lifecycle hooks");
                     self.advance_waits(group, &mut inst, now, running)?;
                 } else {
                     self.put_in_service(group, inst, now)?;
                 }
-            } else if ours && now - inst.created_at_ms > self.launch.timeout.as_millis() as i64 {
+            }
+            InstanceStep::LaunchTimedOut => {
                 let why = format!(
                     "instance {} did not connect within {}s; released",
                     inst.id,
@@ -390,12 +354,22 @@ impl Engine {
                     self.store.commit(vec![Write::PutActivity(act.clone())])?;
                 }
                 self.count_failure(&group.id, now);
-                self.defer(Io::Release(inst.id.clone()));
-                self.store
-                    .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
-                self.fleet.forget(&inst.id);
+                self.forget(&inst)?;
             }
         }
+        Ok(())
+    }
+
+    /// Drops an instance's record now and releases what is left of it
+    /// (only instances ebb created are ever released; a failed release
+    /// is the orphan sweep's to retry).
+    fn forget(&self, inst: &Instance) -> Result<(), EngineError> {
+        if inst.creation_type == CreationType::AutoCreated {
+            self.defer(Io::Release(inst.id.clone()));
+        }
+        self.store
+            .commit(vec![Write::DeleteInstance(inst.id.clone())])?;
+        self.fleet.forget(&inst.id);
         Ok(())
     }
 
@@ -561,17 +535,8 @@ impl Engine {
         now: i64,
     ) -> Result<(), EngineError> {
         let instances = self.store.list_instances(Some(&group.id))?;
-        let count = capacity(&instances);
-        let launching = instances.iter().any(|i| {
-            matches!(
-                i.lifecycle_state,
-                LifecycleState::Pending | LifecycleState::PendingWait
-            ) && i.creation_type == CreationType::AutoCreated
-        });
-        let removing = instances.iter().any(|i| !i.counts());
-        let stuck = count > group.desired_capacity && !instances.iter().any(Instance::removable);
         let before = (act.progress, act.status);
-        if (count == group.desired_capacity || stuck) && !launching && !removing {
+        if plan::activity_done(group, &instances) {
             activity::complete(&mut act, now);
             self.failures
                 .lock()
