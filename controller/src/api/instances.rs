@@ -3,7 +3,7 @@
 
 use crate::api::common::{find_group, invalid, now_ms};
 use crate::engine::{Engine, activity};
-use crate::store::Write;
+use crate::store::{Detached, Write};
 use ebb_core::decide::capacity;
 use ebb_core::model::hooks::Transition;
 use ebb_core::model::{
@@ -170,6 +170,15 @@ fn take_out(
             inst.activity_id = Some(act.id.clone());
             writes.push(Write::PutInstance(inst));
         } else {
+            if inst.creation_type == CreationType::AutoCreated {
+                // Still running, no longer ours: remembered so that the
+                // sweep of unclaimed provider instances leaves it alone.
+                writes.push(Write::PutDetached(Detached {
+                    instance_id: inst.id.clone(),
+                    group_id: group.id.clone(),
+                    detached_at_ms: now,
+                }));
+            }
             writes.push(Write::DeleteInstance(inst.id.clone()));
         }
     }

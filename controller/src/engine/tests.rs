@@ -71,6 +71,7 @@ struct Harness {
     engine: Engine,
     clock: ManualClock,
     group: ScalingGroup,
+    provider: Arc<RecordingProvider>,
 }
 
 impl Harness {
@@ -79,9 +80,10 @@ impl Harness {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
         let clock = ManualClock::new(T0);
         let ca = Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap());
+        let provider = Arc::new(RecordingProvider::default());
         let engine = Engine::new(
             store.clone(),
-            Arc::new(RecordingProvider::default()),
+            provider.clone(),
             Arc::new(Fleet::new(1000)),
             Arc::new(clock.clone()),
             ca,
@@ -108,6 +110,7 @@ impl Harness {
             engine,
             clock,
             group,
+            provider,
         };
         for i in 0..n {
             h.add_instance(&format!("i-{i}"), T0 - 3_600_000);
@@ -687,4 +690,57 @@ async fn a_recurring_task_with_a_past_launch_time_waits_for_its_next_run() {
         h.activities().is_empty(),
         "a year of past occurrences must not be replayed or recorded"
     );
+}
+
+/// The provider's instances, sorted.
+fn provided(h: &Harness) -> Vec<String> {
+    let mut ids = h.provider.0.lock().unwrap().clone();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_detached_instance_is_never_released_by_the_orphan_sweep() {
+    let h = Harness::new(0, 3, 0).await;
+    let inst = Instance {
+        id: "i-auto".into(),
+        group_id: h.group.id.clone(),
+        configuration_id: None,
+        lifecycle_state: LifecycleState::InService,
+        health_status: HealthStatus::Healthy,
+        creation_type: CreationType::AutoCreated,
+        address: None,
+        created_at_ms: h.now(),
+        in_service_at_ms: Some(h.now()),
+        activity_id: None,
+        hook_waits: Vec::new(),
+    };
+    let mut group = h.group.clone();
+    group.desired_capacity = 1;
+    h.engine
+        .store
+        .commit(vec![Write::UpdateGroup(group), Write::PutInstance(inst)])
+        .unwrap();
+    h.provider
+        .0
+        .lock()
+        .unwrap()
+        .extend(["i-auto".to_owned(), "i-orphan".to_owned()]);
+    crate::api::instances::detach_instances(
+        &h.engine,
+        pb::DetachInstancesRequest {
+            scaling_group: "web".into(),
+            instance_ids: vec!["i-auto".into()],
+            decrease_desired_capacity: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(h.engine.store.get_instance("i-auto").unwrap().is_none());
+    // The sweep releases what nothing claims, and leaves the detached one.
+    for _ in 0..3 {
+        h.engine.reconcile_all().await.unwrap();
+    }
+    assert_eq!(provided(&h), ["i-auto"]);
+    assert_eq!(h.desired(), 0);
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{Store, StoreError, Write};
+use super::{Detached, Store, StoreError, Write};
 use ebb_core::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
 use ebb_core::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
 use ebb_core::model::{
@@ -131,6 +131,7 @@ const CASES: &[(&str, Case)] = &[
     ),
     ("task_every_field_round_trips", task_every_field_round_trips),
     ("listings_follow_every_commit", listings_follow_every_commit),
+    ("detached_outlive_their_group", detached_outlive_their_group),
 ];
 
 /// Runs every case, each on a store from `make`; panics naming the first that fails.
@@ -1577,4 +1578,41 @@ fn listings_follow_every_commit(store: &dyn Store) {
     assert_eq!((k.list)(store, None), [(k.put)("x-1", "asg-1", "alpha", 2)]);
     commit(store, vec![Write::DeleteGroup("asg-1".into())]);
     assert!((k.list)(store, None).is_empty());
+}
+
+fn detached_outlive_their_group(store: &dyn Store) {
+    two_groups(store);
+    let detached = |id: &str, group_id: &str, at: i64| Detached {
+        instance_id: id.into(),
+        group_id: group_id.into(),
+        detached_at_ms: at,
+    };
+    assert!(store.list_detached().unwrap().is_empty());
+    commit(
+        store,
+        vec![
+            Write::PutDetached(detached("i-2", "asg-1", 10)),
+            Write::PutDetached(detached("i-1", "asg-2", 20)),
+        ],
+    );
+    assert_eq!(
+        store.list_detached().unwrap(),
+        [detached("i-1", "asg-2", 20), detached("i-2", "asg-1", 10)]
+    );
+    // Put replaces; a failed commit writes none of its records.
+    commit(
+        store,
+        vec![Write::PutDetached(detached("i-1", "asg-1", 30))],
+    );
+    not_found(store.commit(vec![
+        Write::PutDetached(detached("i-3", "asg-1", 40)),
+        Write::PutInstance(instance("i-4", "asg-missing", 40)),
+    ]));
+    assert_eq!(
+        store.list_detached().unwrap(),
+        [detached("i-1", "asg-1", 30), detached("i-2", "asg-1", 10)]
+    );
+    // Deleting the group they left forgets nothing: they still run.
+    commit(store, vec![Write::DeleteGroup("asg-1".into())]);
+    assert_eq!(store.list_detached().unwrap().len(), 2);
 }

@@ -65,6 +65,20 @@ pub enum Write {
     /// As rules: unique name per group.
     PutTask(ScheduledTask),
     DeleteTask(String),
+    /// Insert or replace. Not tied to a group: a detached instance
+    /// outlives the group it left.
+    PutDetached(Detached),
+}
+
+/// An instance `DetachInstances` took out of its group: it keeps running
+/// and ebb leaves it alone, so the reconcile loop's sweep of provider
+/// instances no record claims must never release it, restarts included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detached {
+    pub instance_id: String,
+    /// The group it left (which may since have been deleted).
+    pub group_id: String,
+    pub detached_at_ms: i64,
 }
 
 /// The controller's persistent state. Implementations are cheap to call from
@@ -101,4 +115,7 @@ pub trait Store: Send + Sync + 'static {
     fn get_task(&self, id: &str) -> Result<Option<ScheduledTask>>;
     /// A group's scheduled tasks (all when None), by name.
     fn list_tasks(&self, group_id: Option<&str>) -> Result<Vec<ScheduledTask>>;
+
+    /// Every detached instance, by id.
+    fn list_detached(&self) -> Result<Vec<Detached>>;
 }

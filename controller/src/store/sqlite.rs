@@ -14,7 +14,7 @@ use rusqlite::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Result, Store, StoreError, Write};
+use super::{Detached, Result, Store, StoreError, Write};
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
 use ebb_core::rules::ScalingRule;
@@ -77,6 +77,13 @@ const MIGRATIONS: &[&str] = &[
          name     TEXT NOT NULL,
          data     TEXT NOT NULL,
          UNIQUE (group_id, name)
+     );",
+    // 3: instances DetachInstances took out of their group, which ebb must
+    // never release. No reference to the group: they outlive it.
+    "CREATE TABLE detached_instances (
+         id             TEXT PRIMARY KEY NOT NULL,
+         group_id       TEXT NOT NULL,
+         detached_at_ms INTEGER NOT NULL
      );",
 ];
 
@@ -424,6 +431,15 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             to_json(t)?,
         ),
         Write::DeleteTask(id) => delete(tx, "tasks", id),
+        Write::PutDetached(d) => tx
+            .execute(
+                "INSERT INTO detached_instances (id, group_id, detached_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id,
+                     detached_at_ms = excluded.detached_at_ms",
+                params![d.instance_id, d.group_id, d.detached_at_ms],
+            )
+            .map(drop)
+            .map_err(backend),
     }
 }
 
@@ -651,6 +667,25 @@ impl Store for SqliteStore {
 
     fn list_tasks(&self, group_id: Option<&str>) -> Result<Vec<ScheduledTask>> {
         self.list_named("tasks", group_id)
+    }
+
+    fn list_detached(&self) -> Result<Vec<Detached>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, group_id, detached_at_ms FROM detached_instances ORDER BY id",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(Detached {
+                    instance_id: row.get(0)?,
+                    group_id: row.get(1)?,
+                    detached_at_ms: row.get(2)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(backend)
     }
 
     fn list_activities(&self, group_id: Option<&str>, limit: usize) -> Result<Vec<Activity>> {
