@@ -112,6 +112,33 @@ fn set_states(
     })
 }
 
+/// Refuses instances already on their way out, and any named twice: each
+/// would lower desired once more for an instance that leaves only once.
+/// `instances` are in the order of the request's `instance_ids`.
+fn refuse_taken_out(instances: &[Instance]) -> Result<(), Status> {
+    let mut errors = Invalid::default();
+    for (n, i) in instances.iter().enumerate() {
+        if instances[..n].iter().any(|earlier| earlier.id == i.id) {
+            errors.push(
+                format!("instance_ids[{n}]"),
+                format!("`{}` is listed twice", i.id),
+            );
+        } else if matches!(
+            i.lifecycle_state,
+            LifecycleState::Removing | LifecycleState::RemovingWait
+        ) {
+            errors.push(
+                format!("instance_ids[{n}]"),
+                format!(
+                    "{} is {}; it is already being removed",
+                    i.id, i.lifecycle_state
+                ),
+            );
+        }
+    }
+    errors.into_result().map_err(invalid)
+}
+
 /// Shared by Detach and Remove: takes instances out of the group,
 /// lowering desired unless asked not to.
 fn take_out(
@@ -123,6 +150,7 @@ fn take_out(
 ) -> Result<pb::InstancesResponse, Status> {
     let group = find_group(engine, group_key)?;
     let instances = instances_of(engine, &group, ids)?;
+    refuse_taken_out(&instances)?;
     let decrease = decrease.unwrap_or(true);
     let n = instances.len() as u32;
     let mut updated = group.clone();

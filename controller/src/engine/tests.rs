@@ -744,3 +744,80 @@ async fn a_detached_instance_is_never_released_by_the_orphan_sweep() {
     assert_eq!(provided(&h), ["i-auto"]);
     assert_eq!(h.desired(), 0);
 }
+
+#[tokio::test]
+async fn removing_an_instance_twice_is_refused_and_changes_nothing() {
+    use crate::api::instances::{detach_instances, remove_instances};
+    let h = Harness::new(0, 3, 3).await;
+    let remove = |ids: &[&str]| pb::RemoveInstancesRequest {
+        scaling_group: "web".into(),
+        instance_ids: ids.iter().map(|i| (*i).to_owned()).collect(),
+        decrease_desired_capacity: None,
+    };
+    remove_instances(&h.engine, remove(&["i-0"])).await.unwrap();
+    assert_eq!(h.desired(), 2);
+    let state = |id: &str| {
+        h.engine
+            .store
+            .get_instance(id)
+            .unwrap()
+            .unwrap()
+            .lifecycle_state
+    };
+    assert_eq!(state("i-0"), LifecycleState::Removing);
+    let mut waiting = h.engine.store.get_instance("i-1").unwrap().unwrap();
+    waiting.lifecycle_state = LifecycleState::RemovingWait;
+    h.engine
+        .store
+        .commit(vec![Write::PutInstance(waiting)])
+        .unwrap();
+    let before = h.activities();
+
+    let err = remove_instances(&h.engine, remove(&["i-2", "i-0"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("instance_ids[1]: i-0 is Removing; it is already being removed"),
+        "{}",
+        err.message()
+    );
+    let err = remove_instances(&h.engine, remove(&["i-1"]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("instance_ids[0]: i-1 is Removing:Wait; it is already being removed"),
+        "{}",
+        err.message()
+    );
+    let err = detach_instances(
+        &h.engine,
+        pb::DetachInstancesRequest {
+            scaling_group: "web".into(),
+            instance_ids: vec!["i-0".into()],
+            decrease_desired_capacity: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message().contains("instance_ids[0]: i-0 is Removing"),
+        "{}",
+        err.message()
+    );
+    // One instance named twice would lower desired twice.
+    let err = remove_instances(&h.engine, remove(&["i-2", "i-2"]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("instance_ids[1]: `i-2` is listed twice"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(h.desired(), 2);
+    assert_eq!(state("i-2"), LifecycleState::InService);
+    assert_eq!(h.activities(), before);
+}
