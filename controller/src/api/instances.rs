@@ -2,6 +2,7 @@
 //! standby.
 
 use crate::api::common::{find_group, invalid, now_ms};
+use crate::engine::capacity::{reject_if_suspended, rejection};
 use crate::engine::{Engine, activity};
 use crate::store::{Detached, Write};
 use ebb_core::decide::capacity;
@@ -171,16 +172,24 @@ fn take_out(
     let now = now_ms(engine);
     let store = &engine.store;
     let current = capacity(&store.list_instances(Some(&group.id))?);
+    let what = format!("{verb} took out {}", ids.join(", "));
+    if let Some(act) = reject_if_suspended(
+        engine,
+        &group,
+        current,
+        updated.desired_capacity,
+        current - n,
+        Trigger::Api,
+        &what,
+    )? {
+        return Err(rejection(&act).into());
+    }
     let mut act = activity::start(
         &group,
         current,
         current - n,
         Trigger::Api,
-        activity::cause(
-            &format!("{verb} took out {}", ids.join(", ")),
-            current,
-            current - n,
-        ),
+        activity::cause(&what, current, current - n),
         now,
     );
     act.removed_instances = ids.to_vec();
@@ -308,16 +317,24 @@ pub async fn attach_instances(
     let current = capacity(&store.list_instances(Some(&group.id))?);
     let mut updated = group.clone();
     updated.desired_capacity += n;
+    let what = format!("AttachInstances attached {}", req.instance_ids.join(", "));
+    if let Some(act) = reject_if_suspended(
+        engine,
+        &group,
+        current,
+        updated.desired_capacity,
+        current + n,
+        Trigger::Api,
+        &what,
+    )? {
+        return Err(rejection(&act).into());
+    }
     let mut act = activity::start(
         &group,
         current,
         current + n,
         Trigger::Api,
-        activity::cause(
-            &format!("AttachInstances attached {}", req.instance_ids.join(", ")),
-            current,
-            current + n,
-        ),
+        activity::cause(&what, current, current + n),
         now,
     );
     act.created_instances = req.instance_ids.clone();

@@ -821,3 +821,189 @@ async fn removing_an_instance_twice_is_refused_and_changes_nothing() {
     assert_eq!(state("i-2"), LifecycleState::InService);
     assert_eq!(h.activities(), before);
 }
+
+/// Suspends `processes` of the harness's group.
+fn suspend(h: &Harness, processes: &[Process]) {
+    let mut g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    g.suspended_processes = processes.to_vec();
+    h.engine.store.commit(vec![Write::UpdateGroup(g)]).unwrap();
+}
+
+/// The refusal a caller gets, and the Rejected activity it left.
+fn assert_rejected(h: &Harness, err: tonic::Status, process: &str, trigger: Trigger) {
+    let reason = format!("the {process} process of the group is suspended");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let id = err
+        .message()
+        .strip_prefix(&format!("{reason}; the change was rejected (activity "))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{}", err.message()));
+    let act = h.engine.store.get_activity(id).unwrap().unwrap();
+    assert_eq!(act.status, ActivityStatus::Rejected);
+    assert_eq!(act.trigger, trigger);
+    assert_eq!(act.error.as_deref(), Some(reason.as_str()));
+}
+
+#[tokio::test]
+async fn suspended_scale_out_refuses_every_manual_way_up() {
+    use crate::api::groups::modify_scaling_group;
+    use crate::api::instances::attach_instances;
+    let h = Harness::new(1, 6, 2).await;
+    suspend(&h, &[Process::ScaleOut]);
+    let modify = |min: Option<u32>, desired: Option<u32>| pb::ModifyScalingGroupRequest {
+        scaling_group: "web".into(),
+        min_size: min,
+        desired_capacity: desired,
+        ..Default::default()
+    };
+    let err = modify_scaling_group(&h.engine, modify(None, Some(4)))
+        .await
+        .unwrap_err();
+    assert_rejected(&h, err, "ScaleOut", Trigger::Api);
+    // Raising min_size above the count would launch: refused too, bounds kept.
+    let err = modify_scaling_group(&h.engine, modify(Some(3), None))
+        .await
+        .unwrap_err();
+    assert_rejected(&h, err, "ScaleOut", Trigger::Bounds);
+    let err = attach_instances(
+        &h.engine,
+        pb::AttachInstancesRequest {
+            scaling_group: "web".into(),
+            instance_ids: vec!["h-1".into()],
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_rejected(&h, err, "ScaleOut", Trigger::Api);
+    let g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    assert_eq!((g.min_size, g.desired_capacity), (1, 2));
+    assert!(h.engine.store.get_instance("h-1").unwrap().is_none());
+    // A scheduled task that would raise desired is rejected, and says so.
+    create_scheduled_task(
+        &h.engine,
+        pb::CreateScheduledTaskRequest {
+            scaling_group: "web".into(),
+            name: "morning".into(),
+            launch_time: "2026-01-01T00:00:10Z".into(),
+            desired_capacity: Some(5),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.clock.advance_ms(11_000);
+    run_due_tasks(&h.engine).await.unwrap();
+    let last = h.activities().pop().unwrap();
+    assert_eq!(
+        (last.status, last.trigger, last.error.as_deref()),
+        (
+            ActivityStatus::Rejected,
+            Trigger::Schedule,
+            Some("the ScaleOut process of the group is suspended")
+        )
+    );
+    assert!(
+        last.cause.contains("scheduled task `morning`"),
+        "{}",
+        last.cause
+    );
+    let task = h.engine.store.list_tasks(None).unwrap().pop().unwrap();
+    assert_eq!(
+        task.last_result.as_deref(),
+        Some(format!("{} Rejected", last.id).as_str())
+    );
+    assert_eq!(h.desired(), 2);
+    // The other way is not suspended.
+    modify_scaling_group(&h.engine, modify(None, Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(h.desired(), 1);
+}
+
+#[tokio::test]
+async fn suspended_scale_in_refuses_every_manual_way_down() {
+    use crate::api::groups::modify_scaling_group;
+    use crate::api::instances::{detach_instances, remove_instances};
+    let h = Harness::new(0, 6, 3).await;
+    suspend(&h, &[Process::ScaleIn]);
+    let err = modify_scaling_group(
+        &h.engine,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "web".into(),
+            desired_capacity: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_rejected(&h, err, "ScaleIn", Trigger::Api);
+    // Lowering max_size below the count would remove instances.
+    let err = modify_scaling_group(
+        &h.engine,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "web".into(),
+            max_size: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_rejected(&h, err, "ScaleIn", Trigger::Bounds);
+    let remove = |decrease| pb::RemoveInstancesRequest {
+        scaling_group: "web".into(),
+        instance_ids: vec!["i-0".into()],
+        decrease_desired_capacity: decrease,
+    };
+    let err = remove_instances(&h.engine, remove(None)).await.unwrap_err();
+    assert_rejected(&h, err, "ScaleIn", Trigger::Api);
+    let err = detach_instances(
+        &h.engine,
+        pb::DetachInstancesRequest {
+            scaling_group: "web".into(),
+            instance_ids: vec!["i-1".into()],
+            decrease_desired_capacity: Some(true),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_rejected(&h, err, "ScaleIn", Trigger::Api);
+    let g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    assert_eq!((g.max_size, g.desired_capacity), (6, 3));
+    assert_eq!(
+        h.engine.store.list_instances(Some(&g.id)).unwrap().len(),
+        3,
+        "nothing was taken out"
+    );
+    assert!(
+        h.engine
+            .store
+            .list_instances(None)
+            .unwrap()
+            .iter()
+            .all(|i| i.lifecycle_state == LifecycleState::InService)
+    );
+    // Keeping desired is a replacement, not a scale-in.
+    remove_instances(&h.engine, remove(Some(false)))
+        .await
+        .unwrap();
+    assert_eq!(h.desired(), 3);
+}
+
+#[tokio::test]
+async fn a_change_that_only_shortens_a_move_under_way_is_not_refused() {
+    use crate::api::groups::modify_scaling_group;
+    let h = Harness::new(1, 6, 2).await;
+    let set = |d| pb::ModifyScalingGroupRequest {
+        scaling_group: "web".into(),
+        desired_capacity: Some(d),
+        ..Default::default()
+    };
+    modify_scaling_group(&h.engine, set(5)).await.unwrap();
+    suspend(&h, &[Process::ScaleOut]);
+    // 2 instances, heading for 5: 4 still launches, but less than before.
+    modify_scaling_group(&h.engine, set(4)).await.unwrap();
+    assert_eq!(h.desired(), 4);
+    let err = modify_scaling_group(&h.engine, set(6)).await.unwrap_err();
+    assert_rejected(&h, err, "ScaleOut", Trigger::Api);
+    assert_eq!(h.desired(), 4);
+}
