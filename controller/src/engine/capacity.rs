@@ -74,21 +74,25 @@ pub(crate) fn rejection(act: &Activity) -> EngineError {
 
 /// Writes `group` with a new desired capacity and the activity that
 /// moves it there (superseding a running one), or a Rejected activity
-/// when the group is not Active. Returns the activity id, or None when
-/// capacity does not change.
+/// when the group is not Active or the direction's process is suspended.
+/// `extra` is written with the group, or not at all. Returns the activity
+/// id, or None when capacity does not change.
 pub(crate) fn change_capacity(
     engine: &Engine,
     mut group: ScalingGroup,
     old: &ScalingGroup,
     trigger: Trigger,
     what: &str,
+    extra: Vec<Write>,
 ) -> Result<(ScalingGroup, Option<String>), EngineError> {
     let now = engine.clock.now_ms();
     let store = &engine.store;
     let current = capacity(&store.list_instances(Some(&group.id))?);
     let moves = group.desired_capacity != old.desired_capacity;
+    let mut writes = vec![Write::UpdateGroup(group.clone())];
+    writes.extend(extra);
     if !moves {
-        store.commit(vec![Write::UpdateGroup(group.clone())])?;
+        store.commit(writes)?;
         return Ok((group, None));
     }
     let cause = activity::cause(what, current, group.desired_capacity);
@@ -112,7 +116,7 @@ pub(crate) fn change_capacity(
             )? {
                 return Err(rejection(&act));
             }
-            store.commit(vec![Write::UpdateGroup(group.clone())])?;
+            store.commit(writes)?;
             return Ok((group, None));
         }
         let act = activity::rejected(
@@ -140,7 +144,6 @@ pub(crate) fn change_capacity(
         return Err(rejection(&act));
     }
     let act = activity::start(&group, current, group.desired_capacity, trigger, cause, now);
-    let mut writes = vec![Write::UpdateGroup(group.clone())];
     if let Some(mut prev) = engine.running_activity(&group.id)? {
         activity::supersede(&mut prev, &act.id, now);
         writes.push(Write::PutActivity(prev));

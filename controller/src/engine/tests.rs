@@ -191,7 +191,7 @@ impl Harness {
         };
         let mut writes = vec![Write::PutRule(rule.clone())];
         writes.extend(
-            owned_alarms(&rule, self.now())
+            owned_alarms(&rule, self.group.sampling_interval_secs, self.now())
                 .into_iter()
                 .map(Write::PutAlarm),
         );
@@ -1006,4 +1006,138 @@ async fn a_change_that_only_shortens_a_move_under_way_is_not_refused() {
     let err = modify_scaling_group(&h.engine, set(6)).await.unwrap_err();
     assert_rejected(&h, err, "ScaleOut", Trigger::Api);
     assert_eq!(h.desired(), 4);
+}
+
+fn set_sampling(secs: u32) -> pb::ModifyScalingGroupRequest {
+    pb::ModifyScalingGroupRequest {
+        scaling_group: "web".into(),
+        sampling_interval_secs: Some(secs),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_alarm_period_is_never_shorter_than_the_sampling_interval() {
+    use crate::api::alarms::modify_alarm;
+    use crate::api::groups::modify_scaling_group;
+    let h = Harness::new(1, 3, 1).await;
+    modify_scaling_group(&h.engine, set_sampling(15))
+        .await
+        .unwrap();
+    h.rule("add-1", simple(1, 0));
+    let alarm = |period_secs| pb::CreateAlarmRequest {
+        scaling_group: "web".into(),
+        name: "cpu-high".into(),
+        metric: "CpuUtilization".into(),
+        statistic: "Average".into(),
+        period_secs,
+        comparison_operator: ">=".into(),
+        threshold: 80.0,
+        evaluation_count: None,
+        missing_data: None,
+        alarm_actions: vec!["add-1".into()],
+        enabled: None,
+    };
+    let err = create_alarm(&h.engine, alarm(5)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("period_secs: 5 s is shorter than the group's sampling interval of 15 s"),
+        "{}",
+        err.message()
+    );
+    assert!(h.engine.store.list_alarms(None).unwrap().is_empty());
+    create_alarm(&h.engine, alarm(15)).await.unwrap();
+    let err = modify_alarm(
+        &h.engine,
+        pb::ModifyAlarmRequest {
+            scaling_group: "web".into(),
+            alarm: "cpu-high".into(),
+            period_secs: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("period_secs: 1 s is shorter than the group's sampling interval of 15 s"),
+        "{}",
+        err.message()
+    );
+    // Raising the sampling interval past the alarm's period is refused,
+    // naming the alarm; nothing changes.
+    let err = modify_scaling_group(&h.engine, set_sampling(30))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains(
+            "sampling_interval_secs: 30 s is longer than the period of alarm `cpu-high` (15 s)"
+        ),
+        "{}",
+        err.message()
+    );
+    let group = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    assert_eq!(group.sampling_interval_secs, 15);
+    let stored = h.engine.store.list_alarms(None).unwrap();
+    assert_eq!(stored[0].spec.period_secs, 15);
+    modify_scaling_group(&h.engine, set_sampling(15))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn target_tracking_alarms_follow_the_sampling_interval() {
+    use crate::api::groups::modify_scaling_group;
+    let h = Harness::new(1, 3, 1).await;
+    create_scaling_rule(
+        &h.engine,
+        pb::CreateScalingRuleRequest {
+            scaling_group: "web".into(),
+            name: "cpu-50".into(),
+            definition_json:
+                r#"{"rule_type":"TargetTrackingScalingRule","metric":"CpuUtilization","target_value":50}"#
+                    .into(),
+        },
+    )
+    .await
+    .unwrap();
+    let periods = || -> Vec<u32> {
+        h.engine
+            .store
+            .list_alarms(None)
+            .unwrap()
+            .iter()
+            .map(|a| a.spec.period_secs)
+            .collect()
+    };
+    assert_eq!(periods(), [60, 60], "a minute, as ESS");
+    // Owned alarms follow a sampling interval longer than their period.
+    modify_scaling_group(&h.engine, set_sampling(100))
+        .await
+        .unwrap();
+    assert_eq!(periods(), [120, 120]);
+    modify_scaling_group(&h.engine, set_sampling(5))
+        .await
+        .unwrap();
+    assert_eq!(periods(), [60, 60]);
+    // A rule made on a slow group starts there.
+    modify_scaling_group(&h.engine, set_sampling(300))
+        .await
+        .unwrap();
+    create_scaling_rule(
+        &h.engine,
+        pb::CreateScalingRuleRequest {
+            scaling_group: "web".into(),
+            name: "mem-50".into(),
+            definition_json:
+                r#"{"rule_type":"TargetTrackingScalingRule","metric":"MemoryUtilization","target_value":50}"#
+                    .into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(periods(), [300, 300, 300, 300]);
 }
