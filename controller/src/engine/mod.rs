@@ -826,13 +826,15 @@ impl Engine {
         })
     }
 
-    /// The group's InProgress activity, if any.
+    /// The group's InProgress activity, if any (the newest, should there
+    /// be more), however many activities ended since it started.
     pub fn running_activity(&self, group_id: &str) -> Result<Option<Activity>, StoreError> {
-        Ok(self
-            .store
-            .list_activities(Some(group_id), 20)?
-            .into_iter()
-            .find(Activity::is_running))
+        let query = crate::store::ActivityQuery {
+            group_id: Some(group_id.to_owned()),
+            status: Some(ActivityStatus::InProgress),
+            limit: 1,
+        };
+        Ok(self.store.find_activities(&query)?.pop())
     }
 }
 

@@ -1141,3 +1141,46 @@ async fn target_tracking_alarms_follow_the_sampling_interval() {
     .unwrap();
     assert_eq!(periods(), [300, 300, 300, 300]);
 }
+
+#[tokio::test]
+async fn a_running_activity_is_found_behind_many_rejected_ones() {
+    use crate::api::groups::modify_scaling_group;
+    let h = Harness::new(1, 6, 2).await;
+    let long = activity::start(&h.group, 2, 3, Trigger::Api, "long".into(), h.now());
+    let mut writes = vec![Write::PutActivity(long.clone())];
+    for i in 0..25 {
+        writes.push(Write::PutActivity(activity::rejected(
+            &h.group,
+            2,
+            3,
+            Trigger::Alarm,
+            format!("run {i}"),
+            "an activity is in progress".into(),
+            h.now() + 1000 * (i + 1),
+        )));
+    }
+    h.engine.store.commit(writes).unwrap();
+    h.clock.advance_ms(30_000);
+    let found = h.engine.running_activity(&h.group.id).unwrap();
+    assert_eq!(found.map(|a| a.id), Some(long.id.clone()));
+    // A new change supersedes it: never two at once.
+    modify_scaling_group(
+        &h.engine,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "web".into(),
+            desired_capacity: Some(4),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let running: Vec<_> = h
+        .activities()
+        .into_iter()
+        .filter(Activity::is_running)
+        .collect();
+    assert_eq!(running.len(), 1, "{running:#?}");
+    assert_eq!(running[0].capacity_to, 4);
+    let old = h.engine.store.get_activity(&long.id).unwrap().unwrap();
+    assert_eq!(old.status, ActivityStatus::Warning);
+}

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{Detached, Store, StoreError, Write};
+use super::{ActivityQuery, Detached, Store, StoreError, Write};
 use ebb_core::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
 use ebb_core::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
 use ebb_core::model::{
@@ -132,6 +132,10 @@ const CASES: &[(&str, Case)] = &[
     ("task_every_field_round_trips", task_every_field_round_trips),
     ("listings_follow_every_commit", listings_follow_every_commit),
     ("detached_outlive_their_group", detached_outlive_their_group),
+    (
+        "activities_filtered_before_the_limit",
+        activities_filtered_before_the_limit,
+    ),
 ];
 
 /// Runs every case, each on a store from `make`; panics naming the first that fails.
@@ -1615,4 +1619,84 @@ fn detached_outlive_their_group(store: &dyn Store) {
     // Deleting the group they left forgets nothing: they still run.
     commit(store, vec![Write::DeleteGroup("asg-1".into())]);
     assert_eq!(store.list_detached().unwrap().len(), 2);
+}
+
+fn found_ids(store: &dyn Store, query: ActivityQuery) -> Vec<String> {
+    ids(&store.find_activities(&query).unwrap(), |a| &a.id)
+}
+
+fn activities_filtered_before_the_limit(store: &dyn Store) {
+    two_groups(store);
+    let with = |id: &str, group_id: &str, at: i64, status: ActivityStatus| Activity {
+        status,
+        ..activity(id, group_id, at)
+    };
+    // One long activity, then 30 that ended while it ran.
+    let mut writes = vec![Write::PutActivity(with(
+        "act-00",
+        "asg-1",
+        10,
+        ActivityStatus::InProgress,
+    ))];
+    for i in 1..=30 {
+        let status = if i % 3 == 0 {
+            ActivityStatus::Successful
+        } else {
+            ActivityStatus::Rejected
+        };
+        writes.push(Write::PutActivity(with(
+            &format!("act-{i:02}"),
+            "asg-1",
+            10 + i,
+            status,
+        )));
+    }
+    writes.push(Write::PutActivity(with(
+        "act-99",
+        "asg-2",
+        50,
+        ActivityStatus::InProgress,
+    )));
+    commit(store, writes);
+    let query = |group: Option<&str>, status, limit| ActivityQuery {
+        group_id: group.map(str::to_owned),
+        status,
+        limit,
+    };
+    let running = Some(ActivityStatus::InProgress);
+    assert_eq!(
+        found_ids(store, query(Some("asg-1"), running, 1)),
+        ["act-00"]
+    );
+    assert_eq!(
+        found_ids(store, query(None, running, 10)),
+        ["act-99", "act-00"]
+    );
+    let done = Some(ActivityStatus::Successful);
+    assert_eq!(
+        found_ids(store, query(Some("asg-1"), done, 5)),
+        ["act-30", "act-27", "act-24", "act-21", "act-18"]
+    );
+    assert_eq!(found_ids(store, query(Some("asg-1"), done, 100)).len(), 10);
+    assert_eq!(
+        found_ids(store, query(Some("asg-1"), None, 3)),
+        ["act-30", "act-29", "act-28"]
+    );
+    assert_eq!(found_ids(store, query(None, None, 100)).len(), 32);
+    assert!(found_ids(store, query(Some("asg-2"), done, 10)).is_empty());
+    // A status that changes moves the activity between the filters.
+    commit(
+        store,
+        vec![Write::PutActivity(with(
+            "act-00",
+            "asg-1",
+            10,
+            ActivityStatus::Warning,
+        ))],
+    );
+    assert!(found_ids(store, query(Some("asg-1"), running, 1)).is_empty());
+    assert_eq!(
+        found_ids(store, query(None, Some(ActivityStatus::Warning), 10)),
+        ["act-00"]
+    );
 }

@@ -9,7 +9,7 @@
 //! record the activity" can never be half done.
 
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
-use ebb_core::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
+use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
 use ebb_core::rules::ScalingRule;
 
 pub mod sqlite;
@@ -70,6 +70,15 @@ pub enum Write {
     PutDetached(Detached),
 }
 
+/// Which activities [`Store::find_activities`] returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActivityQuery {
+    /// One group's, or every group's.
+    pub group_id: Option<String>,
+    pub status: Option<ActivityStatus>,
+    pub limit: usize,
+}
+
 /// An instance `DetachInstances` took out of its group: it keeps running
 /// and ebb leaves it alone, so the reconcile loop's sweep of provider
 /// instances no record claims must never release it, restarts included.
@@ -103,6 +112,9 @@ pub trait Store: Send + Sync + 'static {
     fn get_activity(&self, id: &str) -> Result<Option<Activity>>;
     /// A group's activities (all when None), newest first, at most `limit`.
     fn list_activities(&self, group_id: Option<&str>, limit: usize) -> Result<Vec<Activity>>;
+    /// The activities `query` selects, newest first (ties by id, descending),
+    /// at most `query.limit`: the filters apply before the limit.
+    fn find_activities(&self, query: &ActivityQuery) -> Result<Vec<Activity>>;
 
     fn get_rule(&self, id: &str) -> Result<Option<ScalingRule>>;
     /// A group's rules (all when None), by name.
