@@ -833,6 +833,7 @@ impl Engine {
             group_id: Some(group_id.to_owned()),
             status: Some(ActivityStatus::InProgress),
             limit: 1,
+            ..Default::default()
         };
         Ok(self.store.find_activities(&query)?.pop())
     }

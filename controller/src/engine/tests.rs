@@ -1184,3 +1184,114 @@ async fn a_running_activity_is_found_behind_many_rejected_ones() {
     let old = h.engine.store.get_activity(&long.id).unwrap().unwrap();
     assert_eq!(old.status, ActivityStatus::Warning);
 }
+
+#[tokio::test]
+async fn activities_are_filtered_before_the_limit_and_paged() {
+    use crate::api::activities::describe_scaling_activities;
+    let h = Harness::new(1, 6, 2).await;
+    // 40 activities a second apart: every fourth Successful, the rest Rejected.
+    let mut writes = Vec::new();
+    for i in 0..40 {
+        let mut a = activity::rejected(
+            &h.group,
+            2,
+            3,
+            Trigger::Alarm,
+            format!("run {i}"),
+            "the cooldown holds".into(),
+            T0 + 1000 * i,
+        );
+        if i % 4 == 0 {
+            a.status = ActivityStatus::Successful;
+            a.error = None;
+        }
+        writes.push(Write::PutActivity(a));
+    }
+    h.engine.store.commit(writes).unwrap();
+    let describe =
+        |req: pb::DescribeScalingActivitiesRequest| describe_scaling_activities(&h.engine, req);
+    let causes = |r: &pb::DescribeScalingActivitiesResponse| -> Vec<String> {
+        r.activities.iter().map(|a| a.cause.clone()).collect()
+    };
+    // An old client's `limit`: five Successful ones, though the newest
+    // five activities hold only one.
+    let r = describe(pb::DescribeScalingActivitiesRequest {
+        scaling_group: "web".into(),
+        status: "Successful".into(),
+        limit: 5,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        causes(&r),
+        ["run 36", "run 32", "run 28", "run 24", "run 20"]
+    );
+    // Pages of 3 since run 10 (T0 + 10 s), followed to the end.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let r = describe(pb::DescribeScalingActivitiesRequest {
+            scaling_group: "web".into(),
+            status: "Successful".into(),
+            since_ms: T0 + 10_000,
+            page_size: 3,
+            page_token: token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert!(r.activities.len() <= 3);
+        seen.extend(causes(&r));
+        pages += 1;
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    assert_eq!(
+        seen,
+        [
+            "run 36", "run 32", "run 28", "run 24", "run 20", "run 16", "run 12"
+        ]
+    );
+    assert_eq!(pages, 3);
+    // Bad paging input names its field.
+    let err = describe(pb::DescribeScalingActivitiesRequest {
+        page_token: "yesterday".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("page_token: `yesterday` is not"),
+        "{}",
+        err.message()
+    );
+    let err = describe(pb::DescribeScalingActivitiesRequest {
+        page_size: 10,
+        limit: 20,
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        err.message()
+            .contains("page_size: 10 differs from limit 20"),
+        "{}",
+        err.message()
+    );
+    let err = describe(pb::DescribeScalingActivitiesRequest {
+        page_size: 1001,
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        err.message().contains("page_size: 1001 is above 1000"),
+        "{}",
+        err.message()
+    );
+}

@@ -136,6 +136,7 @@ const CASES: &[(&str, Case)] = &[
         "activities_filtered_before_the_limit",
         activities_filtered_before_the_limit,
     ),
+    ("activities_since_and_by_page", activities_since_and_by_page),
 ];
 
 /// Runs every case, each on a store from `make`; panics naming the first that fails.
@@ -1662,6 +1663,7 @@ fn activities_filtered_before_the_limit(store: &dyn Store) {
         group_id: group.map(str::to_owned),
         status,
         limit,
+        ..Default::default()
     };
     let running = Some(ActivityStatus::InProgress);
     assert_eq!(
@@ -1698,5 +1700,73 @@ fn activities_filtered_before_the_limit(store: &dyn Store) {
     assert_eq!(
         found_ids(store, query(None, Some(ActivityStatus::Warning), 10)),
         ["act-00"]
+    );
+}
+
+fn activities_since_and_by_page(store: &dyn Store) {
+    two_groups(store);
+    let with = |id: &str, group_id: &str, at: i64, status: ActivityStatus| Activity {
+        status,
+        ..activity(id, group_id, at)
+    };
+    // Start times tie in pairs, so pages must break ties by id.
+    let mut writes = Vec::new();
+    for i in 0..20 {
+        let status = if i % 2 == 0 {
+            ActivityStatus::Successful
+        } else {
+            ActivityStatus::Rejected
+        };
+        writes.push(Write::PutActivity(with(
+            &format!("act-{i:02}"),
+            "asg-1",
+            100 + i / 2,
+            status,
+        )));
+    }
+    writes.push(Write::PutActivity(with(
+        "act-x",
+        "asg-2",
+        105,
+        ActivityStatus::Successful,
+    )));
+    commit(store, writes);
+    let since = |since_ms| ActivityQuery {
+        group_id: Some("asg-1".into()),
+        since_ms: Some(since_ms),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        found_ids(store, since(108)),
+        ["act-19", "act-18", "act-17", "act-16"]
+    );
+    assert_eq!(found_ids(store, since(0)).len(), 20);
+    assert!(found_ids(store, since(110)).is_empty());
+
+    // Paging through every Successful one, 5 at a time: a page ends inside
+    // a tie (act-x and act-10 both started at 105).
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .find_activities(&ActivityQuery {
+                status: Some(ActivityStatus::Successful),
+                since_ms: Some(101),
+                after: after.clone(),
+                limit: 5,
+                ..Default::default()
+            })
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.started_at_ms, last.id.clone()));
+        pages.push(ids(&page, |a| &a.id));
+    }
+    assert_eq!(
+        pages,
+        [
+            ["act-18", "act-16", "act-14", "act-12", "act-x"],
+            ["act-10", "act-08", "act-06", "act-04", "act-02"],
+        ]
     );
 }

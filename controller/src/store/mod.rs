@@ -76,6 +76,11 @@ pub struct ActivityQuery {
     /// One group's, or every group's.
     pub group_id: Option<String>,
     pub status: Option<ActivityStatus>,
+    /// Only those started at or after this instant.
+    pub since_ms: Option<i64>,
+    /// Only those after this `(started_at_ms, id)` in the listing's order:
+    /// the last of the previous page.
+    pub after: Option<(i64, String)>,
     pub limit: usize,
 }
 

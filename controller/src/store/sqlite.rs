@@ -695,6 +695,18 @@ impl Store for SqliteStore {
             values.push(Value::Text(s.as_str().to_owned()));
             clauses.push(format!("status = ?{}", values.len()));
         }
+        if let Some(since) = query.since_ms {
+            values.push(Value::Integer(since));
+            clauses.push(format!("started_at_ms >= ?{}", values.len()));
+        }
+        if let Some((at, id)) = &query.after {
+            values.push(Value::Integer(*at));
+            values.push(Value::Text(id.clone()));
+            let (a, i) = (values.len() - 1, values.len());
+            clauses.push(format!(
+                "(started_at_ms < ?{a} OR (started_at_ms = ?{a} AND id < ?{i}))"
+            ));
+        }
         let filter = if clauses.is_empty() {
             String::new()
         } else {
@@ -1052,6 +1064,7 @@ mod tests {
                 group_id: Some("asg-1".into()),
                 status: Some(ebb_core::model::ActivityStatus::InProgress),
                 limit: 1,
+                ..Default::default()
             })
             .unwrap();
         assert_eq!(found, [running]);
