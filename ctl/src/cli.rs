@@ -446,12 +446,12 @@ pub enum ActivityCmd {
     List {
         #[arg(long, value_name = "GROUP")]
         group: Option<String>,
-        /// At most this many [server default: 50]
-        #[arg(long, value_name = "N")]
+        /// At most this many, fetched page by page [default: 50, or all with --since]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
         #[arg(long, value_name = "S", value_parser = activity_statuses())]
         status: Option<String>,
-        /// Only activities started at or after this time (filters the listed ones)
+        /// Only activities started at or after this time (filtered by the controller)
         #[arg(long, value_name = "RFC3339", value_parser = rfc3339_ms)]
         since: Option<i64>,
     },

@@ -576,8 +576,10 @@ fn instances_changed(verb: &str, r: &pb::InstancesResponse, out: Output) -> Resu
     }
 }
 
-/// How many activities `activity list --since` asks for (the server's maximum).
-const SINCE_LIMIT: u32 = 1000;
+/// The most activities one request asks for (the server's maximum).
+const ACTIVITY_PAGE: u32 = 1000;
+/// How many activities `activity list` shows without `--limit` or `--since`.
+const DEFAULT_ACTIVITY_LIST: u32 = 50;
 
 async fn activity(admin: &mut Admin, cmd: ActivityCmd, out: Output) -> Result<()> {
     match cmd {
@@ -587,26 +589,38 @@ async fn activity(admin: &mut Admin, cmd: ActivityCmd, out: Output) -> Result<()
             status,
             since,
         } => {
-            // --since filters here, so without --limit look further back.
-            let limit = match (limit, since) {
-                (Some(n), _) => n,
-                (None, Some(_)) => SINCE_LIMIT,
-                (None, None) => 0,
+            // --since alone lists everything since then.
+            let wanted = match (limit, since) {
+                (Some(n), _) => Some(n),
+                (None, Some(_)) => None,
+                (None, None) => Some(DEFAULT_ACTIVITY_LIST),
             };
-            let r = admin
-                .describe_scaling_activities(pb::DescribeScalingActivitiesRequest {
-                    scaling_group: group.unwrap_or_default(),
-                    limit,
-                    status: status.unwrap_or_default(),
-                    activity_ids: vec![],
-                })
-                .await?;
-            let views: Vec<ActivityView> = r
-                .activities
-                .iter()
-                .filter(|a| since.is_none_or(|s| a.started_at_ms >= s))
-                .map(ActivityView::from)
-                .collect();
+            let mut views: Vec<ActivityView> = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let left = wanted.map_or(ACTIVITY_PAGE, |n| n.saturating_sub(views.len() as u32));
+                if left == 0 {
+                    break;
+                }
+                let page_size = left.min(ACTIVITY_PAGE);
+                let r = admin
+                    .describe_scaling_activities(pb::DescribeScalingActivitiesRequest {
+                        scaling_group: group.clone().unwrap_or_default(),
+                        // `limit` too, for a controller that predates paging.
+                        limit: page_size,
+                        page_size,
+                        status: status.clone().unwrap_or_default(),
+                        since_ms: since.unwrap_or_default(),
+                        page_token,
+                        activity_ids: vec![],
+                    })
+                    .await?;
+                views.extend(r.activities.iter().map(ActivityView::from));
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
             match out {
                 Output::Json => print_json(&views),
                 Output::Table => {

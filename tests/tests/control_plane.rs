@@ -635,3 +635,80 @@ fn grpc_health_checking_is_served() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
+
+#[test]
+fn a_detached_instance_keeps_running_across_reconcile_passes_and_a_restart() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), INTERVAL_MS).unwrap();
+    let mut admin = Admin::local(&ctl);
+    create_group(&mut admin, "keep", 1, 3);
+    enable(&mut admin, "keep");
+    let detached = wait_in_service(&mut admin, "keep", 1)[0].id.clone();
+    let dir = ctl.dir.join("ebb-data").join("instances").join(&detached);
+    let marker = format!("instances/{detached}/");
+    let pids_of = |ctl: &ControllerProc| -> Vec<String> {
+        let mut pids: Vec<String> = ctl
+            .instance_processes()
+            .into_iter()
+            .filter(|p| p.contains(&marker))
+            .filter_map(|p| p.split(' ').next().map(str::to_owned))
+            .collect();
+        pids.sort();
+        pids
+    };
+    let before = pids_of(&ctl);
+    assert_eq!(before.len(), 2, "an agent and a workload");
+
+    // Desired stays at 1: the loop launches a replacement, and every pass
+    // after the detach sweeps provider instances no record claims.
+    let resp = admin_call!(
+        admin,
+        detach_instances,
+        pb::DetachInstancesRequest {
+            scaling_group: "keep".into(),
+            instance_ids: vec![detached.clone()],
+            decrease_desired_capacity: Some(false),
+        }
+    )
+    .unwrap();
+    let replacement = wait_in_service(&mut admin, "keep", 1);
+    assert_ne!(replacement[0].id, detached);
+    let acts = activities(&mut admin, "keep");
+    assert!(
+        acts.iter()
+            .any(|a| a.id == resp.activity_id && a.status == "Successful"),
+        "{acts:#?}"
+    );
+    assert_eq!(pids_of(&ctl), before, "{}", ctl.proc.log_text());
+    assert!(dir.exists(), "the detached instance's dir was removed");
+
+    // A restarted controller knows it was detached, not left by a crash.
+    let (grpc, http) = (ctl.grpc, ctl.http);
+    let mut proc = ctl.proc;
+    proc.signal("KILL");
+    proc.wait_exit(DEADLINE);
+    drop(proc);
+    drop(admin);
+    let ctl = ControllerProc::start_on(sb.path(), INTERVAL_MS, grpc, http).unwrap();
+    let mut admin = Admin::local(&ctl);
+    modify(
+        &mut admin,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "keep".into(),
+            desired_capacity: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let two = wait_in_service(&mut admin, "keep", 2);
+    assert!(two.iter().all(|i| i.id != detached));
+    assert_eq!(pids_of(&ctl), before, "{}", ctl.proc.log_text());
+    assert!(dir.exists(), "the detached instance's dir was removed");
+
+    // No longer ebb's: the test cleans it up itself.
+    for pid in &before {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", pid])
+            .status();
+    }
+}

@@ -126,6 +126,24 @@ fn apply_twice_then_list_instances_and_activities() {
         "{}",
         stdout(&described)
     );
+    // --limit, --since and --status are answered by the controller.
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["activity", "list", "--group", "batch", "-o", "json"];
+        all.extend_from_slice(args);
+        let out = ctl.ebbctl(&all);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&["--limit", "1"]), [id]);
+    assert_eq!(ids(&["--since", "2000-01-01T00:00:00Z"]).len(), 2);
+    assert!(ids(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
+    assert!(ids(&["--status", "Rejected"]).is_empty());
+    assert_eq!(ids(&["--status", "Successful", "--limit", "5"]).len(), 2);
 }
 
 #[test]

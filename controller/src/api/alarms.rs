@@ -62,6 +62,22 @@ fn resolve_actions(
     Ok(ids)
 }
 
+/// A period must hold at least one of the group's samples, or the alarm
+/// never has data and never fires.
+fn check_period(spec: &AlarmSpec, group: &ScalingGroup, errors: &mut Invalid) {
+    let (period, sampling) = (spec.period_secs, group.sampling_interval_secs);
+    if period < sampling {
+        errors.push(
+            "period_secs",
+            format!(
+                "{period} s is shorter than the group's sampling interval of {sampling} s, \
+                 so a period could hold no sample and the alarm never fire; use a period \
+                 of at least {sampling} s, or lower the group's sampling_interval_secs first"
+            ),
+        );
+    }
+}
+
 fn find_alarm(engine: &Engine, group_key: &str, key: &str) -> Result<AlarmTask, Status> {
     let store = &engine.store;
     find_named(
@@ -133,6 +149,7 @@ pub async fn create_alarm(
                 missing_data,
             };
             spec.check("", &mut errors);
+            check_period(&spec, &group, &mut errors);
             Some(spec)
         }
         _ => None,
@@ -214,6 +231,7 @@ pub async fn modify_alarm(
         alarm.alarm_actions = resolve_actions(engine, &group, &req.alarm_actions, &mut errors)?;
     }
     alarm.spec.check("", &mut errors);
+    check_period(&alarm.spec, &group, &mut errors);
     errors.into_result().map_err(invalid)?;
     // A changed condition starts from no data.
     alarm.eval = AlarmEval::default();

@@ -3,14 +3,17 @@
 
 use crate::api::common::{find_group, invalid, now_ms};
 use crate::api::configurations::find_configuration;
+use crate::api::rules::owned_alarm_period;
 use crate::engine::capacity::change_capacity;
 use crate::engine::{Engine, activity};
 use crate::id::new_id;
 use crate::store::Write;
 use ebb_core::decide::capacity;
+use ebb_core::model::tasks::AlarmTask;
 use ebb_core::model::{
     GroupSpec, GroupState, Instance, Invalid, LifecycleState, Process, ScalingGroup, Trigger,
 };
+use ebb_core::rules::AlarmEval;
 use ebb_proto::v1 as pb;
 use tonic::Status;
 use tracing::info;
@@ -133,8 +136,50 @@ pub async fn modify_scaling_group(
             )
         }
     };
-    let (group, _) = change_capacity(engine, new, &old, trigger, &what)?;
+    let alarms = if new.sampling_interval_secs == old.sampling_interval_secs {
+        Vec::new()
+    } else {
+        alarms_for_sampling(engine, &new)?
+    };
+    let (group, _) = change_capacity(engine, new, &old, trigger, &what, alarms)?;
     group_view(engine, &group)
+}
+
+/// What `group`'s new sampling interval means for its alarms: refused when
+/// an alarm's period would be shorter (a period could then hold no sample
+/// and the alarm never fire); the alarms of target-tracking rules follow
+/// it (see `owned_alarm_period`), starting again from no data.
+fn alarms_for_sampling(engine: &Engine, group: &ScalingGroup) -> Result<Vec<Write>, Status> {
+    let sampling = group.sampling_interval_secs;
+    let alarms = engine.store.list_alarms(Some(&group.id))?;
+    let (owned, plain): (Vec<AlarmTask>, Vec<AlarmTask>) =
+        alarms.into_iter().partition(|a| a.owner_rule_id.is_some());
+    let short: Vec<&AlarmTask> = plain
+        .iter()
+        .filter(|a| a.spec.period_secs < sampling)
+        .collect();
+    if let Some(shortest) = short.iter().map(|a| a.spec.period_secs).min() {
+        let names: Vec<String> = short
+            .iter()
+            .map(|a| format!("alarm `{}` ({} s)", a.name, a.spec.period_secs))
+            .collect();
+        return Err(Status::failed_precondition(format!(
+            "sampling_interval_secs: {sampling} s is longer than the period of {}, which could then never fire; lengthen or delete those alarms first, or keep the sampling interval at most {shortest} s",
+            names.join(", ")
+        )));
+    }
+    let period = owned_alarm_period(sampling);
+    Ok(owned
+        .into_iter()
+        .filter(|a| a.spec.period_secs != period)
+        .map(|mut a| {
+            a.spec.period_secs = period;
+            a.eval = AlarmEval::default();
+            a.last_period_end_ms = None;
+            a.last_rejection = None;
+            Write::PutAlarm(a)
+        })
+        .collect())
 }
 
 pub async fn delete_scaling_group(

@@ -2,8 +2,9 @@
 //! standby.
 
 use crate::api::common::{find_group, invalid, now_ms};
+use crate::engine::capacity::{reject_if_suspended, rejection};
 use crate::engine::{Engine, activity};
-use crate::store::Write;
+use crate::store::{Detached, Write};
 use ebb_core::decide::capacity;
 use ebb_core::model::hooks::Transition;
 use ebb_core::model::{
@@ -112,6 +113,33 @@ fn set_states(
     })
 }
 
+/// Refuses instances already on their way out, and any named twice: each
+/// would lower desired once more for an instance that leaves only once.
+/// `instances` are in the order of the request's `instance_ids`.
+fn refuse_taken_out(instances: &[Instance]) -> Result<(), Status> {
+    let mut errors = Invalid::default();
+    for (n, i) in instances.iter().enumerate() {
+        if instances[..n].iter().any(|earlier| earlier.id == i.id) {
+            errors.push(
+                format!("instance_ids[{n}]"),
+                format!("`{}` is listed twice", i.id),
+            );
+        } else if matches!(
+            i.lifecycle_state,
+            LifecycleState::Removing | LifecycleState::RemovingWait
+        ) {
+            errors.push(
+                format!("instance_ids[{n}]"),
+                format!(
+                    "{} is {}; it is already being removed",
+                    i.id, i.lifecycle_state
+                ),
+            );
+        }
+    }
+    errors.into_result().map_err(invalid)
+}
+
 /// Shared by Detach and Remove: takes instances out of the group,
 /// lowering desired unless asked not to.
 fn take_out(
@@ -123,6 +151,7 @@ fn take_out(
 ) -> Result<pb::InstancesResponse, Status> {
     let group = find_group(engine, group_key)?;
     let instances = instances_of(engine, &group, ids)?;
+    refuse_taken_out(&instances)?;
     let decrease = decrease.unwrap_or(true);
     let n = instances.len() as u32;
     let mut updated = group.clone();
@@ -143,16 +172,24 @@ fn take_out(
     let now = now_ms(engine);
     let store = &engine.store;
     let current = capacity(&store.list_instances(Some(&group.id))?);
+    let what = format!("{verb} took out {}", ids.join(", "));
+    if let Some(act) = reject_if_suspended(
+        engine,
+        &group,
+        current,
+        updated.desired_capacity,
+        current - n,
+        Trigger::Api,
+        &what,
+    )? {
+        return Err(rejection(&act).into());
+    }
     let mut act = activity::start(
         &group,
         current,
         current - n,
         Trigger::Api,
-        activity::cause(
-            &format!("{verb} took out {}", ids.join(", ")),
-            current,
-            current - n,
-        ),
+        activity::cause(&what, current, current - n),
         now,
     );
     act.removed_instances = ids.to_vec();
@@ -170,6 +207,15 @@ fn take_out(
             inst.activity_id = Some(act.id.clone());
             writes.push(Write::PutInstance(inst));
         } else {
+            if inst.creation_type == CreationType::AutoCreated {
+                // Still running, no longer ours: remembered so that the
+                // sweep of unclaimed provider instances leaves it alone.
+                writes.push(Write::PutDetached(Detached {
+                    instance_id: inst.id.clone(),
+                    group_id: group.id.clone(),
+                    detached_at_ms: now,
+                }));
+            }
             writes.push(Write::DeleteInstance(inst.id.clone()));
         }
     }
@@ -271,16 +317,24 @@ pub async fn attach_instances(
     let current = capacity(&store.list_instances(Some(&group.id))?);
     let mut updated = group.clone();
     updated.desired_capacity += n;
+    let what = format!("AttachInstances attached {}", req.instance_ids.join(", "));
+    if let Some(act) = reject_if_suspended(
+        engine,
+        &group,
+        current,
+        updated.desired_capacity,
+        current + n,
+        Trigger::Api,
+        &what,
+    )? {
+        return Err(rejection(&act).into());
+    }
     let mut act = activity::start(
         &group,
         current,
         current + n,
         Trigger::Api,
-        activity::cause(
-            &format!("AttachInstances attached {}", req.instance_ids.join(", ")),
-            current,
-            current + n,
-        ),
+        activity::cause(&what, current, current + n),
         now,
     );
     act.created_instances = req.instance_ids.clone();

@@ -9,6 +9,8 @@ use crate::store::Write;
 use ebb_core::decide::RuleRun;
 use ebb_core::model::tasks::{AlarmTask, TaskAction};
 use ebb_core::model::{Invalid, ScalingGroup, Trigger};
+use ebb_core::rules::alarm::PERIODS_SECS;
+use ebb_core::rules::target::TARGET_ALARM_PERIOD_SECS;
 use ebb_core::rules::{AdjustmentType, AlarmEval, RuleKind, ScalingRule, target_alarms};
 use ebb_proto::v1 as pb;
 use tonic::Status;
@@ -85,8 +87,24 @@ fn parse_definition(json: &str) -> Result<RuleKind, Status> {
     serde_json::from_str(json).map_err(|e| invalid(Invalid::one("definition_json", e.to_string())))
 }
 
-/// The two alarms a target-tracking rule owns.
-pub(crate) fn owned_alarms(rule: &ScalingRule, now: i64) -> Vec<AlarmTask> {
+/// The period of a target-tracking rule's alarms in a group sampled every
+/// `sampling_interval_secs`: a minute, as ESS, unless the group samples
+/// less often; then the shortest alarm period that holds a sample.
+pub(crate) fn owned_alarm_period(sampling_interval_secs: u32) -> u32 {
+    PERIODS_SECS
+        .iter()
+        .copied()
+        .find(|p| *p >= sampling_interval_secs.max(TARGET_ALARM_PERIOD_SECS))
+        .unwrap_or(TARGET_ALARM_PERIOD_SECS)
+}
+
+/// The two alarms a target-tracking rule owns, in a group sampled every
+/// `sampling_interval_secs`.
+pub(crate) fn owned_alarms(
+    rule: &ScalingRule,
+    sampling_interval_secs: u32,
+    now: i64,
+) -> Vec<AlarmTask> {
     let RuleKind::TargetTracking {
         metric,
         target_value,
@@ -98,6 +116,10 @@ pub(crate) fn owned_alarms(rule: &ScalingRule, now: i64) -> Vec<AlarmTask> {
     let (out, inn) = target_alarms(metric, *target_value);
     [("out", out), ("in", inn)]
         .into_iter()
+        .map(|(suffix, mut spec)| {
+            spec.period_secs = owned_alarm_period(sampling_interval_secs);
+            (suffix, spec)
+        })
         .map(|(suffix, spec)| AlarmTask {
             id: new_id("alm"),
             group_id: rule.group_id.clone(),
@@ -130,7 +152,7 @@ pub async fn create_scaling_rule(
     rule.validate().map_err(invalid)?;
     let mut writes = vec![Write::PutRule(rule.clone())];
     writes.extend(
-        owned_alarms(&rule, now_ms(engine))
+        owned_alarms(&rule, group.sampling_interval_secs, now_ms(engine))
             .into_iter()
             .map(Write::PutAlarm),
     );
@@ -144,7 +166,7 @@ pub async fn modify_scaling_rule(
     req: pb::ModifyScalingRuleRequest,
 ) -> Result<pb::ScalingRule, Status> {
     let _ops = engine.ops.lock().await;
-    let (_, old) = find_rule(engine, &req.scaling_group, &req.scaling_rule)?;
+    let (group, old) = find_rule(engine, &req.scaling_group, &req.scaling_rule)?;
     let mut rule = old.clone();
     if let Some(n) = req.name {
         rule.name = n;
@@ -162,7 +184,7 @@ pub async fn modify_scaling_rule(
             }
         }
         writes.extend(
-            owned_alarms(&rule, now_ms(engine))
+            owned_alarms(&rule, group.sampling_interval_secs, now_ms(engine))
                 .into_iter()
                 .map(Write::PutAlarm),
         );

@@ -16,7 +16,7 @@ use crate::fleet::Fleet;
 use crate::provider::Provider;
 use crate::store::{Store, StoreError};
 use ebb_core::decide::GroupSnapshot;
-use ebb_core::model::{Activity, Instance, ScalingGroup};
+use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingGroup};
 use ebb_core::rules::cooldown_start;
 
 use health::HealthMemory;
@@ -143,13 +143,16 @@ impl Engine {
         })
     }
 
-    /// The group's InProgress activity, if any.
+    /// The group's InProgress activity, if any (the newest, should there
+    /// be more), however many activities ended since it started.
     pub fn running_activity(&self, group_id: &str) -> Result<Option<Activity>, StoreError> {
-        Ok(self
-            .store
-            .list_activities(Some(group_id), 20)?
-            .into_iter()
-            .find(Activity::is_running))
+        let query = crate::store::ActivityQuery {
+            group_id: Some(group_id.to_owned()),
+            status: Some(ActivityStatus::InProgress),
+            limit: 1,
+            ..Default::default()
+        };
+        Ok(self.store.find_activities(&query)?.pop())
     }
 }
 

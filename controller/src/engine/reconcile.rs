@@ -209,7 +209,8 @@ impl Engine {
     }
 
     /// Releases provider instances that no stored instance claims: left by a
-    /// crash between a release and the record's deletion.
+    /// crash between a release and the record's deletion. Detached instances
+    /// are not ebb's any more and are never released.
     fn release_orphans(&self, described: &HashMap<String, bool>) -> Result<(), EngineError> {
         if described.is_empty() {
             return Ok(());
@@ -219,6 +220,12 @@ impl Engine {
             .list_instances(None)?
             .into_iter()
             .map(|i| i.id)
+            .chain(
+                self.store
+                    .list_detached()?
+                    .into_iter()
+                    .map(|d| d.instance_id),
+            )
             .collect();
         for id in described.keys().filter(|id| !known.contains(*id)) {
             warn!(instance = %id, "releasing an instance no group owns");

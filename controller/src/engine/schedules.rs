@@ -1,6 +1,7 @@
 //! The schedule pass: scheduled tasks run when they fall due, retried while
 //! an activity blocks them until their launch expiration.
 
+use crate::engine::capacity::reject_if_suspended;
 use crate::engine::rules::run_rule;
 use crate::engine::{Engine, EngineError, activity};
 use crate::store::Write;
@@ -178,6 +179,18 @@ fn run_task(
                 task.name,
                 parts.join(", ")
             );
+            let current = capacity(&engine.store.list_instances(Some(&group.id))?);
+            if let Some(act) = reject_if_suspended(
+                engine,
+                group,
+                current,
+                updated.desired_capacity,
+                updated.desired_capacity,
+                Trigger::Schedule,
+                &what,
+            )? {
+                return Ok(Some(act));
+            }
             if updated.desired_capacity == group.desired_capacity
                 || group.state != GroupState::Active
             {
@@ -186,7 +199,6 @@ fn run_task(
                 info!(group = %group.name, "{what}");
                 return Ok(None);
             }
-            let current = capacity(&engine.store.list_instances(Some(&group.id))?);
             let mut act = activity::start(
                 group,
                 current,

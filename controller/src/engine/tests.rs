@@ -71,6 +71,7 @@ struct Harness {
     engine: Engine,
     clock: ManualClock,
     group: ScalingGroup,
+    provider: Arc<RecordingProvider>,
 }
 
 impl Harness {
@@ -79,9 +80,10 @@ impl Harness {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
         let clock = ManualClock::new(T0);
         let ca = Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap());
+        let provider = Arc::new(RecordingProvider::default());
         let engine = Engine::new(
             store.clone(),
-            Arc::new(RecordingProvider::default()),
+            provider.clone(),
             Arc::new(Fleet::new(1000, Arc::new(clock.clone()))),
             ca,
             LaunchSettings {
@@ -107,6 +109,7 @@ impl Harness {
             engine,
             clock,
             group,
+            provider,
         };
         for i in 0..n {
             h.add_instance(&format!("i-{i}"), T0 - 3_600_000);
@@ -187,7 +190,7 @@ impl Harness {
         };
         let mut writes = vec![Write::PutRule(rule.clone())];
         writes.extend(
-            owned_alarms(&rule, self.now())
+            owned_alarms(&rule, self.group.sampling_interval_secs, self.now())
                 .into_iter()
                 .map(Write::PutAlarm),
         );
@@ -815,4 +818,608 @@ async fn missing_custom_values_are_no_data_not_a_zero_that_breaches() {
     );
     assert_ne!(last.status, ActivityStatus::Rejected, "{last:#?}");
     assert_eq!(h.desired(), 1);
+}
+
+/// The provider's instances, sorted.
+fn provided(h: &Harness) -> Vec<String> {
+    let mut ids = h.provider.0.lock().unwrap().clone();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_detached_instance_is_never_released_by_the_orphan_sweep() {
+    let h = Harness::new(0, 3, 0).await;
+    let inst = Instance {
+        id: "i-auto".into(),
+        group_id: h.group.id.clone(),
+        configuration_id: None,
+        lifecycle_state: LifecycleState::InService,
+        health_status: HealthStatus::Healthy,
+        creation_type: CreationType::AutoCreated,
+        address: None,
+        created_at_ms: h.now(),
+        in_service_at_ms: Some(h.now()),
+        activity_id: None,
+        hook_waits: Vec::new(),
+    };
+    let mut group = h.group.clone();
+    group.desired_capacity = 1;
+    h.engine
+        .store
+        .commit(vec![Write::UpdateGroup(group), Write::PutInstance(inst)])
+        .unwrap();
+    h.provider
+        .0
+        .lock()
+        .unwrap()
+        .extend(["i-auto".to_owned(), "i-orphan".to_owned()]);
+    crate::api::instances::detach_instances(
+        &h.engine,
+        pb::DetachInstancesRequest {
+            scaling_group: "web".into(),
+            instance_ids: vec!["i-auto".into()],
+            decrease_desired_capacity: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(h.engine.store.get_instance("i-auto").unwrap().is_none());
+    // The sweep releases what nothing claims, and leaves the detached one.
+    for _ in 0..3 {
+        h.engine.reconcile_all().await.unwrap();
+    }
+    assert_eq!(provided(&h), ["i-auto"]);
+    assert_eq!(h.desired(), 0);
+}
+
+#[tokio::test]
+async fn removing_an_instance_twice_is_refused_and_changes_nothing() {
+    use crate::api::instances::{detach_instances, remove_instances};
+    let h = Harness::new(0, 3, 3).await;
+    let remove = |ids: &[&str]| pb::RemoveInstancesRequest {
+        scaling_group: "web".into(),
+        instance_ids: ids.iter().map(|i| (*i).to_owned()).collect(),
+        decrease_desired_capacity: None,
+    };
+    remove_instances(&h.engine, remove(&["i-0"])).await.unwrap();
+    assert_eq!(h.desired(), 2);
+    let state = |id: &str| {
+        h.engine
+            .store
+            .get_instance(id)
+            .unwrap()
+            .unwrap()
+            .lifecycle_state
+    };
+    assert_eq!(state("i-0"), LifecycleState::Removing);
+    let mut waiting = h.engine.store.get_instance("i-1").unwrap().unwrap();
+    waiting.lifecycle_state = LifecycleState::RemovingWait;
+    h.engine
+        .store
+        .commit(vec![Write::PutInstance(waiting)])
+        .unwrap();
+    let before = h.activities();
+
+    let err = remove_instances(&h.engine, remove(&["i-2", "i-0"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("instance_ids[1]: i-0 is Removing; it is already being removed"),
+        "{}",
+        err.message()
+    );
+    let err = remove_instances(&h.engine, remove(&["i-1"]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("instance_ids[0]: i-1 is Removing:Wait; it is already being removed"),
+        "{}",
+        err.message()
+    );
+    let err = detach_instances(
+        &h.engine,
+        pb::DetachInstancesRequest {
+            scaling_group: "web".into(),
+            instance_ids: vec!["i-0".into()],
+            decrease_desired_capacity: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message().contains("instance_ids[0]: i-0 is Removing"),
+        "{}",
+        err.message()
+    );
+    // One instance named twice would lower desired twice.
+    let err = remove_instances(&h.engine, remove(&["i-2", "i-2"]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("instance_ids[1]: `i-2` is listed twice"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(h.desired(), 2);
+    assert_eq!(state("i-2"), LifecycleState::InService);
+    assert_eq!(h.activities(), before);
+}
+
+/// Suspends `processes` of the harness's group.
+fn suspend(h: &Harness, processes: &[Process]) {
+    let mut g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    g.suspended_processes = processes.to_vec();
+    h.engine.store.commit(vec![Write::UpdateGroup(g)]).unwrap();
+}
+
+/// The refusal a caller gets, and the Rejected activity it left.
+fn assert_rejected(h: &Harness, err: tonic::Status, process: &str, trigger: Trigger) {
+    let reason = format!("the {process} process of the group is suspended");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let id = err
+        .message()
+        .strip_prefix(&format!("{reason}; the change was rejected (activity "))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{}", err.message()));
+    let act = h.engine.store.get_activity(id).unwrap().unwrap();
+    assert_eq!(act.status, ActivityStatus::Rejected);
+    assert_eq!(act.trigger, trigger);
+    assert_eq!(act.error.as_deref(), Some(reason.as_str()));
+}
+
+#[tokio::test]
+async fn suspended_scale_out_refuses_every_manual_way_up() {
+    use crate::api::groups::modify_scaling_group;
+    use crate::api::instances::attach_instances;
+    let h = Harness::new(1, 6, 2).await;
+    suspend(&h, &[Process::ScaleOut]);
+    let modify = |min: Option<u32>, desired: Option<u32>| pb::ModifyScalingGroupRequest {
+        scaling_group: "web".into(),
+        min_size: min,
+        desired_capacity: desired,
+        ..Default::default()
+    };
+    let err = modify_scaling_group(&h.engine, modify(None, Some(4)))
+        .await
+        .unwrap_err();
+    assert_rejected(&h, err, "ScaleOut", Trigger::Api);
+    // Raising min_size above the count would launch: refused too, bounds kept.
+    let err = modify_scaling_group(&h.engine, modify(Some(3), None))
+        .await
+        .unwrap_err();
+    assert_rejected(&h, err, "ScaleOut", Trigger::Bounds);
+    let err = attach_instances(
+        &h.engine,
+        pb::AttachInstancesRequest {
+            scaling_group: "web".into(),
+            instance_ids: vec!["h-1".into()],
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_rejected(&h, err, "ScaleOut", Trigger::Api);
+    let g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    assert_eq!((g.min_size, g.desired_capacity), (1, 2));
+    assert!(h.engine.store.get_instance("h-1").unwrap().is_none());
+    // A scheduled task that would raise desired is rejected, and says so.
+    create_scheduled_task(
+        &h.engine,
+        pb::CreateScheduledTaskRequest {
+            scaling_group: "web".into(),
+            name: "morning".into(),
+            launch_time: "2026-01-01T00:00:10Z".into(),
+            desired_capacity: Some(5),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.clock.advance_ms(11_000);
+    run_due_tasks(&h.engine).await.unwrap();
+    let last = h.activities().pop().unwrap();
+    assert_eq!(
+        (last.status, last.trigger, last.error.as_deref()),
+        (
+            ActivityStatus::Rejected,
+            Trigger::Schedule,
+            Some("the ScaleOut process of the group is suspended")
+        )
+    );
+    assert!(
+        last.cause.contains("scheduled task `morning`"),
+        "{}",
+        last.cause
+    );
+    let task = h.engine.store.list_tasks(None).unwrap().pop().unwrap();
+    assert_eq!(
+        task.last_result.as_deref(),
+        Some(format!("{} Rejected", last.id).as_str())
+    );
+    assert_eq!(h.desired(), 2);
+    // The other way is not suspended.
+    modify_scaling_group(&h.engine, modify(None, Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(h.desired(), 1);
+}
+
+#[tokio::test]
+async fn suspended_scale_in_refuses_every_manual_way_down() {
+    use crate::api::groups::modify_scaling_group;
+    use crate::api::instances::{detach_instances, remove_instances};
+    let h = Harness::new(0, 6, 3).await;
+    suspend(&h, &[Process::ScaleIn]);
+    let err = modify_scaling_group(
+        &h.engine,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "web".into(),
+            desired_capacity: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_rejected(&h, err, "ScaleIn", Trigger::Api);
+    // Lowering max_size below the count would remove instances.
+    let err = modify_scaling_group(
+        &h.engine,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "web".into(),
+            max_size: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_rejected(&h, err, "ScaleIn", Trigger::Bounds);
+    let remove = |decrease| pb::RemoveInstancesRequest {
+        scaling_group: "web".into(),
+        instance_ids: vec!["i-0".into()],
+        decrease_desired_capacity: decrease,
+    };
+    let err = remove_instances(&h.engine, remove(None)).await.unwrap_err();
+    assert_rejected(&h, err, "ScaleIn", Trigger::Api);
+    let err = detach_instances(
+        &h.engine,
+        pb::DetachInstancesRequest {
+            scaling_group: "web".into(),
+            instance_ids: vec!["i-1".into()],
+            decrease_desired_capacity: Some(true),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_rejected(&h, err, "ScaleIn", Trigger::Api);
+    let g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    assert_eq!((g.max_size, g.desired_capacity), (6, 3));
+    assert_eq!(
+        h.engine.store.list_instances(Some(&g.id)).unwrap().len(),
+        3,
+        "nothing was taken out"
+    );
+    assert!(
+        h.engine
+            .store
+            .list_instances(None)
+            .unwrap()
+            .iter()
+            .all(|i| i.lifecycle_state == LifecycleState::InService)
+    );
+    // Keeping desired is a replacement, not a scale-in.
+    remove_instances(&h.engine, remove(Some(false)))
+        .await
+        .unwrap();
+    assert_eq!(h.desired(), 3);
+}
+
+#[tokio::test]
+async fn a_change_that_only_shortens_a_move_under_way_is_not_refused() {
+    use crate::api::groups::modify_scaling_group;
+    let h = Harness::new(1, 6, 2).await;
+    let set = |d| pb::ModifyScalingGroupRequest {
+        scaling_group: "web".into(),
+        desired_capacity: Some(d),
+        ..Default::default()
+    };
+    modify_scaling_group(&h.engine, set(5)).await.unwrap();
+    suspend(&h, &[Process::ScaleOut]);
+    // 2 instances, heading for 5: 4 still launches, but less than before.
+    modify_scaling_group(&h.engine, set(4)).await.unwrap();
+    assert_eq!(h.desired(), 4);
+    let err = modify_scaling_group(&h.engine, set(6)).await.unwrap_err();
+    assert_rejected(&h, err, "ScaleOut", Trigger::Api);
+    assert_eq!(h.desired(), 4);
+}
+
+fn set_sampling(secs: u32) -> pb::ModifyScalingGroupRequest {
+    pb::ModifyScalingGroupRequest {
+        scaling_group: "web".into(),
+        sampling_interval_secs: Some(secs),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_alarm_period_is_never_shorter_than_the_sampling_interval() {
+    use crate::api::alarms::modify_alarm;
+    use crate::api::groups::modify_scaling_group;
+    let h = Harness::new(1, 3, 1).await;
+    modify_scaling_group(&h.engine, set_sampling(15))
+        .await
+        .unwrap();
+    h.rule("add-1", simple(1, 0));
+    let alarm = |period_secs| pb::CreateAlarmRequest {
+        scaling_group: "web".into(),
+        name: "cpu-high".into(),
+        metric: "CpuUtilization".into(),
+        statistic: "Average".into(),
+        period_secs,
+        comparison_operator: ">=".into(),
+        threshold: 80.0,
+        evaluation_count: None,
+        missing_data: None,
+        alarm_actions: vec!["add-1".into()],
+        enabled: None,
+    };
+    let err = create_alarm(&h.engine, alarm(5)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("period_secs: 5 s is shorter than the group's sampling interval of 15 s"),
+        "{}",
+        err.message()
+    );
+    assert!(h.engine.store.list_alarms(None).unwrap().is_empty());
+    create_alarm(&h.engine, alarm(15)).await.unwrap();
+    let err = modify_alarm(
+        &h.engine,
+        pb::ModifyAlarmRequest {
+            scaling_group: "web".into(),
+            alarm: "cpu-high".into(),
+            period_secs: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("period_secs: 1 s is shorter than the group's sampling interval of 15 s"),
+        "{}",
+        err.message()
+    );
+    // Raising the sampling interval past the alarm's period is refused,
+    // naming the alarm; nothing changes.
+    let err = modify_scaling_group(&h.engine, set_sampling(30))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains(
+            "sampling_interval_secs: 30 s is longer than the period of alarm `cpu-high` (15 s)"
+        ),
+        "{}",
+        err.message()
+    );
+    let group = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    assert_eq!(group.sampling_interval_secs, 15);
+    let stored = h.engine.store.list_alarms(None).unwrap();
+    assert_eq!(stored[0].spec.period_secs, 15);
+    modify_scaling_group(&h.engine, set_sampling(15))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn target_tracking_alarms_follow_the_sampling_interval() {
+    use crate::api::groups::modify_scaling_group;
+    let h = Harness::new(1, 3, 1).await;
+    create_scaling_rule(
+        &h.engine,
+        pb::CreateScalingRuleRequest {
+            scaling_group: "web".into(),
+            name: "cpu-50".into(),
+            definition_json:
+                r#"{"rule_type":"TargetTrackingScalingRule","metric":"CpuUtilization","target_value":50}"#
+                    .into(),
+        },
+    )
+    .await
+    .unwrap();
+    let periods = || -> Vec<u32> {
+        h.engine
+            .store
+            .list_alarms(None)
+            .unwrap()
+            .iter()
+            .map(|a| a.spec.period_secs)
+            .collect()
+    };
+    assert_eq!(periods(), [60, 60], "a minute, as ESS");
+    // Owned alarms follow a sampling interval longer than their period.
+    modify_scaling_group(&h.engine, set_sampling(100))
+        .await
+        .unwrap();
+    assert_eq!(periods(), [120, 120]);
+    modify_scaling_group(&h.engine, set_sampling(5))
+        .await
+        .unwrap();
+    assert_eq!(periods(), [60, 60]);
+    // A rule made on a slow group starts there.
+    modify_scaling_group(&h.engine, set_sampling(300))
+        .await
+        .unwrap();
+    create_scaling_rule(
+        &h.engine,
+        pb::CreateScalingRuleRequest {
+            scaling_group: "web".into(),
+            name: "mem-50".into(),
+            definition_json:
+                r#"{"rule_type":"TargetTrackingScalingRule","metric":"MemoryUtilization","target_value":50}"#
+                    .into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(periods(), [300, 300, 300, 300]);
+}
+
+#[tokio::test]
+async fn a_running_activity_is_found_behind_many_rejected_ones() {
+    use crate::api::groups::modify_scaling_group;
+    let h = Harness::new(1, 6, 2).await;
+    let long = activity::start(&h.group, 2, 3, Trigger::Api, "long".into(), h.now());
+    let mut writes = vec![Write::PutActivity(long.clone())];
+    for i in 0..25 {
+        writes.push(Write::PutActivity(activity::rejected(
+            &h.group,
+            2,
+            3,
+            Trigger::Alarm,
+            format!("run {i}"),
+            "an activity is in progress".into(),
+            h.now() + 1000 * (i + 1),
+        )));
+    }
+    h.engine.store.commit(writes).unwrap();
+    h.clock.advance_ms(30_000);
+    let found = h.engine.running_activity(&h.group.id).unwrap();
+    assert_eq!(found.map(|a| a.id), Some(long.id.clone()));
+    // A new change supersedes it: never two at once.
+    modify_scaling_group(
+        &h.engine,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: "web".into(),
+            desired_capacity: Some(4),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let running: Vec<_> = h
+        .activities()
+        .into_iter()
+        .filter(Activity::is_running)
+        .collect();
+    assert_eq!(running.len(), 1, "{running:#?}");
+    assert_eq!(running[0].capacity_to, 4);
+    let old = h.engine.store.get_activity(&long.id).unwrap().unwrap();
+    assert_eq!(old.status, ActivityStatus::Warning);
+}
+
+#[tokio::test]
+async fn activities_are_filtered_before_the_limit_and_paged() {
+    use crate::api::activities::describe_scaling_activities;
+    let h = Harness::new(1, 6, 2).await;
+    // 40 activities a second apart: every fourth Successful, the rest Rejected.
+    let mut writes = Vec::new();
+    for i in 0..40 {
+        let mut a = activity::rejected(
+            &h.group,
+            2,
+            3,
+            Trigger::Alarm,
+            format!("run {i}"),
+            "the cooldown holds".into(),
+            T0 + 1000 * i,
+        );
+        if i % 4 == 0 {
+            a.status = ActivityStatus::Successful;
+            a.error = None;
+        }
+        writes.push(Write::PutActivity(a));
+    }
+    h.engine.store.commit(writes).unwrap();
+    let describe =
+        |req: pb::DescribeScalingActivitiesRequest| describe_scaling_activities(&h.engine, req);
+    let causes = |r: &pb::DescribeScalingActivitiesResponse| -> Vec<String> {
+        r.activities.iter().map(|a| a.cause.clone()).collect()
+    };
+    // An old client's `limit`: five Successful ones, though the newest
+    // five activities hold only one.
+    let r = describe(pb::DescribeScalingActivitiesRequest {
+        scaling_group: "web".into(),
+        status: "Successful".into(),
+        limit: 5,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        causes(&r),
+        ["run 36", "run 32", "run 28", "run 24", "run 20"]
+    );
+    // Pages of 3 since run 10 (T0 + 10 s), followed to the end.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let r = describe(pb::DescribeScalingActivitiesRequest {
+            scaling_group: "web".into(),
+            status: "Successful".into(),
+            since_ms: T0 + 10_000,
+            page_size: 3,
+            page_token: token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert!(r.activities.len() <= 3);
+        seen.extend(causes(&r));
+        pages += 1;
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    assert_eq!(
+        seen,
+        [
+            "run 36", "run 32", "run 28", "run 24", "run 20", "run 16", "run 12"
+        ]
+    );
+    assert_eq!(pages, 3);
+    // Bad paging input names its field.
+    let err = describe(pb::DescribeScalingActivitiesRequest {
+        page_token: "yesterday".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("page_token: `yesterday` is not"),
+        "{}",
+        err.message()
+    );
+    let err = describe(pb::DescribeScalingActivitiesRequest {
+        page_size: 10,
+        limit: 20,
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        err.message()
+            .contains("page_size: 10 differs from limit 20"),
+        "{}",
+        err.message()
+    );
+    let err = describe(pb::DescribeScalingActivitiesRequest {
+        page_size: 1001,
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        err.message().contains("page_size: 1001 is above 1000"),
+        "{}",
+        err.message()
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{Store, StoreError, Write};
+use super::{ActivityQuery, Detached, Store, StoreError, Write};
 use ebb_core::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
 use ebb_core::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
 use ebb_core::model::{
@@ -131,6 +131,12 @@ const CASES: &[(&str, Case)] = &[
     ),
     ("task_every_field_round_trips", task_every_field_round_trips),
     ("listings_follow_every_commit", listings_follow_every_commit),
+    ("detached_outlive_their_group", detached_outlive_their_group),
+    (
+        "activities_filtered_before_the_limit",
+        activities_filtered_before_the_limit,
+    ),
+    ("activities_since_and_by_page", activities_since_and_by_page),
 ];
 
 /// Runs every case, each on a store from `make`; panics naming the first that fails.
@@ -1598,4 +1604,190 @@ fn listings_follow_every_commit(store: &dyn Store) {
     assert_eq!((k.list)(store, None), [(k.put)("x-1", "asg-1", "alpha", 2)]);
     commit(store, vec![Write::DeleteGroup("asg-1".into())]);
     assert!((k.list)(store, None).is_empty());
+}
+
+fn detached_outlive_their_group(store: &dyn Store) {
+    two_groups(store);
+    let detached = |id: &str, group_id: &str, at: i64| Detached {
+        instance_id: id.into(),
+        group_id: group_id.into(),
+        detached_at_ms: at,
+    };
+    assert!(store.list_detached().unwrap().is_empty());
+    commit(
+        store,
+        vec![
+            Write::PutDetached(detached("i-2", "asg-1", 10)),
+            Write::PutDetached(detached("i-1", "asg-2", 20)),
+        ],
+    );
+    assert_eq!(
+        store.list_detached().unwrap(),
+        [detached("i-1", "asg-2", 20), detached("i-2", "asg-1", 10)]
+    );
+    // Put replaces; a failed commit writes none of its records.
+    commit(
+        store,
+        vec![Write::PutDetached(detached("i-1", "asg-1", 30))],
+    );
+    not_found(store.commit(vec![
+        Write::PutDetached(detached("i-3", "asg-1", 40)),
+        Write::PutInstance(instance("i-4", "asg-missing", 40)),
+    ]));
+    assert_eq!(
+        store.list_detached().unwrap(),
+        [detached("i-1", "asg-1", 30), detached("i-2", "asg-1", 10)]
+    );
+    // Deleting the group they left forgets nothing: they still run.
+    commit(store, vec![Write::DeleteGroup("asg-1".into())]);
+    assert_eq!(store.list_detached().unwrap().len(), 2);
+}
+
+fn found_ids(store: &dyn Store, query: ActivityQuery) -> Vec<String> {
+    ids(&store.find_activities(&query).unwrap(), |a| &a.id)
+}
+
+fn activities_filtered_before_the_limit(store: &dyn Store) {
+    two_groups(store);
+    let with = |id: &str, group_id: &str, at: i64, status: ActivityStatus| Activity {
+        status,
+        ..activity(id, group_id, at)
+    };
+    // One long activity, then 30 that ended while it ran.
+    let mut writes = vec![Write::PutActivity(with(
+        "act-00",
+        "asg-1",
+        10,
+        ActivityStatus::InProgress,
+    ))];
+    for i in 1..=30 {
+        let status = if i % 3 == 0 {
+            ActivityStatus::Successful
+        } else {
+            ActivityStatus::Rejected
+        };
+        writes.push(Write::PutActivity(with(
+            &format!("act-{i:02}"),
+            "asg-1",
+            10 + i,
+            status,
+        )));
+    }
+    writes.push(Write::PutActivity(with(
+        "act-99",
+        "asg-2",
+        50,
+        ActivityStatus::InProgress,
+    )));
+    commit(store, writes);
+    let query = |group: Option<&str>, status, limit| ActivityQuery {
+        group_id: group.map(str::to_owned),
+        status,
+        limit,
+        ..Default::default()
+    };
+    let running = Some(ActivityStatus::InProgress);
+    assert_eq!(
+        found_ids(store, query(Some("asg-1"), running, 1)),
+        ["act-00"]
+    );
+    assert_eq!(
+        found_ids(store, query(None, running, 10)),
+        ["act-99", "act-00"]
+    );
+    let done = Some(ActivityStatus::Successful);
+    assert_eq!(
+        found_ids(store, query(Some("asg-1"), done, 5)),
+        ["act-30", "act-27", "act-24", "act-21", "act-18"]
+    );
+    assert_eq!(found_ids(store, query(Some("asg-1"), done, 100)).len(), 10);
+    assert_eq!(
+        found_ids(store, query(Some("asg-1"), None, 3)),
+        ["act-30", "act-29", "act-28"]
+    );
+    assert_eq!(found_ids(store, query(None, None, 100)).len(), 32);
+    assert!(found_ids(store, query(Some("asg-2"), done, 10)).is_empty());
+    // A status that changes moves the activity between the filters.
+    commit(
+        store,
+        vec![Write::PutActivity(with(
+            "act-00",
+            "asg-1",
+            10,
+            ActivityStatus::Warning,
+        ))],
+    );
+    assert!(found_ids(store, query(Some("asg-1"), running, 1)).is_empty());
+    assert_eq!(
+        found_ids(store, query(None, Some(ActivityStatus::Warning), 10)),
+        ["act-00"]
+    );
+}
+
+fn activities_since_and_by_page(store: &dyn Store) {
+    two_groups(store);
+    let with = |id: &str, group_id: &str, at: i64, status: ActivityStatus| Activity {
+        status,
+        ..activity(id, group_id, at)
+    };
+    // Start times tie in pairs, so pages must break ties by id.
+    let mut writes = Vec::new();
+    for i in 0..20 {
+        let status = if i % 2 == 0 {
+            ActivityStatus::Successful
+        } else {
+            ActivityStatus::Rejected
+        };
+        writes.push(Write::PutActivity(with(
+            &format!("act-{i:02}"),
+            "asg-1",
+            100 + i / 2,
+            status,
+        )));
+    }
+    writes.push(Write::PutActivity(with(
+        "act-x",
+        "asg-2",
+        105,
+        ActivityStatus::Successful,
+    )));
+    commit(store, writes);
+    let since = |since_ms| ActivityQuery {
+        group_id: Some("asg-1".into()),
+        since_ms: Some(since_ms),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        found_ids(store, since(108)),
+        ["act-19", "act-18", "act-17", "act-16"]
+    );
+    assert_eq!(found_ids(store, since(0)).len(), 20);
+    assert!(found_ids(store, since(110)).is_empty());
+
+    // Paging through every Successful one, 5 at a time: a page ends inside
+    // a tie (act-x and act-10 both started at 105).
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .find_activities(&ActivityQuery {
+                status: Some(ActivityStatus::Successful),
+                since_ms: Some(101),
+                after: after.clone(),
+                limit: 5,
+                ..Default::default()
+            })
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.started_at_ms, last.id.clone()));
+        pages.push(ids(&page, |a| &a.id));
+    }
+    assert_eq!(
+        pages,
+        [
+            ["act-18", "act-16", "act-14", "act-12", "act-x"],
+            ["act-10", "act-08", "act-06", "act-04", "act-02"],
+        ]
+    );
 }

@@ -9,7 +9,7 @@
 //! record the activity" can never be half done.
 
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
-use ebb_core::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
+use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
 use ebb_core::rules::ScalingRule;
 
 pub mod sqlite;
@@ -65,6 +65,34 @@ pub enum Write {
     /// As rules: unique name per group.
     PutTask(ScheduledTask),
     DeleteTask(String),
+    /// Insert or replace. Not tied to a group: a detached instance
+    /// outlives the group it left.
+    PutDetached(Detached),
+}
+
+/// Which activities [`Store::find_activities`] returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActivityQuery {
+    /// One group's, or every group's.
+    pub group_id: Option<String>,
+    pub status: Option<ActivityStatus>,
+    /// Only those started at or after this instant.
+    pub since_ms: Option<i64>,
+    /// Only those after this `(started_at_ms, id)` in the listing's order:
+    /// the last of the previous page.
+    pub after: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+/// An instance `DetachInstances` took out of its group: it keeps running
+/// and ebb leaves it alone, so the reconcile loop's sweep of provider
+/// instances no record claims must never release it, restarts included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detached {
+    pub instance_id: String,
+    /// The group it left (which may since have been deleted).
+    pub group_id: String,
+    pub detached_at_ms: i64,
 }
 
 /// The controller's persistent state. Implementations are cheap to call from
@@ -89,6 +117,9 @@ pub trait Store: Send + Sync + 'static {
     fn get_activity(&self, id: &str) -> Result<Option<Activity>>;
     /// A group's activities (all when None), newest first, at most `limit`.
     fn list_activities(&self, group_id: Option<&str>, limit: usize) -> Result<Vec<Activity>>;
+    /// The activities `query` selects, newest first (ties by id, descending),
+    /// at most `query.limit`: the filters apply before the limit.
+    fn find_activities(&self, query: &ActivityQuery) -> Result<Vec<Activity>>;
 
     fn get_rule(&self, id: &str) -> Result<Option<ScalingRule>>;
     /// A group's rules (all when None), by name.
@@ -101,4 +132,7 @@ pub trait Store: Send + Sync + 'static {
     fn get_task(&self, id: &str) -> Result<Option<ScheduledTask>>;
     /// A group's scheduled tasks (all when None), by name.
     fn list_tasks(&self, group_id: Option<&str>) -> Result<Vec<ScheduledTask>>;
+
+    /// Every detached instance, by id.
+    fn list_detached(&self) -> Result<Vec<Detached>>;
 }

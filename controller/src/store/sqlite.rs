@@ -8,13 +8,14 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rusqlite::types::Value;
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Result, Store, StoreError, Write};
+use super::{ActivityQuery, Detached, Result, Store, StoreError, Write};
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
 use ebb_core::rules::ScalingRule;
@@ -78,6 +79,20 @@ const MIGRATIONS: &[&str] = &[
          data     TEXT NOT NULL,
          UNIQUE (group_id, name)
      );",
+    // 3: instances DetachInstances took out of their group, which ebb must
+    // never release. No reference to the group: they outlive it.
+    "CREATE TABLE detached_instances (
+         id             TEXT PRIMARY KEY NOT NULL,
+         group_id       TEXT NOT NULL,
+         detached_at_ms INTEGER NOT NULL
+     );",
+    // 4: an activity's status as a column, so that listings filter before
+    // they limit and the running activity is found however many finished
+    // after it started.
+    "ALTER TABLE activities ADD COLUMN status TEXT NOT NULL DEFAULT '';
+     UPDATE activities SET status = json_extract(data, '$.status');
+     CREATE INDEX activities_by_group_status ON activities(group_id, status, started_at_ms, id);
+     CREATE INDEX activities_by_status ON activities(status, started_at_ms, id);",
 ];
 
 /// The schema version this build writes.
@@ -387,10 +402,17 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
         Write::DeleteInstance(id) => delete(tx, "instances", id),
         Write::PutActivity(a) => {
             let result = tx.execute(
-                "INSERT INTO activities (id, group_id, data, started_at_ms) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO activities (id, group_id, data, started_at_ms, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id, data = excluded.data,
-                     started_at_ms = excluded.started_at_ms",
-                params![a.id, a.group_id, to_json(a)?, a.started_at_ms],
+                     started_at_ms = excluded.started_at_ms, status = excluded.status",
+                params![
+                    a.id,
+                    a.group_id,
+                    to_json(a)?,
+                    a.started_at_ms,
+                    a.status.as_str()
+                ],
             );
             put_result(result, &a.group_id)
         }
@@ -424,6 +446,15 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             to_json(t)?,
         ),
         Write::DeleteTask(id) => delete(tx, "tasks", id),
+        Write::PutDetached(d) => tx
+            .execute(
+                "INSERT INTO detached_instances (id, group_id, detached_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id,
+                     detached_at_ms = excluded.detached_at_ms",
+                params![d.instance_id, d.group_id, d.detached_at_ms],
+            )
+            .map(drop)
+            .map_err(backend),
     }
 }
 
@@ -651,6 +682,67 @@ impl Store for SqliteStore {
 
     fn list_tasks(&self, group_id: Option<&str>) -> Result<Vec<ScheduledTask>> {
         self.list_named("tasks", group_id)
+    }
+
+    fn find_activities(&self, query: &ActivityQuery) -> Result<Vec<Activity>> {
+        let mut clauses = Vec::new();
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(g) = &query.group_id {
+            values.push(Value::Text(g.clone()));
+            clauses.push(format!("group_id = ?{}", values.len()));
+        }
+        if let Some(s) = query.status {
+            values.push(Value::Text(s.as_str().to_owned()));
+            clauses.push(format!("status = ?{}", values.len()));
+        }
+        if let Some(since) = query.since_ms {
+            values.push(Value::Integer(since));
+            clauses.push(format!("started_at_ms >= ?{}", values.len()));
+        }
+        if let Some((at, id)) = &query.after {
+            values.push(Value::Integer(*at));
+            values.push(Value::Text(id.clone()));
+            let (a, i) = (values.len() - 1, values.len());
+            clauses.push(format!(
+                "(started_at_ms < ?{a} OR (started_at_ms = ?{a} AND id < ?{i}))"
+            ));
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        values.push(Value::Integer(
+            i64::try_from(query.limit).unwrap_or(i64::MAX),
+        ));
+        self.query(
+            "activities",
+            &format!(
+                "SELECT id, data FROM activities {filter}
+                 ORDER BY started_at_ms DESC, id DESC LIMIT ?{}",
+                values.len()
+            ),
+            rusqlite::params_from_iter(values),
+        )
+    }
+
+    fn list_detached(&self) -> Result<Vec<Detached>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, group_id, detached_at_ms FROM detached_instances ORDER BY id",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(Detached {
+                    instance_id: row.get(0)?,
+                    group_id: row.get(1)?,
+                    detached_at_ms: row.get(2)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(backend)
     }
 
     fn list_activities(&self, group_id: Option<&str>, limit: usize) -> Result<Vec<Activity>> {
@@ -917,6 +1009,65 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(version_rows(&raw(&store)), all_versions);
         assert_eq!(store.list_groups().unwrap(), [group("asg-2", "api")]);
+    }
+
+    #[test]
+    fn schema_3_activities_keep_their_status_through_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ebb.db");
+        let running = Activity {
+            id: "act-1".into(),
+            group_id: "asg-1".into(),
+            cause: "test".into(),
+            trigger: ebb_core::model::Trigger::Api,
+            status: ebb_core::model::ActivityStatus::InProgress,
+            progress: 0,
+            capacity_from: 0,
+            capacity_to: 1,
+            created_instances: Vec::new(),
+            removed_instances: Vec::new(),
+            started_at_ms: 1,
+            ended_at_ms: None,
+            error: None,
+            details: Vec::new(),
+        };
+        // A database as the build before the status column left it.
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (
+                     version       INTEGER PRIMARY KEY NOT NULL,
+                     applied_at_ms INTEGER NOT NULL
+                 );",
+            )
+            .unwrap();
+            for (version, sql) in (1..=3).zip(MIGRATIONS) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute("INSERT INTO schema_version VALUES (?1, 0)", [version])
+                    .unwrap();
+            }
+            let g = group("asg-1", "web");
+            conn.execute(
+                "INSERT INTO groups (id, name, data) VALUES (?1, ?2, ?3)",
+                params![g.id, g.name, to_json(&g).unwrap()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO activities (id, group_id, data, started_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![running.id, running.group_id, to_json(&running).unwrap(), 1],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let found = store
+            .find_activities(&ActivityQuery {
+                group_id: Some("asg-1".into()),
+                status: Some(ebb_core::model::ActivityStatus::InProgress),
+                limit: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(found, [running]);
     }
 
     #[test]
