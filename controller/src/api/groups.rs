@@ -236,10 +236,6 @@ pub async fn delete_scaling_group(
         now,
     );
     let mut writes = vec![Write::UpdateGroup(deleting)];
-    if let Some(mut prev) = running {
-        activity::supersede(&mut prev, &act.id, now);
-        writes.push(Write::PutActivity(prev));
-    }
     // Protected and Standby instances go too: the operator forced it.
     for mut i in instances.into_iter().filter(|i| {
         matches!(
@@ -250,10 +246,8 @@ pub async fn delete_scaling_group(
         i.lifecycle_state = LifecycleState::InService;
         writes.push(Write::PutInstance(i));
     }
-    writes.push(Write::PutActivity(act.clone()));
-    store.commit(writes)?;
+    let act = engine.begin_activity(&group, act, writes)?;
     info!(group = %group.name, activity = %act.id, "forced delete under way");
-    engine.wake();
     Ok(pb::DeleteScalingGroupResponse {
         deleted: false,
         activity_id: act.id,
@@ -322,7 +316,7 @@ pub async fn enable_scaling_group(
     let now = now_ms(engine);
     let store = &engine.store;
     let current = capacity(&store.list_instances(Some(&group.id))?);
-    let mut writes = vec![Write::UpdateGroup(group.clone())];
+    let writes = vec![Write::UpdateGroup(group.clone())];
     if current != group.desired_capacity && engine.running_activity(&group.id)?.is_none() {
         let act = activity::start(
             &group,
@@ -336,12 +330,12 @@ pub async fn enable_scaling_group(
             ),
             now,
         );
-        info!(group = %group.name, activity = %act.id, "{}", act.cause);
-        writes.push(Write::PutActivity(act));
+        engine.begin_activity(&group, act, writes)?;
+    } else {
+        store.commit(writes)?;
+        engine.wake();
     }
-    store.commit(writes)?;
     info!(group = %group.name, "scaling group enabled");
-    engine.wake();
     group_view(engine, &group)
 }
 

@@ -194,10 +194,6 @@ fn take_out(
     );
     act.removed_instances = ids.to_vec();
     let mut writes = vec![Write::UpdateGroup(updated.clone())];
-    if let Some(mut prev) = engine.running_activity(&group.id)? {
-        activity::supersede(&mut prev, &act.id, now);
-        writes.push(Write::PutActivity(prev));
-    }
     for mut inst in instances.clone() {
         if release {
             // Through the group's SCALE_IN hooks, as a scale-in would.
@@ -226,15 +222,12 @@ fn take_out(
             activity::complete(&mut act, now);
         }
     }
-    writes.push(Write::PutActivity(act.clone()));
-    store.commit(writes)?;
+    let act = engine.begin_activity(&group, act, writes)?;
     if !release {
         for i in &instances {
             engine.fleet.forget(&i.id);
         }
     }
-    info!(group = %group.name, activity = %act.id, "{}", act.cause);
-    engine.wake();
     Ok(pb::InstancesResponse {
         instances: instances.iter().map(|i| instance_view(engine, i)).collect(),
         activity_id: act.id,

@@ -212,7 +212,7 @@ fn fire(
             continue;
         }
         alarm.last_rejection = reason;
-        commit_decision(engine, &group, d, &run, snap.running, now)?;
+        commit_decision(engine, &group, d, &run, now)?;
     }
     Ok(())
 }

@@ -144,14 +144,7 @@ pub(crate) fn change_capacity(
         return Err(rejection(&act));
     }
     let act = activity::start(&group, current, group.desired_capacity, trigger, cause, now);
-    if let Some(mut prev) = engine.running_activity(&group.id)? {
-        activity::supersede(&mut prev, &act.id, now);
-        writes.push(Write::PutActivity(prev));
-    }
-    writes.push(Write::PutActivity(act.clone()));
-    store.commit(writes)?;
-    info!(group = %group.name, activity = %act.id, "{}", act.cause);
+    let act = engine.begin_activity(&group, act, writes)?;
     group.desired_capacity = act.capacity_to;
-    engine.wake();
     Ok((group, Some(act.id)))
 }

@@ -18,6 +18,9 @@ use crate::store::{Store, StoreError};
 use ebb_core::decide::GroupSnapshot;
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingGroup};
 use ebb_core::rules::cooldown_start;
+use tracing::info;
+
+use crate::store::Write;
 
 use health::HealthMemory;
 pub use health::{
@@ -129,6 +132,28 @@ impl Engine {
     /// Asks the loop to look at every group now.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Starts `act`, the one way an activity starts: supersedes the group's
+    /// activity in progress, commits both with `writes` (the group's new
+    /// desired capacity, instances on their way out...) in one
+    /// transaction, and wakes the reconcile loop to carry it out.
+    pub fn begin_activity(
+        &self,
+        group: &ScalingGroup,
+        act: Activity,
+        mut writes: Vec<Write>,
+    ) -> Result<Activity, EngineError> {
+        let now = self.clock.now_ms();
+        if let Some(mut prev) = self.running_activity(&group.id)? {
+            activity::supersede(&mut prev, &act.id, now);
+            writes.push(Write::PutActivity(prev));
+        }
+        writes.push(Write::PutActivity(act.clone()));
+        self.store.commit(writes)?;
+        info!(group = %group.name, activity = %act.id, "{}", act.cause);
+        self.wake();
+        Ok(act)
     }
 
     /// What a rule decision reads of `group`.

@@ -19,17 +19,16 @@ pub(crate) fn run_rule(
     let now = engine.clock.now_ms();
     let snap = engine.snapshot(group)?;
     let d = decide(kind, run, &snap.view(group), now);
-    commit_decision(engine, group, d, run, snap.running, now)
+    commit_decision(engine, group, d, run, now)
 }
 
 /// Writes a decision: a Rejected activity, or the new desired capacity and
-/// the activity that carries it out (superseding `running`, if any).
+/// the activity that carries it out.
 pub(crate) fn commit_decision(
     engine: &Engine,
     group: &ScalingGroup,
     d: Decision,
     run: &RuleRun,
-    running: Option<Activity>,
     now: i64,
 ) -> Result<Activity, EngineError> {
     let cause = activity::cause(&run.what, d.from, d.to);
@@ -48,14 +47,5 @@ pub(crate) fn commit_decision(
     updated.desired_capacity = d.to;
     let mut act = activity::start(group, d.from, d.to, run.trigger, cause, now);
     act.details = d.details;
-    let mut writes = vec![Write::UpdateGroup(updated)];
-    if let Some(mut prev) = running {
-        activity::supersede(&mut prev, &act.id, now);
-        writes.push(Write::PutActivity(prev));
-    }
-    writes.push(Write::PutActivity(act.clone()));
-    store.commit(writes)?;
-    info!(group = %group.name, activity = %act.id, "{}", act.cause);
-    engine.wake();
-    Ok(act)
+    engine.begin_activity(group, act, vec![Write::UpdateGroup(updated)])
 }

@@ -209,16 +209,9 @@ fn run_task(
             );
             act.details
                 .push(format!("schedule: {}", task.schedule.describe()));
-            let mut writes = vec![Write::UpdateGroup(updated)];
-            if let Some(mut prev) = engine.running_activity(&group.id)? {
-                activity::supersede(&mut prev, &act.id, now);
-                writes.push(Write::PutActivity(prev));
-            }
-            writes.push(Write::PutActivity(act.clone()));
-            engine.store.commit(writes)?;
-            info!(group = %group.name, activity = %act.id, "{}", act.cause);
-            engine.wake();
-            Ok(Some(act))
+            engine
+                .begin_activity(group, act, vec![Write::UpdateGroup(updated)])
+                .map(Some)
         }
     }
 }
