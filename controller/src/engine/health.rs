@@ -5,51 +5,7 @@ use super::{Engine, EngineError, activity};
 use crate::store::Write;
 use ebb_core::model::{Activity, HealthStatus, Instance, LifecycleState, ScalingGroup};
 use std::collections::HashMap;
-use std::time::Duration;
 use tracing::warn;
-
-/// How the controller judges and replaces unhealthy instances.
-#[derive(Debug, Clone)]
-pub struct HealthSettings {
-    /// When more than half a group turns unhealthy at once, at most this
-    /// share of it (at least one instance) is replaced per `guard_interval`.
-    pub guard_share: f64,
-    pub guard_interval: Duration,
-    /// After the controller starts, agents get this long to reconnect before
-    /// an instance whose agent has not is judged unhealthy.
-    pub reconnect_grace: Duration,
-}
-
-impl Default for HealthSettings {
-    fn default() -> Self {
-        Self {
-            guard_share: DEFAULT_GUARD_SHARE,
-            guard_interval: DEFAULT_GUARD_INTERVAL,
-            reconnect_grace: DEFAULT_RECONNECT_GRACE,
-        }
-    }
-}
-
-/// A quarter of a group per interval: a controller cut off from its hosts
-/// replaces a few, notices the replacements are "unhealthy" too, and stops
-/// short of destroying a healthy fleet.
-pub const DEFAULT_GUARD_SHARE: f64 = 0.25;
-
-/// One guarded round of replacements a minute.
-pub const DEFAULT_GUARD_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Agents back off to at most 30 s; a restarted controller waits that long.
-pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
-
-/// What the engine remembers of a group's recent failures (not needed after
-/// a restart: the guard then starts afresh).
-#[derive(Debug, Default)]
-pub(super) struct HealthMemory {
-    /// Instance id → when it was found unhealthy.
-    failed_at: HashMap<String, i64>,
-    /// When replacements were let through, for the guard's budget.
-    replaced_at: Vec<i64>,
-}
 
 /// Pulls unanswered in a row, or local check failures in a row, that make an
 /// instance unhealthy (design §8).

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::clock::Clock;
 use crate::fleet::Fleet;
-use crate::provider::Provider;
+use crate::provider::{LaunchRequest, Provider};
 use crate::store::{Store, StoreError};
 use ebb_core::decide::GroupSnapshot;
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingGroup};
@@ -21,13 +21,6 @@ use ebb_core::rules::cooldown_start;
 use tracing::info;
 
 use crate::store::Write;
-
-use health::HealthMemory;
-pub use health::{
-    DEFAULT_GUARD_INTERVAL, DEFAULT_GUARD_SHARE, DEFAULT_RECONNECT_GRACE, HealthSettings,
-    UNHEALTHY_AFTER,
-};
-pub use reconcile::RECONCILE_INTERVAL;
 
 pub mod activity;
 pub mod alarms;
@@ -63,6 +56,64 @@ pub enum EngineError {
     NotFound(String),
 }
 
+/// How the controller judges and replaces unhealthy instances.
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    /// When more than half a group turns unhealthy at once, at most this
+    /// share of it (at least one instance) is replaced per `guard_interval`.
+    pub guard_share: f64,
+    pub guard_interval: Duration,
+    /// After the controller starts, agents get this long to reconnect before
+    /// an instance whose agent has not is judged unhealthy.
+    pub reconnect_grace: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            guard_share: DEFAULT_GUARD_SHARE,
+            guard_interval: DEFAULT_GUARD_INTERVAL,
+            reconnect_grace: DEFAULT_RECONNECT_GRACE,
+        }
+    }
+}
+
+/// A quarter of a group per interval: a controller cut off from its hosts
+/// replaces a few, notices the replacements are "unhealthy" too, and stops
+/// short of destroying a healthy fleet.
+pub const DEFAULT_GUARD_SHARE: f64 = 0.25;
+
+/// One guarded round of replacements a minute.
+pub const DEFAULT_GUARD_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Agents back off to at most 30 s; a restarted controller waits that long.
+pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
+
+/// What the engine remembers of a group's recent failures (not needed after
+/// a restart: the guard then starts afresh).
+#[derive(Debug, Default)]
+struct HealthMemory {
+    /// Instance id → when it was found unhealthy.
+    failed_at: HashMap<String, i64>,
+    /// When replacements were let through, for the guard's budget.
+    replaced_at: Vec<i64>,
+}
+
+/// Provider work a pass decided on, carried out once it lets go of the
+/// engine lock.
+enum Io {
+    /// Release an instance marked Removing; its record goes once that succeeded.
+    Remove(String),
+    /// Release an instance whose record is already gone (vanished,
+    /// abandoned, never connected, an orphan); the orphan sweep retries.
+    Release(String),
+    /// Launch an instance whose Pending record is written.
+    Launch {
+        request: Box<LaunchRequest>,
+        activity_id: String,
+    },
+}
+
 /// Where launched agents must connect.
 #[derive(Debug, Clone)]
 pub struct LaunchSettings {
@@ -91,7 +142,7 @@ pub struct Engine {
     started_at_ms: i64,
     wake: tokio::sync::Notify,
     /// Provider work the reconcile pass under way decided on.
-    deferred: std::sync::Mutex<Vec<reconcile::Io>>,
+    deferred: std::sync::Mutex<Vec<Io>>,
 }
 
 impl Engine {

@@ -1,7 +1,7 @@
 //! The reconcile loop: each pass looks at every group's desired capacity
 //! and what exists, and takes the next step, writing it before acting.
 
-use super::{Engine, EngineError, activity, hooks};
+use super::{Engine, EngineError, Io, activity, hooks};
 use crate::id::new_id;
 use crate::provider::LaunchRequest;
 use crate::store::Write;
@@ -30,21 +30,6 @@ const MAX_LAUNCH_FAILURES: u32 = 3;
 
 /// Back-off after a failed activity before the loop tries again.
 const FAILURE_BACKOFF_MS: i64 = 30_000;
-
-/// Provider work a pass decided on, carried out once it lets go of the
-/// engine lock.
-pub(super) enum Io {
-    /// Release an instance marked Removing; its record goes once that succeeded.
-    Remove(String),
-    /// Release an instance whose record is already gone (vanished,
-    /// abandoned, never connected, an orphan); the orphan sweep retries.
-    Release(String),
-    /// Launch an instance whose Pending record is written.
-    Launch {
-        request: Box<LaunchRequest>,
-        activity_id: String,
-    },
-}
 
 impl Engine {
     fn defer(&self, io: Io) {

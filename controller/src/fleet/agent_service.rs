@@ -20,6 +20,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::fleet::outbox::{Outbound, message};
 use crate::fleet::{Fleet, Session};
 
 /// An agent must say hello promptly; a silent stream is dropped.
@@ -182,16 +183,6 @@ impl AgentService for AgentApi {
             ReceiverStream::new(rx).map(|m| Ok(*m)),
         )))
     }
-}
-
-/// The queue of messages to one agent, fed by its stream's task and the
-/// lifecycle outbox. Boxed: the queue's blocks are 32 slots each, kept as long
-/// as the stream, and a slot of `Result<ControllerMessage, Status>` is about
-/// 200 bytes (10 KB an agent, 100 MB at 10,000); a box is 8.
-pub type Outbound = mpsc::Sender<Box<ControllerMessage>>;
-
-pub(crate) fn message(body: ControllerBody) -> Box<ControllerMessage> {
-    Box::new(ControllerMessage { body: Some(body) })
 }
 
 /// Pulls one agent until its stream ends, a newer stream replaces it, or the

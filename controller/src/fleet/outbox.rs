@@ -1,11 +1,22 @@
 //! Lifecycle hook scripts on their way to an instance's agent and their
 //! results on the way back, over the instance's stream.
 
-use crate::fleet::agent_service::{Outbound, message};
 use dashmap::DashMap;
 use ebb_proto::v1 as pb;
+use ebb_proto::v1::ControllerMessage;
 use ebb_proto::v1::controller_message::Body as ControllerBody;
+use tokio::sync::mpsc;
 use tracing::warn;
+
+/// The queue of messages to one agent, fed by its stream's task and the
+/// lifecycle outbox. Boxed: the queue's blocks are 32 slots each, kept as long
+/// as the stream, and a slot of `Result<ControllerMessage, Status>` is about
+/// 200 bytes (10 KB an agent, 100 MB at 10,000); a box is 8.
+pub type Outbound = mpsc::Sender<Box<ControllerMessage>>;
+
+pub(crate) fn message(body: ControllerBody) -> Box<ControllerMessage> {
+    Box::new(ControllerMessage { body: Some(body) })
+}
 
 /// Script results kept for the engine to pick up; more means results nobody
 /// is waiting for any more (their actions were decided another way).
