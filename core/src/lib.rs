@@ -2,6 +2,7 @@
 //! function of its inputs and a `now`. No async, no network, no storage, no
 //! clock: Cargo enforces it (serde and jiff are the only dependencies).
 //!
+//! - `guard`: the mass-failure guard: which unhealthy instances to replace now.
 //! - `local`: a local controller's data dir, endpoints file and certificate paths.
 //! - `model`: scaling groups, configurations, instances, activities, hooks,
 //!   tasks; their validation; the choice of instances to remove.
@@ -55,6 +56,7 @@ macro_rules! string_enum {
 }
 
 pub mod decide;
+pub mod guard;
 pub mod local;
 pub mod model;
 pub mod plan;

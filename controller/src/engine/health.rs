@@ -3,6 +3,7 @@
 
 use super::{Engine, EngineError, activity};
 use crate::store::Write;
+use ebb_core::guard::GuardSettings;
 use ebb_core::model::{Activity, HealthStatus, Instance, LifecycleState, ScalingGroup};
 use std::collections::HashMap;
 use tracing::warn;
@@ -121,52 +122,31 @@ impl Engine {
         notes: &mut Vec<String>,
         running: Option<&mut Activity>,
     ) -> Result<Vec<Instance>, EngineError> {
-        let window = self.health.guard_interval.as_millis() as i64;
-        let mut memory = self.health_memory.lock().unwrap_or_else(|p| p.into_inner());
-        let mem = memory.entry(group.id.clone()).or_default();
-        mem.failed_at.retain(|_, at| now - *at < window);
-        mem.replaced_at.retain(|at| now - *at < window);
-        for i in &unhealthy {
-            mem.failed_at.entry(i.id.clone()).or_insert(now);
-        }
-        // An instance is replaced one sampling interval after it was found
-        // unhealthy, so failures that come together are seen together.
-        let confirmed: Vec<&Instance> = unhealthy
-            .into_iter()
-            .filter(|i| {
-                mem.failed_at
-                    .get(&i.id)
-                    .is_some_and(|at| now - *at >= interval_ms)
-            })
-            .collect();
-        if confirmed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let size = group.desired_capacity.max(1) as usize;
-        let mut allowed = confirmed.len();
-        if mem.failed_at.len() * 2 > size {
-            let budget = ((size as f64) * self.health.guard_share).floor().max(1.0) as usize;
-            allowed = budget
-                .saturating_sub(mem.replaced_at.len())
-                .min(confirmed.len());
-            let why = format!(
-                "mass-failure guard: {} of {size} instances turned unhealthy within {} s; replacing at most {budget} per {} s (suspect the controller's own network)",
-                mem.failed_at.len(),
-                self.health.guard_interval.as_secs(),
-                self.health.guard_interval.as_secs()
-            );
-            if allowed > 0 {
-                warn!(group = %group.name, "{why}");
-                notes.push(why.clone());
-                if let Some(act) = running {
-                    activity::note_error(act, &why);
-                    self.store.commit(vec![Write::PutActivity(act.clone())])?;
-                }
+        let settings = GuardSettings {
+            share: self.health.guard_share,
+            window_ms: self.health.guard_interval.as_millis() as i64,
+        };
+        let ids: Vec<&str> = unhealthy.iter().map(|i| i.id.as_str()).collect();
+        let verdict = self
+            .health_memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(group.id.clone())
+            .or_default()
+            .judge(&ids, group.desired_capacity, interval_ms, settings, now);
+        if let Some(why) = verdict.mass_failure {
+            warn!(group = %group.name, "{why}");
+            notes.push(why.clone());
+            if let Some(act) = running {
+                activity::note_error(act, &why);
+                self.store.commit(vec![Write::PutActivity(act.clone())])?;
             }
         }
-        let victims: Vec<Instance> = confirmed.into_iter().take(allowed).cloned().collect();
-        mem.replaced_at
-            .extend(std::iter::repeat_n(now, victims.len()));
+        let victims = unhealthy
+            .into_iter()
+            .filter(|i| verdict.replace.contains(&i.id))
+            .cloned()
+            .collect();
         Ok(victims)
     }
 }

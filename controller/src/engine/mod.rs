@@ -16,6 +16,7 @@ use crate::fleet::Fleet;
 use crate::provider::{LaunchRequest, Provider};
 use crate::store::{Store, StoreError};
 use ebb_core::decide::GroupSnapshot;
+use ebb_core::guard::GuardMemory;
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingGroup};
 use ebb_core::rules::cooldown_start;
 use tracing::info;
@@ -89,16 +90,6 @@ pub const DEFAULT_GUARD_INTERVAL: Duration = Duration::from_secs(60);
 /// Agents back off to at most 30 s; a restarted controller waits that long.
 pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
 
-/// What the engine remembers of a group's recent failures (not needed after
-/// a restart: the guard then starts afresh).
-#[derive(Debug, Default)]
-struct HealthMemory {
-    /// Instance id → when it was found unhealthy.
-    failed_at: HashMap<String, i64>,
-    /// When replacements were let through, for the guard's budget.
-    replaced_at: Vec<i64>,
-}
-
 /// Provider work a pass decided on, carried out once it lets go of the
 /// engine lock.
 enum Io {
@@ -137,7 +128,7 @@ pub struct Engine {
     failures: std::sync::Mutex<HashMap<String, (u32, i64)>>,
     /// Per group: when each instance was found unhealthy, and when the
     /// replacements of the guard's current interval were let through.
-    health_memory: std::sync::Mutex<HashMap<String, HealthMemory>>,
+    health_memory: std::sync::Mutex<HashMap<String, GuardMemory>>,
     health: HealthSettings,
     started_at_ms: i64,
     wake: tokio::sync::Notify,
