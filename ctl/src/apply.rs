@@ -15,9 +15,10 @@ use ebb_core::schedule;
 use ebb_proto::v1 as pb;
 use serde::Deserialize;
 
-use crate::cli::Output;
 use crate::conn::Admin;
+use crate::convert::{check_of, check_pb, metric_of, metric_pb};
 use crate::error::{Error, Result};
+use crate::output::{Output, print_json};
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -363,7 +364,7 @@ fn validate_automation(file: &ApplyFile, problems: &mut Vec<String>) {
         if let Some(Err(e)) = &end {
             errors.push("recurrence_end_time", format!("not an RFC 3339 time: {e}"));
         }
-        let recurrence = crate::automation::to_schedule_recurrence(
+        let recurrence = crate::cli::to_schedule_recurrence(
             t.recurrence_type.as_deref().unwrap_or("None"),
             t.recurrence_value.as_deref().unwrap_or(""),
         );
@@ -1285,7 +1286,7 @@ pub async fn run(admin: &mut Admin, file: &ApplyFile, dry_run: bool, out: Output
         lines.push(line);
     }
     match out {
-        Output::Json => crate::commands::print_json(&serde_json::json!({
+        Output::Json => print_json(&serde_json::json!({
             "dry_run": dry_run,
             "changes": lines,
         })),
@@ -1356,61 +1357,6 @@ async fn execute(admin: &mut Admin, step: &Step) -> Result<()> {
         ),
     }
     Ok(())
-}
-
-/// A local health check as the API carries it: empty and 0 mean "not set".
-fn check_pb(c: &model::LocalCheck) -> pb::LocalHealthCheck {
-    pb::LocalHealthCheck {
-        name: c.name.clone(),
-        http: c.http.clone().unwrap_or_default(),
-        tcp: c.tcp.clone().unwrap_or_default(),
-        command: c.command.clone().unwrap_or_default(),
-        interval_ms: c.interval_ms.unwrap_or_default() as u32,
-        timeout_ms: c.timeout_ms.unwrap_or_default() as u32,
-    }
-}
-
-fn check_of(c: &pb::LocalHealthCheck) -> model::LocalCheck {
-    let text = |s: &String| (!s.is_empty()).then(|| s.clone());
-    model::LocalCheck {
-        name: c.name.clone(),
-        http: text(&c.http),
-        tcp: text(&c.tcp),
-        command: (!c.command.is_empty()).then(|| c.command.clone()),
-        interval_ms: (c.interval_ms > 0).then_some(u64::from(c.interval_ms)),
-        timeout_ms: (c.timeout_ms > 0).then_some(u64::from(c.timeout_ms)),
-    }
-}
-
-/// A custom metric source as the API carries it: empty and 0 mean "not set".
-pub(crate) fn metric_pb(m: &model::MetricSource) -> pb::MetricSource {
-    pb::MetricSource {
-        name: m.name.clone(),
-        prometheus: m.prometheus.as_ref().map(|p| pb::PrometheusSource {
-            url: p.url.clone(),
-            metric: p.metric.clone(),
-            labels: p.labels.clone().into_iter().collect(),
-        }),
-        file: m.file.clone().unwrap_or_default(),
-        command: m.command.clone().unwrap_or_default(),
-        timeout_ms: m
-            .timeout_ms
-            .map_or(0, |t| u32::try_from(t).unwrap_or(u32::MAX)),
-    }
-}
-
-pub(crate) fn metric_of(m: &pb::MetricSource) -> model::MetricSource {
-    model::MetricSource {
-        name: m.name.clone(),
-        prometheus: m.prometheus.as_ref().map(|p| model::PrometheusSource {
-            url: p.url.clone(),
-            metric: p.metric.clone(),
-            labels: p.labels.clone().into_iter().collect(),
-        }),
-        file: (!m.file.is_empty()).then(|| m.file.clone()),
-        command: (!m.command.is_empty()).then(|| m.command.clone()),
-        timeout_ms: (m.timeout_ms > 0).then_some(u64::from(m.timeout_ms)),
-    }
 }
 
 #[cfg(test)]

@@ -3,128 +3,18 @@
 //! definition JSON built from flags (the server takes exactly the JSON of
 //! `ebb_core::rules::RuleKind`).
 
-use std::collections::BTreeSet;
-
 use ebb_core::rules::{AdjustmentType, Metric, RuleKind, ScalingRule, StepAdjustment};
 use ebb_core::schedule;
 use ebb_proto::v1 as pb;
 
-use crate::cli::{AlarmCmd, Output, RuleCmd, RuleDef, ScaleArgs, TaskCmd, TaskCreate, TaskModify};
-use crate::commands::{done, group_names, print_json};
+use crate::cli::{
+    AlarmCmd, RuleCmd, RuleDef, ScaleArgs, TaskCmd, TaskCreate, TaskModify, to_schedule_recurrence,
+};
 use crate::conn::Admin;
 use crate::error::{Error, Result};
-use crate::view::{self, ActivityView, AlarmView, RuleNames, RuleView, TaskView};
-
-/// One `--step` flag: a step, or (bare `--step`) only the choice of a step rule.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepArg(pub Option<StepAdjustment>);
-
-/// `LOWER:UPPER:ADJ`, an empty bound being unbounded: `0:10:1`, `10::3`.
-pub fn parse_step_arg(s: &str) -> Result<StepArg, String> {
-    if s.is_empty() {
-        return Ok(StepArg(None));
-    }
-    let parts: Vec<&str> = s.split(':').collect();
-    let [lower, upper, adjustment] = parts[..] else {
-        return Err(format!(
-            "expected LOWER:UPPER:ADJ such as 0:10:1 or 10::3, got `{s}`"
-        ));
-    };
-    let bound = |b: &str, which: &str| -> Result<Option<f64>, String> {
-        let b = b.trim();
-        if b.is_empty() {
-            return Ok(None);
-        }
-        match b.parse::<f64>() {
-            Ok(v) if v.is_finite() => Ok(Some(v)),
-            _ => Err(format!("{which} bound `{b}` is not a number")),
-        }
-    };
-    let adjustment = adjustment
-        .trim()
-        .parse::<i64>()
-        .map_err(|_| format!("adjustment `{adjustment}` is not a whole number"))?;
-    Ok(StepArg(Some(StepAdjustment {
-        lower_bound: bound(lower, "lower")?,
-        upper_bound: bound(upper, "upper")?,
-        adjustment,
-    })))
-}
-
-/// A recurrence as the API carries it: `recurrence_type` and `recurrence_value`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Recurrence {
-    pub recurrence_type: String,
-    pub recurrence_value: String,
-}
-
-/// `once`, `daily:N`, `weekly:1,5`, `monthly:A-B` or `cron:m h dom mon dow`.
-pub fn parse_recurrence(s: &str) -> Result<Recurrence, String> {
-    let (kind, value) = s.split_once(':').unwrap_or((s, ""));
-    let recurrence_type = match kind.trim().to_ascii_lowercase().as_str() {
-        "once" | "none" => "None",
-        "daily" => "Daily",
-        "weekly" => "Weekly",
-        "monthly" => "Monthly",
-        "cron" => "Cron",
-        other => {
-            return Err(format!(
-                "unknown recurrence `{other}`; expected once, daily:N, weekly:1,5, monthly:A-B or cron:\"m h dom mon dow\""
-            ));
-        }
-    };
-    let r = Recurrence {
-        recurrence_type: recurrence_type.to_owned(),
-        recurrence_value: value.trim().to_owned(),
-    };
-    to_schedule_recurrence(&r.recurrence_type, &r.recurrence_value)?;
-    Ok(r)
-}
-
-/// The domain's recurrence, for validation; the value's shape is checked here.
-pub fn to_schedule_recurrence(kind: &str, value: &str) -> Result<schedule::Recurrence, String> {
-    let number = |s: &str, what: &str| -> Result<u32, String> {
-        s.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("{kind}: {what} `{s}` is not a whole number"))
-    };
-    match kind {
-        "" | "None" => Ok(schedule::Recurrence::None),
-        "Daily" => Ok(schedule::Recurrence::Daily {
-            every: number(if value.is_empty() { "1" } else { value }, "the day count")?,
-        }),
-        "Weekly" => {
-            let days = value
-                .split(',')
-                .map(|d| {
-                    number(d, "the weekday")
-                        .and_then(|d| u8::try_from(d).map_err(|_| format!("{d} is not a weekday")))
-                })
-                .collect::<Result<Vec<u8>, String>>()?;
-            Ok(schedule::Recurrence::Weekly { days })
-        }
-        "Monthly" => {
-            let (a, b) = value.split_once('-').unwrap_or((value, value));
-            let day = |s: &str| {
-                number(s, "the day of the month")
-                    .and_then(|d| u8::try_from(d).map_err(|_| format!("{d} is not a day")))
-            };
-            Ok(schedule::Recurrence::Monthly {
-                from: day(a)?,
-                to: day(b)?,
-            })
-        }
-        "Cron" => {
-            schedule::Cron::parse(value).map_err(|e| format!("cron `{value}`: {e}"))?;
-            Ok(schedule::Recurrence::Cron {
-                expression: value.to_owned(),
-            })
-        }
-        other => Err(format!(
-            "unknown recurrence_type `{other}`; expected None, Daily, Weekly, Monthly or Cron"
-        )),
-    }
-}
+use crate::lookup::{group_names, rule_names};
+use crate::output::{Output, done, print_json};
+use crate::view::{self, ActivityView, AlarmView, RuleView, TaskView};
 
 /// The three kinds a rule can be built as from flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,21 +350,6 @@ fn check_schedule(c: &TaskCreate) -> Result<(), String> {
     let mut errors = ebb_core::model::Invalid::default();
     schedule.validate(&mut errors);
     errors.into_result().map_err(|e| e.to_string())
-}
-
-/// Rule ids to names for the groups given; best effort, like group names.
-pub async fn rule_names(admin: &mut Admin, groups: impl IntoIterator<Item = String>) -> RuleNames {
-    let mut names = RuleNames::new();
-    let groups: BTreeSet<String> = groups.into_iter().collect();
-    for g in groups {
-        if let Ok(r) = admin
-            .describe_scaling_rules(pb::DescribeScalingRulesRequest { scaling_group: g })
-            .await
-        {
-            names.extend(r.scaling_rules.into_iter().map(|r| (r.id, r.name)));
-        }
-    }
-    names
 }
 
 async fn find_rule(admin: &mut Admin, group: &str, rule: &str) -> Result<pb::ScalingRule> {
@@ -936,34 +811,6 @@ mod tests {
     }
 
     #[test]
-    fn steps_parse_with_open_bounds() {
-        assert_eq!(
-            parse_step_arg("0:10:1").unwrap().0,
-            Some(StepAdjustment {
-                lower_bound: Some(0.0),
-                upper_bound: Some(10.0),
-                adjustment: 1
-            })
-        );
-        assert_eq!(
-            parse_step_arg("10::3").unwrap().0,
-            Some(StepAdjustment {
-                lower_bound: Some(10.0),
-                upper_bound: None,
-                adjustment: 3
-            })
-        );
-        assert_eq!(
-            parse_step_arg(":-10:-2").unwrap().0.unwrap().upper_bound,
-            Some(-10.0)
-        );
-        assert_eq!(parse_step_arg("").unwrap().0, None);
-        for bad in ["1:2", "a:1:1", "0:1:1.5", "0:1:1:1"] {
-            assert!(parse_step_arg(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn a_simple_rule_is_the_servers_json() {
         assert_eq!(
             json(&[
@@ -1179,22 +1026,6 @@ mod tests {
                 .unwrap_err()
                 .contains("--target")
         );
-    }
-
-    #[test]
-    fn recurrences_parse_to_type_and_value() {
-        let r = |s: &str| parse_recurrence(s).map(|r| (r.recurrence_type, r.recurrence_value));
-        assert_eq!(r("daily:1").unwrap(), ("Daily".into(), "1".into()));
-        assert_eq!(r("weekly:1,5").unwrap(), ("Weekly".into(), "1,5".into()));
-        assert_eq!(r("monthly:1-7").unwrap(), ("Monthly".into(), "1-7".into()));
-        assert_eq!(
-            r("cron:0 8 * * 1-5").unwrap(),
-            ("Cron".into(), "0 8 * * 1-5".into())
-        );
-        assert_eq!(r("once").unwrap(), ("None".into(), "".into()));
-        assert!(r("hourly:1").is_err());
-        assert!(r("weekly:mon").is_err());
-        assert!(r("cron:0 8 *").is_err());
     }
 
     #[test]

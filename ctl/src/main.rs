@@ -18,8 +18,11 @@ mod cert;
 mod cli;
 mod commands;
 mod conn;
+mod convert;
 mod error;
 mod hook;
+mod lookup;
+mod output;
 mod view;
 
 use std::process::ExitCode;

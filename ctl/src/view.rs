@@ -84,7 +84,7 @@ impl From<&pb::ScalingConfiguration> for ConfigView {
             tags: c.tags.clone().into_iter().collect(),
             user_data: c.user_data.clone(),
             created_at_ms: c.created_at_ms,
-            metrics: c.metrics.iter().map(crate::apply::metric_of).collect(),
+            metrics: c.metrics.iter().map(crate::convert::metric_of).collect(),
         }
     }
 }
