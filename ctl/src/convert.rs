@@ -16,6 +16,7 @@ pub fn check_pb(c: &model::LocalCheck) -> pb::LocalHealthCheck {
     }
 }
 
+/// The domain's local health check from the API's.
 pub fn check_of(c: &pb::LocalHealthCheck) -> model::LocalCheck {
     let text = |s: &String| (!s.is_empty()).then(|| s.clone());
     model::LocalCheck {
@@ -45,6 +46,7 @@ pub fn metric_pb(m: &model::MetricSource) -> pb::MetricSource {
     }
 }
 
+/// The domain's custom metric source from the API's.
 pub fn metric_of(m: &pb::MetricSource) -> model::MetricSource {
     model::MetricSource {
         name: m.name.clone(),

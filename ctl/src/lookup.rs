@@ -1,5 +1,5 @@
-//! Names for listings: group and rule ids to names, looked up best effort
-//! since the names only decorate a table.
+//! Names for listings: group and rule ids to names, looked up over the
+//! admin API.
 
 use std::collections::{BTreeSet, HashMap};
 
