@@ -4,8 +4,8 @@
 use ebb_proto::v1 as pb;
 
 use super::file::ApplyFile;
-use super::plan::{State, plan};
-use super::step::Step;
+use super::plan::plan;
+use super::step::{State, Step};
 use crate::conn::Admin;
 use crate::error::{Error, Result};
 use crate::output::{Output, print_json};

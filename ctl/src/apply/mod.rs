@@ -5,12 +5,14 @@
 //! gap, and `run` makes them, one printed line per change. Nothing the file
 //! does not mention is ever deleted.
 //!
-//! - `file`: the file's sections, parsing and validation.
-//! - `step`: the calls `apply` makes and the lines they print.
-//! - `plan`: the diff for the group and its configuration.
-//! - `plan_automation`: the diff for rules, alarms and tasks.
 //! - `execute`: reading the current state and making the calls.
+//! - `plan`: the plan, and the diff for the group and its configuration.
+//! - `plan_automation`: the diff for rules, alarms and tasks.
+//! - `diff`: one field compared, and how values are shown.
+//! - `step`: the current state, the calls and their lines.
+//! - `file`: the file's sections, parsing and validation.
 
+mod diff;
 mod execute;
 mod file;
 mod plan;

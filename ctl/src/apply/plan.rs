@@ -7,51 +7,11 @@ use std::collections::BTreeMap;
 use ebb_core::model;
 use ebb_proto::v1 as pb;
 
+use super::diff::{differs, show_list, show_map, show_str};
 use super::file::{ApplyFile, ConfigDecl, GroupDecl};
 use super::plan_automation::plan_automation;
-use super::step::{Change, Step};
+use super::step::{State, Step};
 use crate::convert::{check_of, check_pb, metric_of, metric_pb};
-
-pub(super) fn show_list(l: &[String]) -> String {
-    format!("[{}]", l.join(", "))
-}
-
-pub(super) fn show_map(m: &BTreeMap<String, String>) -> String {
-    let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{{{}}}", parts.join(", "))
-}
-
-pub(super) fn show_str(s: &str) -> String {
-    format!("{s:?}")
-}
-
-/// Compares a wanted value (if the file gives one) with the current one.
-pub(super) fn differs<T: PartialEq + Clone>(
-    changes: &mut Vec<Change>,
-    field: &'static str,
-    wanted: Option<&T>,
-    current: &T,
-    show: impl Fn(&T) -> String,
-) -> Option<T> {
-    let wanted = wanted.filter(|w| *w != current)?;
-    changes.push(Change {
-        field,
-        from: show(current),
-        to: show(wanted),
-    });
-    Some(wanted.clone())
-}
-
-/// What the controller has: the group named in the file, if it exists, and
-/// its configurations, rules, alarms and scheduled tasks.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct State {
-    pub group: Option<pb::ScalingGroup>,
-    pub configurations: Vec<pb::ScalingConfiguration>,
-    pub rules: Vec<pb::ScalingRule>,
-    pub alarms: Vec<pb::Alarm>,
-    pub tasks: Vec<pb::ScheduledTask>,
-}
 
 /// The calls that make the controller match the file, in order: group,
 /// configuration, rules, alarms, tasks, then enable or disable the group.

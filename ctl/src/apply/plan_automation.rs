@@ -4,29 +4,10 @@
 use ebb_core::rules::RuleKind;
 use ebb_proto::v1 as pb;
 
+use super::diff::{differs, same_instant, show_list, show_num, show_opt_num, show_str};
 use super::file::{ApplyFile, TaskDecl};
-use super::plan::{State, differs, show_list, show_str};
-use super::step::{Change, Step};
+use super::step::{Change, State, Step};
 use crate::automation::definition_json;
-
-/// A number as people write it (`80`, `0.5`).
-fn show_num(v: &f64) -> String {
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".into() } else { s.into() }
-}
-
-fn show_opt_num(v: &Option<u32>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
-}
-
-/// Two RFC 3339 strings name the same instant (the server may normalise).
-fn same_instant(a: &str, b: &str) -> bool {
-    match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
-}
 
 /// The rule a reference names: a rule of the file, or of the group (by
 /// name or id). Returns its name.

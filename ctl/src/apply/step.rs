@@ -1,4 +1,6 @@
-//! The calls `apply` makes, each with the line it prints.
+//! What a plan works on and yields: the controller's current `State`,
+//! the `Step`s (calls) that close the gap, each with the line it prints,
+//! and the `Change`s of fields those lines list.
 
 use std::fmt;
 
@@ -152,4 +154,15 @@ impl Step {
             Step::Disable { group } => format!("{} group {group}", v("disable", "disabled")),
         }
     }
+}
+
+/// What the controller has: the group named in the file, if it exists, and
+/// its configurations, rules, alarms and scheduled tasks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    pub group: Option<pb::ScalingGroup>,
+    pub configurations: Vec<pb::ScalingConfiguration>,
+    pub rules: Vec<pb::ScalingRule>,
+    pub alarms: Vec<pb::Alarm>,
+    pub tasks: Vec<pb::ScheduledTask>,
 }

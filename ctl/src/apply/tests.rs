@@ -6,8 +6,8 @@ use ebb_core::rules::RuleKind;
 use ebb_proto::v1 as pb;
 
 use super::file::{ApplyFile, parse};
-use super::plan::{State, plan};
-use super::step::Step;
+use super::plan::plan;
+use super::step::{State, Step};
 use crate::automation::definition_json;
 
 const EXAMPLE: &str = include_str!("../../../docs/examples/web.toml");

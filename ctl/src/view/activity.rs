@@ -4,9 +4,9 @@
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 
-use super::GroupNames;
 use super::text::{
-    Table, duration, fields, group_name, list, named, non_empty, non_zero, or_dash, rfc3339,
+    GroupNames, Table, duration, fields, group_name, list, named, non_empty, non_zero, or_dash,
+    rfc3339,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

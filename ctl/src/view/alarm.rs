@@ -4,9 +4,9 @@ use ebb_proto::v1 as pb;
 use serde::Serialize;
 
 use super::text::{
-    Table, fields, group_name, list, named, non_empty, non_zero, num, rfc3339, yes_no,
+    GroupNames, RuleNames, Table, fields, group_name, list, named, non_empty, non_zero, num,
+    rfc3339, yes_no,
 };
-use super::{GroupNames, RuleNames};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlarmView {

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 
-use super::GroupNames;
-use super::text::{Table, age, command_line, fields, group_name, map_line, or_dash, rfc3339};
+use super::text::{
+    GroupNames, Table, age, command_line, fields, group_name, map_line, or_dash, rfc3339,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConfigView {

@@ -3,8 +3,7 @@
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 
-use super::GroupNames;
-use super::text::{Table, age, group_name, non_empty, non_zero, percent};
+use super::text::{GroupNames, Table, age, group_name, non_empty, non_zero, percent};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InstanceView {

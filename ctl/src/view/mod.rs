@@ -12,8 +12,6 @@ mod rule;
 mod task;
 mod text;
 
-use std::collections::HashMap;
-
 pub use activity::{ActivityView, activities_table, activity_fields, activity_outcome};
 pub use alarm::{AlarmView, alarm_condition, alarm_fields, alarms_table};
 pub use config::{ConfigView, config_fields, configs_table, metric_line};
@@ -21,12 +19,7 @@ pub use group::{GroupView, group_fields, groups_table};
 pub use instance::{InstanceView, instances_table};
 pub use rule::{RuleView, rule_fields, rule_summary, rules_table};
 pub use task::{TaskView, recurrence, task_fields, tasks_table};
-pub use text::{Table, command_line, duration, now_ms, or_dash, rfc3339};
-
-/// Group ids to names, for tables that show a group column.
-pub type GroupNames = HashMap<String, String>;
-/// Rule ids to names, for alarms' actions and tasks' rules.
-pub type RuleNames = HashMap<String, String>;
+pub use text::{GroupNames, RuleNames, Table, command_line, duration, now_ms, or_dash, rfc3339};
 
 /// 2024-05-01T12:00:00Z, "now" in the tests.
 #[cfg(test)]

@@ -3,8 +3,7 @@
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 
-use super::GroupNames;
-use super::text::{Table, fields, list, named, num};
+use super::text::{GroupNames, Table, fields, list, named, num};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuleView {

@@ -4,8 +4,9 @@
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 
-use super::text::{Table, fields, group_name, named, non_empty, or_dash, yes_no};
-use super::{GroupNames, RuleNames};
+use super::text::{
+    GroupNames, RuleNames, Table, fields, group_name, named, non_empty, or_dash, yes_no,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskView {

@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::GroupNames;
+/// Group ids to names, for tables that show a group column.
+pub type GroupNames = HashMap<String, String>;
+/// Rule ids to names, for alarms' actions and tasks' rules.
+pub type RuleNames = HashMap<String, String>;
 
 /// An empty string as unset.
 pub fn non_empty(s: &str) -> Option<String> {
