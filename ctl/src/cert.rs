@@ -8,9 +8,10 @@ use std::time::Duration;
 use ebb_core::local::PkiPaths;
 use serde::Serialize;
 
-use crate::cli::{CertIssue, Global, Output};
+use crate::cli::{CertIssue, Global};
 use crate::conn;
 use crate::error::{Error, Result};
+use crate::output::{Output, print_json};
 
 /// What was written, for `-o json`.
 #[derive(Debug, Serialize)]
@@ -84,7 +85,7 @@ pub fn issue(args: &CertIssue, global: &Global, data_dir: &Path, out: Output) ->
         not_after_ms: crate::view::now_ms() + i64::from(args.days) * 86_400_000,
     };
     match out {
-        Output::Json => crate::commands::print_json(&view),
+        Output::Json => print_json(&view),
         Output::Table => {
             println!(
                 "wrote {}, {} (mode 0600) and {} for instance {}, valid until {}",

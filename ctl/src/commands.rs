@@ -1,17 +1,16 @@
 //! The subcommands that call the admin API, one function per family.
 
-use std::collections::HashMap;
-
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::cli::{
     ActivityCmd, Cli, Command, ConfigCmd, GroupCmd, InstanceCmd, InstanceIds, InstanceIdsDesired,
-    Output,
 };
 use crate::conn::{self, Admin};
 use crate::error::{Error, Result};
-use crate::view::{self, ActivityView, ConfigView, GroupNames, GroupView, InstanceView, now_ms};
+use crate::lookup::group_names;
+use crate::output::{Output, done, print_json};
+use crate::view::{self, ActivityView, ConfigView, GroupView, InstanceView, now_ms};
 
 pub async fn run(cli: Cli) -> Result<()> {
     let out = cli.global.output;
@@ -139,24 +138,6 @@ async fn notification(
                 })
                 .await?;
             println!("no longer notifying {url}");
-            Ok(())
-        }
-    }
-}
-
-pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::Local(format!("cannot encode the output as JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
-}
-
-/// A mutation's result: the object as JSON, or one line for a person.
-pub fn done<T: Serialize>(out: Output, value: &T, line: String) -> Result<()> {
-    match out {
-        Output::Json => print_json(value),
-        Output::Table => {
-            println!("{line}");
             Ok(())
         }
     }
@@ -322,22 +303,6 @@ fn suspended(g: &pb::ScalingGroup) -> String {
         "none".to_owned()
     } else {
         g.suspended_processes.join(", ")
-    }
-}
-
-/// Group ids to names; an empty map (ids shown) if the lookup fails, since
-/// the names only decorate a listing.
-pub async fn group_names(admin: &mut Admin) -> GroupNames {
-    match admin
-        .describe_scaling_groups(pb::DescribeScalingGroupsRequest::default())
-        .await
-    {
-        Ok(r) => r
-            .scaling_groups
-            .into_iter()
-            .map(|g| (g.id, g.name))
-            .collect(),
-        Err(_) => HashMap::new(),
     }
 }
 

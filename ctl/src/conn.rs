@@ -336,7 +336,7 @@ mod tests {
             ca: None,
             cert: None,
             key: None,
-            output: crate::cli::Output::Table,
+            output: crate::output::Output::Table,
         }
     }
 

@@ -1,106 +1,21 @@
 //! `ebbctl hook`: lifecycle hooks and the actions instances wait on.
 
-use clap::builder::PossibleValuesParser;
-use clap::{ArgGroup, Args, Subcommand};
-use ebb_core::model::hooks::{LifecycleResult, Transition};
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::cli::Output;
-use crate::commands::print_json;
+use crate::cli::{ActionRef, HookCmd};
 use crate::conn::Admin;
 use crate::error::Result;
+use crate::output::{Output, print_json};
 use crate::view::{Table, command_line, duration, now_ms, or_dash};
 
-#[derive(Debug, Subcommand)]
-pub enum HookCmd {
-    /// A group's lifecycle hooks
-    List {
-        #[arg(long, value_name = "GROUP")]
-        group: String,
-    },
-    /// Hold instances entering (SCALE_OUT) or leaving (SCALE_IN) a group
-    /// until the hook is completed or times out. A script after `--` is run
-    /// by the instance's agent; its exit status completes the action.
-    Create {
-        #[arg(long, value_name = "GROUP")]
-        group: String,
-        #[arg(long)]
-        name: String,
-        #[arg(long, value_parser = transitions())]
-        transition: String,
-        /// Seconds (30–21600) before the default result applies [default: 600]
-        #[arg(long, value_name = "SECS")]
-        heartbeat_timeout: Option<u32>,
-        /// The result when nobody completes the action in time [default: CONTINUE]
-        #[arg(long, value_parser = results())]
-        default_result: Option<String>,
-        /// Told of each action by a JSON POST (http://host:port/path)
-        #[arg(long, value_name = "URL")]
-        webhook: Option<String>,
-        /// The script and its arguments, after `--`
-        #[arg(last = true, value_name = "SCRIPT")]
-        script: Vec<String>,
-    },
-    /// Delete a hook (waiting instances: launching ones are abandoned,
-    /// leaving ones continue)
-    Delete {
-        #[arg(long, value_name = "GROUP")]
-        group: String,
-        /// Hook id or name
-        #[arg(long)]
-        hook: String,
-    },
-    /// The lifecycle actions a group's instances wait on
-    Actions {
-        #[arg(long, value_name = "GROUP")]
-        group: String,
-    },
-    /// Decide a waiting action: CONTINUE or ABANDON
-    Complete {
-        #[command(flatten)]
-        action: ActionRef,
-        #[arg(long, value_parser = results())]
-        result: String,
-    },
-    /// Restart an action's heartbeat timeout from now
-    Heartbeat {
-        #[command(flatten)]
-        action: ActionRef,
-    },
-}
-
-/// An action by its token, or by instance and hook.
-#[derive(Debug, Args)]
-#[command(group(ArgGroup::new("which").required(true).args(["token", "instance"])))]
-pub struct ActionRef {
-    /// The lifecycle action token (from the webhook or `hook actions`)
-    #[arg(long)]
-    token: Option<String>,
-    /// The waiting instance (with --hook)
-    #[arg(long, requires = "hook", conflicts_with = "token")]
-    instance: Option<String>,
-    /// Hook id or name (with --instance)
-    #[arg(long)]
-    hook: Option<String>,
-}
-
-impl ActionRef {
-    fn to_pb(&self) -> pb::LifecycleActionRef {
-        pb::LifecycleActionRef {
-            lifecycle_action_token: self.token.clone().unwrap_or_default(),
-            instance_id: self.instance.clone().unwrap_or_default(),
-            hook: self.hook.clone().unwrap_or_default(),
-        }
+/// An action by its token, or by instance and hook, as the API names it.
+fn action_ref(a: &ActionRef) -> pb::LifecycleActionRef {
+    pb::LifecycleActionRef {
+        lifecycle_action_token: a.token.clone().unwrap_or_default(),
+        instance_id: a.instance.clone().unwrap_or_default(),
+        hook: a.hook.clone().unwrap_or_default(),
     }
-}
-
-fn transitions() -> PossibleValuesParser {
-    PossibleValuesParser::new(Transition::ALL.iter().map(|t| t.as_str()))
-}
-
-fn results() -> PossibleValuesParser {
-    PossibleValuesParser::new(LifecycleResult::ALL.iter().map(|r| r.as_str()))
 }
 
 #[derive(Serialize)]
@@ -284,7 +199,7 @@ pub async fn run(admin: &mut Admin, cmd: HookCmd, out: Output) -> Result<()> {
         HookCmd::Complete { action, result } => {
             let a = admin
                 .complete_lifecycle_action(pb::CompleteLifecycleActionRequest {
-                    action: Some(action.to_pb()),
+                    action: Some(action_ref(&action)),
                     result,
                 })
                 .await?;
@@ -292,7 +207,7 @@ pub async fn run(admin: &mut Admin, cmd: HookCmd, out: Output) -> Result<()> {
         }
         HookCmd::Heartbeat { action } => {
             let a = admin
-                .record_lifecycle_action_heartbeat(action.to_pb())
+                .record_lifecycle_action_heartbeat(action_ref(&action))
                 .await?;
             show_action(a, out)
         }

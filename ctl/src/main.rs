@@ -1,15 +1,21 @@
 //! `ebbctl`, ebb's admin CLI.
 //!
-//! - `cli`: the command tree and its flags (clap).
-//! - `conn`: finding the local controller and connecting over mTLS.
-//! - `error`: one-line errors and the exit codes they map to.
-//! - `view`: plain serialisable views of the API's messages, tables, times.
-//! - `commands`: the `group`, `config`, `instance` and `activity` families.
-//! - `automation`: the `rule`, `scale`, `alarm` and `task` families.
+//! Modules, each importing only those listed below it:
+//!
+//! - `commands`: runs a parsed command; the `group`, `config`, `instance`,
+//!   `activity` and `notification` families.
 //! - `apply`: `apply -f FILE.toml`, the declarative group, configuration,
 //!   rules, alarms and scheduled tasks.
+//! - `automation`: the `rule`, `scale`, `alarm` and `task` families.
 //! - `hook`: lifecycle hooks and their actions.
 //! - `cert`: `cert issue`, agent certificates for hand-managed hosts.
+//! - `lookup`: group and rule ids to names, for listings.
+//! - `conn`: finding the local controller and connecting over mTLS.
+//! - `view`: plain serialisable views of the API's messages, tables, times.
+//! - `convert`: health checks and metric sources between proto and domain.
+//! - `cli`: the command tree, its flags and their value parsers (clap).
+//! - `output`: the output format, and printing JSON or a line.
+//! - `error`: one-line errors and the exit codes they map to.
 #![forbid(unsafe_code)]
 
 mod apply;
@@ -18,8 +24,11 @@ mod cert;
 mod cli;
 mod commands;
 mod conn;
+mod convert;
 mod error;
 mod hook;
+mod lookup;
+mod output;
 mod view;
 
 use std::process::ExitCode;

@@ -1,0 +1,137 @@
+//! Running a plan: read what the controller has, plan, and make the calls
+//! in order, one printed line per change.
+
+use ebb_proto::v1 as pb;
+
+use super::file::ApplyFile;
+use super::plan::plan;
+use super::step::{State, Step};
+use crate::conn::Admin;
+use crate::error::{Error, Result};
+use crate::output::{Output, print_json};
+
+/// Reads the current state, plans, and makes the calls in order.
+pub async fn run(admin: &mut Admin, file: &ApplyFile, dry_run: bool, out: Output) -> Result<()> {
+    let mut state = State {
+        group: admin.find_group(&file.group.name).await?,
+        ..State::default()
+    };
+    // Only what the file declares is read, so a file without rules, alarms
+    // or tasks needs nothing of those APIs.
+    if let Some(g) = &state.group {
+        let id = g.id.clone();
+        state.configurations = admin
+            .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
+                scaling_group: id.clone(),
+            })
+            .await?
+            .scaling_configurations;
+        if !(file.rules.is_empty() && file.alarms.is_empty() && file.tasks.is_empty()) {
+            state.rules = admin
+                .describe_scaling_rules(pb::DescribeScalingRulesRequest {
+                    scaling_group: id.clone(),
+                })
+                .await?
+                .scaling_rules;
+        }
+        if !file.alarms.is_empty() {
+            state.alarms = admin
+                .describe_alarms(pb::DescribeAlarmsRequest {
+                    scaling_group: id.clone(),
+                    state: String::new(),
+                })
+                .await?
+                .alarms;
+        }
+        if !file.tasks.is_empty() {
+            state.tasks = admin
+                .describe_scheduled_tasks(pb::DescribeScheduledTasksRequest { scaling_group: id })
+                .await?
+                .scheduled_tasks;
+        }
+    }
+    let steps = plan(file, &state).map_err(Error::Server)?;
+    let mut lines = Vec::new();
+    for step in &steps {
+        if !dry_run {
+            execute(admin, step).await?;
+        }
+        let line = step.line(!dry_run);
+        if out == Output::Table {
+            println!("{line}");
+        }
+        lines.push(line);
+    }
+    match out {
+        Output::Json => print_json(&serde_json::json!({
+            "dry_run": dry_run,
+            "changes": lines,
+        })),
+        Output::Table => {
+            if steps.is_empty() {
+                println!("no changes");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn execute(admin: &mut Admin, step: &Step) -> Result<()> {
+    match step.clone() {
+        Step::CreateGroup(r) => drop(admin.create_scaling_group(r).await?),
+        Step::ModifyGroup { request, .. } => drop(admin.modify_scaling_group(request).await?),
+        Step::CreateConfig(r) => drop(admin.create_scaling_configuration(r).await?),
+        Step::ModifyConfig { request, .. } => {
+            drop(admin.modify_scaling_configuration(request).await?)
+        }
+        Step::Activate {
+            group,
+            configuration,
+        } => drop(
+            admin
+                .modify_scaling_group(pb::ModifyScalingGroupRequest {
+                    scaling_group: group,
+                    active_scaling_configuration: Some(configuration),
+                    ..Default::default()
+                })
+                .await?,
+        ),
+        Step::CreateRule(r) => drop(admin.create_scaling_rule(r).await?),
+        Step::ModifyRule { request, .. } => drop(admin.modify_scaling_rule(request).await?),
+        Step::CreateAlarm(r) => drop(admin.create_alarm(r).await?),
+        Step::ModifyAlarm { request, .. } => drop(admin.modify_alarm(request).await?),
+        Step::SetAlarmEnabled {
+            group,
+            alarm,
+            enabled,
+        } => {
+            let r = pb::AlarmRef {
+                alarm,
+                scaling_group: group,
+            };
+            if enabled {
+                drop(admin.enable_alarm(r).await?)
+            } else {
+                drop(admin.disable_alarm(r).await?)
+            }
+        }
+        Step::CreateTask(r) => drop(admin.create_scheduled_task(r).await?),
+        Step::ModifyTask { request, .. } => drop(admin.modify_scheduled_task(request).await?),
+        Step::Enable { group } => drop(
+            admin
+                .enable_scaling_group(pb::EnableScalingGroupRequest {
+                    scaling_group: group,
+                    active_scaling_configuration: None,
+                })
+                .await?,
+        ),
+        Step::Disable { group } => drop(
+            admin
+                .disable_scaling_group(pb::DisableScalingGroupRequest {
+                    scaling_group: group,
+                })
+                .await?,
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! `apply -f FILE.toml`: one group and its configuration, declared, with
+//! optional `[[rule]]`, `[[alarm]]` and `[[task]]` sections. The file is
+//! parsed and validated with the domain's own rules, then compared with
+//! what the controller has; `plan` (pure) lists the calls that close the
+//! gap, and `run` makes them, one printed line per change. Nothing the file
+//! does not mention is ever deleted.
+//!
+//! - `execute`: reading the current state and making the calls.
+//! - `plan`: the plan, and the diff for the group and its configuration.
+//! - `plan_automation`: the diff for rules, alarms and tasks.
+//! - `diff`: one field compared, and how values are shown.
+//! - `step`: the current state, the calls and their lines.
+//! - `file`: the file's sections, parsing and validation.
+
+mod diff;
+mod execute;
+mod file;
+mod plan;
+mod plan_automation;
+mod step;
+#[cfg(test)]
+mod tests;
+
+pub use execute::run;
+pub use file::load;

@@ -1,0 +1,118 @@
+//! The command tree. One subcommand family per resource, each in its own
+//! module with its flags; the connection and output flags are global so
+//! they can go anywhere on the line. `parse` holds the value parsers.
+
+mod alarm;
+mod cert;
+mod group;
+mod hook;
+mod instance;
+mod parse;
+mod rule;
+mod task;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use alarm::AlarmCmd;
+pub use cert::{CertCmd, CertIssue};
+pub use group::{ConfigCmd, GroupCmd, NotificationCmd};
+pub use hook::{ActionRef, HookCmd};
+pub use instance::{ActivityCmd, InstanceCmd, InstanceHealth, InstanceIds, InstanceIdsDesired};
+pub use parse::to_schedule_recurrence;
+pub use rule::{RuleCmd, RuleDef, ScaleArgs};
+pub use task::{TaskCmd, TaskCreate, TaskModify};
+
+use crate::output::Output;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ebbctl",
+    version,
+    about = "Administer an ebb controller: scaling groups, configurations, instances, \
+             activities, scaling rules, alarms and scheduled tasks",
+    after_help = "With no connection flags ebbctl uses the controller whose data dir is \
+                  --data-dir, $EBB_DATA or ./ebb-data, else /var/lib/ebb when only the packaged controller runs there (its endpoints.toml and pki/admin.*)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The controller's data dir [default: $EBB_DATA, else ./ebb-data, else /var/lib/ebb if a controller runs there]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The controller's gRPC address, instead of the data dir's endpoints.toml
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub controller: Option<String>,
+    /// The name the controller's certificate must carry
+    #[arg(long, global = true, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// The CA certificate [default: <data-dir>/pki/ca.crt]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// The admin certificate [default: <data-dir>/pki/admin.crt]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The admin certificate's key [default: <data-dir>/pki/admin.key]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Output format
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaling groups
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Scaling configurations (templates for new instances)
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Instances of scaling groups
+    #[command(subcommand)]
+    Instance(InstanceCmd),
+    /// Scaling activities (every change of capacity)
+    #[command(subcommand)]
+    Activity(ActivityCmd),
+    /// Scaling rules: simple, step and target tracking
+    #[command(subcommand)]
+    Rule(RuleCmd),
+    /// Change a group's capacity once, without a stored rule
+    Scale(ScaleArgs),
+    /// Alarm (event-triggered) tasks: watch a metric, run rules
+    #[command(subcommand)]
+    Alarm(AlarmCmd),
+    /// Scheduled tasks: run a rule or set the group's bounds at set times
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Webhooks told of a group's activities
+    #[command(subcommand)]
+    Notification(NotificationCmd),
+    /// Lifecycle hooks: hold instances on their way in or out
+    #[command(subcommand)]
+    Hook(HookCmd),
+    /// Certificates issued from the local controller's CA
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// Create or update a group and its configuration from a TOML file
+    Apply(ApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The file describing the group and its configuration
+    #[arg(short = 'f', long = "file", value_name = "FILE.toml")]
+    pub file: PathBuf,
+    /// Print the changes without making them
+    #[arg(long)]
+    pub dry_run: bool,
+}
