@@ -41,6 +41,11 @@ const AGENT_MAX_BACKOFF_MS: u64 = 2_000;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// SIGKILL cannot be ignored; longer than this means a process stuck in the kernel.
 const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long a launch waits for its agent's command line to show (it takes
+/// microseconds on an idle host; a very busy one can take far longer).
+const EXEC_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a launch looks while it waits.
+const EXEC_POLL: Duration = Duration::from_millis(2);
 /// Instance ids become directory names; keep them short and plain.
 const MAX_ID_LEN: usize = 128;
 
@@ -338,7 +343,11 @@ impl Provider for ProcessProvider {
             }));
         }
         let mut children = Vec::new();
-        match self.start(&req, &dir, &mut children) {
+        let started = match self.start(&req, &dir, &mut children) {
+            Ok(()) => recognisable(&dir).await,
+            Err(message) => Err(message),
+        };
+        match started {
             Ok(()) => {
                 let pids: Vec<_> = children.iter().filter_map(Child::id).collect();
                 info!(instance = %id, ?pids, dir = %dir.display(), "launched");
@@ -410,6 +419,33 @@ impl Provider for ProcessProvider {
         }
         instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         Ok(instances)
+    }
+}
+
+/// Waits until the instance just started in `dir` is recognisably alive
+/// (`recorded_alive`). `spawn` returns as soon as the child is inside
+/// `execve`, a moment before its new command line shows in /proc; on a busy
+/// host that moment is long enough for a `describe` to judge the instance
+/// dead and a release to miss its agent. While this waits, the launch is
+/// still under way, and `describe` counts it alive.
+async fn recognisable(dir: &Path) -> std::result::Result<(), String> {
+    let deadline = tokio::time::Instant::now() + EXEC_DEADLINE;
+    loop {
+        let record = read_record(dir)?.ok_or("no instance record after the launch")?;
+        if agent_matches(&record, dir)
+            && record.workload.is_none_or(|w| process_matches(w).is_some())
+        {
+            return Ok(());
+        }
+        if process_matches(record.agent).is_none() {
+            return Err("the agent exited at once; see agent.log".into());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the agent did not show its command line within {EXEC_DEADLINE:?}"
+            ));
+        }
+        tokio::time::sleep(EXEC_POLL).await;
     }
 }
 
