@@ -40,8 +40,10 @@ mod tests;
 /// A launched instance whose agent has not said hello by then is released
 /// and replaced (AWS's default warm-up is 300 s; a local process is quick).
 pub const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
-/// Activities read to find the cooldown's start.
-const COOLDOWN_LOOKBACK: usize = 50;
+/// Completed activities of each status read to find the cooldown's start:
+/// the latest to end is among the latest to start (activities overlap only
+/// when a new one supersedes a running one, which then ends first).
+const COMPLETED_LOOKBACK: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -200,14 +202,26 @@ impl Engine {
 
     /// What a rule decision reads of `group`.
     pub fn snapshot(&self, group: &ScalingGroup) -> Result<Snapshot, StoreError> {
-        let recent = self
-            .store
-            .list_activities(Some(&group.id), COOLDOWN_LOOKBACK)?;
         Ok(Snapshot {
             instances: self.store.list_instances(Some(&group.id))?,
             running: self.running_activity(&group.id)?,
-            cooldown_start_ms: cooldown_start(&recent),
+            cooldown_start_ms: self.cooldown_start(&group.id)?,
         })
+    }
+
+    /// When the group's cooldown started: the end of its latest completed
+    /// (Successful or Warning) activity, however many were rejected since.
+    fn cooldown_start(&self, group_id: &str) -> Result<Option<i64>, StoreError> {
+        let mut completed = Vec::new();
+        for status in [ActivityStatus::Successful, ActivityStatus::Warning] {
+            completed.extend(self.store.find_activities(&crate::store::ActivityQuery {
+                group_id: Some(group_id.to_owned()),
+                status: Some(status),
+                limit: COMPLETED_LOOKBACK,
+                ..Default::default()
+            })?);
+        }
+        Ok(cooldown_start(&completed))
     }
 
     /// The group's InProgress activity, if any (the newest, should there

@@ -1423,3 +1423,44 @@ async fn activities_are_filtered_before_the_limit_and_paged() {
         err.message()
     );
 }
+
+#[tokio::test]
+async fn the_cooldown_holds_behind_many_rejected_activities() {
+    let h = Harness::new(1, 6, 2).await;
+    let mut done = activity::start(&h.group, 1, 2, Trigger::Api, "done".into(), h.now());
+    activity::complete(&mut done, h.now());
+    let mut writes = vec![Write::PutActivity(done.clone())];
+    // An alarm refused again and again: more refusals than any fixed window.
+    for i in 0..60 {
+        writes.push(Write::PutActivity(activity::rejected(
+            &h.group,
+            2,
+            3,
+            Trigger::Alarm,
+            format!("run {i}"),
+            "the ScaleOut process of the group is suspended".into(),
+            h.now() + 1000 * (i + 1),
+        )));
+    }
+    h.engine.store.commit(writes).unwrap();
+    h.clock.advance_ms(120_000);
+    let group = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    let snap = h.engine.snapshot(&group).unwrap();
+    assert_eq!(
+        snap.cooldown_start_ms, done.ended_at_ms,
+        "the cooldown starts when the last completed activity ended"
+    );
+    let run = RuleRun {
+        trigger: Trigger::Alarm,
+        what: "t".into(),
+        metric_value: None,
+        threshold: None,
+        alarm: None,
+    };
+    let d = decide(&simple(1, 300), &run, &snap.view(&group), h.now());
+    assert!(
+        matches!(d.refusal, Some(ebb_core::decide::Refusal::Cooldown { .. })),
+        "{:?}",
+        d.refusal
+    );
+}
