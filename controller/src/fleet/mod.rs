@@ -28,6 +28,9 @@ pub struct Counters {
     /// Custom values left out of the ring: not finite, a bad or repeated
     /// name, past [`MAX_CUSTOM_PER_SAMPLE`] or [`MAX_CUSTOM_NAMES`].
     pub custom_values_dropped_total: AtomicU64,
+    /// Built-in sample values out of their range (a utilisation outside
+    /// 0-100, a negative rate, anything not finite), dropped.
+    pub sample_values_dropped_total: AtomicU64,
     /// TLS handshakes or Connect calls refused for identity reasons.
     pub connections_refused_total: AtomicU64,
     /// Webhook notifications delivered, and given up on after retries.
@@ -212,24 +215,35 @@ fn count(v: u32) -> Option<u32> {
 }
 
 impl Point {
-    /// The sample's numbers; its custom metrics are `custom_values`' job.
-    fn from_sample(s: &Sample, received_at_ms: i64) -> Self {
-        let f = |v: Option<f64>| v.unwrap_or(f64::NAN);
-        Self {
+    /// The sample's numbers, and how many of them were out of range and
+    /// dropped (kept as absent, never averaged in); its custom metrics are
+    /// `custom_values`' job.
+    fn from_sample(s: &Sample, received_at_ms: i64) -> (Self, u64) {
+        let mut dropped = 0;
+        let mut f = |v: Option<f64>, max: f64| match v {
+            None => f64::NAN,
+            Some(v) if v.is_finite() && (0.0..=max).contains(&v) => v,
+            Some(_) => {
+                dropped += 1;
+                f64::NAN
+            }
+        };
+        let point = Self {
             received_at_ms,
             values: [
-                f(s.cpu_utilization),
-                f(s.memory_utilization),
-                f(s.load.map(|l| l.one)),
-                f(s.network.map(|n| n.rx_bytes_per_second)),
-                f(s.network.map(|n| n.tx_bytes_per_second)),
+                f(s.cpu_utilization, 100.0),
+                f(s.memory_utilization, 100.0),
+                f(s.load.map(|l| l.one), f64::MAX),
+                f(s.network.map(|n| n.rx_bytes_per_second), f64::MAX),
+                f(s.network.map(|n| n.tx_bytes_per_second), f64::MAX),
             ],
             tcp: [
                 s.tcp.map_or(NO_COUNT, |t| t.total.min(NO_COUNT - 1)),
                 s.tcp.map_or(NO_COUNT, |t| t.established.min(NO_COUNT - 1)),
             ],
             custom: None,
-        }
+        };
+        (point, dropped)
     }
 
     /// The custom metric `name`, if this sample carried it.
@@ -294,6 +308,8 @@ pub struct AgentState {
     pub custom_names: Names,
     /// Custom values dropped from this agent's samples, to warn once.
     pub custom_dropped: u64,
+    /// Built-in values this agent sent out of range, dropped.
+    pub out_of_range: u64,
 }
 
 /// The registry of agents, keyed by instance id.
@@ -371,6 +387,7 @@ impl Fleet {
                     ring: VecDeque::new(),
                     custom_names: Names::default(),
                     custom_dropped: 0,
+                    out_of_range: 0,
                 }))
             })
             .clone();
@@ -474,6 +491,11 @@ impl Fleet {
             "ebb_samples_late_total",
             "Samples received after the next pull was sent.",
             c.samples_late_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_sample_values_dropped_total",
+            "Built-in sample values out of range (utilisation outside 0-100, negative or not finite), dropped.",
+            c.sample_values_dropped_total.load(Ordering::Relaxed),
         );
         counter(
             "ebb_custom_values_dropped_total",
@@ -584,7 +606,17 @@ impl Session {
             info!(instance = %self.instance_id, missed = s.consecutive_missed, "agent answers pulls again");
         }
         s.consecutive_missed = 0;
-        let mut point = Point::from_sample(&sample, received_at_ms);
+        let (mut point, out_of_range) = Point::from_sample(&sample, received_at_ms);
+        if out_of_range > 0 {
+            fleet
+                .counters
+                .sample_values_dropped_total
+                .fetch_add(out_of_range, Ordering::Relaxed);
+            if s.out_of_range == 0 {
+                warn!(instance = %self.instance_id, dropped = out_of_range, "sample values out of range dropped (utilisations 0-100, rates and loads >= 0, all finite); see ebb_sample_values_dropped_total");
+            }
+            s.out_of_range += out_of_range;
+        }
         let custom = std::mem::take(&mut sample.custom);
         let (values, dropped) = custom_values(&custom, &mut s.custom_names);
         point.custom = values;
@@ -736,7 +768,7 @@ mod tests {
             total: 7,
             established: 3,
         });
-        let p = Point::from_sample(&full, 1500);
+        let p = Point::from_sample(&full, 1500).0;
         assert_eq!(p.received_at_ms, 1500);
         assert_eq!(
             (p.cpu_utilization(), p.memory_utilization(), p.load1()),
@@ -744,7 +776,7 @@ mod tests {
         );
         assert_eq!((p.tcp_total(), p.tcp_established()), (Some(7), Some(3)));
         assert_eq!(p.rx_bytes_per_second(), None);
-        let nan = Point::from_sample(&sample(2, f64::NAN), 0);
+        let nan = Point::from_sample(&sample(2, f64::NAN), 0).0;
         assert_eq!(nan.cpu_utilization(), None);
         assert_eq!(std::mem::size_of::<Point>(), 64);
     }
@@ -985,5 +1017,66 @@ mod tests {
             text.contains("t_bucket{le=\"+Inf\"} 4\nt_sum 60.00319\nt_count 4\n"),
             "{text}"
         );
+    }
+
+    /// DESIGN §3: every sample value has a valid range; out of range is
+    /// dropped and counted, never averaged in.
+    #[test]
+    fn out_of_range_values_are_dropped_and_counted() {
+        let fleet = Fleet::new(10, Arc::new(SystemClock));
+        let s = fleet.connect(hello("i-1"));
+        let rogue = Sample {
+            cpu_utilization: Some(1e308),
+            memory_utilization: Some(-5.0),
+            load: Some(ebb_proto::v1::LoadAverage {
+                one: f64::NAN,
+                five: 0.0,
+                fifteen: 0.0,
+            }),
+            network: Some(ebb_proto::v1::NetworkRates {
+                rx_bytes_per_second: f64::INFINITY,
+                tx_bytes_per_second: 10.0,
+            }),
+            ..Default::default()
+        };
+        s.sampled_at(&fleet, rogue, 1_000);
+        let p = fleet
+            .with_agent("i-1", |a| a.ring.back().unwrap().clone())
+            .unwrap();
+        assert_eq!(p.cpu_utilization(), None);
+        assert_eq!(p.memory_utilization(), None);
+        assert_eq!(p.load1(), None);
+        assert_eq!(p.rx_bytes_per_second(), None);
+        assert_eq!(p.tx_bytes_per_second(), Some(10.0), "the valid value stays");
+        assert_eq!(
+            fleet
+                .counters
+                .sample_values_dropped_total
+                .load(Ordering::Relaxed),
+            4
+        );
+        // The edges are valid; an absent value is not a dropped one.
+        s.sampled_at(
+            &fleet,
+            Sample {
+                cpu_utilization: Some(100.0),
+                memory_utilization: Some(0.0),
+                ..Default::default()
+            },
+            2_000,
+        );
+        let p = fleet
+            .with_agent("i-1", |a| a.ring.back().unwrap().clone())
+            .unwrap();
+        assert_eq!(
+            (p.cpu_utilization(), p.memory_utilization()),
+            (Some(100.0), Some(0.0))
+        );
+        let text = fleet.render_metrics();
+        assert!(
+            text.contains("ebb_sample_values_dropped_total 4\n"),
+            "{text}"
+        );
+        assert!(!text.contains("inf"), "{text}");
     }
 }
