@@ -28,6 +28,13 @@ use crate::provider::process::ProcessProvider;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
+/// The largest message an agent may send: a sample with every health check
+/// and custom metric, or a hook's result with its output, is a few KiB; a
+/// bigger one is refused before it is read into memory.
+pub const MAX_AGENT_MESSAGE: usize = 64 * 1024;
+/// The largest admin request (an apply of a big group's rules and alarms is
+/// well under it).
+pub const MAX_ADMIN_MESSAGE: usize = 4 * 1024 * 1024;
 /// After the shutdown signal, streams and requests get this long to finish.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -211,14 +218,17 @@ impl Controller {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ebb_proto::v1::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let admin = AdminServiceServer::with_interceptor(
-            AdminApi::new(engine.clone()),
+        let admin = tonic::service::interceptor::InterceptedService::new(
+            AdminServiceServer::new(AdminApi::new(engine.clone()))
+                .max_decoding_message_size(MAX_ADMIN_MESSAGE),
             admin_only(trust_domain),
         );
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_service(AgentServiceServer::new(agents))
+            .add_service(
+                AgentServiceServer::new(agents).max_decoding_message_size(MAX_AGENT_MESSAGE),
+            )
             .add_service(admin)
             .add_service(health_service)
             .add_service(reflection)

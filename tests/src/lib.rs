@@ -549,9 +549,28 @@ pub fn raw_connect(
     identity: Option<(&str, &str)>,
     hello_id: &str,
 ) -> RawOutcome {
+    raw_connect_with(
+        grpc,
+        ca_pem,
+        identity,
+        ebb_proto::v1::Hello {
+            protocol_version: ebb_proto::v1::ProtocolVersion::ProtocolVersion1 as i32,
+            instance_id: hello_id.to_owned(),
+            ..Default::default()
+        },
+    )
+}
+
+/// As `raw_connect`, with the whole `Hello` to send.
+pub fn raw_connect_with(
+    grpc: SocketAddr,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    hello: ebb_proto::v1::Hello,
+) -> RawOutcome {
+    use ebb_proto::v1::AgentMessage;
     use ebb_proto::v1::agent_message::Body;
     use ebb_proto::v1::agent_service_client::AgentServiceClient;
-    use ebb_proto::v1::{AgentMessage, Hello, ProtocolVersion};
     use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -577,11 +596,7 @@ pub fn raw_connect(
             Err(e) => return RawOutcome::Refused(format!("{e:?}")),
         };
         let hello = AgentMessage {
-            body: Some(Body::Hello(Hello {
-                protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
-                instance_id: hello_id.to_owned(),
-                ..Default::default()
-            })),
+            body: Some(Body::Hello(hello)),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tx.send(hello).await.expect("queue hello");

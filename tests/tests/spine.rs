@@ -2,7 +2,7 @@
 //! ephemeral ports, mTLS with certs from ebb's own PKI.
 
 use ebb_certs::{Ca, CertSpec, Identity};
-use ebb_tests::{AgentProc, ControllerProc, DEADLINE, RawOutcome, raw_connect};
+use ebb_tests::{AgentProc, ControllerProc, DEADLINE, RawOutcome, raw_connect, raw_connect_with};
 
 /// 1 s pulls keep the tests short; nothing below depends on wall-clock speed.
 const INTERVAL_MS: u64 = 1000;
@@ -208,5 +208,36 @@ fn untrusted_and_mismatched_callers_are_refused_and_logged() {
         Some((&ok.cert_pem, &ok.key_pem)),
         "raw-ok",
     );
+    assert!(matches!(outcome, RawOutcome::Welcomed), "{outcome:?}");
+}
+
+/// DESIGN §3, bounded inputs: an agent's message over 64 KiB (here a
+/// 100 KiB Hello) is refused before it is read, logged and counted, and the
+/// controller goes on welcoming agents.
+#[test]
+fn an_oversized_agent_message_is_refused_logged_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    let ca_pem = std::fs::read_to_string(ctl.pki_dir().join("ca.crt")).unwrap();
+    let ca = ctl.ca();
+    let big = ca.issue_agent("big", ebb_certs::AGENT_VALIDITY).unwrap();
+    let identity = Some((big.cert_pem.as_str(), big.key_pem.as_str()));
+    let hello = |hostname: String| ebb_proto::v1::Hello {
+        protocol_version: ebb_proto::v1::ProtocolVersion::ProtocolVersion1 as i32,
+        instance_id: "big".into(),
+        hostname,
+        ..Default::default()
+    };
+    let refused_before = ctl.metric("ebb_connections_refused_total").unwrap();
+    let outcome = raw_connect_with(ctl.grpc, &ca_pem, identity, hello("x".repeat(100 << 10)));
+    assert!(matches!(outcome, RawOutcome::Refused(_)), "{outcome:?}");
+    assert!(
+        eventually_or_log(&ctl, "refused agent stream: unreadable first message"),
+        "{}",
+        ctl.proc.log_text()
+    );
+    assert!(ctl.metric("ebb_connections_refused_total").unwrap() > refused_before);
+    // The same identity with a Hello of ordinary size is welcomed.
+    let outcome = raw_connect_with(ctl.grpc, &ca_pem, identity, hello("host".into()));
     assert!(matches!(outcome, RawOutcome::Welcomed), "{outcome:?}");
 }

@@ -123,7 +123,12 @@ impl AgentService for AgentApi {
                 return Err(self.refuse(&peer, "the first message must be a Hello".into()));
             }
             Ok(Ok(None)) => return Err(Status::cancelled("stream closed before Hello")),
-            Ok(Err(status)) => return Err(status),
+            Ok(Err(status)) => {
+                return Err(self.refuse(
+                    &peer,
+                    format!("unreadable first message: {}", status.message()),
+                ));
+            }
             Err(_) => {
                 return Err(self.refuse(&peer, format!("no Hello within {HELLO_TIMEOUT:?}")));
             }
