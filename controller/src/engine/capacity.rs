@@ -8,7 +8,6 @@ use crate::engine::{Engine, EngineError, activity};
 use crate::store::Write;
 use ebb_core::decide::{Refusal, capacity};
 use ebb_core::model::{Activity, GroupState, Process, ScalingGroup, Trigger};
-use tracing::info;
 
 /// The suspended process a change of desired capacity from `old_desired`
 /// to `new_desired` needs, with the group holding `current` instances: a
@@ -48,19 +47,16 @@ pub(crate) fn reject_if_suspended(
     let Some(process) = suspended_for(group, current, group.desired_capacity, new_desired) else {
         return Ok(None);
     };
-    let reason = Refusal::Suspended(process).to_string();
     let act = activity::rejected(
         group,
         current,
         to,
         trigger,
         activity::cause(what, current, to),
-        reason.clone(),
+        Refusal::Suspended(process).to_string(),
         engine.clock.now_ms(),
     );
-    engine.store.commit(vec![Write::PutActivity(act.clone())])?;
-    info!(group = %group.name, activity = %act.id, "rejected: {reason}");
-    Ok(Some(act))
+    engine.record_rejection(group, act).map(Some)
 }
 
 /// What the caller of a rejected change is told.
@@ -98,10 +94,6 @@ pub(crate) fn change_capacity(
     let cause = activity::cause(what, current, group.desired_capacity);
     if group.state != GroupState::Active {
         // Disabled groups keep bounds changes but never move capacity.
-        let reason = format!(
-            "the scaling group {} is not active ({})",
-            group.name, group.state
-        );
         if trigger == Trigger::Bounds {
             // Still a change of desired: the suspended process holds it
             // too, or enabling the group would carry it out.
@@ -119,17 +111,20 @@ pub(crate) fn change_capacity(
             store.commit(writes)?;
             return Ok((group, None));
         }
+        let refusal = Refusal::NotActive {
+            group: group.name.clone(),
+            state: group.state,
+        };
         let act = activity::rejected(
             &group,
             current,
             group.desired_capacity,
             trigger,
             cause,
-            reason.clone(),
+            refusal.to_string(),
             now,
         );
-        store.commit(vec![Write::PutActivity(act.clone())])?;
-        info!(group = %group.name, activity = %act.id, "rejected: {reason}");
+        let act = engine.record_rejection(&group, act)?;
         return Err(rejection(&act));
     }
     if let Some(act) = reject_if_suspended(

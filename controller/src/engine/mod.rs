@@ -200,6 +200,17 @@ impl Engine {
         Ok(act)
     }
 
+    /// Records a Rejected activity: a refusal is part of the group's story.
+    pub fn record_rejection(
+        &self,
+        group: &ScalingGroup,
+        act: Activity,
+    ) -> Result<Activity, EngineError> {
+        self.store.commit(vec![Write::PutActivity(act.clone())])?;
+        info!(group = %group.name, activity = %act.id, "rejected: {}", act.error.as_deref().unwrap_or_default());
+        Ok(act)
+    }
+
     /// What a rule decision reads of `group`.
     pub fn snapshot(&self, group: &ScalingGroup) -> Result<Snapshot, StoreError> {
         Ok(Snapshot {

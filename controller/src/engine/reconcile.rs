@@ -103,23 +103,24 @@ impl Engine {
             return Ok(());
         }
         let mut done = Vec::with_capacity(work.len());
+        // After a failed launch, the rest of its activity's are not tried.
         let mut failed_activities: Vec<String> = Vec::new();
         for io in work {
             let result = match &io {
-                Io::Remove(id) | Io::Release(id) => self.provider.release(id).await,
-                Io::Launch { activity_id, .. } if failed_activities.contains(activity_id) => {
-                    done.push((io, None));
-                    continue;
-                }
-                Io::Launch { request, .. } => {
+                Io::Remove(id) | Io::Release(id) => Some(self.provider.release(id).await),
+                Io::Launch { activity_id, .. } if failed_activities.contains(activity_id) => None,
+                Io::Launch {
+                    request,
+                    activity_id,
+                } => {
                     let r = self.provider.launch((**request).clone()).await;
-                    if let (Err(_), Io::Launch { activity_id, .. }) = (&r, &io) {
+                    if r.is_err() {
                         failed_activities.push(activity_id.clone());
                     }
-                    r
+                    Some(r)
                 }
             };
-            done.push((io, Some(result)));
+            done.push((io, result));
         }
         let _guard = self.ops.lock().await;
         let now = self.clock.now_ms();

@@ -6,7 +6,6 @@ use crate::store::Write;
 use ebb_core::decide::{Decision, RuleRun, decide};
 use ebb_core::model::{Activity, ScalingGroup};
 use ebb_core::rules::RuleKind;
-use tracing::info;
 
 /// Runs a rule: records a Rejected activity, or raises/lowers desired and
 /// starts the activity the reconcile loop carries out.
@@ -32,16 +31,13 @@ pub(crate) fn commit_decision(
     now: i64,
 ) -> Result<Activity, EngineError> {
     let cause = activity::cause(&run.what, d.from, d.to);
-    let store = &engine.store;
     if let Some(refusal) = d.refusal {
         let reason = refusal.to_string();
         let mut act =
             activity::rejected(group, d.from, d.to, run.trigger, cause, reason.clone(), now);
         act.details = d.details;
         act.details.push(format!("blocked: {reason}"));
-        store.commit(vec![Write::PutActivity(act.clone())])?;
-        info!(group = %group.name, activity = %act.id, "rejected: {reason}");
-        return Ok(act);
+        return engine.record_rejection(group, act);
     }
     let mut updated = group.clone();
     updated.desired_capacity = d.to;

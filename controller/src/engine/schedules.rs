@@ -160,8 +160,7 @@ fn run_task(
                         reason,
                         now,
                     );
-                    engine.store.commit(vec![Write::PutActivity(act.clone())])?;
-                    return Ok(Some(act));
+                    return engine.record_rejection(group, act).map(Some);
                 }
             };
             let mut parts = Vec::new();
