@@ -69,6 +69,52 @@ pub struct ProviderConfig {
     pub launch_timeout_ms: u64,
     /// SIGTERM, then SIGKILL after this many milliseconds, on release.
     pub release_timeout_ms: u64,
+    /// Whether each instance runs as a uid of its own (`auto`: when the
+    /// controller can switch users, i.e. runs as root or holds the
+    /// capabilities the packaged unit grants).
+    pub isolation: Isolation,
+    /// The uids instances run as, `FIRST-LAST`; each live instance has one.
+    pub uid_range: String,
+}
+
+/// `provider.isolation`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// On when the controller can switch users, else off with a warning.
+    Auto,
+    /// On, or the controller refuses to start.
+    On,
+    /// Off: instances run as the controller's own user (development only).
+    Off,
+}
+
+/// Above the uids distributions hand out to people and services (and below
+/// the 524288+ ranges container runtimes use): 1,000 instances.
+pub const DEFAULT_UID_RANGE: &str = "200000-200999";
+
+impl ProviderConfig {
+    /// `uid_range` as (first, count).
+    pub fn uids(&self) -> Result<(u32, u32), String> {
+        let bad = || {
+            format!(
+                "provider.uid_range: `{}` is not FIRST-LAST (e.g. \"{DEFAULT_UID_RANGE}\")",
+                self.uid_range
+            )
+        };
+        let (first, last) = self.uid_range.split_once('-').ok_or_else(bad)?;
+        let first: u32 = first.trim().parse().map_err(|_| bad())?;
+        let last: u32 = last.trim().parse().map_err(|_| bad())?;
+        if first < 1000 {
+            return Err(format!(
+                "provider.uid_range: starts at {first}, among system and login users; start at 1000 or above"
+            ));
+        }
+        if last < first || last == u32::MAX {
+            return Err(bad());
+        }
+        Ok((first, last - first + 1))
+    }
 }
 
 /// A local agent connects in well under a second; a minute leaves room for a
@@ -84,6 +130,8 @@ impl Default for ProviderConfig {
             agent_bin: None,
             launch_timeout_ms: DEFAULT_LAUNCH_TIMEOUT_MS,
             release_timeout_ms: DEFAULT_RELEASE_TIMEOUT_MS,
+            isolation: Isolation::Auto,
+            uid_range: DEFAULT_UID_RANGE.to_owned(),
         }
     }
 }
@@ -238,6 +286,9 @@ impl Config {
                 self.provider.release_timeout_ms
             ));
         }
+        if let Err(e) = self.provider.uids() {
+            problems.push(e);
+        }
         if !(self.health.guard_share > 0.0 && self.health.guard_share <= 1.0) {
             problems.push(format!(
                 "health.guard_share: {} is outside (0, 1]",
@@ -373,6 +424,7 @@ mod tests {
             sample_ring = 1
             [provider]
             launch_timeout_ms = 5
+            uid_range = "5-10"
             [health]
             guard_share = 1.5
             "#,
@@ -386,9 +438,26 @@ mod tests {
             "http.listen:",
             "tls.ca_key: required",
             "provider.launch_timeout_ms: 5",
+            "provider.uid_range: starts at 5",
             "health.guard_share: 1.5",
         ] {
             assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn isolation_and_uid_range_are_checked() {
+        let c = parse("").unwrap();
+        assert_eq!(c.provider.isolation, Isolation::Auto);
+        assert_eq!(c.provider.uids(), Ok((200_000, 1000)));
+        let c = parse("[provider]\nisolation = \"off\"\nuid_range = \"3000-3000\"\n").unwrap();
+        assert_eq!(c.provider.isolation, Isolation::Off);
+        assert_eq!(c.provider.uids(), Ok((3000, 1)));
+        let err = parse("[provider]\nisolation = \"maybe\"\n").unwrap_err();
+        assert!(err.contains("isolation") && err.contains("auto"), "{err}");
+        for bad in ["\"200\"", "\"3000-2000\"", "\"x-y\"", "\"1000-4294967295\""] {
+            let err = parse(&format!("[provider]\nuid_range = {bad}\n")).unwrap_err();
+            assert!(err.contains("provider.uid_range:"), "{bad}: {err}");
         }
     }
 }

@@ -47,6 +47,7 @@ impl Pki {
         listen: SocketAddr,
     ) -> Result<Self, PkiError> {
         let paths = PkiPaths::new(data_dir);
+        private_dir(&paths.dir)?;
         let ca = match operator_ca {
             Some((crt, key)) => Ca::load(crt, key)?,
             None => load_or_make_ca(&paths, trust_domain)?,
@@ -93,6 +94,23 @@ impl Pki {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
+}
+
+/// `pki/`, made if absent and readable by the controller alone, whatever
+/// an older version or the operator left: the CA key is the fleet.
+fn private_dir(dir: &Path) -> Result<(), PkiError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source| ebb_certs::Error::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    Ok(())
 }
 
 fn load_or_make_ca(paths: &PkiPaths, trust_domain: &str) -> Result<Ca, PkiError> {

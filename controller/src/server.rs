@@ -5,6 +5,7 @@ use ebb_core::local::{ENDPOINTS_FILE, Endpoints};
 use std::fs::File;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +20,13 @@ use ebb_proto::v1::admin_service_server::AdminServiceServer;
 use crate::api::{AdminApi, admin_only};
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::config::{Isolation, ProviderConfig};
 use crate::engine::{Engine, HealthSettings, LaunchSettings};
 use crate::fleet::Fleet;
 use crate::fleet::agent_service::{AgentApi, IntervalLookup};
 use crate::pki::{Pki, PkiError};
 use crate::provider::find_agent_binary;
+use crate::provider::isolation::{self, Users};
 use crate::provider::process::ProcessProvider;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -70,6 +73,8 @@ pub enum StartError {
     Loops(std::io::Error),
     #[error("cannot serve gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("provider.isolation = \"on\", but {0}")]
+    Isolation(String),
     #[error("cannot write the endpoints file: {0}")]
     Endpoints(#[from] toml::ser::Error),
 }
@@ -94,10 +99,16 @@ impl Controller {
     /// data dir untouched when another controller holds it or a port is taken.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
+        // Others may pass through (isolated instances live under it) but
+        // not list it; what is inside is the controller's alone.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .map_err(|source| StartError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
         let lock = lock_data_dir(dir)?;
         let grpc = bind(config.grpc.listen, "grpc.listen").await?;
         let http = bind(config.http.listen, "http.listen").await?;
@@ -107,6 +118,10 @@ impl Controller {
             .as_deref()
             .zip(config.tls.ca_key.as_deref());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join(STORE_FILE))?);
+        // SQLite gives its -wal and -shm files the database's mode.
+        let db = dir.join(STORE_FILE);
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| StartError::DataDir { path: db, source })?;
         let pki = Pki::bootstrap(
             dir,
             &config.trust_domain,
@@ -136,11 +151,14 @@ impl Controller {
                 PathBuf::from("ebb-agent")
             }
         };
-        let provider = ProcessProvider::new(
+        let mut provider = ProcessProvider::new(
             self.config.data_dir.join("instances"),
             agent_bin,
             Duration::from_millis(provider_config.release_timeout_ms),
         );
+        if let Some(users) = instance_users(provider_config)? {
+            provider = provider.isolated(users);
+        }
         // Local instances reach the controller on loopback when it listens
         // on every address.
         let dial = if grpc_addr.ip().is_unspecified() {
@@ -296,6 +314,32 @@ fn group_intervals(store: Arc<dyn Store>) -> IntervalLookup {
         let group = store.get_group(&instance.group_id).ok().flatten()?;
         Some(Duration::from_secs(u64::from(group.sampling_interval_secs)))
     })
+}
+
+/// The uids instances run as, when isolation is on (see `provider::isolation`).
+fn instance_users(config: &ProviderConfig) -> Result<Option<Users>, StartError> {
+    let why_not = isolation::cannot_switch_users()
+        .map(Err)
+        .unwrap_or_else(isolation::find_setpriv);
+    let setpriv = match (config.isolation, why_not) {
+        (Isolation::Off, _) => {
+            warn!(
+                "provider.isolation = \"off\": instances run as the controller's own user and can read its keys"
+            );
+            return Ok(None);
+        }
+        (_, Ok(setpriv)) => setpriv,
+        (Isolation::Auto, Err(why)) => {
+            warn!(
+                "instances run as the controller's own user and can read its keys: {why} (see provider.isolation in docs/configuration.md)"
+            );
+            return Ok(None);
+        }
+        (Isolation::On, Err(why)) => return Err(StartError::Isolation(why)),
+    };
+    let (first, count) = config.uids().map_err(StartError::Isolation)?;
+    info!(uids = %config.uid_range, "each instance runs as a uid of its own");
+    Ok(Some(Users::new(first, count, setpriv)))
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

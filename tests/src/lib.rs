@@ -13,6 +13,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,9 +68,12 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A controller running as root runs each instance as a uid of its
+        // own, which must pass through here to reach its dir.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711))
+            .expect("chmod the sandbox");
+        Self { dir }
     }
 
     pub fn path(&self) -> &Path {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ebb_core::model::ScalingConfiguration;
 
+pub mod isolation;
 pub mod process;
 
 #[derive(Debug, thiserror::Error)]

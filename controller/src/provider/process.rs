@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::time::{Instant, sleep};
 use tracing::{debug, info, warn};
 
+use super::isolation::{self, INSTANCE_PATH, Users};
 use super::{LaunchRequest, Provider, ProviderError, ProviderInstance, Result};
 use ebb_core::model::MetricSource;
 
@@ -35,6 +36,15 @@ const PROC: &str = "/proc";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const RECORD: &str = "instance.json";
 const AGENT_CONFIG: &str = "agent.toml";
+/// The instance's own directory inside its dir: its certificates and key,
+/// the working directory and HOME of its processes. With isolation on it
+/// belongs to the instance's uid; the rest of the dir stays the
+/// controller's, so an instance can neither rewrite its record nor its
+/// agent's config.
+const HOST_DIR: &str = "host";
+/// Where an isolated instance's agent binary is linked, so that instance
+/// users can run it wherever the controller's own copy lives.
+const AGENT_LINK: &str = ".agent/ebb-agent";
 /// Local instances sit next to the controller: reconnect within 2 s of its restart.
 const AGENT_MAX_BACKOFF_MS: u64 = 2_000;
 /// Often enough that a release does not dawdle, rarely enough to cost nothing.
@@ -59,6 +69,8 @@ pub struct ProcessProvider {
     /// Ids whose launch is under way: their dir exists before `instance.json`
     /// does, and must not look like an interrupted launch meanwhile.
     launching: Mutex<HashSet<String>>,
+    /// With isolation on, the uids instances run as.
+    users: Option<Arc<Users>>,
 }
 
 /// What `instance.json` holds: enough to find and verify the processes.
@@ -76,6 +88,9 @@ struct InstanceRecord {
     workload: Option<ProcessRecord>,
     agent_bin: PathBuf,
     started_at_ms: u64,
+    /// The uid the instance runs as; none when isolation was off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
 }
 
 /// A pid plus its start time (clock ticks since boot), which a reused pid lacks.
@@ -143,7 +158,80 @@ impl ProcessProvider {
             release_timeout,
             locks: IdLocks::default(),
             launching: Mutex::new(HashSet::new()),
+            users: None,
         }
+    }
+
+    /// Runs each instance as a uid of its own (see `isolation`).
+    pub fn isolated(mut self, users: Users) -> Self {
+        self.users = Some(Arc::new(users));
+        self
+    }
+
+    /// The agent binary instance users can run: with isolation, a hard link
+    /// (or a copy, across file systems) inside the base dir, refreshed on
+    /// every launch so an upgraded agent is used from then on.
+    fn agent_program(&self) -> Result<PathBuf, String> {
+        if self.users.is_none() {
+            return Ok(self.agent_bin.clone());
+        }
+        let link = self.base_dir.join(AGENT_LINK);
+        let dir = link.parent().expect("AGENT_LINK has a parent");
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let fresh = dir.join(format!(".ebb-agent.{}", std::process::id()));
+        let _ = fs::remove_file(&fresh);
+        if fs::hard_link(&self.agent_bin, &fresh).is_err() {
+            fs::copy(&self.agent_bin, &fresh).map_err(|e| {
+                format!(
+                    "cannot copy {} to {}: {e}",
+                    self.agent_bin.display(),
+                    fresh.display()
+                )
+            })?;
+        }
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o755))
+            .and_then(|()| fs::rename(&fresh, &link))
+            .map_err(|e| format!("cannot install {}: {e}", link.display()))?;
+        Ok(link)
+    }
+
+    /// Notes the uids of the instances on disk (after a restart, before
+    /// any describe), so a launch never reuses a live instance's uid.
+    fn note_uids(&self, users: &Users) {
+        let Ok(entries) = fs::read_dir(&self.base_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if let Ok(Some(InstanceRecord { uid: Some(uid), .. })) = read_record(&entry.path()) {
+                users.note(&id, uid);
+            }
+        }
+    }
+
+    /// A command for `program` as the instance's uid (or as ours), with a
+    /// clean environment: nothing of the controller's is inherited.
+    fn command(
+        &self,
+        uid: Option<u32>,
+        program: impl AsRef<std::ffi::OsStr>,
+        host: &Path,
+    ) -> Command {
+        let mut command = match (&self.users, uid) {
+            (Some(users), Some(uid)) => users.command(uid, program),
+            _ => Command::new(program),
+        };
+        command
+            .env_clear()
+            .env("PATH", INSTANCE_PATH)
+            .env("HOME", host)
+            .env("LANG", "C.UTF-8")
+            .current_dir(host);
+        command
     }
 
     fn instance_dir(&self, id: &str) -> PathBuf {
@@ -162,16 +250,38 @@ impl ProcessProvider {
             ebb_certs::write_atomic(&dir.join(name), data, mode)
                 .map_err(|e| format!("cannot write {name}: {e}"))
         };
-        write("ca.crt", req.ca_pem.as_bytes(), 0o600)?;
-        write("agent.crt", req.cert_pem.as_bytes(), 0o600)?;
-        write("agent.key", req.key_pem.as_bytes(), 0o600)?;
+        let host = dir.join(HOST_DIR);
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&host)
+            .map_err(|e| format!("cannot create {}: {e}", host.display()))?;
+        let secrets = [
+            ("ca.crt", &req.ca_pem),
+            ("agent.crt", &req.cert_pem),
+            ("agent.key", &req.key_pem),
+        ];
+        for (name, pem) in secrets {
+            write(&format!("{HOST_DIR}/{name}"), pem.as_bytes(), 0o600)?;
+        }
+        let uid = match &self.users {
+            Some(users) => {
+                self.note_uids(users);
+                let uid = users.take(&req.instance_id)?;
+                for (name, _) in secrets {
+                    isolation::give(&host.join(name), uid)?;
+                }
+                isolation::give(&host, uid)?;
+                Some(uid)
+            }
+            None => None,
+        };
         let config = AgentConfig {
             controller: &req.controller,
             server_name: &req.server_name,
             tls: AgentTls {
-                ca: "ca.crt",
-                cert: "agent.crt",
-                key: "agent.key",
+                ca: "host/ca.crt",
+                cert: "host/agent.crt",
+                key: "host/agent.key",
             },
             reconnect: AgentReconnect {
                 max_backoff_ms: AGENT_MAX_BACKOFF_MS,
@@ -193,14 +303,15 @@ impl ProcessProvider {
         };
         let config =
             toml::to_string(&config).map_err(|e| format!("cannot render {AGENT_CONFIG}: {e}"))?;
-        write(AGENT_CONFIG, config.as_bytes(), 0o600)?;
+        // Readable by the instance (it holds no secret), writable by us alone.
+        write(AGENT_CONFIG, config.as_bytes(), 0o644)?;
 
         let (stdout, stderr) = open_log(&dir.join("agent.log"))?;
-        let mut agent = Command::new(&self.agent_bin);
+        let agent_bin = self.agent_program()?;
+        let mut agent = self.command(uid, &agent_bin, &host);
         agent
             .arg("--config")
             .arg(dir.join(AGENT_CONFIG))
-            .current_dir(dir)
             .env("EBB_LOG", "info")
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -208,22 +319,22 @@ impl ProcessProvider {
             .process_group(0);
         let child = agent
             .spawn()
-            .map_err(|e| format!("cannot start the agent {}: {e}", self.agent_bin.display()))?;
+            .map_err(|e| format!("cannot start the agent {}: {e}", agent_bin.display()))?;
         let (agent, agent_stat) = own_child(child, children, "the agent")?;
 
         let mut workload = None;
         if let Some((program, args)) = req.configuration.command.split_first() {
             let (stdout, stderr) = open_log(&dir.join("workload.log"))?;
-            // The workload inherits the controller's environment (PATH, HOME,
-            // locale) with the configuration's variables and ours on top.
-            let mut command = Command::new(program);
+            // The workload inherits nothing of the controller's environment:
+            // a standard PATH, HOME in its host dir, the configuration's
+            // variables and ours.
+            let mut command = self.command(uid, program, &host);
             command
                 .args(args)
-                .current_dir(dir)
                 .envs(&req.configuration.env)
                 .env("EBB_INSTANCE_ID", &req.instance_id)
                 .env("EBB_GROUP_ID", &req.group_id)
-                .env("EBB_INSTANCE_DIR", dir)
+                .env("EBB_INSTANCE_DIR", &host)
                 .stdin(Stdio::null())
                 .stdout(stdout)
                 .stderr(stderr)
@@ -242,10 +353,11 @@ impl ProcessProvider {
             boot_id: boot_id(),
             agent,
             workload,
-            agent_bin: self.agent_bin.clone(),
+            agent_bin,
             started_at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            uid,
         };
         let json = serde_json::to_vec_pretty(&record)
             .map_err(|e| format!("cannot render {RECORD}: {e}"))?;
@@ -330,7 +442,20 @@ impl Provider for ProcessProvider {
         // Under the id's lock, nothing else is launching it: a dir that
         // exists is a running or a leftover instance, never to be doubled.
         let _launching = Launching::enter(&self.launching, &id);
-        if let Err(e) = DirBuilder::new().mode(0o700).create(&dir) {
+        if self.users.is_some() {
+            // Instance users must reach their own dirs under ours.
+            fs::set_permissions(&self.base_dir, fs::Permissions::from_mode(0o711))
+                .map_err(|e| fail(format!("cannot open up {}: {e}", self.base_dir.display())))?;
+            if let Some((path, mode)) = isolation::untraversable(&self.base_dir) {
+                return Err(fail(format!(
+                    "instance users cannot reach {}: {} has mode {mode:04o}; give it o+x (chmod o+x) or move the data dir",
+                    self.base_dir.display(),
+                    path.display()
+                )));
+            }
+        }
+        let dir_mode = if self.users.is_some() { 0o711 } else { 0o700 };
+        if let Err(e) = DirBuilder::new().mode(dir_mode).create(&dir) {
             return Err(fail(if e.kind() != ErrorKind::AlreadyExists {
                 format!("cannot create {}: {e}", dir.display())
             } else if recorded_alive(&id, &dir) {
@@ -358,6 +483,9 @@ impl Provider for ProcessProvider {
             }
             Err(message) => {
                 abort(children).await;
+                if let Some(users) = &self.users {
+                    users.free(&id);
+                }
                 if let Err(e) = fs::remove_dir_all(&dir) {
                     warn!(instance = %id, "cannot remove {} after a failed launch: {e}", dir.display());
                 }
@@ -387,6 +515,9 @@ impl Provider for ProcessProvider {
                     message: format!("cannot remove {}: {e}", dir.display()),
                 });
             }
+        }
+        if let Some(users) = &self.users {
+            users.free(instance_id);
         }
         info!(instance = instance_id, "released");
         Ok(())
@@ -469,7 +600,8 @@ fn check_id(id: &str) -> Result<(), String> {
     let plain = id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if id.is_empty() || id.len() > MAX_ID_LEN || id == "." || id == ".." || !plain {
+    // A leading '.' is the provider's own (`.agent`), never an instance's.
+    if id.is_empty() || id.len() > MAX_ID_LEN || id.starts_with('.') || !plain {
         return Err(format!(
             "`{id}` is not a valid instance id (1 to {MAX_ID_LEN} of A-Z a-z 0-9 - _ .)"
         ));
@@ -932,14 +1064,14 @@ mod tests {
             ("agent.crt", "CERT PEM"),
             ("agent.key", "KEY PEM"),
         ] {
-            assert_eq!(
-                fs::read_to_string(dir.join(name)).unwrap(),
-                content,
-                "{name}"
-            );
-            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+            let path = dir.join(HOST_DIR).join(name);
+            assert_eq!(fs::read_to_string(&path).unwrap(), content, "{name}");
+            assert_eq!(mode(&path), 0o600, "{name}");
         }
+        assert_eq!(mode(&dir.join(HOST_DIR)), 0o700);
         assert!(dir.join("agent.log").exists());
+        // The agent may read its config, not change it.
+        assert_eq!(mode(&dir.join(AGENT_CONFIG)), 0o644);
 
         // The keys and shapes ebb-agent's `Config` (deny_unknown_fields) takes.
         let config: toml::Table =
@@ -950,9 +1082,9 @@ mod tests {
         assert_eq!(config["server_name"].as_str(), Some("ebb-controller"));
         let tls = config["tls"].as_table().unwrap();
         assert_eq!(tls.len(), 3);
-        assert_eq!(tls["ca"].as_str(), Some("ca.crt"));
-        assert_eq!(tls["cert"].as_str(), Some("agent.crt"));
-        assert_eq!(tls["key"].as_str(), Some("agent.key"));
+        assert_eq!(tls["ca"].as_str(), Some("host/ca.crt"));
+        assert_eq!(tls["cert"].as_str(), Some("host/agent.crt"));
+        assert_eq!(tls["key"].as_str(), Some("host/agent.key"));
         let reconnect = config["reconnect"].as_table().unwrap();
         assert_eq!(reconnect.len(), 1);
         assert_eq!(reconnect["max_backoff_ms"].as_integer(), Some(2_000));
@@ -1087,23 +1219,32 @@ mod tests {
         let record = env.record("i-1");
         let workload = record.workload.expect("a workload pid");
         assert_eq!(read_stat(workload.pid).unwrap().pgrp, record.pgid);
+        let host = dir.join(HOST_DIR);
         eventually("the workload's env.txt", async || {
-            dir.join("env.txt").exists()
+            host.join("env.txt").exists()
         })
         .await;
-        let vars = fs::read_to_string(dir.join("env.txt")).unwrap();
+        let vars = fs::read_to_string(host.join("env.txt")).unwrap();
         for var in [
             "GREETING=hello".to_owned(),
             "EBB_INSTANCE_ID=i-1".to_owned(),
             "EBB_GROUP_ID=g-1".to_owned(),
-            format!("EBB_INSTANCE_DIR={}", dir.display()),
-            format!("PWD={}", dir.display()),
+            format!("EBB_INSTANCE_DIR={}", host.display()),
+            format!("PWD={}", host.display()),
+            format!("HOME={}", host.display()),
+            format!("PATH={INSTANCE_PATH}"),
         ] {
             assert!(
                 vars.lines().any(|l| l == var),
                 "{var} missing from:\n{vars}"
             );
         }
+        // Nothing of the controller's own environment (cargo's variables
+        // are in the test's) is inherited.
+        assert!(
+            !vars.lines().any(|l| l.starts_with("CARGO")),
+            "the controller's environment leaked:\n{vars}"
+        );
         assert!(dir.join("workload.log").exists());
         assert_eq!(env.alive("i-1").await, Some(true));
 
