@@ -172,7 +172,7 @@ for p in ebb-agent ebb-controller; do
   check "$p.rpm: requires shadow-utils (useradd)" grep -qx shadow-utils <<<"$(rpm -qp --requires "$f" 2>/dev/null)"
 done
 check "ebb-controller.rpm: %post makes /var/lib/ebb for ebb-controller" \
-  grep -q "install -d -m 0750 -o ebb-controller -g ebb-controller /var/lib/ebb" \
+  grep -q "install -d -m 0711 -o ebb-controller -g ebb-controller /var/lib/ebb" \
   <<<"$(rpm -qp --scripts "$(rpmfile ebb-controller 1)" 2>/dev/null)"
 
 # --- install -----------------------------------------------------------------
@@ -199,7 +199,7 @@ for u in ebb-agent ebb-controller; do
 done
 expect_eq "ebb-controller's home is /var/lib/ebb" /var/lib/ebb "$(getent passwd ebb-controller | cut -d: -f6)"
 
-expect_eq "/var/lib/ebb: ebb-controller's, 0750" "ebb-controller:ebb-controller 750" "$(stat -c '%U:%G %a' /var/lib/ebb 2>&1)"
+expect_eq "/var/lib/ebb: ebb-controller's, 0711" "ebb-controller:ebb-controller 711" "$(stat -c '%U:%G %a' /var/lib/ebb 2>&1)"
 expect_eq "/etc/ebb/tls: root's, 0755" "root:root 755" "$(stat -c '%U:%G %a' /etc/ebb/tls 2>&1)"
 for p in ebb-agent ebb-controller; do
   conf=/etc/ebb/${p#ebb-}.toml
@@ -218,10 +218,17 @@ for p in ebb-agent ebb-controller; do
   out=$(systemd-analyze verify "$unit" 2>&1) && status=0 || status=$?
   if [ "$status" = 0 ] && [ -z "$out" ]; then ok "systemd-analyze verify $p.service"; else fail "systemd-analyze verify $p.service (exit $status)" "$out"; fi
   for line in "User=$p" "Group=$p" Restart=on-failure RestartSec=5s RestartPreventExitStatus=64 \
-    NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes PrivateTmp=yes CapabilityBoundingSet= \
-    AmbientCapabilities= "WantedBy=multi-user.target"; do
+    NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes PrivateTmp=yes RemoveIPC=yes \
+    SystemCallFilter=@system-service SystemCallErrorNumber=EPERM "WantedBy=multi-user.target"; do
     check "$p.service: $line" grep -qx "$line" "$unit"
   done
+  check "$p.service: TasksMax= set" grep -q '^TasksMax=[0-9]' "$unit"
+  # The exposure systemd computes from the unit's sandboxing (0 best, 10 worst).
+  exposure=$(systemd-analyze security --offline=yes "$unit" 2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+  echo "     systemd-analyze security $p.service: exposure ${exposure:-unknown}"
+  if [ "$p" = ebb-agent ]; then
+    check "ebb-agent.service: exposure ${exposure:-unknown} <= 2.0" awk -v e="${exposure:-99}" 'BEGIN { exit !(e <= 2.0) }'
+  fi
   check "$p.service: no ReadWritePaths= (only the state dir is writable)" bash -c "! grep -q '^ReadWritePaths=' $unit"
 done
 check "ebb-controller.service: StateDirectory=ebb" grep -qx StateDirectory=ebb /usr/lib/systemd/system/ebb-controller.service
@@ -229,7 +236,18 @@ check "ebb-controller.service runs the packaged config" grep -qx \
   "ExecStart=/usr/bin/ebb-controller serve --config /etc/ebb/controller.toml" /usr/lib/systemd/system/ebb-controller.service
 check "ebb-agent.service runs the packaged config" grep -qx \
   "ExecStart=/usr/bin/ebb-agent --config /etc/ebb/agent.toml" /usr/lib/systemd/system/ebb-agent.service
-for key in PrivateNetwork ProcSubset ProtectProc StateDirectory; do
+for line in CapabilityBoundingSet= AmbientCapabilities= ProtectProc=invisible PrivateUsers=yes \
+  MemoryDenyWriteExecute=yes MemoryMax=256M; do
+  check "ebb-agent.service: $line" grep -qx "$line" /usr/lib/systemd/system/ebb-agent.service
+done
+caps="CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL CAP_DAC_OVERRIDE"
+for key in CapabilityBoundingSet AmbientCapabilities; do
+  check "ebb-controller.service: $key=$caps (the process provider's isolation)" \
+    grep -qx "$key=$caps" /usr/lib/systemd/system/ebb-controller.service
+done
+check "ebb-controller.service: KillMode=process (a restart spares the instances)" \
+  grep -qx KillMode=process /usr/lib/systemd/system/ebb-controller.service
+for key in PrivateNetwork ProcSubset StateDirectory; do
   check "ebb-agent.service: no $key= (the agent reads the host's /proc and network)" \
     bash -c "! grep -q '^$key=' /usr/lib/systemd/system/ebb-agent.service"
 done
@@ -238,17 +256,19 @@ check "ebb-agent.service waits for its certificates (not enabled on install)" \
   test ! -e /etc/systemd/system/multi-user.target.wants/ebb-agent.service
 
 # --- run the controller by hand ----------------------------------------------
-# start LOG USER WRITABLE COMMAND...: starts COMMAND in the background as its
-# unit would run it: as USER, no capabilities, no new privileges, a
-# read-only system but for WRITABLE, a private /tmp, no /home and /root.
+# start LOG USER WRITABLE CAPS COMMAND...: starts COMMAND in the background
+# as its unit would run it: as USER, with only the capabilities CAPS (a
+# setpriv list such as "+setuid,+kill", or "" for none) as ambient ones, no
+# new privileges, a read-only system but for WRITABLE, a private /tmp, no
+# /home and /root.
 # Sets started_pid, which is COMMAND's own pid (each step execs the next).
 start() {
   local log=$1
   shift
   (exec unshare --mount --propagation private -- bash -c '
     set -e
-    user=$1 writable=$2
-    shift 2
+    user=$1 writable=$2 caps=$3
+    shift 3
     mount -t tmpfs -o mode=1777 tmpfs /tmp
     for d in /home /root; do [ -d "$d" ] && mount -t tmpfs -o mode=0755 tmpfs "$d"; done
     [ -z "$writable" ] || mount --bind "$writable" "$writable"
@@ -258,16 +278,22 @@ start() {
       mount -o remount,bind,ro "$m"
     done
     cd "${writable:-/}"
+    if [ -n "$caps" ]; then
+      set -- --bounding-set="-all,$caps" --inh-caps="-all,$caps" --ambient-caps="$caps" -- "$@"
+    else
+      set -- --bounding-set=-all --inh-caps=-all -- "$@"
+    fi
     exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin EBB_LOG=info \
-      setpriv --reuid="$user" --regid="$user" --init-groups --no-new-privs \
-      --bounding-set=-all --inh-caps=-all -- "$@"
+      setpriv --reuid="$user" --regid="$user" --init-groups --no-new-privs "$@"
   ' start "$@") >"$log" 2>&1 &
   started_pid=$!
   pids+=("$started_pid")
 }
 
 step "the controller, started by hand as ebb-controller with /etc/ebb/controller.toml"
-start "$work/controller.log" ebb-controller /var/lib/ebb \
+# The unit's capabilities, in setpriv's spelling.
+CONTROLLER_CAPS=+setuid,+setgid,+chown,+kill,+dac_override
+start "$work/controller.log" ebb-controller /var/lib/ebb "$CONTROLLER_CAPS" \
   /usr/bin/ebb-controller serve --config /etc/ebb/controller.toml
 controller_pid=$started_pid
 metrics() { curl -fsS --max-time 2 "http://$HTTP/metrics"; }
@@ -306,11 +332,11 @@ for p in ebb-agent ebb-controller; do
 done
 expect_eq "/etc/ebb/tls/agent.key: ebb-agent's, 0600 (postinst)" "ebb-agent:ebb-agent 600" \
   "$(stat -c '%U:%G %a' /etc/ebb/tls/agent.key 2>&1)"
-expect_eq "/var/lib/ebb: still ebb-controller's, 0750" "ebb-controller:ebb-controller 750" "$(stat -c '%U:%G %a' /var/lib/ebb 2>&1)"
+expect_eq "/var/lib/ebb: still ebb-controller's, 0711" "ebb-controller:ebb-controller 711" "$(stat -c '%U:%G %a' /var/lib/ebb 2>&1)"
 
 # --- run the agent by hand ---------------------------------------------------
 step "the agent, started by hand as ebb-agent with /etc/ebb/agent.toml"
-start "$work/agent.log" ebb-agent "" /usr/bin/ebb-agent --config /etc/ebb/agent.toml
+start "$work/agent.log" ebb-agent "" "" /usr/bin/ebb-agent --config /etc/ebb/agent.toml
 agent_pid=$started_pid
 connected() { metrics | grep -qx "ebb_agents_connected 1"; }
 reports_cpu() { metrics | grep -q "^ebb_instance_cpu_utilization{instance=\"$INSTANCE\"} [0-9]"; }
@@ -339,6 +365,47 @@ fi
 expect_eq "the agent runs as ebb-agent" ebb-agent "$(stat -c %U /proc/"$agent_pid" 2>&1)"
 expect_eq "the controller runs as ebb-controller" ebb-controller "$(stat -c %U /proc/"$controller_pid" 2>&1)"
 
+step "a launched instance: its own uid, and it outlives a controller restart (KillMode=process)"
+ctl() { ebbctl --data-dir /var/lib/ebb "$@"; }
+check "ebbctl group create --name launched" ctl group create --name launched --min 1 --max 1
+check "ebbctl config create --group launched --name v1 -- sleep infinity" \
+  ctl config create --group launched --name v1 -- sleep infinity
+check "ebbctl group enable launched" ctl group enable launched
+launched_id() { ctl instance list --group launched | awk '/InService/ { print $1; exit }'; }
+has_launched() { test -n "$(launched_id)"; }
+if eventually 60 has_launched; then
+  ok "the process provider launched an instance, InService"
+else
+  fail "the process provider launched an instance, InService" "$(ctl instance list --group launched 2>&1)"$'\n'"$(tail -20 "$work/controller.log")"
+fi
+launched=$(launched_id)
+# The agent leads the instance's process group; its record names its pid.
+launched_pid=$(sed -n 's/.*"pid": \([0-9]*\).*/\1/p' "/var/lib/ebb/instances/$launched/instance.json" 2>/dev/null | head -1)
+launched_uid=$(stat -c %u "/proc/${launched_pid:-0}" 2>/dev/null || echo none)
+check "the instance's agent (pid ${launched_pid:-none}) runs as its own uid ($launched_uid), not as ebb-controller" \
+  test "$launched_uid" -ge 200000 -a "$launched_uid" -le 200999
+check "its host dir is its uid's, 0700" test "$(stat -c '%u %a' "/var/lib/ebb/instances/$launched/host" 2>&1)" = "$launched_uid 700"
+check "ebb-controller's pki/ is 0700" test "$(stat -c %a /var/lib/ebb/pki)" = 700
+check "the instance's uid cannot read pki/ca.key" \
+  bash -c "! setpriv --reuid=$launched_uid --regid=$launched_uid --clear-groups cat /var/lib/ebb/pki/ca.key >/dev/null 2>&1"
+# systemd's stop with KillMode=process: SIGTERM to the main process only.
+kill -TERM "$controller_pid" 2>/dev/null || true
+if wait "$controller_pid"; then ok "the controller stopped cleanly on SIGTERM"; else fail "the controller stopped cleanly on SIGTERM (exit $?)" "$(tail -20 "$work/controller.log")"; fi
+check "the instance's agent (pid $launched_pid) still runs with the controller stopped" kill -0 "$launched_pid"
+start "$work/controller-2.log" ebb-controller /var/lib/ebb "$CONTROLLER_CAPS" \
+  /usr/bin/ebb-controller serve --config /etc/ebb/controller.toml
+controller_pid=$started_pid
+readopted() { ctl instance list --group launched | grep "$launched" | grep -q InService && grep "agent connected" "$work/controller-2.log" | grep -q "$launched"; }
+if eventually 60 readopted; then
+  ok "the restarted controller re-adopted $launched: InService, its agent reconnected"
+else
+  fail "the restarted controller re-adopted $launched" "$(ctl instance list --group launched 2>&1)"$'\n'"$(tail -20 "$work/controller-2.log")"
+fi
+check "the same agent process (pid $launched_pid) runs: nothing was relaunched" kill -0 "$launched_pid"
+expect_eq "still one instance in the group" 1 "$(ctl instance list --group launched | grep -c InService)"
+check "ebbctl group delete launched --force (releases the instance)" ctl group delete launched --force
+if eventually 30 bash -c "! kill -0 $launched_pid 2>/dev/null"; then ok "the release stopped the instance's agent"; else fail "the release stopped the instance's agent"; fi
+
 step "stop both (SIGTERM)"
 for name in agent controller; do
   pid_var=${name}_pid
@@ -347,7 +414,7 @@ for name in agent controller; do
   if wait "$pid"; then ok "the $name stopped cleanly on SIGTERM"; else fail "the $name stopped cleanly on SIGTERM (exit $?)" "$(tail -20 "$work/$name.log")"; fi
 done
 pids=()
-check "the controller's log has no ERROR" bash -c "! grep -w ERROR '$work/controller.log'"
+check "the controller's logs have no ERROR" bash -c "! grep -w ERROR '$work/controller.log' '$work/controller-2.log'"
 
 # --- remove and purge --------------------------------------------------------
 step "remove: binaries go, config and state stay"

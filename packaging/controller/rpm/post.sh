@@ -1,5 +1,5 @@
 # ebb-controller %post ($1: 1 install, 2 upgrade).
-install -d -m 0750 -o ebb-controller -g ebb-controller /var/lib/ebb
+install -d -m 0711 -o ebb-controller -g ebb-controller /var/lib/ebb
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
     # The distribution's presets decide whether it is enabled and started.
