@@ -69,6 +69,13 @@ pub struct ProviderConfig {
     pub launch_timeout_ms: u64,
     /// SIGTERM, then SIGKILL after this many milliseconds, on release.
     pub release_timeout_ms: u64,
+    /// Whether launched agents run lifecycle hook scripts (their
+    /// `[hooks] allow_scripts`). Off: the controller writes its instances'
+    /// agent.toml, so this is the host's consent, given here.
+    pub allow_hook_scripts: bool,
+    /// The absolute directory launched agents take hook scripts from; the
+    /// agent's default (`/etc/ebb/hooks.d`) when unset.
+    pub hooks_dir: Option<PathBuf>,
 }
 
 /// A local agent connects in well under a second; a minute leaves room for a
@@ -84,6 +91,8 @@ impl Default for ProviderConfig {
             agent_bin: None,
             launch_timeout_ms: DEFAULT_LAUNCH_TIMEOUT_MS,
             release_timeout_ms: DEFAULT_RELEASE_TIMEOUT_MS,
+            allow_hook_scripts: false,
+            hooks_dir: None,
         }
     }
 }
@@ -238,6 +247,14 @@ impl Config {
                 self.provider.release_timeout_ms
             ));
         }
+        if let Some(dir) = &self.provider.hooks_dir
+            && !dir.is_absolute()
+        {
+            problems.push(format!(
+                "provider.hooks_dir: `{}` is not an absolute path (agents run in their own folders)",
+                dir.display()
+            ));
+        }
         if !(self.health.guard_share > 0.0 && self.health.guard_share <= 1.0) {
             problems.push(format!(
                 "health.guard_share: {} is outside (0, 1]",
@@ -328,10 +345,14 @@ mod tests {
             agent_bin = "/usr/bin/ebb-agent"
             launch_timeout_ms = 30000
             release_timeout_ms = 5000
+            allow_hook_scripts = true
+            hooks_dir = "/etc/ebb/hooks.d"
             "#,
         )
         .unwrap();
         assert_eq!(c.fleet.sampling_interval_ms, 1000);
+        assert!(c.provider.allow_hook_scripts);
+        assert!(!Config::default().provider.allow_hook_scripts);
         assert_eq!(c.grpc.server_names.len(), 2);
         assert_eq!(
             c.tls.ca_key.as_deref(),
@@ -373,6 +394,7 @@ mod tests {
             sample_ring = 1
             [provider]
             launch_timeout_ms = 5
+            hooks_dir = "hooks.d"
             [health]
             guard_share = 1.5
             "#,
@@ -386,6 +408,7 @@ mod tests {
             "http.listen:",
             "tls.ca_key: required",
             "provider.launch_timeout_ms: 5",
+            "provider.hooks_dir: `hooks.d` is not an absolute path",
             "health.guard_share: 1.5",
         ] {
             assert!(err.contains(needle), "missing `{needle}` in:\n{err}");

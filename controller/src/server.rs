@@ -24,7 +24,7 @@ use crate::fleet::Fleet;
 use crate::fleet::agent_service::{AgentApi, IntervalLookup};
 use crate::pki::{Pki, PkiError};
 use crate::provider::find_agent_binary;
-use crate::provider::process::ProcessProvider;
+use crate::provider::process::{AgentHooks, ProcessProvider};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -136,10 +136,14 @@ impl Controller {
                 PathBuf::from("ebb-agent")
             }
         };
-        let provider = ProcessProvider::new(
+        let provider = ProcessProvider::with_hooks(
             self.config.data_dir.join("instances"),
             agent_bin,
             Duration::from_millis(provider_config.release_timeout_ms),
+            AgentHooks {
+                allow_scripts: provider_config.allow_hook_scripts,
+                dir: provider_config.hooks_dir.clone(),
+            },
         );
         // Local instances reach the controller on loopback when it listens
         // on every address.
