@@ -167,7 +167,9 @@ impl Controller {
             guard_share: self.config.health.guard_share,
             guard_interval: Duration::from_millis(self.config.health.guard_interval_ms),
             ..HealthSettings::default()
-        }))
+        })
+        .with_limits(self.config.limits.limits())
+        .with_retention(self.config.activities.retention()))
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
