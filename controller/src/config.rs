@@ -534,6 +534,10 @@ mod tests {
         assert!(err.contains("listen"), "{err}");
         let err = parse("[fleet]\nsampling_interval_ms = \"fast\"\n").unwrap_err();
         assert!(err.contains("sampling_interval_ms"), "{err}");
+        let err = parse("[provider]\nallow_hook_scripts = \"yes\"\n").unwrap_err();
+        assert!(err.contains("allow_hook_scripts"), "{err}");
+        let err = parse("[provider]\nhooks_dir = 5\n").unwrap_err();
+        assert!(err.contains("hooks_dir"), "{err}");
         let err = parse("data_dir = ").unwrap_err();
         assert!(err.contains("controller.toml"), "{err}");
     }

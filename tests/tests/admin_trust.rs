@@ -196,6 +196,35 @@ fn the_object_past_a_cap_is_refused_naming_it_and_nothing_is_stored() {
     .scaling_rules;
     assert_eq!(rules.len(), 1);
 
+    let notify = |admin: &mut Admin, url: &str| {
+        admin_call!(
+            *admin,
+            create_notification_configuration,
+            pb::NotificationConfiguration {
+                scaling_group: "ga".into(),
+                notification_url: url.into(),
+                ..Default::default()
+            }
+        )
+    };
+    notify(&mut admin, "http://127.0.0.1:1/a").unwrap();
+    let err = notify(&mut admin, "http://127.0.0.1:1/b").unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("limits.notifications_per_group allows 1"),
+        "{}",
+        err.message()
+    );
+    let targets = admin_call!(
+        admin,
+        describe_notification_configurations,
+        pb::DescribeNotificationConfigurationsRequest {
+            scaling_group: "ga".into(),
+        }
+    )
+    .unwrap();
+    assert_eq!(targets.notification_configurations.len(), 1, "{targets:?}");
+
     // ebbctl shows the same sentence and fails.
     let out = ctl.ebbctl(&["group", "create", "--name", "gd", "--min", "0", "--max", "1"]);
     assert!(!out.status.success());
