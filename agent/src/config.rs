@@ -797,7 +797,10 @@ mod tests {
             &format!("{TLS}[hooks]\nallow_scripts = true\ndir = \"ca.crt\"\n"),
         )
         .unwrap_err();
-        assert!(err.contains("hooks.dir:") && err.contains("is not a directory"), "{err}");
+        assert!(
+            err.contains("hooks.dir:") && err.contains("is not a directory"),
+            "{err}"
+        );
         let err = parse(&d, &format!("{TLS}[hooks]\ndir = 3\n")).unwrap_err();
         assert!(err.contains("dir"), "{err}");
         // Off, the directory is never read: it need not exist.

@@ -147,25 +147,34 @@ fn allowed_program(hooks: &HooksConfig, program: &str) -> Result<PathBuf, String
     let resolved = match candidate.canonicalize() {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(if named.is_absolute() && !candidate.starts_with(&canon_dir) {
-                outside()
-            } else {
-                format!("`{program}` does not exist in the hooks directory {shown}")
-            });
+            return Err(
+                if named.is_absolute() && !candidate.starts_with(&canon_dir) {
+                    outside()
+                } else {
+                    format!("`{program}` does not exist in the hooks directory {shown}")
+                },
+            );
         }
         Err(e) => return Err(format!("`{program}` cannot be read: {e}")),
     };
     if !resolved.starts_with(&canon_dir) || resolved == canon_dir {
         return Err(outside());
     }
-    let meta = std::fs::metadata(&resolved).map_err(|e| format!("`{program}` cannot be read: {e}"))?;
+    let meta =
+        std::fs::metadata(&resolved).map_err(|e| format!("`{program}` cannot be read: {e}"))?;
     let mode = meta.permissions().mode();
     if !meta.is_file() {
-        Err(format!("`{program}` in the hooks directory {shown} is not a file"))
+        Err(format!(
+            "`{program}` in the hooks directory {shown} is not a file"
+        ))
     } else if mode & 0o111 == 0 {
-        Err(format!("`{program}` in the hooks directory {shown} is not executable"))
+        Err(format!(
+            "`{program}` in the hooks directory {shown} is not executable"
+        ))
     } else if mode & 0o002 != 0 {
-        Err(format!("`{program}` in the hooks directory {shown} is world-writable"))
+        Err(format!(
+            "`{program}` in the hooks directory {shown} is world-writable"
+        ))
     } else {
         Ok(resolved)
     }
@@ -278,17 +287,47 @@ mod tests {
         std::os::unix::fs::symlink(&outside, h.config.dir.join("link")).unwrap();
         let outside = outside.to_str().unwrap().to_owned();
         for (argv0, why) in [
-            ("sh", format!("`sh` does not exist in the hooks directory {dir}")),
-            ("/bin/sh", format!("`/bin/sh` is not inside the hooks directory {dir}")),
-            (outside.as_str(), format!("`{outside}` is not inside the hooks directory {dir}")),
-            ("../evil", format!("`../evil` is not inside the hooks directory {dir}")),
-            ("sub/../../evil", format!("`sub/../../evil` is not inside the hooks directory {dir}")),
-            ("link", format!("`link` is not inside the hooks directory {dir}")),
+            (
+                "sh",
+                format!("`sh` does not exist in the hooks directory {dir}"),
+            ),
+            (
+                "/bin/sh",
+                format!("`/bin/sh` is not inside the hooks directory {dir}"),
+            ),
+            (
+                outside.as_str(),
+                format!("`{outside}` is not inside the hooks directory {dir}"),
+            ),
+            (
+                "../evil",
+                format!("`../evil` is not inside the hooks directory {dir}"),
+            ),
+            (
+                "sub/../../evil",
+                format!("`sub/../../evil` is not inside the hooks directory {dir}"),
+            ),
+            (
+                "link",
+                format!("`link` is not inside the hooks directory {dir}"),
+            ),
             (".", format!("`.` is not inside the hooks directory {dir}")),
-            ("sub", format!("`sub` in the hooks directory {dir} is not a file")),
-            ("not-exec", format!("`not-exec` in the hooks directory {dir} is not executable")),
-            ("open", format!("`open` in the hooks directory {dir} is world-writable")),
-            ("/nonexistent/ebb-hook", format!("`/nonexistent/ebb-hook` is not inside the hooks directory {dir}")),
+            (
+                "sub",
+                format!("`sub` in the hooks directory {dir} is not a file"),
+            ),
+            (
+                "not-exec",
+                format!("`not-exec` in the hooks directory {dir} is not executable"),
+            ),
+            (
+                "open",
+                format!("`open` in the hooks directory {dir} is world-writable"),
+            ),
+            (
+                "/nonexistent/ebb-hook",
+                format!("`/nonexistent/ebb-hook` is not inside the hooks directory {dir}"),
+            ),
         ] {
             let r = run(request(&[argv0], 10_000), &h.config).await;
             assert_eq!((r.exit_code, r.refused), (None, true), "{argv0}: {r:?}");

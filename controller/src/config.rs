@@ -428,7 +428,10 @@ mod tests {
         assert_eq!(c.sampling_interval(), Duration::from_secs(5));
         assert_eq!(c.limits.limits(), crate::engine::limits::Limits::default());
         assert_eq!(c.limits.groups, 1000);
-        assert_eq!(c.activities.retention(), crate::engine::Retention::default());
+        assert_eq!(
+            c.activities.retention(),
+            crate::engine::Retention::default()
+        );
         assert_eq!(c.activities.max_age_days, 30);
     }
 
@@ -449,7 +452,10 @@ mod tests {
         for (text, key) in [
             ("[limits]\ngroup = 5\n", "unknown field `group`"),
             ("[limits]\ngroups = -1\n", "groups"),
-            ("[activities]\nmax_age = \"30d\"\n", "unknown field `max_age`"),
+            (
+                "[activities]\nmax_age = \"30d\"\n",
+                "unknown field `max_age`",
+            ),
             ("[activities]\nkeep_per_group = \"all\"\n", "keep_per_group"),
         ] {
             let err = parse(text).unwrap_err();

@@ -81,7 +81,11 @@ fn the_admin_identity_appears_on_activities_and_in_the_log() {
     });
 
     let list = ctl.ebbctl(&["activity", "list", "--group", "web"]);
-    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     let text = String::from_utf8_lossy(&list.stdout);
     let line = text
         .lines()
@@ -89,7 +93,11 @@ fn the_admin_identity_appears_on_activities_and_in_the_log() {
         .unwrap_or_else(|| panic!("{} not in:\n{text}", act.id));
     assert!(line.contains(" alice "), "{text}");
     let described = ctl.ebbctl(&["-o", "json", "activity", "describe", &act.id]);
-    assert!(described.status.success(), "{}", String::from_utf8_lossy(&described.stderr));
+    assert!(
+        described.status.success(),
+        "{}",
+        String::from_utf8_lossy(&described.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
     assert_eq!(json["initiated_by"], uri, "{json}");
 
@@ -107,7 +115,8 @@ fn the_admin_identity_appears_on_activities_and_in_the_log() {
     });
     assert!(log[0].contains("admin call"), "{log:?}");
     assert!(
-        log.iter().any(|l| l.contains("admin call refused") && l.contains("InvalidArgument")),
+        log.iter()
+            .any(|l| l.contains("admin call refused") && l.contains("InvalidArgument")),
         "{log:?}"
     );
     // The local admin's own calls name it, not alice.
@@ -115,11 +124,17 @@ fn the_admin_identity_appears_on_activities_and_in_the_log() {
         ctl.proc
             .log_text()
             .lines()
-            .any(|l| l.contains("create_scaling_group") && l.contains("spiffe://ebb.local/admin/") && !l.contains(uri)),
+            .any(|l| l.contains("create_scaling_group")
+                && l.contains("spiffe://ebb.local/admin/")
+                && !l.contains(uri)),
         "{}",
         ctl.proc.log_text()
     );
-    assert_eq!(activities(&mut local, "web").len(), 1, "the refused call stored nothing");
+    assert_eq!(
+        activities(&mut local, "web").len(),
+        1,
+        "the refused call stored nothing"
+    );
 }
 
 #[test]
@@ -180,8 +195,9 @@ fn the_object_past_a_cap_is_refused_naming_it_and_nothing_is_stored() {
     let err = rule(&mut admin, "up-more").unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     assert!(
-        err.message()
-            .starts_with("scaling group ga already has 1 scaling rules, and limits.rules_per_group allows 1"),
+        err.message().starts_with(
+            "scaling group ga already has 1 scaling rules, and limits.rules_per_group allows 1"
+        ),
         "{}",
         err.message()
     );
@@ -211,7 +227,8 @@ fn the_object_past_a_cap_is_refused_naming_it_and_nothing_is_stored() {
     let err = notify(&mut admin, "http://127.0.0.1:1/b").unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     assert!(
-        err.message().contains("limits.notifications_per_group allows 1"),
+        err.message()
+            .contains("limits.notifications_per_group allows 1"),
         "{}",
         err.message()
     );
@@ -226,7 +243,9 @@ fn the_object_past_a_cap_is_refused_naming_it_and_nothing_is_stored() {
     assert_eq!(targets.notification_configurations.len(), 1, "{targets:?}");
 
     // ebbctl shows the same sentence and fails.
-    let out = ctl.ebbctl(&["group", "create", "--name", "gd", "--min", "0", "--max", "1"]);
+    let out = ctl.ebbctl(&[
+        "group", "create", "--name", "gd", "--min", "0", "--max", "1",
+    ]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("limits.groups allows 2"),

@@ -460,16 +460,24 @@ fn a_refused_scale_in(ctl: &ControllerProc, script: Vec<String>) -> (pb::Instanc
     });
     let shown = eventually("the refusal in `ebbctl hook actions`", DEADLINE, || {
         let out = ctl.ebbctl(&["hook", "actions", "--group", "refuse"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.contains("the agent refused the script").then_some(text)
+        text.contains("the agent refused the script")
+            .then_some(text)
     });
     // Refused is not failed: the action still waits (for the API or its
     // timeout), as it would for a hook without a script.
     let waiting = actions(&mut admin, "refuse");
     assert_eq!(waiting.len(), 1, "{waiting:?}");
     assert_eq!(waiting[0].result, "", "{waiting:?}");
-    assert_eq!(in_state(&mut admin, "refuse", "Removing:Wait")[0].id, leaving.id);
+    assert_eq!(
+        in_state(&mut admin, "refuse", "Removing:Wait")[0].id,
+        leaving.id
+    );
     (leaving, shown)
 }
 
@@ -488,13 +496,11 @@ fn a_script_outside_the_hooks_directory_is_refused_with_its_reason_shown() {
         ],
     );
     assert!(
-        shown.contains(&format!(
-            "{} waits on drain (SCALE_IN)",
-            leaving.id
-        )) && shown.contains(&format!(
-            "the agent refused the script: `/bin/sh` is not inside the hooks directory {}",
-            dir.display()
-        )),
+        shown.contains(&format!("{} waits on drain (SCALE_IN)", leaving.id))
+            && shown.contains(&format!(
+                "the agent refused the script: `/bin/sh` is not inside the hooks directory {}",
+                dir.display()
+            )),
         "{shown}"
     );
     assert!(!marker.exists(), "the refused script ran");
@@ -507,9 +513,20 @@ fn a_script_outside_the_hooks_directory_is_refused_with_its_reason_shown() {
 
     // The operator decides: completing the action lets the instance go.
     let done = ctl.ebbctl(&[
-        "hook", "complete", "--instance", &leaving.id, "--hook", "drain", "--result", "CONTINUE",
+        "hook",
+        "complete",
+        "--instance",
+        &leaving.id,
+        "--hook",
+        "drain",
+        "--result",
+        "CONTINUE",
     ]);
-    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
     let mut admin = Admin::local(&ctl);
     eventually("the leaving instance removed", DEADLINE, || {
         let list = instances(&mut admin, "refuse");

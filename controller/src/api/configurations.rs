@@ -111,7 +111,11 @@ pub async fn create_scaling_configuration(
     }
     let cap = engine.limits.configurations_per_group;
     let whose = format!("scaling group {}", group.name);
-    let names = ("scaling configurations", whose.as_str(), "configurations_per_group");
+    let names = (
+        "scaling configurations",
+        whose.as_str(),
+        "configurations_per_group",
+    );
     limits::check(existing.len(), 1, cap, names)?;
     engine.store.commit(writes)?;
     info!(group = %group.name, configuration = %config.name, "scaling configuration created");

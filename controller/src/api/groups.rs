@@ -91,7 +91,12 @@ pub async fn create_scaling_group(
         .map_err(invalid)?;
     let limits = &engine.limits;
     let have = engine.store.list_groups()?.len();
-    limits::check(have, 1, limits.groups, ("scaling groups", "the controller", "groups"))?;
+    limits::check(
+        have,
+        1,
+        limits.groups,
+        ("scaling groups", "the controller", "groups"),
+    )?;
     engine
         .store
         .commit(vec![Write::CreateGroup(group.clone())])?;

@@ -59,7 +59,11 @@ pub async fn create_notification_configuration(
         types,
     };
     let whose = format!("scaling group {}", group.name);
-    let names = ("notification configurations", whose.as_str(), "notifications_per_group");
+    let names = (
+        "notification configurations",
+        whose.as_str(),
+        "notifications_per_group",
+    );
     let cap = engine.limits.notifications_per_group;
     limits::check(group.notifications.len(), 1, cap, names)?;
     group.notifications.push(config.clone());

@@ -2,8 +2,8 @@
 //! adjustments.
 
 use crate::api::common::{activity_view, find_group, invalid, now_ms};
-use crate::engine::{Engine, limits};
 use crate::engine::rules::run_rule;
+use crate::engine::{Engine, limits};
 use crate::id::new_id;
 use crate::store::Write;
 use ebb_core::decide::RuleRun;
@@ -154,7 +154,12 @@ pub async fn create_scaling_rule(
     let whose = format!("scaling group {}", group.name);
     let (limits, store) = (&engine.limits, &engine.store);
     let have = store.list_rules(Some(&group.id))?.len();
-    limits::check(have, 1, limits.rules_per_group, ("scaling rules", &whose, "rules_per_group"))?;
+    limits::check(
+        have,
+        1,
+        limits.rules_per_group,
+        ("scaling rules", &whose, "rules_per_group"),
+    )?;
     let alarms = store.list_alarms(Some(&group.id))?.len();
     let names = ("alarms", whose.as_str(), "alarms_per_group");
     limits::check(alarms, owned.len(), limits.alarms_per_group, names)?;

@@ -2,8 +2,8 @@
 
 use crate::api::common::{find_group, find_named, invalid, now_ms};
 use crate::api::rules::rule_in;
-use crate::engine::{Engine, limits};
 use crate::engine::schedules::handled_until;
+use crate::engine::{Engine, limits};
 use crate::id::new_id;
 use crate::store::Write;
 use ebb_core::model::tasks::{ScheduledTask, TaskAction};

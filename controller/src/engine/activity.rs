@@ -146,9 +146,9 @@ impl Engine {
         let _ops = self.ops.lock().await;
         let mut pruned = 0;
         for group in self.store.list_groups()? {
-            let n = self
-                .store
-                .prune_activities(&group.id, self.retention.keep_per_group, before)?;
+            let n =
+                self.store
+                    .prune_activities(&group.id, self.retention.keep_per_group, before)?;
             if n > 0 {
                 info!(group = %group.name, pruned = n, "old scaling activities pruned");
             }

@@ -1473,7 +1473,14 @@ async fn old_activities_are_pruned_but_not_the_running_one_nor_the_cooldowns_sta
         max_age: Duration::from_secs(3600),
     };
     let hour = 3_600_000;
-    let running = activity::start(&h.group, 2, 3, Trigger::Api, "running".into(), T0 - 4 * hour);
+    let running = activity::start(
+        &h.group,
+        2,
+        3,
+        Trigger::Api,
+        "running".into(),
+        T0 - 4 * hour,
+    );
     let mut older = activity::start(&h.group, 1, 2, Trigger::Api, "older".into(), T0 - 3 * hour);
     activity::complete(&mut older, T0 - 3 * hour + 1000);
     let mut latest = activity::start(&h.group, 2, 2, Trigger::Api, "latest".into(), T0 - 2 * hour);

@@ -970,7 +970,10 @@ mod tests {
         let config: toml::Table =
             toml::from_str(&fs::read_to_string(dir.join("agent.toml")).unwrap()).unwrap();
         let keys: Vec<_> = config.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["controller", "hooks", "reconnect", "server_name", "tls"]);
+        assert_eq!(
+            keys,
+            ["controller", "hooks", "reconnect", "server_name", "tls"]
+        );
         // No hook scripts unless the controller's config allows them.
         let hooks = config["hooks"].as_table().unwrap();
         assert_eq!(hooks.len(), 1);

@@ -1848,7 +1848,10 @@ fn prune_keeps_the_newest_the_running_and_the_latest_completed(store: &dyn Store
     );
     // By age: everything that started before 204 goes, but the same three.
     assert_eq!(store.prune_activities("asg-1", 100, 204).unwrap(), 1);
-    assert_eq!(all("asg-1"), ["act-r5", "act-r4", "act-d", "act-c", "act-a"]);
+    assert_eq!(
+        all("asg-1"),
+        ["act-r5", "act-r4", "act-d", "act-c", "act-a"]
+    );
     assert_eq!(store.prune_activities("asg-1", 1, i64::MAX).unwrap(), 2);
     assert_eq!(all("asg-1"), ["act-d", "act-c", "act-a"]);
     // Another group's activities are never touched; an unknown group is no error.

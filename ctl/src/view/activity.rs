@@ -56,7 +56,10 @@ impl From<&pb::Activity> for ActivityView {
 /// `alice`), or `-` when the controller started the activity.
 fn initiator(a: &ActivityView) -> String {
     match &a.initiated_by {
-        Some(uri) => uri.rsplit_once("/admin/").map_or(uri.as_str(), |(_, n)| n).to_owned(),
+        Some(uri) => uri
+            .rsplit_once("/admin/")
+            .map_or(uri.as_str(), |(_, n)| n)
+            .to_owned(),
         None => "-".to_owned(),
     }
 }
