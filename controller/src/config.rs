@@ -155,6 +155,9 @@ pub struct ProviderConfig {
     pub hooks_dir: Option<PathBuf>,
 }
 
+/// The agent's own default `[hooks] dir`, used when `provider.hooks_dir` is unset.
+const DEFAULT_AGENT_HOOKS_DIR: &str = "/etc/ebb/hooks.d";
+
 /// A local agent connects in well under a second; a minute leaves room for a
 /// loaded host without letting a broken launch hold capacity for long.
 pub const DEFAULT_LAUNCH_TIMEOUT_MS: u64 = 60_000;
@@ -326,13 +329,26 @@ impl Config {
                 self.provider.release_timeout_ms
             ));
         }
-        if let Some(dir) = &self.provider.hooks_dir
-            && !dir.is_absolute()
-        {
-            problems.push(format!(
+        match &self.provider.hooks_dir {
+            Some(dir) if !dir.is_absolute() => problems.push(format!(
                 "provider.hooks_dir: `{}` is not an absolute path (agents run in their own folders)",
                 dir.display()
-            ));
+            )),
+            // A launched agent allowed scripts refuses to start without its
+            // directory: say so now rather than fail every launch.
+            dir if self.provider.allow_hook_scripts => {
+                let dir = dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_AGENT_HOOKS_DIR));
+                if !dir.is_dir() {
+                    problems.push(format!(
+                        "provider.hooks_dir: {} is not a directory; launched agents allowed \
+                         scripts need it (create it, or set provider.allow_hook_scripts = false)",
+                        dir.display()
+                    ));
+                }
+            }
+            _ => {}
         }
         if !(self.health.guard_share > 0.0 && self.health.guard_share <= 1.0) {
             problems.push(format!(
@@ -465,8 +481,9 @@ mod tests {
 
     #[test]
     fn full_file_parses() {
+        let hooks = tempfile::tempdir().unwrap();
         let c = parse(
-            r#"
+            &r#"
             data_dir = "/var/lib/ebb"
             trust_domain = "prod.example"
             [grpc]
@@ -485,7 +502,7 @@ mod tests {
             launch_timeout_ms = 30000
             release_timeout_ms = 5000
             allow_hook_scripts = true
-            hooks_dir = "/etc/ebb/hooks.d"
+            hooks_dir = "HOOKS"
             [limits]
             groups = 50
             configurations_per_group = 5
@@ -496,7 +513,8 @@ mod tests {
             [activities]
             keep_per_group = 200
             max_age_days = 7
-            "#,
+            "#
+            .replace("HOOKS", &hooks.path().display().to_string()),
         )
         .unwrap();
         assert_eq!(
@@ -544,6 +562,16 @@ mod tests {
         assert!(err.contains("allow_hook_scripts"), "{err}");
         let err = parse("[provider]\nhooks_dir = 5\n").unwrap_err();
         assert!(err.contains("hooks_dir"), "{err}");
+        let err = parse(
+            "[provider]\nallow_hook_scripts = true\nhooks_dir = \"/nonexistent/ebb-hooks.d\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("provider.hooks_dir: /nonexistent/ebb-hooks.d is not a directory"),
+            "{err}"
+        );
+        // Unused while scripts are off: it need not exist.
+        parse("[provider]\nhooks_dir = \"/nonexistent/ebb-hooks.d\"\n").unwrap();
         let err = parse("data_dir = ").unwrap_err();
         assert!(err.contains("controller.toml"), "{err}");
     }
