@@ -14,6 +14,8 @@ use crate::http::HttpUrl;
 
 /// Where the packaged agent looks for its config.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ebb/agent.toml";
+/// Where the package puts the hook scripts the host allows (root's, 0755).
+pub const DEFAULT_HOOKS_DIR: &str = "/etc/ebb/hooks.d";
 /// The controller's default gRPC address (DESIGN.md §7).
 pub const DEFAULT_CONTROLLER: &str = "127.0.0.1:7440";
 /// Where the package puts the agent's certificates.
@@ -66,17 +68,23 @@ pub struct Config {
 }
 
 /// `[hooks]`: whether the controller may have this agent run lifecycle
-/// hook scripts (the commands come from the controller's hook definitions).
+/// hook scripts (the commands come from the controller's hook definitions),
+/// and the one directory they may come from. Off unless the host says so:
+/// an admin certificate alone must not run code on every host (DESIGN §3).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HooksConfig {
     pub allow_scripts: bool,
+    /// A hook's `argv[0]` must resolve to an executable inside this
+    /// directory; relative to the config file's folder when relative.
+    pub dir: PathBuf,
 }
 
 impl Default for HooksConfig {
     fn default() -> Self {
         Self {
-            allow_scripts: true,
+            allow_scripts: false,
+            dir: PathBuf::from(DEFAULT_HOOKS_DIR),
         }
     }
 }
@@ -218,6 +226,7 @@ impl Config {
             &mut config.tls.ca,
             &mut config.tls.cert,
             &mut config.tls.key,
+            &mut config.hooks.dir,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -254,6 +263,19 @@ impl Config {
         ] {
             if let Err(e) = std::fs::metadata(path) {
                 problems.push(format!("{key}: cannot read {}: {e}", path.display()));
+            }
+        }
+        if self.hooks.allow_scripts {
+            match std::fs::metadata(&self.hooks.dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => problems.push(format!(
+                    "hooks.dir: {} is not a directory",
+                    self.hooks.dir.display()
+                )),
+                Err(e) => problems.push(format!(
+                    "hooks.dir: cannot read {}: {e} (create it, or set allow_scripts = false)",
+                    self.hooks.dir.display()
+                )),
             }
         }
         if !(100..=3_600_000).contains(&self.reconnect.max_backoff_ms) {
@@ -745,11 +767,57 @@ mod tests {
     }
 
     #[test]
-    fn hook_scripts_are_allowed_unless_turned_off() {
+    fn hook_scripts_are_refused_unless_turned_on() {
         let d = dir_with_certs();
-        assert!(parse(&d, TLS).unwrap().hooks.allow_scripts);
-        let off = parse(&d, &format!("{TLS}[hooks]\nallow_scripts = false\n")).unwrap();
-        assert!(!off.hooks.allow_scripts);
+        let default = parse(&d, TLS).unwrap();
+        assert!(!default.hooks.allow_scripts);
+        assert_eq!(default.hooks.dir, Path::new("/etc/ebb/hooks.d"));
+        std::fs::create_dir(d.0.path().join("hooks.d")).unwrap();
+        let on = parse(
+            &d,
+            &format!("{TLS}[hooks]\nallow_scripts = true\ndir = \"hooks.d\"\n"),
+        )
+        .unwrap();
+        assert!(on.hooks.allow_scripts);
+        assert_eq!(on.hooks.dir, d.0.path().join("hooks.d"));
+    }
+
+    #[test]
+    fn an_allowed_hooks_dir_must_exist() {
+        let d = dir_with_certs();
+        let err = parse(
+            &d,
+            &format!("{TLS}[hooks]\nallow_scripts = true\ndir = \"missing.d\"\n"),
+        )
+        .unwrap_err();
+        assert!(err.contains("hooks.dir: cannot read"), "{err}");
+        assert!(err.contains("missing.d"), "{err}");
+        let err = parse(
+            &d,
+            &format!("{TLS}[hooks]\nallow_scripts = true\ndir = \"ca.crt\"\n"),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("hooks.dir:") && err.contains("is not a directory"),
+            "{err}"
+        );
+        let err = parse(&d, &format!("{TLS}[hooks]\ndir = 3\n")).unwrap_err();
+        assert!(err.contains("dir"), "{err}");
+        // Off, the directory is never read: it need not exist.
+        parse(&d, &format!("{TLS}[hooks]\ndir = \"missing.d\"\n")).unwrap();
+    }
+
+    /// The packaged agent.toml, as shipped, with only its certificate
+    /// paths pointed at files that exist here.
+    #[test]
+    fn the_packaged_agent_toml_refuses_scripts() {
+        let d = dir_with_certs();
+        let shipped = include_str!("../../packaging/agent/agent.toml");
+        assert!(shipped.contains("# allow_scripts = true"), "{shipped}");
+        let text = shipped.replace("/etc/ebb/tls/", "");
+        let c = parse(&d, &text).unwrap();
+        assert!(!c.hooks.allow_scripts);
+        assert_eq!(c.hooks.dir, Path::new("/etc/ebb/hooks.d"));
     }
 
     #[test]

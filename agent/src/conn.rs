@@ -45,8 +45,8 @@ pub struct Agent {
     pub checks: HealthChecks,
     pub check_names: Vec<String>,
     pub max_backoff: Duration,
-    /// Whether lifecycle hook scripts may run (`[hooks] allow_scripts`).
-    pub allow_hook_scripts: bool,
+    /// Whether lifecycle hook scripts may run, and from where (`[hooks]`).
+    pub hooks: std::sync::Arc<crate::config::HooksConfig>,
 }
 
 /// Builds the mTLS endpoint for `controller` (`host:port`).
@@ -208,10 +208,14 @@ impl Agent {
                 Some(ControllerBody::RunHook(run)) => {
                     info!(hook = %run.hook_name, transition = %run.transition, token = %run.token, "running lifecycle hook script");
                     let tx = tx.clone();
-                    let allowed = self.allow_hook_scripts;
+                    let hooks = self.hooks.clone();
                     tokio::spawn(async move {
-                        let result = crate::hooks::run(run, allowed).await;
-                        info!(token = %result.token, exit_code = ?result.exit_code, error = %result.error, "lifecycle hook script finished");
+                        let result = crate::hooks::run(run, &hooks).await;
+                        if result.refused {
+                            warn!(token = %result.token, "lifecycle hook script refused: {}", result.error);
+                        } else {
+                            info!(token = %result.token, exit_code = ?result.exit_code, error = %result.error, "lifecycle hook script finished");
+                        }
                         if tx.send(wrap(AgentBody::HookResult(result))).await.is_err() {
                             warn!("the stream closed before the hook result could be sent");
                         }

@@ -92,7 +92,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         check_names: checks.iter().map(|c| c.name.clone()).collect(),
         checks: HealthChecks::spawn(checks),
         max_backoff: config.max_backoff(),
-        allow_hook_scripts: config.hooks.allow_scripts,
+        hooks: std::sync::Arc::new(config.hooks.clone()),
     };
     tracing::info!(instance = %instance_id, controller = %config.controller, "ebb-agent starting");
     agent.run(shutdown).await;

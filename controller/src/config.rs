@@ -36,6 +36,83 @@ pub struct Config {
     pub fleet: FleetConfig,
     pub provider: ProviderConfig,
     pub health: HealthConfig,
+    pub limits: LimitsConfig,
+    pub activities: ActivitiesConfig,
+}
+
+/// Caps on how many objects the admin API may create; the (cap+1)th is
+/// refused with RESOURCE_EXHAUSTED naming the key. Defaults and their
+/// reasons: `crate::engine::limits`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub groups: usize,
+    pub configurations_per_group: usize,
+    pub rules_per_group: usize,
+    pub alarms_per_group: usize,
+    pub tasks_per_group: usize,
+    pub notifications_per_group: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = crate::engine::limits::Limits::default();
+        Self {
+            groups: d.groups,
+            configurations_per_group: d.configurations_per_group,
+            rules_per_group: d.rules_per_group,
+            alarms_per_group: d.alarms_per_group,
+            tasks_per_group: d.tasks_per_group,
+            notifications_per_group: d.notifications_per_group,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The caps as the engine takes them.
+    pub fn limits(&self) -> crate::engine::limits::Limits {
+        crate::engine::limits::Limits {
+            groups: self.groups,
+            configurations_per_group: self.configurations_per_group,
+            rules_per_group: self.rules_per_group,
+            alarms_per_group: self.alarms_per_group,
+            tasks_per_group: self.tasks_per_group,
+            notifications_per_group: self.notifications_per_group,
+        }
+    }
+}
+
+/// The highest cap a key takes: beyond it, a cap stops bounding anything.
+const MAX_LIMIT: usize = 1_000_000;
+
+/// How long scaling activities are kept: the engine prunes, every minute,
+/// each group's activities beyond the newest `keep_per_group` and those
+/// older than `max_age_days`, but never the one in progress nor the latest
+/// completed ones (the cooldown starts at their end).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActivitiesConfig {
+    pub keep_per_group: usize,
+    pub max_age_days: u64,
+}
+
+impl Default for ActivitiesConfig {
+    fn default() -> Self {
+        Self {
+            keep_per_group: crate::engine::DEFAULT_KEEP_PER_GROUP,
+            max_age_days: crate::engine::DEFAULT_MAX_AGE.as_secs() / 86_400,
+        }
+    }
+}
+
+impl ActivitiesConfig {
+    /// The retention as the engine takes it.
+    pub fn retention(&self) -> crate::engine::Retention {
+        crate::engine::Retention {
+            keep_per_group: self.keep_per_group,
+            max_age: Duration::from_secs(self.max_age_days * 86_400),
+        }
+    }
 }
 
 /// Replacing unhealthy instances.
@@ -75,6 +152,13 @@ pub struct ProviderConfig {
     pub isolation: Isolation,
     /// The uids instances run as, `FIRST-LAST`; each live instance has one.
     pub uid_range: String,
+    /// Whether launched agents run lifecycle hook scripts (their
+    /// `[hooks] allow_scripts`). Off: the controller writes its instances'
+    /// agent.toml, so this is the host's consent, given here.
+    pub allow_hook_scripts: bool,
+    /// The absolute directory launched agents take hook scripts from; the
+    /// agent's default (`/etc/ebb/hooks.d`) when unset.
+    pub hooks_dir: Option<PathBuf>,
 }
 
 /// `provider.isolation`.
@@ -117,6 +201,9 @@ impl ProviderConfig {
     }
 }
 
+/// The agent's own default `[hooks] dir`, used when `provider.hooks_dir` is unset.
+const DEFAULT_AGENT_HOOKS_DIR: &str = "/etc/ebb/hooks.d";
+
 /// A local agent connects in well under a second; a minute leaves room for a
 /// loaded host without letting a broken launch hold capacity for long.
 pub const DEFAULT_LAUNCH_TIMEOUT_MS: u64 = 60_000;
@@ -132,6 +219,8 @@ impl Default for ProviderConfig {
             release_timeout_ms: DEFAULT_RELEASE_TIMEOUT_MS,
             isolation: Isolation::Auto,
             uid_range: DEFAULT_UID_RANGE.to_owned(),
+            allow_hook_scripts: false,
+            hooks_dir: None,
         }
     }
 }
@@ -182,6 +271,8 @@ impl Default for Config {
             fleet: FleetConfig::default(),
             provider: ProviderConfig::default(),
             health: HealthConfig::default(),
+            limits: LimitsConfig::default(),
+            activities: ActivitiesConfig::default(),
         }
     }
 }
@@ -289,6 +380,27 @@ impl Config {
         if let Err(e) = self.provider.uids() {
             problems.push(e);
         }
+        match &self.provider.hooks_dir {
+            Some(dir) if !dir.is_absolute() => problems.push(format!(
+                "provider.hooks_dir: `{}` is not an absolute path (agents run in their own folders)",
+                dir.display()
+            )),
+            // A launched agent allowed scripts refuses to start without its
+            // directory: say so now rather than fail every launch.
+            dir if self.provider.allow_hook_scripts => {
+                let dir = dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_AGENT_HOOKS_DIR));
+                if !dir.is_dir() {
+                    problems.push(format!(
+                        "provider.hooks_dir: {} is not a directory; launched agents allowed \
+                         scripts need it (create it, or set provider.allow_hook_scripts = false)",
+                        dir.display()
+                    ));
+                }
+            }
+            _ => {}
+        }
         if !(self.health.guard_share > 0.0 && self.health.guard_share <= 1.0) {
             problems.push(format!(
                 "health.guard_share: {} is outside (0, 1]",
@@ -299,6 +411,31 @@ impl Config {
             problems.push(format!(
                 "health.guard_interval_ms: {} is outside 1000..=86400000",
                 self.health.guard_interval_ms
+            ));
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("groups", l.groups),
+            ("configurations_per_group", l.configurations_per_group),
+            ("rules_per_group", l.rules_per_group),
+            ("alarms_per_group", l.alarms_per_group),
+            ("tasks_per_group", l.tasks_per_group),
+            ("notifications_per_group", l.notifications_per_group),
+        ] {
+            if !(1..=MAX_LIMIT).contains(&value) {
+                problems.push(format!("limits.{key}: {value} is outside 1..={MAX_LIMIT}"));
+            }
+        }
+        if !(1..=MAX_LIMIT).contains(&self.activities.keep_per_group) {
+            problems.push(format!(
+                "activities.keep_per_group: {} is outside 1..={MAX_LIMIT}",
+                self.activities.keep_per_group
+            ));
+        }
+        if !(1..=3650).contains(&self.activities.max_age_days) {
+            problems.push(format!(
+                "activities.max_age_days: {} is outside 1..=3650",
+                self.activities.max_age_days
             ));
         }
         if self.grpc.server_names.is_empty() {
@@ -356,12 +493,48 @@ mod tests {
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:9440");
         assert_eq!(c.data_dir, PathBuf::from("./ebb-data"));
         assert_eq!(c.sampling_interval(), Duration::from_secs(5));
+        assert_eq!(c.limits.limits(), crate::engine::limits::Limits::default());
+        assert_eq!(c.limits.groups, 1000);
+        assert_eq!(
+            c.activities.retention(),
+            crate::engine::Retention::default()
+        );
+        assert_eq!(c.activities.max_age_days, 30);
+    }
+
+    #[test]
+    fn bad_limits_and_retention_are_named() {
+        let err = parse(
+            "[limits]\ngroups = 0\nrules_per_group = 1000001\n[activities]\nkeep_per_group = 0\nmax_age_days = 0\n",
+        )
+        .unwrap_err();
+        for needle in [
+            "limits.groups: 0 is outside 1..=1000000",
+            "limits.rules_per_group: 1000001 is outside 1..=1000000",
+            "activities.keep_per_group: 0 is outside 1..=1000000",
+            "activities.max_age_days: 0 is outside 1..=3650",
+        ] {
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
+        for (text, key) in [
+            ("[limits]\ngroup = 5\n", "unknown field `group`"),
+            ("[limits]\ngroups = -1\n", "groups"),
+            (
+                "[activities]\nmax_age = \"30d\"\n",
+                "unknown field `max_age`",
+            ),
+            ("[activities]\nkeep_per_group = \"all\"\n", "keep_per_group"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(key), "missing `{key}` in:\n{err}");
+        }
     }
 
     #[test]
     fn full_file_parses() {
+        let hooks = tempfile::tempdir().unwrap();
         let c = parse(
-            r#"
+            &r#"
             data_dir = "/var/lib/ebb"
             trust_domain = "prod.example"
             [grpc]
@@ -379,10 +552,43 @@ mod tests {
             agent_bin = "/usr/bin/ebb-agent"
             launch_timeout_ms = 30000
             release_timeout_ms = 5000
-            "#,
+            allow_hook_scripts = true
+            hooks_dir = "HOOKS"
+            [limits]
+            groups = 50
+            configurations_per_group = 5
+            rules_per_group = 6
+            alarms_per_group = 7
+            tasks_per_group = 8
+            notifications_per_group = 2
+            [activities]
+            keep_per_group = 200
+            max_age_days = 7
+            "#
+            .replace("HOOKS", &hooks.path().display().to_string()),
         )
         .unwrap();
+        assert_eq!(
+            c.limits.limits(),
+            crate::engine::limits::Limits {
+                groups: 50,
+                configurations_per_group: 5,
+                rules_per_group: 6,
+                alarms_per_group: 7,
+                tasks_per_group: 8,
+                notifications_per_group: 2,
+            }
+        );
+        assert_eq!(
+            c.activities.retention(),
+            crate::engine::Retention {
+                keep_per_group: 200,
+                max_age: Duration::from_secs(7 * 86_400),
+            }
+        );
         assert_eq!(c.fleet.sampling_interval_ms, 1000);
+        assert!(c.provider.allow_hook_scripts);
+        assert!(!Config::default().provider.allow_hook_scripts);
         assert_eq!(c.grpc.server_names.len(), 2);
         assert_eq!(
             c.tls.ca_key.as_deref(),
@@ -403,6 +609,20 @@ mod tests {
         assert!(err.contains("listen"), "{err}");
         let err = parse("[fleet]\nsampling_interval_ms = \"fast\"\n").unwrap_err();
         assert!(err.contains("sampling_interval_ms"), "{err}");
+        let err = parse("[provider]\nallow_hook_scripts = \"yes\"\n").unwrap_err();
+        assert!(err.contains("allow_hook_scripts"), "{err}");
+        let err = parse("[provider]\nhooks_dir = 5\n").unwrap_err();
+        assert!(err.contains("hooks_dir"), "{err}");
+        let err = parse(
+            "[provider]\nallow_hook_scripts = true\nhooks_dir = \"/nonexistent/ebb-hooks.d\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("provider.hooks_dir: /nonexistent/ebb-hooks.d is not a directory"),
+            "{err}"
+        );
+        // Unused while scripts are off: it need not exist.
+        parse("[provider]\nhooks_dir = \"/nonexistent/ebb-hooks.d\"\n").unwrap();
         let err = parse("data_dir = ").unwrap_err();
         assert!(err.contains("controller.toml"), "{err}");
     }
@@ -425,6 +645,7 @@ mod tests {
             [provider]
             launch_timeout_ms = 5
             uid_range = "5-10"
+            hooks_dir = "hooks.d"
             [health]
             guard_share = 1.5
             "#,
@@ -439,6 +660,7 @@ mod tests {
             "tls.ca_key: required",
             "provider.launch_timeout_ms: 5",
             "provider.uid_range: starts at 5",
+            "provider.hooks_dir: `hooks.d` is not an absolute path",
             "health.guard_share: 1.5",
         ] {
             assert!(err.contains(needle), "missing `{needle}` in:\n{err}");

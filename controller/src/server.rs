@@ -27,7 +27,7 @@ use crate::fleet::agent_service::{AgentApi, IntervalLookup};
 use crate::pki::{Pki, PkiError};
 use crate::provider::find_agent_binary;
 use crate::provider::isolation::{self, Users};
-use crate::provider::process::ProcessProvider;
+use crate::provider::process::{AgentHooks, ProcessProvider};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -151,10 +151,14 @@ impl Controller {
                 PathBuf::from("ebb-agent")
             }
         };
-        let mut provider = ProcessProvider::new(
+        let mut provider = ProcessProvider::with_hooks(
             self.config.data_dir.join("instances"),
             agent_bin,
             Duration::from_millis(provider_config.release_timeout_ms),
+            AgentHooks {
+                allow_scripts: provider_config.allow_hook_scripts,
+                dir: provider_config.hooks_dir.clone(),
+            },
         );
         if let Some(users) = instance_users(provider_config)? {
             provider = provider.isolated(users);
@@ -181,7 +185,9 @@ impl Controller {
             guard_share: self.config.health.guard_share,
             guard_interval: Duration::from_millis(self.config.health.guard_interval_ms),
             ..HealthSettings::default()
-        }))
+        })
+        .with_limits(self.config.limits.limits())
+        .with_retention(self.config.activities.retention()))
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {

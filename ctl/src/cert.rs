@@ -168,6 +168,12 @@ fn agent_toml(
         p(cert),
         p(key)
     ));
+    // Off unless the host says so: name the switch where it is read.
+    s.push_str(
+        "\n# Lifecycle hook scripts: off by default; when on, only executables\n\
+         # inside `dir` run (docs/lifecycle-hooks.md).\n\
+         # [hooks]\n# allow_scripts = true\n# dir = \"/etc/ebb/hooks.d\"\n",
+    );
     s
 }
 

@@ -75,12 +75,18 @@ impl From<pb::LifecycleAction> for ActionView {
 fn action_line(a: &ActionView) -> String {
     if a.result.is_empty() {
         format!(
-            "{} waits on {} ({}); default result in {} (token {})",
+            "{} waits on {} ({}); default result in {} (token {}){}",
             a.instance_id,
             a.hook_name,
             a.transition,
             duration(a.deadline_ms - now_ms()),
-            a.lifecycle_action_token
+            a.lifecycle_action_token,
+            // A note while it waits: the agent refused the script.
+            if a.outcome.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", a.outcome)
+            }
         )
     } else {
         format!(

@@ -167,6 +167,13 @@ impl ControllerProc {
         )
     }
 
+    /// Starts a controller on ephemeral ports with `extra` appended to its
+    /// controller.toml (whole tables, e.g. `[provider]` or `[limits]`).
+    pub fn start_with(dir: &Path, sampling_interval_ms: u64, extra: &str) -> anyhow::Result<Self> {
+        let any = "127.0.0.1:0".parse()?;
+        Self::start_configured(dir, sampling_interval_ms, any, any, extra)
+    }
+
     /// Starts a controller on given addresses (a restart reuses the old ones).
     pub fn start_on(
         dir: &Path,
@@ -174,12 +181,22 @@ impl ControllerProc {
         grpc: SocketAddr,
         http: SocketAddr,
     ) -> anyhow::Result<Self> {
+        Self::start_configured(dir, sampling_interval_ms, grpc, http, "")
+    }
+
+    fn start_configured(
+        dir: &Path,
+        sampling_interval_ms: u64,
+        grpc: SocketAddr,
+        http: SocketAddr,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         let data = dir.join("ebb-data");
         let config = dir.join("controller.toml");
         fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n[grpc]\nlisten = \"{grpc}\"\n[http]\nlisten = \"{http}\"\n[fleet]\nsampling_interval_ms = {sampling_interval_ms}\n",
+                "data_dir = \"{}\"\n[grpc]\nlisten = \"{grpc}\"\n[http]\nlisten = \"{http}\"\n[fleet]\nsampling_interval_ms = {sampling_interval_ms}\n{extra}",
                 data.display()
             ),
         )?;

@@ -1,7 +1,11 @@
 //! Lifecycle hooks, end to end: real agents launched by the process
-//! provider run hook scripts on "their" instances; a real HTTP server in the
-//! test receives hook webhooks; actions are completed, extended and left to
-//! time out through the admin API and `ebbctl`.
+//! provider run hook scripts on "their" instances when their config allows
+//! it, from their hooks directory only; a real HTTP server in the test
+//! receives hook webhooks; actions are completed, extended and left to time
+//! out through the admin API and `ebbctl`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use ebb_proto::v1 as pb;
 use ebb_tests::{
@@ -95,6 +99,33 @@ fn all_in_service(admin: &mut Admin, group: &str, n: usize) -> Vec<pb::Instance>
     })
 }
 
+/// `<sandbox>/hooks.d` holding `scripts` (name, body after `#!/bin/sh`),
+/// each 0755 as an operator would install them.
+fn hooks_dir(sandbox: &Path, scripts: &[(&str, &str)]) -> PathBuf {
+    let dir = sandbox.join("hooks.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, body) in scripts {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+/// A controller whose launched agents run hook scripts from `dir`.
+fn controller_allowing_scripts(sandbox: &Path, dir: &Path) -> ControllerProc {
+    ControllerProc::start_with(
+        sandbox,
+        1000,
+        &format!(
+            "[provider]\nallow_hook_scripts = true\nhooks_dir = \"{}\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap()
+}
+
 fn hook(group: &str, name: &str, transition: &str) -> pb::CreateLifecycleHookRequest {
     pb::CreateLifecycleHookRequest {
         scaling_group: group.into(),
@@ -107,22 +138,25 @@ fn hook(group: &str, name: &str, transition: &str) -> pb::CreateLifecycleHookReq
 #[test]
 fn a_scale_in_hook_holds_the_instance_until_its_script_finishes() {
     let sb = Sandbox::new();
-    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    // The script waits for a file the test creates: a drain that takes as
+    // long as the test says.
+    let dir = hooks_dir(
+        sb.path(),
+        &[(
+            "drain",
+            "while [ ! -e \"$1-$EBB_INSTANCE_ID\" ]; do sleep 0.1; done\necho drained $EBB_INSTANCE_ID for $EBB_LIFECYCLE_HOOK",
+        )],
+    );
+    let ctl = controller_allowing_scripts(sb.path(), &dir);
     let mut admin = Admin::local(&ctl);
     group(&mut admin, "drain", 2, Vec::new());
     all_in_service(&mut admin, "drain", 2);
-    // The script waits for a file the test creates: a drain that takes as
-    // long as the test says.
     let gate = sb.path().join("drained");
-    let script = format!(
-        "while [ ! -e {gate}-$EBB_INSTANCE_ID ]; do sleep 0.1; done; echo drained $EBB_INSTANCE_ID for $EBB_LIFECYCLE_HOOK",
-        gate = gate.display()
-    );
     admin_call!(
         admin,
         create_lifecycle_hook,
         pb::CreateLifecycleHookRequest {
-            script: vec!["sh".into(), "-c".into(), script],
+            script: vec!["drain".into(), gate.display().to_string()],
             ..hook("drain", "drain-connections", "SCALE_IN")
         }
     )
@@ -400,5 +434,119 @@ fn a_timed_out_hook_takes_its_default_result() {
     assert!(
         why.contains("lifecycle hook register: no completion within the heartbeat timeout of 30 s; default result ABANDON"),
         "{why}"
+    );
+}
+
+/// Scales "refuse" (2 instances, a SCALE_IN hook running `script`) in to 1
+/// and returns the leaving instance and what `ebbctl hook actions` shows
+/// for it once its agent has answered.
+fn a_refused_scale_in(ctl: &ControllerProc, script: Vec<String>) -> (pb::Instance, String) {
+    let mut admin = Admin::local(ctl);
+    group(&mut admin, "refuse", 2, Vec::new());
+    all_in_service(&mut admin, "refuse", 2);
+    admin_call!(
+        admin,
+        create_lifecycle_hook,
+        pb::CreateLifecycleHookRequest {
+            script,
+            heartbeat_timeout_secs: Some(3600),
+            ..hook("refuse", "drain", "SCALE_IN")
+        }
+    )
+    .unwrap();
+    set_desired(&mut admin, "refuse", 1);
+    let leaving = eventually("an instance in Removing:Wait", DEADLINE, || {
+        in_state(&mut admin, "refuse", "Removing:Wait").pop()
+    });
+    let shown = eventually("the refusal in `ebbctl hook actions`", DEADLINE, || {
+        let out = ctl.ebbctl(&["hook", "actions", "--group", "refuse"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("the agent refused the script")
+            .then_some(text)
+    });
+    // Refused is not failed: the action still waits (for the API or its
+    // timeout), as it would for a hook without a script.
+    let waiting = actions(&mut admin, "refuse");
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0].result, "", "{waiting:?}");
+    assert_eq!(
+        in_state(&mut admin, "refuse", "Removing:Wait")[0].id,
+        leaving.id
+    );
+    (leaving, shown)
+}
+
+#[test]
+fn a_script_outside_the_hooks_directory_is_refused_with_its_reason_shown() {
+    let sb = Sandbox::new();
+    let dir = hooks_dir(sb.path(), &[("drain", "exit 0")]);
+    let ctl = controller_allowing_scripts(sb.path(), &dir);
+    let marker = sb.path().join("ran");
+    let (leaving, shown) = a_refused_scale_in(
+        &ctl,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("touch {}", marker.display()),
+        ],
+    );
+    assert!(
+        shown.contains(&format!("{} waits on drain (SCALE_IN)", leaving.id))
+            && shown.contains(&format!(
+                "the agent refused the script: `/bin/sh` is not inside the hooks directory {}",
+                dir.display()
+            )),
+        "{shown}"
+    );
+    assert!(!marker.exists(), "the refused script ran");
+    let log = std::fs::read_to_string(
+        ctl.dir
+            .join(format!("ebb-data/instances/{}/agent.log", leaving.id)),
+    )
+    .unwrap();
+    assert!(log.contains("lifecycle hook script refused"), "{log}");
+
+    // The operator decides: completing the action lets the instance go.
+    let done = ctl.ebbctl(&[
+        "hook",
+        "complete",
+        "--instance",
+        &leaving.id,
+        "--hook",
+        "drain",
+        "--result",
+        "CONTINUE",
+    ]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let mut admin = Admin::local(&ctl);
+    eventually("the leaving instance removed", DEADLINE, || {
+        let list = instances(&mut admin, "refuse");
+        (list.len() == 1 && list.iter().all(|i| i.id != leaving.id)).then_some(())
+    });
+    assert!(!marker.exists(), "the refused script ran");
+}
+
+#[test]
+fn the_default_agent_config_refuses_every_script() {
+    let sb = Sandbox::new();
+    // A script that would run anywhere, and is even in a hooks directory:
+    // the launched agents were not told they may run scripts.
+    let dir = hooks_dir(sb.path(), &[("drain", "exit 0")]);
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let (_, shown) = a_refused_scale_in(&ctl, vec![dir.join("drain").display().to_string()]);
+    assert!(
+        shown.contains(
+            "the agent refused the script: hook scripts are disabled in agent.toml ([hooks] allow_scripts = false)"
+        ),
+        "{shown}"
     );
 }

@@ -2,7 +2,7 @@
 //! describe.
 
 use crate::api::common::{find_group, find_named, invalid, now_ms};
-use crate::engine::Engine;
+use crate::engine::{Engine, limits};
 use crate::id::new_id;
 use crate::store::Write;
 use ebb_core::model::tasks::AlarmTask;
@@ -169,6 +169,10 @@ pub async fn create_alarm(
         last_rejection: None,
         created_at_ms: now_ms(engine),
     };
+    let have = engine.store.list_alarms(Some(&group.id))?.len();
+    let whose = format!("scaling group {}", group.name);
+    let names = ("alarms", whose.as_str(), "alarms_per_group");
+    limits::check(have, 1, engine.limits.alarms_per_group, names)?;
     engine.store.commit(vec![Write::PutAlarm(alarm.clone())])?;
     info!(group = %group.name, alarm = %alarm.name, "alarm created: {}", alarm.spec.condition());
     Ok(alarm_view(&alarm))

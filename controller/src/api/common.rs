@@ -29,6 +29,7 @@ impl From<EngineError> for Status {
             EngineError::Store(e) => e.into(),
             EngineError::Refused(m) => Status::failed_precondition(m),
             EngineError::NotFound(m) => Status::not_found(m),
+            EngineError::Exhausted(m) => Status::resource_exhausted(m),
             EngineError::Certs(e) => Status::internal(e.to_string()),
         }
     }
@@ -105,5 +106,6 @@ pub(crate) fn activity_view(a: &Activity) -> pb::Activity {
         ended_at_ms: a.ended_at_ms.unwrap_or_default(),
         error: a.error.clone().unwrap_or_default(),
         details: a.details.clone(),
+        initiated_by: a.initiated_by.clone().unwrap_or_default(),
     }
 }

@@ -2,7 +2,7 @@
 
 use super::metric_sources;
 use crate::api::common::{find_group, invalid, now_ms, required};
-use crate::engine::Engine;
+use crate::engine::{Engine, limits};
 use crate::id::new_id;
 use crate::store::Write;
 use ebb_core::model::{
@@ -109,6 +109,14 @@ pub async fn create_scaling_configuration(
             config.name, group.name
         )));
     }
+    let cap = engine.limits.configurations_per_group;
+    let whose = format!("scaling group {}", group.name);
+    let names = (
+        "scaling configurations",
+        whose.as_str(),
+        "configurations_per_group",
+    );
+    limits::check(existing.len(), 1, cap, names)?;
     engine.store.commit(writes)?;
     info!(group = %group.name, configuration = %config.name, "scaling configuration created");
     Ok(config_view(engine, &config, Some(&group)))

@@ -5,7 +5,7 @@ use crate::api::common::{find_group, invalid, now_ms};
 use crate::api::configurations::find_configuration;
 use crate::api::rules::owned_alarm_period;
 use crate::engine::capacity::change_capacity;
-use crate::engine::{Engine, activity};
+use crate::engine::{Engine, activity, limits};
 use crate::id::new_id;
 use crate::store::Write;
 use ebb_core::decide::capacity;
@@ -89,6 +89,14 @@ pub async fn create_scaling_group(
     let _ops = engine.ops.lock().await;
     let group = ScalingGroup::create(new_id("asg"), &group_spec_from_create(&req), now_ms(engine))
         .map_err(invalid)?;
+    let limits = &engine.limits;
+    let have = engine.store.list_groups()?.len();
+    limits::check(
+        have,
+        1,
+        limits.groups,
+        ("scaling groups", "the controller", "groups"),
+    )?;
     engine
         .store
         .commit(vec![Write::CreateGroup(group.clone())])?;

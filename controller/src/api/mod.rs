@@ -12,7 +12,7 @@ use ebb_certs::Role;
 use ebb_proto::v1 as pb;
 use ebb_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::engine::Engine;
 
@@ -39,6 +39,11 @@ impl AdminApi {
         Self { engine }
     }
 }
+
+/// The admin certificate's identity (its SPIFFE URI), put on each request
+/// by [`admin_only`].
+#[derive(Debug, Clone)]
+pub struct AdminIdentity(pub String);
 
 /// Refuses any caller whose certificate is not an admin certificate of
 /// `trust_domain`; logs each refusal.
@@ -67,12 +72,25 @@ pub fn admin_only(
             )));
         }
         match id.role {
-            Role::Admin(_) => Ok(req),
+            Role::Admin(_) => {
+                let mut req = req;
+                req.extensions_mut().insert(AdminIdentity(id.to_string()));
+                Ok(req)
+            }
             Role::Instance(_) => Err(refuse(format!(
                 "{id} is an agent certificate; the admin API needs an admin certificate"
             ))),
         }
     }
+}
+
+/// Who makes `request`: the identity [`admin_only`] found on its
+/// certificate ("unknown" only for a server built without the interceptor).
+fn admin_of<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<AdminIdentity>()
+        .map_or_else(|| "unknown".to_owned(), |a| a.0.clone())
 }
 
 /// `AdminService` as one line per call: the handler in its family's file,
@@ -86,9 +104,25 @@ macro_rules! handlers {
                     &self,
                     request: Request<$req>,
                 ) -> Result<Response<$resp>, Status> {
-                    $family::$method(&self.engine, request.into_inner())
-                        .await
-                        .map(Response::new)
+                    let call = stringify!($method);
+                    // Reads are not recorded; every other call is logged
+                    // with its admin, and what it starts records them.
+                    if call.starts_with("describe_") {
+                        return $family::$method(&self.engine, request.into_inner())
+                            .await
+                            .map(Response::new);
+                    }
+                    let admin = admin_of(&request);
+                    let result = crate::engine::activity::as_admin(
+                        admin.clone(),
+                        $family::$method(&self.engine, request.into_inner()),
+                    )
+                    .await;
+                    match &result {
+                        Ok(_) => info!(%admin, call, "admin call"),
+                        Err(status) => info!(%admin, call, code = ?status.code(), "admin call refused: {}", status.message()),
+                    }
+                    result.map(Response::new)
                 }
             )*
         }

@@ -1,7 +1,7 @@
 //! Notification configurations: the webhooks told of a group's activities.
 
 use crate::api::common::{find_group, invalid};
-use crate::engine::Engine;
+use crate::engine::{Engine, limits};
 use crate::store::Write;
 use ebb_core::model::{Invalid, NotificationConfig, NotificationType, ScalingGroup};
 use ebb_proto::v1 as pb;
@@ -58,6 +58,14 @@ pub async fn create_notification_configuration(
         url: req.notification_url,
         types,
     };
+    let whose = format!("scaling group {}", group.name);
+    let names = (
+        "notification configurations",
+        whose.as_str(),
+        "notifications_per_group",
+    );
+    let cap = engine.limits.notifications_per_group;
+    limits::check(group.notifications.len(), 1, cap, names)?;
     group.notifications.push(config.clone());
     engine
         .store

@@ -2,8 +2,8 @@
 //! adjustments.
 
 use crate::api::common::{activity_view, find_group, invalid, now_ms};
-use crate::engine::Engine;
 use crate::engine::rules::run_rule;
+use crate::engine::{Engine, limits};
 use crate::id::new_id;
 use crate::store::Write;
 use ebb_core::decide::RuleRun;
@@ -150,12 +150,21 @@ pub async fn create_scaling_rule(
         kind: parse_definition(&req.definition_json)?,
     };
     rule.validate().map_err(invalid)?;
+    let owned = owned_alarms(&rule, group.sampling_interval_secs, now_ms(engine));
+    let whose = format!("scaling group {}", group.name);
+    let (limits, store) = (&engine.limits, &engine.store);
+    let have = store.list_rules(Some(&group.id))?.len();
+    limits::check(
+        have,
+        1,
+        limits.rules_per_group,
+        ("scaling rules", &whose, "rules_per_group"),
+    )?;
+    let alarms = store.list_alarms(Some(&group.id))?.len();
+    let names = ("alarms", whose.as_str(), "alarms_per_group");
+    limits::check(alarms, owned.len(), limits.alarms_per_group, names)?;
     let mut writes = vec![Write::PutRule(rule.clone())];
-    writes.extend(
-        owned_alarms(&rule, group.sampling_interval_secs, now_ms(engine))
-            .into_iter()
-            .map(Write::PutAlarm),
-    );
+    writes.extend(owned.into_iter().map(Write::PutAlarm));
     engine.store.commit(writes)?;
     info!(group = %group.name, rule = %rule.name, "scaling rule created");
     Ok(rule_view(engine, &rule))

@@ -2,8 +2,8 @@
 
 use crate::api::common::{find_group, find_named, invalid, now_ms};
 use crate::api::rules::rule_in;
-use crate::engine::Engine;
 use crate::engine::schedules::handled_until;
+use crate::engine::{Engine, limits};
 use crate::id::new_id;
 use crate::store::Write;
 use ebb_core::model::tasks::{ScheduledTask, TaskAction};
@@ -256,6 +256,10 @@ pub async fn create_scheduled_task(
         last_result: None,
         created_at_ms: now,
     };
+    let have = engine.store.list_tasks(Some(&group.id))?.len();
+    let whose = format!("scaling group {}", group.name);
+    let names = ("scheduled tasks", whose.as_str(), "tasks_per_group");
+    limits::check(have, 1, engine.limits.tasks_per_group, names)?;
     engine.store.commit(vec![Write::PutTask(task.clone())])?;
     info!(group = %group.name, task = %task.name, "scheduled task created");
     Ok(task_view(&task, now))

@@ -1,8 +1,33 @@
 //! Pure helpers for scaling activities: starting one with its cause,
 //! recording errors, computing progress, completing it.
 
+use std::future::Future;
+use std::sync::atomic::Ordering;
+
+use tracing::info;
+
+use super::{Engine, EngineError, PRUNE_INTERVAL};
 use crate::id::new_id;
 use ebb_core::model::{Activity, ActivityStatus, Instance, LifecycleState, ScalingGroup, Trigger};
+
+tokio::task_local! {
+    /// The admin identity whose API call the current task serves. A task
+    /// local rather than an argument of every engine operation: whatever an
+    /// admin call starts, however deep in the engine, names its admin, and
+    /// the engine's own loops, which never run in that scope, name none.
+    static ADMIN: String;
+}
+
+/// Runs `f` (one admin call) on behalf of `admin`: every activity it
+/// starts records `admin` as `initiated_by`.
+pub async fn as_admin<F: Future>(admin: String, f: F) -> F::Output {
+    ADMIN.scope(admin, f).await
+}
+
+/// The admin the current task acts for, if it serves an admin call.
+pub fn current_admin() -> Option<String> {
+    ADMIN.try_with(Clone::clone).ok()
+}
 
 /// A new InProgress activity moving the group from `from` to `to`.
 pub fn start(
@@ -28,6 +53,7 @@ pub fn start(
         ended_at_ms: None,
         error: None,
         details: Vec::new(),
+        initiated_by: current_admin(),
     }
 }
 
@@ -100,6 +126,36 @@ pub fn progress(act: &Activity, instances: &[Instance]) -> u8 {
 /// The cause sentence ESS users know: "…, changing the Total Capacity from A to B".
 pub fn cause(what: &str, from: u32, to: u32) -> String {
     format!("{what}, changing the Total Capacity from {from} to {to}")
+}
+
+impl Engine {
+    /// Prunes every group's activities to the retention (`[activities]`),
+    /// at most once per `PRUNE_INTERVAL` of the clock; returns how many
+    /// went. The store spares each group's running and latest completed
+    /// activities.
+    pub async fn prune_activities(&self) -> Result<usize, EngineError> {
+        let now = self.clock.now_ms();
+        let interval = i64::try_from(PRUNE_INTERVAL.as_millis()).unwrap_or(i64::MAX);
+        let last = self.last_prune_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < interval {
+            return Ok(0);
+        }
+        self.last_prune_ms.store(now, Ordering::Relaxed);
+        let max_age = i64::try_from(self.retention.max_age.as_millis()).unwrap_or(i64::MAX);
+        let before = now.saturating_sub(max_age);
+        let _ops = self.ops.lock().await;
+        let mut pruned = 0;
+        for group in self.store.list_groups()? {
+            let n =
+                self.store
+                    .prune_activities(&group.id, self.retention.keep_per_group, before)?;
+            if n > 0 {
+                info!(group = %group.name, pruned = n, "old scaling activities pruned");
+            }
+            pruned += n;
+        }
+        Ok(pruned)
+    }
 }
 
 #[cfg(test)]

@@ -109,6 +109,20 @@ impl Engine {
                     changed = true;
                 }
             } else if let Some(answer) = self.fleet.lifecycle.take(&w.token) {
+                // The host did not allow the script: the action is not the
+                // script's to decide, it waits for the API or its timeout
+                // as a hook without a script would, the reason in view.
+                if answer.refused {
+                    let why = format!("the agent refused the script: {}", answer.error);
+                    warn!(group = %group.name, instance = %inst.id, hook = %w.hook_name, "{why}");
+                    notes.push(format!(
+                        "lifecycle hook {} on {}: {why}; waiting for the API or the heartbeat timeout (default {})",
+                        w.hook_name, inst.id, w.default_result
+                    ));
+                    w.outcome = Some(why);
+                    changed = true;
+                    continue;
+                }
                 let (result, why) = script_verdict(&answer);
                 w.decide(result, why.clone());
                 notes.push(format!(
@@ -209,6 +223,7 @@ mod tests {
             error: error.into(),
             output: output.into(),
             duration_ms: 12,
+            refused: false,
         }
     }
 

@@ -1,4 +1,5 @@
-//! The alarm and schedule loop: both passes at every tick of the clock.
+//! The alarm and schedule loop: both passes at every tick of the clock, and
+//! the pruning of old activities once a minute.
 
 use crate::engine::Engine;
 use crate::engine::alarms::evaluate_alarms;
@@ -23,6 +24,11 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         }
         let result = match evaluate_alarms(&engine).await {
             Ok(()) => run_due_tasks(&engine).await,
+            Err(e) => Err(e),
+        };
+        // Retention rides on the same tick; it does its work once a minute.
+        let result = match result {
+            Ok(()) => engine.prune_activities().await.map(|_| ()),
             Err(e) => Err(e),
         };
         match result {

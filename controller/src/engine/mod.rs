@@ -28,6 +28,7 @@ pub mod alarms;
 pub mod capacity;
 pub mod health;
 pub mod hooks;
+pub mod limits;
 pub mod loops;
 pub mod notify;
 pub mod reconcile;
@@ -57,6 +58,9 @@ pub enum EngineError {
     /// Something the request or a stored record names is gone.
     #[error("{0}")]
     NotFound(String),
+    /// A cap on the number of objects (`[limits]`) would be passed.
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 /// How the controller judges and replaces unhealthy instances.
@@ -91,6 +95,33 @@ pub const DEFAULT_GUARD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Agents back off to at most 30 s; a restarted controller waits that long.
 pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
+
+/// How many activities each group keeps, and for how long. The group's
+/// InProgress activity and its latest completed ones (the cooldown starts
+/// at their end) are kept whatever their age.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    pub keep_per_group: usize,
+    pub max_age: Duration,
+}
+
+/// A thousand a group: weeks of history at one activity an hour, and a
+/// bounded store however busy a group is.
+pub const DEFAULT_KEEP_PER_GROUP: usize = 1000;
+/// Thirty days: long enough to look back over a month's incidents.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often old activities are pruned: often enough that nothing grows
+/// much past its bound, seldom enough to cost nothing.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            keep_per_group: DEFAULT_KEEP_PER_GROUP,
+            max_age: DEFAULT_MAX_AGE,
+        }
+    }
+}
 
 /// Provider work a pass decided on, carried out once it lets go of the
 /// engine lock.
@@ -132,6 +163,12 @@ pub struct Engine {
     /// replacements of the guard's current interval were let through.
     health_memory: std::sync::Mutex<HashMap<String, GuardMemory>>,
     health: HealthSettings,
+    /// Caps on the number of objects the admin API may create.
+    pub limits: limits::Limits,
+    /// How long activities are kept.
+    pub retention: Retention,
+    /// When activities were last pruned (clock ms).
+    last_prune_ms: std::sync::atomic::AtomicI64,
     started_at_ms: i64,
     wake: tokio::sync::Notify,
     /// Provider work the reconcile pass under way decided on.
@@ -161,6 +198,9 @@ impl Engine {
             failures: std::sync::Mutex::new(HashMap::new()),
             health_memory: std::sync::Mutex::new(HashMap::new()),
             health: HealthSettings::default(),
+            limits: limits::Limits::default(),
+            retention: Retention::default(),
+            last_prune_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             started_at_ms,
             wake: tokio::sync::Notify::new(),
             deferred: std::sync::Mutex::new(Vec::new()),
@@ -170,6 +210,18 @@ impl Engine {
     /// Replaces the health settings.
     pub fn with_health(mut self, health: HealthSettings) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Replaces the caps on object counts.
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Replaces how long activities are kept.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
         self
     }
 

@@ -241,6 +241,7 @@ mod tests {
             ended_at_ms: None,
             error: None,
             details: vec![],
+            initiated_by: None,
         }
     }
 

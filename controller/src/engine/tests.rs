@@ -1464,3 +1464,113 @@ async fn the_cooldown_holds_behind_many_rejected_activities() {
         d.refusal
     );
 }
+
+#[tokio::test]
+async fn old_activities_are_pruned_but_not_the_running_one_nor_the_cooldowns_start() {
+    let mut h = Harness::new(1, 6, 2).await;
+    h.engine.retention = super::Retention {
+        keep_per_group: 3,
+        max_age: Duration::from_secs(3600),
+    };
+    let hour = 3_600_000;
+    let running = activity::start(
+        &h.group,
+        2,
+        3,
+        Trigger::Api,
+        "running".into(),
+        T0 - 4 * hour,
+    );
+    let mut older = activity::start(&h.group, 1, 2, Trigger::Api, "older".into(), T0 - 3 * hour);
+    activity::complete(&mut older, T0 - 3 * hour + 1000);
+    let mut latest = activity::start(&h.group, 2, 2, Trigger::Api, "latest".into(), T0 - 2 * hour);
+    activity::complete(&mut latest, T0 - 2 * hour + 1000);
+    let mut writes: Vec<Write> = [&running, &older, &latest]
+        .into_iter()
+        .map(|a| Write::PutActivity(a.clone()))
+        .collect();
+    // Recent refusals, more than the group keeps.
+    let rejected: Vec<Activity> = (0..8)
+        .map(|i| {
+            activity::rejected(
+                &h.group,
+                2,
+                3,
+                Trigger::Alarm,
+                format!("run {i}"),
+                "the group is in its cooldown".into(),
+                T0 - 600_000 + 1000 * i,
+            )
+        })
+        .collect();
+    writes.extend(rejected.iter().cloned().map(Write::PutActivity));
+    h.engine.store.commit(writes).unwrap();
+
+    assert_eq!(h.engine.prune_activities().await.unwrap(), 6);
+    let left: Vec<String> = h
+        .engine
+        .store
+        .list_activities(Some(&h.group.id), 100)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.cause)
+        .collect();
+    // The newest three by count; the older completed one by age; the
+    // running one and the latest completed one kept however old.
+    assert_eq!(left, ["run 7", "run 6", "run 5", "latest", "running"]);
+    let group = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    let snap = h.engine.snapshot(&group).unwrap();
+    assert_eq!(snap.cooldown_start_ms, latest.ended_at_ms);
+    assert_eq!(snap.running.map(|a| a.id), Some(running.id.clone()));
+
+    // Once a minute: a newer refusal waits for the next round.
+    let newest = activity::rejected(
+        &h.group,
+        2,
+        3,
+        Trigger::Alarm,
+        "run 8".into(),
+        "the group is in its cooldown".into(),
+        T0,
+    );
+    h.engine
+        .store
+        .commit(vec![Write::PutActivity(newest)])
+        .unwrap();
+    h.clock.advance_ms(30_000);
+    assert_eq!(h.engine.prune_activities().await.unwrap(), 0);
+    h.clock.advance_ms(30_000);
+    assert_eq!(h.engine.prune_activities().await.unwrap(), 1);
+    assert_eq!(
+        h.engine
+            .store
+            .list_activities(Some(&h.group.id), 100)
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+#[tokio::test]
+async fn an_activity_names_the_admin_whose_call_started_it() {
+    let h = Harness::new(1, 6, 2).await;
+    let by_engine = activity::start(&h.group, 2, 3, Trigger::Alarm, "alarm".into(), T0);
+    assert_eq!(by_engine.initiated_by, None);
+    let alice = "spiffe://ebb.local/admin/alice".to_owned();
+    let (started, rejected) = activity::as_admin(alice.clone(), async {
+        (
+            activity::start(&h.group, 2, 3, Trigger::Api, "api".into(), T0),
+            activity::rejected(&h.group, 2, 3, Trigger::Api, "api".into(), "no".into(), T0),
+        )
+    })
+    .await;
+    assert_eq!(started.initiated_by.as_deref(), Some(alice.as_str()));
+    assert_eq!(rejected.initiated_by.as_deref(), Some(alice.as_str()));
+    // Stored and read back with it.
+    h.engine
+        .store
+        .commit(vec![Write::PutActivity(started.clone())])
+        .unwrap();
+    let back = h.engine.store.get_activity(&started.id).unwrap().unwrap();
+    assert_eq!(back.initiated_by, started.initiated_by);
+}

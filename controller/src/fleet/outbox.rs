@@ -86,6 +86,7 @@ mod tests {
             error: error.into(),
             output: output.into(),
             duration_ms: 12,
+            refused: false,
         }
     }
 

@@ -64,6 +64,8 @@ pub struct ProcessProvider {
     base_dir: PathBuf,
     agent_bin: PathBuf,
     release_timeout: Duration,
+    /// The `[hooks]` written into every launched agent's config.
+    hooks: AgentHooks,
     /// Serialises launch and release of one id; other ids proceed.
     locks: IdLocks,
     /// Ids whose launch is under way: their dir exists before `instance.json`
@@ -117,6 +119,17 @@ struct AgentConfig<'a> {
     /// timeout_ms).
     #[serde(rename = "metric", skip_serializing_if = "<[_]>::is_empty")]
     metrics: &'a [MetricSource],
+    hooks: &'a AgentHooks,
+}
+
+/// `[hooks]` of a launched agent: whether it runs lifecycle hook scripts,
+/// and from which directory (the agent's default when None). Off unless
+/// the controller's config turns it on (`provider.allow_hook_scripts`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AgentHooks {
+    pub allow_scripts: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -149,6 +162,16 @@ struct AgentReconnect {
 impl ProcessProvider {
     /// `base_dir` is `<data_dir>/instances`; `agent_bin` the `ebb-agent` to run.
     pub fn new(base_dir: PathBuf, agent_bin: PathBuf, release_timeout: Duration) -> Self {
+        Self::with_hooks(base_dir, agent_bin, release_timeout, AgentHooks::default())
+    }
+
+    /// As `new`, with the `[hooks]` every launched agent is given.
+    pub fn with_hooks(
+        base_dir: PathBuf,
+        agent_bin: PathBuf,
+        release_timeout: Duration,
+        hooks: AgentHooks,
+    ) -> Self {
         // Liveness compares the agent's argv with `<dir>/agent.toml`, so the
         // path must not depend on the cwd of whichever controller asks.
         let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
@@ -156,6 +179,7 @@ impl ProcessProvider {
             base_dir,
             agent_bin,
             release_timeout,
+            hooks,
             locks: IdLocks::default(),
             launching: Mutex::new(HashSet::new()),
             users: None,
@@ -300,6 +324,7 @@ impl ProcessProvider {
                 })
                 .collect(),
             metrics: &req.configuration.metrics,
+            hooks: &self.hooks,
         };
         let config =
             toml::to_string(&config).map_err(|e| format!("cannot render {AGENT_CONFIG}: {e}"))?;
@@ -1077,7 +1102,14 @@ mod tests {
         let config: toml::Table =
             toml::from_str(&fs::read_to_string(dir.join("agent.toml")).unwrap()).unwrap();
         let keys: Vec<_> = config.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["controller", "reconnect", "server_name", "tls"]);
+        assert_eq!(
+            keys,
+            ["controller", "hooks", "reconnect", "server_name", "tls"]
+        );
+        // No hook scripts unless the controller's config allows them.
+        let hooks = config["hooks"].as_table().unwrap();
+        assert_eq!(hooks.len(), 1);
+        assert_eq!(hooks["allow_scripts"].as_bool(), Some(false));
         assert_eq!(config["controller"].as_str(), Some("127.0.0.1:7440"));
         assert_eq!(config["server_name"].as_str(), Some("ebb-controller"));
         let tls = config["tls"].as_table().unwrap();

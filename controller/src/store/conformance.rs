@@ -137,6 +137,10 @@ const CASES: &[(&str, Case)] = &[
         activities_filtered_before_the_limit,
     ),
     ("activities_since_and_by_page", activities_since_and_by_page),
+    (
+        "prune_keeps_the_newest_the_running_and_the_latest_completed",
+        prune_keeps_the_newest_the_running_and_the_latest_completed,
+    ),
 ];
 
 /// Runs every case, each on a store from `make`; panics naming the first that fails.
@@ -225,6 +229,7 @@ fn activity(id: &str, group_id: &str, started_at_ms: i64) -> Activity {
         ended_at_ms: None,
         error: None,
         details: Vec::new(),
+        initiated_by: None,
     }
 }
 
@@ -853,6 +858,7 @@ fn every_field_round_trips(store: &dyn Store) {
         ended_at_ms: Some(2),
         error: Some("1 of 2 instances failed to start: exit status 1".into()),
         details: Vec::new(),
+        initiated_by: Some("spiffe://ebb.test/admin/alice".into()),
     };
     let plain_activity = activity("act-2", "asg-2", 0);
 
@@ -1790,4 +1796,65 @@ fn activities_since_and_by_page(store: &dyn Store) {
             ["act-10", "act-08", "act-06", "act-04", "act-02"],
         ]
     );
+}
+
+fn prune_keeps_the_newest_the_running_and_the_latest_completed(store: &dyn Store) {
+    two_groups(store);
+    let with = |id: &str, group_id: &str, at: i64, status: ActivityStatus| Activity {
+        status,
+        ..activity(id, group_id, at)
+    };
+    use ActivityStatus::{Failed, InProgress, Rejected, Successful, Warning};
+    // Oldest first: a long-running activity, the latest Warning and
+    // Successful ones, then a run of rejections and failures.
+    let mut writes = vec![
+        Write::PutActivity(with("act-a", "asg-1", 100, InProgress)),
+        Write::PutActivity(with("act-b", "asg-1", 101, Successful)),
+        Write::PutActivity(with("act-c", "asg-1", 102, Warning)),
+        Write::PutActivity(with("act-d", "asg-1", 103, Successful)),
+    ];
+    for i in 0..6 {
+        let status = if i % 2 == 0 { Rejected } else { Failed };
+        writes.push(Write::PutActivity(with(
+            &format!("act-r{i}"),
+            "asg-1",
+            200 + i,
+            status,
+        )));
+    }
+    writes.push(Write::PutActivity(with("act-x", "asg-2", 100, Rejected)));
+    commit(store, writes);
+    let all = |group: &str| {
+        found_ids(
+            store,
+            ActivityQuery {
+                group_id: Some(group.into()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+    };
+
+    // Nothing is old and there are fewer than 20: nothing goes.
+    assert_eq!(store.prune_activities("asg-1", 20, 0).unwrap(), 0);
+    assert_eq!(all("asg-1").len(), 10);
+
+    // Keep 3: the three newest stay, and so do the running one and the
+    // latest Successful and Warning, however old; the older Successful goes.
+    assert_eq!(store.prune_activities("asg-1", 3, 0).unwrap(), 4);
+    assert_eq!(
+        all("asg-1"),
+        ["act-r5", "act-r4", "act-r3", "act-d", "act-c", "act-a"]
+    );
+    // By age: everything that started before 204 goes, but the same three.
+    assert_eq!(store.prune_activities("asg-1", 100, 204).unwrap(), 1);
+    assert_eq!(
+        all("asg-1"),
+        ["act-r5", "act-r4", "act-d", "act-c", "act-a"]
+    );
+    assert_eq!(store.prune_activities("asg-1", 1, i64::MAX).unwrap(), 2);
+    assert_eq!(all("asg-1"), ["act-d", "act-c", "act-a"]);
+    // Another group's activities are never touched; an unknown group is no error.
+    assert_eq!(all("asg-2"), ["act-x"]);
+    assert_eq!(store.prune_activities("asg-9", 1, i64::MAX).unwrap(), 0);
 }

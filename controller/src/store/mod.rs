@@ -120,6 +120,11 @@ pub trait Store: Send + Sync + 'static {
     /// The activities `query` selects, newest first (ties by id, descending),
     /// at most `query.limit`: the filters apply before the limit.
     fn find_activities(&self, query: &ActivityQuery) -> Result<Vec<Activity>>;
+    /// Deletes the group's activities that are not among its newest `keep`
+    /// or that started before `before_ms`, except any InProgress one and
+    /// the newest Successful and newest Warning one (a cooldown starts at
+    /// the end of the latest completed activity). Returns how many went.
+    fn prune_activities(&self, group_id: &str, keep: usize, before_ms: i64) -> Result<usize>;
 
     fn get_rule(&self, id: &str) -> Result<Option<ScalingRule>>;
     /// A group's rules (all when None), by name.

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use super::{ActivityQuery, Detached, Result, Store, StoreError, Write};
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
-use ebb_core::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
+use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
 use ebb_core::rules::ScalingRule;
 
 /// How long a statement waits for another process's lock before failing.
@@ -726,6 +726,31 @@ impl Store for SqliteStore {
         )
     }
 
+    fn prune_activities(&self, group_id: &str, keep: usize, before_ms: i64) -> Result<usize> {
+        let newest = |status: ActivityStatus| {
+            format!(
+                "SELECT id FROM activities WHERE group_id = ?1 AND status = '{}'
+                 ORDER BY started_at_ms DESC, id DESC LIMIT 1",
+                status.as_str()
+            )
+        };
+        let sql = format!(
+            "DELETE FROM activities
+             WHERE group_id = ?1 AND status != '{in_progress}'
+               AND id NOT IN ({successful}) AND id NOT IN ({warning})
+               AND (started_at_ms < ?2 OR id NOT IN (
+                   SELECT id FROM activities WHERE group_id = ?1
+                   ORDER BY started_at_ms DESC, id DESC LIMIT ?3))",
+            in_progress = ActivityStatus::InProgress.as_str(),
+            successful = newest(ActivityStatus::Successful),
+            warning = newest(ActivityStatus::Warning),
+        );
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.conn()
+            .execute(&sql, rusqlite::params![group_id, before_ms, keep])
+            .map_err(backend)
+    }
+
     fn list_detached(&self) -> Result<Vec<Detached>> {
         let conn = self.conn();
         let mut stmt = conn
@@ -1030,6 +1055,7 @@ mod tests {
             ended_at_ms: None,
             error: None,
             details: Vec::new(),
+            initiated_by: None,
         };
         // A database as the build before the status column left it.
         {
@@ -1109,6 +1135,7 @@ mod tests {
                     ended_at_ms: None,
                     error: None,
                     details: Vec::new(),
+                    initiated_by: None,
                 }),
             ])
             .unwrap();

@@ -691,6 +691,10 @@ pub struct Activity {
     /// The inputs of the decision, one line each, for `activity describe`.
     #[serde(default)]
     pub details: Vec<String>,
+    /// The admin identity (its SPIFFE URI) whose API call started it; None
+    /// for what the controller started itself (alarms, schedules, health).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiated_by: Option<String>,
 }
 
 impl Activity {

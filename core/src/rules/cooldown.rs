@@ -139,6 +139,7 @@ mod tests {
             ended_at_ms,
             error: None,
             details: Vec::new(),
+            initiated_by: None,
         };
         let cases: [(&str, Vec<Activity>, Option<i64>); 5] = [
             ("none", vec![], None),

@@ -26,6 +26,8 @@ pub struct ActivityView {
     pub ended_at_ms: Option<i64>,
     /// The inputs of the decision, one line each.
     pub details: Vec<String>,
+    /// The admin identity whose call started it; None when the controller did.
+    pub initiated_by: Option<String>,
 }
 
 impl From<&pb::Activity> for ActivityView {
@@ -45,13 +47,26 @@ impl From<&pb::Activity> for ActivityView {
             started_at_ms: a.started_at_ms,
             ended_at_ms: non_zero(a.ended_at_ms),
             details: a.details.clone(),
+            initiated_by: non_empty(&a.initiated_by),
         }
+    }
+}
+
+/// The admin's name out of its identity (`spiffe://td/admin/alice` →
+/// `alice`), or `-` when the controller started the activity.
+fn initiator(a: &ActivityView) -> String {
+    match &a.initiated_by {
+        Some(uri) => uri
+            .rsplit_once("/admin/")
+            .map_or(uri.as_str(), |(_, n)| n)
+            .to_owned(),
+        None => "-".to_owned(),
     }
 }
 
 pub fn activities_table(activities: &[ActivityView], names: &GroupNames, now: i64) -> String {
     let mut t = Table::new(&[
-        "ID", "GROUP", "STATUS", "TRIGGER", "CAPACITY", "STARTED", "DURATION", "CAUSE",
+        "ID", "GROUP", "STATUS", "TRIGGER", "BY", "CAPACITY", "STARTED", "DURATION", "CAUSE",
     ]);
     for a in activities {
         t.row(vec![
@@ -59,6 +74,7 @@ pub fn activities_table(activities: &[ActivityView], names: &GroupNames, now: i6
             group_name(names, &a.scaling_group_id),
             a.status.clone(),
             a.trigger.clone(),
+            initiator(a),
             format!("{}→{}", a.capacity_from, a.capacity_to),
             rfc3339(a.started_at_ms),
             activity_duration(a, now),
@@ -85,6 +101,7 @@ pub fn activity_fields(a: &ActivityView, names: &GroupNames, now: i64) -> String
         ("status", a.status.clone()),
         ("progress", format!("{}%", a.progress)),
         ("trigger", a.trigger.clone()),
+        ("initiated_by", or_dash(a.initiated_by.as_deref())),
         (
             "capacity",
             format!("{} → {}", a.capacity_from, a.capacity_to),
@@ -153,6 +170,7 @@ mod tests {
             capacity_to: 4,
             started_at_ms: T0,
             ended_at_ms: T0 + 12_000,
+            initiated_by: "spiffe://ebb.local/admin/alice".into(),
             ..Default::default()
         };
         let running = pb::Activity {
@@ -160,6 +178,7 @@ mod tests {
             status: "InProgress".into(),
             ended_at_ms: 0,
             started_at_ms: T0 + 60_000,
+            initiated_by: String::new(),
             ..done.clone()
         };
         let views: Vec<ActivityView> = [done, running].iter().map(ActivityView::from).collect();
@@ -167,20 +186,24 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            "ID     GROUP  STATUS      TRIGGER  CAPACITY  STARTED               DURATION  CAUSE"
+            "ID     GROUP  STATUS      TRIGGER  BY     CAPACITY  STARTED               DURATION  CAUSE"
         );
         assert_eq!(
             lines[1],
-            "act-1  asg-9  Successful  api      2→4       2024-05-01T12:00:00Z  12s       \
+            "act-1  asg-9  Successful  api      alice  2→4       2024-05-01T12:00:00Z  12s       \
              a user changed the desired capacity from 2 to 4"
         );
         assert!(
-            lines[2].contains("InProgress") && lines[2].contains("5s…"),
+            lines[2].contains("InProgress") && lines[2].contains("5s…") && lines[2].contains(" - "),
             "{}",
             lines[2]
         );
         assert!(
             activity_fields(&views[1], &GroupNames::new(), T0).contains("ended_at:          -\n")
+        );
+        assert!(
+            activity_fields(&views[0], &GroupNames::new(), T0)
+                .contains("initiated_by:      spiffe://ebb.local/admin/alice\n")
         );
     }
 
