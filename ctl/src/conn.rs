@@ -304,6 +304,8 @@ rpcs! {
     describe_scheduled_tasks(DescribeScheduledTasksRequest) -> DescribeScheduledTasksResponse;
     suspend_processes(ProcessesRequest) -> ScalingGroup;
     resume_processes(ProcessesRequest) -> ScalingGroup;
+    revoke_certificate(RevokeCertificateRequest) -> RevokedCertificate;
+    describe_revoked_certificates(DescribeRevokedCertificatesRequest) -> DescribeRevokedCertificatesResponse;
 }
 
 impl Admin {
