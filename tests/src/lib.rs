@@ -1,7 +1,9 @@
 //! Helpers for ebb's end-to-end tests: real binaries on ephemeral ports with
 //! certificates from ebb's own PKI.
 //!
-//! - [`ControllerProc`]: an `ebb-controller serve` in a temp data dir.
+//! - [`ControllerProc`]: an `ebb-controller serve` in a temp data dir;
+//!   [`ControllerProc::attach`] puts instances in a group, which an agent
+//!   needs before it may connect.
 //! - [`AgentProc`]: an `ebb-agent` with a freshly issued instance cert.
 //! - [`eventually`]: poll with a deadline instead of sleeping.
 //! - [`WebhookReceiver`]: a real HTTP server collecting webhook bodies.
@@ -251,6 +253,66 @@ impl ControllerProc {
             }
         }
         found
+    }
+
+    /// Attaches `ids` to `group`, creating and enabling it first if it
+    /// does not exist (min 0, max 10,000, no health checks, this
+    /// controller's sampling interval): the controller refuses the stream
+    /// of an instance that is in no group.
+    pub fn attach(&self, group: &str, ids: &[&str]) {
+        use ebb_proto::v1 as pb;
+        let mut admin = Admin::local(self);
+        let secs = u32::try_from(self.sampling_interval_ms.div_ceil(1000).max(1)).unwrap_or(300);
+        let created = admin_call!(
+            admin,
+            create_scaling_group,
+            pb::CreateScalingGroupRequest {
+                name: group.into(),
+                min_size: 0,
+                max_size: 10_000,
+                sampling_interval_secs: Some(secs),
+                health_check_type: Some("NONE".into()),
+                ..Default::default()
+            }
+        );
+        match created {
+            Ok(_) => {
+                admin_call!(
+                    admin,
+                    create_scaling_configuration,
+                    pb::CreateScalingConfigurationRequest {
+                        scaling_group: group.into(),
+                        name: "v1".into(),
+                        command: vec!["sleep".into(), "infinity".into()],
+                        ..Default::default()
+                    }
+                )
+                .expect("create the group's configuration");
+                admin_call!(
+                    admin,
+                    enable_scaling_group,
+                    pb::EnableScalingGroupRequest {
+                        scaling_group: group.into(),
+                        ..Default::default()
+                    }
+                )
+                .expect("enable the group");
+            }
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {}
+            Err(status) => panic!("create group {group}: {status}"),
+        }
+        // Well under the admin API's 4 MiB a request.
+        for chunk in ids.chunks(2000) {
+            admin_call!(
+                admin,
+                attach_instances,
+                pb::AttachInstancesRequest {
+                    scaling_group: group.into(),
+                    instance_ids: chunk.iter().map(|id| (*id).to_owned()).collect(),
+                }
+            )
+            .unwrap_or_else(|status| panic!("attach {chunk:?} to {group}: {status}"));
+        }
     }
 
     pub fn pki_dir(&self) -> PathBuf {
