@@ -225,9 +225,13 @@ pub fn status_error(addr: &str, status: &Status) -> Error {
     };
     match status.code() {
         // The controller may already say so; the hint is for when it does not.
-        Code::PermissionDenied if !message.contains("admin certificate") => Error::Server(format!(
-            "{message} (this certificate is not an admin certificate)"
-        )),
+        Code::PermissionDenied
+            if !message.contains("admin certificate") && !message.contains("was revoked") =>
+        {
+            Error::Server(format!(
+                "{message} (this certificate is not an admin certificate)"
+            ))
+        }
         Code::Unauthenticated => Error::Server(format!(
             "{message} (use an admin certificate from this controller's CA)"
         )),

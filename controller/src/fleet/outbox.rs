@@ -101,10 +101,18 @@ impl Outbox {
         Ok(())
     }
 
-    /// The answer for `token`, once; the action is closed.
+    /// The answer for `token`, once it came; taking it closes the action.
     pub fn take(&self, token: &str) -> Option<pb::HookResult> {
+        let (_, result) = self.results.remove(token)?;
         self.sent.remove(token);
-        self.results.remove(token).map(|(_, r)| r)
+        Some(result)
+    }
+
+    /// The action was decided another way: an answer, now or later, is
+    /// nobody's.
+    pub fn discard(&self, token: &str) {
+        self.sent.remove(token);
+        self.results.remove(token);
     }
 
     /// An instance left for good: its actions' answers are nobody's.
@@ -210,8 +218,12 @@ mod tests {
         unknown.token = "lat-9".into();
         assert_eq!(outbox.finished("i-2", unknown), Err(Dropped::NotSent));
         assert!(outbox.take("lat-1").is_none(), "nothing stored for lat-1");
+        // Looking for an answer before it came keeps the action open.
+        assert_eq!(outbox.finished("i-1", answer(Some(0), "", "early")), Ok(()));
+        assert_eq!(outbox.take("lat-1").unwrap().output, "early");
         // i-1's own answer, with a huge output, is kept with its tail.
         assert!(outbox.send("i-1", run("lat-1")));
+        assert!(outbox.take("lat-1").is_none());
         let long = format!(
             "{}é{}",
             "x".repeat(10_000),
@@ -224,6 +236,12 @@ mod tests {
         let kept = outbox.take("lat-1").unwrap();
         assert!(kept.output.len() <= MAX_RESULT_OUTPUT);
         assert!(kept.output.ends_with('y') && kept.output.starts_with('y'));
+        // A discarded action takes no answer.
+        assert!(outbox.send("i-1", run("lat-4")));
+        outbox.discard("lat-4");
+        let mut late = answer(Some(0), "", "");
+        late.token = "lat-4".into();
+        assert_eq!(outbox.finished("i-1", late), Err(Dropped::NotSent));
         // Forgetting i-1 leaves i-2's pending result alone.
         assert!(outbox.send("i-1", run("lat-3")));
         outbox.forget("i-1");
