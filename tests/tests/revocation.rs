@@ -485,3 +485,51 @@ fn a_thousand_idle_connections_do_not_keep_an_agent_out() {
     wait_log(&ctl, "TLS handshakes are already under way");
     drop(idle);
 }
+
+/// Bounded Hello strings: a Hello with an overlong field is refused with
+/// the field named, logged and counted; the same instance with an ordinary
+/// Hello is welcomed.
+#[test]
+fn an_overlong_hello_is_refused_naming_the_field() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let mut admin = Admin::local(&ctl);
+    ctl.attach("web", &["i-chatty"]);
+    let cert = ctl
+        .ca()
+        .issue_agent("i-chatty", ebb_certs::AGENT_VALIDITY)
+        .unwrap();
+    let ca_pem = ctl.ca().cert_pem().to_owned();
+    let id = (cert.cert_pem.as_str(), cert.key_pem.as_str());
+    let before = stored(&mut admin, "web");
+    let long = pb::Hello {
+        hostname: "h".repeat(300),
+        ..hello("i-chatty")
+    };
+    let err = RawStream::open(ctl.grpc, &ca_pem, id, long)
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("Hello field hostname is 300 bytes long, at most 253 are allowed"),
+        "{err}"
+    );
+    let many = pb::Hello {
+        addresses: vec!["10.0.0.1".into(); 1000],
+        ..hello("i-chatty")
+    };
+    let err = RawStream::open(ctl.grpc, &ca_pem, id, many)
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("Hello field addresses has 1000 entries"),
+        "{err}"
+    );
+    wait_log(
+        &ctl,
+        "refused agent stream: Hello field hostname is 300 bytes long",
+    );
+    assert_eq!(refused(&ctl, "hello"), 2.0);
+    assert_eq!(stored(&mut admin, "web"), before);
+    assert_eq!(ctl.metric("ebb_agents_connected"), Some(0.0));
+    RawStream::open(ctl.grpc, &ca_pem, id, hello("i-chatty")).expect("an ordinary Hello");
+}
