@@ -86,7 +86,8 @@ fn revoking_detaching_and_removing_close_the_stream_at_once_and_refuse_reconnect
 
     // Instance, command, close and refusal reasons, the refusal's log line,
     // whether it stays in its group.
-    let steps: [(&str, &[&str], &str, &str, &str, bool); 3] = [
+    type Step<'a> = (&'a str, &'a [&'a str], &'a str, &'a str, &'a str, bool);
+    let steps: [Step; 3] = [
         (
             "i-revoked",
             &["cert", "revoke", "i-revoked", "--reason", "stolen laptop"],

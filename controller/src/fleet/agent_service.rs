@@ -437,7 +437,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(check_hello(&ok), Ok(()));
-        let cases: [(fn(&mut Hello), &str); 6] = [
+        type Spoil = fn(&mut Hello);
+        let cases: [(Spoil, &str); 6] = [
             (
                 |h| h.hostname.push('h'),
                 "Hello field hostname is 254 bytes long, at most 253",
