@@ -425,6 +425,10 @@ fn a_hook_result_for_another_instances_action_is_dropped() {
             ..Default::default()
         })
     };
+    eventually("both instances waiting on the hook", DEADLINE, || {
+        let list = instances(&mut admin, "web");
+        (list.len() == 2 && list.iter().all(|i| i.lifecycle_state == "Pending:Wait")).then_some(())
+    });
     let before = stored(&mut admin, "web");
     rogue.send(answer(1));
     ctl.wait_metric("ebb_hook_results_dropped_total", |v| v == 1.0);
