@@ -297,9 +297,6 @@ fn setup_group(
             min_size: 0,
             max_size: size as u32,
             sampling_interval_secs: Some(1),
-            // The simulated agents run no workload a health check could
-            // replace; their streams are what is measured.
-            health_check_type: Some("NONE".into()),
             ..Default::default()
         }
     )?;
@@ -319,16 +316,6 @@ fn setup_group(
         pb::EnableScalingGroupRequest {
             scaling_group: name.into(),
             ..Default::default()
-        }
-    )?;
-    // The controller refuses the stream of an instance in no group: one
-    // AttachInstances for the group's agents (well under 4 MiB).
-    admin_call!(
-        *admin,
-        attach_instances,
-        pb::AttachInstancesRequest {
-            scaling_group: name.into(),
-            instance_ids: ids.to_vec(),
         }
     )?;
     admin_call!(
