@@ -1126,6 +1126,44 @@ mod tests {
     }
 
     #[test]
+    fn the_controller_closes_streams_by_telling_their_tasks() {
+        let fleet = Fleet::new(10, Arc::new(SystemClock));
+        let until = SystemTime::now() + Duration::from_secs(60);
+        let mut old = fleet.connect_until(hello("i-1"), Some(until));
+        assert_eq!(old.control.borrow_and_update().until, Some(until));
+        // A newer stream: the older one is told at once (and its sender
+        // dropped, which its task reads as replaced too).
+        let mut new = fleet.connect_until(hello("i-1"), Some(until));
+        assert_eq!(
+            old.control.borrow_and_update().close,
+            Some(CloseReason::Replaced)
+        );
+        // A renewal moves the current stream's deadline, not the old one's.
+        let later = until + Duration::from_secs(3600);
+        old.extend_until(later);
+        assert!(!new.control.has_changed().unwrap());
+        new.extend_until(later);
+        assert_eq!(new.control.borrow_and_update().until, Some(later));
+        // Revoked: told, and the agent stays known until its task ends.
+        assert!(fleet.close("i-1", CloseReason::Revoked));
+        assert_eq!(
+            new.control.borrow_and_update().close,
+            Some(CloseReason::Revoked)
+        );
+        new.disconnected(&fleet, "closed");
+        assert!(!fleet.close("i-1", CloseReason::Revoked), "no stream left");
+        // An instance that left its group is forgotten even while connected.
+        let mut s = fleet.connect(hello("i-2"));
+        fleet.forget("i-2");
+        assert_eq!(
+            s.control.borrow_and_update().close,
+            Some(CloseReason::LeftGroup)
+        );
+        assert_eq!(fleet.connected_count(), 0);
+        assert!(fleet.with_agent("i-2", |_| ()).is_none());
+    }
+
+    #[test]
     fn metrics_show_counters_and_latest_values_of_connected_agents() {
         let fleet = Fleet::new(10, Arc::new(SystemClock));
         let a = fleet.connect(hello("i-a"));
