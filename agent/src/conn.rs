@@ -221,6 +221,9 @@ impl Agent {
                         }
                     });
                 }
+                Some(ControllerBody::Closing(c)) => {
+                    warn!(reason = %c.reason, "the controller is closing this stream");
+                }
                 // A command from a newer controller: not ours to answer.
                 None => {}
             }

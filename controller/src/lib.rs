@@ -14,12 +14,14 @@
 //! ```
 //!
 //! Beside them, used from any layer: `config` (`controller.toml`), `clock`
-//! (all time), `id` (new ids), `pki` (the certs in the data dir).
+//! (all time), `id` (new ids), `pki` (the certs in the data dir),
+//! `denylist` (revoked identities).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod denylist;
 pub mod engine;
 pub mod fleet;
 pub mod http;

@@ -21,9 +21,10 @@ use crate::api::{AdminApi, admin_only};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::config::{Isolation, ProviderConfig};
+use crate::denylist::DenyList;
 use crate::engine::{Engine, HealthSettings, LaunchSettings};
 use crate::fleet::Fleet;
-use crate::fleet::agent_service::{AgentApi, IntervalLookup};
+use crate::fleet::agent_service::{Admission, AgentApi, IntervalLookup, Refusal};
 use crate::pki::{Pki, PkiError};
 use crate::provider::find_agent_binary;
 use crate::provider::isolation::{self, Users};
@@ -38,6 +39,9 @@ pub const MAX_AGENT_MESSAGE: usize = 64 * 1024;
 /// The largest admin request (an apply of a big group's rules and alarms is
 /// well under it).
 pub const MAX_ADMIN_MESSAGE: usize = 4 * 1024 * 1024;
+/// Concurrent streams on one connection: an agent needs one, ebbctl a
+/// few; a client opening thousands is hostile.
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// After the shutdown signal, streams and requests get this long to finish.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -88,6 +92,7 @@ pub struct Controller {
     http: TcpListener,
     fleet: Arc<Fleet>,
     store: Arc<dyn Store>,
+    deny: Arc<DenyList>,
     _lock: File,
 }
 
@@ -122,6 +127,9 @@ impl Controller {
         let db = dir.join(STORE_FILE);
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
             .map_err(|source| StartError::DataDir { path: db, source })?;
+        let deny = Arc::new(DenyList::new(
+            store.list_revoked()?.into_iter().map(|r| r.identity),
+        ));
         let pki = Pki::bootstrap(
             dir,
             &config.trust_domain,
@@ -132,6 +140,7 @@ impl Controller {
         Ok(Self {
             fleet: Arc::new(Fleet::new(config.fleet.sample_ring, Arc::new(SystemClock))),
             store,
+            deny,
             config,
             pki,
             grpc,
@@ -187,7 +196,8 @@ impl Controller {
             ..HealthSettings::default()
         })
         .with_limits(self.config.limits.limits())
-        .with_retention(self.config.activities.retention()))
+        .with_retention(self.config.activities.retention())
+        .with_deny_list(self.deny.clone()))
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -233,6 +243,7 @@ impl Controller {
             fleet.clone(),
             trust_domain.clone(),
             self.config.sampling_interval(),
+            admission(self.store.clone(), self.deny.clone(), trust_domain.clone()),
             stop_rx.clone(),
         )
         .with_group_intervals(group_intervals(self.store.clone()));
@@ -245,11 +256,12 @@ impl Controller {
         let admin = tonic::service::interceptor::InterceptedService::new(
             AdminServiceServer::new(AdminApi::new(engine.clone()))
                 .max_decoding_message_size(MAX_ADMIN_MESSAGE),
-            admin_only(trust_domain),
+            admin_only(trust_domain, self.deny.clone()),
         );
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .add_service(
                 AgentServiceServer::new(agents).max_decoding_message_size(MAX_AGENT_MESSAGE),
             )
@@ -346,6 +358,43 @@ fn instance_users(config: &ProviderConfig) -> Result<Option<Users>, StartError> 
     let (first, count) = config.uids().map_err(StartError::Isolation)?;
     info!(uids = %config.uid_range, "each instance runs as a uid of its own");
     Ok(Some(Users::new(first, count, setpriv)))
+}
+
+/// Whether an instance may hold a stream: one point read of the store
+/// (and one more, of the detached table, only to explain a refusal).
+fn admission(store: Arc<dyn Store>, deny: Arc<DenyList>, trust_domain: String) -> Admission {
+    Arc::new(move |id: &str| {
+        let uri = format!("spiffe://{trust_domain}/instance/{id}");
+        if deny.contains(&uri) {
+            return Err(Refusal {
+                reason: "revoked",
+                message: format!(
+                    "certificate {uri} was revoked (`ebbctl cert revoked` lists the deny-list)"
+                ),
+            });
+        }
+        let unavailable = |e: crate::store::StoreError| Refusal {
+            reason: "store",
+            message: format!("cannot check instance {id} in the store: {e}"),
+        };
+        if store.get_instance(id).map_err(unavailable)?.is_some() {
+            return Ok(());
+        }
+        Err(match store.get_detached(id).map_err(unavailable)? {
+            Some(_) => Refusal {
+                reason: "detached",
+                message: format!(
+                    "instance {id} was detached from its group; attach it again (`ebbctl instance attach`) to let it connect"
+                ),
+            },
+            None => Refusal {
+                reason: "unknown_instance",
+                message: format!(
+                    "instance {id} is in no scaling group (removed, or never attached); attach it (`ebbctl instance attach`) to let it connect"
+                ),
+            },
+        })
+    })
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

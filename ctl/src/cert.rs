@@ -1,6 +1,7 @@
 //! `cert issue`: an agent certificate for a hand-managed host, from the
 //! local controller's CA, with the agent.toml that uses it. Offline: it
 //! reads the CA key from the data dir and calls nothing.
+//! `cert revoke` and `cert revoked`: the controller's deny-list.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,10 +9,84 @@ use std::time::Duration;
 use ebb_core::local::PkiPaths;
 use serde::Serialize;
 
-use crate::cli::{CertIssue, Global};
-use crate::conn;
+use ebb_proto::v1 as pb;
+
+use crate::cli::{CertIssue, CertRevoke, Global};
+use crate::conn::{self, Admin};
 use crate::error::{Error, Result};
-use crate::output::{Output, print_json};
+use crate::output::{Output, done, print_json};
+use crate::view::{Table, rfc3339};
+
+/// A deny-list entry, for `-o json`.
+#[derive(Debug, Serialize)]
+struct RevokedView {
+    identity: String,
+    revoked_at_ms: i64,
+    revoked_by: String,
+    reason: String,
+}
+
+impl From<pb::RevokedCertificate> for RevokedView {
+    fn from(r: pb::RevokedCertificate) -> Self {
+        Self {
+            identity: r.identity,
+            revoked_at_ms: r.revoked_at_ms,
+            revoked_by: r.revoked_by,
+            reason: r.reason,
+        }
+    }
+}
+
+pub async fn revoke(admin: &mut Admin, args: CertRevoke, out: Output) -> Result<()> {
+    let identity = if args.id.starts_with("spiffe://") {
+        args.id
+    } else if args.admin {
+        format!("admin/{}", args.id)
+    } else {
+        format!("instance/{}", args.id)
+    };
+    let r: RevokedView = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            identity,
+            reason: args.reason,
+            force: args.force,
+        })
+        .await?
+        .into();
+    let line = format!(
+        "revoked {} (since {}, by {})",
+        r.identity,
+        rfc3339(r.revoked_at_ms),
+        r.revoked_by
+    );
+    done(out, &r, line)
+}
+
+pub async fn revoked(admin: &mut Admin, out: Output) -> Result<()> {
+    let list: Vec<RevokedView> = admin
+        .describe_revoked_certificates(pb::DescribeRevokedCertificatesRequest {})
+        .await?
+        .certificates
+        .into_iter()
+        .map(RevokedView::from)
+        .collect();
+    match out {
+        Output::Json => print_json(&list),
+        Output::Table => {
+            let mut t = Table::new(&["IDENTITY", "REVOKED", "BY", "REASON"]);
+            for r in list {
+                t.row(vec![
+                    r.identity,
+                    rfc3339(r.revoked_at_ms),
+                    r.revoked_by,
+                    r.reason,
+                ]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
+    }
+}
 
 /// What was written, for `-o json`.
 #[derive(Debug, Serialize)]

@@ -20,6 +20,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cert(crate::cli::CertCmd::Issue(args)) => {
             crate::cert::issue(&args, &cli.global, &data_dir, out)
         }
+        Command::Cert(crate::cli::CertCmd::Revoke(args)) => {
+            crate::cert::revoke(&mut connect(&cli.global, &data_dir).await?, args, out).await
+        }
+        Command::Cert(crate::cli::CertCmd::Revoked) => {
+            crate::cert::revoked(&mut connect(&cli.global, &data_dir).await?, out).await
+        }
         Command::Apply(args) => {
             // A bad file is reported before any connection is tried.
             let file = crate::apply::load(&args.file)?;

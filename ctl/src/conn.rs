@@ -225,9 +225,13 @@ pub fn status_error(addr: &str, status: &Status) -> Error {
     };
     match status.code() {
         // The controller may already say so; the hint is for when it does not.
-        Code::PermissionDenied if !message.contains("admin certificate") => Error::Server(format!(
-            "{message} (this certificate is not an admin certificate)"
-        )),
+        Code::PermissionDenied
+            if !message.contains("admin certificate") && !message.contains("was revoked") =>
+        {
+            Error::Server(format!(
+                "{message} (this certificate is not an admin certificate)"
+            ))
+        }
         Code::Unauthenticated => Error::Server(format!(
             "{message} (use an admin certificate from this controller's CA)"
         )),
@@ -304,6 +308,8 @@ rpcs! {
     describe_scheduled_tasks(DescribeScheduledTasksRequest) -> DescribeScheduledTasksResponse;
     suspend_processes(ProcessesRequest) -> ScalingGroup;
     resume_processes(ProcessesRequest) -> ScalingGroup;
+    revoke_certificate(RevokeCertificateRequest) -> RevokedCertificate;
+    describe_revoked_certificates(DescribeRevokedCertificatesRequest) -> DescribeRevokedCertificatesResponse;
 }
 
 impl Admin {

@@ -8,7 +8,8 @@
 //!   rules, alarms and scheduled tasks.
 //! - `automation`: the `rule`, `scale`, `alarm` and `task` families.
 //! - `hook`: lifecycle hooks and their actions.
-//! - `cert`: `cert issue`, agent certificates for hand-managed hosts.
+//! - `cert`: `cert issue`, agent certificates for hand-managed hosts;
+//!   `cert revoke` and `cert revoked`, the controller's deny-list.
 //! - `lookup`: group and rule ids to names, for listings.
 //! - `conn`: finding the local controller and connecting over mTLS.
 //! - `view`: plain serialisable views of the API's messages, tables, times.

@@ -170,7 +170,7 @@ fn main() {
         let name = format!("kill-{trial}");
         group(&mut admin, &name, 0, 1);
         let id = format!("host-{trial}");
-        let agent = AgentProc::start(&ctl, &id, "").expect("agent");
+        // Attached first: the controller refuses an instance in no group.
         admin_call!(
             admin,
             attach_instances,
@@ -180,6 +180,7 @@ fn main() {
             }
         )
         .expect("attach");
+        let agent = AgentProc::start(&ctl, &id, "").expect("agent");
         ready(&mut admin, &name, 1);
         // Past the group's health check grace period.
         std::thread::sleep(Duration::from_millis(1500));

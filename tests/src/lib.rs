@@ -1,12 +1,15 @@
 //! Helpers for ebb's end-to-end tests: real binaries on ephemeral ports with
 //! certificates from ebb's own PKI.
 //!
-//! - [`ControllerProc`]: an `ebb-controller serve` in a temp data dir.
+//! - [`ControllerProc`]: an `ebb-controller serve` in a temp data dir;
+//!   [`ControllerProc::attach`] puts instances in a group, which an agent
+//!   needs before it may connect.
 //! - [`AgentProc`]: an `ebb-agent` with a freshly issued instance cert.
 //! - [`eventually`]: poll with a deadline instead of sleeping.
 //! - [`WebhookReceiver`]: a real HTTP server collecting webhook bodies.
 //! - [`instances`], [`activities`]: a group's, from the admin API.
 //! - [`Burn`]: every core busy until dropped, as real load would.
+//! - [`RawStream`]: an `AgentService.Connect` stream the test holds open.
 //! - [`raw_connect`]: open `AgentService.Connect` with any cert, as a
 //!   misbehaving or hostile client would.
 
@@ -272,6 +275,66 @@ impl ControllerProc {
             }
         }
         found
+    }
+
+    /// Attaches `ids` to `group`, creating and enabling it first if it
+    /// does not exist (min 0, max 10,000, no health checks, this
+    /// controller's sampling interval): the controller refuses the stream
+    /// of an instance that is in no group.
+    pub fn attach(&self, group: &str, ids: &[&str]) {
+        use ebb_proto::v1 as pb;
+        let mut admin = Admin::local(self);
+        let secs = u32::try_from(self.sampling_interval_ms.div_ceil(1000).max(1)).unwrap_or(300);
+        let created = admin_call!(
+            admin,
+            create_scaling_group,
+            pb::CreateScalingGroupRequest {
+                name: group.into(),
+                min_size: 0,
+                max_size: 10_000,
+                sampling_interval_secs: Some(secs),
+                health_check_type: Some("NONE".into()),
+                ..Default::default()
+            }
+        );
+        match created {
+            Ok(_) => {
+                admin_call!(
+                    admin,
+                    create_scaling_configuration,
+                    pb::CreateScalingConfigurationRequest {
+                        scaling_group: group.into(),
+                        name: "v1".into(),
+                        command: vec!["sleep".into(), "infinity".into()],
+                        ..Default::default()
+                    }
+                )
+                .expect("create the group's configuration");
+                admin_call!(
+                    admin,
+                    enable_scaling_group,
+                    pb::EnableScalingGroupRequest {
+                        scaling_group: group.into(),
+                        ..Default::default()
+                    }
+                )
+                .expect("enable the group");
+            }
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {}
+            Err(status) => panic!("create group {group}: {status}"),
+        }
+        // Well under the admin API's 4 MiB a request.
+        for chunk in ids.chunks(2000) {
+            admin_call!(
+                admin,
+                attach_instances,
+                pb::AttachInstancesRequest {
+                    scaling_group: group.into(),
+                    instance_ids: chunk.iter().map(|id| (*id).to_owned()).collect(),
+                }
+            )
+            .unwrap_or_else(|status| panic!("attach {chunk:?} to {group}: {status}"));
+        }
     }
 
     pub fn pki_dir(&self) -> PathBuf {
@@ -637,4 +700,134 @@ pub fn raw_connect_with(
             },
         }
     })
+}
+
+/// How a [`RawStream`] went on.
+#[derive(Debug)]
+pub enum Next {
+    Message(Box<ebb_proto::v1::ControllerMessage>),
+    /// The controller ended the stream: "ok" for a clean end, else the
+    /// status or transport error as text.
+    Ended(String),
+    /// Nothing came within the wait.
+    Nothing,
+}
+
+/// An `AgentService.Connect` stream held open by the test, as an agent
+/// that says hello and then answers only what the test sends.
+pub struct RawStream {
+    rt: tokio::runtime::Runtime,
+    tx: tokio::sync::mpsc::Sender<ebb_proto::v1::AgentMessage>,
+    inbound: tonic::Streaming<ebb_proto::v1::ControllerMessage>,
+}
+
+impl RawStream {
+    /// Connects presenting `identity` (cert, key PEM) and sends `hello`;
+    /// the refusal as text if the controller does not welcome it.
+    pub fn open(
+        grpc: SocketAddr,
+        ca_pem: &str,
+        identity: (&str, &str),
+        hello: ebb_proto::v1::Hello,
+    ) -> Result<Self, String> {
+        use ebb_proto::v1::agent_message::Body;
+        use ebb_proto::v1::agent_service_client::AgentServiceClient;
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+        // A worker drives the connection between calls, answering the
+        // controller's keepalive pings while the test waits.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .identity(Identity::from_pem(identity.0, identity.1))
+            .domain_name("localhost");
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let inbound = rt.block_on(async {
+            let channel = Channel::from_shared(format!("https://{grpc}"))
+                .expect("uri")
+                .tls_config(tls)
+                .expect("tls config")
+                .connect_timeout(Duration::from_secs(10))
+                .connect()
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            tx.send(ebb_proto::v1::AgentMessage {
+                body: Some(Body::Hello(hello)),
+            })
+            .await
+            .expect("queue hello");
+            let mut client = AgentServiceClient::new(channel);
+            let call = client.connect(tokio_stream::wrappers::ReceiverStream::new(rx));
+            match tokio::time::timeout(DEADLINE, call).await {
+                Err(_) => Err("timed out".to_owned()),
+                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+                Ok(Ok(resp)) => Ok(resp.into_inner()),
+            }
+        })?;
+        let mut stream = Self { rt, tx, inbound };
+        match stream.next(DEADLINE) {
+            Next::Message(m)
+                if matches!(
+                    m.body,
+                    Some(ebb_proto::v1::controller_message::Body::Welcome(_))
+                ) =>
+            {
+                Ok(stream)
+            }
+            other => Err(format!("no Welcome: {other:?}")),
+        }
+    }
+
+    /// The next message from the controller, waiting up to `within`.
+    pub fn next(&mut self, within: Duration) -> Next {
+        let inbound = &mut self.inbound;
+        self.rt.block_on(async {
+            match tokio::time::timeout(within, inbound.message()).await {
+                Err(_) => Next::Nothing,
+                Ok(Ok(Some(m))) => Next::Message(Box::new(m)),
+                Ok(Ok(None)) => Next::Ended("ok".to_owned()),
+                Ok(Err(status)) => {
+                    Next::Ended(format!("{:?}: {}", status.code(), status.message()))
+                }
+            }
+        })
+    }
+
+    /// Reads until the controller ends the stream, up to `within`; the
+    /// messages read, or None if it was still open.
+    pub fn until_end(&mut self, within: Duration) -> Option<Vec<ebb_proto::v1::ControllerMessage>> {
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        while let Some(left) = within.checked_sub(start.elapsed()) {
+            match self.next(left) {
+                Next::Message(m) => seen.push(*m),
+                Next::Ended(_) => return Some(seen),
+                Next::Nothing => return None,
+            }
+        }
+        None
+    }
+
+    /// Sends a message on the stream.
+    pub fn send(&self, body: ebb_proto::v1::agent_message::Body) {
+        self.rt
+            .block_on(
+                self.tx
+                    .send(ebb_proto::v1::AgentMessage { body: Some(body) }),
+            )
+            .expect("the stream's sender");
+    }
+}
+
+/// A Hello for `id`, as a current agent sends it.
+pub fn hello(id: &str) -> ebb_proto::v1::Hello {
+    ebb_proto::v1::Hello {
+        protocol_version: ebb_proto::v1::ProtocolVersion::ProtocolVersion1 as i32,
+        instance_id: id.to_owned(),
+        hostname: format!("{id}.test"),
+        ..Default::default()
+    }
 }

@@ -223,14 +223,15 @@ fn a_hand_managed_host_is_issued_a_cert_and_attached() {
         issued["agent_toml"].as_str().unwrap(),
     )
     .unwrap();
+    // Attached first: the controller refuses an instance in no group.
+    let out = ctl.ebbctl(&["instance", "attach", "--group", "batch", "host-7"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let mut agent = std::process::Command::new(ebb_tests::bin("ebb-agent"))
         .arg("--config")
         .arg(host.join("agent.toml"))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let out = ctl.ebbctl(&["instance", "attach", "--group", "batch", "host-7"]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let attached = eventually("host-7 in service", DEADLINE * 2, || {
         let out = ctl.ebbctl(&["instance", "list", "--group", "batch", "-o", "json"]);
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;

@@ -31,6 +31,7 @@ fn eventually_or_log(ctl: &ControllerProc, line: &str) -> bool {
 fn agent_samples_reach_the_controller_with_plausible_values() {
     let tmp = tempfile::tempdir().unwrap();
     let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    ctl.attach("spine", &["host-1"]);
     let agent = AgentProc::start(&ctl, "host-1", "").unwrap();
     ctl.wait_metric("ebb_agents_connected", |v| v == 1.0);
     // CPU needs two reads for a window, so it appears from the first pull on
@@ -54,6 +55,7 @@ fn agent_samples_reach_the_controller_with_plausible_values() {
 fn a_killed_agent_is_noticed_within_two_pulls() {
     let tmp = tempfile::tempdir().unwrap();
     let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    ctl.attach("spine", &["host-k"]);
     let agent = AgentProc::start(&ctl, "host-k", "").unwrap();
     ctl.wait_metric("ebb_samples_total", |v| v >= 2.0);
     let pulls_at_kill = ctl.metric("ebb_pulls_total").unwrap();
@@ -79,6 +81,7 @@ fn a_killed_agent_is_noticed_within_two_pulls() {
 fn a_stopped_agent_shows_up_as_missed_pulls() {
     let tmp = tempfile::tempdir().unwrap();
     let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    ctl.attach("spine", &["host-s"]);
     let agent = AgentProc::start(&ctl, "host-s", "").unwrap();
     ctl.wait_metric("ebb_samples_total", |v| v >= 2.0);
     agent.proc.signal("STOP");
@@ -97,6 +100,7 @@ fn a_stopped_agent_shows_up_as_missed_pulls() {
 fn the_agent_reconnects_after_the_controller_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    ctl.attach("spine", &["host-r"]);
     let _agent = AgentProc::start(&ctl, "host-r", "").unwrap();
     ctl.wait_metric("ebb_samples_total", |v| v >= 1.0);
     let (grpc, http) = (ctl.grpc, ctl.http);
@@ -119,6 +123,7 @@ fn the_agent_reconnects_after_the_controller_restarts() {
 fn the_agent_shuts_down_cleanly_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    ctl.attach("spine", &["host-t"]);
     let mut agent = AgentProc::start(&ctl, "host-t", "").unwrap();
     ctl.wait_metric("ebb_samples_total", |v| v >= 1.0);
     agent.proc.signal("TERM");
@@ -135,6 +140,8 @@ fn the_agent_shuts_down_cleanly_on_sigterm() {
 fn untrusted_and_mismatched_callers_are_refused_and_logged() {
     let tmp = tempfile::tempdir().unwrap();
     let ctl = ControllerProc::start(tmp.path(), INTERVAL_MS).unwrap();
+    // Attached, so that only the certificate or the Hello is wrong.
+    ctl.attach("spine", &["good", "old", "alice", "i-mine", "raw-ok"]);
     let _agent = AgentProc::start(&ctl, "good", "").unwrap();
     ctl.wait_metric("ebb_agents_connected", |v| v == 1.0);
     let ca = ctl.ca();
@@ -221,6 +228,7 @@ fn an_oversized_agent_message_is_refused_logged_and_counted() {
     let ca_pem = std::fs::read_to_string(ctl.pki_dir().join("ca.crt")).unwrap();
     let ca = ctl.ca();
     let big = ca.issue_agent("big", ebb_certs::AGENT_VALIDITY).unwrap();
+    ctl.attach("spine", &["big"]);
     let identity = Some((big.cert_pem.as_str(), big.key_pem.as_str()));
     let hello = |hostname: String| ebb_proto::v1::Hello {
         protocol_version: ebb_proto::v1::ProtocolVersion::ProtocolVersion1 as i32,

@@ -203,15 +203,14 @@ fn take_out(
             inst.activity_id = Some(act.id.clone());
             writes.push(Write::PutInstance(inst));
         } else {
-            if inst.creation_type == CreationType::AutoCreated {
-                // Still running, no longer ours: remembered so that the
-                // sweep of unclaimed provider instances leaves it alone.
-                writes.push(Write::PutDetached(Detached {
-                    instance_id: inst.id.clone(),
-                    group_id: group.id.clone(),
-                    detached_at_ms: now,
-                }));
-            }
+            // Still running, no longer ours: remembered so that the sweep
+            // of unclaimed provider instances leaves one ebb created alone,
+            // and so that its agent's Connect is refused as detached.
+            writes.push(Write::PutDetached(Detached {
+                instance_id: inst.id.clone(),
+                group_id: group.id.clone(),
+                detached_at_ms: now,
+            }));
             writes.push(Write::DeleteInstance(inst.id.clone()));
         }
     }

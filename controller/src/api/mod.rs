@@ -5,19 +5,22 @@
 //! - `groups`, `configurations`, `instances`, `activities`: the group and what it holds.
 //! - `rules`, `alarms`, `tasks`: what changes capacity, and when.
 //! - `hooks`, `notifications`: who is told, and who may hold an instance.
+//! - `certs`: the deny-list of revoked identities.
 
 use std::sync::Arc;
 
-use ebb_certs::Role;
+use ebb_certs::{Identity, Role};
 use ebb_proto::v1 as pb;
 use ebb_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::denylist::DenyList;
 use crate::engine::Engine;
 
 pub mod activities;
 pub mod alarms;
+pub mod certs;
 pub mod common;
 pub mod configurations;
 pub mod groups;
@@ -40,17 +43,19 @@ impl AdminApi {
     }
 }
 
-/// The admin certificate's identity (its SPIFFE URI), put on each request
-/// by [`admin_only`].
+/// The admin identity making a call, put in the request's extensions by
+/// [`admin_only`].
 #[derive(Debug, Clone)]
-pub struct AdminIdentity(pub String);
+pub struct Caller(pub Identity);
 
 /// Refuses any caller whose certificate is not an admin certificate of
-/// `trust_domain`; logs each refusal.
+/// `trust_domain`, or whose identity is on the deny-list; logs each
+/// refusal.
 pub fn admin_only(
     trust_domain: String,
+    deny: Arc<DenyList>,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |req: Request<()>| {
+    move |mut req: Request<()>| {
         let peer = req
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
@@ -71,10 +76,14 @@ pub fn admin_only(
                 "certificate {id} is not of trust domain {trust_domain}"
             )));
         }
+        if deny.contains(&id.uri()) {
+            return Err(refuse(format!(
+                "certificate {id} was revoked (`ebbctl cert revoked` lists the deny-list)"
+            )));
+        }
         match id.role {
             Role::Admin(_) => {
-                let mut req = req;
-                req.extensions_mut().insert(AdminIdentity(id.to_string()));
+                req.extensions_mut().insert(Caller(id));
                 Ok(req)
             }
             Role::Instance(_) => Err(refuse(format!(
@@ -89,14 +98,19 @@ pub fn admin_only(
 fn admin_of<T>(request: &Request<T>) -> String {
     request
         .extensions()
-        .get::<AdminIdentity>()
-        .map_or_else(|| "unknown".to_owned(), |a| a.0.clone())
+        .get::<Caller>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.uri())
 }
 
 /// `AdminService` as one line per call: the handler in its family's file,
-/// on the inner request, its answer wrapped.
+/// on the inner request (and, for those after `with caller:`, the admin
+/// identity making it), its answer wrapped.
 macro_rules! handlers {
-    ($($family:ident::$method:ident($req:ty) -> $resp:ty;)*) => {
+    (
+        $($family:ident::$method:ident($req:ty) -> $resp:ty;)*
+        ; with caller:
+        $($cfamily:ident::$cmethod:ident($creq:ty) -> $cresp:ty;)*
+    ) => {
         #[tonic::async_trait]
         impl AdminService for AdminApi {
             $(
@@ -118,6 +132,26 @@ macro_rules! handlers {
                         $family::$method(&self.engine, request.into_inner()),
                     )
                     .await;
+                    match &result {
+                        Ok(_) => info!(%admin, call, "admin call"),
+                        Err(status) => info!(%admin, call, code = ?status.code(), "admin call refused: {}", status.message()),
+                    }
+                    result.map(Response::new)
+                }
+            )*
+            $(
+                async fn $cmethod(
+                    &self,
+                    request: Request<$creq>,
+                ) -> Result<Response<$cresp>, Status> {
+                    let call = stringify!($cmethod);
+                    let caller = request
+                        .extensions()
+                        .get::<Caller>()
+                        .cloned()
+                        .ok_or_else(|| Status::permission_denied("no admin identity on the call"))?;
+                    let admin = caller.0.uri();
+                    let result = $cfamily::$cmethod(&self.engine, caller, request.into_inner()).await;
                     match &result {
                         Ok(_) => info!(%admin, call, "admin call"),
                         Err(status) => info!(%admin, call, code = ?status.code(), "admin call refused: {}", status.message()),
@@ -176,4 +210,7 @@ handlers! {
     hooks::complete_lifecycle_action(pb::CompleteLifecycleActionRequest) -> pb::LifecycleAction;
     hooks::record_lifecycle_action_heartbeat(pb::LifecycleActionRef) -> pb::LifecycleAction;
     notifications::describe_notification_configurations(pb::DescribeNotificationConfigurationsRequest) -> pb::DescribeNotificationConfigurationsResponse;
+    certs::describe_revoked_certificates(pb::DescribeRevokedCertificatesRequest) -> pb::DescribeRevokedCertificatesResponse;
+    ; with caller:
+    certs::revoke_certificate(pb::RevokeCertificateRequest) -> pb::RevokedCertificate;
 }

@@ -153,7 +153,7 @@ impl Engine {
             }
             // A result nobody will collect any more.
             for w in &inst.hook_waits {
-                self.fleet.lifecycle.take(&w.token);
+                self.fleet.lifecycle.discard(&w.token);
             }
         }
         for n in &notes {

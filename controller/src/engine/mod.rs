@@ -12,6 +12,7 @@ use ebb_certs::Ca;
 use tokio::sync::Mutex;
 
 use crate::clock::Clock;
+use crate::denylist::DenyList;
 use crate::fleet::Fleet;
 use crate::provider::{LaunchRequest, Provider};
 use crate::store::{Store, StoreError};
@@ -152,6 +153,8 @@ pub struct Engine {
     pub provider: Arc<dyn Provider>,
     pub fleet: Arc<Fleet>,
     pub clock: Arc<dyn Clock>,
+    /// Revoked identities, shared with the Connect and admin checks.
+    pub deny: Arc<DenyList>,
     ca: Arc<Ca>,
     launch: LaunchSettings,
     /// Serialises every read-modify-write of the store: admin calls and
@@ -192,6 +195,7 @@ impl Engine {
             provider,
             fleet,
             clock,
+            deny: Arc::default(),
             ca,
             launch,
             ops: Mutex::new(()),
@@ -205,6 +209,17 @@ impl Engine {
             wake: tokio::sync::Notify::new(),
             deferred: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Shares the deny-list the Connect and admin checks read.
+    pub fn with_deny_list(mut self, deny: Arc<DenyList>) -> Self {
+        self.deny = deny;
+        self
+    }
+
+    /// The trust domain of the CA this engine issues from.
+    pub fn trust_domain(&self) -> &str {
+        self.ca.trust_domain()
     }
 
     /// Replaces the health settings.

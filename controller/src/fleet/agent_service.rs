@@ -1,18 +1,24 @@
 //! `AgentService.Connect`: checks the caller is the instance its cert names,
-//! then drives the stream: Welcome, a Pull every sampling interval, and
-//! samples into the fleet. A missed answer and a dropped stream are noticed
-//! at the next pull and at once, respectively.
+//! that the instance may connect (it is in a group, not detached, not
+//! revoked) and that its Hello is of bounded size, then drives the stream:
+//! Welcome, a Pull every sampling interval, and samples into the fleet. A
+//! missed answer and a dropped stream are noticed at the next pull and at
+//! once, respectively; the stream is closed at once when the controller
+//! says so (revoked, left its group, replaced) and when its certificate
+//! expires.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ebb_certs::{Identity, Role};
 use ebb_proto::v1::agent_message::Body as AgentBody;
 use ebb_proto::v1::agent_service_server::AgentService;
 use ebb_proto::v1::controller_message::Body as ControllerBody;
-use ebb_proto::v1::{AgentMessage, Collector, ControllerMessage, ProtocolVersion, Pull, Welcome};
+use ebb_proto::v1::{
+    AgentMessage, Closing, Collector, ControllerMessage, Hello, ProtocolVersion, Pull, Welcome,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,13 +26,24 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use crate::fleet::outbox::{Outbound, message};
-use crate::fleet::{Fleet, Session};
+use crate::fleet::outbox::{Dropped, Outbound, message};
+use crate::fleet::{CloseReason, Control, Fleet, Session};
 
 /// An agent must say hello promptly; a silent stream is dropped.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages queued towards one agent; pulls are tiny and one per interval.
 const OUTBOUND_QUEUE: usize = 8;
+
+/// Bounds on a Hello's strings (DESIGN §3, bounded inputs): a DNS name's
+/// length; a version string; every address of a busy host (containers'
+/// veths included) and an address's text; the checks an agent.toml can
+/// hold, as its custom metrics, and their names.
+const MAX_HOSTNAME: usize = 253;
+const MAX_AGENT_VERSION: usize = 64;
+const MAX_ADDRESSES: usize = 256;
+const MAX_ADDRESS: usize = 64;
+const MAX_HEALTH_CHECKS: usize = 100;
+const MAX_HEALTH_CHECK_NAME: usize = 128;
 
 /// The gRPC service agents connect to.
 #[derive(Clone)]
@@ -35,17 +52,33 @@ pub struct AgentApi {
     trust_domain: String,
     sampling_interval: Duration,
     interval_of: Option<IntervalLookup>,
+    admit: Admission,
     shutdown: watch::Receiver<bool>,
 }
 
 /// The sampling interval of the group an instance belongs to, if any.
 pub type IntervalLookup = Arc<dyn Fn(&str) -> Option<Duration> + Send + Sync>;
 
+/// Whether an instance may hold a stream now: it is in a group, not
+/// detached, not revoked. Called twice per Connect (before the Hello and
+/// once registered), so it must be a point read, never a listing.
+pub type Admission = Arc<dyn Fn(&str) -> Result<(), Refusal> + Send + Sync>;
+
+/// Why [`Admission`] refused an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The `reason` label on `/metrics`.
+    pub reason: &'static str,
+    /// The sentence the log and the agent get.
+    pub message: String,
+}
+
 impl AgentApi {
     pub fn new(
         fleet: Arc<Fleet>,
         trust_domain: String,
         sampling_interval: Duration,
+        admit: Admission,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -53,6 +86,7 @@ impl AgentApi {
             trust_domain,
             sampling_interval,
             interval_of: None,
+            admit,
             shutdown,
         }
     }
@@ -72,16 +106,37 @@ impl AgentApi {
         Status::permission_denied(why)
     }
 
-    /// The instance id the caller's certificate names, or the refusal.
-    fn instance_of<T>(&self, request: &Request<T>, peer: &str) -> Result<String, Status> {
+    /// A refusal with a reason label, counted under it too.
+    fn refuse_for(&self, peer: &str, refusal: Refusal) -> Status {
+        self.fleet.counters.connects_refused.add(refusal.reason);
+        self.refuse(peer, refusal.message)
+    }
+
+    /// The instance id the caller's certificate names and the certificate's
+    /// notAfter, or the refusal.
+    fn instance_of<T>(
+        &self,
+        request: &Request<T>,
+        peer: &str,
+    ) -> Result<(String, SystemTime), Status> {
         let certs = request
             .peer_certs()
             .ok_or_else(|| self.refuse(peer, "no client certificate".into()))?;
         let leaf = certs
             .first()
             .ok_or_else(|| self.refuse(peer, "no client certificate".into()))?;
-        let identity = ebb_certs::peer_identity(leaf)
+        let info = ebb_certs::describe(leaf)
             .map_err(|e| self.refuse(peer, format!("unusable client certificate: {e}")))?;
+        let identity = info.identity.ok_or_else(|| {
+            self.refuse(
+                peer,
+                format!(
+                    "unusable client certificate: {}",
+                    ebb_certs::Error::NoIdentity
+                ),
+            )
+        })?;
+        let not_after = SystemTime::from(info.not_after);
         let Identity { trust_domain, role } = identity.clone();
         if trust_domain != self.trust_domain {
             return Err(self.refuse(
@@ -92,8 +147,22 @@ impl AgentApi {
                 ),
             ));
         }
+        // A connection whose handshake was made before the certificate
+        // expired may still open streams; each is refused.
+        if not_after <= SystemTime::now() {
+            return Err(self.refuse_for(
+                peer,
+                Refusal {
+                    reason: "expired",
+                    message: format!(
+                        "certificate {identity} expired at {}; the agent must reconnect with a new one",
+                        info.not_after
+                    ),
+                },
+            ));
+        }
         match role {
-            Role::Instance(id) => Ok(id),
+            Role::Instance(id) => Ok((id, not_after)),
             Role::Admin(_) => Err(self.refuse(
                 peer,
                 format!("admin certificate {identity} cannot connect as an agent"),
@@ -113,7 +182,8 @@ impl AgentService for AgentApi {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-        let instance = self.instance_of(&request, &peer)?;
+        let (instance, not_after) = self.instance_of(&request, &peer)?;
+        (self.admit)(&instance).map_err(|r| self.refuse_for(&peer, r))?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -142,6 +212,15 @@ impl AgentService for AgentApi {
                 ),
             ));
         }
+        check_hello(&hello).map_err(|message| {
+            self.refuse_for(
+                &peer,
+                Refusal {
+                    reason: "hello",
+                    message,
+                },
+            )
+        })?;
         info!(
             instance = %instance,
             peer,
@@ -172,7 +251,13 @@ impl AgentService for AgentApi {
         tx.send(message(ControllerBody::Welcome(welcome)))
             .await
             .map_err(|_| Status::cancelled("agent went away"))?;
-        let session = self.fleet.connect(hello);
+        let session = self.fleet.connect_until(hello, Some(not_after));
+        // Removed, detached or revoked while the Hello was awaited: the
+        // engine's close found no stream then, so this one ends now.
+        if let Err(refusal) = (self.admit)(&instance) {
+            session.disconnected(&self.fleet, &refusal.message);
+            return Err(self.refuse_for(&peer, refusal));
+        }
         self.fleet
             .lifecycle
             .open(&session.instance_id, session.session, tx.clone());
@@ -205,8 +290,24 @@ async fn drive(
     let mut seq = 0u64;
     let mut outstanding: Option<u64> = None;
     let mut sent_at = tokio::time::Instant::now();
+    let mut control = session.control.clone();
+    let expiry = tokio::time::sleep_until(deadline(&control.borrow_and_update()));
+    tokio::pin!(expiry);
     let reason = loop {
         tokio::select! {
+            () = &mut expiry => break close(&fleet, &session, &tx, CloseReason::Expired),
+            changed = control.changed() => {
+                // The sender goes with a newer stream's arrival.
+                let c = if changed.is_ok() {
+                    *control.borrow_and_update()
+                } else {
+                    Control { close: Some(CloseReason::Replaced), until: None }
+                };
+                if let Some(why) = c.close {
+                    break close(&fleet, &session, &tx, why);
+                }
+                expiry.as_mut().reset(deadline(&c));
+            }
             _ = tick.tick() => {
                 if !session.is_current() {
                     break "replaced by a newer stream".to_owned();
@@ -237,9 +338,21 @@ async fn drive(
                     }
                 }
                 Ok(Some(AgentMessage { body: Some(AgentBody::HookResult(result)) })) => {
-                    info!(instance = %session.instance_id, token = %result.token, exit_code = ?result.exit_code, "hook script finished");
-                    fleet.lifecycle.finished(result);
-                    fleet.changed.notify_one();
+                    let token = result.token.clone();
+                    match fleet.lifecycle.finished(&session.instance_id, result) {
+                        Ok(()) => {
+                            info!(instance = %session.instance_id, %token, "hook script finished");
+                            fleet.changed.notify_one();
+                        }
+                        Err(why) => {
+                            fleet.counters.hook_results_dropped_total.fetch_add(1, Ordering::Relaxed);
+                            let why = match why {
+                                Dropped::NotSent => "its token is not an open lifecycle action sent to this instance",
+                                Dropped::TooMany => "too many results are waiting to be collected",
+                            };
+                            warn!(instance = %session.instance_id, %token, "hook result dropped: {why}");
+                        }
+                    }
                 }
                 Ok(Some(AgentMessage { body: Some(AgentBody::Hello(_)) })) => {
                     warn!(instance = %session.instance_id, "ignored a second Hello on the same stream");
@@ -255,4 +368,107 @@ async fn drive(
     };
     fleet.lifecycle.close(&session.instance_id, session.session);
     session.disconnected(&fleet, &reason);
+}
+
+/// When the stream must end: its certificate's notAfter, or far away.
+fn deadline(c: &Control) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    match c.until {
+        Some(until) => now + until.duration_since(SystemTime::now()).unwrap_or_default(),
+        // A year: as good as never, and no overflow.
+        None => now + Duration::from_secs(365 * 24 * 3600),
+    }
+}
+
+/// Ends a stream on the controller's side: logged, counted, and the agent
+/// told why (best effort: its queue may be full).
+fn close(fleet: &Fleet, session: &Session, tx: &Outbound, why: CloseReason) -> String {
+    fleet.counters.streams_closed.add(why.label());
+    warn!(instance = %session.instance_id, reason = why.label(), "closed agent stream: {}", why.sentence());
+    let _ = tx.try_send(message(ControllerBody::Closing(Closing {
+        reason: why.sentence().to_owned(),
+    })));
+    why.sentence().to_owned()
+}
+
+/// Refuses a Hello whose strings are longer or more than any real host's.
+fn check_hello(h: &Hello) -> Result<(), String> {
+    let long = |field: &str, value: &str, max: usize| {
+        (value.len() > max).then(|| {
+            format!(
+                "Hello field {field} is {} bytes long, at most {max} are allowed",
+                value.len()
+            )
+        })
+    };
+    let many = |field: &str, n: usize, max: usize| {
+        (n > max).then(|| format!("Hello field {field} has {n} entries, at most {max} are allowed"))
+    };
+    let problem = long("hostname", &h.hostname, MAX_HOSTNAME)
+        .or_else(|| long("agent_version", &h.agent_version, MAX_AGENT_VERSION))
+        .or_else(|| many("addresses", h.addresses.len(), MAX_ADDRESSES))
+        .or_else(|| {
+            h.addresses
+                .iter()
+                .enumerate()
+                .find_map(|(i, a)| long(&format!("addresses[{i}]"), a, MAX_ADDRESS))
+        })
+        .or_else(|| many("health_checks", h.health_checks.len(), MAX_HEALTH_CHECKS))
+        .or_else(|| {
+            h.health_checks
+                .iter()
+                .enumerate()
+                .find_map(|(i, c)| long(&format!("health_checks[{i}]"), c, MAX_HEALTH_CHECK_NAME))
+        });
+    problem.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_strings_are_bounded_and_the_bound_is_named() {
+        let ok = Hello {
+            hostname: "h".repeat(MAX_HOSTNAME),
+            agent_version: "0.1.0".into(),
+            addresses: vec!["fe80::1%eth0".into(); MAX_ADDRESSES],
+            health_checks: vec!["c".repeat(MAX_HEALTH_CHECK_NAME); MAX_HEALTH_CHECKS],
+            ..Default::default()
+        };
+        assert_eq!(check_hello(&ok), Ok(()));
+        type Spoil = fn(&mut Hello);
+        let cases: [(Spoil, &str); 6] = [
+            (
+                |h| h.hostname.push('h'),
+                "Hello field hostname is 254 bytes long, at most 253",
+            ),
+            (
+                |h| h.agent_version = "v".repeat(65),
+                "Hello field agent_version is 65 bytes",
+            ),
+            (
+                |h| h.addresses.push("a".into()),
+                "Hello field addresses has 257 entries, at most 256",
+            ),
+            (
+                |h| h.addresses[3] = "a".repeat(65),
+                "Hello field addresses[3] is 65 bytes",
+            ),
+            (
+                |h| h.health_checks.push("c".into()),
+                "Hello field health_checks has 101 entries",
+            ),
+            (
+                |h| h.health_checks[0].push('c'),
+                "Hello field health_checks[0] is 129 bytes",
+            ),
+        ];
+        for (spoil, want) in cases {
+            let mut h = ok.clone();
+            spoil(&mut h);
+            let got = check_hello(&h).unwrap_err();
+            assert!(got.starts_with(want), "{got}");
+        }
+    }
 }

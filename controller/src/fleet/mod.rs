@@ -4,18 +4,93 @@
 pub mod agent_service;
 pub mod outbox;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use ebb_core::rules::Metric;
 use ebb_proto::v1::{CustomMetric, Hello, Sample};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
+
+/// Counts of one event by reason, for the rare events a label explains
+/// (refusals, closed streams): a handful of reasons, so a map under a lock.
+#[derive(Debug, Default)]
+pub struct ByReason(Mutex<BTreeMap<&'static str, u64>>);
+
+impl ByReason {
+    pub fn add(&self, reason: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    pub fn get(&self, reason: &str) -> u64 {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(reason).copied().unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for (reason, n) in map.iter() {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+        }
+    }
+}
+
+/// Why the controller ends an agent's stream before the agent does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A newer stream of the same identity connected.
+    Replaced,
+    /// The identity was put on the deny-list.
+    Revoked,
+    /// The instance left its group: removed, detached, released.
+    LeftGroup,
+    /// The certificate the stream was opened with reached its notAfter.
+    Expired,
+}
+
+impl CloseReason {
+    /// The `reason` label on `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Replaced => "replaced",
+            Self::Revoked => "revoked",
+            Self::LeftGroup => "left_group",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// What the log and the agent are told.
+    pub fn sentence(self) -> &'static str {
+        match self {
+            Self::Replaced => "replaced by a newer stream of the same identity",
+            Self::Revoked => "its certificate's identity was revoked",
+            Self::LeftGroup => "its instance left its group (removed or detached)",
+            Self::Expired => "its certificate expired",
+        }
+    }
+}
+
+/// What the controller wants of one stream, watched by its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Control {
+    /// Set when the stream must end now.
+    pub close: Option<CloseReason>,
+    /// The stream ends at this instant: its certificate's notAfter (None
+    /// for sessions without a certificate, in unit tests).
+    pub until: Option<SystemTime>,
+}
 
 /// Fleet-wide counters, exported on `/metrics`.
 #[derive(Debug, Default)]
@@ -33,6 +108,16 @@ pub struct Counters {
     pub sample_values_dropped_total: AtomicU64,
     /// TLS handshakes or Connect calls refused for identity reasons.
     pub connections_refused_total: AtomicU64,
+    /// Connect calls refused after the certificate checked out: unknown
+    /// instance, detached, revoked, expired, a bad Hello.
+    pub connects_refused: ByReason,
+    /// TCP connections dropped before their TLS handshake finished: over
+    /// the cap of handshakes in progress, idle, too slow.
+    pub handshakes_dropped: ByReason,
+    /// Streams the controller ended, by [`CloseReason::label`].
+    pub streams_closed: ByReason,
+    /// Hook results refused: not for an action sent to the sending instance.
+    pub hook_results_dropped_total: AtomicU64,
     /// Webhook notifications delivered, and given up on after retries.
     pub notifications_sent_total: AtomicU64,
     pub notifications_failed_total: AtomicU64,
@@ -310,6 +395,8 @@ pub struct AgentState {
     pub custom_dropped: u64,
     /// Built-in values this agent sent out of range, dropped.
     pub out_of_range: u64,
+    /// The open stream's controls (None when it has none).
+    control: Option<watch::Sender<Control>>,
 }
 
 /// The registry of agents, keyed by instance id.
@@ -337,6 +424,8 @@ pub struct Session {
     pub instance_id: String,
     pub session: u64,
     state: Arc<Mutex<AgentState>>,
+    /// Changes when the stream must close or its deadline moves.
+    pub control: watch::Receiver<Control>,
 }
 
 fn lock(m: &Mutex<AgentState>) -> MutexGuard<'_, AgentState> {
@@ -364,9 +453,15 @@ impl Fleet {
         self.clock.clone()
     }
 
-    /// Registers a connected agent; a previous stream of the same instance
-    /// is superseded (its task ends at its next step).
+    /// Registers a connected agent without a deadline (tests).
     pub fn connect(&self, hello: Hello) -> Session {
+        self.connect_until(hello, None)
+    }
+
+    /// Registers a connected agent whose stream may live until `until`
+    /// (its certificate's notAfter); a previous stream of the same
+    /// instance is told to close at once.
+    pub fn connect_until(&self, hello: Hello, until: Option<SystemTime>) -> Session {
         let id = hello.instance_id.clone();
         let now = self.clock.now_ms();
         let entry = self
@@ -388,13 +483,18 @@ impl Fleet {
                     custom_names: Names::default(),
                     custom_dropped: 0,
                     out_of_range: 0,
+                    control: None,
                 }))
             })
             .clone();
+        let (control_tx, control) = watch::channel(Control { close: None, until });
         let session = {
             let mut s = lock(&entry);
             if s.connected {
                 warn!(instance = %id, "a new stream replaces the agent's previous one");
+            }
+            if let Some(old) = s.control.replace(control_tx) {
+                old.send_modify(|c| c.close = Some(CloseReason::Replaced));
             }
             s.hello = hello;
             s.connected = true;
@@ -410,7 +510,21 @@ impl Fleet {
             instance_id: id,
             session,
             state: entry,
+            control,
         }
+    }
+
+    /// Tells the instance's open stream, if any, to close at once; true if
+    /// there was one.
+    pub fn close(&self, id: &str, reason: CloseReason) -> bool {
+        self.with_agent(id, |a| match (&a.control, a.connected) {
+            (Some(c), true) => {
+                c.send_modify(|c| c.close = Some(reason));
+                true
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
     }
 
     /// Whether the instance's agent has an open stream.
@@ -439,9 +553,12 @@ impl Fleet {
         .flatten()
     }
 
-    /// Forgets an instance that left for good (released or detached).
+    /// Forgets an instance that left for good (released, removed or
+    /// detached), closing its open stream at once.
     pub fn forget(&self, id: &str) {
-        self.agents.remove_if(id, |_, v| !lock(v).connected);
+        self.close(id, CloseReason::LeftGroup);
+        self.agents.remove(id);
+        self.lifecycle.forget(id);
     }
 
     pub fn connected_count(&self) -> usize {
@@ -508,6 +625,11 @@ impl Fleet {
             c.connections_refused_total.load(Ordering::Relaxed),
         );
         counter(
+            "ebb_hook_results_dropped_total",
+            "Hook results refused: not for an action sent to the sending instance, or too many pending.",
+            c.hook_results_dropped_total.load(Ordering::Relaxed),
+        );
+        counter(
             "ebb_reconcile_passes_total",
             "Reconcile passes over every group, finished.",
             c.reconcile_passes_total.load(Ordering::Relaxed),
@@ -526,6 +648,21 @@ impl Fleet {
             out,
             "# HELP ebb_agents_connected Agents with an open stream.\n# TYPE ebb_agents_connected gauge\nebb_agents_connected {}\n",
             self.connected_count()
+        );
+        c.connects_refused.render(
+            &mut out,
+            "ebb_agent_connects_refused_total",
+            "Connect calls refused after the certificate checked out, by reason.",
+        );
+        c.handshakes_dropped.render(
+            &mut out,
+            "ebb_tls_handshakes_dropped_total",
+            "TCP connections dropped before their TLS handshake finished, by reason.",
+        );
+        c.streams_closed.render(
+            &mut out,
+            "ebb_agent_streams_closed_total",
+            "Agent streams the controller ended, by reason.",
         );
         c.pull_round_trip.render(
             &mut out,
@@ -571,6 +708,17 @@ impl Session {
     /// False once a newer stream of the same instance has taken over.
     pub fn is_current(&self) -> bool {
         lock(&self.state).session == self.session
+    }
+
+    /// Lets the stream live until `until` (a renewed certificate's
+    /// notAfter); no effect once a newer stream took over.
+    pub fn extend_until(&self, until: SystemTime) {
+        let s = lock(&self.state);
+        if s.session == self.session
+            && let Some(c) = &s.control
+        {
+            c.send_modify(|c| c.until = Some(until));
+        }
     }
 
     /// Records that pull `seq` was sent.
@@ -656,6 +804,7 @@ impl Session {
             return;
         }
         s.connected = false;
+        s.control = None;
         s.disconnected_at_ms = Some(fleet.clock.now_ms());
         s.disconnect_reason = Some(reason.to_owned());
         drop(s);
@@ -974,6 +1123,44 @@ mod tests {
         assert_eq!(fleet.connected_count(), 1);
         new.disconnected(&fleet, "gone");
         assert_eq!(fleet.connected_count(), 0);
+    }
+
+    #[test]
+    fn the_controller_closes_streams_by_telling_their_tasks() {
+        let fleet = Fleet::new(10, Arc::new(SystemClock));
+        let until = SystemTime::now() + Duration::from_secs(60);
+        let mut old = fleet.connect_until(hello("i-1"), Some(until));
+        assert_eq!(old.control.borrow_and_update().until, Some(until));
+        // A newer stream: the older one is told at once (and its sender
+        // dropped, which its task reads as replaced too).
+        let mut new = fleet.connect_until(hello("i-1"), Some(until));
+        assert_eq!(
+            old.control.borrow_and_update().close,
+            Some(CloseReason::Replaced)
+        );
+        // A renewal moves the current stream's deadline, not the old one's.
+        let later = until + Duration::from_secs(3600);
+        old.extend_until(later);
+        assert!(!new.control.has_changed().unwrap());
+        new.extend_until(later);
+        assert_eq!(new.control.borrow_and_update().until, Some(later));
+        // Revoked: told, and the agent stays known until its task ends.
+        assert!(fleet.close("i-1", CloseReason::Revoked));
+        assert_eq!(
+            new.control.borrow_and_update().close,
+            Some(CloseReason::Revoked)
+        );
+        new.disconnected(&fleet, "closed");
+        assert!(!fleet.close("i-1", CloseReason::Revoked), "no stream left");
+        // An instance that left its group is forgotten even while connected.
+        let mut s = fleet.connect(hello("i-2"));
+        fleet.forget("i-2");
+        assert_eq!(
+            s.control.borrow_and_update().close,
+            Some(CloseReason::LeftGroup)
+        );
+        assert_eq!(fleet.connected_count(), 0);
+        assert!(fleet.with_agent("i-2", |_| ()).is_none());
     }
 
     #[test]

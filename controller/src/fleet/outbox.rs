@@ -18,9 +18,23 @@ pub(crate) fn message(body: ControllerBody) -> Box<ControllerMessage> {
     Box::new(ControllerMessage { body: Some(body) })
 }
 
-/// Script results kept for the engine to pick up; more means results nobody
-/// is waiting for any more (their actions were decided another way).
+/// Script results kept for the engine to pick up. Each answers a script
+/// sent to its instance, so this bounds results nobody collected (their
+/// actions were decided another way); past it, new ones are dropped.
 const MAX_PENDING_RESULTS: usize = 4096;
+
+/// The most of a script's output (and of its error) kept: its tail, as
+/// the agent sends it.
+pub const MAX_RESULT_OUTPUT: usize = 4096;
+
+/// Why [`Outbox::finished`] dropped a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Its token is not an open action sent to the sending instance.
+    NotSent,
+    /// [`MAX_PENDING_RESULTS`] are waiting already.
+    TooMany,
+}
 
 /// The way to each connected agent's stream, and the hook results that came
 /// back on them.
@@ -28,6 +42,9 @@ const MAX_PENDING_RESULTS: usize = 4096;
 pub struct Outbox {
     /// Instance id → (stream's session number, its outbound queue).
     agents: DashMap<String, (u64, Outbound)>,
+    /// Lifecycle action token → the instance its script was sent to, until
+    /// the engine takes the answer or the instance is forgotten.
+    sent: DashMap<String, String>,
     /// Lifecycle action token → the agent's answer.
     results: DashMap<String, pb::HookResult>,
 }
@@ -49,27 +66,79 @@ impl Outbox {
         let Some(entry) = self.agents.get(instance) else {
             return false;
         };
-        entry
+        let token = run.token.clone();
+        let sent = entry
             .1
             .try_send(message(ControllerBody::RunHook(run)))
-            .is_ok()
+            .is_ok();
+        if sent {
+            self.sent.insert(token, instance.to_owned());
+        }
+        sent
     }
 
-    /// An agent's answer arrived.
-    pub fn finished(&self, result: pb::HookResult) {
-        if self.results.len() >= MAX_PENDING_RESULTS {
+    /// `instance`'s agent answered: kept for the engine when its token is
+    /// an open action whose script was sent to that instance, with its
+    /// output cut to the last [`MAX_RESULT_OUTPUT`] bytes.
+    pub fn finished(&self, instance: &str, mut result: pb::HookResult) -> Result<(), Dropped> {
+        if self
+            .sent
+            .get(&result.token)
+            .is_none_or(|to| *to != instance)
+        {
+            return Err(Dropped::NotSent);
+        }
+        if self.results.len() >= MAX_PENDING_RESULTS && !self.results.contains_key(&result.token) {
             warn!(
-                "dropping {} hook results nobody collected",
+                "{} hook results nobody collected; dropping the new one",
                 self.results.len()
             );
-            self.results.clear();
+            return Err(Dropped::TooMany);
         }
+        tail(&mut result.output, MAX_RESULT_OUTPUT);
+        tail(&mut result.error, MAX_RESULT_OUTPUT);
         self.results.insert(result.token.clone(), result);
+        Ok(())
     }
 
-    /// The answer for `token`, once.
+    /// The answer for `token`, once it came; taking it closes the action.
     pub fn take(&self, token: &str) -> Option<pb::HookResult> {
-        self.results.remove(token).map(|(_, r)| r)
+        let (_, result) = self.results.remove(token)?;
+        self.sent.remove(token);
+        Some(result)
+    }
+
+    /// The action was decided another way: an answer, now or later, is
+    /// nobody's.
+    pub fn discard(&self, token: &str) {
+        self.sent.remove(token);
+        self.results.remove(token);
+    }
+
+    /// An instance left for good: its actions' answers are nobody's.
+    pub fn forget(&self, instance: &str) {
+        let mut tokens = Vec::new();
+        self.sent.retain(|token, to| {
+            let mine = to == instance;
+            if mine {
+                tokens.push(token.clone());
+            }
+            !mine
+        });
+        for t in tokens {
+            self.results.remove(&t);
+        }
+    }
+}
+
+/// Keeps the last `max` bytes of `s`, cut at a character boundary.
+fn tail(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut start = s.len() - max;
+        while !s.is_char_boundary(start) {
+            start += 1;
+        }
+        s.drain(..start);
     }
 }
 
@@ -90,14 +159,30 @@ mod tests {
         }
     }
 
+    fn run(token: &str) -> pb::RunHook {
+        pb::RunHook {
+            token: token.into(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn results_are_taken_once_and_a_closed_stream_gets_nothing() {
         let outbox = Outbox::default();
-        outbox.finished(answer(Some(0), "", ""));
+        let (tx, mut rx) = mpsc::channel(4);
+        outbox.open("i-1", 1, tx.clone());
+        assert!(outbox.send("i-1", run("lat-1")));
+        assert_eq!(outbox.finished("i-1", answer(Some(0), "", "")), Ok(()));
         assert!(outbox.take("lat-1").is_some());
         assert!(outbox.take("lat-1").is_none());
+        // Once taken, the action is closed: a repeat is refused.
+        assert_eq!(
+            outbox.finished("i-1", answer(Some(0), "", "")),
+            Err(Dropped::NotSent)
+        );
+        outbox.close("i-1", 1);
+        while rx.try_recv().is_ok() {}
 
-        let (tx, mut rx) = mpsc::channel(1);
         outbox.open("i-1", 1, tx.clone());
         let run = pb::RunHook {
             token: "lat-2".into(),
@@ -112,5 +197,55 @@ mod tests {
         outbox.close("i-1", 2);
         assert!(!outbox.send("i-1", run));
         assert!(!outbox.send("i-2", pb::RunHook::default()));
+    }
+
+    /// DESIGN §3: an instance answers only for scripts sent to it, and its
+    /// output is capped; one instance cannot drop another's results.
+    #[test]
+    fn a_result_is_kept_only_from_the_instance_its_script_went_to() {
+        let outbox = Outbox::default();
+        let (tx1, _rx1) = mpsc::channel(4);
+        let (tx2, _rx2) = mpsc::channel(4);
+        outbox.open("i-1", 1, tx1);
+        outbox.open("i-2", 1, tx2);
+        assert!(outbox.send("i-1", run("lat-1")));
+        assert!(outbox.send("i-2", run("lat-2")));
+        // i-2 answers for i-1's action, and for one never sent.
+        assert_eq!(
+            outbox.finished("i-2", answer(Some(1), "", "")),
+            Err(Dropped::NotSent)
+        );
+        let mut unknown = answer(Some(0), "", "");
+        unknown.token = "lat-9".into();
+        assert_eq!(outbox.finished("i-2", unknown), Err(Dropped::NotSent));
+        assert!(outbox.take("lat-1").is_none(), "nothing stored for lat-1");
+        // Looking for an answer before it came keeps the action open.
+        assert_eq!(outbox.finished("i-1", answer(Some(0), "", "early")), Ok(()));
+        assert_eq!(outbox.take("lat-1").unwrap().output, "early");
+        // i-1's own answer, with a huge output, is kept with its tail.
+        assert!(outbox.send("i-1", run("lat-1")));
+        assert!(outbox.take("lat-1").is_none());
+        let long = format!(
+            "{}é{}",
+            "x".repeat(10_000),
+            "y".repeat(MAX_RESULT_OUTPUT - 1)
+        );
+        assert_eq!(outbox.finished("i-1", answer(Some(0), "", &long)), Ok(()));
+        let mut two = answer(Some(0), "", "mine");
+        two.token = "lat-2".into();
+        assert_eq!(outbox.finished("i-2", two), Ok(()));
+        let kept = outbox.take("lat-1").unwrap();
+        assert!(kept.output.len() <= MAX_RESULT_OUTPUT);
+        assert!(kept.output.ends_with('y') && kept.output.starts_with('y'));
+        // A discarded action takes no answer.
+        assert!(outbox.send("i-1", run("lat-4")));
+        outbox.discard("lat-4");
+        let mut late = answer(Some(0), "", "");
+        late.token = "lat-4".into();
+        assert_eq!(outbox.finished("i-1", late), Err(Dropped::NotSent));
+        // Forgetting i-1 leaves i-2's pending result alone.
+        assert!(outbox.send("i-1", run("lat-3")));
+        outbox.forget("i-1");
+        assert_eq!(outbox.take("lat-2").unwrap().output, "mine");
     }
 }

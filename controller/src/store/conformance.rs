@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{ActivityQuery, Detached, Store, StoreError, Write};
+use super::{ActivityQuery, Detached, Revoked, Store, StoreError, Write};
 use ebb_core::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
 use ebb_core::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
 use ebb_core::model::{
@@ -132,6 +132,10 @@ const CASES: &[(&str, Case)] = &[
     ("task_every_field_round_trips", task_every_field_round_trips),
     ("listings_follow_every_commit", listings_follow_every_commit),
     ("detached_outlive_their_group", detached_outlive_their_group),
+    (
+        "revocations_are_kept_as_first_written",
+        revocations_are_kept_as_first_written,
+    ),
     (
         "activities_filtered_before_the_limit",
         activities_filtered_before_the_limit,
@@ -1647,6 +1651,42 @@ fn detached_outlive_their_group(store: &dyn Store) {
     // Deleting the group they left forgets nothing: they still run.
     commit(store, vec![Write::DeleteGroup("asg-1".into())]);
     assert_eq!(store.list_detached().unwrap().len(), 2);
+    assert_eq!(
+        store.get_detached("i-2").unwrap(),
+        Some(detached("i-2", "asg-1", 10))
+    );
+    assert_eq!(store.get_detached("i-3").unwrap(), None);
+}
+
+fn revocations_are_kept_as_first_written(store: &dyn Store) {
+    let revoked = |identity: &str, at: i64, reason: &str| Revoked {
+        identity: identity.into(),
+        revoked_at_ms: at,
+        revoked_by: "spiffe://ebb.local/admin/alice".into(),
+        reason: reason.into(),
+    };
+    assert!(store.list_revoked().unwrap().is_empty());
+    let b = revoked("spiffe://ebb.local/instance/i-b", 10, "lost laptop");
+    let a = revoked("spiffe://ebb.local/admin/bob", 20, "");
+    commit(
+        store,
+        vec![Write::PutRevoked(b.clone()), Write::PutRevoked(a.clone())],
+    );
+    // A second revocation of the same identity changes nothing.
+    commit(
+        store,
+        vec![Write::PutRevoked(revoked(
+            "spiffe://ebb.local/instance/i-b",
+            30,
+            "again",
+        ))],
+    );
+    // A failed commit writes none of its records.
+    not_found(store.commit(vec![
+        Write::PutRevoked(revoked("spiffe://ebb.local/instance/i-c", 40, "")),
+        Write::PutInstance(instance("i-4", "asg-missing", 40)),
+    ]));
+    assert_eq!(store.list_revoked().unwrap(), [a, b]);
 }
 
 fn found_ids(store: &dyn Store, query: ActivityQuery) -> Vec<String> {

@@ -68,6 +68,9 @@ pub enum Write {
     /// Insert or replace. Not tied to a group: a detached instance
     /// outlives the group it left.
     PutDetached(Detached),
+    /// Insert, or keep the entry already there: a revocation is never
+    /// changed or undone.
+    PutRevoked(Revoked),
 }
 
 /// Which activities [`Store::find_activities`] returns.
@@ -93,6 +96,18 @@ pub struct Detached {
     /// The group it left (which may since have been deleted).
     pub group_id: String,
     pub detached_at_ms: i64,
+}
+
+/// An identity on the deny-list (`ebbctl cert revoke`): every certificate
+/// naming it is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revoked {
+    /// The SPIFFE URI.
+    pub identity: String,
+    pub revoked_at_ms: i64,
+    /// The admin identity that revoked it.
+    pub revoked_by: String,
+    pub reason: String,
 }
 
 /// The controller's persistent state. Implementations are cheap to call from
@@ -140,4 +155,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every detached instance, by id.
     fn list_detached(&self) -> Result<Vec<Detached>>;
+    /// One detached instance (read at each refused Connect, so no listing).
+    fn get_detached(&self, id: &str) -> Result<Option<Detached>>;
+
+    /// The deny-list, by identity.
+    fn list_revoked(&self) -> Result<Vec<Revoked>>;
 }

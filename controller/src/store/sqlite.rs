@@ -15,7 +15,7 @@ use rusqlite::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{ActivityQuery, Detached, Result, Store, StoreError, Write};
+use super::{ActivityQuery, Detached, Result, Revoked, Store, StoreError, Write};
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
 use ebb_core::rules::ScalingRule;
@@ -93,6 +93,13 @@ const MIGRATIONS: &[&str] = &[
      UPDATE activities SET status = json_extract(data, '$.status');
      CREATE INDEX activities_by_group_status ON activities(group_id, status, started_at_ms, id);
      CREATE INDEX activities_by_status ON activities(status, started_at_ms, id);",
+    // 5: the deny-list of identities (`ebbctl cert revoke`).
+    "CREATE TABLE revoked_identities (
+         identity      TEXT PRIMARY KEY NOT NULL,
+         revoked_at_ms INTEGER NOT NULL,
+         revoked_by    TEXT NOT NULL,
+         reason        TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.
@@ -455,6 +462,14 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             )
             .map(drop)
             .map_err(backend),
+        Write::PutRevoked(r) => tx
+            .execute(
+                "INSERT INTO revoked_identities (identity, revoked_at_ms, revoked_by, reason)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (identity) DO NOTHING",
+                params![r.identity, r.revoked_at_ms, r.revoked_by, r.reason],
+            )
+            .map(drop)
+            .map_err(backend),
     }
 }
 
@@ -764,6 +779,43 @@ impl Store for SqliteStore {
                     instance_id: row.get(0)?,
                     group_id: row.get(1)?,
                     detached_at_ms: row.get(2)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(backend)
+    }
+
+    fn get_detached(&self, id: &str) -> Result<Option<Detached>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT id, group_id, detached_at_ms FROM detached_instances WHERE id = ?1",
+            )
+            .map_err(backend)?
+            .query_row([id], |row| {
+                Ok(Detached {
+                    instance_id: row.get(0)?,
+                    group_id: row.get(1)?,
+                    detached_at_ms: row.get(2)?,
+                })
+            })
+            .optional()
+            .map_err(backend)
+    }
+
+    fn list_revoked(&self) -> Result<Vec<Revoked>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT identity, revoked_at_ms, revoked_by, reason FROM revoked_identities ORDER BY identity",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(Revoked {
+                    identity: row.get(0)?,
+                    revoked_at_ms: row.get(1)?,
+                    revoked_by: row.get(2)?,
+                    reason: row.get(3)?,
                 })
             })
             .map_err(backend)?;

@@ -8,6 +8,26 @@ use clap::{Args, Subcommand};
 pub enum CertCmd {
     /// Issue an agent certificate for a hand-managed host (offline: uses the CA key in the data dir)
     Issue(CertIssue),
+    /// Revoke an identity: its certificates are refused from now on and its open stream is closed (no undo)
+    Revoke(CertRevoke),
+    /// List the revoked identities
+    Revoked,
+}
+
+#[derive(Debug, Args)]
+pub struct CertRevoke {
+    /// An instance id, or with --admin an admin name, or a full spiffe:// URI
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// ID is an admin name, not an instance id
+    #[arg(long)]
+    pub admin: bool,
+    /// Why, kept with the entry
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+    /// Allow revoking the admin certificate ebbctl is calling with
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

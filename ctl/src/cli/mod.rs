@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub use alarm::AlarmCmd;
-pub use cert::{CertCmd, CertIssue};
+pub use cert::{CertCmd, CertIssue, CertRevoke};
 pub use group::{ConfigCmd, GroupCmd, NotificationCmd};
 pub use hook::{ActionRef, HookCmd};
 pub use instance::{ActivityCmd, InstanceCmd, InstanceHealth, InstanceIds, InstanceIdsDesired};
