@@ -68,6 +68,49 @@ pub enum Write {
     /// Insert or replace. Not tied to a group: a detached instance
     /// outlives the group it left.
     PutDetached(Detached),
+    /// Records an issued certificate (replacing one with the same serial),
+    /// and forgets that identity's certificates that expired before
+    /// `issued_at_ms`: the registry holds what is live, not a history.
+    PutCertificate(CertRecord),
+}
+
+/// A certificate the controller issued, in its registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRecord {
+    /// Lowercase hex.
+    pub serial: String,
+    /// The SPIFFE URI, or the server's first DNS name.
+    pub identity: String,
+    pub kind: CertKind,
+    pub not_before_ms: i64,
+    pub not_after_ms: i64,
+    pub issued_at_ms: i64,
+}
+
+/// What a certificate in the registry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CertKind {
+    Agent,
+    Admin,
+    Server,
+    Ca,
+}
+
+impl CertKind {
+    pub const ALL: [CertKind; 4] = [Self::Agent, Self::Admin, Self::Server, Self::Ca];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Admin => "admin",
+            Self::Server => "server",
+            Self::Ca => "ca",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 /// Which activities [`Store::find_activities`] returns.
@@ -135,4 +178,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every detached instance, by id.
     fn list_detached(&self) -> Result<Vec<Detached>>;
+
+    /// Each identity's latest certificate (the one that expires last; of
+    /// two that expire together, the later issued), soonest expiry first,
+    /// ties by identity.
+    fn list_certificates(&self) -> Result<Vec<CertRecord>>;
 }
