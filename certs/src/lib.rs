@@ -231,7 +231,12 @@ pub fn recover_pair(cert_path: &Path, key_path: &Path) -> Result<bool> {
             match fs::remove_file(p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(Error::Io { path: p.clone(), source }),
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: p.clone(),
+                        source,
+                    });
+                }
             }
         }
         return Ok(true);
@@ -312,9 +317,12 @@ pub struct CertSpec {
 
 impl CertSpec {
     fn valid_for(validity: Duration) -> (OffsetDateTime, OffsetDateTime) {
-        // Back-date a little so a peer whose clock lags still accepts it.
+        // Back-date a little so a peer whose clock lags still accepts it:
+        // five minutes, or a tenth of a short life, whose renewal at two
+        // thirds (counted from notBefore) must not come at once.
         let now = OffsetDateTime::now_utc();
-        (now - Duration::from_secs(300), now + validity)
+        let back = (validity / 10).min(Duration::from_secs(300));
+        (now - back, now + validity)
     }
 }
 
@@ -449,7 +457,12 @@ impl Ca {
     /// `validity`. Only the request's public key is used (its signature
     /// proves the requester holds the key); whatever names or extensions it
     /// asks for are ignored.
-    pub fn sign_csr(&self, csr_pem: &str, identity: &Identity, validity: Duration) -> Result<String> {
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        identity: &Identity,
+        validity: Duration,
+    ) -> Result<String> {
         if csr_pem.len() > MAX_CSR_LEN {
             return Err(Error::Csr(format!(
                 "{} bytes, more than the {MAX_CSR_LEN} allowed",
@@ -784,9 +797,9 @@ mod tests {
         assert_eq!(info.identity, Some(stream));
         assert!(info.dns_names.is_empty(), "{:?}", info.dns_names);
         assert!(!info.is_ca);
-        // Back-dated five minutes, then the lifetime asked for.
+        // Back-dated a tenth of its life, then the lifetime asked for.
         let life = info.not_after - info.not_before;
-        assert_eq!(life, time::Duration::seconds(300 + 30), "{life}");
+        assert_eq!(life, time::Duration::seconds(3 + 30), "{life}");
         // The cert is for the requester's key, which never left it.
         assert!(key_matches(&cert_pem, &key.serialize_pem()).unwrap());
         let other = KeyPair::generate().unwrap();
@@ -798,16 +811,27 @@ mod tests {
         let ca = Ca::generate("ebb.local", CA_VALIDITY).unwrap();
         let id = Identity::instance("ebb.local", "i-7").unwrap();
         let err = ca.sign_csr("not a csr", &id, AGENT_VALIDITY).unwrap_err();
-        assert!(err.to_string().starts_with("unusable certificate signing request"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("unusable certificate signing request"),
+            "{err}"
+        );
         let huge = "A".repeat(MAX_CSR_LEN + 1);
         let err = ca.sign_csr(&huge, &id, AGENT_VALIDITY).unwrap_err();
-        assert!(err.to_string().contains("more than the 8192 allowed"), "{err}");
+        assert!(
+            err.to_string().contains("more than the 8192 allowed"),
+            "{err}"
+        );
         // A request whose signature does not match its key: no proof of possession.
         let csr = Csr::generate().unwrap().csr_pem;
         let mut lines: Vec<String> = csr.lines().map(str::to_owned).collect();
         // The second-to-last base64 line holds the signature's bytes.
         let sig = lines.len() - 3;
-        let flipped = if lines[sig].starts_with('A') { "B" } else { "A" };
+        let flipped = if lines[sig].starts_with('A') {
+            "B"
+        } else {
+            "A"
+        };
         lines[sig].replace_range(0..1, flipped);
         let csr = lines.join("\n");
         let err = ca.sign_csr(&csr, &id, AGENT_VALIDITY).unwrap_err();
@@ -824,7 +848,10 @@ mod tests {
         let (crt, key) = (dir.path().join("agent.crt"), dir.path().join("agent.key"));
         let old = ca.issue_agent("i-1", AGENT_VALIDITY).unwrap();
         old.write(&crt, &key).unwrap();
-        assert!(!recover_pair(&crt, &key).unwrap(), "a clean pair needs nothing");
+        assert!(
+            !recover_pair(&crt, &key).unwrap(),
+            "a clean pair needs nothing"
+        );
         let new = ca.issue_agent("i-1", AGENT_VALIDITY).unwrap();
         let read = |p: &Path| fs::read_to_string(p).unwrap();
 
@@ -832,7 +859,10 @@ mod tests {
         fs::write(pending(&key), &new.key_pem).unwrap();
         fs::write(pending(&crt), &new.cert_pem).unwrap();
         assert!(recover_pair(&crt, &key).unwrap());
-        assert_eq!((read(&crt), read(&key)), (old.cert_pem.clone(), old.key_pem.clone()));
+        assert_eq!(
+            (read(&crt), read(&key)),
+            (old.cert_pem.clone(), old.key_pem.clone())
+        );
         assert!(!pending(&crt).exists() && !pending(&key).exists());
 
         // Crashed after the key's rename: the new cert follows it.

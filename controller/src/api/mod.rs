@@ -5,6 +5,7 @@
 //! - `groups`, `configurations`, `instances`, `activities`: the group and what it holds.
 //! - `rules`, `alarms`, `tasks`: what changes capacity, and when.
 //! - `hooks`, `notifications`: who is told, and who may hold an instance.
+//! - `certificates`: the registry of issued certs, admin certs, server rotation.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::engine::Engine;
 
 pub mod activities;
 pub mod alarms;
+pub mod certificates;
 pub mod common;
 pub mod configurations;
 pub mod groups;
@@ -142,4 +144,7 @@ handlers! {
     hooks::complete_lifecycle_action(pb::CompleteLifecycleActionRequest) -> pb::LifecycleAction;
     hooks::record_lifecycle_action_heartbeat(pb::LifecycleActionRef) -> pb::LifecycleAction;
     notifications::describe_notification_configurations(pb::DescribeNotificationConfigurationsRequest) -> pb::DescribeNotificationConfigurationsResponse;
+    certificates::list_certificates(pb::ListCertificatesRequest) -> pb::ListCertificatesResponse;
+    certificates::issue_certificate(pb::IssueCertificateRequest) -> pb::IssuedCertificate;
+    certificates::rotate_server_certificate(pb::RotateServerCertificateRequest) -> pb::IssuedCertificate;
 }

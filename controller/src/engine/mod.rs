@@ -26,6 +26,7 @@ use crate::store::Write;
 pub mod activity;
 pub mod alarms;
 pub mod capacity;
+pub mod certs;
 pub mod health;
 pub mod hooks;
 pub mod loops;
@@ -122,6 +123,9 @@ pub struct Engine {
     pub fleet: Arc<Fleet>,
     pub clock: Arc<dyn Clock>,
     ca: Arc<Ca>,
+    certs: certs::CertSettings,
+    /// The server certificate served and rotated live, when serving.
+    server_cert: Option<Arc<certs::ServerCert>>,
     launch: LaunchSettings,
     /// Serialises every read-modify-write of the store: admin calls and
     /// reconcile steps never interleave.
@@ -156,6 +160,8 @@ impl Engine {
             fleet,
             clock,
             ca,
+            certs: certs::CertSettings::default(),
+            server_cert: None,
             launch,
             ops: Mutex::new(()),
             failures: std::sync::Mutex::new(HashMap::new()),
@@ -170,6 +176,18 @@ impl Engine {
     /// Replaces the health settings.
     pub fn with_health(mut self, health: HealthSettings) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Replaces the certificate settings.
+    pub fn with_certs(mut self, certs: certs::CertSettings) -> Self {
+        self.certs = certs;
+        self
+    }
+
+    /// Serves and rotates `server`.
+    pub fn with_server_cert(mut self, server: Arc<certs::ServerCert>) -> Self {
+        self.server_cert = Some(server);
         self
     }
 

@@ -1,7 +1,9 @@
 //! `AgentService.Connect`: checks the caller is the instance its cert names,
 //! then drives the stream: Welcome, a Pull every sampling interval, and
 //! samples into the fleet. A missed answer and a dropped stream are noticed
-//! at the next pull and at once, respectively.
+//! at the next pull and at once, respectively. A renewal request on the
+//! stream is signed for the stream's own identity, at most once per
+//! [`Renewal::min_interval`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +14,10 @@ use ebb_certs::{Identity, Role};
 use ebb_proto::v1::agent_message::Body as AgentBody;
 use ebb_proto::v1::agent_service_server::AgentService;
 use ebb_proto::v1::controller_message::Body as ControllerBody;
-use ebb_proto::v1::{AgentMessage, Collector, ControllerMessage, ProtocolVersion, Pull, Welcome};
+use ebb_proto::v1::{
+    AgentMessage, Collector, ControllerMessage, ProtocolVersion, Pull, RenewRequest, Renewed,
+    Welcome,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,11 +40,37 @@ pub struct AgentApi {
     trust_domain: String,
     sampling_interval: Duration,
     interval_of: Option<IntervalLookup>,
+    renewal: Option<Renewal>,
     shutdown: watch::Receiver<bool>,
 }
 
 /// The sampling interval of the group an instance belongs to, if any.
 pub type IntervalLookup = Arc<dyn Fn(&str) -> Option<Duration> + Send + Sync>;
+
+/// Signs a renewal request (PEM) for an instance id and records the new
+/// cert; the error is the refusal's reason.
+pub type Signer = Arc<dyn Fn(&str, &str) -> Result<String, String> + Send + Sync>;
+
+/// How agents' renewal requests are answered.
+#[derive(Clone)]
+pub struct Renewal {
+    pub sign: Signer,
+    /// A stream's renewals come at least this far apart: an agent renews at
+    /// two thirds of its cert's life, so a second request sooner than that
+    /// is a bug or an attack, and costs a signature and a store write.
+    pub min_interval: Duration,
+}
+
+impl Renewal {
+    /// One renewal per minute per stream, or per third of the agent cert's
+    /// life when that is shorter (the end-to-end tests use 30 s certs).
+    pub fn new(sign: Signer, agent_lifetime: Duration) -> Self {
+        Self {
+            sign,
+            min_interval: (agent_lifetime / 3).min(Duration::from_secs(60)),
+        }
+    }
+}
 
 impl AgentApi {
     pub fn new(
@@ -53,8 +84,15 @@ impl AgentApi {
             trust_domain,
             sampling_interval,
             interval_of: None,
+            renewal: None,
             shutdown,
         }
+    }
+
+    /// Answer renewal requests with `renewal`; without one they are refused.
+    pub fn with_renewal(mut self, renewal: Renewal) -> Self {
+        self.renewal = Some(renewal);
+        self
     }
 
     /// Pull each instance at its group's sampling interval; others at the default.
@@ -72,16 +110,27 @@ impl AgentApi {
         Status::permission_denied(why)
     }
 
-    /// The instance id the caller's certificate names, or the refusal.
-    fn instance_of<T>(&self, request: &Request<T>, peer: &str) -> Result<String, Status> {
+    /// The instance id the caller's certificate names and the cert's
+    /// notAfter (Unix ms), or the refusal.
+    fn instance_of<T>(&self, request: &Request<T>, peer: &str) -> Result<(String, i64), Status> {
         let certs = request
             .peer_certs()
             .ok_or_else(|| self.refuse(peer, "no client certificate".into()))?;
         let leaf = certs
             .first()
             .ok_or_else(|| self.refuse(peer, "no client certificate".into()))?;
-        let identity = ebb_certs::peer_identity(leaf)
+        let info = ebb_certs::describe(leaf)
             .map_err(|e| self.refuse(peer, format!("unusable client certificate: {e}")))?;
+        let not_after_ms = unix_ms(info.not_after);
+        let identity = info.identity.ok_or_else(|| {
+            self.refuse(
+                peer,
+                format!(
+                    "unusable client certificate: {}",
+                    ebb_certs::Error::NoIdentity
+                ),
+            )
+        })?;
         let Identity { trust_domain, role } = identity.clone();
         if trust_domain != self.trust_domain {
             return Err(self.refuse(
@@ -93,7 +142,7 @@ impl AgentApi {
             ));
         }
         match role {
-            Role::Instance(id) => Ok(id),
+            Role::Instance(id) => Ok((id, not_after_ms)),
             Role::Admin(_) => Err(self.refuse(
                 peer,
                 format!("admin certificate {identity} cannot connect as an agent"),
@@ -113,7 +162,7 @@ impl AgentService for AgentApi {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-        let instance = self.instance_of(&request, &peer)?;
+        let (instance, cert_not_after_ms) = self.instance_of(&request, &peer)?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -173,6 +222,7 @@ impl AgentService for AgentApi {
             .await
             .map_err(|_| Status::cancelled("agent went away"))?;
         let session = self.fleet.connect(hello);
+        session.cert_valid_until(cert_not_after_ms);
         self.fleet
             .lifecycle
             .open(&session.instance_id, session.session, tx.clone());
@@ -182,6 +232,7 @@ impl AgentService for AgentApi {
             inbound,
             tx,
             interval,
+            self.renewal.clone(),
             self.shutdown.clone(),
         ));
         Ok(Response::new(Box::pin(
@@ -198,8 +249,10 @@ async fn drive(
     mut inbound: Streaming<AgentMessage>,
     tx: Outbound,
     interval: Duration,
+    renewal: Option<Renewal>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut last_renewal: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seq = 0u64;
@@ -241,6 +294,12 @@ async fn drive(
                     fleet.lifecycle.finished(result);
                     fleet.changed.notify_one();
                 }
+                Ok(Some(AgentMessage { body: Some(AgentBody::RenewRequest(request)) })) => {
+                    let answer = renew(&fleet, &session, renewal.as_ref(), &mut last_renewal, &request);
+                    if tx.try_send(message(ControllerBody::Renewed(answer))).is_err() {
+                        warn!(instance = %session.instance_id, "the renewal's answer could not be queued; the agent will ask again");
+                    }
+                }
                 Ok(Some(AgentMessage { body: Some(AgentBody::Hello(_)) })) => {
                     warn!(instance = %session.instance_id, "ignored a second Hello on the same stream");
                 }
@@ -255,4 +314,65 @@ async fn drive(
     };
     fleet.lifecycle.close(&session.instance_id, session.session);
     session.disconnected(&fleet, &reason);
+}
+
+fn unix_ms(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Answers one renewal request: a certificate for the stream's own
+/// instance, or the refusal, logged and counted.
+fn renew(
+    fleet: &Fleet,
+    session: &Session,
+    renewal: Option<&Renewal>,
+    last: &mut Option<tokio::time::Instant>,
+    request: &RenewRequest,
+) -> Renewed {
+    let now = tokio::time::Instant::now();
+    let signed = match renewal {
+        None => Err("this controller does not renew certificates".to_owned()),
+        Some(_) if request.csr_pem.len() > ebb_certs::MAX_CSR_LEN => Err(format!(
+            "the request is {} bytes, more than the {} allowed",
+            request.csr_pem.len(),
+            ebb_certs::MAX_CSR_LEN
+        )),
+        Some(r) if last.is_some_and(|at| now.duration_since(at) < r.min_interval) => Err(format!(
+            "this stream renewed {:?} ago; at most one renewal per {:?}",
+            now.duration_since(last.expect("checked")),
+            r.min_interval
+        )),
+        Some(r) => (r.sign)(&session.instance_id, &request.csr_pem),
+    };
+    match signed {
+        Ok(cert_pem) => {
+            *last = Some(now);
+            fleet
+                .counters
+                .cert_renewals_total
+                .fetch_add(1, Ordering::Relaxed);
+            let not_after = ebb_certs::describe_pem(&cert_pem)
+                .map(|i| unix_ms(i.not_after))
+                .ok();
+            if let Some(ms) = not_after {
+                session.cert_valid_until(ms);
+            }
+            info!(instance = %session.instance_id, not_after_ms = ?not_after, "renewed the agent's certificate");
+            Renewed {
+                cert_pem,
+                error: String::new(),
+            }
+        }
+        Err(error) => {
+            fleet
+                .counters
+                .cert_renewals_refused_total
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(instance = %session.instance_id, "refused a certificate renewal: {error}");
+            Renewed {
+                cert_pem: String::new(),
+                error,
+            }
+        }
+    }
 }

@@ -33,6 +33,9 @@ pub struct Counters {
     pub sample_values_dropped_total: AtomicU64,
     /// TLS handshakes or Connect calls refused for identity reasons.
     pub connections_refused_total: AtomicU64,
+    /// Agent certificates renewed over their stream, and requests refused.
+    pub cert_renewals_total: AtomicU64,
+    pub cert_renewals_refused_total: AtomicU64,
     /// Webhook notifications delivered, and given up on after retries.
     pub notifications_sent_total: AtomicU64,
     pub notifications_failed_total: AtomicU64,
@@ -310,6 +313,9 @@ pub struct AgentState {
     pub custom_dropped: u64,
     /// Built-in values this agent sent out of range, dropped.
     pub out_of_range: u64,
+    /// notAfter (Unix ms) of the certificate the open stream may use: the
+    /// one it connected with, moved on by each renewal on the stream.
+    pub cert_not_after_ms: Option<i64>,
 }
 
 /// The registry of agents, keyed by instance id.
@@ -388,6 +394,7 @@ impl Fleet {
                     custom_names: Names::default(),
                     custom_dropped: 0,
                     out_of_range: 0,
+                    cert_not_after_ms: None,
                 }))
             })
             .clone();
@@ -508,6 +515,16 @@ impl Fleet {
             c.connections_refused_total.load(Ordering::Relaxed),
         );
         counter(
+            "ebb_cert_renewals_total",
+            "Agent certificates renewed over their stream.",
+            c.cert_renewals_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_cert_renewals_refused_total",
+            "Renewal requests refused: unparsable, too big, too soon, or the CA failed.",
+            c.cert_renewals_refused_total.load(Ordering::Relaxed),
+        );
+        counter(
             "ebb_reconcile_passes_total",
             "Reconcile passes over every group, finished.",
             c.reconcile_passes_total.load(Ordering::Relaxed),
@@ -571,6 +588,15 @@ impl Session {
     /// False once a newer stream of the same instance has taken over.
     pub fn is_current(&self) -> bool {
         lock(&self.state).session == self.session
+    }
+
+    /// Records the notAfter (Unix ms) of the certificate this stream holds:
+    /// the connecting one, then each renewed one.
+    pub fn cert_valid_until(&self, not_after_ms: i64) {
+        let mut s = lock(&self.state);
+        if s.session == self.session {
+            s.cert_not_after_ms = Some(not_after_ms);
+        }
     }
 
     /// Records that pull `seq` was sent.
