@@ -304,6 +304,9 @@ rpcs! {
     describe_scheduled_tasks(DescribeScheduledTasksRequest) -> DescribeScheduledTasksResponse;
     suspend_processes(ProcessesRequest) -> ScalingGroup;
     resume_processes(ProcessesRequest) -> ScalingGroup;
+    list_certificates(ListCertificatesRequest) -> ListCertificatesResponse;
+    issue_certificate(IssueCertificateRequest) -> IssuedCertificate;
+    rotate_server_certificate(RotateServerCertificateRequest) -> IssuedCertificate;
 }
 
 impl Admin {
