@@ -170,12 +170,24 @@ impl ControllerProc {
         grpc: SocketAddr,
         http: SocketAddr,
     ) -> anyhow::Result<Self> {
+        Self::start_with(dir, sampling_interval_ms, grpc, http, "")
+    }
+
+    /// As `start_on`, with `extra` appended to controller.toml (whole
+    /// tables, e.g. "[tls]\nagent_cert_lifetime_secs = 30\n").
+    pub fn start_with(
+        dir: &Path,
+        sampling_interval_ms: u64,
+        grpc: SocketAddr,
+        http: SocketAddr,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         let data = dir.join("ebb-data");
         let config = dir.join("controller.toml");
         fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n[grpc]\nlisten = \"{grpc}\"\n[http]\nlisten = \"{http}\"\n[fleet]\nsampling_interval_ms = {sampling_interval_ms}\n",
+                "data_dir = \"{}\"\n[grpc]\nlisten = \"{grpc}\"\n[http]\nlisten = \"{http}\"\n[fleet]\nsampling_interval_ms = {sampling_interval_ms}\n{extra}",
                 data.display()
             ),
         )?;
