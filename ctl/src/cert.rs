@@ -423,6 +423,22 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_cert_lives_at_most_a_year() {
+        let data = data_dir_with_ca();
+        let out = tempfile::tempdir().unwrap();
+        let mut long = args(out.path(), false);
+        long.days = Some(400);
+        let err = issue(&long, &global(data.path()), data.path(), Output::Json)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--days 400: an agent certificate lives at most 365 days"),
+            "{err}"
+        );
+        assert!(!out.path().join("agent.key").exists(), "nothing written");
+    }
+
+    #[test]
     fn without_the_ca_key_it_says_where_it_looked() {
         let data = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
