@@ -317,6 +317,29 @@ fn an_agent_renews_three_times_over_one_stream() {
         .expect("the agent's entry");
     assert_eq!(mine.kind, "agent");
     assert!(seen.contains(&mine.serial), "{mine:?}");
+
+    // The first certificate has expired by now: the agent's next
+    // connection, after a controller restart, uses the latest one.
+    assert!(first_info.not_after < time::OffsetDateTime::now_utc());
+    let (grpc, http) = (ctl.grpc, ctl.http);
+    let mut proc = ctl.proc;
+    proc.signal("KILL");
+    proc.wait_exit(DEADLINE);
+    drop(proc);
+    drop(admin);
+    let ctl = ControllerProc::start_with(
+        sb.path(),
+        1000,
+        grpc,
+        http,
+        "[tls]\nagent_cert_lifetime_secs = 30\n",
+    )
+    .unwrap();
+    let mut admin = Admin::local(&ctl);
+    let back = launched(&mut admin, "web");
+    assert_eq!(back.id, inst.id);
+    let log = ctl.proc.log_text();
+    assert!(!log.contains("refused TLS connection"), "{log}");
 }
 
 /// The server certificate rotates by itself at two thirds of its (30 s)
