@@ -1721,6 +1721,29 @@ fn certificates_latest_per_identity(store: &dyn Store) {
     );
     let server = store.list_certificates().unwrap().pop().unwrap();
     assert_eq!(server.serial, "s2");
+    // A week after they expired, anyone's certificates are forgotten.
+    let later = 900 + super::CERT_RETENTION_MS;
+    commit(
+        store,
+        vec![Write::PutCertificate(cert(
+            "n1",
+            "spiffe://ebb.local/instance/i-2",
+            CertKind::Agent,
+            later,
+            later + 100,
+        ))],
+    );
+    let serials: Vec<_> = store
+        .list_certificates()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    assert_eq!(
+        serials,
+        ["s2", "n1"],
+        "o1 and a3 expired over a week before"
+    );
 }
 
 fn found_ids(store: &dyn Store, query: ActivityQuery) -> Vec<String> {

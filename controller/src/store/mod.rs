@@ -70,9 +70,15 @@ pub enum Write {
     PutDetached(Detached),
     /// Records an issued certificate (replacing one with the same serial),
     /// and forgets that identity's certificates that expired before
-    /// `issued_at_ms`: the registry holds what is live, not a history.
+    /// `issued_at_ms`, and anyone's that expired [`CERT_RETENTION_MS`]
+    /// before it: the registry holds what is live, not a history.
     PutCertificate(CertRecord),
 }
+
+/// An expired certificate stays listed this long (unless its identity
+/// got a new one), so `cert list` shows what lapsed recently, and the
+/// registry of a fleet that launches and releases all day stays small.
+pub const CERT_RETENTION_MS: i64 = 7 * 86_400_000;
 
 /// A certificate the controller issued, in its registry.
 #[derive(Debug, Clone, PartialEq, Eq)]

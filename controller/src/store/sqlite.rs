@@ -468,8 +468,12 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             .map_err(backend),
         Write::PutCertificate(c) => {
             tx.execute(
-                "DELETE FROM certificates WHERE identity = ?1 AND not_after_ms < ?2",
-                params![c.identity, c.issued_at_ms],
+                "DELETE FROM certificates WHERE (identity = ?1 AND not_after_ms < ?2) OR not_after_ms < ?3",
+                params![
+                    c.identity,
+                    c.issued_at_ms,
+                    c.issued_at_ms - super::CERT_RETENTION_MS
+                ],
             )
             .map_err(backend)?;
             tx.execute(
