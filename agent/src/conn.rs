@@ -82,8 +82,8 @@ impl TlsFiles {
 /// Everything one agent needs to talk to its controller.
 pub struct Agent {
     pub endpoint: Endpoint,
-    /// The cert files, renewed over the stream when set.
-    pub tls: Option<TlsFiles>,
+    /// The cert files, renewed over the stream.
+    pub tls: TlsFiles,
     /// The current cert's notBefore and notAfter.
     pub validity: (SystemTime, SystemTime),
     pub instance_id: String,
@@ -207,7 +207,7 @@ impl Agent {
         loop {
             let next = tokio::select! {
                 next = tokio::time::timeout(silence, inbound.message()) => next,
-                _ = tokio::time::sleep_until(renew_at), if welcomed && self.tls.is_some() => {
+                _ = tokio::time::sleep_until(renew_at), if welcomed => {
                     if pending.is_some() {
                         warn!("no answer to the certificate renewal request in {RENEWAL_ANSWER_TIMEOUT:?}; asking again");
                     }
@@ -338,9 +338,7 @@ impl Agent {
     /// connection on.
     fn swap_in(&mut self, csr: ebb_certs::Csr, renewed: pb::Renewed) -> anyhow::Result<()> {
         use anyhow::{Context, bail};
-        let Some(tls) = &self.tls else {
-            bail!("no certificate files to renew");
-        };
+        let tls = &self.tls;
         if !renewed.error.is_empty() {
             bail!("the controller refused: {}", renewed.error);
         }

@@ -88,7 +88,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let checks = config.health_checks();
     let agent = Agent {
         endpoint,
-        tls: Some(tls),
+        tls,
         validity,
         instance_id: instance_id.clone(),
         facts,
