@@ -633,11 +633,16 @@ fn ebbctl_issues_admin_certificates_and_lists_every_identity() {
             kind: "agent".into(),
             name: "i-9".into(),
             csr_pem: ebb_certs::Csr::generate().unwrap().csr_pem,
-            days: 0,
+            days: 5000,
         }
     )
     .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("days: 5000 is more than 3650"),
+        "{}",
+        err.message()
+    );
     assert!(
         err.message()
             .contains("kind: `agent` cannot be issued here"),
