@@ -1,8 +1,12 @@
 //! The stream to the controller: dial out over mTLS, say Hello, answer each
 //! Pull with a Sample; on any failure reconnect with jittered exponential
 //! back-off, logging once per change of state rather than once per retry.
+//! At two thirds of its certificate's life the agent makes a new key, sends
+//! a signing request on the open stream, and swaps in the signed cert for
+//! its next connection; the stream it asked on stays up.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ebb_proto::v1::agent_message::Body as AgentBody;
@@ -34,9 +38,54 @@ const MIN_SILENCE: Duration = Duration::from_secs(30);
 /// sample that comes after the next pull was due).
 const CUSTOM_SHARE_OF_INTERVAL: u32 = 2;
 
+/// A renewal request unanswered for this long is sent again.
+const RENEWAL_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a refused or failed renewal the agent asks again after a tenth of
+/// the certificate's remaining life, within these bounds: soon enough for
+/// several tries before expiry, rarely enough not to hammer the controller.
+const MIN_RENEWAL_RETRY: Duration = Duration::from_secs(1);
+const MAX_RENEWAL_RETRY: Duration = Duration::from_secs(300);
+
+/// Where the agent's certificate lives and how to dial with it: what a
+/// renewal rewrites and rebuilds the endpoint from.
+pub struct TlsFiles {
+    pub controller: String,
+    pub server_name: String,
+    pub ca_pem: Vec<u8>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The endpoint for the cert and key now on disk, and the cert's
+    /// validity (notBefore, notAfter).
+    pub fn load(&self) -> anyhow::Result<(Endpoint, (SystemTime, SystemTime))> {
+        use anyhow::Context;
+        ebb_certs::recover_pair(&self.cert, &self.key)?;
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        let (cert, key) = (read(&self.cert)?, read(&self.key)?);
+        let leaf = ebb_certs::load_certs(&self.cert)?;
+        let info = ebb_certs::describe(&leaf[0])?;
+        let endpoint = endpoint(
+            &self.controller,
+            &self.server_name,
+            &self.ca_pem,
+            &cert,
+            &key,
+        )
+        .context("TLS setup")?;
+        Ok((endpoint, (info.not_before.into(), info.not_after.into())))
+    }
+}
+
 /// Everything one agent needs to talk to its controller.
 pub struct Agent {
     pub endpoint: Endpoint,
+    /// The cert files, renewed over the stream.
+    pub tls: TlsFiles,
+    /// The current cert's notBefore and notAfter.
+    pub validity: (SystemTime, SystemTime),
     pub instance_id: String,
     pub facts: HostFacts,
     pub collectors: Collectors,
@@ -145,6 +194,9 @@ impl Agent {
         let mut last_collect = Instant::now();
         // Until a Welcome names the interval, each source's own time-out bounds it.
         let mut custom_budget = Duration::MAX;
+        // When to ask for a new certificate, and the key of a request in flight.
+        let mut renew_at = self.renewal_time();
+        let mut pending: Option<ebb_certs::Csr> = None;
         let end = |welcomed: bool, reason: String| {
             if welcomed {
                 Ended::AfterWelcome(reason)
@@ -155,6 +207,28 @@ impl Agent {
         loop {
             let next = tokio::select! {
                 next = tokio::time::timeout(silence, inbound.message()) => next,
+                _ = tokio::time::sleep_until(renew_at), if welcomed => {
+                    if pending.is_some() {
+                        warn!("no answer to the certificate renewal request in {RENEWAL_ANSWER_TIMEOUT:?}; asking again");
+                    }
+                    match ebb_certs::Csr::generate() {
+                        Ok(csr) => {
+                            let request = pb::RenewRequest { csr_pem: csr.csr_pem.clone() };
+                            if tx.send(wrap(AgentBody::RenewRequest(request))).await.is_err() {
+                                return end(welcomed, "the outbound stream closed".into());
+                            }
+                            info!("asked the controller to renew the certificate (valid until {})", when(self.validity.1));
+                            pending = Some(csr);
+                            renew_at = tokio::time::Instant::now() + RENEWAL_ANSWER_TIMEOUT;
+                        }
+                        Err(e) => {
+                            let retry = self.renewal_retry();
+                            warn!("cannot make a key for renewal: {e}; retrying in {retry:?}");
+                            renew_at = tokio::time::Instant::now() + retry;
+                        }
+                    }
+                    continue;
+                }
                 _ = &mut *shutdown => {
                     // End our half of the stream so the controller sees a
                     // clean close, and give it a moment to end its half.
@@ -224,10 +298,82 @@ impl Agent {
                 Some(ControllerBody::Closing(c)) => {
                     warn!(reason = %c.reason, "the controller is closing this stream");
                 }
+                Some(ControllerBody::Renewed(renewed)) => {
+                    let Some(csr) = pending.take() else {
+                        warn!("ignored a renewed certificate nobody asked for");
+                        continue;
+                    };
+                    renew_at = match self.swap_in(csr, renewed) {
+                        Ok(()) => self.renewal_time(),
+                        Err(e) => {
+                            let retry = self.renewal_retry();
+                            warn!(
+                                "certificate not renewed: {e}; asking again in {retry:?} (the current one is valid until {})",
+                                when(self.validity.1)
+                            );
+                            tokio::time::Instant::now() + retry
+                        }
+                    };
+                }
                 // A command from a newer controller: not ours to answer.
                 None => {}
             }
         }
+    }
+
+    /// When two thirds of the current certificate's life have passed.
+    fn renewal_time(&self) -> tokio::time::Instant {
+        let (not_before, not_after) = self.validity;
+        let life = not_after.duration_since(not_before).unwrap_or_default();
+        let at = not_before + life * 2 / 3;
+        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::Instant::now() + wait
+    }
+
+    /// How long to wait before asking again after a failure.
+    fn renewal_retry(&self) -> Duration {
+        let left = self
+            .validity
+            .1
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        (left / 10).clamp(MIN_RENEWAL_RETRY, MAX_RENEWAL_RETRY)
+    }
+
+    /// Checks the controller's answer, writes the new key and cert (see
+    /// [`ebb_certs::Issued::write`]) and dials with them from the next
+    /// connection on.
+    fn swap_in(&mut self, csr: ebb_certs::Csr, renewed: pb::Renewed) -> anyhow::Result<()> {
+        use anyhow::{Context, bail};
+        let tls = &self.tls;
+        if !renewed.error.is_empty() {
+            bail!("the controller refused: {}", renewed.error);
+        }
+        let info = ebb_certs::describe_pem(&renewed.cert_pem).context("the renewed certificate")?;
+        let names_us = matches!(&info.identity, Some(id) if id.role == ebb_certs::Role::Instance(self.instance_id.clone()));
+        if !names_us {
+            bail!(
+                "the renewed certificate names {:?}, not instance {}",
+                info.identity.map(|i| i.uri()),
+                self.instance_id
+            );
+        }
+        if !ebb_certs::key_matches(&renewed.cert_pem, &csr.key_pem)? {
+            bail!("the renewed certificate is not for the key this agent made");
+        }
+        csr.into_issued(renewed.cert_pem)
+            .write(&tls.cert, &tls.key)
+            .context("cannot write the renewed certificate")?;
+        let (endpoint, validity) = tls.load()?;
+        self.endpoint = endpoint;
+        self.validity = validity;
+        info!(
+            cert = %tls.cert.display(),
+            serial = %info.serial,
+            "renewed the certificate; valid until {}, used from the next connection on",
+            when(validity.1)
+        );
+        Ok(())
     }
 
     fn hello(&self) -> Hello {
@@ -247,6 +393,11 @@ impl Agent {
 
 fn wrap(body: AgentBody) -> AgentMessage {
     AgentMessage { body: Some(body) }
+}
+
+/// A wall-clock time in UTC, for logs.
+fn when(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t).to_string()
 }
 
 /// Full jitter over the upper half: spreads a fleet's reconnects after a

@@ -57,13 +57,10 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
-    let read =
-        |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let (ca, cert, key) = (
-        read(&config.tls.ca)?,
-        read(&config.tls.cert)?,
-        read(&config.tls.key)?,
-    );
+    let ca = std::fs::read(&config.tls.ca)
+        .with_context(|| format!("cannot read {}", config.tls.ca.display()))?;
+    // A renewal a crash interrupted is finished (or undone) before reading.
+    ebb_certs::recover_pair(&config.tls.cert, &config.tls.key)?;
     let leaf = ebb_certs::load_certs(&config.tls.cert)?;
     let identity = ebb_certs::peer_identity(&leaf[0]).with_context(|| {
         format!(
@@ -78,13 +75,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     };
     ebb_certs::load_key(&config.tls.key)?;
-    let endpoint = conn::endpoint(&config.controller, &config.server_name(), &ca, &cert, &key)
-        .context("TLS setup")?;
+    let tls = conn::TlsFiles {
+        controller: config.controller.clone(),
+        server_name: config.server_name(),
+        ca_pem: ca,
+        cert: config.tls.cert.clone(),
+        key: config.tls.key.clone(),
+    };
+    let (endpoint, validity) = tls.load()?;
     let facts = collect::host_facts(&config.proc_root)
         .with_context(|| format!("reading host facts from {}", config.proc_root.display()))?;
     let checks = config.health_checks();
     let agent = Agent {
         endpoint,
+        tls,
+        validity,
         instance_id: instance_id.clone(),
         facts,
         collectors: Collectors::new(&config.proc_root),

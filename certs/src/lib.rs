@@ -3,7 +3,10 @@
 //! - [`Identity`]: who a certificate names, as a SPIFFE URI SAN
 //!   (`spiffe://<trust-domain>/instance/<id>` or `.../admin/<name>`).
 //! - [`Ca`]: makes or loads a CA and issues server, agent and admin certs.
-//! - [`Issued`]: a certificate and its key in PEM, written with the key 0600.
+//! - [`Issued`]: a certificate and its key in PEM, written with the key 0600;
+//!   [`recover_pair`] finishes or undoes a swap a crash interrupted.
+//! - [`Csr`]: a new key and a signing request, made where the key stays;
+//!   [`Ca::sign_csr`] signs one for an identity the CA chooses.
 //! - [`peer_identity`], [`load_certs`], [`load_key`]: reading certs back.
 #![forbid(unsafe_code)]
 
@@ -28,12 +31,16 @@ use x509_parser::extensions::GeneralName;
 /// A CA lives ten years: replacing it means re-issuing every cert in the fleet.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// Server and admin certs live a year; the controller re-issues its own
-/// server cert on start when it is close to expiry.
+/// server cert live when two thirds of it have passed.
 pub const SERVER_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 /// Admin certs are held by people and tools; a year, like the server's.
 pub const ADMIN_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
-/// Agent certs are short-lived: a lost host's cert is useless within days.
-pub const AGENT_VALIDITY: Duration = Duration::from_secs(7 * 86_400);
+/// Agent certs are short-lived: they renew themselves over the stream at two
+/// thirds of their life, so a lost host's cert is useless within a day.
+pub const AGENT_VALIDITY: Duration = Duration::from_secs(86_400);
+/// The largest CSR [`Ca::sign_csr`] reads: an EC P-256 request is ~500
+/// bytes in PEM, an RSA-4096 one ~1.7 KiB.
+pub const MAX_CSR_LEN: usize = 8 * 1024;
 /// The trust domain used when the operator names none.
 pub const DEFAULT_TRUST_DOMAIN: &str = "ebb.local";
 
@@ -57,6 +64,8 @@ pub enum Error {
     Identity { value: String, reason: String },
     #[error("the certificate names no ebb identity (no spiffe:// URI SAN)")]
     NoIdentity,
+    #[error("unusable certificate signing request: {0}")]
+    Csr(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -182,11 +191,87 @@ pub struct Issued {
 }
 
 impl Issued {
-    /// Writes the cert (0644) and the key (0600), each atomically (a temp
-    /// file renamed into place), so a failure never leaves half a file.
+    /// Writes the cert (0644) and the key (0600) so that a crash at any
+    /// point leaves the old pair or the new one, never a new cert with an
+    /// old key: both are written beside their targets as `*.new`, then the
+    /// key is renamed into place, then the cert. A crash between the two
+    /// renames leaves `<cert>.new` alone, which [`recover_pair`] moves in.
     pub fn write(&self, cert_path: &Path, key_path: &Path) -> Result<()> {
-        write_atomic(key_path, self.key_pem.as_bytes(), 0o600)?;
-        write_atomic(cert_path, self.cert_pem.as_bytes(), 0o644)
+        let (cert_new, key_new) = (pending(cert_path), pending(key_path));
+        write_atomic(&key_new, self.key_pem.as_bytes(), 0o600)?;
+        write_atomic(&cert_new, self.cert_pem.as_bytes(), 0o644)?;
+        rename(&key_new, key_path)?;
+        rename(&cert_new, cert_path)
+    }
+}
+
+/// Where [`Issued::write`] stages a file before renaming it into place.
+fn pending(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|source| Error::Io {
+        path: to.to_owned(),
+        source,
+    })
+}
+
+/// Finishes or undoes a swap by [`Issued::write`] that a crash interrupted:
+/// a staged key means neither file was moved yet (both staged files are
+/// dropped, the old pair stays); a staged cert alone means the key was
+/// moved in already, so the cert follows. Returns whether it changed
+/// anything.
+pub fn recover_pair(cert_path: &Path, key_path: &Path) -> Result<bool> {
+    let (cert_new, key_new) = (pending(cert_path), pending(key_path));
+    if key_new.exists() {
+        for p in [&key_new, &cert_new] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: p.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        return Ok(true);
+    }
+    if cert_new.exists() {
+        rename(&cert_new, cert_path)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// A fresh key pair and a signing request for it. The request names
+/// nothing the CA will use: the CA decides the identity.
+#[derive(Debug, Clone)]
+pub struct Csr {
+    pub csr_pem: String,
+    pub key_pem: String,
+}
+
+impl Csr {
+    pub fn generate() -> Result<Self> {
+        let key = KeyPair::generate()?;
+        let csr = CertificateParams::default().serialize_request(&key)?;
+        Ok(Self {
+            csr_pem: csr.pem()?,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// The key and the certificate signed for it.
+    pub fn into_issued(self, cert_pem: String) -> Issued {
+        Issued {
+            cert_pem,
+            key_pem: self.key_pem,
+        }
     }
 }
 
@@ -232,9 +317,12 @@ pub struct CertSpec {
 
 impl CertSpec {
     fn valid_for(validity: Duration) -> (OffsetDateTime, OffsetDateTime) {
-        // Back-date a little so a peer whose clock lags still accepts it.
+        // Back-date a little so a peer whose clock lags still accepts it:
+        // five minutes, or a tenth of a short life, whose renewal at two
+        // thirds (counted from notBefore) must not come at once.
         let now = OffsetDateTime::now_utc();
-        (now - Duration::from_secs(300), now + validity)
+        let back = (validity / 10).min(Duration::from_secs(300));
+        (now - back, now + validity)
     }
 }
 
@@ -315,7 +403,17 @@ impl Ca {
 
     /// A server certificate for the controller, valid for these names.
     pub fn issue_server(&self, dns_names: &[String], ips: &[IpAddr]) -> Result<Issued> {
-        let (not_before, not_after) = CertSpec::valid_for(SERVER_VALIDITY);
+        self.issue_server_for(dns_names, ips, SERVER_VALIDITY)
+    }
+
+    /// A server certificate living `validity`.
+    pub fn issue_server_for(
+        &self,
+        dns_names: &[String],
+        ips: &[IpAddr],
+        validity: Duration,
+    ) -> Result<Issued> {
+        let (not_before, not_after) = CertSpec::valid_for(validity);
         self.issue(&CertSpec {
             identity: None,
             dns_names: dns_names.to_vec(),
@@ -355,10 +453,55 @@ impl Ca {
         })
     }
 
+    /// Signs `csr_pem` as a client certificate for `identity`, living
+    /// `validity`. Only the request's public key is used (its signature
+    /// proves the requester holds the key); whatever names or extensions it
+    /// asks for are ignored.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        identity: &Identity,
+        validity: Duration,
+    ) -> Result<String> {
+        if csr_pem.len() > MAX_CSR_LEN {
+            return Err(Error::Csr(format!(
+                "{} bytes, more than the {MAX_CSR_LEN} allowed",
+                csr_pem.len()
+            )));
+        }
+        if identity.trust_domain != self.trust_domain {
+            return Err(Error::Identity {
+                value: identity.uri(),
+                reason: format!("this CA issues for trust domain {}", self.trust_domain),
+            });
+        }
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| Error::Csr(e.to_string()))?;
+        let (not_before, not_after) = CertSpec::valid_for(validity);
+        let params = Self::params(&CertSpec {
+            identity: Some(identity.clone()),
+            dns_names: vec![],
+            ips: vec![],
+            not_before,
+            not_after,
+            server: false,
+            client: true,
+        })?;
+        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
+    }
+
     /// Issues a certificate exactly as `spec` says (tests use it for
     /// expired certs).
     pub fn issue(&self, spec: &CertSpec) -> Result<Issued> {
         let key = KeyPair::generate()?;
+        let cert = Self::params(spec)?.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    fn params(spec: &CertSpec) -> Result<CertificateParams> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         let cn = match &spec.identity {
@@ -401,11 +544,7 @@ impl Ca {
         }
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(params)
     }
 }
 
@@ -465,6 +604,8 @@ pub struct CertInfo {
     pub is_ca: bool,
     /// DNS names in the subject alternative names (server certs).
     pub dns_names: Vec<String>,
+    /// The serial number in lowercase hex.
+    pub serial: String,
 }
 
 /// Reads the subject, identity and validity of a DER certificate.
@@ -490,7 +631,27 @@ pub fn describe(der: &[u8]) -> Result<CertInfo> {
         not_after: validity.not_after.to_datetime(),
         is_ca: cert.is_ca(),
         dns_names,
+        serial: cert
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
     })
+}
+
+/// [`describe`] of the first certificate in a PEM text.
+pub fn describe_pem(pem: &str) -> Result<CertInfo> {
+    describe(&first_cert(Path::new("(certificate)"), pem)?)
+}
+
+/// Whether the first certificate in `cert_pem` is for the key in `key_pem`.
+pub fn key_matches(cert_pem: &str, key_pem: &str) -> Result<bool> {
+    use rcgen::PublicKeyData;
+    let der = first_cert(Path::new("(certificate)"), cert_pem)?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| Error::Parse(e.to_string()))?;
+    let key = KeyPair::from_pem(key_pem)?;
+    Ok(cert.public_key().raw == key.subject_public_key_info().as_slice())
 }
 
 /// The identity of a peer from its (already verified) leaf certificate.
@@ -617,6 +778,99 @@ mod tests {
             "prod.example"
         );
         assert!(describe(&der(&ca.to_issued())).unwrap().is_ca);
+    }
+
+    #[test]
+    fn a_csr_is_signed_for_the_identity_given_not_the_one_asked_for() {
+        let ca = Ca::generate("ebb.local", CA_VALIDITY).unwrap();
+        // A request that asks for an admin identity and a DNS name.
+        let key = KeyPair::generate().unwrap();
+        let mut asked = CertificateParams::new(vec!["controller.example".to_owned()]).unwrap();
+        asked.subject_alt_names.push(SanType::URI(
+            "spiffe://ebb.local/admin/root".try_into().unwrap(),
+        ));
+        let csr = asked.serialize_request(&key).unwrap().pem().unwrap();
+        let stream = Identity::instance("ebb.local", "i-7").unwrap();
+        let lifetime = Duration::from_secs(30);
+        let cert_pem = ca.sign_csr(&csr, &stream, lifetime).unwrap();
+        let info = describe_pem(&cert_pem).unwrap();
+        assert_eq!(info.identity, Some(stream));
+        assert!(info.dns_names.is_empty(), "{:?}", info.dns_names);
+        assert!(!info.is_ca);
+        // Back-dated a tenth of its life, then the lifetime asked for.
+        let life = info.not_after - info.not_before;
+        assert_eq!(life, time::Duration::seconds(3 + 30), "{life}");
+        // The cert is for the requester's key, which never left it.
+        assert!(key_matches(&cert_pem, &key.serialize_pem()).unwrap());
+        let other = KeyPair::generate().unwrap();
+        assert!(!key_matches(&cert_pem, &other.serialize_pem()).unwrap());
+    }
+
+    #[test]
+    fn bad_csrs_are_refused_with_the_reason() {
+        let ca = Ca::generate("ebb.local", CA_VALIDITY).unwrap();
+        let id = Identity::instance("ebb.local", "i-7").unwrap();
+        let err = ca.sign_csr("not a csr", &id, AGENT_VALIDITY).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unusable certificate signing request"),
+            "{err}"
+        );
+        let huge = "A".repeat(MAX_CSR_LEN + 1);
+        let err = ca.sign_csr(&huge, &id, AGENT_VALIDITY).unwrap_err();
+        assert!(
+            err.to_string().contains("more than the 8192 allowed"),
+            "{err}"
+        );
+        // A request whose signature does not match its key: no proof of possession.
+        let csr = Csr::generate().unwrap().csr_pem;
+        let mut lines: Vec<String> = csr.lines().map(str::to_owned).collect();
+        // The second-to-last base64 line holds the signature's bytes.
+        let sig = lines.len() - 3;
+        let flipped = if lines[sig].starts_with('A') {
+            "B"
+        } else {
+            "A"
+        };
+        lines[sig].replace_range(0..1, flipped);
+        let csr = lines.join("\n");
+        let err = ca.sign_csr(&csr, &id, AGENT_VALIDITY).unwrap_err();
+        assert!(err.to_string().contains("signing request"), "{err}");
+        let foreign = Identity::instance("other.example", "i-7").unwrap();
+        let good = Csr::generate().unwrap().csr_pem;
+        assert!(ca.sign_csr(&good, &foreign, AGENT_VALIDITY).is_err());
+    }
+
+    #[test]
+    fn an_interrupted_swap_is_finished_or_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("ebb.local", CA_VALIDITY).unwrap();
+        let (crt, key) = (dir.path().join("agent.crt"), dir.path().join("agent.key"));
+        let old = ca.issue_agent("i-1", AGENT_VALIDITY).unwrap();
+        old.write(&crt, &key).unwrap();
+        assert!(
+            !recover_pair(&crt, &key).unwrap(),
+            "a clean pair needs nothing"
+        );
+        let new = ca.issue_agent("i-1", AGENT_VALIDITY).unwrap();
+        let read = |p: &Path| fs::read_to_string(p).unwrap();
+
+        // Crashed before any rename: the old pair stays.
+        fs::write(pending(&key), &new.key_pem).unwrap();
+        fs::write(pending(&crt), &new.cert_pem).unwrap();
+        assert!(recover_pair(&crt, &key).unwrap());
+        assert_eq!(
+            (read(&crt), read(&key)),
+            (old.cert_pem.clone(), old.key_pem.clone())
+        );
+        assert!(!pending(&crt).exists() && !pending(&key).exists());
+
+        // Crashed after the key's rename: the new cert follows it.
+        fs::write(&key, &new.key_pem).unwrap();
+        fs::write(pending(&crt), &new.cert_pem).unwrap();
+        assert!(recover_pair(&crt, &key).unwrap());
+        assert!(key_matches(&read(&crt), &read(&key)).unwrap());
+        assert_eq!(read(&crt), new.cert_pem);
     }
 
     #[test]

@@ -242,13 +242,38 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
 }
 
-/// An operator-supplied CA. Both or neither; neither means the controller
-/// makes its own in `<data_dir>/pki` on first start.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// An operator-supplied CA (both or neither; neither means the controller
+/// makes its own in `<data_dir>/pki` on first start), and how long the
+/// certificates it issues live.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     pub ca_cert: Option<PathBuf>,
     pub ca_key: Option<PathBuf>,
+    /// Agent certificates' lifetime in seconds; agents renew at two thirds.
+    pub agent_cert_lifetime_secs: u64,
+    /// The controller's server certificate's lifetime in seconds; it is
+    /// re-issued live at two thirds.
+    pub server_cert_lifetime_secs: u64,
+}
+
+/// Shortest certificate lifetime: renewal at two thirds must leave the
+/// agent time to ask again after a refusal or a reconnect.
+pub const MIN_CERT_LIFETIME_SECS: u64 = 30;
+/// Longest agent certificate: a lost host's cert must not outlive a quarter.
+pub const MAX_AGENT_CERT_LIFETIME_SECS: u64 = 90 * 86_400;
+/// Longest server certificate: ten years, the CA's own life.
+pub const MAX_SERVER_CERT_LIFETIME_SECS: u64 = 3650 * 86_400;
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_cert: None,
+            ca_key: None,
+            agent_cert_lifetime_secs: ebb_certs::AGENT_VALIDITY.as_secs(),
+            server_cert_lifetime_secs: ebb_certs::SERVER_VALIDITY.as_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -462,6 +487,24 @@ impl Config {
             (None, Some(_)) => problems.push("tls.ca_cert: required when tls.ca_key is set".into()),
             _ => {}
         }
+        for (key, value, max) in [
+            (
+                "tls.agent_cert_lifetime_secs",
+                self.tls.agent_cert_lifetime_secs,
+                MAX_AGENT_CERT_LIFETIME_SECS,
+            ),
+            (
+                "tls.server_cert_lifetime_secs",
+                self.tls.server_cert_lifetime_secs,
+                MAX_SERVER_CERT_LIFETIME_SECS,
+            ),
+        ] {
+            if !(MIN_CERT_LIFETIME_SECS..=max).contains(&value) {
+                problems.push(format!(
+                    "{key}: {value} is outside {MIN_CERT_LIFETIME_SECS}..={max}"
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -474,6 +517,14 @@ impl Config {
 
     pub fn sampling_interval(&self) -> Duration {
         Duration::from_millis(self.fleet.sampling_interval_ms)
+    }
+
+    pub fn agent_cert_lifetime(&self) -> Duration {
+        Duration::from_secs(self.tls.agent_cert_lifetime_secs)
+    }
+
+    pub fn server_cert_lifetime(&self) -> Duration {
+        Duration::from_secs(self.tls.server_cert_lifetime_secs)
     }
 }
 
@@ -493,6 +544,8 @@ mod tests {
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:9440");
         assert_eq!(c.data_dir, PathBuf::from("./ebb-data"));
         assert_eq!(c.sampling_interval(), Duration::from_secs(5));
+        assert_eq!(c.agent_cert_lifetime(), Duration::from_secs(86_400));
+        assert_eq!(c.server_cert_lifetime(), Duration::from_secs(365 * 86_400));
         assert_eq!(c.limits.limits(), crate::engine::limits::Limits::default());
         assert_eq!(c.limits.groups, 1000);
         assert_eq!(
@@ -545,6 +598,8 @@ mod tests {
             [tls]
             ca_cert = "/etc/ebb/tls/ca.crt"
             ca_key = "/etc/ebb/tls/ca.key"
+            agent_cert_lifetime_secs = 3600
+            server_cert_lifetime_secs = 86400
             [fleet]
             sampling_interval_ms = 1000
             sample_ring = 600
@@ -589,6 +644,8 @@ mod tests {
         assert_eq!(c.fleet.sampling_interval_ms, 1000);
         assert!(c.provider.allow_hook_scripts);
         assert!(!Config::default().provider.allow_hook_scripts);
+        assert_eq!(c.agent_cert_lifetime(), Duration::from_secs(3600));
+        assert_eq!(c.server_cert_lifetime(), Duration::from_secs(86400));
         assert_eq!(c.grpc.server_names.len(), 2);
         assert_eq!(
             c.tls.ca_key.as_deref(),
@@ -639,6 +696,8 @@ mod tests {
             listen = "127.0.0.1:7000"
             [tls]
             ca_cert = "/x"
+            agent_cert_lifetime_secs = 5
+            server_cert_lifetime_secs = 999999999999
             [fleet]
             sampling_interval_ms = 10
             sample_ring = 1
@@ -658,6 +717,8 @@ mod tests {
             "grpc.server_names:",
             "http.listen:",
             "tls.ca_key: required",
+            "tls.agent_cert_lifetime_secs: 5 is outside 30..=7776000",
+            "tls.server_cert_lifetime_secs: 999999999999 is outside",
             "provider.launch_timeout_ms: 5",
             "provider.uid_range: starts at 5",
             "provider.hooks_dir: `hooks.d` is not an absolute path",

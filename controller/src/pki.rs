@@ -1,6 +1,7 @@
 //! The controller's certificates in `<data_dir>/pki`: made on first start,
-//! reused on the next, never overwritten; and the rustls server config that
-//! requires a client certificate from our CA.
+//! reused on the next (the server and local admin certs re-issued when
+//! close to expiry); and the rustls server config that requires a client
+//! certificate from our CA and serves the live-rotated server cert.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,8 +15,9 @@ use tracing::info;
 
 /// The admin cert made on first start, used by `ebbctl` on this machine.
 pub const LOCAL_ADMIN_NAME: &str = "local-admin";
-/// A server cert closer to expiry than this is re-issued on start.
-const SERVER_RENEW_BEFORE: time::Duration = time::Duration::days(30);
+/// A server or local admin cert closer to expiry than this is re-issued on
+/// start (the server's is also rotated live at two thirds of its life).
+const RENEW_BEFORE: time::Duration = time::Duration::days(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -45,6 +47,7 @@ impl Pki {
         operator_ca: Option<(&Path, &Path)>,
         server_names: &[String],
         listen: SocketAddr,
+        server_lifetime: std::time::Duration,
     ) -> Result<Self, PkiError> {
         let paths = PkiPaths::new(data_dir);
         private_dir(&paths.dir)?;
@@ -54,12 +57,15 @@ impl Pki {
         };
         let ips = server_ips(listen);
         let (crt, key) = paths.server();
-        if !server_cert_usable(&crt, &key, server_names) {
-            ca.issue_server(server_names, &ips)?.write(&crt, &key)?;
+        ebb_certs::recover_pair(&crt, &key)?;
+        if !cert_usable(&crt, &key, server_names) {
+            ca.issue_server_for(server_names, &ips, server_lifetime)?
+                .write(&crt, &key)?;
             info!(cert = %crt.display(), "issued the controller's server certificate");
         }
         let (crt, key) = paths.admin();
-        if !crt.exists() || !key.exists() {
+        ebb_certs::recover_pair(&crt, &key)?;
+        if !cert_usable(&crt, &key, &[]) {
             ca.issue_admin(LOCAL_ADMIN_NAME, ebb_certs::ADMIN_VALIDITY)?
                 .write(&crt, &key)?;
             info!(cert = %crt.display(), "issued the local admin certificate for ebbctl");
@@ -75,8 +81,12 @@ impl Pki {
         })
     }
 
-    /// A rustls server config that requires a client cert from our CA.
-    pub fn server_config(&self) -> Result<rustls::ServerConfig, PkiError> {
+    /// A rustls server config that requires a client cert from our CA and
+    /// serves whatever certificate `server` holds at each handshake.
+    pub fn server_config(
+        &self,
+        server: Arc<dyn rustls::server::ResolvesServerCert>,
+    ) -> Result<rustls::ServerConfig, PkiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for cert in ebb_certs::load_certs(&self.paths.file("ca.crt"))? {
@@ -86,11 +96,10 @@ impl Pki {
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| rustls::Error::General(e.to_string()))?;
-        let (crt, key) = self.paths.server();
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(ebb_certs::load_certs(&crt)?, ebb_certs::load_key(&key)?)?;
+            .with_cert_resolver(server);
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
@@ -135,7 +144,7 @@ fn load_or_make_ca(paths: &PkiPaths, trust_domain: &str) -> Result<Ca, PkiError>
 }
 
 /// Loopback, plus the listen address when it is a concrete one.
-fn server_ips(listen: SocketAddr) -> Vec<IpAddr> {
+pub fn server_ips(listen: SocketAddr) -> Vec<IpAddr> {
     let mut ips = vec![
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -147,7 +156,9 @@ fn server_ips(listen: SocketAddr) -> Vec<IpAddr> {
     ips
 }
 
-fn server_cert_usable(crt: &Path, key: &Path, names: &[String]) -> bool {
+/// Whether the cert in `crt` has its key, names every one of `names` and
+/// is not within [`RENEW_BEFORE`] of expiry.
+fn cert_usable(crt: &Path, key: &Path, names: &[String]) -> bool {
     if !key.exists() {
         return false;
     }
@@ -157,6 +168,71 @@ fn server_cert_usable(crt: &Path, key: &Path, names: &[String]) -> bool {
     let Ok(info) = ebb_certs::describe(&certs[0]) else {
         return false;
     };
-    let fresh = info.not_after - OffsetDateTime::now_utc() > SERVER_RENEW_BEFORE;
+    let left = info.not_after - OffsetDateTime::now_utc();
+    // A short-lived cert (a test's) is fresh until a third of it is left.
+    let life = info.not_after - info.not_before;
+    let fresh = left > RENEW_BEFORE.min(life / 3);
     fresh && names.iter().all(|n| info.dns_names.contains(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bootstrap(dir: &Path) -> Pki {
+        Pki::bootstrap(
+            dir,
+            "ebb.local",
+            None,
+            &["localhost".to_owned()],
+            "127.0.0.1:7440".parse().unwrap(),
+            ebb_certs::SERVER_VALIDITY,
+        )
+        .unwrap()
+    }
+
+    fn serial(path: &Path) -> String {
+        ebb_certs::describe_pem(&std::fs::read_to_string(path).unwrap())
+            .unwrap()
+            .serial
+    }
+
+    #[test]
+    fn the_local_admin_cert_is_reissued_within_thirty_days_of_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = bootstrap(dir.path());
+        let (crt, key) = pki.paths.admin();
+        let first = serial(&crt);
+        // A restart keeps a fresh one.
+        let pki = bootstrap(dir.path());
+        assert_eq!(serial(&crt), first);
+        // One with ten days left is replaced on start.
+        let now = OffsetDateTime::now_utc();
+        pki.ca
+            .issue(&ebb_certs::CertSpec {
+                identity: Some(ebb_certs::Identity::admin("ebb.local", LOCAL_ADMIN_NAME).unwrap()),
+                dns_names: vec![],
+                ips: vec![],
+                not_before: now - time::Duration::days(355),
+                not_after: now + time::Duration::days(10),
+                server: false,
+                client: true,
+            })
+            .unwrap()
+            .write(&crt, &key)
+            .unwrap();
+        let aging = serial(&crt);
+        bootstrap(dir.path());
+        let renewed = serial(&crt);
+        assert_ne!(renewed, aging);
+        let info = ebb_certs::describe_pem(&std::fs::read_to_string(&crt).unwrap()).unwrap();
+        assert!(info.not_after - now > time::Duration::days(300));
+        assert!(
+            ebb_certs::key_matches(
+                &std::fs::read_to_string(&crt).unwrap(),
+                &std::fs::read_to_string(&key).unwrap()
+            )
+            .unwrap()
+        );
+    }
 }

@@ -22,13 +22,15 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::config::{Isolation, ProviderConfig};
 use crate::denylist::DenyList;
-use crate::engine::{Engine, HealthSettings, LaunchSettings};
+use crate::engine::certs::{CertSettings, ServerCert};
+use crate::engine::{Engine, EngineError, HealthSettings, LaunchSettings};
 use crate::fleet::Fleet;
-use crate::fleet::agent_service::{Admission, AgentApi, IntervalLookup, Refusal};
+use crate::fleet::agent_service::{Admission, AgentApi, IntervalLookup, Refusal, Renewal};
 use crate::pki::{Pki, PkiError};
 use crate::provider::find_agent_binary;
 use crate::provider::isolation::{self, Users};
 use crate::provider::process::{AgentHooks, ProcessProvider};
+use crate::store::CertKind;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -81,6 +83,8 @@ pub enum StartError {
     Isolation(String),
     #[error("cannot write the endpoints file: {0}")]
     Endpoints(#[from] toml::ser::Error),
+    #[error("certificates: {0}")]
+    Certificates(String),
 }
 
 /// A controller that has claimed its data dir, bound its ports and loaded
@@ -136,6 +140,7 @@ impl Controller {
             operator_ca,
             &config.grpc.server_names,
             config.grpc.listen,
+            config.server_cert_lifetime(),
         )?;
         Ok(Self {
             fleet: Arc::new(Fleet::new(config.fleet.sample_ring, Arc::new(SystemClock))),
@@ -150,7 +155,11 @@ impl Controller {
     }
 
     /// The engine over this controller's store, fleet, CA and provider.
-    fn engine(&self, grpc_addr: SocketAddr) -> Result<Engine, StartError> {
+    fn engine(
+        &self,
+        grpc_addr: SocketAddr,
+        server_cert: Arc<ServerCert>,
+    ) -> Result<Engine, StartError> {
         let provider_config = &self.config.provider;
         let agent_bin = match find_agent_binary(provider_config.agent_bin.as_deref()) {
             Ok(p) => p,
@@ -197,7 +206,35 @@ impl Controller {
         })
         .with_limits(self.config.limits.limits())
         .with_retention(self.config.activities.retention())
-        .with_deny_list(self.deny.clone()))
+        .with_deny_list(self.deny.clone())
+        .with_certs(CertSettings {
+            agent_lifetime: self.config.agent_cert_lifetime(),
+        })
+        .with_server_cert(server_cert))
+    }
+
+    /// Records the CA, server and local admin certificates in the registry
+    /// (again on every start: a record is keyed by serial).
+    fn record_own_certificates(&self, engine: &Engine) -> Result<(), StartError> {
+        let pem = |path: PathBuf| {
+            std::fs::read_to_string(&path).map_err(|source| {
+                StartError::Pki(PkiError::Certs(ebb_certs::Error::Io { path, source }))
+            })
+        };
+        let paths = &self.pki.paths;
+        for (kind, text) in [
+            (CertKind::Ca, self.pki.ca.cert_pem().to_owned()),
+            (CertKind::Server, pem(paths.server().0)?),
+            (CertKind::Admin, pem(paths.admin().0)?),
+        ] {
+            engine
+                .record_certificate(kind, &text)
+                .map_err(|e| match e {
+                    EngineError::Store(e) => StartError::Store(e),
+                    other => StartError::Certificates(other.to_string()),
+                })?;
+        }
+        Ok(())
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -233,12 +270,37 @@ impl Controller {
         write_endpoints(&self.config, grpc_addr, http_addr)?;
         let fleet = self.fleet.clone();
         let trust_domain = self.pki.ca.trust_domain().to_owned();
-        let engine = Arc::new(self.engine(grpc_addr)?);
+        let server_cert = Arc::new(
+            ServerCert::load(
+                self.pki.ca.clone(),
+                self.config.grpc.server_names.clone(),
+                crate::pki::server_ips(self.config.grpc.listen),
+                self.config.server_cert_lifetime(),
+                self.pki.paths.server(),
+            )
+            .map_err(|e| StartError::Certificates(e.to_string()))?,
+        );
+        let engine = Arc::new(self.engine(grpc_addr, server_cert.clone())?);
+        self.record_own_certificates(&engine)?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let tls = self.pki.server_config()?;
+        let tls = self.pki.server_config(server_cert)?;
         let incoming = crate::tls::incoming(self.grpc, tls, fleet.clone(), stop_rx.clone());
         let loops = control_loops(engine.clone(), stop_rx.clone())?;
         let notifier = tokio::spawn(crate::engine::notify::run(engine.clone(), stop_rx.clone()));
+        let rotation = tokio::spawn(crate::engine::certs::rotate_server_loop(
+            engine.clone(),
+            self.config.server_cert_lifetime(),
+            stop_rx.clone(),
+        ));
+        let signer = engine.clone();
+        let renewal = Renewal::new(
+            Arc::new(move |instance: &str, csr: &str| {
+                signer
+                    .sign_renewal(instance, csr)
+                    .map_err(|e| e.to_string())
+            }),
+            self.config.agent_cert_lifetime(),
+        );
         let agents = AgentApi::new(
             fleet.clone(),
             trust_domain.clone(),
@@ -246,7 +308,8 @@ impl Controller {
             admission(self.store.clone(), self.deny.clone(), trust_domain.clone()),
             stop_rx.clone(),
         )
-        .with_group_intervals(group_intervals(self.store.clone()));
+        .with_group_intervals(group_intervals(self.store.clone()))
+        .with_renewal(renewal);
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AgentServiceServer<AgentApi>>().await;
         health.set_serving::<AdminServiceServer<AdminApi>>().await;
@@ -269,7 +332,7 @@ impl Controller {
             .add_service(health_service)
             .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
-        let http = crate::http::serve(self.http, fleet.clone(), stopped(stop_rx.clone()));
+        let http = crate::http::serve(self.http, engine.clone(), stopped(stop_rx.clone()));
         info!(grpc = %grpc_addr, http = %http_addr, data_dir = %self.config.data_dir.display(), "ebb-controller serving");
         let grpc = tokio::spawn(grpc);
         let http = tokio::spawn(http);
@@ -277,7 +340,7 @@ impl Controller {
         info!("shutting down");
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
-            let (g, h, _, _) = tokio::join!(grpc, http, loops, notifier);
+            let (g, h, _, _, _) = tokio::join!(grpc, http, loops, notifier, rotation);
             (g, h)
         })
         .await;

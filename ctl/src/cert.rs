@@ -1,7 +1,13 @@
-//! `cert issue`: an agent certificate for a hand-managed host, from the
-//! local controller's CA, with the agent.toml that uses it. Offline: it
-//! reads the CA key from the data dir and calls nothing.
-//! `cert revoke` and `cert revoked`: the controller's deny-list.
+//! `cert`: certificates.
+//!
+//! - `cert issue --id`: an agent certificate for a hand-managed host, from
+//!   the local controller's CA, with the agent.toml that uses it. Offline:
+//!   it reads the CA key from the data dir and calls nothing.
+//! - `cert issue --admin`: an admin certificate; the key is made here and
+//!   only a signing request goes to the controller.
+//! - `cert list`, `cert rotate-server`: the registry of issued
+//!   certificates, and the server certificate's rotation on demand.
+//! - `cert revoke`, `cert revoked`: the controller's deny-list.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +22,9 @@ use crate::conn::{self, Admin};
 use crate::error::{Error, Result};
 use crate::output::{Output, done, print_json};
 use crate::view::{Table, rfc3339};
+
+/// An agent cert from `cert issue --id` lives a week unless told otherwise.
+const DEFAULT_AGENT_DAYS: u32 = 7;
 
 /// A deny-list entry, for `-o json`.
 #[derive(Debug, Serialize)]
@@ -100,6 +109,13 @@ struct IssuedView {
 }
 
 pub fn issue(args: &CertIssue, global: &Global, data_dir: &Path, out: Output) -> Result<()> {
+    let id = args.id.clone().unwrap_or_default();
+    let days = args.days.unwrap_or(DEFAULT_AGENT_DAYS);
+    if days > 365 {
+        return Err(Error::Usage(format!(
+            "--days {days}: an agent certificate lives at most 365 days (it renews itself over its stream)"
+        )));
+    }
     let pki = PkiPaths::new(data_dir);
     let ca_crt = global.ca.clone().unwrap_or_else(|| pki.ca().0);
     let ca_key = args.ca_key.clone().unwrap_or_else(|| pki.ca().1);
@@ -119,25 +135,10 @@ pub fn issue(args: &CertIssue, global: &Global, data_dir: &Path, out: Output) ->
         dir.join("agent.key"),
         dir.join("ca.crt"),
     );
-    let existing: Vec<String> = [&crt, &key, &ca_out]
-        .into_iter()
-        .filter(|p| p.exists())
-        .map(|p| p.display().to_string())
-        .collect();
-    if !existing.is_empty() && !args.force {
-        return Err(Error::Local(format!(
-            "{} already {}; use --force to overwrite, or another --out-dir",
-            existing.join(", "),
-            if existing.len() == 1 {
-                "exists"
-            } else {
-                "exist"
-            }
-        )));
-    }
-    let validity = Duration::from_secs(u64::from(args.days) * 86_400);
+    refuse_overwrite([&crt, &key, &ca_out], args.force)?;
+    let validity = Duration::from_secs(u64::from(days) * 86_400);
     let issued = ca
-        .issue_agent(&args.id, validity)
+        .issue_agent(&id, validity)
         .map_err(|e| Error::Local(e.to_string()))?;
     let write_failed = |e: ebb_certs::Error| Error::Local(format!("cannot write: {e}"));
     issued.write(&crt, &key).map_err(write_failed)?;
@@ -146,9 +147,9 @@ pub fn issue(args: &CertIssue, global: &Global, data_dir: &Path, out: Output) ->
     let (controller, server_name, note) = controller_for_agents(global, data_dir)?;
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
     let view = IssuedView {
-        instance_id: args.id.clone(),
+        instance_id: id.clone(),
         agent_toml: agent_toml(
-            &args.id,
+            &id,
             &controller,
             &server_name,
             note.as_deref(),
@@ -157,7 +158,7 @@ pub fn issue(args: &CertIssue, global: &Global, data_dir: &Path, out: Output) ->
         cert: crt,
         key,
         ca: ca_out,
-        not_after_ms: crate::view::now_ms() + i64::from(args.days) * 86_400_000,
+        not_after_ms: crate::view::now_ms() + i64::from(days) * 86_400_000,
     };
     match out {
         Output::Json => print_json(&view),
@@ -175,6 +176,169 @@ pub fn issue(args: &CertIssue, global: &Global, data_dir: &Path, out: Output) ->
             Ok(())
         }
     }
+}
+
+/// Refuses to overwrite any of `paths` unless `force`.
+fn refuse_overwrite<const N: usize>(paths: [&PathBuf; N], force: bool) -> Result<()> {
+    let existing: Vec<String> = paths
+        .into_iter()
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if existing.is_empty() || force {
+        return Ok(());
+    }
+    Err(Error::Local(format!(
+        "{} already {}; use --force to overwrite, or another --out-dir",
+        existing.join(", "),
+        if existing.len() == 1 {
+            "exists"
+        } else {
+            "exist"
+        }
+    )))
+}
+
+/// What `cert issue --admin` wrote, for `-o json`.
+#[derive(Debug, Serialize)]
+struct AdminIssuedView {
+    identity: String,
+    serial: String,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    not_after_ms: i64,
+}
+
+/// `cert issue --admin NAME`: a key made here, a CSR signed by the
+/// controller, the pair written with the key 0600.
+pub async fn issue_admin(
+    admin: &mut Admin,
+    args: &CertIssue,
+    global: &Global,
+    data_dir: &Path,
+    out: Output,
+) -> Result<()> {
+    let name = args.admin.clone().unwrap_or_default();
+    let dir = &args.out_dir;
+    let (crt, key, ca_out) = (
+        dir.join("admin.crt"),
+        dir.join("admin.key"),
+        dir.join("ca.crt"),
+    );
+    refuse_overwrite([&crt, &key, &ca_out], args.force)?;
+    let csr = ebb_certs::Csr::generate().map_err(|e| Error::Local(e.to_string()))?;
+    let answer = admin
+        .issue_certificate(pb::IssueCertificateRequest {
+            kind: "admin".into(),
+            name,
+            csr_pem: csr.csr_pem.clone(),
+            days: args.days.unwrap_or(0),
+        })
+        .await?;
+    let entry = answer.entry.unwrap_or_default();
+    let write_failed = |e: ebb_certs::Error| Error::Local(format!("cannot write: {e}"));
+    csr.into_issued(answer.cert_pem)
+        .write(&crt, &key)
+        .map_err(write_failed)?;
+    let ca_in = global
+        .ca
+        .clone()
+        .unwrap_or_else(|| PkiPaths::new(data_dir).file("ca.crt"));
+    let ca_pem = std::fs::read(&ca_in)
+        .map_err(|e| Error::read(&ca_in, &e, "give --ca, the controller's CA certificate"))?;
+    ebb_certs::write_atomic(&ca_out, &ca_pem, 0o644).map_err(write_failed)?;
+    let view = AdminIssuedView {
+        identity: entry.identity,
+        serial: entry.serial,
+        cert: crt,
+        key,
+        ca: ca_out,
+        not_after_ms: entry.not_after_ms,
+    };
+    match out {
+        Output::Json => print_json(&view),
+        Output::Table => {
+            println!(
+                "wrote {}, {} (mode 0600) and {} for {}, valid until {}; use them with ebbctl --cert {} --key {} --ca {}",
+                view.cert.display(),
+                view.key.display(),
+                view.ca.display(),
+                view.identity,
+                rfc3339(view.not_after_ms),
+                view.cert.display(),
+                view.key.display(),
+                view.ca.display(),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// One registry entry, for `-o json`.
+#[derive(Debug, Serialize)]
+struct CertView {
+    identity: String,
+    kind: String,
+    serial: String,
+    not_before_ms: i64,
+    not_after_ms: i64,
+    issued_at_ms: i64,
+}
+
+impl From<pb::CertificateEntry> for CertView {
+    fn from(e: pb::CertificateEntry) -> Self {
+        Self {
+            identity: e.identity,
+            kind: e.kind,
+            serial: e.serial,
+            not_before_ms: e.not_before_ms,
+            not_after_ms: e.not_after_ms,
+            issued_at_ms: e.issued_at_ms,
+        }
+    }
+}
+
+/// `cert list`: each identity's latest certificate, soonest expiry first.
+pub async fn list(admin: &mut Admin, out: Output) -> Result<()> {
+    let certs: Vec<CertView> = admin
+        .list_certificates(pb::ListCertificatesRequest {})
+        .await?
+        .certificates
+        .into_iter()
+        .map(CertView::from)
+        .collect();
+    match out {
+        Output::Json => print_json(&certs),
+        Output::Table => {
+            let mut table = Table::new(&["EXPIRES", "KIND", "IDENTITY", "SERIAL"]);
+            for c in &certs {
+                table.row(vec![
+                    rfc3339(c.not_after_ms),
+                    c.kind.clone(),
+                    c.identity.clone(),
+                    c.serial.clone(),
+                ]);
+            }
+            print!("{}", table.render());
+            Ok(())
+        }
+    }
+}
+
+/// `cert rotate-server`: a new server certificate, served from now on.
+pub async fn rotate_server(admin: &mut Admin, out: Output) -> Result<()> {
+    let answer = admin
+        .rotate_server_certificate(pb::RotateServerCertificateRequest {})
+        .await?;
+    let view = CertView::from(answer.entry.unwrap_or_default());
+    let line = format!(
+        "the controller now serves server certificate {} for {}, valid until {}",
+        view.serial,
+        view.identity,
+        rfc3339(view.not_after_ms)
+    );
+    crate::output::done(out, &view, line)
 }
 
 /// The address and server name an agent should use, and a note when the
@@ -271,9 +435,10 @@ mod tests {
 
     fn args(out: &Path, force: bool) -> CertIssue {
         CertIssue {
-            id: "host-7".into(),
+            id: Some("host-7".into()),
+            admin: None,
             out_dir: out.to_owned(),
-            days: 7,
+            days: None,
             force,
             ca_key: None,
         }
@@ -333,6 +498,22 @@ mod tests {
             Output::Json,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn an_agent_cert_lives_at_most_a_year() {
+        let data = data_dir_with_ca();
+        let out = tempfile::tempdir().unwrap();
+        let mut long = args(out.path(), false);
+        long.days = Some(400);
+        let err = issue(&long, &global(data.path()), data.path(), Output::Json)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--days 400: an agent certificate lives at most 365 days"),
+            "{err}"
+        );
+        assert!(!out.path().join("agent.key").exists(), "nothing written");
     }
 
     #[test]

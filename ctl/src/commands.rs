@@ -17,6 +17,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     let data_dir = conn::global_data_dir(&cli.global);
     check(&cli.command)?;
     match cli.command {
+        Command::Cert(crate::cli::CertCmd::Issue(args)) if args.admin.is_some() => {
+            let mut admin = connect(&cli.global, &data_dir).await?;
+            crate::cert::issue_admin(&mut admin, &args, &cli.global, &data_dir, out).await
+        }
         Command::Cert(crate::cli::CertCmd::Issue(args)) => {
             crate::cert::issue(&args, &cli.global, &data_dir, out)
         }
@@ -25,6 +29,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Cert(crate::cli::CertCmd::Revoked) => {
             crate::cert::revoked(&mut connect(&cli.global, &data_dir).await?, out).await
+        }
+        Command::Cert(crate::cli::CertCmd::List) => {
+            crate::cert::list(&mut connect(&cli.global, &data_dir).await?, out).await
+        }
+        Command::Cert(crate::cli::CertCmd::RotateServer) => {
+            crate::cert::rotate_server(&mut connect(&cli.global, &data_dir).await?, out).await
         }
         Command::Apply(args) => {
             // A bad file is reported before any connection is tried.

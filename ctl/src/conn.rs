@@ -310,6 +310,9 @@ rpcs! {
     resume_processes(ProcessesRequest) -> ScalingGroup;
     revoke_certificate(RevokeCertificateRequest) -> RevokedCertificate;
     describe_revoked_certificates(DescribeRevokedCertificatesRequest) -> DescribeRevokedCertificatesResponse;
+    list_certificates(ListCertificatesRequest) -> ListCertificatesResponse;
+    issue_certificate(IssueCertificateRequest) -> IssuedCertificate;
+    rotate_server_certificate(RotateServerCertificateRequest) -> IssuedCertificate;
 }
 
 impl Admin {

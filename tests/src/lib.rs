@@ -187,7 +187,9 @@ impl ControllerProc {
         Self::start_configured(dir, sampling_interval_ms, grpc, http, "")
     }
 
-    fn start_configured(
+    /// As `start_on`, with `extra` appended to controller.toml (whole
+    /// tables, e.g. "[tls]\nagent_cert_lifetime_secs = 30\n").
+    pub fn start_configured(
         dir: &Path,
         sampling_interval_ms: u64,
         grpc: SocketAddr,

@@ -6,6 +6,7 @@
 //! - `rules`, `alarms`, `tasks`: what changes capacity, and when.
 //! - `hooks`, `notifications`: who is told, and who may hold an instance.
 //! - `certs`: the deny-list of revoked identities.
+//! - `certificates`: the registry of issued certs, admin certs, server rotation.
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use crate::engine::Engine;
 
 pub mod activities;
 pub mod alarms;
+pub mod certificates;
 pub mod certs;
 pub mod common;
 pub mod configurations;
@@ -211,6 +213,9 @@ handlers! {
     hooks::record_lifecycle_action_heartbeat(pb::LifecycleActionRef) -> pb::LifecycleAction;
     notifications::describe_notification_configurations(pb::DescribeNotificationConfigurationsRequest) -> pb::DescribeNotificationConfigurationsResponse;
     certs::describe_revoked_certificates(pb::DescribeRevokedCertificatesRequest) -> pb::DescribeRevokedCertificatesResponse;
+    certificates::list_certificates(pb::ListCertificatesRequest) -> pb::ListCertificatesResponse;
+    certificates::issue_certificate(pb::IssueCertificateRequest) -> pb::IssuedCertificate;
+    certificates::rotate_server_certificate(pb::RotateServerCertificateRequest) -> pb::IssuedCertificate;
     ; with caller:
     certs::revoke_certificate(pb::RevokeCertificateRequest) -> pb::RevokedCertificate;
 }

@@ -27,6 +27,7 @@ use crate::store::Write;
 pub mod activity;
 pub mod alarms;
 pub mod capacity;
+pub mod certs;
 pub mod health;
 pub mod hooks;
 pub mod limits;
@@ -156,6 +157,9 @@ pub struct Engine {
     /// Revoked identities, shared with the Connect and admin checks.
     pub deny: Arc<DenyList>,
     ca: Arc<Ca>,
+    certs: certs::CertSettings,
+    /// The server certificate served and rotated live, when serving.
+    server_cert: Option<Arc<certs::ServerCert>>,
     launch: LaunchSettings,
     /// Serialises every read-modify-write of the store: admin calls and
     /// reconcile steps never interleave.
@@ -197,6 +201,8 @@ impl Engine {
             clock,
             deny: Arc::default(),
             ca,
+            certs: certs::CertSettings::default(),
+            server_cert: None,
             launch,
             ops: Mutex::new(()),
             failures: std::sync::Mutex::new(HashMap::new()),
@@ -237,6 +243,18 @@ impl Engine {
     /// Replaces how long activities are kept.
     pub fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// Replaces the certificate settings.
+    pub fn with_certs(mut self, certs: certs::CertSettings) -> Self {
+        self.certs = certs;
+        self
+    }
+
+    /// Serves and rotates `server`.
+    pub fn with_server_cert(mut self, server: Arc<certs::ServerCert>) -> Self {
+        self.server_cert = Some(server);
         self
     }
 

@@ -435,7 +435,7 @@ impl Engine {
                 Write::PutInstance(inst),
                 Write::PutActivity(act.clone()),
             ])?;
-            let issued = self.ca.issue_agent(&id, ebb_certs::AGENT_VALIDITY)?;
+            let issued = self.issue_agent_certificate(&id)?;
             let request = LaunchRequest {
                 instance_id: id.clone(),
                 group_id: group.id.clone(),

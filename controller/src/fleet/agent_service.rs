@@ -6,6 +6,9 @@
 //! once, respectively; the stream is closed at once when the controller
 //! says so (revoked, left its group, replaced) and when its certificate
 //! expires.
+//! A renewal request on the stream is signed for the stream's own identity,
+//! at most once per [`Renewal::min_interval`], and moves the stream's end
+//! to the new certificate's notAfter.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +20,8 @@ use ebb_proto::v1::agent_message::Body as AgentBody;
 use ebb_proto::v1::agent_service_server::AgentService;
 use ebb_proto::v1::controller_message::Body as ControllerBody;
 use ebb_proto::v1::{
-    AgentMessage, Closing, Collector, ControllerMessage, Hello, ProtocolVersion, Pull, Welcome,
+    AgentMessage, Closing, Collector, ControllerMessage, Hello, ProtocolVersion, Pull,
+    RenewRequest, Renewed, Welcome,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
@@ -53,6 +57,7 @@ pub struct AgentApi {
     sampling_interval: Duration,
     interval_of: Option<IntervalLookup>,
     admit: Admission,
+    renewal: Option<Renewal>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -73,6 +78,31 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// Signs a renewal request (PEM) for an instance id and records the new
+/// cert; the error is the refusal's reason.
+pub type Signer = Arc<dyn Fn(&str, &str) -> Result<String, String> + Send + Sync>;
+
+/// How agents' renewal requests are answered.
+#[derive(Clone)]
+pub struct Renewal {
+    pub sign: Signer,
+    /// A stream's renewals come at least this far apart: an agent renews at
+    /// two thirds of its cert's life, so a second request sooner than that
+    /// is a bug or an attack, and costs a signature and a store write.
+    pub min_interval: Duration,
+}
+
+impl Renewal {
+    /// One renewal per minute per stream, or per third of the agent cert's
+    /// life when that is shorter (the end-to-end tests use 30 s certs).
+    pub fn new(sign: Signer, agent_lifetime: Duration) -> Self {
+        Self {
+            sign,
+            min_interval: (agent_lifetime / 3).min(Duration::from_secs(60)),
+        }
+    }
+}
+
 impl AgentApi {
     pub fn new(
         fleet: Arc<Fleet>,
@@ -87,8 +117,15 @@ impl AgentApi {
             sampling_interval,
             interval_of: None,
             admit,
+            renewal: None,
             shutdown,
         }
+    }
+
+    /// Answer renewal requests with `renewal`; without one they are refused.
+    pub fn with_renewal(mut self, renewal: Renewal) -> Self {
+        self.renewal = Some(renewal);
+        self
     }
 
     /// Pull each instance at its group's sampling interval; others at the default.
@@ -258,6 +295,11 @@ impl AgentService for AgentApi {
             session.disconnected(&self.fleet, &refusal.message);
             return Err(self.refuse_for(&peer, refusal));
         }
+        session.cert_valid_until(
+            not_after
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        );
         self.fleet
             .lifecycle
             .open(&session.instance_id, session.session, tx.clone());
@@ -267,6 +309,7 @@ impl AgentService for AgentApi {
             inbound,
             tx,
             interval,
+            self.renewal.clone(),
             self.shutdown.clone(),
         ));
         Ok(Response::new(Box::pin(
@@ -283,8 +326,10 @@ async fn drive(
     mut inbound: Streaming<AgentMessage>,
     tx: Outbound,
     interval: Duration,
+    renewal: Option<Renewal>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut last_renewal: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seq = 0u64;
@@ -354,6 +399,12 @@ async fn drive(
                         }
                     }
                 }
+                Ok(Some(AgentMessage { body: Some(AgentBody::RenewRequest(request)) })) => {
+                    let answer = renew(&fleet, &session, renewal.as_ref(), &mut last_renewal, &request);
+                    if tx.try_send(message(ControllerBody::Renewed(answer))).is_err() {
+                        warn!(instance = %session.instance_id, "the renewal's answer could not be queued; the agent will ask again");
+                    }
+                }
                 Ok(Some(AgentMessage { body: Some(AgentBody::Hello(_)) })) => {
                     warn!(instance = %session.instance_id, "ignored a second Hello on the same stream");
                 }
@@ -368,6 +419,67 @@ async fn drive(
     };
     fleet.lifecycle.close(&session.instance_id, session.session);
     session.disconnected(&fleet, &reason);
+}
+
+fn unix_ms(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Answers one renewal request: a certificate for the stream's own
+/// instance, or the refusal, logged and counted.
+fn renew(
+    fleet: &Fleet,
+    session: &Session,
+    renewal: Option<&Renewal>,
+    last: &mut Option<tokio::time::Instant>,
+    request: &RenewRequest,
+) -> Renewed {
+    let now = tokio::time::Instant::now();
+    let signed = match renewal {
+        None => Err("this controller does not renew certificates".to_owned()),
+        Some(_) if request.csr_pem.len() > ebb_certs::MAX_CSR_LEN => Err(format!(
+            "the request is {} bytes, more than the {} allowed",
+            request.csr_pem.len(),
+            ebb_certs::MAX_CSR_LEN
+        )),
+        Some(r) if last.is_some_and(|at| now.duration_since(at) < r.min_interval) => Err(format!(
+            "this stream renewed {:?} ago; at most one renewal per {:?}",
+            now.duration_since(last.expect("checked")),
+            r.min_interval
+        )),
+        Some(r) => (r.sign)(&session.instance_id, &request.csr_pem),
+    };
+    match signed {
+        Ok(cert_pem) => {
+            *last = Some(now);
+            fleet
+                .counters
+                .cert_renewals_total
+                .fetch_add(1, Ordering::Relaxed);
+            let not_after = ebb_certs::describe_pem(&cert_pem)
+                .map(|i| unix_ms(i.not_after))
+                .ok();
+            if let Some(ms) = not_after {
+                session.cert_valid_until(ms);
+            }
+            info!(instance = %session.instance_id, not_after_ms = ?not_after, "renewed the agent's certificate");
+            Renewed {
+                cert_pem,
+                error: String::new(),
+            }
+        }
+        Err(error) => {
+            fleet
+                .counters
+                .cert_renewals_refused_total
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(instance = %session.instance_id, "refused a certificate renewal: {error}");
+            Renewed {
+                cert_pem: String::new(),
+                error,
+            }
+        }
+    }
 }
 
 /// When the stream must end: its certificate's notAfter, or far away.

@@ -118,6 +118,9 @@ pub struct Counters {
     pub streams_closed: ByReason,
     /// Hook results refused: not for an action sent to the sending instance.
     pub hook_results_dropped_total: AtomicU64,
+    /// Agent certificates renewed over their stream, and requests refused.
+    pub cert_renewals_total: AtomicU64,
+    pub cert_renewals_refused_total: AtomicU64,
     /// Webhook notifications delivered, and given up on after retries.
     pub notifications_sent_total: AtomicU64,
     pub notifications_failed_total: AtomicU64,
@@ -397,6 +400,9 @@ pub struct AgentState {
     pub out_of_range: u64,
     /// The open stream's controls (None when it has none).
     control: Option<watch::Sender<Control>>,
+    /// notAfter (Unix ms) of the certificate the open stream may use: the
+    /// one it connected with, moved on by each renewal on the stream.
+    pub cert_not_after_ms: Option<i64>,
 }
 
 /// The registry of agents, keyed by instance id.
@@ -484,6 +490,7 @@ impl Fleet {
                     custom_dropped: 0,
                     out_of_range: 0,
                     control: None,
+                    cert_not_after_ms: None,
                 }))
             })
             .clone();
@@ -630,6 +637,16 @@ impl Fleet {
             c.hook_results_dropped_total.load(Ordering::Relaxed),
         );
         counter(
+            "ebb_cert_renewals_total",
+            "Agent certificates renewed over their stream.",
+            c.cert_renewals_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_cert_renewals_refused_total",
+            "Renewal requests refused: unparsable, too big, too soon, or the CA failed.",
+            c.cert_renewals_refused_total.load(Ordering::Relaxed),
+        );
+        counter(
             "ebb_reconcile_passes_total",
             "Reconcile passes over every group, finished.",
             c.reconcile_passes_total.load(Ordering::Relaxed),
@@ -719,6 +736,20 @@ impl Session {
         {
             c.send_modify(|c| c.until = Some(until));
         }
+    }
+
+    /// Records the notAfter (Unix ms) of the certificate this stream holds:
+    /// the connecting one, then each renewed one.
+    pub fn cert_valid_until(&self, not_after_ms: i64) {
+        {
+            let mut s = lock(&self.state);
+            if s.session != self.session {
+                return;
+            }
+            s.cert_not_after_ms = Some(not_after_ms);
+        }
+        let ms = u64::try_from(not_after_ms).unwrap_or(0);
+        self.extend_until(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
     }
 
     /// Records that pull `seq` was sent.

@@ -67,12 +67,18 @@ impl Outbox {
             return false;
         };
         let token = run.token.clone();
+        // Noted before the send: a refusal comes back at once, and must
+        // find its token here however the threads are scheduled.
+        let fresh = self
+            .sent
+            .insert(token.clone(), instance.to_owned())
+            .is_none();
         let sent = entry
             .1
             .try_send(message(ControllerBody::RunHook(run)))
             .is_ok();
-        if sent {
-            self.sent.insert(token, instance.to_owned());
+        if !sent && fresh {
+            self.sent.remove(&token);
         }
         sent
     }

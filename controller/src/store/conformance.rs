@@ -137,6 +137,10 @@ const CASES: &[(&str, Case)] = &[
         revocations_are_kept_as_first_written,
     ),
     (
+        "certificates_latest_per_identity",
+        certificates_latest_per_identity,
+    ),
+    (
         "activities_filtered_before_the_limit",
         activities_filtered_before_the_limit,
     ),
@@ -1687,6 +1691,105 @@ fn revocations_are_kept_as_first_written(store: &dyn Store) {
         Write::PutInstance(instance("i-4", "asg-missing", 40)),
     ]));
     assert_eq!(store.list_revoked().unwrap(), [a, b]);
+}
+
+fn certificates_latest_per_identity(store: &dyn Store) {
+    use super::{CertKind, CertRecord};
+    let cert = |serial: &str, identity: &str, kind: CertKind, issued: i64, until: i64| CertRecord {
+        serial: serial.into(),
+        identity: identity.into(),
+        kind,
+        not_before_ms: issued - 300,
+        not_after_ms: until,
+        issued_at_ms: issued,
+    };
+    assert!(store.list_certificates().unwrap().is_empty());
+    let agent = "spiffe://ebb.local/instance/i-1";
+    let admin = "spiffe://ebb.local/admin/ops";
+    commit(
+        store,
+        vec![
+            Write::PutCertificate(cert("a1", agent, CertKind::Agent, 100, 200)),
+            Write::PutCertificate(cert("s1", "localhost", CertKind::Server, 100, 900)),
+            Write::PutCertificate(cert("o1", admin, CertKind::Admin, 100, 500)),
+        ],
+    );
+    // A renewal: the identity's latest cert is listed, soonest expiry first.
+    commit(
+        store,
+        vec![Write::PutCertificate(cert(
+            "a2",
+            agent,
+            CertKind::Agent,
+            150,
+            600,
+        ))],
+    );
+    let listed = store.list_certificates().unwrap();
+    let serials: Vec<_> = listed.iter().map(|c| c.serial.as_str()).collect();
+    assert_eq!(serials, ["o1", "a2", "s1"]);
+    assert_eq!(listed[1], cert("a2", agent, CertKind::Agent, 150, 600));
+    // A failed commit records nothing.
+    not_found(store.commit(vec![
+        Write::PutCertificate(cert("a3", agent, CertKind::Agent, 160, 9000)),
+        Write::PutInstance(instance("i-4", "asg-missing", 40)),
+    ]));
+    assert_eq!(store.list_certificates().unwrap(), listed);
+    // Issuing after the first agent cert expired forgets it; the live
+    // one stays, and so do other identities'.
+    commit(
+        store,
+        vec![Write::PutCertificate(cert(
+            "a3",
+            agent,
+            CertKind::Agent,
+            300,
+            700,
+        ))],
+    );
+    let serials: Vec<_> = store
+        .list_certificates()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    assert_eq!(serials, ["o1", "a3", "s1"]);
+    // Two that expire in the same second: the later issued is the latest.
+    commit(
+        store,
+        vec![Write::PutCertificate(cert(
+            "s2",
+            "localhost",
+            CertKind::Server,
+            400,
+            900,
+        ))],
+    );
+    let server = store.list_certificates().unwrap().pop().unwrap();
+    assert_eq!(server.serial, "s2");
+    // A week after they expired, anyone's certificates are forgotten.
+    let later = 900 + super::CERT_RETENTION_MS;
+    commit(
+        store,
+        vec![Write::PutCertificate(cert(
+            "n1",
+            "spiffe://ebb.local/instance/i-2",
+            CertKind::Agent,
+            later,
+            later + 100,
+        ))],
+    );
+    let serials: Vec<_> = store
+        .list_certificates()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    assert_eq!(
+        serials,
+        ["s2", "n1"],
+        "o1 and a3 expired over a week before"
+    );
 }
 
 fn found_ids(store: &dyn Store, query: ActivityQuery) -> Vec<String> {

@@ -71,6 +71,55 @@ pub enum Write {
     /// Insert, or keep the entry already there: a revocation is never
     /// changed or undone.
     PutRevoked(Revoked),
+    /// Records an issued certificate (replacing one with the same serial),
+    /// and forgets that identity's certificates that expired before
+    /// `issued_at_ms`, and anyone's that expired [`CERT_RETENTION_MS`]
+    /// before it: the registry holds what is live, not a history.
+    PutCertificate(CertRecord),
+}
+
+/// An expired certificate stays listed this long (unless its identity
+/// got a new one), so `cert list` shows what lapsed recently, and the
+/// registry of a fleet that launches and releases all day stays small.
+pub const CERT_RETENTION_MS: i64 = 7 * 86_400_000;
+
+/// A certificate the controller issued, in its registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRecord {
+    /// Lowercase hex.
+    pub serial: String,
+    /// The SPIFFE URI, or the server's first DNS name.
+    pub identity: String,
+    pub kind: CertKind,
+    pub not_before_ms: i64,
+    pub not_after_ms: i64,
+    pub issued_at_ms: i64,
+}
+
+/// What a certificate in the registry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CertKind {
+    Agent,
+    Admin,
+    Server,
+    Ca,
+}
+
+impl CertKind {
+    pub const ALL: [CertKind; 4] = [Self::Agent, Self::Admin, Self::Server, Self::Ca];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Admin => "admin",
+            Self::Server => "server",
+            Self::Ca => "ca",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 /// Which activities [`Store::find_activities`] returns.
@@ -160,4 +209,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The deny-list, by identity.
     fn list_revoked(&self) -> Result<Vec<Revoked>>;
+
+    /// Each identity's latest certificate (the one that expires last; of
+    /// two that expire together, the later issued), soonest expiry first,
+    /// ties by identity.
+    fn list_certificates(&self) -> Result<Vec<CertRecord>>;
 }

@@ -15,7 +15,9 @@ use rusqlite::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{ActivityQuery, Detached, Result, Revoked, Store, StoreError, Write};
+use super::{
+    ActivityQuery, CertKind, CertRecord, Detached, Result, Revoked, Store, StoreError, Write,
+};
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
 use ebb_core::rules::ScalingRule;
@@ -100,6 +102,17 @@ const MIGRATIONS: &[&str] = &[
          revoked_by    TEXT NOT NULL,
          reason        TEXT NOT NULL
      );",
+    // 6: the certificates the controller issued, live ones only (a put
+    // forgets its identity's expired ones).
+    "CREATE TABLE certificates (
+         serial        TEXT PRIMARY KEY NOT NULL,
+         identity      TEXT NOT NULL,
+         kind          TEXT NOT NULL,
+         not_before_ms INTEGER NOT NULL,
+         not_after_ms  INTEGER NOT NULL,
+         issued_at_ms  INTEGER NOT NULL
+     );
+     CREATE INDEX certificates_by_identity ON certificates(identity, not_after_ms);",
 ];
 
 /// The schema version this build writes.
@@ -470,6 +483,34 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             )
             .map(drop)
             .map_err(backend),
+        Write::PutCertificate(c) => {
+            tx.execute(
+                "DELETE FROM certificates WHERE (identity = ?1 AND not_after_ms < ?2) OR not_after_ms < ?3",
+                params![
+                    c.identity,
+                    c.issued_at_ms,
+                    c.issued_at_ms - super::CERT_RETENTION_MS
+                ],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "INSERT INTO certificates (serial, identity, kind, not_before_ms, not_after_ms, issued_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (serial) DO UPDATE SET identity = excluded.identity, kind = excluded.kind,
+                     not_before_ms = excluded.not_before_ms, not_after_ms = excluded.not_after_ms,
+                     issued_at_ms = excluded.issued_at_ms",
+                params![
+                    c.serial,
+                    c.identity,
+                    c.kind.as_str(),
+                    c.not_before_ms,
+                    c.not_after_ms,
+                    c.issued_at_ms
+                ],
+            )
+            .map(drop)
+            .map_err(backend)
+        }
     }
 }
 
@@ -820,6 +861,52 @@ impl Store for SqliteStore {
             })
             .map_err(backend)?;
         rows.collect::<rusqlite::Result<_>>().map_err(backend)
+    }
+
+    fn list_certificates(&self) -> Result<Vec<CertRecord>> {
+        let conn = self.conn();
+        // Each identity's row with the latest not_after; between two issued
+        // within the same second (a cert's times are whole seconds), the
+        // later issued.
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT serial, identity, kind, not_before_ms, not_after_ms, issued_at_ms
+                 FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY identity
+                           ORDER BY not_after_ms DESC, issued_at_ms DESC, serial DESC) AS latest
+                       FROM certificates)
+                 WHERE latest = 1 ORDER BY not_after_ms, identity",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (serial, identity, kind, not_before_ms, not_after_ms, issued_at_ms) =
+                row.map_err(backend)?;
+            let kind = CertKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+                key: format!("certificates/{serial}"),
+                message: format!("unknown kind `{kind}`"),
+            })?;
+            out.push(CertRecord {
+                serial,
+                identity,
+                kind,
+                not_before_ms,
+                not_after_ms,
+                issued_at_ms,
+            });
+        }
+        Ok(out)
     }
 
     fn list_activities(&self, group_id: Option<&str>, limit: usize) -> Result<Vec<Activity>> {

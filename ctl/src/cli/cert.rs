@@ -6,8 +6,14 @@ use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
 pub enum CertCmd {
-    /// Issue an agent certificate for a hand-managed host (offline: uses the CA key in the data dir)
+    /// Issue an agent certificate for a hand-managed host (--id; offline: uses the CA key in
+    /// the data dir), or an admin certificate (--admin; the controller signs a key made here)
     Issue(CertIssue),
+    /// Every identity the controller issued a certificate for, soonest expiry first
+    List,
+    /// Re-issue the controller's server certificate now (e.g. after changing grpc.server_names);
+    /// open connections keep the old one
+    RotateServer,
     /// Revoke an identity: its certificates are refused from now on and its open stream is closed (no undo)
     Revoke(CertRevoke),
     /// List the revoked identities
@@ -31,17 +37,21 @@ pub struct CertRevoke {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("holder").required(true).args(["id", "admin"]))]
 pub struct CertIssue {
-    /// The instance id the certificate names
+    /// The instance id an agent certificate names
     #[arg(long)]
-    pub id: String,
-    /// Where to write agent.crt, agent.key and ca.crt
+    pub id: Option<String>,
+    /// The admin name an admin certificate names (spiffe://<domain>/admin/NAME)
+    #[arg(long, value_name = "NAME")]
+    pub admin: Option<String>,
+    /// Where to write agent.crt, agent.key and ca.crt (admin.crt, admin.key and ca.crt with --admin)
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out_dir: PathBuf,
-    /// Validity in days
-    #[arg(long, value_name = "N", default_value_t = 7,
-          value_parser = clap::value_parser!(u32).range(1..=365))]
-    pub days: u32,
+    /// Validity in days [default: 7 for an agent, 365 for an admin]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: Option<u32>,
     /// Overwrite existing files in the out dir
     #[arg(long)]
     pub force: bool,
