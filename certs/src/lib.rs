@@ -4,6 +4,10 @@
 //!   (`spiffe://<trust-domain>/instance/<id>` or `.../admin/<name>`).
 //! - [`Ca`]: makes or loads a CA and issues server, agent and admin certs.
 //! - [`Issued`]: a certificate and its key in PEM, written with the key 0600.
+//! - [`Csr`]: a new key and a signing request, made where the key stays;
+//!   [`Ca::sign_csr`] signs one for an identity the CA chooses.
+//! - [`ca_hash`]: the pin of a CA (`sha256:` of its public key), as
+//!   `ebb-agent join --ca-hash` takes it.
 //! - [`peer_identity`], [`load_certs`], [`load_key`]: reading certs back.
 #![forbid(unsafe_code)]
 
@@ -34,6 +38,9 @@ pub const SERVER_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 pub const ADMIN_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 /// Agent certs are short-lived: a lost host's cert is useless within days.
 pub const AGENT_VALIDITY: Duration = Duration::from_secs(7 * 86_400);
+/// The largest CSR [`Ca::sign_csr`] reads: an EC P-256 request is ~500
+/// bytes in PEM, an RSA-4096 one ~1.7 KiB.
+pub const MAX_CSR_LEN: usize = 8 * 1024;
 /// The trust domain used when the operator names none.
 pub const DEFAULT_TRUST_DOMAIN: &str = "ebb.local";
 
@@ -57,6 +64,8 @@ pub enum Error {
     Identity { value: String, reason: String },
     #[error("the certificate names no ebb identity (no spiffe:// URI SAN)")]
     NoIdentity,
+    #[error("unusable certificate signing request: {0}")]
+    Csr(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -187,6 +196,33 @@ impl Issued {
     pub fn write(&self, cert_path: &Path, key_path: &Path) -> Result<()> {
         write_atomic(key_path, self.key_pem.as_bytes(), 0o600)?;
         write_atomic(cert_path, self.cert_pem.as_bytes(), 0o644)
+    }
+}
+
+/// A fresh key pair and a signing request for it. The request names
+/// nothing the CA will use: the CA decides the identity.
+#[derive(Debug, Clone)]
+pub struct Csr {
+    pub csr_pem: String,
+    pub key_pem: String,
+}
+
+impl Csr {
+    pub fn generate() -> Result<Self> {
+        let key = KeyPair::generate()?;
+        let csr = CertificateParams::default().serialize_request(&key)?;
+        Ok(Self {
+            csr_pem: csr.pem()?,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// The key and the certificate signed for it.
+    pub fn into_issued(self, cert_pem: String) -> Issued {
+        Issued {
+            cert_pem,
+            key_pem: self.key_pem,
+        }
     }
 }
 
@@ -355,10 +391,50 @@ impl Ca {
         })
     }
 
+    /// Signs `csr_pem` as a client certificate for `identity`, living
+    /// `validity`. Only the request's public key is used (its signature
+    /// proves the requester holds the key); whatever names or extensions it
+    /// asks for are ignored.
+    pub fn sign_csr(&self, csr_pem: &str, identity: &Identity, validity: Duration) -> Result<String> {
+        if csr_pem.len() > MAX_CSR_LEN {
+            return Err(Error::Csr(format!(
+                "{} bytes, more than the {MAX_CSR_LEN} allowed",
+                csr_pem.len()
+            )));
+        }
+        if identity.trust_domain != self.trust_domain {
+            return Err(Error::Identity {
+                value: identity.uri(),
+                reason: format!("this CA issues for trust domain {}", self.trust_domain),
+            });
+        }
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| Error::Csr(e.to_string()))?;
+        let (not_before, not_after) = CertSpec::valid_for(validity);
+        let params = Self::params(&CertSpec {
+            identity: Some(identity.clone()),
+            dns_names: vec![],
+            ips: vec![],
+            not_before,
+            not_after,
+            server: false,
+            client: true,
+        })?;
+        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
+    }
+
     /// Issues a certificate exactly as `spec` says (tests use it for
     /// expired certs).
     pub fn issue(&self, spec: &CertSpec) -> Result<Issued> {
         let key = KeyPair::generate()?;
+        let cert = Self::params(spec)?.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    fn params(spec: &CertSpec) -> Result<CertificateParams> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         let cn = match &spec.identity {
@@ -401,11 +477,7 @@ impl Ca {
         }
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(params)
     }
 }
 
@@ -491,6 +563,22 @@ pub fn describe(der: &[u8]) -> Result<CertInfo> {
         is_ca: cert.is_ca(),
         dns_names,
     })
+}
+
+/// The pin of a CA as kubeadm writes it: `sha256:` and the lowercase hex
+/// SHA-256 of the certificate's DER SubjectPublicKeyInfo. It names the
+/// key, so it survives the CA certificate being re-issued for the same key.
+pub fn ca_hash(der: &[u8]) -> Result<String> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| Error::Parse(e.to_string()))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("sha256:{hex}"))
+}
+
+/// [`ca_hash`] of the first certificate in a PEM text.
+pub fn ca_hash_pem(pem: &str) -> Result<String> {
+    ca_hash(&first_cert(Path::new("(certificate)"), pem)?)
 }
 
 /// The identity of a peer from its (already verified) leaf certificate.
@@ -617,6 +705,41 @@ mod tests {
             "prod.example"
         );
         assert!(describe(&der(&ca.to_issued())).unwrap().is_ca);
+    }
+
+    #[test]
+    fn a_csr_is_signed_for_the_identity_given_not_the_one_asked_for() {
+        let ca = Ca::generate("ebb.local", CA_VALIDITY).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut asked = CertificateParams::new(vec!["controller.example".to_owned()]).unwrap();
+        asked.subject_alt_names.push(SanType::URI(
+            "spiffe://ebb.local/admin/root".try_into().unwrap(),
+        ));
+        let csr = asked.serialize_request(&key).unwrap().pem().unwrap();
+        let id = Identity::instance("ebb.local", "i-7").unwrap();
+        let cert_pem = ca.sign_csr(&csr, &id, AGENT_VALIDITY).unwrap();
+        let der = first_cert(Path::new("test"), &cert_pem).unwrap();
+        let info = describe(&der).unwrap();
+        assert_eq!(info.identity, Some(id.clone()));
+        assert!(info.dns_names.is_empty(), "{:?}", info.dns_names);
+        assert!(!info.is_ca);
+        let err = ca.sign_csr("not a csr", &id, AGENT_VALIDITY).unwrap_err();
+        assert!(err.to_string().starts_with("unusable certificate signing request"), "{err}");
+    }
+
+    #[test]
+    fn the_ca_hash_is_the_sha256_of_its_public_key() {
+        let ca = Ca::generate("ebb.local", CA_VALIDITY).unwrap();
+        let hash = ca_hash_pem(ca.cert_pem()).unwrap();
+        assert!(hash.starts_with("sha256:") && hash.len() == 7 + 64, "{hash}");
+        assert!(hash[7..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        // The same key re-certified keeps its pin; another CA has another.
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        ca.to_issued().write(&crt, &key).unwrap();
+        assert_eq!(ca_hash_pem(Ca::load(&crt, &key).unwrap().cert_pem()).unwrap(), hash);
+        let other = Ca::generate("ebb.local", CA_VALIDITY).unwrap();
+        assert_ne!(ca_hash_pem(other.cert_pem()).unwrap(), hash);
     }
 
     #[test]

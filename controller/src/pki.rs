@@ -1,6 +1,6 @@
 //! The controller's certificates in `<data_dir>/pki`: made on first start,
 //! reused on the next, never overwritten; and the rustls server config that
-//! requires a client certificate from our CA.
+//! checks client certificates against our CA.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -74,7 +74,12 @@ impl Pki {
         })
     }
 
-    /// A rustls server config that requires a client cert from our CA.
+    /// A rustls server config that verifies client certs against our CA.
+    /// A client without one may finish the handshake, for
+    /// `JoinService.Join` alone: every other service refuses a caller
+    /// without a certificate (`admin_only`, `AgentApi::instance_of`). The
+    /// chain sent ends with the CA cert, so that `ebb-agent join` can find
+    /// the CA its `--ca-hash` pins.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, PkiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -83,13 +88,17 @@ impl Pki {
         }
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
                 .build()
                 .map_err(|e| rustls::Error::General(e.to_string()))?;
         let (crt, key) = self.paths.server();
+        let mut chain = ebb_certs::load_certs(&crt)?;
+        chain.truncate(1);
+        chain.extend(ebb_certs::load_certs(&self.paths.file("ca.crt"))?);
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(ebb_certs::load_certs(&crt)?, ebb_certs::load_key(&key)?)?;
+            .with_single_cert(chain, ebb_certs::load_key(&key)?)?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }

@@ -15,7 +15,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use ebb_proto::v1::admin_service_server::AdminServiceServer;
+use ebb_proto::v1::join_service_server::JoinServiceServer;
 
+use crate::api::join::{JoinApi, MAX_JOIN_MESSAGE};
 use crate::api::{AdminApi, admin_only};
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -230,6 +232,10 @@ impl Controller {
                 AgentServiceServer::new(agents).max_decoding_message_size(MAX_AGENT_MESSAGE),
             )
             .add_service(admin)
+            .add_service(
+                JoinServiceServer::new(JoinApi::new(engine.clone()))
+                    .max_decoding_message_size(MAX_JOIN_MESSAGE),
+            )
             .add_service(health_service)
             .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));

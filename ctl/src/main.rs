@@ -8,7 +8,9 @@
 //!   rules, alarms and scheduled tasks.
 //! - `automation`: the `rule`, `scale`, `alarm` and `task` families.
 //! - `hook`: lifecycle hooks and their actions.
-//! - `cert`: `cert issue`, agent certificates for hand-managed hosts.
+//! - `cert`: `cert issue`, agent certificates for hand-managed hosts;
+//!   `cert ca-hash`, the CA's pin.
+//! - `token`: join tokens, and the `ebb-agent join` command that uses one.
 //! - `lookup`: group and rule ids to names, for listings.
 //! - `conn`: finding the local controller and connecting over mTLS.
 //! - `view`: plain serialisable views of the API's messages, tables, times.
@@ -29,6 +31,7 @@ mod error;
 mod hook;
 mod lookup;
 mod output;
+mod token;
 mod view;
 
 use std::process::ExitCode;

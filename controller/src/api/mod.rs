@@ -5,6 +5,8 @@
 //! - `groups`, `configurations`, `instances`, `activities`: the group and what it holds.
 //! - `rules`, `alarms`, `tasks`: what changes capacity, and when.
 //! - `hooks`, `notifications`: who is told, and who may hold an instance.
+//! - `tokens`: join tokens; `join`: the `JoinService` a host without a
+//!   certificate calls with one.
 
 use std::sync::Arc;
 
@@ -23,10 +25,12 @@ pub mod configurations;
 pub mod groups;
 pub mod hooks;
 pub mod instances;
+pub mod join;
 mod metric_sources;
 pub mod notifications;
 pub mod rules;
 pub mod tasks;
+pub mod tokens;
 
 /// The admin gRPC service.
 #[derive(Clone)]
@@ -40,12 +44,17 @@ impl AdminApi {
     }
 }
 
+/// The admin identity that made a call (its SPIFFE URI), put on the
+/// request by [`admin_only`].
+#[derive(Debug, Clone)]
+pub struct AdminCaller(pub String);
+
 /// Refuses any caller whose certificate is not an admin certificate of
 /// `trust_domain`; logs each refusal.
 pub fn admin_only(
     trust_domain: String,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |req: Request<()>| {
+    move |mut req: Request<()>| {
         let peer = req
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
@@ -67,7 +76,10 @@ pub fn admin_only(
             )));
         }
         match id.role {
-            Role::Admin(_) => Ok(req),
+            Role::Admin(_) => {
+                req.extensions_mut().insert(AdminCaller(id.uri()));
+                Ok(req)
+            }
             Role::Instance(_) => Err(refuse(format!(
                 "{id} is an agent certificate; the admin API needs an admin certificate"
             ))),
@@ -77,8 +89,13 @@ pub fn admin_only(
 
 /// `AdminService` as one line per call: the handler in its family's file,
 /// on the inner request, its answer wrapped.
+/// Those after `@caller` also get the [`AdminCaller`].
 macro_rules! handlers {
-    ($($family:ident::$method:ident($req:ty) -> $resp:ty;)*) => {
+    (
+        $($family:ident::$method:ident($req:ty) -> $resp:ty;)*
+        @caller
+        $($cfamily:ident::$cmethod:ident($creq:ty) -> $cresp:ty;)*
+    ) => {
         #[tonic::async_trait]
         impl AdminService for AdminApi {
             $(
@@ -87,6 +104,20 @@ macro_rules! handlers {
                     request: Request<$req>,
                 ) -> Result<Response<$resp>, Status> {
                     $family::$method(&self.engine, request.into_inner())
+                        .await
+                        .map(Response::new)
+                }
+            )*
+            $(
+                async fn $cmethod(
+                    &self,
+                    request: Request<$creq>,
+                ) -> Result<Response<$cresp>, Status> {
+                    let caller = request
+                        .extensions()
+                        .get::<AdminCaller>()
+                        .map_or_else(|| "unknown".to_owned(), |c| c.0.clone());
+                    $cfamily::$cmethod(&self.engine, &caller, request.into_inner())
                         .await
                         .map(Response::new)
                 }
@@ -142,4 +173,8 @@ handlers! {
     hooks::complete_lifecycle_action(pb::CompleteLifecycleActionRequest) -> pb::LifecycleAction;
     hooks::record_lifecycle_action_heartbeat(pb::LifecycleActionRef) -> pb::LifecycleAction;
     notifications::describe_notification_configurations(pb::DescribeNotificationConfigurationsRequest) -> pb::DescribeNotificationConfigurationsResponse;
+    tokens::list_join_tokens(pb::ListJoinTokensRequest) -> pb::ListJoinTokensResponse;
+    @caller
+    tokens::create_join_token(pb::CreateJoinTokenRequest) -> pb::CreateJoinTokenResponse;
+    tokens::revoke_join_token(pb::RevokeJoinTokenRequest) -> pb::JoinToken;
 }

@@ -33,6 +33,10 @@ pub struct Counters {
     pub sample_values_dropped_total: AtomicU64,
     /// TLS handshakes or Connect calls refused for identity reasons.
     pub connections_refused_total: AtomicU64,
+    /// Hosts that joined with a token, and joins refused (a bad, expired,
+    /// used-up or revoked token, a bad CSR, a full or inactive group).
+    pub joins_total: AtomicU64,
+    pub joins_refused_total: AtomicU64,
     /// Webhook notifications delivered, and given up on after retries.
     pub notifications_sent_total: AtomicU64,
     pub notifications_failed_total: AtomicU64,
@@ -506,6 +510,16 @@ impl Fleet {
             "ebb_connections_refused_total",
             "Connections refused: bad or missing certificate, wrong identity.",
             c.connections_refused_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_joins_total",
+            "Hosts that joined with a join token.",
+            c.joins_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_joins_refused_total",
+            "Join calls refused: a bad, expired, used-up or revoked token, a bad request, a group that cannot take the host.",
+            c.joins_refused_total.load(Ordering::Relaxed),
         );
         counter(
             "ebb_reconcile_passes_total",

@@ -68,6 +68,10 @@ pub enum Write {
     /// Insert or replace. Not tied to a group: a detached instance
     /// outlives the group it left.
     PutDetached(Detached),
+    /// Insert or replace; NotFound if the group does not exist. Deleting
+    /// the group deletes its tokens.
+    PutJoinToken(JoinToken),
+    DeleteJoinToken(String),
 }
 
 /// Which activities [`Store::find_activities`] returns.
@@ -93,6 +97,24 @@ pub struct Detached {
     /// The group it left (which may since have been deleted).
     pub group_id: String,
     pub detached_at_ms: i64,
+}
+
+/// A join token (`ebbctl token create`): a host that presents its id and
+/// secret to `JoinService.Join` is attached to `group_id`. Only the
+/// secret's SHA-256 is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinToken {
+    pub id: String,
+    pub group_id: String,
+    /// Lowercase hex SHA-256 of the secret part.
+    pub secret_sha256: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub uses_left: u32,
+    /// The admin identity that created it.
+    pub created_by: String,
+    /// Kept after `ebbctl token revoke` so that a refusal can say why.
+    pub revoked: bool,
 }
 
 /// The controller's persistent state. Implementations are cheap to call from
@@ -135,4 +157,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every detached instance, by id.
     fn list_detached(&self) -> Result<Vec<Detached>>;
+
+    fn get_join_token(&self, id: &str) -> Result<Option<JoinToken>>;
+    /// Every join token, oldest first (ties by id).
+    fn list_join_tokens(&self) -> Result<Vec<JoinToken>>;
 }

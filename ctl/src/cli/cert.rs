@@ -8,6 +8,8 @@ use clap::{Args, Subcommand};
 pub enum CertCmd {
     /// Issue an agent certificate for a hand-managed host (offline: uses the CA key in the data dir)
     Issue(CertIssue),
+    /// Print the CA's pin for `ebb-agent join --ca-hash` (sha256 of its public key)
+    CaHash,
 }
 
 #[derive(Debug, Args)]

@@ -259,3 +259,27 @@ mod tests {
         assert!(r("cron:0 8 *").is_err());
     }
 }
+
+/// A join token's lifetime: `90s`, `30m`, `1h`, `2d` or plain seconds,
+/// from 1 s to 7 days.
+pub fn ttl_secs(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; use e.g. 90s, 30m, 1h or 2d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+    };
+    let secs = n.saturating_mul(scale);
+    if !(1..=7 * 86_400).contains(&secs) {
+        return Err(format!("`{s}` is outside 1s..=7d"));
+    }
+    Ok(secs)
+}
