@@ -109,7 +109,7 @@ impl JoinService for JoinApi {
         match join(&self.engine, req).await {
             Ok(resp) => {
                 counters.joins_total.fetch_add(1, Ordering::Relaxed);
-                info!(peer, token = %token_id, instance = %resp.instance_id, "host joined");
+                info!(peer, "host joined with token {token_id} as instance {}", resp.instance_id);
                 Ok(Response::new(resp))
             }
             Err(Refused { status, detail }) => {
@@ -120,7 +120,7 @@ impl JoinService for JoinApi {
                     self.failed(a.ip());
                 }
                 let why = detail.unwrap_or_else(|| status.message().to_owned());
-                warn!(peer, token = %token_id, "refused join: {why}");
+                warn!(peer, "refused join with token {token_id}: {why}");
                 Err(status)
             }
         }
