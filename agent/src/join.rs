@@ -187,9 +187,7 @@ fn tls_paths(config: &Path) -> Result<(crate::config::TlsConfig, Option<String>)
 fn write_config(args: &JoinArgs, existing: Option<&str>) -> Result<(), JoinError> {
     let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
     let mut lines = String::new();
-    let table: toml::Table = existing
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_default();
+    let table: toml::Table = existing.and_then(|t| t.parse().ok()).unwrap_or_default();
     if !table.contains_key("controller") {
         lines.push_str(&format!("controller = {}\n", q(&args.controller)));
     }
@@ -394,7 +392,10 @@ mod tests {
     #[test]
     fn bad_flags_are_named_together() {
         let mut a = args(Path::new("agent.toml"));
-        assert_eq!(check_args(&a).unwrap(), format!("sha256:{}", "ab".repeat(32)));
+        assert_eq!(
+            check_args(&a).unwrap(),
+            format!("sha256:{}", "ab".repeat(32))
+        );
         a.controller = "nohost".into();
         a.ca_hash = "md5:00".into();
         a.token = "abc".into();
@@ -412,8 +413,8 @@ mod tests {
         assert_eq!(text, None);
         assert_eq!(tls.key, dir.path().join("agent.key"));
         write_config(&args(&path), None).unwrap();
-        let written = Config::parse_unchecked(&std::fs::read_to_string(&path).unwrap(), &path)
-            .unwrap();
+        let written =
+            Config::parse_unchecked(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
         assert_eq!(written.controller, "ctl.example:7440");
         assert_eq!(written.tls.cert, dir.path().join("agent.crt"));
 

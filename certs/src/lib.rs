@@ -395,7 +395,12 @@ impl Ca {
     /// `validity`. Only the request's public key is used (its signature
     /// proves the requester holds the key); whatever names or extensions it
     /// asks for are ignored.
-    pub fn sign_csr(&self, csr_pem: &str, identity: &Identity, validity: Duration) -> Result<String> {
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        identity: &Identity,
+        validity: Duration,
+    ) -> Result<String> {
         if csr_pem.len() > MAX_CSR_LEN {
             return Err(Error::Csr(format!(
                 "{} bytes, more than the {MAX_CSR_LEN} allowed",
@@ -724,20 +729,34 @@ mod tests {
         assert!(info.dns_names.is_empty(), "{:?}", info.dns_names);
         assert!(!info.is_ca);
         let err = ca.sign_csr("not a csr", &id, AGENT_VALIDITY).unwrap_err();
-        assert!(err.to_string().starts_with("unusable certificate signing request"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("unusable certificate signing request"),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_ca_hash_is_the_sha256_of_its_public_key() {
         let ca = Ca::generate("ebb.local", CA_VALIDITY).unwrap();
         let hash = ca_hash_pem(ca.cert_pem()).unwrap();
-        assert!(hash.starts_with("sha256:") && hash.len() == 7 + 64, "{hash}");
-        assert!(hash[7..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            hash.starts_with("sha256:") && hash.len() == 7 + 64,
+            "{hash}"
+        );
+        assert!(
+            hash[7..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         // The same key re-certified keeps its pin; another CA has another.
         let dir = tempfile::tempdir().unwrap();
         let (crt, key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
         ca.to_issued().write(&crt, &key).unwrap();
-        assert_eq!(ca_hash_pem(Ca::load(&crt, &key).unwrap().cert_pem()).unwrap(), hash);
+        assert_eq!(
+            ca_hash_pem(Ca::load(&crt, &key).unwrap().cert_pem()).unwrap(),
+            hash
+        );
         let other = Ca::generate("ebb.local", CA_VALIDITY).unwrap();
         assert_ne!(ca_hash_pem(other.cert_pem()).unwrap(), hash);
     }

@@ -83,9 +83,7 @@ pub fn explain(e: &io::Error) -> String {
             CertificateError::UnknownIssuer
             | CertificateError::BadSignature
             | CertificateError::UnsupportedSignatureAlgorithmContext { .. },
-        ) => {
-            "the client certificate was not issued by this controller's CA".into()
-        }
+        ) => "the client certificate was not issued by this controller's CA".into(),
         Error::InvalidCertificate(
             CertificateError::Expired | CertificateError::ExpiredContext { .. },
         ) => "the client certificate has expired; issue a new one".into(),

@@ -125,18 +125,15 @@ pub async fn run(
                 Output::Table => {
                     let names = group_names(admin).await;
                     let now = now_ms();
-                    let mut table = Table::new(&[
-                        "ID",
-                        "GROUP",
-                        "STATE",
-                        "EXPIRES",
-                        "USES LEFT",
-                        "CREATED BY",
-                    ]);
+                    let mut table =
+                        Table::new(&["ID", "GROUP", "STATE", "EXPIRES", "USES LEFT", "CREATED BY"]);
                     for t in &tokens {
                         table.row(vec![
                             t.id.clone(),
-                            names.get(&t.scaling_group_id).cloned().unwrap_or_else(|| t.scaling_group_id.clone()),
+                            names
+                                .get(&t.scaling_group_id)
+                                .cloned()
+                                .unwrap_or_else(|| t.scaling_group_id.clone()),
                             t.state(now).to_owned(),
                             rfc3339(t.expires_at_ms),
                             t.uses_left.to_string(),

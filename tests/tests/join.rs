@@ -130,9 +130,11 @@ fn group_of(admin: &mut Admin, name: &str) -> pb::ScalingGroup {
 }
 
 fn wait_log(ctl: &ControllerProc, line: &str) {
-    eventually(&format!("`{line}` in the controller's log"), DEADLINE, || {
-        ctl.proc.log_text().contains(line).then_some(())
-    });
+    eventually(
+        &format!("`{line}` in the controller's log"),
+        DEADLINE,
+        || ctl.proc.log_text().contains(line).then_some(()),
+    );
 }
 
 #[test]
@@ -166,10 +168,7 @@ fn a_host_joins_with_a_token_and_is_attached() {
     let listed = ctl.ebbctl(&["token", "list"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
     let (id, secret) = token.split_once('.').unwrap();
-    assert!(
-        listed.contains(id) && !listed.contains(secret),
-        "{listed}"
-    );
+    assert!(listed.contains(id) && !listed.contains(secret), "{listed}");
 
     // The host joins and then runs as the agent.
     let host = sandbox.path().join("host-1");
@@ -211,7 +210,10 @@ fn a_host_joins_with_a_token_and_is_attached() {
     let t = tokens(&ctl);
     assert_eq!(t[0]["created_by"], "spiffe://ebb.local/admin/local-admin");
     assert_eq!(ctl.metric("ebb_joins_total"), Some(1.0));
-    wait_log(&ctl, &format!("host joined with token {id} as instance {}", joined.id));
+    wait_log(
+        &ctl,
+        &format!("host joined with token {id} as instance {}", joined.id),
+    );
     ctl.wait_metric(
         &format!("ebb_instance_cpu_utilization{{instance=\"{}\"}}", joined.id),
         |_| true,
@@ -310,7 +312,12 @@ fn reused_expired_revoked_and_unknown_tokens_are_refused_and_change_nothing() {
     for (n, (name, token, told, logged)) in cases.iter().enumerate() {
         let host = sandbox.path().join(format!("h{}", n + 1));
         let out = join(&ctl, &host, token, &hash, &[]);
-        assert_eq!(out.status.code(), Some(EXIT_REFUSED), "{name}: {}", text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_REFUSED),
+            "{name}: {}",
+            text(&out)
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(told.as_str()), "{name}: {}", text(&out));
         wait_log(&ctl, logged);
@@ -423,7 +430,10 @@ fn bad_token_and_join_requests_are_refused_naming_the_field() {
     group(&mut admin, "web");
 
     for (args, says) in [
-        (vec!["--group", "nope"], "scaling group `nope` does not exist"),
+        (
+            vec!["--group", "nope"],
+            "scaling group `nope` does not exist",
+        ),
         (vec!["--group", "web", "--ttl", "0"], "outside 1s..=7d"),
         (vec!["--group", "web", "--ttl", "8d"], "outside 1s..=7d"),
         (vec!["--group", "web", "--ttl", "soon"], "is not a duration"),
@@ -482,7 +492,9 @@ fn bad_token_and_join_requests_are_refused_naming_the_field() {
     let err = admin_call!(
         admin,
         revoke_join_token,
-        pb::RevokeJoinTokenRequest { id: "nosuch".into() }
+        pb::RevokeJoinTokenRequest {
+            id: "nosuch".into()
+        }
     )
     .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
@@ -505,9 +517,8 @@ fn bad_token_and_join_requests_are_refused_naming_the_field() {
         .enable_all()
         .build()
         .unwrap();
-    let mut client = pb::join_service_client::JoinServiceClient::new(
-        rt.block_on(certless(&ctl, &ca_pem)),
-    );
+    let mut client =
+        pb::join_service_client::JoinServiceClient::new(rt.block_on(certless(&ctl, &ca_pem)));
     for (req, field) in [
         (
             pb::JoinRequest {

@@ -5,8 +5,8 @@ use crate::api::common::{find_group, invalid, now_ms};
 use crate::engine::capacity::{reject_if_suspended, rejection};
 use crate::engine::{Engine, activity};
 use crate::store::{Detached, Write};
-use ebb_core::model::Activity;
 use ebb_core::decide::capacity;
+use ebb_core::model::Activity;
 use ebb_core::model::hooks::Transition;
 use ebb_core::model::{
     CreationType, GroupState, HealthStatus, Instance, Invalid, LifecycleState, ScalingGroup,

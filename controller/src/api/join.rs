@@ -97,7 +97,10 @@ impl JoinService for JoinApi {
             && self.throttled(a.ip())
         {
             counters.joins_refused_total.fetch_add(1, Ordering::Relaxed);
-            warn!(peer, "refused join: too many refused joins from this address");
+            warn!(
+                peer,
+                "refused join: too many refused joins from this address"
+            );
             return Err(Status::resource_exhausted(format!(
                 "too many refused joins from this address; wait {} s",
                 FAILURE_WINDOW.as_secs()
@@ -109,7 +112,10 @@ impl JoinService for JoinApi {
         match join(&self.engine, req).await {
             Ok(resp) => {
                 counters.joins_total.fetch_add(1, Ordering::Relaxed);
-                info!(peer, "host joined with token {token_id} as instance {}", resp.instance_id);
+                info!(
+                    peer,
+                    "host joined with token {token_id} as instance {}", resp.instance_id
+                );
                 Ok(Response::new(resp))
             }
             Err(Refused { status, detail }) => {
@@ -230,5 +236,9 @@ async fn join(engine: &Engine, req: pb::JoinRequest) -> Result<pb::JoinResponse,
 
 /// Compares two hashes without stopping at the first difference.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }

@@ -104,7 +104,10 @@ pub async fn create_join_token(
         )));
     }
     let rng = SystemRandom::new();
-    let (mut id, secret) = (random_string(&rng, ID_LEN)?, random_string(&rng, SECRET_LEN)?);
+    let (mut id, secret) = (
+        random_string(&rng, ID_LEN)?,
+        random_string(&rng, SECRET_LEN)?,
+    );
     while all.iter().any(|t| t.id == id) {
         id = random_string(&rng, ID_LEN)?;
     }

@@ -132,7 +132,10 @@ const CASES: &[(&str, Case)] = &[
     ("task_every_field_round_trips", task_every_field_round_trips),
     ("listings_follow_every_commit", listings_follow_every_commit),
     ("detached_outlive_their_group", detached_outlive_their_group),
-    ("join_tokens_belong_to_their_group", join_tokens_belong_to_their_group),
+    (
+        "join_tokens_belong_to_their_group",
+        join_tokens_belong_to_their_group,
+    ),
     (
         "activities_filtered_before_the_limit",
         activities_filtered_before_the_limit,

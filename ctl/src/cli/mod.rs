@@ -10,9 +10,9 @@ mod instance;
 mod parse;
 mod rule;
 mod task;
-mod token;
 #[cfg(test)]
 mod tests;
+mod token;
 
 use std::path::PathBuf;
 
