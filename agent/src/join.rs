@@ -58,7 +58,8 @@ pub enum JoinError {
 #[derive(Debug)]
 pub struct Joined {
     pub instance_id: String,
-    pub group_id: String,
+    /// The group's name.
+    pub group: String,
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -107,7 +108,7 @@ pub async fn join(args: &JoinArgs) -> Result<Joined, JoinError> {
     write_config(args, config_text.as_deref())?;
     Ok(Joined {
         instance_id: response.instance_id,
-        group_id: response.scaling_group_id,
+        group: response.scaling_group_name,
         ca: tls.ca,
         cert: tls.cert,
         key: tls.key,
@@ -255,6 +256,9 @@ async fn call(
             .take();
         match pinned {
             Some(m) => JoinError::Refused(m),
+            None if why.contains("not valid for name") => JoinError::Refused(format!(
+                "the controller's certificate is not valid for `{server_name}` ({why}); pass --server-name with one of its grpc.server_names"
+            )),
             None => JoinError::Unreachable(format!(
                 "cannot reach the controller at {controller}: {why}"
             )),

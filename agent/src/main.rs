@@ -90,7 +90,7 @@ fn main() -> ExitCode {
                 eprintln!(
                     "ebb-agent: joined as instance {} of group {}; wrote {}, {} (mode 0600) and {}",
                     joined.instance_id,
-                    joined.group_id,
+                    joined.group,
                     joined.cert.display(),
                     joined.key.display(),
                     joined.ca.display()

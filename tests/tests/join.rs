@@ -353,6 +353,21 @@ fn a_wrong_ca_hash_is_refused_before_the_token_is_sent() {
         text(&out)
     );
     assert!(!host.join("agent.key").exists());
+    // The right CA, but a name its server certificate does not carry.
+    let out = join(
+        &ctl,
+        &host,
+        &token,
+        &hash,
+        &["--server-name", "wrong.example"],
+    );
+    assert_eq!(out.status.code(), Some(EXIT_REFUSED), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the controller's certificate is not valid for `wrong.example`"),
+        "{}",
+        text(&out)
+    );
     // The controller never saw a Join: the token is whole, nothing refused.
     assert_eq!(uses_left(&ctl, token.split('.').next().unwrap()), 1);
     assert_eq!(ctl.metric("ebb_joins_refused_total"), Some(0.0));
@@ -360,7 +375,14 @@ fn a_wrong_ca_hash_is_refused_before_the_token_is_sent() {
     // With the right pin the same token works.
     let out = join(&ctl, &host, &token, &hash, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(instances(&mut admin, "web").len(), 1);
+    let joined = instances(&mut admin, "web");
+    assert_eq!(joined.len(), 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("joined as instance {} of group web", joined[0].id)),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A client without a certificate finishes the handshake now (for Join),

@@ -231,6 +231,7 @@ async fn join(engine: &Engine, req: pb::JoinRequest) -> Result<pb::JoinResponse,
         instance_id,
         controller_server_name: engine.server_name().to_owned(),
         scaling_group_id: group.id,
+        scaling_group_name: group.name,
     })
 }
 
