@@ -573,4 +573,30 @@ fn bad_token_and_join_requests_are_refused_naming_the_field() {
     }
     assert_eq!(uses_left(&ctl, token.split('.').next().unwrap()), 1);
     assert!(instances(&mut admin, "web").is_empty());
+
+    // Ten refusals from one address in a minute (three above, seven
+    // guessed secrets here), and even a good token is turned away.
+    let id = token.split('.').next().unwrap();
+    for n in 0..7 {
+        let req = pb::JoinRequest {
+            token: format!("{id}.{n:0>16}"),
+            csr_pem: ebb_certs::Csr::generate().unwrap().csr_pem,
+            hostname: String::new(),
+        };
+        let err = rt.block_on(client.join(req)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    }
+    let req = pb::JoinRequest {
+        token: token.clone(),
+        csr_pem: ebb_certs::Csr::generate().unwrap().csr_pem,
+        hostname: String::new(),
+    };
+    let err = rt.block_on(client.join(req)).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    wait_log(
+        &ctl,
+        "refused join: too many refused joins from this address",
+    );
+    assert_eq!(uses_left(&ctl, id), 1);
+    assert_eq!(ctl.metric("ebb_joins_refused_total"), Some(11.0));
 }
