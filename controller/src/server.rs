@@ -18,7 +18,7 @@ use ebb_proto::v1::admin_service_server::AdminServiceServer;
 use ebb_proto::v1::join_service_server::JoinServiceServer;
 
 use crate::api::join::{JoinApi, MAX_JOIN_MESSAGE};
-use crate::api::{AdminApi, admin_only};
+use crate::api::{AdminApi, admin_only, certified};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::engine::{Engine, HealthSettings, LaunchSettings};
@@ -220,6 +220,11 @@ impl Controller {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ebb_proto::v1::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        // Only JoinService serves a client without a certificate.
+        let health_service =
+            tonic::service::interceptor::InterceptedService::new(health_service, certified);
+        let reflection =
+            tonic::service::interceptor::InterceptedService::new(reflection, certified);
         let admin = tonic::service::interceptor::InterceptedService::new(
             AdminServiceServer::new(AdminApi::new(engine.clone()))
                 .max_decoding_message_size(MAX_ADMIN_MESSAGE),

@@ -418,6 +418,15 @@ fn certless_clients_cannot_use_the_admin_api_or_connect() {
     }
     wait_log(&ctl, "refused agent stream: no client certificate");
     assert!(ctl.metric("ebb_connections_refused_total").unwrap() >= 1.0);
+    // Nor health checking (which an admin or agent certificate may use).
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let err = rt
+        .block_on(health.check(tonic_health::pb::HealthCheckRequest {
+            service: "ebb.v1.AdminService".into(),
+        }))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    wait_log(&ctl, "refused call: no client certificate");
 
     // An agent certificate cannot manage tokens either.
     let agent = AgentProc::start(&ctl, "a-1", "").unwrap();

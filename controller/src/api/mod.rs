@@ -49,6 +49,21 @@ impl AdminApi {
 #[derive(Debug, Clone)]
 pub struct AdminCaller(pub String);
 
+/// Refuses a caller without a client certificate from our CA (the TLS
+/// layer verified any it presented): for the health and reflection
+/// services, which any agent or admin may use, but not a stranger.
+pub fn certified(req: Request<()>) -> Result<Request<()>, Status> {
+    if req.peer_certs().is_some_and(|c| !c.is_empty()) {
+        Ok(req)
+    } else {
+        let peer = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        warn!(peer, "refused call: no client certificate");
+        Err(Status::permission_denied("no client certificate"))
+    }
+}
+
 /// Refuses any caller whose certificate is not an admin certificate of
 /// `trust_domain`; logs each refusal.
 pub fn admin_only(
