@@ -217,6 +217,7 @@ impl Controller {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AgentServiceServer<AgentApi>>().await;
         health.set_serving::<AdminServiceServer<AdminApi>>().await;
+        health.set_serving::<JoinServiceServer<JoinApi>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ebb_proto::v1::FILE_DESCRIPTOR_SET)
             .build_v1()?;

@@ -32,6 +32,9 @@ const MAX_HOSTNAME_LEN: usize = 253;
 /// operator's typos are not punished for long.
 const MAX_FAILURES: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at once: a flood from many addresses costs a
+/// bounded map (beyond it, new addresses are not throttled).
+const MAX_REMEMBERED: usize = 10_000;
 /// What a host sees for an unknown token and for a wrong secret alike, so
 /// that nobody can learn which token ids exist.
 const NOT_A_TOKEN: &str =
@@ -64,6 +67,9 @@ impl JoinApi {
 
     fn failed(&self, ip: IpAddr) {
         let mut map = self.failures();
+        if map.len() >= MAX_REMEMBERED && !map.contains_key(&ip) {
+            return;
+        }
         let entry = map.entry(ip).or_insert((0, Instant::now()));
         entry.0 += 1;
     }
