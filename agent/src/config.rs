@@ -217,6 +217,21 @@ impl Config {
     /// Parses and validates; relative paths are taken from the config
     /// file's folder, so a config and its certs can travel together.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config = Self::parse_unchecked(text, path)?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Parses without validating, relative paths resolved: `ebb-agent join`
+    /// reads where the certificates go before they exist.
+    pub fn parse_unchecked(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
@@ -237,15 +252,7 @@ impl Config {
                 *file = base.join(&*file);
             }
         }
-        let problems = config.problems();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                problems,
-            })
-        }
+        Ok(config)
     }
 
     fn problems(&self) -> Vec<String> {
@@ -497,7 +504,8 @@ fn is_prometheus_name(name: &str, colons: bool) -> bool {
 }
 
 /// Splits `host:port` (`[v6]:port` for IPv6), checking the port.
-fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+/// `host:port` split, with a reason when it is not one.
+pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
     let (host, port) = s
         .rsplit_once(':')
         .ok_or_else(|| format!("`{s}` is not host:port"))?;

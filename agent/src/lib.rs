@@ -4,6 +4,7 @@
 //! - `collect`: the host metric collectors (cpu, memory, load, net, tcp) and host facts.
 //! - `health`: the local health checks (HTTP, TCP, command) configured in agent.toml.
 //! - `hooks`: lifecycle hook scripts the controller asks the agent to run.
+//! - `join`: `ebb-agent join`, a host's identity from a join token, the CA pinned by hash.
 //! - `conn`: the mTLS stream to the controller, with reconnect and back-off.
 //! - `http`: a small plain-HTTP client for endpoints on the host (health checks, Prometheus sources).
 //! - `describe`: one-line messages for I/O errors, exit statuses and time-outs.
@@ -16,3 +17,4 @@ mod describe;
 pub mod health;
 pub mod hooks;
 pub mod http;
+pub mod join;

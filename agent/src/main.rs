@@ -1,19 +1,25 @@
 //! `ebb-agent`: load the config (exit 64 if it is bad), read the host, then
-//! keep a stream to the controller until SIGTERM.
+//! keep a stream to the controller until SIGTERM. `ebb-agent join` first
+//! gets the host's certificate with a join token, then does the same.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use ebb_agent::collect::{self, Collectors, CustomMetrics};
 use ebb_agent::config::{Config, DEFAULT_CONFIG_PATH};
 use ebb_agent::conn::{self, Agent};
 use ebb_agent::health::HealthChecks;
+use ebb_agent::join::{JoinArgs, JoinError};
 use ebb_certs::Role;
 
 /// sysexits' EX_USAGE: the configuration is wrong, nothing was started.
 const EXIT_CONFIG: u8 = 64;
+/// sysexits' EX_UNAVAILABLE: `join` could not reach the controller.
+const EXIT_UNREACHABLE: u8 = 69;
+/// sysexits' EX_NOPERM: `join` was refused (a bad token, or not the pinned CA).
+const EXIT_REFUSED: u8 = 77;
 
 #[derive(Parser)]
 #[command(
@@ -21,8 +27,39 @@ const EXIT_CONFIG: u8 = 64;
     about = "ebb's host agent: reports metrics and health to the controller"
 )]
 struct Cli {
-    #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join a scaling group with a join token (ebbctl token create), write
+    /// this host's certificate, key and CA where the config says, then run
+    Join(JoinCli),
+}
+
+#[derive(Args)]
+struct JoinCli {
+    /// The controller's gRPC address, host:port
+    #[arg(long, value_name = "HOST:PORT")]
+    controller: String,
+    /// The join token, as `ebbctl token create` printed it
+    #[arg(long)]
+    token: String,
+    /// The controller's CA pinned by hash, sha256:HEX (`ebbctl cert ca-hash`)
+    #[arg(long, value_name = "sha256:HEX")]
+    ca_hash: String,
+    /// The name the controller's certificate carries [default: the host of --controller]
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+    /// Join again even though this host has a certificate (it gets a new identity)
+    #[arg(long)]
+    force: bool,
+    /// Exit after joining instead of running (when a service manager runs the agent)
+    #[arg(long)]
+    no_run: bool,
 }
 
 fn main() -> ExitCode {
@@ -34,6 +71,44 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // One thread: the agent's work is a few reads per pull.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    if let Some(Command::Join(j)) = cli.command {
+        let args = JoinArgs {
+            controller: j.controller,
+            token: j.token,
+            ca_hash: j.ca_hash,
+            config: cli.config.clone(),
+            server_name: j.server_name,
+            force: j.force,
+        };
+        match runtime.block_on(ebb_agent::join::join(&args)) {
+            Ok(joined) => {
+                eprintln!(
+                    "ebb-agent: joined as instance {} of group {}; wrote {}, {} (mode 0600) and {}",
+                    joined.instance_id,
+                    joined.group,
+                    joined.cert.display(),
+                    joined.key.display(),
+                    joined.ca.display()
+                );
+                if j.no_run {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Err(e) => {
+                eprintln!("ebb-agent join: {e}");
+                return ExitCode::from(match e {
+                    JoinError::Usage(_) => EXIT_CONFIG,
+                    JoinError::Refused(_) => EXIT_REFUSED,
+                    JoinError::Unreachable(_) => EXIT_UNREACHABLE,
+                });
+            }
+        }
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -41,11 +116,6 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // One thread: the agent's work is a few reads per pull.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime");
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -7,6 +7,8 @@
 //!   [`recover_pair`] finishes or undoes a swap a crash interrupted.
 //! - [`Csr`]: a new key and a signing request, made where the key stays;
 //!   [`Ca::sign_csr`] signs one for an identity the CA chooses.
+//! - [`ca_hash`]: the pin of a CA (`sha256:` of its public key), as
+//!   `ebb-agent join --ca-hash` takes it.
 //! - [`peer_identity`], [`load_certs`], [`load_key`]: reading certs back.
 #![forbid(unsafe_code)]
 
@@ -654,6 +656,22 @@ pub fn key_matches(cert_pem: &str, key_pem: &str) -> Result<bool> {
     Ok(cert.public_key().raw == key.subject_public_key_info().as_slice())
 }
 
+/// The pin of a CA as kubeadm writes it: `sha256:` and the lowercase hex
+/// SHA-256 of the certificate's DER SubjectPublicKeyInfo. It names the
+/// key, so it survives the CA certificate being re-issued for the same key.
+pub fn ca_hash(der: &[u8]) -> Result<String> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| Error::Parse(e.to_string()))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("sha256:{hex}"))
+}
+
+/// [`ca_hash`] of the first certificate in a PEM text.
+pub fn ca_hash_pem(pem: &str) -> Result<String> {
+    ca_hash(&first_cert(Path::new("(certificate)"), pem)?)
+}
+
 /// The identity of a peer from its (already verified) leaf certificate.
 pub fn peer_identity(der: &[u8]) -> Result<Identity> {
     describe(der)?.identity.ok_or(Error::NoIdentity)
@@ -871,6 +889,31 @@ mod tests {
         assert!(recover_pair(&crt, &key).unwrap());
         assert!(key_matches(&read(&crt), &read(&key)).unwrap());
         assert_eq!(read(&crt), new.cert_pem);
+    }
+
+    #[test]
+    fn the_ca_hash_is_the_sha256_of_its_public_key() {
+        let ca = Ca::generate("ebb.local", CA_VALIDITY).unwrap();
+        let hash = ca_hash_pem(ca.cert_pem()).unwrap();
+        assert!(
+            hash.starts_with("sha256:") && hash.len() == 7 + 64,
+            "{hash}"
+        );
+        assert!(
+            hash[7..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        // The same key re-certified keeps its pin; another CA has another.
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        ca.to_issued().write(&crt, &key).unwrap();
+        assert_eq!(
+            ca_hash_pem(Ca::load(&crt, &key).unwrap().cert_pem()).unwrap(),
+            hash
+        );
+        let other = Ca::generate("ebb.local", CA_VALIDITY).unwrap();
+        assert_ne!(ca_hash_pem(other.cert_pem()).unwrap(), hash);
     }
 
     #[test]

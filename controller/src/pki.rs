@@ -1,7 +1,7 @@
 //! The controller's certificates in `<data_dir>/pki`: made on first start,
 //! reused on the next (the server and local admin certs re-issued when
-//! close to expiry); and the rustls server config that requires a client
-//! certificate from our CA and serves the live-rotated server cert.
+//! close to expiry); and the rustls server config that checks client
+//! certificates against our CA and serves the live-rotated server cert.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -81,8 +81,13 @@ impl Pki {
         })
     }
 
-    /// A rustls server config that requires a client cert from our CA and
-    /// serves whatever certificate `server` holds at each handshake.
+    /// A rustls server config that verifies client certs against our CA
+    /// and serves whatever certificate `server` holds at each handshake
+    /// (its chain ends with the CA cert, so that `ebb-agent join` can find
+    /// the CA its `--ca-hash` pins). A client without a certificate may
+    /// finish the handshake, for `JoinService.Join` alone: every other
+    /// service refuses a caller without one (`admin_only`,
+    /// `AgentApi::instance_of`, and the health and reflection services).
     pub fn server_config(
         &self,
         server: Arc<dyn rustls::server::ResolvesServerCert>,
@@ -94,6 +99,7 @@ impl Pki {
         }
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
                 .build()
                 .map_err(|e| rustls::Error::General(e.to_string()))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)

@@ -16,8 +16,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use ebb_proto::v1::admin_service_server::AdminServiceServer;
+use ebb_proto::v1::join_service_server::JoinServiceServer;
 
-use crate::api::{AdminApi, admin_only};
+use crate::api::join::{JoinApi, MAX_JOIN_MESSAGE};
+use crate::api::{AdminApi, admin_only, certified};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::config::{Isolation, ProviderConfig};
@@ -313,9 +315,15 @@ impl Controller {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AgentServiceServer<AgentApi>>().await;
         health.set_serving::<AdminServiceServer<AdminApi>>().await;
+        health.set_serving::<JoinServiceServer<JoinApi>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ebb_proto::v1::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        // Only JoinService serves a client without a certificate.
+        let health_service =
+            tonic::service::interceptor::InterceptedService::new(health_service, certified);
+        let reflection =
+            tonic::service::interceptor::InterceptedService::new(reflection, certified);
         let admin = tonic::service::interceptor::InterceptedService::new(
             AdminServiceServer::new(AdminApi::new(engine.clone()))
                 .max_decoding_message_size(MAX_ADMIN_MESSAGE),
@@ -329,6 +337,10 @@ impl Controller {
                 AgentServiceServer::new(agents).max_decoding_message_size(MAX_AGENT_MESSAGE),
             )
             .add_service(admin)
+            .add_service(
+                JoinServiceServer::new(JoinApi::new(engine.clone()))
+                    .max_decoding_message_size(MAX_JOIN_MESSAGE),
+            )
             .add_service(health_service)
             .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));

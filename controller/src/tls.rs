@@ -134,18 +134,15 @@ pub fn explain(e: &io::Error) -> String {
     let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
         return e.to_string();
     };
+    // A client without a certificate is let through the handshake (for
+    // JoinService.Join) and refused by every other service.
     match tls {
-        Error::NoCertificatesPresented => {
-            "the client presented no certificate (agents and ebbctl need one from this controller's CA)".into()
-        }
         // A foreign CA with the same name as ours shows up as a bad signature.
         Error::InvalidCertificate(
             CertificateError::UnknownIssuer
             | CertificateError::BadSignature
             | CertificateError::UnsupportedSignatureAlgorithmContext { .. },
-        ) => {
-            "the client certificate was not issued by this controller's CA".into()
-        }
+        ) => "the client certificate was not issued by this controller's CA".into(),
         Error::InvalidCertificate(
             CertificateError::Expired | CertificateError::ExpiredContext { .. },
         ) => "the client certificate has expired; issue a new one".into(),

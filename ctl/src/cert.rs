@@ -275,6 +275,31 @@ pub async fn issue_admin(
     }
 }
 
+/// `cert ca-hash`: the pin `ebb-agent join --ca-hash` takes, from the CA
+/// certificate alone (no key needed).
+pub fn ca_hash(global: &Global, data_dir: &Path, out: Output) -> Result<()> {
+    let ca_crt = global
+        .ca
+        .clone()
+        .unwrap_or_else(|| PkiPaths::new(data_dir).ca().0);
+    let pem = std::fs::read_to_string(&ca_crt).map_err(|e| {
+        Error::read(
+            &ca_crt,
+            &e,
+            "run it on the controller's host, or give --data-dir or --ca",
+        )
+    })?;
+    let hash = ebb_certs::ca_hash_pem(&pem)
+        .map_err(|e| Error::Local(format!("{}: {e}", ca_crt.display())))?;
+    match out {
+        Output::Json => print_json(&serde_json::json!({ "ca_hash": hash })),
+        Output::Table => {
+            println!("{hash}");
+            Ok(())
+        }
+    }
+}
+
 /// One registry entry, for `-o json`.
 #[derive(Debug, Serialize)]
 struct CertView {
@@ -343,7 +368,7 @@ pub async fn rotate_server(admin: &mut Admin, out: Output) -> Result<()> {
 
 /// The address and server name an agent should use, and a note when the
 /// controller is only reachable from this host.
-fn controller_for_agents(
+pub(crate) fn controller_for_agents(
     global: &Global,
     data_dir: &Path,
 ) -> Result<(String, String, Option<String>)> {

@@ -36,6 +36,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cert(crate::cli::CertCmd::RotateServer) => {
             crate::cert::rotate_server(&mut connect(&cli.global, &data_dir).await?, out).await
         }
+        Command::Cert(crate::cli::CertCmd::CaHash) => {
+            crate::cert::ca_hash(&cli.global, &data_dir, out)
+        }
+        Command::Token(cmd) => {
+            let mut admin = connect(&cli.global, &data_dir).await?;
+            crate::token::run(&mut admin, cmd, &cli.global, &data_dir, out).await
+        }
         Command::Apply(args) => {
             // A bad file is reported before any connection is tried.
             let file = crate::apply::load(&args.file)?;

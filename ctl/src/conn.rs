@@ -307,6 +307,9 @@ rpcs! {
     delete_scheduled_task(ScheduledTaskRef) -> DeleteScheduledTaskResponse;
     describe_scheduled_tasks(DescribeScheduledTasksRequest) -> DescribeScheduledTasksResponse;
     suspend_processes(ProcessesRequest) -> ScalingGroup;
+    create_join_token(CreateJoinTokenRequest) -> CreateJoinTokenResponse;
+    list_join_tokens(ListJoinTokensRequest) -> ListJoinTokensResponse;
+    revoke_join_token(RevokeJoinTokenRequest) -> JoinToken;
     resume_processes(ProcessesRequest) -> ScalingGroup;
     revoke_certificate(RevokeCertificateRequest) -> RevokedCertificate;
     describe_revoked_certificates(DescribeRevokedCertificatesRequest) -> DescribeRevokedCertificatesResponse;

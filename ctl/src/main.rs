@@ -10,6 +10,8 @@
 //! - `hook`: lifecycle hooks and their actions.
 //! - `cert`: `cert issue`, agent certificates for hand-managed hosts;
 //!   `cert revoke` and `cert revoked`, the controller's deny-list.
+//!   `cert ca-hash`, the CA's pin.
+//! - `token`: join tokens, and the `ebb-agent join` command that uses one.
 //! - `lookup`: group and rule ids to names, for listings.
 //! - `conn`: finding the local controller and connecting over mTLS.
 //! - `view`: plain serialisable views of the API's messages, tables, times.
@@ -30,6 +32,7 @@ mod error;
 mod hook;
 mod lookup;
 mod output;
+mod token;
 mod view;
 
 use std::process::ExitCode;

@@ -617,7 +617,11 @@ fn grpc_health_checking_is_served() {
     let ctl = ControllerProc::start(sb.path(), INTERVAL_MS).unwrap();
     let admin = Admin::local(&ctl);
     let mut health = HealthClient::new(admin.channel.clone());
-    for service in ["ebb.v1.AdminService", "ebb.v1.AgentService"] {
+    for service in [
+        "ebb.v1.AdminService",
+        "ebb.v1.AgentService",
+        "ebb.v1.JoinService",
+    ] {
         let resp = admin
             .rt
             .block_on(health.check(HealthCheckRequest {

@@ -166,7 +166,12 @@ fn untrusted_and_mismatched_callers_are_refused_and_logged() {
     let impostor = ca.issue_agent("i-mine", ebb_certs::AGENT_VALIDITY).unwrap();
 
     let cases: [(&str, Option<&ebb_certs::Issued>, &str, &str); 5] = [
-        ("no client cert", None, "x", "presented no certificate"),
+        (
+            "no client cert",
+            None,
+            "x",
+            "refused agent stream: no client certificate",
+        ),
         (
             "another CA",
             Some(&foreign),

@@ -6,6 +6,7 @@ use crate::engine::capacity::{reject_if_suspended, rejection};
 use crate::engine::{Engine, activity};
 use crate::store::{Detached, Write};
 use ebb_core::decide::capacity;
+use ebb_core::model::Activity;
 use ebb_core::model::hooks::Transition;
 use ebb_core::model::{
     CreationType, GroupState, HealthStatus, Instance, Invalid, LifecycleState, ScalingGroup,
@@ -267,13 +268,33 @@ pub async fn attach_instances(
 ) -> Result<pb::InstancesResponse, Status> {
     let _ops = engine.ops.lock().await;
     let group = find_group(engine, &req.scaling_group)?;
+    let what = format!("AttachInstances attached {}", req.instance_ids.join(", "));
+    let (instances, act) = attach(engine, &group, &req.instance_ids, &what, Vec::new())?;
+    Ok(pb::InstancesResponse {
+        instances: instances.iter().map(|i| instance_view(engine, i)).collect(),
+        activity_id: act.id,
+    })
+}
+
+/// Attaches the instances `ids` to `group` (`creation_type = Attached`,
+/// desired capacity raised by as many, one completed activity described by
+/// `what`), committing `extra` in the same transaction. Refused when the
+/// group is not active, an id is bad or taken, max_size would be passed,
+/// or scaling out is suspended. The caller holds `engine.ops`.
+pub(crate) fn attach(
+    engine: &Engine,
+    group: &ScalingGroup,
+    ids: &[String],
+    what: &str,
+    extra: Vec<Write>,
+) -> Result<(Vec<Instance>, Activity), Status> {
     if group.state != GroupState::Active {
         return Err(Status::failed_precondition(format!(
             "scaling group {} is not active ({}); enable it before attaching instances",
             group.name, group.state
         )));
     }
-    if req.instance_ids.is_empty() {
+    if ids.is_empty() {
         return Err(invalid(Invalid::one(
             "instance_ids",
             "name at least one instance",
@@ -281,7 +302,7 @@ pub async fn attach_instances(
     }
     let store = &engine.store;
     let mut errors = Invalid::default();
-    for (n, id) in req.instance_ids.iter().enumerate() {
+    for (n, id) in ids.iter().enumerate() {
         if let Err(e) = ebb_certs::Identity::instance("x", id) {
             errors.push(format!("instance_ids[{n}]"), e.to_string());
         } else if let Some(existing) = store.get_instance(id)? {
@@ -289,7 +310,7 @@ pub async fn attach_instances(
                 format!("instance_ids[{n}]"),
                 format!("`{id}` already belongs to group {}", existing.group_id),
             );
-        } else if req.instance_ids[..n].contains(id) {
+        } else if ids[..n].contains(id) {
             errors.push(
                 format!("instance_ids[{n}]"),
                 format!("`{id}` is listed twice"),
@@ -297,7 +318,7 @@ pub async fn attach_instances(
         }
     }
     errors.into_result().map_err(invalid)?;
-    let n = req.instance_ids.len() as u32;
+    let n = ids.len() as u32;
     if group.desired_capacity + n > group.max_size {
         return Err(Status::failed_precondition(format!(
             "attaching {n} would take the desired capacity to {}, above max_size {}",
@@ -309,30 +330,28 @@ pub async fn attach_instances(
     let current = capacity(&store.list_instances(Some(&group.id))?);
     let mut updated = group.clone();
     updated.desired_capacity += n;
-    let what = format!("AttachInstances attached {}", req.instance_ids.join(", "));
     if let Some(act) = reject_if_suspended(
         engine,
-        &group,
+        group,
         current,
         updated.desired_capacity,
         current + n,
         Trigger::Api,
-        &what,
+        what,
     )? {
         return Err(rejection(&act).into());
     }
     let mut act = activity::start(
-        &group,
+        group,
         current,
         current + n,
         Trigger::Api,
-        activity::cause(&what, current, current + n),
+        activity::cause(what, current, current + n),
         now,
     );
-    act.created_instances = req.instance_ids.clone();
+    act.created_instances = ids.to_vec();
     activity::complete(&mut act, now);
-    let instances: Vec<Instance> = req
-        .instance_ids
+    let instances: Vec<Instance> = ids
         .iter()
         .map(|id| Instance {
             id: id.clone(),
@@ -351,13 +370,11 @@ pub async fn attach_instances(
     let mut writes = vec![Write::UpdateGroup(updated)];
     writes.extend(instances.iter().cloned().map(Write::PutInstance));
     writes.push(Write::PutActivity(act.clone()));
+    writes.extend(extra);
     store.commit(writes)?;
     info!(group = %group.name, activity = %act.id, "{}", act.cause);
     engine.wake();
-    Ok(pb::InstancesResponse {
-        instances: instances.iter().map(|i| instance_view(engine, i)).collect(),
-        activity_id: act.id,
-    })
+    Ok((instances, act))
 }
 
 pub async fn detach_instances(

@@ -7,6 +7,8 @@
 //! - `hooks`, `notifications`: who is told, and who may hold an instance.
 //! - `certs`: the deny-list of revoked identities.
 //! - `certificates`: the registry of issued certs, admin certs, server rotation.
+//! - `tokens`: join tokens; `join`: the `JoinService` a host without a
+//!   certificate calls with one.
 
 use std::sync::Arc;
 
@@ -28,10 +30,12 @@ pub mod configurations;
 pub mod groups;
 pub mod hooks;
 pub mod instances;
+pub mod join;
 mod metric_sources;
 pub mod notifications;
 pub mod rules;
 pub mod tasks;
+pub mod tokens;
 
 /// The admin gRPC service.
 #[derive(Clone)]
@@ -49,6 +53,21 @@ impl AdminApi {
 /// [`admin_only`].
 #[derive(Debug, Clone)]
 pub struct Caller(pub Identity);
+
+/// Refuses a caller without a client certificate from our CA (the TLS
+/// layer verified any it presented): for the health and reflection
+/// services, which any agent or admin may use, but not a stranger.
+pub fn certified(req: Request<()>) -> Result<Request<()>, Status> {
+    if req.peer_certs().is_some_and(|c| !c.is_empty()) {
+        Ok(req)
+    } else {
+        let peer = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        warn!(peer, "refused call: no client certificate");
+        Err(Status::permission_denied("no client certificate"))
+    }
+}
 
 /// Refuses any caller whose certificate is not an admin certificate of
 /// `trust_domain`, or whose identity is on the deny-list; logs each
@@ -216,6 +235,9 @@ handlers! {
     certificates::list_certificates(pb::ListCertificatesRequest) -> pb::ListCertificatesResponse;
     certificates::issue_certificate(pb::IssueCertificateRequest) -> pb::IssuedCertificate;
     certificates::rotate_server_certificate(pb::RotateServerCertificateRequest) -> pb::IssuedCertificate;
+    tokens::list_join_tokens(pb::ListJoinTokensRequest) -> pb::ListJoinTokensResponse;
     ; with caller:
     certs::revoke_certificate(pb::RevokeCertificateRequest) -> pb::RevokedCertificate;
+    tokens::create_join_token(pb::CreateJoinTokenRequest) -> pb::CreateJoinTokenResponse;
+    tokens::revoke_join_token(pb::RevokeJoinTokenRequest) -> pb::JoinToken;
 }

@@ -91,8 +91,9 @@ impl Engine {
         Ok(issued)
     }
 
-    /// Signs an agent's renewal request for the instance its stream's
-    /// certificate names (never for a name the request asks for), recorded.
+    /// Signs an agent's request for `instance_id` (never for a name the
+    /// request asks for), recorded: a renewal for the instance its stream's
+    /// certificate names, or a join for the instance the join mints.
     pub fn sign_renewal(&self, instance_id: &str, csr_pem: &str) -> Result<String, EngineError> {
         let identity = Identity::instance(self.ca.trust_domain(), instance_id)?;
         let cert_pem = self
@@ -191,7 +192,7 @@ impl ServerCert {
                 source,
             })?,
         };
-        let current = RwLock::new(certified(&provider, &issued)?);
+        let current = RwLock::new(certified(&provider, &ca, &issued)?);
         Ok(Self {
             ca,
             names,
@@ -228,7 +229,7 @@ impl ServerCert {
         let issued = self
             .ca
             .issue_server_for(&self.names, &self.ips, self.lifetime)?;
-        let next = certified(&self.provider, &issued)?;
+        let next = certified(&self.provider, &self.ca, &issued)?;
         issued.write(&self.files.0, &self.files.1)?;
         let info = next.1.clone();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
@@ -236,17 +237,24 @@ impl ServerCert {
     }
 }
 
+/// The served chain: the server certificate, then the CA's, so that
+/// `ebb-agent join` can find the CA its `--ca-hash` pins.
 fn certified(
     provider: &rustls::crypto::CryptoProvider,
+    ca: &ebb_certs::Ca,
     issued: &Issued,
 ) -> Result<(Arc<CertifiedKey>, CertInfo), EngineError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |e: String| EngineError::Certs(ebb_certs::Error::Parse(e));
-    let certs: Vec<CertificateDer<'static>> =
+    let mut certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
             .collect::<Result<_, _>>()
             .map_err(|e| bad(format!("server certificate: {e}")))?;
+    certs.truncate(1);
+    let ca_cert = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes())
+        .map_err(|e| bad(format!("CA certificate: {e}")))?;
+    certs.push(ca_cert);
     let first = certs
         .first()
         .ok_or_else(|| bad("server certificate: no PEM certificate".into()))?;

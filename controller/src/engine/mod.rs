@@ -258,6 +258,16 @@ impl Engine {
         self
     }
 
+    /// The CA agent certificates are issued from.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// The name launched and joining agents check the server certificate for.
+    pub fn server_name(&self) -> &str {
+        &self.launch.server_name
+    }
+
     /// Asks the loop to look at every group now.
     pub fn wake(&self) {
         self.wake.notify_one();

@@ -121,6 +121,10 @@ pub struct Counters {
     /// Agent certificates renewed over their stream, and requests refused.
     pub cert_renewals_total: AtomicU64,
     pub cert_renewals_refused_total: AtomicU64,
+    /// Hosts that joined with a token, and joins refused (a bad, expired,
+    /// used-up or revoked token, a bad CSR, a full or inactive group).
+    pub joins_total: AtomicU64,
+    pub joins_refused_total: AtomicU64,
     /// Webhook notifications delivered, and given up on after retries.
     pub notifications_sent_total: AtomicU64,
     pub notifications_failed_total: AtomicU64,
@@ -645,6 +649,16 @@ impl Fleet {
             "ebb_cert_renewals_refused_total",
             "Renewal requests refused: unparsable, too big, too soon, or the CA failed.",
             c.cert_renewals_refused_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_joins_total",
+            "Hosts that joined with a join token.",
+            c.joins_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_joins_refused_total",
+            "Join calls refused: a bad, expired, used-up or revoked token, a bad request, a group that cannot take the host.",
+            c.joins_refused_total.load(Ordering::Relaxed),
         );
         counter(
             "ebb_reconcile_passes_total",

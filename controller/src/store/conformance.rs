@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{ActivityQuery, Detached, Revoked, Store, StoreError, Write};
+use super::{ActivityQuery, Detached, JoinToken, Revoked, Store, StoreError, Write};
 use ebb_core::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
 use ebb_core::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
 use ebb_core::model::{
@@ -139,6 +139,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "certificates_latest_per_identity",
         certificates_latest_per_identity,
+    ),
+    (
+        "join_tokens_belong_to_their_group",
+        join_tokens_belong_to_their_group,
     ),
     (
         "activities_filtered_before_the_limit",
@@ -1790,6 +1794,52 @@ fn certificates_latest_per_identity(store: &dyn Store) {
         ["s2", "n1"],
         "o1 and a3 expired over a week before"
     );
+}
+
+fn join_tokens_belong_to_their_group(store: &dyn Store) {
+    two_groups(store);
+    let token = |id: &str, group_id: &str, at: i64| JoinToken {
+        id: id.into(),
+        group_id: group_id.into(),
+        secret_sha256: "ab".repeat(32),
+        created_at_ms: at,
+        expires_at_ms: at + 3_600_000,
+        uses_left: 1,
+        created_by: "spiffe://ebb.local/admin/ops".into(),
+        revoked: false,
+    };
+    assert!(store.list_join_tokens().unwrap().is_empty());
+    assert_eq!(store.get_join_token("aaaaaa").unwrap(), None);
+    commit(
+        store,
+        vec![
+            Write::PutJoinToken(token("bbbbbb", "asg-1", 20)),
+            Write::PutJoinToken(token("aaaaaa", "asg-2", 10)),
+        ],
+    );
+    assert_eq!(
+        store.list_join_tokens().unwrap(),
+        [token("aaaaaa", "asg-2", 10), token("bbbbbb", "asg-1", 20)]
+    );
+    // Put replaces every field; a token of a missing group is NotFound and
+    // its commit writes nothing.
+    let used = JoinToken {
+        uses_left: 0,
+        revoked: true,
+        ..token("bbbbbb", "asg-1", 20)
+    };
+    commit(store, vec![Write::PutJoinToken(used.clone())]);
+    assert_eq!(store.get_join_token("bbbbbb").unwrap(), Some(used));
+    not_found(store.commit(vec![
+        Write::PutJoinToken(token("cccccc", "asg-1", 30)),
+        Write::PutJoinToken(token("dddddd", "asg-missing", 30)),
+    ]));
+    assert_eq!(store.list_join_tokens().unwrap().len(), 2);
+    commit(store, vec![Write::DeleteJoinToken("aaaaaa".into())]);
+    assert_eq!(store.get_join_token("aaaaaa").unwrap(), None);
+    // A deleted group takes its tokens with it.
+    commit(store, vec![Write::DeleteGroup("asg-1".into())]);
+    assert!(store.list_join_tokens().unwrap().is_empty());
 }
 
 fn found_ids(store: &dyn Store, query: ActivityQuery) -> Vec<String> {

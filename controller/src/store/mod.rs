@@ -68,6 +68,10 @@ pub enum Write {
     /// Insert or replace. Not tied to a group: a detached instance
     /// outlives the group it left.
     PutDetached(Detached),
+    /// Insert or replace; NotFound if the group does not exist. Deleting
+    /// the group deletes its tokens.
+    PutJoinToken(JoinToken),
+    DeleteJoinToken(String),
     /// Insert, or keep the entry already there: a revocation is never
     /// changed or undone.
     PutRevoked(Revoked),
@@ -159,6 +163,24 @@ pub struct Revoked {
     pub reason: String,
 }
 
+/// A join token (`ebbctl token create`): a host that presents its id and
+/// secret to `JoinService.Join` is attached to `group_id`. Only the
+/// secret's SHA-256 is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinToken {
+    pub id: String,
+    pub group_id: String,
+    /// Lowercase hex SHA-256 of the secret part.
+    pub secret_sha256: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub uses_left: u32,
+    /// The admin identity that created it.
+    pub created_by: String,
+    /// Kept after `ebbctl token revoke` so that a refusal can say why.
+    pub revoked: bool,
+}
+
 /// The controller's persistent state. Implementations are cheap to call from
 /// async code (local, sub-millisecond writes) and safe to share.
 pub trait Store: Send + Sync + 'static {
@@ -214,4 +236,8 @@ pub trait Store: Send + Sync + 'static {
     /// two that expire together, the later issued), soonest expiry first,
     /// ties by identity.
     fn list_certificates(&self) -> Result<Vec<CertRecord>>;
+
+    fn get_join_token(&self, id: &str) -> Result<Option<JoinToken>>;
+    /// Every join token, oldest first (ties by id).
+    fn list_join_tokens(&self) -> Result<Vec<JoinToken>>;
 }

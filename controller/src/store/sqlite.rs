@@ -16,7 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    ActivityQuery, CertKind, CertRecord, Detached, Result, Revoked, Store, StoreError, Write,
+    ActivityQuery, CertKind, CertRecord, Detached, JoinToken, Result, Revoked, Store, StoreError,
+    Write,
 };
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
@@ -113,6 +114,17 @@ const MIGRATIONS: &[&str] = &[
          issued_at_ms  INTEGER NOT NULL
      );
      CREATE INDEX certificates_by_identity ON certificates(identity, not_after_ms);",
+    // 7: join tokens, the secret kept only as its SHA-256; a group's go with it.
+    "CREATE TABLE join_tokens (
+         id            TEXT PRIMARY KEY NOT NULL,
+         group_id      TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+         secret_sha256 TEXT NOT NULL,
+         created_at_ms INTEGER NOT NULL,
+         expires_at_ms INTEGER NOT NULL,
+         uses_left     INTEGER NOT NULL,
+         created_by    TEXT NOT NULL,
+         revoked       INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.
@@ -511,7 +523,46 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             .map(drop)
             .map_err(backend)
         }
+        Write::PutJoinToken(t) => {
+            let result = tx.execute(
+                "INSERT INTO join_tokens (id, group_id, secret_sha256, created_at_ms,
+                     expires_at_ms, uses_left, created_by, revoked)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id,
+                     secret_sha256 = excluded.secret_sha256, created_at_ms = excluded.created_at_ms,
+                     expires_at_ms = excluded.expires_at_ms, uses_left = excluded.uses_left,
+                     created_by = excluded.created_by, revoked = excluded.revoked",
+                params![
+                    t.id,
+                    t.group_id,
+                    t.secret_sha256,
+                    t.created_at_ms,
+                    t.expires_at_ms,
+                    t.uses_left,
+                    t.created_by,
+                    t.revoked
+                ],
+            );
+            put_result(result, &t.group_id)
+        }
+        Write::DeleteJoinToken(id) => delete(tx, "join_tokens", id),
     }
+}
+
+const JOIN_TOKEN_COLUMNS: &str =
+    "id, group_id, secret_sha256, created_at_ms, expires_at_ms, uses_left, created_by, revoked";
+
+fn join_token_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JoinToken> {
+    Ok(JoinToken {
+        id: row.get(0)?,
+        group_id: row.get(1)?,
+        secret_sha256: row.get(2)?,
+        created_at_ms: row.get(3)?,
+        expires_at_ms: row.get(4)?,
+        uses_left: row.get(5)?,
+        created_by: row.get(6)?,
+        revoked: row.get(7)?,
+    })
 }
 
 /// Upserts a record named uniquely within its group.
@@ -907,6 +958,26 @@ impl Store for SqliteStore {
             });
         }
         Ok(out)
+    }
+
+    fn get_join_token(&self, id: &str) -> Result<Option<JoinToken>> {
+        let conn = self.conn();
+        conn.prepare_cached(&format!(
+            "SELECT {JOIN_TOKEN_COLUMNS} FROM join_tokens WHERE id = ?1"
+        ))
+        .and_then(|mut stmt| stmt.query_row([id], join_token_row).optional())
+        .map_err(backend)
+    }
+
+    fn list_join_tokens(&self) -> Result<Vec<JoinToken>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {JOIN_TOKEN_COLUMNS} FROM join_tokens ORDER BY created_at_ms, id"
+            ))
+            .map_err(backend)?;
+        let rows = stmt.query_map([], join_token_row).map_err(backend)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(backend)
     }
 
     fn list_activities(&self, group_id: Option<&str>, limit: usize) -> Result<Vec<Activity>> {

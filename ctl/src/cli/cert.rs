@@ -18,6 +18,8 @@ pub enum CertCmd {
     Revoke(CertRevoke),
     /// List the revoked identities
     Revoked,
+    /// Print the CA's pin for `ebb-agent join --ca-hash` (sha256 of its public key)
+    CaHash,
 }
 
 #[derive(Debug, Args)]

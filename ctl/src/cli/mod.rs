@@ -12,6 +12,7 @@ mod rule;
 mod task;
 #[cfg(test)]
 mod tests;
+mod token;
 
 use std::path::PathBuf;
 
@@ -25,6 +26,7 @@ pub use instance::{ActivityCmd, InstanceCmd, InstanceHealth, InstanceIds, Instan
 pub use parse::to_schedule_recurrence;
 pub use rule::{RuleCmd, RuleDef, ScaleArgs};
 pub use task::{TaskCmd, TaskCreate, TaskModify};
+pub use token::TokenCmd;
 
 use crate::output::Output;
 
@@ -103,6 +105,9 @@ pub enum Command {
     /// Certificates issued from the local controller's CA
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Join tokens: hosts that join a group by themselves (ebb-agent join)
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Create or update a group and its configuration from a TOML file
     Apply(ApplyArgs),
 }

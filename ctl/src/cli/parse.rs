@@ -211,6 +211,30 @@ pub fn to_schedule_recurrence(kind: &str, value: &str) -> Result<schedule::Recur
     }
 }
 
+/// A join token's lifetime: `90s`, `30m`, `1h`, `2d` or plain seconds,
+/// from 1 s to 7 days.
+pub fn ttl_secs(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; use e.g. 90s, 30m, 1h or 2d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+    };
+    let secs = n.saturating_mul(scale);
+    if !(1..=7 * 86_400).contains(&secs) {
+        return Err(format!("`{s}` is outside 1s..=7d"));
+    }
+    Ok(secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +281,24 @@ mod tests {
         assert!(r("hourly:1").is_err());
         assert!(r("weekly:mon").is_err());
         assert!(r("cron:0 8 *").is_err());
+    }
+
+    #[test]
+    fn token_ttls_take_a_unit_and_stay_within_a_week() {
+        assert_eq!(ttl_secs("90"), Ok(90));
+        assert_eq!(ttl_secs("30m"), Ok(1_800));
+        assert_eq!(ttl_secs("1h"), Ok(3_600));
+        assert_eq!(ttl_secs("7d"), Ok(604_800));
+        for (bad, says) in [
+            ("0", "outside"),
+            ("0s", "outside"),
+            ("8d", "outside"),
+            ("1w", "unit"),
+            ("soon", "not a duration"),
+            ("", "not a duration"),
+        ] {
+            let err = ttl_secs(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

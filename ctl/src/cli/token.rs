@@ -1,0 +1,32 @@
+//! `token`: join tokens, with which a host joins a group by itself
+//! (`ebb-agent join`).
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a join token for a group; prints it (once) and the `ebb-agent join` command that uses it
+    Create(TokenCreate),
+    /// List join tokens (never their secrets)
+    List,
+    /// Revoke a join token: no host can join with it any more
+    Revoke {
+        /// The token's id (the part before the dot)
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreate {
+    /// The group a host joining with the token is attached to
+    #[arg(long)]
+    pub group: String,
+    /// How long the token is valid: 90s, 30m, 1h, 2d (at most 7d)
+    #[arg(long, value_name = "DURATION", default_value = "1h",
+          value_parser = super::parse::ttl_secs)]
+    pub ttl: u64,
+    /// How many hosts may join with it (1 to 1000)
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub uses: u32,
+}
