@@ -2,7 +2,10 @@
 //! ephemeral ports, mTLS with certs from ebb's own PKI.
 
 use ebb_certs::{Ca, CertSpec, Identity};
-use ebb_tests::{AgentProc, ControllerProc, DEADLINE, RawOutcome, raw_connect, raw_connect_with};
+use ebb_tests::{
+    AgentProc, ControllerProc, DEADLINE, Next, RawOutcome, RawStream, eventually, hello,
+    raw_connect, raw_connect_with,
+};
 
 /// 1 s pulls keep the tests short; nothing below depends on wall-clock speed.
 const INTERVAL_MS: u64 = 1000;
@@ -224,7 +227,7 @@ fn untrusted_and_mismatched_callers_are_refused_and_logged() {
 }
 
 /// DESIGN §3, bounded inputs: an agent's message over 64 KiB (here a
-/// 100 KiB Hello) is refused before it is read, logged and counted, and the
+/// 10 MiB Hello) is refused before it is read, logged and counted, and the
 /// controller goes on welcoming agents.
 #[test]
 fn an_oversized_agent_message_is_refused_logged_and_counted() {
@@ -242,7 +245,7 @@ fn an_oversized_agent_message_is_refused_logged_and_counted() {
         ..Default::default()
     };
     let refused_before = ctl.metric("ebb_connections_refused_total").unwrap();
-    let outcome = raw_connect_with(ctl.grpc, &ca_pem, identity, hello("x".repeat(100 << 10)));
+    let outcome = raw_connect_with(ctl.grpc, &ca_pem, identity, hello("x".repeat(10 << 20)));
     assert!(matches!(outcome, RawOutcome::Refused(_)), "{outcome:?}");
     assert!(
         eventually_or_log(&ctl, "refused agent stream: unreadable first message"),
@@ -253,4 +256,103 @@ fn an_oversized_agent_message_is_refused_logged_and_counted() {
     // The same identity with a Hello of ordinary size is welcomed.
     let outcome = raw_connect_with(ctl.grpc, &ca_pem, identity, hello("host".into()));
     assert!(matches!(outcome, RawOutcome::Welcomed), "{outcome:?}");
+}
+
+/// DESIGN §3, bounded inputs: a rogue agent answering pulls with CPU
+/// utilisations of 1e308, -5, NaN and infinity, and a load and a custom
+/// metric out of range, moves nothing: each value is dropped and counted,
+/// `/metrics` never prints them, and the next sound sample is taken.
+#[test]
+fn out_of_range_sample_values_are_dropped_and_counted() {
+    use ebb_proto::v1 as pb;
+    use pb::agent_message::Body;
+    use pb::controller_message::Body as Command;
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(tmp.path(), 3000).unwrap();
+    let ca_pem = std::fs::read_to_string(ctl.pki_dir().join("ca.crt")).unwrap();
+    let rogue = ctl
+        .ca()
+        .issue_agent("rogue", ebb_certs::AGENT_VALIDITY)
+        .unwrap();
+    ctl.attach("spine", &["rogue"]);
+    // Pulls 3 s apart: each answer is in time (a late one is dropped as
+    // late, before its values are looked at) however busy the host.
+    let mut stream = RawStream::open(
+        ctl.grpc,
+        &ca_pem,
+        (&rogue.cert_pem, &rogue.key_pem),
+        hello("rogue"),
+    )
+    .unwrap();
+    let dropped_before = ctl.metric("ebb_sample_values_dropped_total").unwrap();
+    let custom_before = ctl.metric("ebb_custom_values_dropped_total").unwrap();
+    // Four bad CPU figures, then one sound sample; each answers a pull.
+    let mut answers: Vec<pb::Sample> = [1e308, -5.0, f64::NAN, f64::INFINITY]
+        .into_iter()
+        .map(|cpu| pb::Sample {
+            cpu_utilization: Some(cpu),
+            load: Some(pb::LoadAverage {
+                one: -1.0,
+                five: 0.5,
+                fifteen: 0.5,
+            }),
+            custom: vec![pb::CustomMetric {
+                name: "queue".into(),
+                value: f64::NEG_INFINITY,
+            }],
+            ..Default::default()
+        })
+        .collect();
+    answers.push(pb::Sample {
+        cpu_utilization: Some(42.0),
+        ..Default::default()
+    });
+    for mut sample in answers {
+        let seq = loop {
+            match stream.next(DEADLINE) {
+                Next::Message(m) => {
+                    if let Some(Command::Pull(p)) = m.body {
+                        break p.seq;
+                    }
+                }
+                other => panic!("no pull: {other:?}"),
+            }
+        };
+        sample.seq = seq;
+        sample.collected_at_unix_ms = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        stream.send(Body::Sample(sample));
+    }
+    let cpu = eventually("the sound sample on /metrics", DEADLINE, || {
+        let text = ctl.http_get("/metrics").ok()?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("ebb_instance_cpu_utilization{instance=\"rogue\"}"))?
+            .to_owned();
+        line.ends_with(" 42").then_some(text)
+    });
+    for bad in ["inf", "NaN", "1e308", "-5"] {
+        assert!(
+            !cpu.lines()
+                .any(|l| l.contains("rogue") && l.ends_with(&format!(" {bad}"))),
+            "/metrics shows {bad}:\n{cpu}"
+        );
+    }
+    // Per bad sample: the CPU figure and the negative load; and the custom value.
+    let dropped = ctl.metric("ebb_sample_values_dropped_total").unwrap() - dropped_before;
+    assert_eq!(dropped, 8.0, "sample values dropped");
+    let custom = ctl.metric("ebb_custom_values_dropped_total").unwrap() - custom_before;
+    assert_eq!(custom, 4.0, "custom values dropped");
+    assert!(
+        ctl.proc
+            .log_text()
+            .contains("sample values out of range dropped"),
+        "{}",
+        ctl.proc.log_text()
+    );
 }
