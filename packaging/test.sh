@@ -27,7 +27,8 @@ cd "$(dirname "$0")/.."
 
 GRPC=127.0.0.1:7440
 HTTP=127.0.0.1:9440
-INSTANCE="pkg-host-1"
+# The host's instance id: minted by the controller when it joins.
+INSTANCE=""
 EDIT_MARK="# edited by packaging/test.sh"
 
 passed=0
@@ -200,7 +201,7 @@ done
 expect_eq "ebb-controller's home is /var/lib/ebb" /var/lib/ebb "$(getent passwd ebb-controller | cut -d: -f6)"
 
 expect_eq "/var/lib/ebb: ebb-controller's, 0711" "ebb-controller:ebb-controller 711" "$(stat -c '%U:%G %a' /var/lib/ebb 2>&1)"
-expect_eq "/etc/ebb/tls: root's, 0755" "root:root 755" "$(stat -c '%U:%G %a' /etc/ebb/tls 2>&1)"
+expect_eq "/etc/ebb/tls: ebb-agent's, 0750 (it renews its certificates there)" "ebb-agent:ebb-agent 750" "$(stat -c '%U:%G %a' /etc/ebb/tls 2>&1)"
 for p in ebb-agent ebb-controller; do
   conf=/etc/ebb/${p#ebb-}.toml
   expect_eq "$conf: root's, 0644" "root:root 644" "$(stat -c '%U:%G %a' "$conf" 2>&1)"
@@ -229,8 +230,11 @@ for p in ebb-agent ebb-controller; do
   if [ "$p" = ebb-agent ]; then
     check "ebb-agent.service: exposure ${exposure:-unknown} <= 2.0" awk -v e="${exposure:-99}" 'BEGIN { exit !(e <= 2.0) }'
   fi
-  check "$p.service: no ReadWritePaths= (only the state dir is writable)" bash -c "! grep -q '^ReadWritePaths=' $unit"
 done
+check "ebb-controller.service: no ReadWritePaths= (only the state dir is writable)" \
+  bash -c "! grep -q '^ReadWritePaths=' /usr/lib/systemd/system/ebb-controller.service"
+check "ebb-agent.service: ReadWritePaths=/etc/ebb/tls alone (it renews its certificates)" \
+  test "$(grep '^ReadWritePaths=' /usr/lib/systemd/system/ebb-agent.service)" = "ReadWritePaths=/etc/ebb/tls"
 check "ebb-controller.service: StateDirectory=ebb" grep -qx StateDirectory=ebb /usr/lib/systemd/system/ebb-controller.service
 check "ebb-controller.service runs the packaged config" grep -qx \
   "ExecStart=/usr/bin/ebb-controller serve --config /etc/ebb/controller.toml" /usr/lib/systemd/system/ebb-controller.service
@@ -290,6 +294,10 @@ start() {
   pids+=("$started_pid")
 }
 
+# Agent certificates of 60 s (renewed at 40 s), so that the renewals of the
+# joined host and of a launched instance are seen below.
+printf '\n[tls]\nagent_cert_lifetime_secs = 60\n' >>/etc/ebb/controller.toml
+
 step "the controller, started by hand as ebb-controller with /etc/ebb/controller.toml"
 # The unit's capabilities, in setpriv's spelling.
 CONTROLLER_CAPS=+setuid,+setgid,+chown,+kill,+dac_override
@@ -308,15 +316,35 @@ for f in ca server admin; do
     "$(stat -c '%U:%G %a' /var/lib/ebb/pki/$f.key 2>&1)"
 done
 
-step "an agent certificate from ebbctl cert issue, copied into /etc/ebb/tls"
-check "ebbctl --data-dir /var/lib/ebb cert issue --id $INSTANCE" \
-  ebbctl --data-dir /var/lib/ebb cert issue --id "$INSTANCE" --days 30 --out-dir "$work/cert"
-check "install ca.crt and agent.crt into /etc/ebb/tls" \
-  install -m 0644 "$work/cert/ca.crt" "$work/cert/agent.crt" /etc/ebb/tls/
-# Copied as root would leave the key root's: the upgrade below must hand it
-# to ebb-agent (postinst), as it does for a key put in place before the
-# package was installed.
-check "install agent.key into /etc/ebb/tls (root's, 0600)" install -m 0600 "$work/cert/agent.key" /etc/ebb/tls/
+step "offline: ebbctl cert issue still makes an agent certificate"
+check "ebbctl --data-dir /var/lib/ebb cert issue --id offline-host" \
+  ebbctl --data-dir /var/lib/ebb cert issue --id offline-host --days 30 --out-dir "$work/cert"
+expect_eq "its key is 0600" 600 "$(stat -c %a "$work/cert/agent.key" 2>&1)"
+
+step "the host joins with a token (docs/install.md): ebb-agent join"
+ctl() { ebbctl --data-dir /var/lib/ebb "$@"; }
+check "ebbctl group create --name hosts" ctl group create --name hosts --min 0 --max 2
+check "ebbctl config create --group hosts --name by-hand" ctl config create --group hosts --name by-hand
+check "ebbctl group enable hosts" ctl group enable hosts
+created=$(ctl token create --group hosts --ttl 10m 2>&1) || true
+join_line=$(grep -o 'ebb-agent join .*' <<<"$created" | head -1)
+token=$(sed -n 's/.*--token \([^ ]*\).*/\1/p' <<<"$join_line")
+ca_hash=$(sed -n 's/.*--ca-hash \(sha256:[0-9a-f]*\).*/\1/p' <<<"$join_line")
+check "ebbctl token create printed a token and the CA's hash" test -n "$token" -a -n "$ca_hash"
+expect_eq "the hash is ebbctl cert ca-hash's" "$(ctl cert ca-hash 2>&1)" "$ca_hash"
+# As root, as install.md says; the key is then root's until the package's
+# upgrade below hands it to ebb-agent (as it does any key put in place by
+# root before the package was installed).
+check "ebb-agent join --controller $GRPC --token … --ca-hash … --no-run" \
+  ebb-agent --config /etc/ebb/agent.toml join --controller "$GRPC" --token "$token" --ca-hash "$ca_hash" --no-run
+INSTANCE=$(ctl instance list --group hosts | awk 'NR > 1 { print $1; exit }')
+check "the host is an Attached instance of hosts ($INSTANCE)" \
+  bash -c "ebbctl --data-dir /var/lib/ebb instance list --group hosts | grep -q '^$INSTANCE .*Attached'"
+check "join wrote controller = \"$GRPC\" into agent.toml" grep -qx "controller = \"$GRPC\"" /etc/ebb/agent.toml
+expect_eq "/etc/ebb/tls/agent.key: 0600" 600 "$(stat -c %a /etc/ebb/tls/agent.key 2>&1)"
+check "the used token joins no second host" \
+  bash -c "! ebb-agent --config $work/second.toml join --controller $GRPC --token $token --ca-hash $ca_hash --no-run"
+joined_cert=$(sha256sum /etc/ebb/tls/agent.crt | cut -d' ' -f1)
 
 # --- upgrade -----------------------------------------------------------------
 step "upgrade to revision 2 with edited configs"
@@ -336,10 +364,12 @@ expect_eq "/var/lib/ebb: still ebb-controller's, 0711" "ebb-controller:ebb-contr
 
 # --- run the agent by hand ---------------------------------------------------
 step "the agent, started by hand as ebb-agent with /etc/ebb/agent.toml"
-start "$work/agent.log" ebb-agent "" "" /usr/bin/ebb-agent --config /etc/ebb/agent.toml
+start "$work/agent.log" ebb-agent /etc/ebb/tls "" /usr/bin/ebb-agent --config /etc/ebb/agent.toml
 agent_pid=$started_pid
-connected() { metrics | grep -qx "ebb_agents_connected 1"; }
-reports_cpu() { metrics | grep -q "^ebb_instance_cpu_utilization{instance=\"$INSTANCE\"} [0-9]"; }
+# The metrics are read whole first: grep -q stops reading early, and curl
+# (under pipefail) then fails the check.
+connected() { local m; m=$(metrics) && grep -qx "ebb_agents_connected 1" <<<"$m"; }
+reports_cpu() { local m; m=$(metrics) && grep -q "^ebb_instance_cpu_utilization{instance=\"$INSTANCE\"} [0-9]" <<<"$m"; }
 if eventually 60 connected; then
   ok "/metrics: ebb_agents_connected 1"
 else
@@ -352,16 +382,26 @@ else
   fail "/metrics: $INSTANCE reports its CPU" "$(metrics 2>&1 | grep ebb_instance || true)"$'\n'"agent log:"$'\n'"$(cat "$work/agent.log")"
 fi
 check "the agent logged its connection" grep -q "connected to the controller" "$work/agent.log"
-check "ebbctl group create --name hosts" ebbctl --data-dir /var/lib/ebb group create --name hosts --min 0 --max 2
-check "ebbctl config create --group hosts --name by-hand" ebbctl --data-dir /var/lib/ebb config create --group hosts --name by-hand
-check "ebbctl group enable hosts" ebbctl --data-dir /var/lib/ebb group enable hosts
-check "ebbctl instance attach --group hosts $INSTANCE" ebbctl --data-dir /var/lib/ebb instance attach --group hosts "$INSTANCE"
 in_service() { ebbctl --data-dir /var/lib/ebb instance list --group hosts | grep "$INSTANCE" | grep -q InService; }
 if eventually 30 in_service; then
   ok "ebbctl instance list: $INSTANCE is InService"
 else
   fail "ebbctl instance list: $INSTANCE is InService" "$(ebbctl --data-dir /var/lib/ebb instance list --group hosts 2>&1)"
 fi
+# Its certificate lives 60 s: at 40 s the agent renews it over its stream,
+# writing into /etc/ebb/tls (the unit's one writable path), and stays.
+renewed() { local m; m=$(metrics) && grep -q '^ebb_cert_renewals_total [1-9]' <<<"$m" && grep -q "renewed the certificate" "$work/agent.log"; }
+if eventually 120 renewed; then
+  ok "the agent renewed its certificate over its stream (ebb_cert_renewals_total, its log)"
+else
+  fail "the agent renewed its certificate over its stream" "$(metrics 2>&1 | grep -i renew || true)"$'\n'"agent log:"$'\n'"$(tail -20 "$work/agent.log")"
+fi
+check "/etc/ebb/tls/agent.crt is a new certificate" \
+  test "$(sha256sum /etc/ebb/tls/agent.crt | cut -d' ' -f1)" != "$joined_cert"
+expect_eq "the renewed agent.key: ebb-agent's, 0600" "ebb-agent:ebb-agent 600" "$(stat -c '%U:%G %a' /etc/ebb/tls/agent.key 2>&1)"
+check "the agent is still connected after renewing" connected
+check "the agent kept its one stream (one 'connected to the controller' in its log)" \
+  test "$(grep -c 'connected to the controller' "$work/agent.log")" = 1
 expect_eq "the agent runs as ebb-agent" ebb-agent "$(stat -c %U /proc/"$agent_pid" 2>&1)"
 expect_eq "the controller runs as ebb-controller" ebb-controller "$(stat -c %U /proc/"$controller_pid" 2>&1)"
 

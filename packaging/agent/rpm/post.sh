@@ -1,5 +1,7 @@
 # ebb-agent %post ($1: 1 install, 2 upgrade).
-install -d -m 0755 /etc/ebb/tls
+# The agent's certificates: it renews them itself (new files beside the
+# old, then renames), so the folder is its own; nobody else may list it.
+install -d -m 0750 -o ebb-agent -g ebb-agent /etc/ebb/tls
 # The hook scripts this host allows ([hooks] in agent.toml): root's alone.
 install -d -m 0755 -o root -g root /etc/ebb/hooks.d
 # A key put in place before the package (so before its user existed) is
