@@ -298,7 +298,7 @@ impl Controller {
         let renewal = Renewal::new(
             Arc::new(move |instance: &str, csr: &str| {
                 signer
-                    .sign_renewal(instance, csr)
+                    .sign_agent_csr(instance, csr)
                     .map_err(|e| e.to_string())
             }),
             self.config.agent_cert_lifetime(),

@@ -562,6 +562,35 @@ impl WebhookReceiver {
 }
 
 /// A group's instances.
+/// Creates `group`, gives it a configuration `v1` whose workload is
+/// `sleep infinity`, and enables it: an active group of launched instances
+/// that do nothing.
+pub fn enabled_group(admin: &mut Admin, group: ebb_proto::v1::CreateScalingGroupRequest) {
+    use ebb_proto::v1 as pb;
+    let name = group.name.clone();
+    admin_call!(*admin, create_scaling_group, group).expect("create the group");
+    admin_call!(
+        *admin,
+        create_scaling_configuration,
+        pb::CreateScalingConfigurationRequest {
+            scaling_group: name.clone(),
+            name: "v1".into(),
+            command: vec!["sleep".into(), "infinity".into()],
+            ..Default::default()
+        }
+    )
+    .expect("create the configuration");
+    admin_call!(
+        *admin,
+        enable_scaling_group,
+        pb::EnableScalingGroupRequest {
+            scaling_group: name,
+            ..Default::default()
+        }
+    )
+    .expect("enable the group");
+}
+
 pub fn instances(admin: &mut Admin, group: &str) -> Vec<ebb_proto::v1::Instance> {
     admin_call!(
         *admin,

@@ -4,43 +4,22 @@
 
 use ebb_proto::v1 as pb;
 use ebb_tests::{
-    Admin, ControllerProc, DEADLINE, Sandbox, activities, admin_call, eventually, instances,
+    Admin, ControllerProc, DEADLINE, Sandbox, activities, admin_call, enabled_group, eventually,
+    instances,
 };
 
 /// An enabled group of at most 2 `sleep infinity` instances, none yet.
 fn group(admin: &mut Admin, name: &str) {
-    admin_call!(
-        *admin,
-        create_scaling_group,
+    enabled_group(
+        admin,
         pb::CreateScalingGroupRequest {
             name: name.into(),
             min_size: 0,
             max_size: 2,
             desired_capacity: Some(0),
             ..Default::default()
-        }
-    )
-    .unwrap();
-    admin_call!(
-        *admin,
-        create_scaling_configuration,
-        pb::CreateScalingConfigurationRequest {
-            scaling_group: name.into(),
-            name: "v1".into(),
-            command: vec!["sleep".into(), "infinity".into()],
-            ..Default::default()
-        }
-    )
-    .unwrap();
-    admin_call!(
-        *admin,
-        enable_scaling_group,
-        pb::EnableScalingGroupRequest {
-            scaling_group: name.into(),
-            ..Default::default()
-        }
-    )
-    .unwrap();
+        },
+    );
 }
 
 fn set_desired(admin: &mut Admin, group: &str, n: u32) -> Result<pb::ScalingGroup, tonic::Status> {

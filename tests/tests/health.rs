@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use ebb_proto::v1 as pb;
 use ebb_tests::{
-    Admin, ControllerProc, DEADLINE, Sandbox, activities, admin_call, eventually, instances,
+    Admin, ControllerProc, DEADLINE, Sandbox, activities, admin_call, enabled_group, eventually,
+    instances,
 };
 
 fn group(admin: &mut Admin, name: &str, n: u32) {
-    admin_call!(
-        *admin,
-        create_scaling_group,
+    enabled_group(
+        admin,
         pb::CreateScalingGroupRequest {
             name: name.into(),
             min_size: n,
@@ -19,29 +19,8 @@ fn group(admin: &mut Admin, name: &str, n: u32) {
             sampling_interval_secs: Some(1),
             health_check_grace_period_secs: Some(1),
             ..Default::default()
-        }
-    )
-    .unwrap();
-    admin_call!(
-        *admin,
-        create_scaling_configuration,
-        pb::CreateScalingConfigurationRequest {
-            scaling_group: name.into(),
-            name: "v1".into(),
-            command: vec!["sleep".into(), "infinity".into()],
-            ..Default::default()
-        }
-    )
-    .unwrap();
-    admin_call!(
-        *admin,
-        enable_scaling_group,
-        pb::EnableScalingGroupRequest {
-            scaling_group: name.into(),
-            ..Default::default()
-        }
-    )
-    .unwrap();
+        },
+    );
 }
 
 fn ready(admin: &mut Admin, group: &str, n: usize) -> Vec<pb::Instance> {

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use ebb_proto::v1 as pb;
 use ebb_tests::{
     Admin, AgentProc, ControllerProc, DEADLINE, Proc, RawOutcome, Sandbox, activities, admin_call,
-    bin, eventually, instances, raw_connect,
+    bin, enabled_group, eventually, instances, raw_connect,
 };
 use serde_json::Value;
 
@@ -23,38 +23,16 @@ const EXIT_REFUSED: i32 = 77;
 
 /// An active group that launches nothing by itself (desired 0).
 fn group(admin: &mut Admin, name: &str) {
-    admin_call!(
-        *admin,
-        create_scaling_group,
+    enabled_group(
+        admin,
         pb::CreateScalingGroupRequest {
             name: name.into(),
             min_size: 0,
             max_size: 5,
             desired_capacity: Some(0),
             ..Default::default()
-        }
-    )
-    .expect("create group");
-    admin_call!(
-        *admin,
-        create_scaling_configuration,
-        pb::CreateScalingConfigurationRequest {
-            scaling_group: name.into(),
-            name: "by-hand".into(),
-            command: vec!["sleep".into(), "infinity".into()],
-            ..Default::default()
-        }
-    )
-    .expect("create configuration");
-    admin_call!(
-        *admin,
-        enable_scaling_group,
-        pb::EnableScalingGroupRequest {
-            scaling_group: name.into(),
-            ..Default::default()
-        }
-    )
-    .expect("enable");
+        },
+    );
 }
 
 fn text(out: &Output) -> String {

@@ -13,7 +13,9 @@ use std::time::Duration;
 use ebb_proto::v1 as pb;
 use ebb_proto::v1::agent_message::Body as AgentBody;
 use ebb_proto::v1::controller_message::Body as ControllerBody;
-use ebb_tests::{Admin, ControllerProc, DEADLINE, Sandbox, admin_call, eventually, instances};
+use ebb_tests::{
+    Admin, ControllerProc, DEADLINE, Sandbox, admin_call, enabled_group, eventually, instances,
+};
 use tokio::sync::mpsc;
 
 fn start(sb: &Sandbox, extra: &str) -> ControllerProc {
@@ -23,9 +25,8 @@ fn start(sb: &Sandbox, extra: &str) -> ControllerProc {
 
 /// An active group of `min` launched `sleep` instances, room for `max`.
 fn group(admin: &mut Admin, name: &str, min: u32, max: u32) {
-    admin_call!(
-        *admin,
-        create_scaling_group,
+    enabled_group(
+        admin,
         pb::CreateScalingGroupRequest {
             name: name.into(),
             min_size: min,
@@ -33,29 +34,8 @@ fn group(admin: &mut Admin, name: &str, min: u32, max: u32) {
             sampling_interval_secs: Some(1),
             health_check_grace_period_secs: Some(1),
             ..Default::default()
-        }
-    )
-    .unwrap();
-    admin_call!(
-        *admin,
-        create_scaling_configuration,
-        pb::CreateScalingConfigurationRequest {
-            scaling_group: name.into(),
-            name: "v1".into(),
-            command: vec!["sleep".into(), "infinity".into()],
-            ..Default::default()
-        }
-    )
-    .unwrap();
-    admin_call!(
-        *admin,
-        enable_scaling_group,
-        pb::EnableScalingGroupRequest {
-            scaling_group: name.into(),
-            ..Default::default()
-        }
-    )
-    .unwrap();
+        },
+    );
 }
 
 /// The group's one launched instance, once it is in service and healthy.

@@ -1,15 +1,19 @@
 //! Certificates: the registry of every identity's latest cert, admin certs
-//! signed from a caller's CSR, and the server cert's rotation on demand.
+//! signed from a caller's CSR, the server cert's rotation on demand, and
+//! the deny-list of revoked identities.
 
+use ebb_certs::{Identity, Role};
 use ebb_core::model::Invalid;
 use ebb_proto::v1 as pb;
 use tonic::Status;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::api::common::invalid;
+use crate::api::Caller;
+use crate::api::common::{invalid, now_ms};
 use crate::engine::Engine;
 use crate::engine::certs::MAX_ADMIN_DAYS;
-use crate::store::CertRecord;
+use crate::fleet::CloseReason;
+use crate::store::{CertRecord, Revoked, Write};
 
 fn entry(r: &CertRecord) -> pb::CertificateEntry {
     pb::CertificateEntry {
@@ -84,5 +88,98 @@ pub async fn rotate_server_certificate(
     Ok(pb::IssuedCertificate {
         cert_pem,
         entry: Some(entry(&record)),
+    })
+}
+
+/// A reason longer than this is a paste accident.
+const MAX_REASON: usize = 1024;
+
+fn view(r: Revoked) -> pb::RevokedCertificate {
+    pb::RevokedCertificate {
+        identity: r.identity,
+        revoked_at_ms: r.revoked_at_ms,
+        revoked_by: r.revoked_by,
+        reason: r.reason,
+    }
+}
+
+/// The identity `key` names: a SPIFFE URI of this trust domain, or
+/// `instance/<id>` or `admin/<name>`.
+fn identity(engine: &Engine, key: &str) -> Result<Identity, Status> {
+    let bad = |why: String| invalid(Invalid::one("identity", why));
+    let td = engine.trust_domain();
+    let id = if key.starts_with("spiffe://") {
+        Identity::parse(key).map_err(|e| bad(e.to_string()))?
+    } else if let Some(id) = key.strip_prefix("instance/") {
+        Identity::instance(td, id).map_err(|e| bad(e.to_string()))?
+    } else if let Some(name) = key.strip_prefix("admin/") {
+        Identity::admin(td, name).map_err(|e| bad(e.to_string()))?
+    } else {
+        return Err(bad(format!(
+            "`{key}` is not spiffe://{td}/instance/<id>, spiffe://{td}/admin/<name>, instance/<id> or admin/<name>"
+        )));
+    };
+    if id.trust_domain != td {
+        return Err(bad(format!(
+            "{id} is of trust domain {}, not this controller's {td}",
+            id.trust_domain
+        )));
+    }
+    Ok(id)
+}
+
+pub async fn revoke_certificate(
+    engine: &Engine,
+    caller: Caller,
+    req: pb::RevokeCertificateRequest,
+) -> Result<pb::RevokedCertificate, Status> {
+    let _ops = engine.ops.lock().await;
+    let id = identity(engine, &req.identity)?;
+    if req.reason.len() > MAX_REASON {
+        return Err(invalid(Invalid::one(
+            "reason",
+            format!(
+                "is {} bytes long, at most {MAX_REASON} are allowed",
+                req.reason.len()
+            ),
+        )));
+    }
+    let uri = id.uri();
+    if let Some(existing) = engine
+        .store
+        .list_revoked()?
+        .into_iter()
+        .find(|r| r.identity == uri)
+    {
+        return Ok(view(existing));
+    }
+    if uri == caller.0.uri() && !req.force {
+        return Err(Status::failed_precondition(format!(
+            "{uri} is the certificate making this call; revoking it locks this admin out (pass --force to do it anyway)"
+        )));
+    }
+    let record = Revoked {
+        identity: uri.clone(),
+        revoked_at_ms: now_ms(engine),
+        revoked_by: caller.0.uri(),
+        reason: req.reason,
+    };
+    engine
+        .store
+        .commit(vec![Write::PutRevoked(record.clone())])?;
+    engine.deny.insert(uri.clone());
+    warn!(identity = %uri, by = %record.revoked_by, reason = %record.reason, "certificate identity revoked");
+    if let Role::Instance(instance) = &id.role {
+        engine.fleet.close(instance, CloseReason::Revoked);
+    }
+    Ok(view(record))
+}
+
+pub async fn describe_revoked_certificates(
+    engine: &Engine,
+    _req: pb::DescribeRevokedCertificatesRequest,
+) -> Result<pb::DescribeRevokedCertificatesResponse, Status> {
+    Ok(pb::DescribeRevokedCertificatesResponse {
+        certificates: engine.store.list_revoked()?.into_iter().map(view).collect(),
     })
 }

@@ -214,7 +214,7 @@ async fn join(engine: &Engine, req: pb::JoinRequest) -> Result<pb::JoinResponse,
     // registry) before anything else is written: a bad CSR costs the token
     // nothing.
     let cert_pem = engine
-        .sign_renewal(&instance_id, &req.csr_pem)
+        .sign_agent_csr(&instance_id, &req.csr_pem)
         .map_err(|e| match e {
             crate::engine::EngineError::Certs(e) => invalid(Invalid::one("csr_pem", e.to_string())),
             other => Status::from(other),

@@ -5,8 +5,8 @@
 //! - `groups`, `configurations`, `instances`, `activities`: the group and what it holds.
 //! - `rules`, `alarms`, `tasks`: what changes capacity, and when.
 //! - `hooks`, `notifications`: who is told, and who may hold an instance.
-//! - `certs`: the deny-list of revoked identities.
-//! - `certificates`: the registry of issued certs, admin certs, server rotation.
+//! - `certificates`: the registry of issued certs, admin certs, server
+//!   rotation, and the deny-list of revoked identities.
 //! - `tokens`: join tokens; `join`: the `JoinService` a host without a
 //!   certificate calls with one.
 
@@ -24,7 +24,6 @@ use crate::engine::Engine;
 pub mod activities;
 pub mod alarms;
 pub mod certificates;
-pub mod certs;
 pub mod common;
 pub mod configurations;
 pub mod groups;
@@ -231,13 +230,13 @@ handlers! {
     hooks::complete_lifecycle_action(pb::CompleteLifecycleActionRequest) -> pb::LifecycleAction;
     hooks::record_lifecycle_action_heartbeat(pb::LifecycleActionRef) -> pb::LifecycleAction;
     notifications::describe_notification_configurations(pb::DescribeNotificationConfigurationsRequest) -> pb::DescribeNotificationConfigurationsResponse;
-    certs::describe_revoked_certificates(pb::DescribeRevokedCertificatesRequest) -> pb::DescribeRevokedCertificatesResponse;
+    certificates::describe_revoked_certificates(pb::DescribeRevokedCertificatesRequest) -> pb::DescribeRevokedCertificatesResponse;
     certificates::list_certificates(pb::ListCertificatesRequest) -> pb::ListCertificatesResponse;
     certificates::issue_certificate(pb::IssueCertificateRequest) -> pb::IssuedCertificate;
     certificates::rotate_server_certificate(pb::RotateServerCertificateRequest) -> pb::IssuedCertificate;
     tokens::list_join_tokens(pb::ListJoinTokensRequest) -> pb::ListJoinTokensResponse;
     ; with caller:
-    certs::revoke_certificate(pb::RevokeCertificateRequest) -> pb::RevokedCertificate;
+    certificates::revoke_certificate(pb::RevokeCertificateRequest) -> pb::RevokedCertificate;
     tokens::create_join_token(pb::CreateJoinTokenRequest) -> pb::CreateJoinTokenResponse;
     tokens::revoke_join_token(pb::RevokeJoinTokenRequest) -> pb::JoinToken;
 }

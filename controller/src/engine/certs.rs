@@ -94,7 +94,7 @@ impl Engine {
     /// Signs an agent's request for `instance_id` (never for a name the
     /// request asks for), recorded: a renewal for the instance its stream's
     /// certificate names, or a join for the instance the join mints.
-    pub fn sign_renewal(&self, instance_id: &str, csr_pem: &str) -> Result<String, EngineError> {
+    pub fn sign_agent_csr(&self, instance_id: &str, csr_pem: &str) -> Result<String, EngineError> {
         let identity = Identity::instance(self.ca.trust_domain(), instance_id)?;
         let cert_pem = self
             .ca
