@@ -120,7 +120,7 @@ impl Controller {
                 path: dir.clone(),
                 source,
             })?;
-        let lock = lock_data_dir(dir)?;
+        let lock = lock_data_dir(dir, LOCK_WAIT)?;
         let grpc = bind(config.grpc.listen, "grpc.listen").await?;
         let http = bind(config.http.listen, "http.listen").await?;
         let operator_ca = config
@@ -482,16 +482,32 @@ async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartE
         .map_err(|source| StartError::Bind { addr, key, source })
 }
 
-fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
+/// How long a start waits for the data dir's lock. A controller killed
+/// while launching an instance can leave a child between its fork and its
+/// exec, which holds a copy of the lock until it execs (the descriptor is
+/// close-on-exec): a moment, but a restart can come sooner.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+fn lock_data_dir(dir: &Path, wait: Duration) -> Result<File, StartError> {
     let path = dir.join("controller.lock");
     let file = File::create(&path).map_err(|source| StartError::DataDir {
         path: path.clone(),
         source,
     })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked(dir.to_owned())),
-        Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StartError::Locked(dir.to_owned()));
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StartError::DataDir { path, source });
+            }
+        }
     }
 }
 
@@ -506,4 +522,26 @@ fn write_endpoints(config: &Config, grpc: SocketAddr, http: SocketAddr) -> Resul
     ebb_certs::write_atomic(&path, text.as_bytes(), 0o644)
         .map_err(|source| StartError::Write { path, source })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_dir_lock_is_waited_for_a_moment_then_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_data_dir(dir.path(), Duration::ZERO).unwrap();
+        // Held throughout the wait: another controller owns the dir.
+        let err = lock_data_dir(dir.path(), Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, StartError::Locked(_)), "{err}");
+        // Let go during the wait, as a dead predecessor's child does when it
+        // execs: taken.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        lock_data_dir(dir.path(), Duration::from_secs(30)).unwrap();
+        release.join().unwrap();
+    }
 }
