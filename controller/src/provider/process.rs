@@ -193,9 +193,11 @@ impl ProcessProvider {
     }
 
     /// The agent binary instance users can run: with isolation, a hard link
-    /// (or a copy, across file systems) inside the base dir, refreshed on
-    /// every launch so an upgraded agent is used from then on.
-    fn agent_program(&self) -> Result<PathBuf, String> {
+    /// (or, across file systems or when the original is not executable by
+    /// others, a copy) inside the base dir, refreshed on every launch so an
+    /// upgraded agent is used from then on. Staged under the launching id's
+    /// name, which its lock makes unique among concurrent launches.
+    fn agent_program(&self, id: &str) -> Result<PathBuf, String> {
         if self.users.is_none() {
             return Ok(self.agent_bin.clone());
         }
@@ -206,19 +208,24 @@ impl ProcessProvider {
             .mode(0o711)
             .create(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let fresh = dir.join(format!(".ebb-agent.{}", std::process::id()));
-        let _ = fs::remove_file(&fresh);
-        if fs::hard_link(&self.agent_bin, &fresh).is_err() {
-            fs::copy(&self.agent_bin, &fresh).map_err(|e| {
-                format!(
-                    "cannot copy {} to {}: {e}",
-                    self.agent_bin.display(),
-                    fresh.display()
-                )
-            })?;
+        let staged = dir.join(format!(".ebb-agent.{id}"));
+        let _ = fs::remove_file(&staged);
+        // A link shares the original's mode, which is not ours to change.
+        let linked = fs::hard_link(&self.agent_bin, &staged).is_ok()
+            && fs::metadata(&staged).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+        if !linked {
+            let _ = fs::remove_file(&staged);
+            fs::copy(&self.agent_bin, &staged)
+                .and_then(|_| fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)))
+                .map_err(|e| {
+                    format!(
+                        "cannot copy {} to {}: {e}",
+                        self.agent_bin.display(),
+                        staged.display()
+                    )
+                })?;
         }
-        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o755))
-            .and_then(|()| fs::rename(&fresh, &link))
+        fs::rename(&staged, &link)
             .map_err(|e| format!("cannot install {}: {e}", link.display()))?;
         Ok(link)
     }
@@ -332,7 +339,7 @@ impl ProcessProvider {
         write(AGENT_CONFIG, config.as_bytes(), 0o644)?;
 
         let (stdout, stderr) = open_log(&dir.join("agent.log"))?;
-        let agent_bin = self.agent_program()?;
+        let agent_bin = self.agent_program(&req.instance_id)?;
         let mut agent = self.command(uid, &agent_bin, &host);
         agent
             .arg("--config")
@@ -1505,5 +1512,66 @@ mod tests {
         );
         assert!(stat.running());
         assert!(!parse_stat("4242 (x) Z 1").is_some_and(|s| s.running()));
+    }
+
+    /// Isolated launches (root only, as CI runs): concurrent ones each get
+    /// their own uid and a host dir only that uid owns, share one staged
+    /// agent binary, and release their uids for the next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn isolated_concurrent_launches_get_their_own_uids() {
+        use std::os::unix::fs::MetadataExt;
+        let root = fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+        assert!(
+            root,
+            "this test needs root (as .ci/run runs): it switches users"
+        );
+        let tmp = TempDir::new().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o711)).unwrap();
+        let setpriv = isolation::find_setpriv().unwrap();
+        let provider = Arc::new(
+            ProcessProvider::new(
+                tmp.path().join("instances"),
+                fixture("fake-agent.sh"),
+                PATIENCE,
+            )
+            .isolated(Users::new(300_000, 8, setpriv)),
+        );
+        let ids = ["i-1", "i-2", "i-3", "i-4"];
+        let launches: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (p, req) = (provider.clone(), request(id, &["sleep", "1000"]));
+                tokio::spawn(async move { p.launch(req).await })
+            })
+            .collect();
+        for launch in launches {
+            launch.await.unwrap().unwrap();
+        }
+        let mut uids = HashSet::new();
+        for id in ids {
+            let dir = tmp.path().join("instances").join(id);
+            let record = read_record(&dir).unwrap().unwrap();
+            let uid = record.uid.expect("an isolated record names its uid");
+            assert!((300_000..300_008).contains(&uid), "{uid}");
+            assert_eq!(fs::metadata(dir.join(HOST_DIR)).unwrap().uid(), uid);
+            assert_eq!(fs::metadata(dir.join(RECORD)).unwrap().uid(), 0);
+            let agent = fs::metadata(format!("{PROC}/{}", record.agent.pid)).unwrap();
+            assert_eq!(agent.uid(), uid, "{id}'s agent runs as its uid");
+            uids.insert(uid);
+        }
+        assert_eq!(uids.len(), ids.len(), "one uid per instance");
+        for id in ids {
+            provider.release(id).await.unwrap();
+        }
+        // Released uids are free again: the next launch takes the lowest.
+        provider.launch(request("i-5", &[])).await.unwrap();
+        let record = read_record(&tmp.path().join("instances/i-5"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.uid, Some(300_000));
+        provider.release("i-5").await.unwrap();
     }
 }
