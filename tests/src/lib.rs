@@ -232,6 +232,15 @@ impl ControllerProc {
         })
     }
 
+    /// Waits until the controller's log holds `line`.
+    pub fn wait_log(&self, line: &str) {
+        eventually(
+            &format!("`{line}` in the controller's log"),
+            DEADLINE,
+            || self.proc.log_text().contains(line).then_some(()),
+        );
+    }
+
     /// Runs `ebbctl --data-dir <this controller's data dir> ARGS`.
     pub fn ebbctl(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin("ebbctl"))

@@ -107,14 +107,6 @@ fn group_of(admin: &mut Admin, name: &str) -> pb::ScalingGroup {
     .remove(0)
 }
 
-fn wait_log(ctl: &ControllerProc, line: &str) {
-    eventually(
-        &format!("`{line}` in the controller's log"),
-        DEADLINE,
-        || ctl.proc.log_text().contains(line).then_some(()),
-    );
-}
-
 #[test]
 fn a_host_joins_with_a_token_and_is_attached() {
     let sandbox = Sandbox::new();
@@ -188,10 +180,10 @@ fn a_host_joins_with_a_token_and_is_attached() {
     let t = tokens(&ctl);
     assert_eq!(t[0]["created_by"], "spiffe://ebb.local/admin/local-admin");
     assert_eq!(ctl.metric("ebb_joins_total"), Some(1.0));
-    wait_log(
-        &ctl,
-        &format!("host joined with token {id} as instance {}", joined.id),
-    );
+    ctl.wait_log(&format!(
+        "host joined with token {id} as instance {}",
+        joined.id
+    ));
     ctl.wait_metric(
         &format!("ebb_instance_cpu_utilization{{instance=\"{}\"}}", joined.id),
         |_| true,
@@ -298,7 +290,7 @@ fn reused_expired_revoked_and_unknown_tokens_are_refused_and_change_nothing() {
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(told.as_str()), "{name}: {}", text(&out));
-        wait_log(&ctl, logged);
+        ctl.wait_log(logged);
         assert!(!host.join("agent.crt").exists(), "{name}");
         assert!(!host.join("agent.key").exists(), "{name}");
     }
@@ -387,14 +379,14 @@ fn certless_clients_cannot_use_the_admin_api_or_connect() {
         }))
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
-    wait_log(&ctl, "refused admin call: no client certificate");
+    ctl.wait_log("refused admin call: no client certificate");
 
     let outcome = raw_connect(ctl.grpc, &ca_pem, None, "x");
     match outcome {
         RawOutcome::Refused(why) => assert!(why.contains("PermissionDenied"), "{why}"),
         other => panic!("a cert-less Connect was not refused: {other:?}"),
     }
-    wait_log(&ctl, "refused agent stream: no client certificate");
+    ctl.wait_log("refused agent stream: no client certificate");
     assert!(ctl.metric("ebb_connections_refused_total").unwrap() >= 1.0);
     // Nor health checking (which an admin or agent certificate may use).
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -404,7 +396,7 @@ fn certless_clients_cannot_use_the_admin_api_or_connect() {
         }))
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
-    wait_log(&ctl, "refused call: no client certificate");
+    ctl.wait_log("refused call: no client certificate");
 
     // An agent certificate cannot manage tokens either.
     let agent = AgentProc::start(&ctl, "a-1", "").unwrap();
@@ -580,10 +572,7 @@ fn bad_token_and_join_requests_are_refused_naming_the_field() {
     };
     let err = rt.block_on(client.join(req)).unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
-    wait_log(
-        &ctl,
-        "refused join: too many refused joins from this address",
-    );
+    ctl.wait_log("refused join: too many refused joins from this address");
     assert_eq!(uses_left(&ctl, id), 1);
     assert_eq!(ctl.metric("ebb_joins_refused_total"), Some(11.0));
 }

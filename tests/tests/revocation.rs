@@ -22,14 +22,6 @@ const LONG_INTERVAL_MS: u64 = 300_000;
 /// Well under the five minutes, and generous on a slow, busy machine.
 const PROMPTLY: Duration = Duration::from_secs(60);
 
-fn wait_log(ctl: &ControllerProc, line: &str) {
-    eventually(
-        &format!("`{line}` in the controller's log"),
-        DEADLINE,
-        || ctl.proc.log_text().contains(line).then_some(()),
-    );
-}
-
 fn closed(ctl: &ControllerProc, reason: &str) -> f64 {
     ctl.metric(&format!(
         "ebb_agent_streams_closed_total{{reason=\"{reason}\"}}"
@@ -130,7 +122,7 @@ fn revoking_detaching_and_removing_close_the_stream_at_once_and_refuse_reconnect
             started.elapsed()
         );
         assert!(closed(&ctl, close_reason) > closed_before, "{id}");
-        wait_log(&ctl, "closed agent stream: ");
+        ctl.wait_log("closed agent stream: ");
         // The agent comes back and is refused, every time, and nothing
         // stored changes for it (once the removal's activity is done).
         ctl.wait_passes("ebb_reconcile_passes_total", 2);
@@ -139,7 +131,7 @@ fn revoking_detaching_and_removing_close_the_stream_at_once_and_refuse_reconnect
         eventually(&format!("{id}'s reconnects refused"), DEADLINE, || {
             (refused(&ctl, refusal) >= refused_before + 2.0).then_some(())
         });
-        wait_log(&ctl, log_line);
+        ctl.wait_log(log_line);
         assert_eq!(stored(&mut admin, "web"), before, "{id}");
         assert_eq!(
             instances(&mut admin, "web").iter().any(|i| i.id == id),
@@ -241,10 +233,7 @@ fn revoked_admins_are_refused_and_bad_revocations_change_nothing() {
     let err = admin_call!(as_alice, describe_scaling_groups, list.clone()).unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert!(err.message().contains("was revoked"), "{}", err.message());
-    wait_log(
-        &ctl,
-        "refused admin call: certificate spiffe://ebb.local/admin/alice was revoked",
-    );
+    ctl.wait_log("refused admin call: certificate spiffe://ebb.local/admin/alice was revoked");
 
     // After a restart, from the store.
     let (grpc, http) = (ctl.grpc, ctl.http);
@@ -327,7 +316,7 @@ fn a_stream_is_closed_when_its_certificate_expires() {
         })
         .collect();
     assert_eq!(reasons, ["its certificate expired"]);
-    wait_log(&ctl, "closed agent stream: its certificate expired");
+    ctl.wait_log("closed agent stream: its certificate expired");
     assert_eq!(closed(&ctl, "expired"), 1.0);
     ctl.wait_metric("ebb_agents_connected", |v| v == 0.0);
     assert_eq!(stored(&mut admin, "web"), before);
@@ -363,7 +352,7 @@ fn a_second_stream_for_the_same_identity_replaces_the_first_at_once() {
         "{seen:?}"
     );
     assert_eq!(closed(&ctl, "replaced"), 1.0);
-    wait_log(&ctl, "closed agent stream: replaced by a newer stream");
+    ctl.wait_log("closed agent stream: replaced by a newer stream");
     assert_eq!(ctl.metric("ebb_agents_connected"), Some(1.0));
     // The newer stream lives on (its first pull may still be on its way).
     for _ in 0..3 {
@@ -432,8 +421,7 @@ fn a_hook_result_for_another_instances_action_is_dropped() {
     let before = stored(&mut admin, "web");
     rogue.send(answer(1));
     ctl.wait_metric("ebb_hook_results_dropped_total", |v| v == 1.0);
-    wait_log(
-        &ctl,
+    ctl.wait_log(
         "hook result dropped: its token is not an open lifecycle action sent to this instance",
     );
     ctl.wait_passes("ebb_reconcile_passes_total", 3);
@@ -487,7 +475,7 @@ fn a_thousand_idle_connections_do_not_keep_an_agent_out() {
     ctl.wait_metric("ebb_tls_handshakes_dropped_total{reason=\"idle\"}", |v| {
         v >= 1.0
     });
-    wait_log(&ctl, "TLS handshakes are already under way");
+    ctl.wait_log("TLS handshakes are already under way");
     drop(idle);
 }
 
@@ -529,10 +517,7 @@ fn an_overlong_hello_is_refused_naming_the_field() {
         err.contains("Hello field addresses has 1000 entries"),
         "{err}"
     );
-    wait_log(
-        &ctl,
-        "refused agent stream: Hello field hostname is 300 bytes long",
-    );
+    ctl.wait_log("refused agent stream: Hello field hostname is 300 bytes long");
     assert_eq!(refused(&ctl, "hello"), 2.0);
     assert_eq!(stored(&mut admin, "web"), before);
     assert_eq!(ctl.metric("ebb_agents_connected"), Some(0.0));

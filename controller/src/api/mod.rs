@@ -122,6 +122,16 @@ fn admin_of<T>(request: &Request<T>) -> String {
         .map_or_else(|| "unknown".to_owned(), |c| c.0.uri())
 }
 
+/// Logs a mutating call with the admin who made it and how it ended.
+fn log_call<T>(admin: &str, call: &str, result: &Result<T, Status>) {
+    match result {
+        Ok(_) => info!(%admin, call, "admin call"),
+        Err(status) => {
+            info!(%admin, call, code = ?status.code(), "admin call refused: {}", status.message());
+        }
+    }
+}
+
 /// `AdminService` as one line per call: the handler in its family's file,
 /// on the inner request (and, for those after `with caller:`, the admin
 /// identity making it), its answer wrapped.
@@ -152,10 +162,7 @@ macro_rules! handlers {
                         $family::$method(&self.engine, request.into_inner()),
                     )
                     .await;
-                    match &result {
-                        Ok(_) => info!(%admin, call, "admin call"),
-                        Err(status) => info!(%admin, call, code = ?status.code(), "admin call refused: {}", status.message()),
-                    }
+                    log_call(&admin, call, &result);
                     result.map(Response::new)
                 }
             )*
@@ -172,10 +179,7 @@ macro_rules! handlers {
                         .ok_or_else(|| Status::permission_denied("no admin identity on the call"))?;
                     let admin = caller.0.uri();
                     let result = $cfamily::$cmethod(&self.engine, caller, request.into_inner()).await;
-                    match &result {
-                        Ok(_) => info!(%admin, call, "admin call"),
-                        Err(status) => info!(%admin, call, code = ?status.code(), "admin call refused: {}", status.message()),
-                    }
+                    log_call(&admin, call, &result);
                     result.map(Response::new)
                 }
             )*

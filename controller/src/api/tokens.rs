@@ -80,8 +80,7 @@ pub async fn create_join_token(
     caller: Caller,
     req: pb::CreateJoinTokenRequest,
 ) -> Result<pb::CreateJoinTokenResponse, Status> {
-    let caller_uri = caller.0.uri();
-    let caller: &str = &caller_uri;
+    let by = caller.0.uri();
     let _ops = engine.ops.lock().await;
     let mut errors = Invalid::default();
     let ttl = req.ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
@@ -121,7 +120,7 @@ pub async fn create_join_token(
         created_at_ms: now,
         expires_at_ms: now.saturating_add(i64::try_from(ttl * 1_000).unwrap_or(i64::MAX)),
         uses_left: uses,
-        created_by: caller.to_owned(),
+        created_by: by.clone(),
         revoked: false,
     };
     let mut writes: Vec<Write> = all
@@ -131,7 +130,7 @@ pub async fn create_join_token(
         .collect();
     writes.push(Write::PutJoinToken(token.clone()));
     store.commit(writes)?;
-    info!(token = %id, group = %group.name, ttl_secs = ttl, uses, by = caller, "join token created");
+    info!(token = %id, group = %group.name, ttl_secs = ttl, uses, %by, "join token created");
     Ok(pb::CreateJoinTokenResponse {
         token: format!("{id}.{secret}"),
         info: Some(view(&token)),
@@ -154,8 +153,7 @@ pub async fn revoke_join_token(
     caller: Caller,
     req: pb::RevokeJoinTokenRequest,
 ) -> Result<pb::JoinToken, Status> {
-    let caller_uri = caller.0.uri();
-    let caller: &str = &caller_uri;
+    let by = caller.0.uri();
     let _ops = engine.ops.lock().await;
     required("id", &req.id)?;
     // `ebbctl token revoke` takes the id or the whole token.
@@ -169,7 +167,7 @@ pub async fn revoke_join_token(
         engine
             .store
             .commit(vec![Write::PutJoinToken(token.clone())])?;
-        info!(token = %id, by = caller, "join token revoked");
+        info!(token = %id, %by, "join token revoked");
     }
     Ok(view(&token))
 }

@@ -295,11 +295,6 @@ impl AgentService for AgentApi {
             session.disconnected(&self.fleet, &refusal.message);
             return Err(self.refuse_for(&peer, refusal));
         }
-        session.cert_valid_until(
-            not_after
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        );
         self.fleet
             .lifecycle
             .open(&session.instance_id, session.session, tx.clone());
@@ -421,10 +416,6 @@ async fn drive(
     session.disconnected(&fleet, &reason);
 }
 
-fn unix_ms(t: time::OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
 /// Answers one renewal request: a certificate for the stream's own
 /// instance, or the refusal, logged and counted.
 fn renew(
@@ -456,13 +447,12 @@ fn renew(
                 .counters
                 .cert_renewals_total
                 .fetch_add(1, Ordering::Relaxed);
-            let not_after = ebb_certs::describe_pem(&cert_pem)
-                .map(|i| unix_ms(i.not_after))
-                .ok();
-            if let Some(ms) = not_after {
-                session.cert_valid_until(ms);
+            // The stream may live as long as its new certificate.
+            let not_after = ebb_certs::describe_pem(&cert_pem).map(|i| i.not_after).ok();
+            if let Some(t) = not_after {
+                session.extend_until(SystemTime::from(t));
             }
-            info!(instance = %session.instance_id, not_after_ms = ?not_after, "renewed the agent's certificate");
+            info!(instance = %session.instance_id, not_after = ?not_after, "renewed the agent's certificate");
             Renewed {
                 cert_pem,
                 error: String::new(),

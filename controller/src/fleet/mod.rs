@@ -404,9 +404,6 @@ pub struct AgentState {
     pub out_of_range: u64,
     /// The open stream's controls (None when it has none).
     control: Option<watch::Sender<Control>>,
-    /// notAfter (Unix ms) of the certificate the open stream may use: the
-    /// one it connected with, moved on by each renewal on the stream.
-    pub cert_not_after_ms: Option<i64>,
 }
 
 /// The registry of agents, keyed by instance id.
@@ -494,7 +491,6 @@ impl Fleet {
                     custom_dropped: 0,
                     out_of_range: 0,
                     control: None,
-                    cert_not_after_ms: None,
                 }))
             })
             .clone();
@@ -750,20 +746,6 @@ impl Session {
         {
             c.send_modify(|c| c.until = Some(until));
         }
-    }
-
-    /// Records the notAfter (Unix ms) of the certificate this stream holds:
-    /// the connecting one, then each renewed one.
-    pub fn cert_valid_until(&self, not_after_ms: i64) {
-        {
-            let mut s = lock(&self.state);
-            if s.session != self.session {
-                return;
-            }
-            s.cert_not_after_ms = Some(not_after_ms);
-        }
-        let ms = u64::try_from(not_after_ms).unwrap_or(0);
-        self.extend_until(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
     }
 
     /// Records that pull `seq` was sent.

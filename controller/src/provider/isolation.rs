@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -164,11 +164,6 @@ pub fn untraversable(dir: &Path) -> Option<(PathBuf, u32)> {
 pub fn give(path: &Path, uid: u32) -> Result<(), String> {
     std::os::unix::fs::chown(path, Some(uid), Some(uid))
         .map_err(|e| format!("cannot give {} to uid {uid}: {e}", path.display()))
-}
-
-/// The uid that owns `path`.
-pub fn owner(path: &Path) -> Option<u32> {
-    fs::metadata(path).ok().map(|m| m.uid())
 }
 
 #[cfg(test)]

@@ -186,8 +186,11 @@ impl ProcessProvider {
         }
     }
 
-    /// Runs each instance as a uid of its own (see `isolation`).
+    /// Runs each instance as a uid of its own (see `isolation`). The uids
+    /// of the instances already on disk (a restart's) are noted now, once:
+    /// from then on launches and releases keep the tally.
     pub fn isolated(mut self, users: Users) -> Self {
+        self.note_uids(&users);
         self.users = Some(Arc::new(users));
         self
     }
@@ -230,8 +233,8 @@ impl ProcessProvider {
         Ok(link)
     }
 
-    /// Notes the uids of the instances on disk (after a restart, before
-    /// any describe), so a launch never reuses a live instance's uid.
+    /// Notes the uids of the instances on disk, so a launch never reuses a
+    /// live instance's uid.
     fn note_uids(&self, users: &Users) {
         let Ok(entries) = fs::read_dir(&self.base_dir) else {
             return;
@@ -296,7 +299,6 @@ impl ProcessProvider {
         }
         let uid = match &self.users {
             Some(users) => {
-                self.note_uids(users);
                 let uid = users.take(&req.instance_id)?;
                 for (name, _) in secrets {
                     isolation::give(&host.join(name), uid)?;

@@ -549,6 +549,16 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
     }
 }
 
+const DETACHED_COLUMNS: &str = "id, group_id, detached_at_ms";
+
+fn detached_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Detached> {
+    Ok(Detached {
+        instance_id: row.get(0)?,
+        group_id: row.get(1)?,
+        detached_at_ms: row.get(2)?,
+    })
+}
+
 const JOIN_TOKEN_COLUMNS: &str =
     "id, group_id, secret_sha256, created_at_ms, expires_at_ms, uses_left, created_by, revoked";
 
@@ -861,35 +871,21 @@ impl Store for SqliteStore {
     fn list_detached(&self) -> Result<Vec<Detached>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, group_id, detached_at_ms FROM detached_instances ORDER BY id",
-            )
+            .prepare_cached(&format!(
+                "SELECT {DETACHED_COLUMNS} FROM detached_instances ORDER BY id"
+            ))
             .map_err(backend)?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok(Detached {
-                    instance_id: row.get(0)?,
-                    group_id: row.get(1)?,
-                    detached_at_ms: row.get(2)?,
-                })
-            })
-            .map_err(backend)?;
+        let rows = stmt.query_map([], detached_row).map_err(backend)?;
         rows.collect::<rusqlite::Result<_>>().map_err(backend)
     }
 
     fn get_detached(&self, id: &str) -> Result<Option<Detached>> {
         self.conn()
-            .prepare_cached(
-                "SELECT id, group_id, detached_at_ms FROM detached_instances WHERE id = ?1",
-            )
+            .prepare_cached(&format!(
+                "SELECT {DETACHED_COLUMNS} FROM detached_instances WHERE id = ?1"
+            ))
             .map_err(backend)?
-            .query_row([id], |row| {
-                Ok(Detached {
-                    instance_id: row.get(0)?,
-                    group_id: row.get(1)?,
-                    detached_at_ms: row.get(2)?,
-                })
-            })
+            .query_row([id], detached_row)
             .optional()
             .map_err(backend)
     }
