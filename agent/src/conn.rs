@@ -295,6 +295,9 @@ impl Agent {
                         }
                     });
                 }
+                Some(ControllerBody::TargetState(_)) => {
+                    warn!("ignored a target state: this agent is an instance's, not a target's");
+                }
                 Some(ControllerBody::Closing(c)) => {
                     warn!(reason = %c.reason, "the controller is closing this stream");
                 }
@@ -387,6 +390,8 @@ impl Agent {
             memory_total_bytes: self.facts.memory_total_bytes,
             boot_time_unix: self.facts.boot_time_unix,
             health_checks: self.check_names.clone(),
+            target_name: String::new(),
+            drives: Vec::new(),
         }
     }
 }

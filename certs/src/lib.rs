@@ -79,6 +79,9 @@ pub enum Role {
     Instance(String),
     /// An operator or a tool.
     Admin(String),
+    /// The host of a load balancer or database whose agent converges it
+    /// to the members ebb sends; it can drive nothing else.
+    Target(String),
 }
 
 /// The identity a certificate carries in its URI SAN.
@@ -107,11 +110,23 @@ impl Identity {
         })
     }
 
+    /// The host of a load balancer or database that ebb drives
+    /// (`spiffe://<td>/target/<name>`).
+    pub fn target(trust_domain: &str, name: &str) -> Result<Self> {
+        check_name("target name", name)?;
+        check_trust_domain(trust_domain)?;
+        Ok(Self {
+            trust_domain: trust_domain.to_owned(),
+            role: Role::Target(name.to_owned()),
+        })
+    }
+
     /// The SPIFFE URI, e.g. `spiffe://ebb.local/instance/i-1`.
     pub fn uri(&self) -> String {
         match &self.role {
             Role::Instance(id) => format!("spiffe://{}/instance/{id}", self.trust_domain),
             Role::Admin(name) => format!("spiffe://{}/admin/{name}", self.trust_domain),
+            Role::Target(name) => format!("spiffe://{}/target/{name}", self.trust_domain),
         }
     }
 
@@ -129,14 +144,17 @@ impl Identity {
             (Some(td), Some(kind), Some(name)) => (td, kind, name),
             _ => {
                 return Err(bad(
-                    "expected spiffe://<trust-domain>/<instance|admin>/<name>",
+                    "expected spiffe://<trust-domain>/<instance|admin|target>/<name>",
                 ));
             }
         };
         match kind {
             "instance" => Self::instance(td, name),
             "admin" => Self::admin(td, name),
-            _ => Err(bad("the path must start with /instance/ or /admin/")),
+            "target" => Self::target(td, name),
+            _ => Err(bad(
+                "the path must start with /instance/, /admin/ or /target/",
+            )),
         }
     }
 }
@@ -441,6 +459,21 @@ impl Ca {
         })
     }
 
+    /// A target agent's certificate: the host of a load balancer or a
+    /// database that ebb drives.
+    pub fn issue_target(&self, name: &str, validity: Duration) -> Result<Issued> {
+        let (not_before, not_after) = CertSpec::valid_for(validity);
+        self.issue(&CertSpec {
+            identity: Some(Identity::target(&self.trust_domain, name)?),
+            dns_names: vec![],
+            ips: vec![],
+            not_before,
+            not_after,
+            server: false,
+            client: true,
+        })
+    }
+
     /// An admin certificate for an operator or a tool.
     pub fn issue_admin(&self, name: &str, validity: Duration) -> Result<Issued> {
         let (not_before, not_after) = CertSpec::valid_for(validity);
@@ -730,6 +763,9 @@ mod tests {
         assert_eq!(Identity::parse(&id.uri()).unwrap(), id);
         let admin = Identity::admin("corp.example", "alice").unwrap();
         assert_eq!(Identity::parse(&admin.uri()).unwrap(), admin);
+        let target = Identity::target("ebb.local", "lb-1").unwrap();
+        assert_eq!(target.uri(), "spiffe://ebb.local/target/lb-1");
+        assert_eq!(Identity::parse(&target.uri()).unwrap(), target);
     }
 
     #[test]

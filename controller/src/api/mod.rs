@@ -109,6 +109,9 @@ pub fn admin_only(
             Role::Instance(_) => Err(refuse(format!(
                 "{id} is an agent certificate; the admin API needs an admin certificate"
             ))),
+            Role::Target(_) => Err(refuse(format!(
+                "{id} is a target agent's certificate; the admin API needs an admin certificate"
+            ))),
         }
     }
 }

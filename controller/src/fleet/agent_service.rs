@@ -204,6 +204,10 @@ impl AgentApi {
                 peer,
                 format!("admin certificate {identity} cannot connect as an agent"),
             )),
+            Role::Target(_) => Err(self.refuse(
+                peer,
+                format!("target certificate {identity}: this controller serves no targets yet"),
+            )),
         }
     }
 }
@@ -399,6 +403,10 @@ async fn drive(
                     if tx.try_send(message(ControllerBody::Renewed(answer))).is_err() {
                         warn!(instance = %session.instance_id, "the renewal's answer could not be queued; the agent will ask again");
                     }
+                }
+                Ok(Some(AgentMessage { body: Some(AgentBody::TargetReport(_)) })) => {
+                    fleet.counters.target_reports_dropped_total.fetch_add(1, Ordering::Relaxed);
+                    warn!(instance = %session.instance_id, "dropped a target report from an instance's agent: only a target identity drives load balancers and databases");
                 }
                 Ok(Some(AgentMessage { body: Some(AgentBody::Hello(_)) })) => {
                     warn!(instance = %session.instance_id, "ignored a second Hello on the same stream");

@@ -118,6 +118,9 @@ pub struct Counters {
     pub streams_closed: ByReason,
     /// Hook results refused: not for an action sent to the sending instance.
     pub hook_results_dropped_total: AtomicU64,
+    /// Target reports sent by an instance's agent: only a target identity
+    /// reports on load balancers and databases.
+    pub target_reports_dropped_total: AtomicU64,
     /// Agent certificates renewed over their stream, and requests refused.
     pub cert_renewals_total: AtomicU64,
     pub cert_renewals_refused_total: AtomicU64,
@@ -635,6 +638,11 @@ impl Fleet {
             "ebb_hook_results_dropped_total",
             "Hook results refused: not for an action sent to the sending instance, or too many pending.",
             c.hook_results_dropped_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_target_reports_dropped_total",
+            "Target reports refused: sent on an instance's stream, not a target's.",
+            c.target_reports_dropped_total.load(Ordering::Relaxed),
         );
         counter(
             "ebb_cert_renewals_total",
