@@ -311,6 +311,7 @@ impl Controller {
             stop_rx.clone(),
         )
         .with_group_intervals(group_intervals(self.store.clone()))
+        .with_targets(target_admission(self.deny.clone(), trust_domain.clone()))
         .with_renewal(renewal);
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AgentServiceServer<AgentApi>>().await;
@@ -433,6 +434,24 @@ fn instance_users(config: &ProviderConfig) -> Result<Option<Users>, StartError> 
     let (first, count) = config.uids().map_err(StartError::Isolation)?;
     info!(uids = %config.uid_range, "each instance runs as a uid of its own");
     Ok(Some(Users::new(first, count, setpriv)))
+}
+
+/// Whether a target agent may hold a stream: its identity is not revoked.
+/// Which attachments name it decides what it is sent, not whether it may
+/// connect: a target set up before its group's attach call waits, idle.
+fn target_admission(deny: Arc<DenyList>, trust_domain: String) -> Admission {
+    Arc::new(move |name: &str| {
+        let uri = format!("spiffe://{trust_domain}/target/{name}");
+        if deny.contains(&uri) {
+            return Err(Refusal {
+                reason: "revoked",
+                message: format!(
+                    "certificate {uri} was revoked (`ebbctl cert revoked` lists the deny-list)"
+                ),
+            });
+        }
+        Ok(())
+    })
 }
 
 /// Whether an instance may hold a stream: one point read of the store

@@ -4,6 +4,7 @@
 //! here, writes the step, then acts.
 
 use crate::decide::capacity;
+use crate::model::attachments::AttachPhase;
 use crate::model::hooks::Transition;
 use crate::model::{CreationType, GroupState, Instance, LifecycleState, ScalingGroup, Trigger};
 
@@ -41,6 +42,12 @@ pub enum InstanceStep {
     Connected { hooks: bool },
     /// Pending, never connected within the launch timeout: release it.
     LaunchTimedOut,
+    /// Pending and registering on the group's attachments: into service
+    /// once every target confirms it, or the registration times out.
+    AdvanceRegistration,
+    /// Removing, and still draining from or leaving the group's load
+    /// balancers: finished once that is done, at once when `gone`.
+    AdvanceDrain { gone: bool },
 }
 
 /// The next step for `inst` of `group`.
@@ -56,9 +63,17 @@ pub fn instance_step(
         LifecycleState::RemovingWait => InstanceStep::AdvanceRemovalWaits {
             gone: ours && facts.provider == Some(false),
         },
+        LifecycleState::Removing if inst.attach_phase.is_some() => InstanceStep::AdvanceDrain {
+            gone: ours && facts.provider == Some(false),
+        },
         LifecycleState::Removing => InstanceStep::Finish,
         _ if ours && vanished(inst, facts, now_ms) => InstanceStep::Vanished,
         LifecycleState::PendingWait => InstanceStep::AdvanceLaunchWaits,
+        LifecycleState::Pending
+            if matches!(inst.attach_phase, Some(AttachPhase::Registering { .. })) =>
+        {
+            InstanceStep::AdvanceRegistration
+        }
         LifecycleState::Pending if facts.connected => InstanceStep::Connected {
             hooks: group.hooks_for(Transition::ScaleOut).next().is_some(),
         },

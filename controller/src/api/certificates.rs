@@ -45,16 +45,25 @@ pub async fn issue_certificate(
     req: pb::IssueCertificateRequest,
 ) -> Result<pb::IssuedCertificate, Status> {
     let mut errors = Invalid::default();
-    if req.kind != "admin" {
-        errors.push(
-            "kind",
-            format!(
-                "`{}` cannot be issued here; only admin (agents get theirs at launch, by renewal or with ebbctl cert issue)",
-                req.kind
-            ),
-        );
-    }
-    if let Err(e) = ebb_certs::Identity::admin(engine.trust_domain(), &req.name) {
+    let target = match req.kind.as_str() {
+        "admin" => false,
+        "target" => true,
+        other => {
+            errors.push(
+                "kind",
+                format!(
+                    "`{other}` cannot be issued here; only admin or target (agents get theirs at launch, by renewal or with ebbctl cert issue)"
+                ),
+            );
+            false
+        }
+    };
+    let identity = if target {
+        ebb_certs::Identity::target(engine.trust_domain(), &req.name)
+    } else {
+        ebb_certs::Identity::admin(engine.trust_domain(), &req.name)
+    };
+    if let Err(e) = identity {
         errors.push("name", e.to_string());
     }
     if req.days > MAX_ADMIN_DAYS {
@@ -67,13 +76,16 @@ pub async fn issue_certificate(
         errors.push("csr_pem", "is required");
     }
     errors.into_result().map_err(invalid)?;
-    let (cert_pem, record) = engine
-        .issue_admin_certificate(&req.name, &req.csr_pem, req.days)
-        .map_err(|e| match e {
-            crate::engine::EngineError::Certs(e) => invalid(Invalid::one("csr_pem", e.to_string())),
-            other => other.into(),
-        })?;
-    info!(identity = %record.identity, serial = %record.serial, "issued an admin certificate");
+    let issued = if target {
+        engine.issue_target_certificate(&req.name, &req.csr_pem, req.days)
+    } else {
+        engine.issue_admin_certificate(&req.name, &req.csr_pem, req.days)
+    };
+    let (cert_pem, record) = issued.map_err(|e| match e {
+        crate::engine::EngineError::Certs(e) => invalid(Invalid::one("csr_pem", e.to_string())),
+        other => other.into(),
+    })?;
+    info!(identity = %record.identity, serial = %record.serial, kind = %req.kind, "issued a certificate");
     Ok(pb::IssuedCertificate {
         cert_pem,
         entry: Some(entry(&record)),

@@ -7,7 +7,6 @@ use crate::engine::{Engine, activity};
 use crate::store::{Detached, Write};
 use ebb_core::decide::capacity;
 use ebb_core::model::Activity;
-use ebb_core::model::hooks::Transition;
 use ebb_core::model::{
     CreationType, GroupState, HealthStatus, Instance, Invalid, LifecycleState, ScalingGroup,
     Trigger,
@@ -43,6 +42,7 @@ pub(crate) fn instance_view(engine: &Engine, i: &Instance) -> pb::Instance {
         cpu_utilization: cpu,
         memory_utilization: mem,
         hostname,
+        attachments: super::attachments::instance_view(engine, i),
     }
 }
 
@@ -198,9 +198,7 @@ fn take_out(
     for mut inst in instances.clone() {
         if release {
             // Through the group's SCALE_IN hooks, as a scale-in would.
-            if !crate::engine::hooks::enter_wait(&group, &mut inst, Transition::ScaleIn, now) {
-                inst.lifecycle_state = LifecycleState::Removing;
-            }
+            crate::engine::attachments::start_leaving(&group, &mut inst, now);
             inst.activity_id = Some(act.id.clone());
             writes.push(Write::PutInstance(inst));
         } else {
@@ -365,6 +363,7 @@ pub(crate) fn attach(
             in_service_at_ms: None,
             activity_id: Some(act.id.clone()),
             hook_waits: Vec::new(),
+            attach_phase: None,
         })
         .collect();
     let mut writes = vec![Write::UpdateGroup(updated)];

@@ -23,6 +23,7 @@ use crate::engine::Engine;
 
 pub mod activities;
 pub mod alarms;
+pub mod attachments;
 pub mod certificates;
 pub mod common;
 pub mod configurations;
@@ -242,6 +243,12 @@ handlers! {
     certificates::issue_certificate(pb::IssueCertificateRequest) -> pb::IssuedCertificate;
     certificates::rotate_server_certificate(pb::RotateServerCertificateRequest) -> pb::IssuedCertificate;
     tokens::list_join_tokens(pb::ListJoinTokensRequest) -> pb::ListJoinTokensResponse;
+    attachments::attach_load_balancers(pb::AttachLoadBalancersRequest) -> pb::LoadBalancerAttachments;
+    attachments::detach_load_balancers(pb::DetachLoadBalancersRequest) -> pb::LoadBalancerAttachments;
+    attachments::describe_load_balancers(pb::DescribeLoadBalancersRequest) -> pb::LoadBalancerAttachments;
+    attachments::attach_db_instances(pb::AttachDbInstancesRequest) -> pb::DbInstanceAttachments;
+    attachments::detach_db_instances(pb::DetachDbInstancesRequest) -> pb::DbInstanceAttachments;
+    attachments::describe_db_instances(pb::DescribeDbInstancesRequest) -> pb::DbInstanceAttachments;
     ; with caller:
     certificates::revoke_certificate(pb::RevokeCertificateRequest) -> pb::RevokedCertificate;
     tokens::create_join_token(pb::CreateJoinTokenRequest) -> pb::CreateJoinTokenResponse;

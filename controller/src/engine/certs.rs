@@ -112,10 +112,32 @@ impl Engine {
         days: u32,
     ) -> Result<(String, CertRecord), EngineError> {
         let identity = Identity::admin(self.ca.trust_domain(), name)?;
+        self.issue_client_certificate(CertKind::Admin, &identity, csr_pem, days)
+    }
+
+    /// Signs a CSR for a target agent (`spiffe://<td>/target/<name>`),
+    /// for `days` (0: the admin default, a year), and records it.
+    pub fn issue_target_certificate(
+        &self,
+        name: &str,
+        csr_pem: &str,
+        days: u32,
+    ) -> Result<(String, CertRecord), EngineError> {
+        let identity = Identity::target(self.ca.trust_domain(), name)?;
+        self.issue_client_certificate(CertKind::Target, &identity, csr_pem, days)
+    }
+
+    fn issue_client_certificate(
+        &self,
+        kind: CertKind,
+        identity: &Identity,
+        csr_pem: &str,
+        days: u32,
+    ) -> Result<(String, CertRecord), EngineError> {
         let days = if days == 0 { DEFAULT_ADMIN_DAYS } else { days };
         let validity = Duration::from_secs(u64::from(days) * 86_400);
-        let cert_pem = self.ca.sign_csr(csr_pem, &identity, validity)?;
-        let record = self.record_certificate(CertKind::Admin, &cert_pem)?;
+        let cert_pem = self.ca.sign_csr(csr_pem, identity, validity)?;
+        let record = self.record_certificate(kind, &cert_pem)?;
         Ok((cert_pem, record))
     }
 

@@ -26,6 +26,7 @@ use crate::store::Write;
 
 pub mod activity;
 pub mod alarms;
+pub mod attachments;
 pub mod capacity;
 pub mod certs;
 pub mod health;

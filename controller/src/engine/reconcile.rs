@@ -1,7 +1,7 @@
 //! The reconcile loop: each pass looks at every group's desired capacity
 //! and what exists, and takes the next step, writing it before acting.
 
-use super::{Engine, EngineError, Io, activity, hooks};
+use super::{Engine, EngineError, Io, activity, attachments, hooks};
 use crate::id::new_id;
 use crate::provider::LaunchRequest;
 use crate::store::Write;
@@ -84,6 +84,7 @@ impl Engine {
                 }
             }
             self.release_orphans(&described)?;
+            self.publish_targets(self.clock.now_ms())?;
         }
         self.carry_out().await?;
         self.fleet
@@ -297,13 +298,36 @@ impl Engine {
         match plan::instance_step(group, &inst, facts, timeout_ms, now) {
             InstanceStep::Hold => {}
             InstanceStep::AdvanceRemovalWaits { gone } => {
+                let mut running = running;
+                // It drains from its load balancers while its hooks run.
+                if !gone {
+                    self.advance_drain(group, &mut inst, now, running.as_deref_mut())?;
+                }
                 let verdict = self.advance_waits(group, &mut inst, now, running)?;
                 if verdict == Verdict::Waiting && !gone {
                     return Ok(());
                 }
                 inst.lifecycle_state = LifecycleState::Removing;
+                if gone {
+                    // Nothing left to drain.
+                    inst.attach_phase = None;
+                }
                 self.store.commit(vec![Write::PutInstance(inst.clone())])?;
-                self.finish_removal(&inst)?;
+                if inst.attach_phase.is_none() {
+                    self.finish_removal(&inst)?;
+                }
+            }
+            InstanceStep::AdvanceDrain { gone } => {
+                if gone {
+                    inst.attach_phase = None;
+                    self.store.commit(vec![Write::PutInstance(inst.clone())])?;
+                }
+                if self.advance_drain(group, &mut inst, now, running)? {
+                    self.finish_removal(&inst)?;
+                }
+            }
+            InstanceStep::AdvanceRegistration => {
+                self.advance_registration(group, inst, now, running)?;
             }
             InstanceStep::Finish => self.finish_removal(&inst)?,
             InstanceStep::Vanished => {
@@ -317,7 +341,7 @@ impl Engine {
             InstanceStep::AdvanceLaunchWaits => {
                 match self.advance_waits(group, &mut inst, now, running)? {
                     Verdict::Waiting => {}
-                    Verdict::Continue => self.put_in_service(group, inst, now)?,
+                    Verdict::Continue => self.enter_service(group, inst, now)?,
                     Verdict::Abandon => {
                         self.count_failure(&group.id, now);
                         self.forget(&inst)?;
@@ -332,7 +356,7 @@ impl Engine {
                     info!(group = %group.name, instance = %inst.id, "instance waits on its SCALE_OUT lifecycle hooks");
                     self.advance_waits(group, &mut inst, now, running)?;
                 } else {
-                    self.put_in_service(group, inst, now)?;
+                    self.enter_service(group, inst, now)?;
                 }
             }
             InstanceStep::LaunchTimedOut => {
@@ -366,7 +390,7 @@ impl Engine {
         Ok(())
     }
 
-    fn put_in_service(
+    pub(super) fn put_in_service(
         &self,
         group: &ScalingGroup,
         mut inst: Instance,
@@ -375,6 +399,7 @@ impl Engine {
         inst.lifecycle_state = LifecycleState::InService;
         inst.in_service_at_ms = Some(now);
         inst.hook_waits.clear();
+        inst.attach_phase = None;
         if inst.address.is_none() {
             inst.address = self.fleet.address(&inst.id);
         }
@@ -427,6 +452,7 @@ impl Engine {
                 in_service_at_ms: None,
                 activity_id: Some(act.id.clone()),
                 hook_waits: Vec::new(),
+                attach_phase: None,
             };
             act.created_instances.push(id.clone());
             // Written before launching: a crash now leaves a Pending record
@@ -493,9 +519,7 @@ impl Engine {
         let mut writes = Vec::new();
         for id in &victims {
             if let Some(mut inst) = instances.iter().find(|i| &i.id == id).cloned() {
-                if !hooks::enter_wait(group, &mut inst, Transition::ScaleIn, now) {
-                    inst.lifecycle_state = LifecycleState::Removing;
-                }
+                attachments::start_leaving(group, &mut inst, now);
                 inst.activity_id = Some(act.id.clone());
                 act.removed_instances.push(id.clone());
                 writes.push(Write::PutInstance(inst));
@@ -511,8 +535,9 @@ impl Engine {
                 continue;
             };
             if inst.lifecycle_state == LifecycleState::RemovingWait {
+                self.advance_drain(group, &mut inst, now, Some(&mut *act))?;
                 self.advance_waits(group, &mut inst, now, Some(&mut *act))?;
-            } else {
+            } else if self.advance_drain(group, &mut inst, now, Some(&mut *act))? {
                 self.finish_removal(&inst)?;
             }
         }
@@ -657,6 +682,7 @@ mod tests {
             in_service_at_ms: Some(0),
             activity_id: None,
             hook_waits: Vec::new(),
+            attach_phase: None,
         };
         provider.alive.lock().unwrap().push(leaving.id.clone());
         store

@@ -130,6 +130,7 @@ impl Harness {
             in_service_at_ms: Some(in_service_at),
             activity_id: None,
             hook_waits: Vec::new(),
+            attach_phase: None,
         };
         self.engine
             .store
@@ -842,6 +843,7 @@ async fn a_detached_instance_is_never_released_by_the_orphan_sweep() {
         in_service_at_ms: Some(h.now()),
         activity_id: None,
         hook_waits: Vec::new(),
+        attach_phase: None,
     };
     let mut group = h.group.clone();
     group.desired_capacity = 1;

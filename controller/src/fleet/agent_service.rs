@@ -57,8 +57,16 @@ pub struct AgentApi {
     sampling_interval: Duration,
     interval_of: Option<IntervalLookup>,
     admit: Admission,
+    /// Whether a target may hold a stream (by name); None: no targets.
+    admit_target: Option<Admission>,
     renewal: Option<Renewal>,
     shutdown: watch::Receiver<bool>,
+}
+
+/// Who the caller's certificate says it is.
+enum Caller {
+    Instance(String),
+    Target(String),
 }
 
 /// The sampling interval of the group an instance belongs to, if any.
@@ -117,6 +125,7 @@ impl AgentApi {
             sampling_interval,
             interval_of: None,
             admit,
+            admit_target: None,
             renewal: None,
             shutdown,
         }
@@ -125,6 +134,13 @@ impl AgentApi {
     /// Answer renewal requests with `renewal`; without one they are refused.
     pub fn with_renewal(mut self, renewal: Renewal) -> Self {
         self.renewal = Some(renewal);
+        self
+    }
+
+    /// Serve target agents (load balancer and database hosts) that
+    /// `admit` lets in.
+    pub fn with_targets(mut self, admit: Admission) -> Self {
+        self.admit_target = Some(admit);
         self
     }
 
@@ -149,13 +165,13 @@ impl AgentApi {
         self.refuse(peer, refusal.message)
     }
 
-    /// The instance id the caller's certificate names and the certificate's
-    /// notAfter, or the refusal.
-    fn instance_of<T>(
+    /// The instance or target the caller's certificate names and the
+    /// certificate's notAfter, or the refusal.
+    fn caller_of<T>(
         &self,
         request: &Request<T>,
         peer: &str,
-    ) -> Result<(String, SystemTime), Status> {
+    ) -> Result<(Caller, SystemTime), Status> {
         let certs = request
             .peer_certs()
             .ok_or_else(|| self.refuse(peer, "no client certificate".into()))?;
@@ -199,17 +215,206 @@ impl AgentApi {
             ));
         }
         match role {
-            Role::Instance(id) => Ok((id, not_after)),
+            Role::Instance(id) => Ok((Caller::Instance(id), not_after)),
+            Role::Target(name) => Ok((Caller::Target(name), not_after)),
             Role::Admin(_) => Err(self.refuse(
                 peer,
                 format!("admin certificate {identity} cannot connect as an agent"),
             )),
-            Role::Target(_) => Err(self.refuse(
-                peer,
-                format!("target certificate {identity}: this controller serves no targets yet"),
-            )),
         }
     }
+}
+
+impl AgentApi {
+    /// The stream's first message, which must be a Hello, in time.
+    async fn read_hello(
+        &self,
+        inbound: &mut Streaming<AgentMessage>,
+        peer: &str,
+    ) -> Result<Hello, Status> {
+        match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage {
+                body: Some(AgentBody::Hello(h)),
+            }))) => Ok(h),
+            Ok(Ok(Some(_))) => Err(self.refuse(peer, "the first message must be a Hello".into())),
+            Ok(Ok(None)) => Err(Status::cancelled("stream closed before Hello")),
+            Ok(Err(status)) => Err(self.refuse(
+                peer,
+                format!("unreadable first message: {}", status.message()),
+            )),
+            Err(_) => Err(self.refuse(peer, format!("no Hello within {HELLO_TIMEOUT:?}"))),
+        }
+    }
+
+    /// A target agent's stream: its Hello must name the target its
+    /// certificate names; from then on it gets its whole desired state
+    /// whenever that changes, and its reports go to the registry.
+    async fn connect_target(
+        &self,
+        name: String,
+        not_after: SystemTime,
+        mut inbound: Streaming<AgentMessage>,
+        peer: &str,
+    ) -> Result<Response<<Self as AgentService>::ConnectStream>, Status> {
+        let admit = self.admit_target.as_ref().ok_or_else(|| {
+            self.refuse(
+                peer,
+                format!("target `{name}`: this controller serves no target agents"),
+            )
+        })?;
+        admit(&name).map_err(|r| self.refuse_for(peer, r))?;
+        let hello = self.read_hello(&mut inbound, peer).await?;
+        if hello.target_name != name || !hello.instance_id.is_empty() {
+            return Err(self.refuse(
+                peer,
+                format!(
+                    "Hello names target `{}` and instance `{}`, but the certificate is for target `{name}`",
+                    hello.target_name, hello.instance_id
+                ),
+            ));
+        }
+        check_hello(&hello).map_err(|message| {
+            self.refuse_for(
+                peer,
+                Refusal {
+                    reason: "hello",
+                    message,
+                },
+            )
+        })?;
+        let drives: Vec<String> = hello
+            .drives()
+            .map(|k| {
+                k.as_str_name()
+                    .trim_start_matches("TARGET_KIND_")
+                    .to_lowercase()
+            })
+            .collect();
+        info!(target = %name, peer, hostname = %hello.hostname, drives = ?drives, "target agent connected");
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let welcome = Welcome {
+            protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
+            sampling_interval_ms: u32::try_from(self.sampling_interval.as_millis())
+                .unwrap_or(u32::MAX),
+            collect: Vec::new(),
+        };
+        tx.send(message(ControllerBody::Welcome(welcome)))
+            .await
+            .map_err(|_| Status::cancelled("agent went away"))?;
+        let (session, desired) = self.fleet.targets.connect(&name);
+        self.fleet.changed.notify_one();
+        tokio::spawn(drive_target(
+            self.fleet.clone(),
+            TargetStream {
+                name,
+                session,
+                not_after,
+                interval: self.sampling_interval,
+            },
+            inbound,
+            tx,
+            desired,
+            self.shutdown.clone(),
+        ));
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|m| Ok(*m)),
+        )))
+    }
+}
+
+struct TargetStream {
+    name: String,
+    session: u64,
+    not_after: SystemTime,
+    /// Pulls keep the stream alive (the agent reconnects after a silence).
+    interval: Duration,
+}
+
+/// Sends a target agent its desired state whenever it changes, takes its
+/// reports, until the stream ends, is superseded, or its certificate
+/// expires.
+async fn drive_target(
+    fleet: Arc<Fleet>,
+    stream: TargetStream,
+    mut inbound: Streaming<AgentMessage>,
+    tx: Outbound,
+    mut desired: watch::Receiver<Arc<ebb_proto::v1::TargetState>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let TargetStream {
+        name,
+        session,
+        not_after,
+        interval,
+    } = stream;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    let expiry = tokio::time::sleep_until(deadline(&Control {
+        close: None,
+        until: Some(not_after),
+    }));
+    tokio::pin!(expiry);
+    let reason = loop {
+        tokio::select! {
+            () = &mut expiry => {
+                fleet.counters.streams_closed.add(CloseReason::Expired.label());
+                let _ = tx.try_send(message(ControllerBody::Closing(Closing {
+                    reason: CloseReason::Expired.sentence().to_owned(),
+                })));
+                break CloseReason::Expired.sentence().to_owned();
+            }
+            changed = desired.changed() => {
+                if changed.is_err() {
+                    break "the target's state was dropped".to_owned();
+                }
+                let state = (**desired.borrow_and_update()).clone();
+                debug!(target = %name, version = state.version, "sending target state");
+                if tx.send(message(ControllerBody::TargetState(state))).await.is_err() {
+                    break "the agent went away".to_owned();
+                }
+            }
+            _ = tick.tick() => {
+                if !fleet.targets.is_current(&name, session) {
+                    break "replaced by a newer stream".to_owned();
+                }
+                seq += 1;
+                match tx.try_send(message(ControllerBody::Pull(Pull { seq }))) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => break "stream closed".to_owned(),
+                }
+            }
+            msg = inbound.message() => match msg {
+                Ok(Some(AgentMessage { body: Some(AgentBody::TargetReport(report)) })) => {
+                    debug!(target = %name, version = report.version, "target report");
+                    if fleet.targets.report(&name, session, report) {
+                        fleet.changed.notify_one();
+                    }
+                }
+                Ok(Some(AgentMessage { body: Some(AgentBody::RenewRequest(_)) })) => {
+                    let answer = Renewed {
+                        cert_pem: String::new(),
+                        error: "target certificates are not renewed over the stream; issue a new one with `ebbctl cert issue --target NAME`".to_owned(),
+                    };
+                    let _ = tx.try_send(message(ControllerBody::Renewed(answer)));
+                }
+                Ok(Some(AgentMessage { body: Some(AgentBody::HookResult(_)) })) => {
+                    fleet.counters.hook_results_dropped_total.fetch_add(1, Ordering::Relaxed);
+                    warn!(target = %name, "dropped a hook result from a target agent");
+                }
+                // Samples (a target is not pulled for metrics), a second
+                // Hello, and what this controller does not know: ignored.
+                Ok(Some(_)) => {}
+                Ok(None) => break "the agent closed the stream".to_owned(),
+                Err(status) => break format!("stream error: {}", status.message()),
+            },
+            _ = tx.closed() => break "the agent went away".to_owned(),
+            _ = shutdown.changed() => break "controller shutting down".to_owned(),
+        }
+    };
+    fleet.targets.disconnect(&name, session);
+    fleet.changed.notify_one();
+    info!(target = %name, "target agent disconnected: {reason}");
 }
 
 #[tonic::async_trait]
@@ -223,27 +428,18 @@ impl AgentService for AgentApi {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-        let (instance, not_after) = self.instance_of(&request, &peer)?;
-        (self.admit)(&instance).map_err(|r| self.refuse_for(&peer, r))?;
-        let mut inbound = request.into_inner();
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(AgentMessage {
-                body: Some(AgentBody::Hello(h)),
-            }))) => h,
-            Ok(Ok(Some(_))) => {
-                return Err(self.refuse(&peer, "the first message must be a Hello".into()));
-            }
-            Ok(Ok(None)) => return Err(Status::cancelled("stream closed before Hello")),
-            Ok(Err(status)) => {
-                return Err(self.refuse(
-                    &peer,
-                    format!("unreadable first message: {}", status.message()),
-                ));
-            }
-            Err(_) => {
-                return Err(self.refuse(&peer, format!("no Hello within {HELLO_TIMEOUT:?}")));
+        let (caller, not_after) = self.caller_of(&request, &peer)?;
+        let instance = match caller {
+            Caller::Instance(id) => id,
+            Caller::Target(name) => {
+                return self
+                    .connect_target(name, not_after, request.into_inner(), &peer)
+                    .await;
             }
         };
+        (self.admit)(&instance).map_err(|r| self.refuse_for(&peer, r))?;
+        let mut inbound = request.into_inner();
+        let hello = self.read_hello(&mut inbound, &peer).await?;
         if hello.instance_id != instance {
             return Err(self.refuse(
                 &peer,
@@ -251,6 +447,18 @@ impl AgentService for AgentApi {
                     "Hello names instance `{}` but the certificate is for `{instance}`",
                     hello.instance_id
                 ),
+            ));
+        }
+        if !hello.target_name.is_empty() {
+            return Err(self.refuse_for(
+                &peer,
+                Refusal {
+                    reason: "not_a_target",
+                    message: format!(
+                        "instance {instance}'s certificate cannot act as target `{}`; a target needs its own certificate (`ebbctl cert issue --target NAME`)",
+                        hello.target_name
+                    ),
+                },
             ));
         }
         check_hello(&hello).map_err(|message| {

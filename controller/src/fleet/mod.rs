@@ -3,6 +3,7 @@
 
 pub mod agent_service;
 pub mod outbox;
+pub mod targets;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -426,6 +427,8 @@ pub struct Fleet {
     pub changed: tokio::sync::Notify,
     /// Lifecycle hook scripts to agents and their results back.
     pub lifecycle: outbox::Outbox,
+    /// Target agents: the members each must hold, and what each reported.
+    pub targets: targets::Targets,
 }
 
 /// A handle a stream's task holds for its agent.
@@ -446,7 +449,6 @@ fn lock(m: &Mutex<AgentState>) -> MutexGuard<'_, AgentState> {
 impl Fleet {
     pub fn new(ring_capacity: usize, clock: Arc<dyn Clock>) -> Self {
         Self {
-            clock,
             agents: DashMap::new(),
             counters: Counters::default(),
             ring_capacity,
@@ -454,6 +456,8 @@ impl Fleet {
             keep_ms: AtomicI64::new(i64::MAX),
             changed: tokio::sync::Notify::new(),
             lifecycle: Default::default(),
+            targets: targets::Targets::new(u64::try_from(clock.now_ms()).unwrap_or(1)),
+            clock,
         }
     }
 

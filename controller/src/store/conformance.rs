@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::{ActivityQuery, Detached, JoinToken, Revoked, Store, StoreError, Write};
+use ebb_core::model::attachments::{AttachPhase, DbInstance, LoadBalancer};
 use ebb_core::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
 use ebb_core::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
 use ebb_core::model::{
@@ -190,6 +191,8 @@ fn group(id: &str, name: &str) -> ScalingGroup {
         suspended_processes: Vec::new(),
         notifications: Vec::new(),
         lifecycle_hooks: Vec::new(),
+        load_balancers: Vec::new(),
+        db_instances: Vec::new(),
     }
 }
 
@@ -222,6 +225,7 @@ fn instance(id: &str, group_id: &str, created_at_ms: i64) -> Instance {
         in_service_at_ms: None,
         activity_id: None,
         hook_waits: Vec::new(),
+        attach_phase: None,
     }
 }
 
@@ -774,6 +778,20 @@ fn every_field_round_trips(store: &dyn Store) {
             script: vec!["sh".into(), "-c".into(), "drain --grace 60 \"all\"".into()],
             created_at_ms: 1_754_000_000_000,
         }],
+        load_balancers: vec![LoadBalancer {
+            target: "lb-1".into(),
+            backend: "web:80".into(),
+            port: 65_535,
+            weight: 256,
+            drain_timeout_secs: 3_600,
+            detaching_since_ms: Some(1_754_000_000_999),
+        }],
+        db_instances: vec![DbInstance {
+            target: "pg-1".into(),
+            database: "all".into(),
+            user: "app_rw".into(),
+            auth_method: "scram-sha-256".into(),
+        }],
     };
     let plain_group = group("asg-2", "plain");
     let full_configuration = ScalingConfiguration {
@@ -852,6 +870,9 @@ fn every_field_round_trips(store: &dyn Store) {
             script_sent: true,
             webhook_sent: false,
         }],
+        attach_phase: Some(AttachPhase::Draining {
+            since_ms: 1_754_000_000_500,
+        }),
     };
     let plain_instance = instance("i-2", "asg-2", 0);
     let full_activity = Activity {

@@ -107,10 +107,18 @@ pub enum CertKind {
     Admin,
     Server,
     Ca,
+    /// A target agent's: the host of a load balancer or a database.
+    Target,
 }
 
 impl CertKind {
-    pub const ALL: [CertKind; 4] = [Self::Agent, Self::Admin, Self::Server, Self::Ca];
+    pub const ALL: [CertKind; 5] = [
+        Self::Agent,
+        Self::Admin,
+        Self::Server,
+        Self::Ca,
+        Self::Target,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -118,6 +126,7 @@ impl CertKind {
             Self::Admin => "admin",
             Self::Server => "server",
             Self::Ca => "ca",
+            Self::Target => "target",
         }
     }
 

@@ -1023,6 +1023,8 @@ mod tests {
             suspended_processes: Vec::new(),
             notifications: Vec::new(),
             lifecycle_hooks: Vec::new(),
+            load_balancers: Vec::new(),
+            db_instances: Vec::new(),
         }
     }
 

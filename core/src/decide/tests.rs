@@ -30,6 +30,7 @@ fn instance(id: &str, state: LifecycleState, in_service_at_ms: Option<i64>) -> I
         in_service_at_ms,
         activity_id: None,
         hook_waits: Vec::new(),
+        attach_phase: None,
     }
 }
 

@@ -207,6 +207,12 @@ pub struct ScalingGroup {
     /// Hooks holding instances on their way in or out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lifecycle_hooks: Vec<hooks::LifecycleHook>,
+    /// HAProxy backends whose servers are the group's instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<attachments::LoadBalancer>,
+    /// PostgreSQL allow-lists holding the group's instances' addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub db_instances: Vec<attachments::DbInstance>,
 }
 
 impl ScalingGroup {
@@ -288,6 +294,8 @@ impl ScalingGroup {
             suspended_processes: Vec::new(),
             notifications: Vec::new(),
             lifecycle_hooks: Vec::new(),
+            load_balancers: Vec::new(),
+            db_instances: Vec::new(),
         };
         group.apply_optional(spec, &mut errors);
         group.check(&mut errors);
@@ -649,6 +657,9 @@ pub struct Instance {
     /// The lifecycle hooks it waits on in Pending:Wait or Removing:Wait.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hook_waits: Vec<hooks::HookWait>,
+    /// Its registration on, or its drain from, the group's attachments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_phase: Option<attachments::AttachPhase>,
 }
 
 impl Instance {
@@ -703,6 +714,7 @@ impl Activity {
     }
 }
 
+pub mod attachments;
 pub mod hooks;
 pub mod metrics;
 pub mod removal;

@@ -323,6 +323,7 @@ fn instance(id: &str, state: LifecycleState, health: HealthStatus, created: i64)
         in_service_at_ms: None,
         activity_id: None,
         hook_waits: Vec::new(),
+        attach_phase: None,
     }
 }
 

@@ -42,6 +42,7 @@ fn inst(id: &str, state: LifecycleState, creation: CreationType, created_ago_ms:
         in_service_at_ms: None,
         activity_id: None,
         hook_waits: Vec::new(),
+        attach_phase: None,
     }
 }
 
@@ -317,5 +318,41 @@ fn a_convergence_says_why_it_started() {
     assert_eq!(
         cause,
         "instance i-1 vanished; launching replacements to hold the Total Capacity at 3"
+    );
+}
+
+#[test]
+fn attachment_phases_take_their_own_steps() {
+    use CreationType::AutoCreated;
+    use LifecycleState::*;
+    let g = group(1);
+    let mut registering = inst("i-1", Pending, AutoCreated, 1_000);
+    registering.attach_phase = Some(AttachPhase::Registering { since_ms: NOW });
+    // Registering, connected or not: the registration decides.
+    for connected in [true, false] {
+        assert_eq!(
+            instance_step(&g, &registering, facts(Some(true), connected), TIMEOUT, NOW),
+            InstanceStep::AdvanceRegistration
+        );
+    }
+    // Its processes gone: replaced like any vanished instance.
+    assert_eq!(
+        instance_step(&g, &registering, facts(Some(false), false), TIMEOUT, NOW),
+        InstanceStep::Vanished
+    );
+    let mut draining = inst("i-2", Removing, AutoCreated, 1_000);
+    draining.attach_phase = Some(AttachPhase::Draining { since_ms: NOW });
+    assert_eq!(
+        instance_step(&g, &draining, facts(Some(true), true), TIMEOUT, NOW),
+        InstanceStep::AdvanceDrain { gone: false }
+    );
+    assert_eq!(
+        instance_step(&g, &draining, facts(Some(false), false), TIMEOUT, NOW),
+        InstanceStep::AdvanceDrain { gone: true }
+    );
+    draining.attach_phase = None;
+    assert_eq!(
+        instance_step(&g, &draining, facts(Some(true), true), TIMEOUT, NOW),
+        InstanceStep::Finish
     );
 }
