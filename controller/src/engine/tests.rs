@@ -1576,3 +1576,444 @@ async fn an_activity_names_the_admin_whose_call_started_it() {
     let back = h.engine.store.get_activity(&started.id).unwrap().unwrap();
     assert_eq!(back.initiated_by, started.initiated_by);
 }
+
+/// A target agent at the test's edge: it applies whatever the controller
+/// last sent it, at once, and reports each member as held, with the
+/// sessions the test sets. The real agents are tested against a real
+/// HAProxy and PostgreSQL in agent/ and end to end in tests/.
+struct FakeTarget {
+    name: String,
+    session: u64,
+    desired: tokio::sync::watch::Receiver<Arc<pb::TargetState>>,
+    sessions: Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl FakeTarget {
+    fn connect(engine: &Engine, name: &str) -> Self {
+        let (session, desired) = engine.fleet.targets.connect(name);
+        Self {
+            name: name.into(),
+            session,
+            desired,
+            sessions: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> pb::TargetState {
+        (**self.desired.borrow()).clone()
+    }
+
+    /// The members of its one load balancer (or allow-list), by id and state.
+    fn members(&self) -> Vec<(String, pb::MemberState)> {
+        let s = self.state();
+        let members = s
+            .load_balancers
+            .first()
+            .map(|l| l.members.clone())
+            .or_else(|| s.allow_lists.first().map(|a| a.members.clone()))
+            .unwrap_or_default();
+        members
+            .into_iter()
+            .map(|m| {
+                let state = m.state();
+                (m.instance_id, state)
+            })
+            .collect()
+    }
+
+    fn apply(&self, engine: &Engine) {
+        let s = self.state();
+        let sessions = self.sessions.lock().unwrap();
+        let report = |id: &str, members: &[pb::Member]| pb::AttachmentReport {
+            attachment_id: id.into(),
+            error: String::new(),
+            members: members
+                .iter()
+                .map(|m| pb::MemberReport {
+                    instance_id: m.instance_id.clone(),
+                    state: m.state,
+                    up: None,
+                    current_sessions: sessions.get(&m.instance_id).copied().unwrap_or(0),
+                    error: String::new(),
+                })
+                .collect(),
+        };
+        let attachments = s
+            .load_balancers
+            .iter()
+            .map(|l| report(&l.attachment_id, &l.members))
+            .chain(
+                s.allow_lists
+                    .iter()
+                    .map(|a| report(&a.attachment_id, &a.members)),
+            )
+            .collect();
+        assert!(engine.fleet.targets.report(
+            &self.name,
+            self.session,
+            pb::TargetReport {
+                version: s.version,
+                attachments,
+            }
+        ));
+    }
+}
+
+/// An Active group holding one InService instance at 10.0.0.1, attached to
+/// load balancer `lb1/web` (drain 30 s) and allow-list `pg1/app/all`, with
+/// both targets connected and caught up.
+async fn attached_harness() -> (Harness, FakeTarget, FakeTarget) {
+    use crate::api::attachments::{attach_db_instances, attach_load_balancers};
+    let h = Harness::new(0, 4, 1).await;
+    let mut inst = h.engine.store.get_instance("i-0").unwrap().unwrap();
+    inst.address = Some("10.0.0.1".into());
+    h.engine
+        .store
+        .commit(vec![Write::PutInstance(inst)])
+        .unwrap();
+    attach_load_balancers(
+        &h.engine,
+        pb::AttachLoadBalancersRequest {
+            scaling_group: "web".into(),
+            load_balancers: vec![pb::LoadBalancerAttachment {
+                target: "lb1".into(),
+                backend: "web".into(),
+                port: 8080,
+                ..Default::default()
+            }],
+        },
+    )
+    .await
+    .unwrap();
+    attach_db_instances(
+        &h.engine,
+        pb::AttachDbInstancesRequest {
+            scaling_group: "web".into(),
+            db_instances: vec![pb::DbInstanceAttachment {
+                target: "pg1".into(),
+                database: "app".into(),
+                user: "all".into(),
+                ..Default::default()
+            }],
+        },
+    )
+    .await
+    .unwrap();
+    let lb = FakeTarget::connect(&h.engine, "lb1");
+    let pg = FakeTarget::connect(&h.engine, "pg1");
+    h.engine.reconcile_all().await.unwrap();
+    lb.apply(&h.engine);
+    pg.apply(&h.engine);
+    (h, lb, pg)
+}
+
+/// Sets the group's desired capacity (with a configuration to launch from).
+fn set_desired(h: &Harness, n: u32) {
+    let mut g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    let mut writes = Vec::new();
+    if g.active_configuration_id.is_none() {
+        let spec = ebb_core::model::ConfigurationSpec {
+            name: Some("cfg".into()),
+            ..Default::default()
+        };
+        let c =
+            ebb_core::model::ScalingConfiguration::create("asc-1".into(), g.id.clone(), &spec, 0)
+                .unwrap();
+        g.active_configuration_id = Some(c.id.clone());
+        writes.push(Write::PutConfiguration(c));
+    }
+    g.desired_capacity = n;
+    writes.push(Write::UpdateGroup(g));
+    h.engine.store.commit(writes).unwrap();
+}
+
+fn instance(h: &Harness, id: &str) -> Option<Instance> {
+    h.engine.store.get_instance(id).unwrap()
+}
+
+fn ready(id: &str) -> (String, pb::MemberState) {
+    (id.to_owned(), pb::MemberState::Ready)
+}
+
+#[tokio::test]
+async fn a_new_instance_goes_in_service_only_once_every_target_holds_it() {
+    use ebb_core::model::attachments::AttachPhase;
+    let (h, lb, pg) = attached_harness().await;
+    assert_eq!(lb.members(), [ready("i-0")]);
+    set_desired(&h, 2);
+    h.engine.reconcile_all().await.unwrap();
+    let new = provided(&h).pop().expect("a launch");
+    // Launched, not yet connected: on no target.
+    h.engine.reconcile_all().await.unwrap();
+    assert_eq!(lb.members(), [ready("i-0")]);
+    h.engine.fleet.connect(pb::Hello {
+        instance_id: new.clone(),
+        addresses: vec!["10.0.0.2".into()],
+        ..Default::default()
+    });
+    h.engine.reconcile_all().await.unwrap();
+    let inst = instance(&h, &new).unwrap();
+    assert_eq!(inst.lifecycle_state, LifecycleState::Pending);
+    assert_eq!(inst.address.as_deref(), Some("10.0.0.2"));
+    assert!(matches!(
+        inst.attach_phase,
+        Some(AttachPhase::Registering { .. })
+    ));
+    // Sent to both targets; neither has applied it: still Pending.
+    assert_eq!(lb.members(), [ready("i-0"), ready(&new)]);
+    assert_eq!(pg.members().len(), 2);
+    h.clock.advance_ms(1_000);
+    h.engine.reconcile_all().await.unwrap();
+    assert_eq!(
+        instance(&h, &new).unwrap().lifecycle_state,
+        LifecycleState::Pending
+    );
+    // The load balancer alone is not enough.
+    lb.apply(&h.engine);
+    h.engine.reconcile_all().await.unwrap();
+    assert_eq!(
+        instance(&h, &new).unwrap().lifecycle_state,
+        LifecycleState::Pending
+    );
+    pg.apply(&h.engine);
+    h.engine.reconcile_all().await.unwrap();
+    let inst = instance(&h, &new).unwrap();
+    assert_eq!(inst.lifecycle_state, LifecycleState::InService);
+    assert_eq!(inst.attach_phase, None);
+    let act = h.activities().pop().unwrap();
+    assert_eq!(act.status, ActivityStatus::Successful, "{act:?}");
+    assert!(
+        act.details
+            .iter()
+            .any(|d| d.contains(&format!("instance {new} registered on every attachment"))),
+        "{:?}",
+        act.details
+    );
+}
+
+#[tokio::test]
+async fn a_target_that_never_confirms_makes_the_activity_a_warning_not_a_hang() {
+    let (h, _lb, pg) = attached_harness().await;
+    set_desired(&h, 2);
+    h.engine.reconcile_all().await.unwrap();
+    let new = provided(&h).pop().unwrap();
+    h.engine.fleet.connect(pb::Hello {
+        instance_id: new.clone(),
+        addresses: vec!["10.0.0.2".into()],
+        ..Default::default()
+    });
+    h.engine.reconcile_all().await.unwrap();
+    pg.apply(&h.engine);
+    h.clock
+        .advance_ms(super::attachments::REGISTRATION_TIMEOUT_MS - 1_000);
+    h.engine.reconcile_all().await.unwrap();
+    assert_eq!(
+        instance(&h, &new).unwrap().lifecycle_state,
+        LifecycleState::Pending
+    );
+    h.clock.advance_ms(2_000);
+    h.engine.reconcile_all().await.unwrap();
+    assert_eq!(
+        instance(&h, &new).unwrap().lifecycle_state,
+        LifecycleState::InService
+    );
+    let act = h.activities().pop().unwrap();
+    assert_eq!(act.status, ActivityStatus::Warning);
+    let error = act.error.unwrap_or_default();
+    assert!(
+        error.contains("lb1/web (the target does not hold it yet)"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_leaving_instance_drains_until_idle_then_leaves_before_its_release() {
+    use ebb_core::model::attachments::AttachPhase;
+    let (h, lb, pg) = attached_harness().await;
+    set_desired(&h, 0);
+    h.engine.reconcile_all().await.unwrap();
+    let inst = instance(&h, "i-0").unwrap();
+    assert_eq!(inst.lifecycle_state, LifecycleState::Removing);
+    assert!(matches!(
+        inst.attach_phase,
+        Some(AttachPhase::Draining { .. })
+    ));
+    assert_eq!(lb.members(), [("i-0".to_owned(), pb::MemberState::Drain)]);
+    // Sessions remain: it keeps draining.
+    lb.sessions.lock().unwrap().insert("i-0".into(), 3);
+    lb.apply(&h.engine);
+    h.clock.advance_ms(5_000);
+    h.engine.reconcile_all().await.unwrap();
+    assert!(matches!(
+        instance(&h, "i-0").unwrap().attach_phase,
+        Some(AttachPhase::Draining { .. })
+    ));
+    // Idle: deregistered from the load balancer, still allowed by the
+    // database until its record is gone.
+    lb.sessions.lock().unwrap().insert("i-0".into(), 0);
+    lb.apply(&h.engine);
+    h.engine.reconcile_all().await.unwrap();
+    assert!(matches!(
+        instance(&h, "i-0").unwrap().attach_phase,
+        Some(AttachPhase::Deregistering { .. })
+    ));
+    assert!(lb.members().is_empty());
+    assert_eq!(pg.members().len(), 1);
+    h.engine.reconcile_all().await.unwrap();
+    assert!(
+        instance(&h, "i-0").is_some(),
+        "released before deregistered"
+    );
+    lb.apply(&h.engine);
+    h.engine.reconcile_all().await.unwrap();
+    assert!(instance(&h, "i-0").is_none());
+    h.engine.reconcile_all().await.unwrap();
+    assert!(pg.members().is_empty());
+    let act = h.activities().pop().unwrap();
+    assert_eq!(act.status, ActivityStatus::Successful, "{act:?}");
+    let details = act.details.join("\n");
+    assert!(
+        details.contains("instance i-0 drained in 5.0s (no sessions left)"),
+        "{details}"
+    );
+    assert!(
+        details.contains("instance i-0 deregistered in"),
+        "{details}"
+    );
+}
+
+#[tokio::test]
+async fn a_drain_ends_at_its_timeout_and_goes_on_after_a_controller_restart() {
+    use ebb_core::model::attachments::AttachPhase;
+    let (h, lb, _pg) = attached_harness().await;
+    set_desired(&h, 0);
+    h.engine.reconcile_all().await.unwrap();
+    lb.sessions.lock().unwrap().insert("i-0".into(), 7);
+    lb.apply(&h.engine);
+    // A new controller on the same store: no target has connected to it.
+    let engine = Engine::new(
+        h.engine.store.clone(),
+        h.provider.clone(),
+        Arc::new(Fleet::new(1000, Arc::new(h.clock.clone()))),
+        Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap()),
+        LaunchSettings {
+            controller: "127.0.0.1:1".into(),
+            server_name: "localhost".into(),
+            timeout: Duration::from_secs(60),
+        },
+    );
+    h.clock.advance_ms(29_000);
+    engine.reconcile_all().await.unwrap();
+    assert!(matches!(
+        instance(&h, "i-0").unwrap().attach_phase,
+        Some(AttachPhase::Draining { .. })
+    ));
+    h.clock.advance_ms(1_000);
+    engine.reconcile_all().await.unwrap();
+    // Drained by the timeout; its target is not connected to this
+    // controller, so nothing holds the server here, and the target drops it
+    // when it connects (its state no longer has it).
+    engine.reconcile_all().await.unwrap();
+    assert!(instance(&h, "i-0").is_none());
+    let details = h.activities().pop().unwrap().details.join("\n");
+    assert!(
+        details.contains("drained in 30.0s (drain timeout)"),
+        "{details}"
+    );
+    assert_eq!(details.matches("deregistered").count(), 1, "{details}");
+}
+
+#[tokio::test]
+async fn standby_lost_and_unhealthy_instances_leave_the_load_balancer_at_once() {
+    let (h, lb, pg) = attached_harness().await;
+    h.add_instance("i-1", h.now());
+    let mut inst = instance(&h, "i-1").unwrap();
+    inst.address = Some("10.0.0.2".into());
+    h.engine
+        .store
+        .commit(vec![Write::PutInstance(inst.clone())])
+        .unwrap();
+    set_desired(&h, 2);
+    h.engine.reconcile_all().await.unwrap();
+    assert_eq!(lb.members(), [ready("i-0"), ready("i-1")]);
+    // Lost: its agent's stream is gone.
+    let session = h.engine.fleet.connect(pb::Hello {
+        instance_id: "i-1".into(),
+        ..Default::default()
+    });
+    session.disconnected(&h.engine.fleet, "test");
+    h.engine.reconcile_all().await.unwrap();
+    let maint = ("i-1".to_owned(), pb::MemberState::Maint);
+    assert_eq!(lb.members(), [ready("i-0"), maint.clone()]);
+    // Back, then Standby.
+    h.engine.fleet.connect(pb::Hello {
+        instance_id: "i-1".into(),
+        ..Default::default()
+    });
+    h.engine.reconcile_all().await.unwrap();
+    assert_eq!(lb.members(), [ready("i-0"), ready("i-1")]);
+    inst.lifecycle_state = LifecycleState::Standby;
+    h.engine
+        .store
+        .commit(vec![Write::PutInstance(inst.clone())])
+        .unwrap();
+    h.engine.reconcile_all().await.unwrap();
+    assert_eq!(lb.members(), [ready("i-0"), maint.clone()]);
+    // A Standby instance keeps its database access.
+    assert_eq!(pg.members().len(), 2);
+    inst.lifecycle_state = LifecycleState::InService;
+    inst.health_status = HealthStatus::Unhealthy;
+    h.engine
+        .store
+        .commit(vec![Write::PutInstance(inst)])
+        .unwrap();
+    let mut g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    g.suspended_processes.push(Process::HealthCheck);
+    h.engine.store.commit(vec![Write::UpdateGroup(g)]).unwrap();
+    h.engine.reconcile_all().await.unwrap();
+    assert_eq!(lb.members(), [ready("i-0"), maint]);
+}
+
+#[tokio::test]
+async fn a_detached_load_balancer_is_emptied_then_dropped() {
+    use crate::api::attachments::{describe_load_balancers, detach_load_balancers};
+    let (h, lb, _pg) = attached_harness().await;
+    detach_load_balancers(
+        &h.engine,
+        pb::DetachLoadBalancersRequest {
+            scaling_group: "web".into(),
+            load_balancers: vec![pb::LoadBalancerRef {
+                target: "lb1".into(),
+                backend: "web".into(),
+            }],
+        },
+    )
+    .await
+    .unwrap();
+    h.engine.reconcile_all().await.unwrap();
+    // Sent with no members until the target confirms.
+    let state = lb.state();
+    assert_eq!(state.load_balancers.len(), 1);
+    assert!(state.load_balancers[0].members.is_empty());
+    let listed = describe_load_balancers(
+        &h.engine,
+        pb::DescribeLoadBalancersRequest {
+            scaling_group: "web".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed.load_balancers[0].state, "Detaching");
+    assert!(listed.load_balancers[0].target_connected);
+    lb.apply(&h.engine);
+    h.engine.reconcile_all().await.unwrap();
+    let g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    assert!(g.load_balancers.is_empty());
+    h.engine.reconcile_all().await.unwrap();
+    assert!(lb.state().load_balancers.is_empty());
+    // The instance is InService as before, now on no load balancer.
+    assert_eq!(
+        instance(&h, "i-0").unwrap().lifecycle_state,
+        LifecycleState::InService
+    );
+}
