@@ -181,8 +181,14 @@ pub async fn revoke_certificate(
         .commit(vec![Write::PutRevoked(record.clone())])?;
     engine.deny.insert(uri.clone());
     warn!(identity = %uri, by = %record.revoked_by, reason = %record.reason, "certificate identity revoked");
-    if let Role::Instance(instance) = &id.role {
-        engine.fleet.close(instance, CloseReason::Revoked);
+    match &id.role {
+        Role::Instance(instance) => {
+            engine.fleet.close(instance, CloseReason::Revoked);
+        }
+        Role::Target(name) => {
+            engine.fleet.targets.close(name);
+        }
+        Role::Admin(_) => {}
     }
     Ok(view(record))
 }

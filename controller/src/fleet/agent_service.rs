@@ -368,6 +368,17 @@ async fn drive_target(
                 if changed.is_err() {
                     break "the target's state was dropped".to_owned();
                 }
+                if !fleet.targets.is_current(&name, session) {
+                    if !fleet.targets.was_closed(&name) {
+                        break "replaced by a newer stream".to_owned();
+                    }
+                    let why = CloseReason::Revoked;
+                    fleet.counters.streams_closed.add(why.label());
+                    let _ = tx.try_send(message(ControllerBody::Closing(Closing {
+                        reason: why.sentence().to_owned(),
+                    })));
+                    break why.sentence().to_owned();
+                }
                 let state = (**desired.borrow_and_update()).clone();
                 debug!(target = %name, version = state.version, "sending target state");
                 if tx.send(message(ControllerBody::TargetState(state))).await.is_err() {

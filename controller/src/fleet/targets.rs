@@ -31,6 +31,8 @@ struct Entry {
     /// The stream holding it, if one is open.
     session: Option<u64>,
     report: Option<TargetReport>,
+    /// Its stream was closed by the controller (revoked), not superseded.
+    closed: bool,
 }
 
 /// The registry of targets.
@@ -117,6 +119,7 @@ impl Targets {
             tx,
             session: None,
             report: None,
+            closed: false,
         }
     }
 
@@ -162,6 +165,7 @@ impl Targets {
             .or_insert_with(|| self.entry(version));
         entry.session = Some(session);
         entry.report = None;
+        entry.closed = false;
         let mut rx = entry.tx.subscribe();
         rx.mark_changed();
         (session, rx)
@@ -195,6 +199,25 @@ impl Targets {
             e.session = None;
             e.report = None;
         }
+    }
+
+    /// Ends the target's stream (its identity was revoked): it is no longer
+    /// current, and its task, woken, ends it. True if one was open.
+    pub fn close(&self, name: &str) -> bool {
+        let mut entries = lock(&self.entries);
+        let Some(e) = entries.get_mut(name) else {
+            return false;
+        };
+        let open = e.session.take().is_some();
+        e.report = None;
+        e.closed = true;
+        e.tx.send_modify(|_| {});
+        open
+    }
+
+    /// Whether the controller closed the target's stream (see [`Self::close`]).
+    pub fn was_closed(&self, name: &str) -> bool {
+        lock(&self.entries).get(name).is_some_and(|e| e.closed)
     }
 
     pub fn is_connected(&self, name: &str) -> bool {
