@@ -302,7 +302,13 @@ impl Controller {
                     .map_err(|e| e.to_string())
             }),
             self.config.agent_cert_lifetime(),
-        );
+        )
+        .with_targets({
+            let signer = engine.clone();
+            Arc::new(move |name: &str, csr: &str| {
+                signer.sign_target_csr(name, csr).map_err(|e| e.to_string())
+            })
+        });
         let agents = AgentApi::new(
             fleet.clone(),
             trust_domain.clone(),

@@ -75,6 +75,7 @@ pub async fn run(
                     scaling_group: args.group,
                     ttl_secs: Some(args.ttl),
                     uses: Some(args.uses),
+                    target: String::new(),
                 })
                 .await?;
             let (controller, server_name, note) =

@@ -862,6 +862,22 @@ impl RawStream {
     }
 }
 
+/// A channel to the controller's gRPC port that presents no client
+/// certificate (what `JoinService.Join` is for).
+pub async fn certless(ctl: &ControllerProc, ca_pem: &str) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    Channel::from_shared(format!("https://{}", ctl.grpc))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("a cert-less client finishes the handshake")
+}
+
 /// A Hello for `id`, as a current agent sends it.
 pub fn hello(id: &str) -> ebb_proto::v1::Hello {
     ebb_proto::v1::Hello {

@@ -366,7 +366,7 @@ fn certless_clients_cannot_use_the_admin_api_or_connect() {
         .enable_all()
         .build()
         .unwrap();
-    let channel = rt.block_on(certless(&ctl, &ca_pem));
+    let channel = rt.block_on(ebb_tests::certless(&ctl, &ca_pem));
     let mut client = pb::admin_service_client::AdminServiceClient::new(channel.clone());
     let err = rt
         .block_on(client.describe_scaling_groups(pb::DescribeScalingGroupsRequest::default()))
@@ -407,20 +407,6 @@ fn certless_clients_cannot_use_the_admin_api_or_connect() {
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
 }
 
-async fn certless(ctl: &ControllerProc, ca_pem: &str) -> tonic::transport::Channel {
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name("localhost");
-    Channel::from_shared(format!("https://{}", ctl.grpc))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .expect("a cert-less client finishes the handshake")
-}
-
 /// Every bad input to token create, revoke and Join is refused naming the
 /// field, and stores nothing.
 #[test]
@@ -458,6 +444,7 @@ fn bad_token_and_join_requests_are_refused_naming_the_field() {
                 scaling_group: "web".into(),
                 ttl_secs: Some(0),
                 uses: None,
+                target: String::new(),
             },
             "ttl_secs: 0 is outside",
         ),
@@ -466,6 +453,7 @@ fn bad_token_and_join_requests_are_refused_naming_the_field() {
                 scaling_group: "web".into(),
                 ttl_secs: Some(8 * 86_400),
                 uses: None,
+                target: String::new(),
             },
             "ttl_secs: 691200 is outside",
         ),
@@ -474,6 +462,7 @@ fn bad_token_and_join_requests_are_refused_naming_the_field() {
                 scaling_group: "web".into(),
                 ttl_secs: None,
                 uses: Some(0),
+                target: String::new(),
             },
             "uses: 0 is outside",
         ),
@@ -482,8 +471,27 @@ fn bad_token_and_join_requests_are_refused_naming_the_field() {
                 scaling_group: String::new(),
                 ttl_secs: None,
                 uses: None,
+                target: String::new(),
             },
             "scaling_group: is required",
+        ),
+        (
+            pb::CreateJoinTokenRequest {
+                scaling_group: "web".into(),
+                ttl_secs: None,
+                uses: None,
+                target: "lb1".into(),
+            },
+            "target: a token is for a group or for a target, not both",
+        ),
+        (
+            pb::CreateJoinTokenRequest {
+                scaling_group: String::new(),
+                ttl_secs: None,
+                uses: None,
+                target: "lb 1".into(),
+            },
+            "target: invalid identity",
         ),
     ] {
         let err = admin_call!(admin, create_join_token, req).unwrap_err();
@@ -518,8 +526,9 @@ fn bad_token_and_join_requests_are_refused_naming_the_field() {
         .enable_all()
         .build()
         .unwrap();
-    let mut client =
-        pb::join_service_client::JoinServiceClient::new(rt.block_on(certless(&ctl, &ca_pem)));
+    let mut client = pb::join_service_client::JoinServiceClient::new(
+        rt.block_on(ebb_tests::certless(&ctl, &ca_pem)),
+    );
     for (req, field) in [
         (
             pb::JoinRequest {

@@ -258,3 +258,107 @@ fn identities_that_may_not_drive_a_target_or_the_admin_api_are_refused() {
     assert!(err.contains("was revoked"), "{err}");
     assert_eq!(refused(&ctl, "revoked"), before + 1.0);
 }
+
+/// A target token: the host joining with it gets the target's certificate
+/// (not an instance, in no group), the token is used up, and the target
+/// renews its certificate over its stream.
+#[test]
+fn a_host_joins_as_a_target_with_a_target_token_and_renews_over_its_stream() {
+    let dir = Sandbox::new();
+    let ctl = ControllerProc::start(dir.path(), 1000).unwrap();
+    let mut admin = Admin::local(&ctl);
+    enabled_group(
+        &mut admin,
+        pb::CreateScalingGroupRequest {
+            name: "web".into(),
+            min_size: 0,
+            max_size: 2,
+            ..Default::default()
+        },
+    );
+    let created = admin_call!(
+        admin,
+        create_join_token,
+        pb::CreateJoinTokenRequest {
+            target: "pg1".into(),
+            ..Default::default()
+        }
+    )
+    .unwrap();
+    let info = created.info.unwrap();
+    assert_eq!(info.target, "pg1");
+    assert!(info.scaling_group_id.is_empty());
+    let ca = ctl.ca().cert_pem().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut join = pb::join_service_client::JoinServiceClient::new(
+        rt.block_on(ebb_tests::certless(&ctl, &ca)),
+    );
+    let csr = ebb_certs::Csr::generate().unwrap();
+    let joined = rt
+        .block_on(join.join(pb::JoinRequest {
+            token: created.token.clone(),
+            csr_pem: csr.csr_pem.clone(),
+            hostname: "db-host".into(),
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(joined.target_name, "pg1");
+    assert!(joined.instance_id.is_empty() && joined.scaling_group_id.is_empty());
+    let described = ebb_certs::describe_pem(&joined.cert_pem).unwrap();
+    assert_eq!(
+        described.identity.unwrap().uri(),
+        "spiffe://ebb.local/target/pg1"
+    );
+    assert!(ebb_tests::instances(&mut admin, "web").is_empty());
+    ctl.wait_log("joined with token");
+    // Used up.
+    let again = rt
+        .block_on(join.join(pb::JoinRequest {
+            token: created.token,
+            csr_pem: ebb_certs::Csr::generate().unwrap().csr_pem,
+            hostname: String::new(),
+        }))
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::PermissionDenied, "{again:?}");
+    let listed = admin_call!(admin, list_certificates, pb::ListCertificatesRequest {})
+        .unwrap()
+        .certificates;
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.kind == "target" && c.identity == "spiffe://ebb.local/target/pg1"),
+        "{listed:?}"
+    );
+
+    // Its certificate holds a target stream, which renews it.
+    let issued = csr.into_issued(joined.cert_pem);
+    let mut hello = target_hello("pg1");
+    hello.drives = vec![pb::TargetKind::Postgres as i32];
+    let mut stream =
+        RawStream::open(ctl.grpc, &ca, (&issued.cert_pem, &issued.key_pem), hello).unwrap();
+    let renewal = ebb_certs::Csr::generate().unwrap();
+    stream.send(AgentBody::RenewRequest(pb::RenewRequest {
+        csr_pem: renewal.csr_pem,
+    }));
+    let renewed = eventually("a renewed certificate", DEADLINE, || {
+        match stream.next(Duration::from_secs(1)) {
+            Next::Message(m) => match m.body {
+                Some(ControllerBody::Renewed(r)) => Some(r),
+                _ => None,
+            },
+            _ => None,
+        }
+    });
+    assert!(renewed.error.is_empty(), "{}", renewed.error);
+    assert_eq!(
+        ebb_certs::describe_pem(&renewed.cert_pem)
+            .unwrap()
+            .identity
+            .unwrap()
+            .uri(),
+        "spiffe://ebb.local/target/pg1"
+    );
+}

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::api::common::{invalid, now_ms};
 use crate::api::{instances, tokens};
 use crate::engine::Engine;
-use crate::store::Write;
+use crate::store::{JoinScope, Write};
 
 /// The largest Join request: a CSR ([`ebb_certs::MAX_CSR_LEN`]), a token
 /// and a host name.
@@ -118,10 +118,17 @@ impl JoinService for JoinApi {
         match join(&self.engine, req).await {
             Ok(resp) => {
                 counters.joins_total.fetch_add(1, Ordering::Relaxed);
-                info!(
-                    peer,
-                    "host joined with token {token_id} as instance {}", resp.instance_id
-                );
+                if resp.target_name.is_empty() {
+                    info!(
+                        peer,
+                        "host joined with token {token_id} as instance {}", resp.instance_id
+                    );
+                } else {
+                    info!(
+                        peer,
+                        "host joined with token {token_id} as target {}", resp.target_name
+                    );
+                }
                 Ok(Response::new(resp))
             }
             Err(Refused { status, detail }) => {
@@ -205,8 +212,33 @@ async fn join(engine: &Engine, req: pb::JoinRequest) -> Result<pb::JoinResponse,
             "the token has no uses left",
         ));
     }
+    let group_id = match &token.scope {
+        JoinScope::Group(g) => g.clone(),
+        JoinScope::Target(name) => {
+            let name = name.clone();
+            let cert_pem = engine
+                .sign_target_csr(&name, &req.csr_pem)
+                .map_err(|e| match e {
+                    crate::engine::EngineError::Certs(e) => {
+                        invalid(Invalid::one("csr_pem", e.to_string()))
+                    }
+                    other => Status::from(other),
+                })?;
+            token.uses_left -= 1;
+            store
+                .commit(vec![Write::PutJoinToken(token)])
+                .map_err(Status::from)?;
+            return Ok(pb::JoinResponse {
+                cert_pem,
+                ca_pem: engine.ca().cert_pem().to_owned(),
+                controller_server_name: engine.server_name().to_owned(),
+                target_name: name,
+                ..Default::default()
+            });
+        }
+    };
     let group = store
-        .get_group(&token.group_id)
+        .get_group(&group_id)
         .map_err(Status::from)?
         .ok_or_else(|| Status::not_found(format!("the group of join token {id} is gone")))?;
     let instance_id = crate::id::new_id("i");
@@ -240,6 +272,7 @@ async fn join(engine: &Engine, req: pb::JoinRequest) -> Result<pb::JoinResponse,
         controller_server_name: engine.server_name().to_owned(),
         scaling_group_id: group.id,
         scaling_group_name: group.name,
+        target_name: String::new(),
     })
 }
 

@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::api::common::{find_group, invalid, now_ms, required};
 use crate::engine::Engine;
-use crate::store::{JoinToken, Write};
+use crate::store::{JoinScope, JoinToken, Write};
 
 /// An hour is enough to run one command on a new host.
 pub const DEFAULT_TTL_SECS: u64 = 3_600;
@@ -64,9 +64,14 @@ fn random_string(rng: &SystemRandom, len: usize) -> Result<String, Status> {
 }
 
 pub(crate) fn view(t: &JoinToken) -> pb::JoinToken {
+    let (group, target) = match &t.scope {
+        JoinScope::Group(g) => (g.clone(), String::new()),
+        JoinScope::Target(n) => (String::new(), n.clone()),
+    };
     pb::JoinToken {
         id: t.id.clone(),
-        scaling_group_id: t.group_id.clone(),
+        scaling_group_id: group,
+        target,
         created_at_ms: t.created_at_ms,
         expires_at_ms: t.expires_at_ms,
         uses_left: t.uses_left,
@@ -94,8 +99,40 @@ pub async fn create_join_token(
     if !(1..=MAX_USES).contains(&uses) {
         errors.push("uses", format!("{uses} is outside 1..={MAX_USES}"));
     }
+    let scoped = match (req.scaling_group.is_empty(), req.target.is_empty()) {
+        (false, false) => {
+            errors.push(
+                "target",
+                "a token is for a group or for a target, not both: give scaling_group or target",
+            );
+            None
+        }
+        (true, true) => {
+            errors.push(
+                "scaling_group",
+                "is required (or target, for a load balancer's or database's host)",
+            );
+            None
+        }
+        (true, false) => {
+            if let Err(e) = ebb_certs::Identity::target(engine.trust_domain(), &req.target) {
+                errors.push("target", e.to_string());
+            }
+            Some(JoinScope::Target(req.target.clone()))
+        }
+        (false, true) => None,
+    };
     errors.into_result().map_err(invalid)?;
-    let group = find_group(engine, &req.scaling_group)?;
+    let (scope, what) = match scoped {
+        Some(scope) => (scope, format!("target {}", req.target)),
+        None => {
+            let group = find_group(engine, &req.scaling_group)?;
+            (
+                JoinScope::Group(group.id.clone()),
+                format!("group {}", group.name),
+            )
+        }
+    };
     let now = now_ms(engine);
     let store = &engine.store;
     let all = store.list_join_tokens()?;
@@ -115,7 +152,7 @@ pub async fn create_join_token(
     }
     let token = JoinToken {
         id: id.clone(),
-        group_id: group.id.clone(),
+        scope,
         secret_sha256: hash(&secret),
         created_at_ms: now,
         expires_at_ms: now.saturating_add(i64::try_from(ttl * 1_000).unwrap_or(i64::MAX)),
@@ -130,7 +167,7 @@ pub async fn create_join_token(
         .collect();
     writes.push(Write::PutJoinToken(token.clone()));
     store.commit(writes)?;
-    info!(token = %id, group = %group.name, ttl_secs = ttl, uses, %by, "join token created");
+    info!(token = %id, for_ = %what, ttl_secs = ttl, uses, %by, "join token created");
     Ok(pb::CreateJoinTokenResponse {
         token: format!("{id}.{secret}"),
         info: Some(view(&token)),

@@ -103,6 +103,18 @@ impl Engine {
         Ok(cert_pem)
     }
 
+    /// Signs a target agent's request for target `name`, with an agent's
+    /// lifetime, recorded: a join with a target token, or a renewal over
+    /// the target's stream.
+    pub fn sign_target_csr(&self, name: &str, csr_pem: &str) -> Result<String, EngineError> {
+        let identity = Identity::target(self.ca.trust_domain(), name)?;
+        let cert_pem = self
+            .ca
+            .sign_csr(csr_pem, &identity, self.certs.agent_lifetime)?;
+        self.record_certificate(CertKind::Target, &cert_pem)?;
+        Ok(cert_pem)
+    }
+
     /// Signs an admin's request for admin `name`, living `days` (the
     /// default when 0), recorded.
     pub fn issue_admin_certificate(

@@ -94,6 +94,8 @@ pub type Signer = Arc<dyn Fn(&str, &str) -> Result<String, String> + Send + Sync
 #[derive(Clone)]
 pub struct Renewal {
     pub sign: Signer,
+    /// Signs a target agent's request for its target name.
+    pub sign_target: Option<Signer>,
     /// A stream's renewals come at least this far apart: an agent renews at
     /// two thirds of its cert's life, so a second request sooner than that
     /// is a bug or an attack, and costs a signature and a store write.
@@ -106,8 +108,15 @@ impl Renewal {
     pub fn new(sign: Signer, agent_lifetime: Duration) -> Self {
         Self {
             sign,
+            sign_target: None,
             min_interval: (agent_lifetime / 3).min(Duration::from_secs(60)),
         }
+    }
+
+    /// Renews target agents' certificates with `sign` too.
+    pub fn with_targets(mut self, sign: Signer) -> Self {
+        self.sign_target = Some(sign);
+        self
     }
 }
 
@@ -314,6 +323,7 @@ impl AgentApi {
             inbound,
             tx,
             desired,
+            self.renewal.clone(),
             self.shutdown.clone(),
         ));
         Ok(Response::new(Box::pin(
@@ -339,6 +349,7 @@ async fn drive_target(
     mut inbound: Streaming<AgentMessage>,
     tx: Outbound,
     mut desired: watch::Receiver<Arc<ebb_proto::v1::TargetState>>,
+    renewal: Option<Renewal>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let TargetStream {
@@ -350,6 +361,7 @@ async fn drive_target(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seq = 0u64;
+    let mut last_renewal = None;
     let expiry = tokio::time::sleep_until(deadline(&Control {
         close: None,
         until: Some(not_after),
@@ -402,12 +414,18 @@ async fn drive_target(
                         fleet.changed.notify_one();
                     }
                 }
-                Ok(Some(AgentMessage { body: Some(AgentBody::RenewRequest(_)) })) => {
-                    let answer = Renewed {
-                        cert_pem: String::new(),
-                        error: "target certificates are not renewed over the stream; issue a new one with `ebbctl cert issue --target NAME`".to_owned(),
-                    };
-                    let _ = tx.try_send(message(ControllerBody::Renewed(answer)));
+                Ok(Some(AgentMessage { body: Some(AgentBody::RenewRequest(request)) })) => {
+                    let sign = renewal
+                        .as_ref()
+                        .and_then(|r| r.sign_target.as_ref().map(|s| (s, r.min_interval)));
+                    let (answer, not_after) =
+                        sign_renewal(&fleet, &name, sign, &mut last_renewal, &request);
+                    if let Some(t) = not_after {
+                        expiry.as_mut().reset(deadline(&Control { close: None, until: Some(t) }));
+                    }
+                    if tx.try_send(message(ControllerBody::Renewed(answer))).is_err() {
+                        warn!(target = %name, "the renewal's answer could not be queued; the agent will ask again");
+                    }
                 }
                 Ok(Some(AgentMessage { body: Some(AgentBody::HookResult(_)) })) => {
                     fleet.counters.hook_results_dropped_total.fetch_add(1, Ordering::Relaxed);
@@ -652,20 +670,37 @@ fn renew(
     last: &mut Option<tokio::time::Instant>,
     request: &RenewRequest,
 ) -> Renewed {
+    let sign = renewal.map(|r| (&r.sign, r.min_interval));
+    let (answer, not_after) = sign_renewal(fleet, &session.instance_id, sign, last, request);
+    if let Some(t) = not_after {
+        session.extend_until(t);
+    }
+    answer
+}
+
+/// Answers one renewal request for `who` (an instance id or a target
+/// name, as `sign` takes it): the certificate and its notAfter, or the
+/// refusal, logged and counted.
+fn sign_renewal(
+    fleet: &Fleet,
+    who: &str,
+    sign: Option<(&Signer, Duration)>,
+    last: &mut Option<tokio::time::Instant>,
+    request: &RenewRequest,
+) -> (Renewed, Option<SystemTime>) {
     let now = tokio::time::Instant::now();
-    let signed = match renewal {
+    let signed = match sign {
         None => Err("this controller does not renew certificates".to_owned()),
         Some(_) if request.csr_pem.len() > ebb_certs::MAX_CSR_LEN => Err(format!(
             "the request is {} bytes, more than the {} allowed",
             request.csr_pem.len(),
             ebb_certs::MAX_CSR_LEN
         )),
-        Some(r) if last.is_some_and(|at| now.duration_since(at) < r.min_interval) => Err(format!(
-            "this stream renewed {:?} ago; at most one renewal per {:?}",
+        Some((_, min)) if last.is_some_and(|at| now.duration_since(at) < min) => Err(format!(
+            "this stream renewed {:?} ago; at most one renewal per {min:?}",
             now.duration_since(last.expect("checked")),
-            r.min_interval
         )),
-        Some(r) => (r.sign)(&session.instance_id, &request.csr_pem),
+        Some((sign, _)) => sign(who, &request.csr_pem),
     };
     match signed {
         Ok(cert_pem) => {
@@ -676,25 +711,28 @@ fn renew(
                 .fetch_add(1, Ordering::Relaxed);
             // The stream may live as long as its new certificate.
             let not_after = ebb_certs::describe_pem(&cert_pem).map(|i| i.not_after).ok();
-            if let Some(t) = not_after {
-                session.extend_until(SystemTime::from(t));
-            }
-            info!(instance = %session.instance_id, not_after = ?not_after, "renewed the agent's certificate");
-            Renewed {
-                cert_pem,
-                error: String::new(),
-            }
+            info!(%who, not_after = ?not_after, "renewed the agent's certificate");
+            (
+                Renewed {
+                    cert_pem,
+                    error: String::new(),
+                },
+                not_after.map(SystemTime::from),
+            )
         }
         Err(error) => {
             fleet
                 .counters
                 .cert_renewals_refused_total
                 .fetch_add(1, Ordering::Relaxed);
-            warn!(instance = %session.instance_id, "refused a certificate renewal: {error}");
-            Renewed {
-                cert_pem: String::new(),
-                error,
-            }
+            warn!(%who, "refused a certificate renewal: {error}");
+            (
+                Renewed {
+                    cert_pem: String::new(),
+                    error,
+                },
+                None,
+            )
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{ActivityQuery, Detached, JoinToken, Revoked, Store, StoreError, Write};
+use super::{ActivityQuery, Detached, JoinScope, JoinToken, Revoked, Store, StoreError, Write};
 use ebb_core::model::attachments::{AttachPhase, DbInstance, LoadBalancer};
 use ebb_core::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
 use ebb_core::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
@@ -1821,7 +1821,7 @@ fn join_tokens_belong_to_their_group(store: &dyn Store) {
     two_groups(store);
     let token = |id: &str, group_id: &str, at: i64| JoinToken {
         id: id.into(),
-        group_id: group_id.into(),
+        scope: JoinScope::Group(group_id.into()),
         secret_sha256: "ab".repeat(32),
         created_at_ms: at,
         expires_at_ms: at + 3_600_000,
@@ -1858,9 +1858,19 @@ fn join_tokens_belong_to_their_group(store: &dyn Store) {
     assert_eq!(store.list_join_tokens().unwrap().len(), 2);
     commit(store, vec![Write::DeleteJoinToken("aaaaaa".into())]);
     assert_eq!(store.get_join_token("aaaaaa").unwrap(), None);
+    // A target token belongs to no group, and outlives them all.
+    let target = JoinToken {
+        scope: JoinScope::Target("lb-1".into()),
+        ..token("tttttt", "unused", 40)
+    };
+    commit(store, vec![Write::PutJoinToken(target.clone())]);
+    assert_eq!(
+        store.get_join_token("tttttt").unwrap(),
+        Some(target.clone())
+    );
     // A deleted group takes its tokens with it.
     commit(store, vec![Write::DeleteGroup("asg-1".into())]);
-    assert!(store.list_join_tokens().unwrap().is_empty());
+    assert_eq!(store.list_join_tokens().unwrap(), [target]);
 }
 
 fn found_ids(store: &dyn Store, query: ActivityQuery) -> Vec<String> {

@@ -172,13 +172,22 @@ pub struct Revoked {
     pub reason: String,
 }
 
+/// What a join token admits a host as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinScope {
+    /// A new instance attached to this group.
+    Group(String),
+    /// This target (a load balancer's or database's host).
+    Target(String),
+}
+
 /// A join token (`ebbctl token create`): a host that presents its id and
-/// secret to `JoinService.Join` is attached to `group_id`. Only the
-/// secret's SHA-256 is kept.
+/// secret to `JoinService.Join` is attached to a group as a new instance,
+/// or becomes a target. Only the secret's SHA-256 is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JoinToken {
     pub id: String,
-    pub group_id: String,
+    pub scope: JoinScope,
     /// Lowercase hex SHA-256 of the secret part.
     pub secret_sha256: String,
     pub created_at_ms: i64,

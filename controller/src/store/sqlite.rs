@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    ActivityQuery, CertKind, CertRecord, Detached, JoinToken, Result, Revoked, Store, StoreError,
-    Write,
+    ActivityQuery, CertKind, CertRecord, Detached, JoinScope, JoinToken, Result, Revoked, Store,
+    StoreError, Write,
 };
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
@@ -125,6 +125,25 @@ const MIGRATIONS: &[&str] = &[
          created_by    TEXT NOT NULL,
          revoked       INTEGER NOT NULL
      );",
+    // 8: join tokens for targets: a token names a group or a target.
+    "CREATE TABLE join_tokens_v8 (
+         id            TEXT PRIMARY KEY NOT NULL,
+         group_id      TEXT REFERENCES groups(id) ON DELETE CASCADE,
+         target        TEXT,
+         secret_sha256 TEXT NOT NULL,
+         created_at_ms INTEGER NOT NULL,
+         expires_at_ms INTEGER NOT NULL,
+         uses_left     INTEGER NOT NULL,
+         created_by    TEXT NOT NULL,
+         revoked       INTEGER NOT NULL,
+         CHECK ((group_id IS NULL) <> (target IS NULL))
+     );
+     INSERT INTO join_tokens_v8 (id, group_id, target, secret_sha256, created_at_ms,
+         expires_at_ms, uses_left, created_by, revoked)
+     SELECT id, group_id, NULL, secret_sha256, created_at_ms, expires_at_ms, uses_left,
+         created_by, revoked FROM join_tokens;
+     DROP TABLE join_tokens;
+     ALTER TABLE join_tokens_v8 RENAME TO join_tokens;",
 ];
 
 /// The schema version this build writes.
@@ -524,26 +543,32 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             .map_err(backend)
         }
         Write::PutJoinToken(t) => {
+            let (group_id, target) = match &t.scope {
+                JoinScope::Group(g) => (Some(g.as_str()), None),
+                JoinScope::Target(n) => (None, Some(n.as_str())),
+            };
             let result = tx.execute(
-                "INSERT INTO join_tokens (id, group_id, secret_sha256, created_at_ms,
+                "INSERT INTO join_tokens (id, group_id, target, secret_sha256, created_at_ms,
                      expires_at_ms, uses_left, created_by, revoked)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 VALUES (?1, ?2, ?9, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (id) DO UPDATE SET group_id = excluded.group_id,
+                     target = excluded.target,
                      secret_sha256 = excluded.secret_sha256, created_at_ms = excluded.created_at_ms,
                      expires_at_ms = excluded.expires_at_ms, uses_left = excluded.uses_left,
                      created_by = excluded.created_by, revoked = excluded.revoked",
                 params![
                     t.id,
-                    t.group_id,
+                    group_id,
                     t.secret_sha256,
                     t.created_at_ms,
                     t.expires_at_ms,
                     t.uses_left,
                     t.created_by,
-                    t.revoked
+                    t.revoked,
+                    target
                 ],
             );
-            put_result(result, &t.group_id)
+            put_result(result, group_id.unwrap_or_default())
         }
         Write::DeleteJoinToken(id) => delete(tx, "join_tokens", id),
     }
@@ -559,13 +584,18 @@ fn detached_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Detached> {
     })
 }
 
-const JOIN_TOKEN_COLUMNS: &str =
-    "id, group_id, secret_sha256, created_at_ms, expires_at_ms, uses_left, created_by, revoked";
+const JOIN_TOKEN_COLUMNS: &str = "id, group_id, secret_sha256, created_at_ms, expires_at_ms, uses_left, created_by, revoked, target";
 
 fn join_token_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JoinToken> {
+    let group: Option<String> = row.get(1)?;
+    let target: Option<String> = row.get(8)?;
     Ok(JoinToken {
         id: row.get(0)?,
-        group_id: row.get(1)?,
+        // The table's CHECK keeps exactly one of the two.
+        scope: match (group, target) {
+            (Some(g), _) => JoinScope::Group(g),
+            (None, t) => JoinScope::Target(t.unwrap_or_default()),
+        },
         secret_sha256: row.get(2)?,
         created_at_ms: row.get(3)?,
         expires_at_ms: row.get(4)?,
@@ -1242,6 +1272,50 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(version_rows(&raw(&store)), all_versions);
         assert_eq!(store.list_groups().unwrap(), [group("asg-2", "api")]);
+    }
+
+    #[test]
+    fn schema_7_join_tokens_keep_their_group_through_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ebb.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (
+                     version       INTEGER PRIMARY KEY NOT NULL,
+                     applied_at_ms INTEGER NOT NULL
+                 );",
+            )
+            .unwrap();
+            for (version, sql) in (1..=7).zip(MIGRATIONS) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute("INSERT INTO schema_version VALUES (?1, 0)", [version])
+                    .unwrap();
+            }
+            let g = group("asg-1", "web");
+            conn.execute(
+                "INSERT INTO groups (id, name, data) VALUES (?1, ?2, ?3)",
+                params![g.id, g.name, to_json(&g).unwrap()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO join_tokens VALUES ('abcdef', 'asg-1', 'ff', 1, 2, 3, 'spiffe://ebb.local/admin/ops', 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let token = store.get_join_token("abcdef").unwrap().unwrap();
+        assert_eq!(token.scope, JoinScope::Group("asg-1".into()));
+        assert_eq!(
+            (token.created_at_ms, token.expires_at_ms, token.uses_left),
+            (1, 2, 3)
+        );
+        // The group still takes its tokens with it.
+        store
+            .commit(vec![Write::DeleteGroup("asg-1".into())])
+            .unwrap();
+        assert!(store.list_join_tokens().unwrap().is_empty());
     }
 
     #[test]
