@@ -159,7 +159,8 @@ fn run_with(config: &str, target: bool) -> (i32, String) {
     )
 }
 
-const HAPROXY: &str = "[target]\nstate_dir = \"state\"\n[target.haproxy]\nsocket = \"admin.sock\"\n";
+const HAPROXY: &str =
+    "[target]\nstate_dir = \"state\"\n[target.haproxy]\nsocket = \"admin.sock\"\n";
 
 #[test]
 fn a_target_cert_needs_a_target_section() {

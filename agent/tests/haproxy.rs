@@ -410,3 +410,208 @@ async fn checked_servers_report_the_verdict() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A stand-in for the controller's AgentService: hands the test each
+/// stream's inbound messages and takes what to send on it.
+struct FakeController {
+    inbound: tokio::sync::mpsc::Sender<ebb_proto::v1::AgentMessage>,
+    outbound: std::sync::Mutex<
+        Option<
+            tokio::sync::mpsc::Receiver<Result<ebb_proto::v1::ControllerMessage, tonic::Status>>,
+        >,
+    >,
+}
+
+#[tonic::async_trait]
+impl ebb_proto::v1::agent_service_server::AgentService for FakeController {
+    type ConnectStream = tokio_stream::wrappers::ReceiverStream<
+        Result<ebb_proto::v1::ControllerMessage, tonic::Status>,
+    >;
+
+    async fn connect(
+        &self,
+        request: tonic::Request<tonic::Streaming<ebb_proto::v1::AgentMessage>>,
+    ) -> Result<tonic::Response<Self::ConnectStream>, tonic::Status> {
+        let Some(outbound) = self.outbound.lock().unwrap().take() else {
+            return Err(tonic::Status::unavailable("one stream only"));
+        };
+        let mut stream = request.into_inner();
+        let tx = self.inbound.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = stream.message().await {
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(outbound),
+        ))
+    }
+}
+
+/// The real ebb-agent binary in target mode, over real mTLS, against a fake
+/// controller: its Hello names the target, each TargetState is converged
+/// in HAProxy and answered with a report of its version, and a check going
+/// UP later is reported again without being asked.
+#[tokio::test]
+async fn a_target_agent_converges_each_state_and_reports_what_changes() {
+    use ebb_proto::v1::controller_message::Body as Out;
+    use ebb_proto::v1::{
+        ControllerMessage, TargetKind, TargetState, Welcome, agent_message::Body as In,
+    };
+
+    let s0 = backend("static");
+    let late = free_port();
+    let p = Proxy::start(
+        s0,
+        "backend checked\n    balance roundrobin\n    option httpchk GET /\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap();
+    let server = ca
+        .issue_server(&[], &["127.0.0.1".parse().unwrap()])
+        .unwrap();
+    ca.issue_target("lb-1", ebb_certs::AGENT_VALIDITY)
+        .unwrap()
+        .write(&dir.path().join("agent.crt"), &dir.path().join("agent.key"))
+        .unwrap();
+    std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).unwrap();
+
+    let (in_tx, mut inbound) = tokio::sync::mpsc::channel(16);
+    let (out, out_rx) = tokio::sync::mpsc::channel(16);
+    let fake = FakeController {
+        inbound: in_tx,
+        outbound: std::sync::Mutex::new(Some(out_rx)),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            &server.cert_pem,
+            &server.key_pem,
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(ebb_proto::v1::agent_service_server::AgentServiceServer::new(fake))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    std::fs::write(
+        dir.path().join("agent.toml"),
+        format!(
+            "controller = \"{addr}\"\n[tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n[target]\nstate_dir = \"{}\"\n[target.haproxy]\nsocket = \"{}\"\ncheck = true\n",
+            p.state_dir().display(),
+            p.socket().display()
+        ),
+    )
+    .unwrap();
+    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_ebb-agent"))
+        .arg("--config")
+        .arg(dir.path().join("agent.toml"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let In::Hello(hello) = next(&mut inbound).await else {
+        panic!("no Hello first")
+    };
+    assert_eq!(
+        (
+            hello.instance_id.as_str(),
+            hello.target_name.as_str(),
+            hello.drives.as_slice()
+        ),
+        ("", "lb-1", [TargetKind::Haproxy as i32].as_slice())
+    );
+    let send = |body| out.send(Ok(ControllerMessage { body: Some(body) }));
+    send(Out::Welcome(Welcome {
+        protocol_version: 1,
+        sampling_interval_ms: 1000,
+        collect: vec![],
+    }))
+    .await
+    .unwrap();
+    let state = |version, members| TargetState {
+        version,
+        load_balancers: vec![LoadBalancerMembers {
+            attachment_id: "g-1/checked".into(),
+            backend: "checked".into(),
+            members,
+        }],
+        allow_lists: vec![],
+    };
+    // Nobody listens on `late` yet: the server is added, its check says DOWN.
+    send(Out::TargetState(state(
+        3,
+        vec![member("i-a", late, 1, MemberState::Ready)],
+    )))
+    .await
+    .unwrap();
+    let r = report(&mut inbound).await;
+    assert_eq!(r.version, 3);
+    assert_eq!(
+        held(&r.attachments[0]),
+        [("i-a".into(), MemberState::Ready, String::new())]
+    );
+    assert_eq!(r.attachments[0].members[0].up, Some(false));
+
+    // The workload comes up: a new report, same version, says so unasked.
+    let l = TcpListener::bind(("127.0.0.1", late)).unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0; 4096];
+            let _ = s.read(&mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    loop {
+        let r = report(&mut inbound).await;
+        assert_eq!(r.version, 3);
+        if r.attachments[0].members[0].up == Some(true) {
+            break;
+        }
+    }
+
+    // Two states in a row: the last one is what HAProxy ends up holding.
+    send(Out::TargetState(state(
+        4,
+        vec![member("i-a", late, 1, MemberState::Drain)],
+    )))
+    .await
+    .unwrap();
+    send(Out::TargetState(state(5, vec![]))).await.unwrap();
+    loop {
+        let r = report(&mut inbound).await;
+        if r.version == 5 {
+            assert!(r.attachments[0].members.is_empty(), "{r:?}");
+            break;
+        }
+    }
+    assert!(!p.runtime("show servers state checked").contains("i-a"));
+    agent.kill().await.unwrap();
+}
+
+type Inbound = tokio::sync::mpsc::Receiver<ebb_proto::v1::AgentMessage>;
+
+async fn next(inbound: &mut Inbound) -> ebb_proto::v1::agent_message::Body {
+    tokio::time::timeout(DEADLINE, inbound.recv())
+        .await
+        .expect("a message from the agent in time")
+        .expect("the stream is open")
+        .body
+        .expect("a body")
+}
+
+/// The next TargetReport, skipping anything else the agent sends.
+async fn report(inbound: &mut Inbound) -> ebb_proto::v1::TargetReport {
+    loop {
+        if let ebb_proto::v1::agent_message::Body::TargetReport(r) = next(inbound).await {
+            return r;
+        }
+    }
+}
