@@ -615,3 +615,110 @@ async fn report(inbound: &mut Inbound) -> ebb_proto::v1::TargetReport {
         }
     }
 }
+
+/// A backend that answers only once `release` is set: its requests stay
+/// in flight, as sessions HAProxy counts (`scur`).
+fn held_backend(release: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let release = release.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0; 4096];
+                let _ = s.read(&mut buf);
+                while !release.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow",
+                );
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_drained_servers_sessions_are_reported_and_cut_at_removal() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let release = Arc::new(AtomicBool::new(false));
+    let slow = held_backend(release.clone());
+    let fe2 = free_port();
+    let p = Proxy::start(
+        backend("static"),
+        &format!(
+            "frontend fe2\n    bind 127.0.0.1:{fe2}\n    default_backend pool\nbackend pool\n    balance roundrobin\n"
+        ),
+    );
+    let mut h = Haproxy::new(p.socket(), false, &p.state_dir()).unwrap();
+    let pool = |state| {
+        vec![LoadBalancerMembers {
+            attachment_id: "g-1/pool".into(),
+            backend: "pool".into(),
+            members: vec![member("i-a", slow, 1, state)],
+        }]
+    };
+    converge(&mut h, &pool(MemberState::Ready)).await;
+    // Two requests in flight, then the server is drained.
+    let clients: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || get(fe2)))
+        .collect();
+    let sessions = |r: &[AttachmentReport]| r[0].members[0].current_sessions;
+    let start = Instant::now();
+    loop {
+        let r = converge(&mut h, &pool(MemberState::Drain)).await;
+        if sessions(&r) == 2 {
+            assert_eq!(r[0].members[0].state, MemberState::Drain as i32);
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // They finish: the report says no session is left.
+    release.store(true, Ordering::SeqCst);
+    for c in clients {
+        assert_eq!(c.join().unwrap().as_deref(), Some("slow"));
+    }
+    let start = Instant::now();
+    while sessions(&converge(&mut h, &pool(MemberState::Drain)).await) != 0 {
+        assert!(start.elapsed() < DEADLINE);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A session still open when the member is unlisted is cut, and the
+    // server deleted.
+    release.store(false, Ordering::SeqCst);
+    converge(&mut h, &pool(MemberState::Ready)).await;
+    let client = std::thread::spawn(move || get(fe2));
+    let start = Instant::now();
+    while sessions(&converge(&mut h, &pool(MemberState::Ready)).await) != 1 {
+        assert!(start.elapsed() < DEADLINE);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let start = Instant::now();
+    loop {
+        let r = converge(
+            &mut h,
+            &[LoadBalancerMembers {
+                attachment_id: "g-1/pool".into(),
+                backend: "pool".into(),
+                members: vec![],
+            }],
+        )
+        .await;
+        if r[0].members.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!p.runtime("show servers state pool").contains("i-a"));
+    assert_eq!(
+        client.join().unwrap(),
+        None,
+        "the cut request got no answer"
+    );
+    release.store(true, Ordering::SeqCst);
+}

@@ -241,6 +241,14 @@ async fn the_block_follows_the_allow_list_and_postgres_reloads_it() {
     );
     eventually_login(&c, false).await;
 
+    // A line edited into the block by hand is taken out at the next pass.
+    let text = std::fs::read_to_string(c.hba()).unwrap();
+    let edited = text.replace(END, &format!("host all all 127.0.0.1/32 trust\n{END}"));
+    std::fs::write(c.hba(), edited).unwrap();
+    pg.converge(&list(&[("i-2", "fd00::7")], "trust")).await;
+    assert_eq!(std::fs::read_to_string(c.hba()).unwrap(), text);
+    eventually_login(&c, false).await;
+
     // Bad entries are refused and the file is left exactly as it was.
     let untouched = std::fs::read(c.hba()).unwrap();
     let r = pg
