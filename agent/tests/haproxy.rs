@@ -53,7 +53,7 @@ impl Proxy {
         )
         .unwrap();
         let child = Command::new("haproxy")
-            .arg("-db")
+            .args(["-db", "-q"])
             .arg("-f")
             .arg(&cfg)
             .stdout(Stdio::null())
