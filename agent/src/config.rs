@@ -1,6 +1,7 @@
 //! `agent.toml`: where the controller is, the agent's certificate, the
-//! local health checks and the custom metric sources. Validation reports
-//! every problem at once.
+//! local health checks, the custom metric sources and, on a load balancer
+//! or database host, what its target agent may drive (`[target]`).
+//! Validation reports every problem at once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -65,6 +66,94 @@ pub struct Config {
     #[serde(rename = "metric")]
     pub metrics: Vec<MetricConfig>,
     pub hooks: HooksConfig,
+    /// Present on a target's host only: what the agent may drive.
+    pub target: Option<TargetConfig>,
+}
+
+/// `[target]`: a load balancer's or database's host. The agent drives only
+/// what is named here: one HAProxy runtime socket, one `pg_hba.conf`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Where the agent remembers which HAProxy servers it added.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    pub haproxy: Option<HaproxyConfig>,
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `[target.haproxy]`: a local HAProxy's runtime API.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HaproxyConfig {
+    /// The `stats socket ... level admin` path.
+    pub socket: PathBuf,
+    /// Whether servers ebb adds run the backend's health check (`check`);
+    /// dynamic servers inherit no `default-server` line, so say it here.
+    #[serde(default)]
+    pub check: bool,
+}
+
+/// `[target.postgres]`: a local PostgreSQL's `pg_hba.conf` and how to
+/// make the server read it again.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub hba_file: PathBuf,
+    pub reload: PgReload,
+    /// `reload = "sql"`: the server's unix socket directory.
+    #[serde(default = "default_pg_socket_dir")]
+    pub socket_dir: PathBuf,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// `reload = "sql"`: the role that runs `pg_reload_conf()`; it must be
+    /// let in over the local socket by `trust` or `peer`.
+    #[serde(default = "default_pg_user")]
+    pub user: String,
+    /// `reload = "signal"`: the data directory holding `postmaster.pid`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How the agent has PostgreSQL re-read `pg_hba.conf`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PgReload {
+    /// `SELECT pg_reload_conf()` over the local unix socket.
+    Sql,
+    /// SIGHUP to the postmaster named in `postmaster.pid`.
+    Signal,
+}
+
+/// Where the package keeps the agent's own state.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ebb-agent";
+/// Debian's and most distributions' PostgreSQL socket directory.
+pub const DEFAULT_PG_SOCKET_DIR: &str = "/var/run/postgresql";
+/// PostgreSQL's default port, which names the socket file too.
+pub const DEFAULT_PG_PORT: u16 = 5432;
+/// The superuser every cluster has, let in by `peer` on Debian.
+pub const DEFAULT_PG_USER: &str = "postgres";
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+fn default_pg_socket_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_PG_SOCKET_DIR)
+}
+
+fn default_pg_port() -> u16 {
+    DEFAULT_PG_PORT
+}
+
+fn default_pg_user() -> String {
+    DEFAULT_PG_USER.to_owned()
+}
+
+impl PostgresConfig {
+    /// The unix socket `reload = "sql"` connects to.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket_dir.join(format!(".s.PGSQL.{}", self.port))
+    }
 }
 
 /// `[hooks]`: whether the controller may have this agent run lifecycle
@@ -166,6 +255,7 @@ impl Default for Config {
             health_checks: Vec::new(),
             metrics: Vec::new(),
             hooks: HooksConfig::default(),
+            target: None,
         }
     }
 }
@@ -247,6 +337,24 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(t) = config.target.as_mut() {
+            let mut paths = vec![&mut t.state_dir];
+            if let Some(h) = t.haproxy.as_mut() {
+                paths.push(&mut h.socket);
+            }
+            if let Some(p) = t.postgres.as_mut() {
+                paths.push(&mut p.hba_file);
+                paths.push(&mut p.socket_dir);
+                if let Some(d) = p.data_dir.as_mut() {
+                    paths.push(d);
+                }
+            }
+            for p in paths {
+                if p.is_relative() && !p.as_os_str().is_empty() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
         for file in config.metrics.iter_mut().filter_map(|m| m.file.as_mut()) {
             if file.is_relative() && !file.as_os_str().is_empty() {
                 *file = base.join(&*file);
@@ -320,6 +428,9 @@ impl Config {
             }
         }
         self.metric_problems(&mut problems);
+        if let Some(t) = &self.target {
+            target_problems(t, &mut problems);
+        }
         problems
     }
 
@@ -492,6 +603,84 @@ impl MetricConfig {
             _ => Err(vec![
                 ": set exactly one of `prometheus`, `file` or `command`".into(),
             ]),
+        }
+    }
+}
+
+/// What is wrong with `[target]`: every path it names is opened (or
+/// connected to) now, so a typo is found at start-up, not at the first
+/// change the controller sends.
+fn target_problems(t: &TargetConfig, problems: &mut Vec<String>) {
+    if t.haproxy.is_none() && t.postgres.is_none() {
+        problems.push(
+            "target: name what this target drives: [target.haproxy] socket, or [target.postgres] hba_file"
+                .to_owned(),
+        );
+    }
+    if let Some(h) = &t.haproxy {
+        if let Err(e) = std::os::unix::net::UnixStream::connect(&h.socket) {
+            problems.push(format!(
+                "target.haproxy.socket: cannot connect to {}: {e} (is HAProxy running with `stats socket {} level admin`, and may this user open it?)",
+                h.socket.display(),
+                h.socket.display()
+            ));
+        }
+        match std::fs::metadata(&t.state_dir) {
+            Ok(m) if !m.is_dir() => problems.push(format!(
+                "target.state_dir: {} is not a directory",
+                t.state_dir.display()
+            )),
+            Ok(_) => {}
+            Err(_) if t.state_dir.parent().is_some_and(Path::is_dir) => {}
+            Err(e) => problems.push(format!(
+                "target.state_dir: cannot use {}: {e}",
+                t.state_dir.display()
+            )),
+        }
+    }
+    let Some(p) = &t.postgres else { return };
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&p.hba_file)
+    {
+        problems.push(format!(
+            "target.postgres.hba_file: cannot open {} for reading and writing: {e}",
+            p.hba_file.display()
+        ));
+    }
+    match (p.reload, &p.data_dir) {
+        (PgReload::Sql, _) => {
+            if p.port == 0 {
+                problems.push("target.postgres.port: must not be 0".to_owned());
+            }
+            if p.user.is_empty() || !p.user.chars().all(|c| c.is_ascii_graphic()) {
+                problems.push(format!(
+                    "target.postgres.user: {:?} is not a role name",
+                    p.user
+                ));
+            }
+            let socket = p.socket_path();
+            if let Err(e) = std::os::unix::net::UnixStream::connect(&socket) {
+                problems.push(format!(
+                    "target.postgres.socket_dir: cannot connect to {}: {e} (is PostgreSQL running on port {}?)",
+                    socket.display(),
+                    p.port
+                ));
+            }
+        }
+        (PgReload::Signal, None) => problems.push(
+            "target.postgres.data_dir: required with reload = \"signal\" (the directory holding postmaster.pid)"
+                .to_owned(),
+        ),
+        (PgReload::Signal, Some(dir)) => {
+            let pid = dir.join("postmaster.pid");
+            if let Err(e) = std::fs::File::open(&pid) {
+                problems.push(format!(
+                    "target.postgres.data_dir: cannot read {}: {e} (is PostgreSQL running from this directory?)",
+                    pid.display()
+                ));
+            }
         }
     }
 }
@@ -865,6 +1054,111 @@ mod tests {
             "health_check[2].interval_ms: 10 is below 100",
             "health_check[2].timeout_ms: 20",
         ] {
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
+    }
+
+    /// A unix socket something listens on, as HAProxy's and PostgreSQL's do.
+    fn listening(path: &Path) -> std::os::unix::net::UnixListener {
+        std::os::unix::net::UnixListener::bind(path).unwrap()
+    }
+
+    #[test]
+    fn a_target_section_parses_with_its_defaults() {
+        let d = dir_with_certs();
+        let _h = listening(&d.0.path().join("admin.sock"));
+        std::fs::create_dir(d.0.path().join("pg")).unwrap();
+        let _p = listening(&d.0.path().join("pg/.s.PGSQL.5432"));
+        std::fs::write(d.0.path().join("pg_hba.conf"), "local all all peer\n").unwrap();
+        let c = parse(
+            &d,
+            &format!(
+                "{TLS}[target]\nstate_dir = \"state\"\n[target.haproxy]\nsocket = \"admin.sock\"\n[target.postgres]\nhba_file = \"pg_hba.conf\"\nreload = \"sql\"\nsocket_dir = \"pg\"\n"
+            ),
+        )
+        .unwrap();
+        let t = c.target.unwrap();
+        assert_eq!(t.state_dir, d.0.path().join("state"));
+        let h = t.haproxy.unwrap();
+        assert_eq!((h.socket, h.check), (d.0.path().join("admin.sock"), false));
+        let p = t.postgres.unwrap();
+        assert_eq!(
+            (p.reload, p.port, p.user.as_str()),
+            (PgReload::Sql, 5432, "postgres")
+        );
+        assert_eq!(p.socket_path(), d.0.path().join("pg/.s.PGSQL.5432"));
+        let none = parse(&d, TLS).unwrap();
+        assert_eq!(none.target, None);
+    }
+
+    #[test]
+    fn bad_target_keys_are_named() {
+        let d = dir_with_certs();
+        let _h = listening(&d.0.path().join("admin.sock"));
+        std::fs::write(d.0.path().join("pg_hba.conf"), "").unwrap();
+        std::fs::write(d.0.path().join("plain"), "").unwrap();
+        let pg = "[target.postgres]\nhba_file = \"pg_hba.conf\"\n";
+        for (text, needle) in [
+            ("[target]\n", "target: name what this target drives"),
+            (
+                "[target.haproxy]\nsocket = \"missing.sock\"\n",
+                "target.haproxy.socket: cannot connect to",
+            ),
+            (
+                "[target.haproxy]\nsocket = \"plain\"\n",
+                "target.haproxy.socket: cannot connect to",
+            ),
+            (
+                "[target.haproxy]\nsocket = \"admin.sock\"\ncheck = \"yes\"\n",
+                "check",
+            ),
+            (
+                "[target.haproxy]\nsocket = \"admin.sock\"\nchecks = true\n",
+                "unknown field `checks`",
+            ),
+            ("[target.haproxy]\n", "missing field `socket`"),
+            (
+                "[target]\nstate_dir = \"plain\"\n[target.haproxy]\nsocket = \"admin.sock\"\n",
+                "target.state_dir: ",
+            ),
+            (
+                "[target]\nstate_dir = \"no/such/dir\"\n[target.haproxy]\nsocket = \"admin.sock\"\n",
+                "target.state_dir: cannot use",
+            ),
+            ("[target]\nstat_dir = \"x\"\n", "unknown field `stat_dir`"),
+            (
+                "[target.postgres]\nhba_file = \"missing.conf\"\nreload = \"signal\"\ndata_dir = \".\"\n",
+                "target.postgres.hba_file: cannot open",
+            ),
+            (&format!("{pg}reload = \"restart\"\n"), "reload"),
+            (pg, "missing field `reload`"),
+            (
+                &format!("{pg}reload = \"sql\"\nsocket_dir = \"nowhere\"\n"),
+                "target.postgres.socket_dir: cannot connect to",
+            ),
+            (&format!("{pg}reload = \"sql\"\nport = 70000\n"), "port"),
+            (
+                &format!("{pg}reload = \"sql\"\nport = 0\n"),
+                "target.postgres.port: must not be 0",
+            ),
+            (
+                &format!("{pg}reload = \"sql\"\nuser = \"\"\n"),
+                "target.postgres.user: \"\" is not a role name",
+            ),
+            (
+                &format!("{pg}reload = \"signal\"\n"),
+                "target.postgres.data_dir: required",
+            ),
+            (
+                &format!("{pg}reload = \"signal\"\ndata_dir = \"nowhere\"\n"),
+                "target.postgres.data_dir: cannot read",
+            ),
+            (
+                &format!("{pg}reload = \"sql\"\nsocket = \"x\"\n"),
+                "unknown field `socket`",
+            ),
+        ] {
+            let err = parse(&d, &format!("{TLS}{text}")).unwrap_err();
             assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
         }
     }

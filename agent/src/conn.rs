@@ -86,7 +86,10 @@ pub struct Agent {
     pub tls: TlsFiles,
     /// The current cert's notBefore and notAfter.
     pub validity: (SystemTime, SystemTime),
-    pub instance_id: String,
+    /// Who the certificate says this agent is: an instance, or a target.
+    pub role: ebb_certs::Role,
+    /// In target mode, the task converging what this host drives.
+    pub target: Option<crate::target::Target>,
     pub facts: HostFacts,
     pub collectors: Collectors,
     /// The `[[metric]]` sources, read on every pull.
@@ -197,6 +200,8 @@ impl Agent {
         // When to ask for a new certificate, and the key of a request in flight.
         let mut renew_at = self.renewal_time();
         let mut pending: Option<ebb_certs::Csr> = None;
+        // A target's reports; an instance's agent has none to send.
+        let mut reports = self.target.as_ref().map(|t| t.reports());
         let end = |welcomed: bool, reason: String| {
             if welcomed {
                 Ended::AfterWelcome(reason)
@@ -229,6 +234,13 @@ impl Agent {
                     }
                     continue;
                 }
+                Some(report) = next_report(&mut reports) => {
+                    debug!(version = report.version, "sending a target report");
+                    if tx.send(wrap(AgentBody::TargetReport(report))).await.is_err() {
+                        return end(welcomed, "the outbound stream closed".into());
+                    }
+                    continue;
+                }
                 _ = &mut *shutdown => {
                     // End our half of the stream so the controller sees a
                     // clean close, and give it a moment to end its half.
@@ -252,7 +264,7 @@ impl Agent {
                 Some(ControllerBody::Welcome(w)) => {
                     if !welcomed {
                         info!(
-                            instance = %self.instance_id,
+                            identity = ?self.role,
                             sampling_interval_ms = w.sampling_interval_ms,
                             "connected to the controller"
                         );
@@ -295,9 +307,17 @@ impl Agent {
                         }
                     });
                 }
-                Some(ControllerBody::TargetState(_)) => {
-                    warn!("ignored a target state: this agent is an instance's, not a target's");
-                }
+                Some(ControllerBody::TargetState(state)) => match &self.target {
+                    Some(target) => {
+                        debug!(version = state.version, "received a target state");
+                        target.apply(state);
+                    }
+                    None => {
+                        warn!(
+                            "ignored a target state: this agent is an instance's, not a target's"
+                        );
+                    }
+                },
                 Some(ControllerBody::Closing(c)) => {
                     warn!(reason = %c.reason, "the controller is closing this stream");
                 }
@@ -353,12 +373,12 @@ impl Agent {
             bail!("the controller refused: {}", renewed.error);
         }
         let info = ebb_certs::describe_pem(&renewed.cert_pem).context("the renewed certificate")?;
-        let names_us = matches!(&info.identity, Some(id) if id.role == ebb_certs::Role::Instance(self.instance_id.clone()));
+        let names_us = matches!(&info.identity, Some(id) if id.role == self.role);
         if !names_us {
             bail!(
-                "the renewed certificate names {:?}, not instance {}",
+                "the renewed certificate names {:?}, not {:?}",
                 info.identity.map(|i| i.uri()),
-                self.instance_id
+                self.role
             );
         }
         if !ebb_certs::key_matches(&renewed.cert_pem, &csr.key_pem)? {
@@ -380,20 +400,45 @@ impl Agent {
     }
 
     fn hello(&self) -> Hello {
+        let instance_id = match &self.role {
+            ebb_certs::Role::Instance(id) => id.clone(),
+            _ => String::new(),
+        };
         Hello {
             protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-            instance_id: self.instance_id.clone(),
+            instance_id,
             hostname: self.facts.hostname.clone(),
             addresses: self.facts.addresses.iter().map(|a| a.to_string()).collect(),
             cpu_count: self.facts.cpu_count,
             memory_total_bytes: self.facts.memory_total_bytes,
             boot_time_unix: self.facts.boot_time_unix,
             health_checks: self.check_names.clone(),
-            target_name: String::new(),
-            drives: Vec::new(),
+            target_name: self
+                .target
+                .as_ref()
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
+            drives: self
+                .target
+                .iter()
+                .flat_map(|t| t.drives.iter().map(|k| *k as i32))
+                .collect(),
         }
     }
+}
+
+/// The next report to send; never, for an agent that is not a target's.
+async fn next_report(
+    reports: &mut Option<tokio::sync::watch::Receiver<Option<pb::TargetReport>>>,
+) -> Option<pb::TargetReport> {
+    let Some(r) = reports else {
+        return std::future::pending().await;
+    };
+    if r.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    r.borrow_and_update().clone()
 }
 
 fn wrap(body: AgentBody) -> AgentMessage {

@@ -7,6 +7,7 @@
 //! - `join`: `ebb-agent join`, a host's identity from a join token, the CA pinned by hash.
 //! - `conn`: the mTLS stream to the controller, with reconnect and back-off.
 //! - `http`: a small plain-HTTP client for endpoints on the host (health checks, Prometheus sources).
+//! - `target`: target mode, converging a local HAProxy and PostgreSQL to the controller's state.
 //! - `describe`: one-line messages for I/O errors, exit statuses and time-outs.
 #![forbid(unsafe_code)]
 
@@ -18,3 +19,4 @@ pub mod health;
 pub mod hooks;
 pub mod http;
 pub mod join;
+pub mod target;

@@ -12,6 +12,7 @@ use ebb_agent::config::{Config, DEFAULT_CONFIG_PATH};
 use ebb_agent::conn::{self, Agent};
 use ebb_agent::health::HealthChecks;
 use ebb_agent::join::{JoinArgs, JoinError};
+use ebb_agent::target::Target;
 use ebb_certs::Role;
 
 /// sysexits' EX_USAGE: the configuration is wrong, nothing was started.
@@ -138,11 +139,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
             config.tls.cert.display()
         )
     })?;
-    let Role::Instance(instance_id) = identity.role else {
-        anyhow::bail!(
-            "{}: {identity} is an admin certificate; an agent needs an instance certificate (ebbctl cert issue)",
-            config.tls.cert.display()
-        );
+    let cert = config.tls.cert.display();
+    let target = match (&identity.role, &config.target) {
+        (Role::Admin(_), _) => anyhow::bail!(
+            "{cert}: {identity} is an admin certificate; an agent needs an instance certificate (ebbctl cert issue) or a target certificate (ebbctl cert issue --target NAME)"
+        ),
+        (Role::Instance(id), Some(_)) => anyhow::bail!(
+            "agent.toml has a [target] section, but {cert} is instance {id}'s certificate: a target's agent needs a target certificate (ebbctl cert issue --target NAME)"
+        ),
+        (Role::Target(name), None) => anyhow::bail!(
+            "{cert} is target {name}'s certificate, but agent.toml has no [target] section saying what it may drive ([target.haproxy] socket, or [target.postgres] hba_file)"
+        ),
+        (Role::Instance(_), None) => None,
+        (Role::Target(name), Some(t)) => Some(Target::spawn(name.clone(), t)?),
     };
     ebb_certs::load_key(&config.tls.key)?;
     let tls = conn::TlsFiles {
@@ -160,7 +169,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         endpoint,
         tls,
         validity,
-        instance_id: instance_id.clone(),
+        role: identity.role.clone(),
+        target,
         facts,
         collectors: Collectors::new(&config.proc_root),
         custom: CustomMetrics::new(config.custom_metrics()),
@@ -169,7 +179,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         max_backoff: config.max_backoff(),
         hooks: std::sync::Arc::new(config.hooks.clone()),
     };
-    tracing::info!(instance = %instance_id, controller = %config.controller, "ebb-agent starting");
+    tracing::info!(identity = %identity, controller = %config.controller, "ebb-agent starting");
     agent.run(shutdown).await;
     Ok(())
 }

@@ -131,6 +131,71 @@ fn an_admin_cert_is_not_an_agent_cert() {
     assert!(err.contains("is an admin certificate"), "{err}");
 }
 
+/// Runs the agent with `config` in a dir holding a target's certificate
+/// (`target`) or an instance's, and a unix socket something listens on
+/// (`admin.sock`, as HAProxy's).
+fn run_with(config: &str, target: bool) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    write_certs(dir.path());
+    if target {
+        let ca = ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap();
+        ca.issue_target("lb-1", ebb_certs::AGENT_VALIDITY)
+            .unwrap()
+            .write(&dir.path().join("agent.crt"), &dir.path().join("agent.key"))
+            .unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).unwrap();
+    }
+    let _listening = std::os::unix::net::UnixListener::bind(dir.path().join("admin.sock")).unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(AGENT)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const HAPROXY: &str =
+    "[target]\nstate_dir = \"state\"\n[target.haproxy]\nsocket = \"admin.sock\"\n";
+
+#[test]
+fn a_target_cert_needs_a_target_section() {
+    let (code, err) = run_with(TLS, true);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("is target lb-1's certificate, but agent.toml has no [target] section"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_target_section_needs_a_target_cert() {
+    let (code, err) = run_with(&format!("{TLS}{HAPROXY}"), false);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("is instance cli-1's certificate")
+            && err.contains("ebbctl cert issue --target NAME"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_target_socket_that_cannot_be_opened_exits_64_naming_it() {
+    let (code, err) = run_with(
+        &format!("{TLS}[target.haproxy]\nsocket = \"/nonexistent/haproxy.sock\"\n"),
+        true,
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("target.haproxy.socket: cannot connect to /nonexistent/haproxy.sock"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_unreachable_controller_is_retried_and_logged_once() {
     let dir = tempfile::tempdir().unwrap();
