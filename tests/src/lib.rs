@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ebb_certs::{Ca, Issued};
 
+pub mod peers;
+
 /// Generous: the tests must pass on a slow, busy two-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
