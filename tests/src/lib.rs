@@ -412,9 +412,39 @@ pub struct AgentProc {
 impl AgentProc {
     /// Issues `id` a cert from the controller's CA and starts an agent.
     pub fn start(ctl: &ControllerProc, id: &str, extra_config: &str) -> anyhow::Result<Self> {
-        let dir = ctl.dir.join(format!("agent-{id}"));
-        fs::create_dir_all(&dir)?;
         let issued = ctl.ca().issue_agent(id, ebb_certs::AGENT_VALIDITY)?;
+        Self::start_as(ctl, &format!("agent-{id}"), id, &issued, extra_config)
+    }
+
+    /// Issues target `name` a cert from the controller's CA and starts a
+    /// target agent; `extra_config` holds its `[target]` tables.
+    pub fn start_target(
+        ctl: &ControllerProc,
+        name: &str,
+        extra_config: &str,
+    ) -> anyhow::Result<Self> {
+        let issued = ctl.ca().issue_target(name, ebb_certs::AGENT_VALIDITY)?;
+        Self::start_as(ctl, &format!("target-{name}"), name, &issued, extra_config)
+    }
+
+    /// Starts the agent again in its dir, with its config and certs (after
+    /// it was killed).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(bin("ebb-agent"));
+        cmd.arg("--config").arg(self.dir.join("agent.toml"));
+        self.proc = Proc::spawn(cmd, self.dir.join("agent.log"))?;
+        Ok(())
+    }
+
+    fn start_as(
+        ctl: &ControllerProc,
+        dir_name: &str,
+        id: &str,
+        issued: &Issued,
+        extra_config: &str,
+    ) -> anyhow::Result<Self> {
+        let dir = ctl.dir.join(dir_name);
+        fs::create_dir_all(&dir)?;
         issued.write(&dir.join("agent.crt"), &dir.join("agent.key"))?;
         fs::copy(ctl.pki_dir().join("ca.crt"), dir.join("ca.crt"))?;
         let config = dir.join("agent.toml");
