@@ -8,6 +8,10 @@
 //! releases the same instances, and a pid reused by a stranger is never
 //! signalled. A directory without `instance.json` is a launch that died
 //! half-way. The `Child` handles kept in memory only reap our own children.
+//!
+//! With a [`Network`] (`provider.network = "namespace"`), each instance also
+//! gets a network namespace and an address of its own (see `netns`), named
+//! in `network.json` before the namespace is made.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -29,6 +33,7 @@ use tokio::time::{Instant, sleep};
 use tracing::{debug, info, warn};
 
 use super::isolation::{self, INSTANCE_PATH, Users};
+use super::netns::{self, Attachment, Network};
 use super::{LaunchRequest, Provider, ProviderError, ProviderInstance, Result};
 use ebb_core::model::MetricSource;
 
@@ -36,6 +41,8 @@ const PROC: &str = "/proc";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const RECORD: &str = "instance.json";
 const AGENT_CONFIG: &str = "agent.toml";
+/// A namespaced instance's namespace, veth and address (`netns::Attachment`).
+const NETWORK: &str = "network.json";
 /// The instance's own directory inside its dir: its certificates and key,
 /// the working directory and HOME of its processes. With isolation on it
 /// belongs to the instance's uid; the rest of the dir stays the
@@ -73,6 +80,8 @@ pub struct ProcessProvider {
     launching: Mutex<HashSet<String>>,
     /// With isolation on, the uids instances run as.
     users: Option<Arc<Users>>,
+    /// With `network = "namespace"`, the bridge instances get addresses on.
+    network: Option<Arc<Network>>,
 }
 
 /// What `instance.json` holds: enough to find and verify the processes.
@@ -183,6 +192,107 @@ impl ProcessProvider {
             locks: IdLocks::default(),
             launching: Mutex::new(HashSet::new()),
             users: None,
+            network: None,
+        }
+    }
+
+    /// Runs each instance in a network namespace of its own on `network`'s
+    /// bridge. The addresses of the instances already on disk (a
+    /// restart's) are noted now, once, as `isolated` does with uids.
+    pub fn namespaced(mut self, network: Arc<Network>) -> Self {
+        for entry in fs::read_dir(&self.base_dir).into_iter().flatten().flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            match netns::read_attachment(&entry.path().join(NETWORK)) {
+                Ok(Some(at)) => network.addresses.note(&id, at.address),
+                Ok(None) => {}
+                Err(e) => warn!(instance = %id, "{e}"),
+            }
+        }
+        self.network = Some(network);
+        self
+    }
+
+    /// Gives the instance in `dir` its address and namespace, recorded in
+    /// `network.json` first so that a release (after a restart too) finds
+    /// and undoes whatever of it was made.
+    async fn attach(&self, network: &Network, id: &str, dir: &Path) -> Result<Attachment, String> {
+        let address = network.addresses.take(id).map_err(|e| e.to_string())?;
+        let (netns, veth) = network.names(id);
+        let at = Attachment {
+            netns,
+            veth,
+            address,
+        };
+        let json =
+            serde_json::to_vec_pretty(&at).map_err(|e| format!("cannot render {NETWORK}: {e}"))?;
+        ebb_certs::write_atomic(&dir.join(NETWORK), &json, 0o644)
+            .map_err(|e| format!("cannot write {NETWORK}: {e}"))?;
+        network.create(&at).await?;
+        Ok(at)
+    }
+
+    /// Undoes `attach` for the instance in `dir`: what its `network.json`
+    /// names, else the names its id gives on our bridge; then frees its address.
+    async fn detach(&self, id: &str, dir: &Path) -> Result<(), String> {
+        let recorded = netns::read_attachment(&dir.join(NETWORK)).unwrap_or_else(|e| {
+            warn!(instance = id, "{e}");
+            None
+        });
+        let Some(network) = &self.network else {
+            if let Some(at) = recorded {
+                warn!(
+                    instance = id,
+                    "namespace {} is left behind: provider.network is not \"namespace\" any more; remove it with `ip netns del {}`",
+                    at.netns,
+                    at.netns
+                );
+            }
+            return Ok(());
+        };
+        let at = match recorded {
+            Some(at) => at,
+            None => {
+                let (netns, veth) = network.names(id);
+                Attachment {
+                    netns,
+                    veth,
+                    address: network.gateway(),
+                }
+            }
+        };
+        network.delete(&at).await?;
+        network.addresses.free(id);
+        Ok(())
+    }
+
+    /// Removes this bridge's namespaces that no instance dir claims (left
+    /// by a crash between a namespace's making and its record, or by an
+    /// instance dir removed by hand).
+    async fn remove_orphan_namespaces(&self) {
+        let Some(network) = &self.network else {
+            return;
+        };
+        for id in network.namespaces() {
+            let launching = self
+                .launching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&id);
+            if launching || check_id(&id).is_err() || self.instance_dir(&id).exists() {
+                continue;
+            }
+            let (netns, veth) = network.names(&id);
+            let at = Attachment {
+                netns,
+                veth,
+                address: network.gateway(),
+            };
+            match network.delete(&at).await {
+                Ok(()) => info!(instance = %id, netns = %at.netns, "removed an orphaned namespace"),
+                Err(e) => {
+                    warn!(instance = %id, "cannot remove orphaned namespace {}: {e}", at.netns)
+                }
+            }
         }
     }
 
@@ -249,16 +359,25 @@ impl ProcessProvider {
 
     /// A command for `program` as the instance's uid (or as ours), with a
     /// clean environment: nothing of the controller's is inherited.
+    /// In `netns` when given (nsenter and setpriv both exec in place, so
+    /// the pid is the program's).
     fn command(
         &self,
         uid: Option<u32>,
         program: impl AsRef<std::ffi::OsStr>,
         host: &Path,
+        net: Option<&Attachment>,
     ) -> Command {
-        let mut command = match (&self.users, uid) {
-            (Some(users), Some(uid)) => users.command(uid, program),
-            _ => Command::new(program),
+        let mut argv = match (&self.network, net) {
+            (Some(network), Some(at)) => network.enter(&at.netns),
+            _ => Vec::new(),
         };
+        match (&self.users, uid) {
+            (Some(users), Some(uid)) => argv.extend(users.argv(uid, program)),
+            _ => argv.push(program.as_ref().to_owned()),
+        }
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
         command
             .env_clear()
             .env("PATH", INSTANCE_PATH)
@@ -278,6 +397,7 @@ impl ProcessProvider {
         &self,
         req: &LaunchRequest,
         dir: &Path,
+        net: Option<&Attachment>,
         children: &mut Vec<Child>,
     ) -> Result<(), String> {
         let write = |name: &str, data: &[u8], mode: u32| {
@@ -308,9 +428,16 @@ impl ProcessProvider {
             }
             None => None,
         };
+        // A namespace's loopback is its own: its agent dials the bridge's
+        // address, and still verifies the name the controller's
+        // certificate carries.
+        let (controller, server_name) = match (&self.network, net) {
+            (Some(network), Some(_)) => via_bridge(&req.controller, &req.server_name, network),
+            _ => (req.controller.clone(), req.server_name.clone()),
+        };
         let config = AgentConfig {
-            controller: &req.controller,
-            server_name: &req.server_name,
+            controller: &controller,
+            server_name: &server_name,
             tls: AgentTls {
                 ca: "host/ca.crt",
                 cert: "host/agent.crt",
@@ -342,7 +469,7 @@ impl ProcessProvider {
 
         let (stdout, stderr) = open_log(&dir.join("agent.log"))?;
         let agent_bin = self.agent_program(&req.instance_id)?;
-        let mut agent = self.command(uid, &agent_bin, &host);
+        let mut agent = self.command(uid, &agent_bin, &host, net);
         agent
             .arg("--config")
             .arg(dir.join(AGENT_CONFIG))
@@ -362,7 +489,10 @@ impl ProcessProvider {
             // The workload inherits nothing of the controller's environment:
             // a standard PATH, HOME in its host dir, the configuration's
             // variables and ours.
-            let mut command = self.command(uid, program, &host);
+            let mut command = self.command(uid, program, &host, net);
+            if let Some(at) = net {
+                command.env("EBB_INSTANCE_ADDRESS", at.address.to_string());
+            }
             command
                 .args(args)
                 .envs(&req.configuration.env)
@@ -502,8 +632,15 @@ impl Provider for ProcessProvider {
             }));
         }
         let mut children = Vec::new();
-        let started = match self.start(&req, &dir, &mut children) {
-            Ok(()) => recognisable(&dir).await,
+        let net = match &self.network {
+            Some(network) => self.attach(network, &id, &dir).await.map(Some),
+            None => Ok(None),
+        };
+        let started = match net {
+            Ok(net) => match self.start(&req, &dir, net.as_ref(), &mut children) {
+                Ok(()) => recognisable(&dir).await,
+                Err(message) => Err(message),
+            },
             Err(message) => Err(message),
         };
         match started {
@@ -519,6 +656,9 @@ impl Provider for ProcessProvider {
                 abort(children).await;
                 if let Some(users) = &self.users {
                     users.free(&id);
+                }
+                if let Err(e) = self.detach(&id, &dir).await {
+                    warn!(instance = %id, "cannot undo the failed launch's network: {e}");
                 }
                 if let Err(e) = fs::remove_dir_all(&dir) {
                     warn!(instance = %id, "cannot remove {} after a failed launch: {e}", dir.display());
@@ -540,6 +680,13 @@ impl Provider for ProcessProvider {
         }
         let targets = self.targets(instance_id, &dir);
         self.stop(instance_id, &targets).await?;
+        // Before the dir, which names what to remove.
+        self.detach(instance_id, &dir)
+            .await
+            .map_err(|message| ProviderError::Release {
+                instance: instance_id.to_owned(),
+                message,
+            })?;
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -558,6 +705,7 @@ impl Provider for ProcessProvider {
     }
 
     async fn describe(&self) -> Result<Vec<ProviderInstance>> {
+        self.remove_orphan_namespaces().await;
         let entries = match fs::read_dir(&self.base_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -612,6 +760,22 @@ async fn recognisable(dir: &Path) -> std::result::Result<(), String> {
         }
         tokio::time::sleep(EXEC_POLL).await;
     }
+}
+
+/// The controller address and server name for an agent in a namespace:
+/// the bridge's address with the controller's port, and the name TLS
+/// verifies (the original host when no name was given).
+fn via_bridge(controller: &str, server_name: &str, network: &Network) -> (String, String) {
+    let (host, port) = controller.rsplit_once(':').unwrap_or((controller, "7440"));
+    let server_name = if server_name.is_empty() {
+        host.trim_start_matches('[').trim_end_matches(']')
+    } else {
+        server_name
+    };
+    (
+        format!("{}:{port}", network.gateway()),
+        server_name.to_owned(),
+    )
 }
 
 /// Whether the processes `instance.json` names run (see `is_alive`).
