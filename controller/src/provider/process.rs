@@ -753,6 +753,20 @@ async fn recognisable(dir: &Path) -> std::result::Result<(), String> {
         if process_matches(record.agent).is_none() {
             return Err("the agent exited at once; see agent.log".into());
         }
+        // Behind nsenter or setpriv, a workload that cannot be started is
+        // a process that exits at once, saying why in its log.
+        if record
+            .workload
+            .is_some_and(|w| process_matches(w).is_none())
+        {
+            let log = fs::read_to_string(dir.join("workload.log")).unwrap_or_default();
+            let why = log
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            return Err(format!("the workload exited at once: {why}"));
+        }
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
                 "the agent did not show its command line within {EXEC_DEADLINE:?}"
@@ -1739,5 +1753,177 @@ mod tests {
             .unwrap();
         assert_eq!(record.uid, Some(300_000));
         provider.release("i-5").await.unwrap();
+    }
+
+    /// A bridge of the test's own, removed with its namespaces when dropped.
+    struct TestBridge(Arc<Network>);
+
+    impl TestBridge {
+        /// Makes a bridge on a free /29 (five instance addresses).
+        async fn new() -> Self {
+            assert!(
+                netns::is_root(),
+                "this test needs root (as .ci/run runs): it makes network namespaces"
+            );
+            let bridge = format!("ebu{}", std::process::id() % 1_000_000);
+            for n in 0..2048u32 {
+                let v = std::process::id().wrapping_add(n.wrapping_mul(7919));
+                let subnet = format!("10.{}.{}.{}/29", 64 + v % 60, (v / 60) % 256, 8 * (v % 32));
+                let subnet = netns::Subnet::parse(&subnet).unwrap();
+                match Network::setup(&bridge, subnet).await {
+                    Ok(network) => return Self(Arc::new(network)),
+                    Err(e) if e.contains("overlaps") => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("no free /29 in 10.64.0.0/10");
+        }
+
+        /// The same bridge as a restarted controller sets it up.
+        async fn again(&self) -> Arc<Network> {
+            let subnet = netns::Subnet::parse(&format!(
+                "{}/29",
+                Ipv4Addr::from(u32::from(self.0.gateway()) - 1)
+            ))
+            .unwrap();
+            Arc::new(Network::setup(self.0.bridge(), subnet).await.unwrap())
+        }
+
+        fn host(&self, last: u32) -> Ipv4Addr {
+            Ipv4Addr::from(u32::from(self.0.gateway()) - 1 + last)
+        }
+    }
+
+    impl Drop for TestBridge {
+        fn drop(&mut self) {
+            let ip = |args: &[&str]| std::process::Command::new("ip").args(args).output();
+            for id in self.0.namespaces() {
+                let (netns, veth) = self.0.names(&id);
+                let _ = ip(&["link", "del", &veth]);
+                let _ = ip(&["netns", "del", &netns]);
+            }
+            let _ = ip(&["link", "del", self.0.bridge()]);
+        }
+    }
+
+    use std::net::Ipv4Addr;
+
+    /// Namespaced launches (root only, as CI runs): each instance runs in
+    /// its own namespace with the lowest free address, recorded and given
+    /// to its workload; a failed launch and a release remove the namespace
+    /// and free the address; a restarted provider keeps the taken ones; a
+    /// full subnet is a clear error that leaves nothing behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn namespaced_launches_get_the_lowest_free_address_and_give_it_back() {
+        let bridge = TestBridge::new().await;
+        let env = Env::plain();
+        let provider = ProcessProvider::new(env.base(), env.agent_bin.clone(), PATIENCE)
+            .namespaced(bridge.0.clone());
+        let script = "env > env.txt.tmp && mv env.txt.tmp env.txt && exec sleep 1000";
+        provider
+            .launch(request("i-1", &["/bin/sh", "-c", script]))
+            .await
+            .unwrap();
+        let dir = env.dir("i-1");
+        let at = netns::read_attachment(&dir.join(NETWORK)).unwrap().unwrap();
+        assert_eq!(at.address, bridge.host(2), "the lowest instance address");
+        let (netns_name, _) = bridge.0.names("i-1");
+        assert_eq!(at.netns, netns_name);
+        // Agent and workload run in the instance's namespace, not ours.
+        let record = env.record("i-1");
+        let ns_of = |pid: i32| fs::read_link(format!("{PROC}/{pid}/ns/net")).unwrap();
+        let named = {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(format!("/run/netns/{netns_name}"))
+                .unwrap()
+                .ino()
+        };
+        // (nsenter's pid is the program's; it may not have entered yet.)
+        for pid in [record.agent.pid, record.workload.unwrap().pid] {
+            let inside = PathBuf::from(format!("net:[{named}]"));
+            eventually(&format!("pid {pid} in {netns_name}"), async || {
+                ns_of(pid) == inside
+            })
+            .await;
+        }
+        assert_ne!(ns_of(std::process::id() as i32), ns_of(record.agent.pid));
+        let host = dir.join(HOST_DIR);
+        eventually("the workload's env.txt", async || {
+            host.join("env.txt").exists()
+        })
+        .await;
+        let vars = fs::read_to_string(host.join("env.txt")).unwrap();
+        let want = format!("EBB_INSTANCE_ADDRESS={}", bridge.host(2));
+        assert!(vars.lines().any(|l| l == want), "{want} in:\n{vars}");
+        let config = fs::read_to_string(dir.join(AGENT_CONFIG)).unwrap();
+        let dial = format!("controller = \"{}:7440\"", bridge.0.gateway());
+        assert!(config.contains(&dial), "{dial} in:\n{config}");
+        assert!(
+            config.contains("server_name = \"ebb-controller\""),
+            "{config}"
+        );
+
+        // A launch whose workload cannot start leaves no namespace, and
+        // its address goes to the next.
+        let err = provider
+            .launch(request("i-2", &["/no/such/workload"]))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "the workload exited at once: nsenter: failed to execute /no/such/workload"
+            ),
+            "{err}"
+        );
+        assert!(!env.dir("i-2").exists());
+        assert!(
+            !Path::new("/run/netns")
+                .join(bridge.0.names("i-2").0)
+                .exists()
+        );
+        provider.launch(request("i-3", &[])).await.unwrap();
+        let address = |id: &str| {
+            netns::read_attachment(&env.dir(id).join(NETWORK))
+                .unwrap()
+                .unwrap()
+                .address
+        };
+        assert_eq!(address("i-3"), bridge.host(3));
+
+        // After a restart the taken addresses stay taken.
+        let restarted = ProcessProvider::new(env.base(), env.agent_bin.clone(), PATIENCE)
+            .namespaced(bridge.again().await);
+        for (id, last) in [("i-4", 4), ("i-5", 5), ("i-6", 6)] {
+            restarted.launch(request(id, &[])).await.unwrap();
+            assert_eq!(address(id), bridge.host(last), "{id}");
+        }
+        let err = restarted.launch(request("i-7", &[])).await.unwrap_err();
+        assert!(
+            err.to_string().contains("all 5 instance addresses")
+                && err.to_string().contains("widen provider.subnet"),
+            "{err}"
+        );
+        assert!(!env.dir("i-7").exists());
+        assert!(
+            !Path::new("/run/netns")
+                .join(bridge.0.names("i-7").0)
+                .exists()
+        );
+
+        // A release removes the namespace and veth and frees the address.
+        restarted.release("i-1").await.unwrap();
+        let (gone, veth) = bridge.0.names("i-1");
+        assert!(!Path::new("/run/netns").join(gone).exists());
+        assert!(!Path::new("/sys/class/net").join(veth).exists());
+        restarted.launch(request("i-8", &[])).await.unwrap();
+        assert_eq!(
+            address("i-8"),
+            bridge.host(2),
+            "the freed address is reused"
+        );
+        for id in ["i-3", "i-4", "i-5", "i-6", "i-8"] {
+            restarted.release(id).await.unwrap();
+        }
+        assert_eq!(bridge.0.namespaces(), Vec::<String>::new());
     }
 }
