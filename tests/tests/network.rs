@@ -332,3 +332,42 @@ fn bad_network_settings_are_refused_naming_the_key() {
         );
     }
 }
+
+#[test]
+fn a_controller_that_is_not_root_refuses_namespaces_at_start() {
+    // Root only to become someone else: the controller runs as nobody.
+    let net = TestNet::new();
+    let sb = Sandbox::new();
+    let data = sb.path().join("ebb-data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    let config = sb.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[grpc]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n{}",
+            data.display(),
+            net.provider_config()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin("ebb-controller"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "provider.network = \"namespace\": the controller must run as root to make network namespaces"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !Path::new("/sys/class/net").join(&net.bridge).exists(),
+        "no bridge was made"
+    );
+}
