@@ -86,6 +86,11 @@ impl Users {
         self.taken.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The `setpriv` that `argv` puts in front of a program.
+    pub fn setpriv(&self) -> &Path {
+        &self.setpriv
+    }
+
     /// The argv that runs `program` as `uid` (and gid `uid`) through setpriv.
     pub fn argv(&self, uid: u32, program: impl AsRef<OsStr>) -> Vec<OsString> {
         let mut argv: Vec<OsString> = vec![

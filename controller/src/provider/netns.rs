@@ -369,6 +369,11 @@ impl Network {
             .collect()
     }
 
+    /// The `nsenter` that `enter` puts in front of a command.
+    pub fn nsenter(&self) -> &Path {
+        &self.nsenter
+    }
+
     /// The argv that runs the rest of a command inside `netns`.
     pub fn enter(&self, netns: &str) -> Vec<OsString> {
         let mut net = OsString::from("--net=");

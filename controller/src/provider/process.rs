@@ -343,6 +343,13 @@ impl ProcessProvider {
         Ok(link)
     }
 
+    /// The programs put in front of an instance's own (see `recognisable`).
+    fn wrappers(&self) -> Vec<PathBuf> {
+        let nsenter = self.network.as_ref().map(|n| n.nsenter().to_owned());
+        let setpriv = self.users.as_ref().map(|u| u.setpriv().to_owned());
+        nsenter.into_iter().chain(setpriv).collect()
+    }
+
     /// Notes the uids of the instances on disk, so a launch never reuses a
     /// live instance's uid.
     fn note_uids(&self, users: &Users) {
@@ -638,7 +645,7 @@ impl Provider for ProcessProvider {
         };
         let started = match net {
             Ok(net) => match self.start(&req, &dir, net.as_ref(), &mut children) {
-                Ok(()) => recognisable(&dir).await,
+                Ok(()) => recognisable(&dir, &self.wrappers()).await,
                 Err(message) => Err(message),
             },
             Err(message) => Err(message),
@@ -736,17 +743,28 @@ impl Provider for ProcessProvider {
 }
 
 /// Waits until the instance just started in `dir` is recognisably alive
-/// (`recorded_alive`). `spawn` returns as soon as the child is inside
+/// (`recorded_alive`), and its agent and workload run their own programs
+/// rather than one of the `wrappers` (nsenter, setpriv) that exec them: a
+/// program that cannot be started is then a process that exited, found now. `spawn` returns as soon as the child is inside
 /// `execve`, a moment before its new command line shows in /proc; on a busy
 /// host that moment is long enough for a `describe` to judge the instance
 /// dead and a release to miss its agent. While this waits, the launch is
 /// still under way, and `describe` counts it alive.
-async fn recognisable(dir: &Path) -> std::result::Result<(), String> {
+async fn recognisable(dir: &Path, wrappers: &[PathBuf]) -> std::result::Result<(), String> {
     let deadline = tokio::time::Instant::now() + EXEC_DEADLINE;
+    let wrapped = |pid: i32| {
+        fs::read(format!("{PROC}/{pid}/cmdline")).is_ok_and(|argv| {
+            let first = argv.split(|&b| b == 0).next().unwrap_or_default();
+            wrappers.iter().any(|w| w.as_os_str().as_bytes() == first)
+        })
+    };
     loop {
         let record = read_record(dir)?.ok_or("no instance record after the launch")?;
         if agent_matches(&record, dir)
-            && record.workload.is_none_or(|w| process_matches(w).is_some())
+            && !wrapped(record.agent.pid)
+            && record
+                .workload
+                .is_none_or(|w| process_matches(w).is_some() && !wrapped(w.pid))
         {
             return Ok(());
         }
