@@ -440,11 +440,7 @@ async fn bridge(
     let network = Network::setup(&config.bridge, subnet)
         .await
         .map_err(StartError::Network)?;
-    let grpc = grpc.local_addr().map_err(|source| StartError::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        key: "grpc.listen",
-        source,
-    })?;
+    let grpc = grpc.local_addr().expect("bound socket has an address");
     let gateway = std::net::IpAddr::V4(network.gateway());
     let listener = if grpc.ip().is_unspecified() || grpc.ip() == gateway {
         None

@@ -338,20 +338,18 @@ impl Network {
     }
 
     /// Removes an instance's veth and namespace; what is already gone is fine.
-    pub async fn delete(&self, at: &Attachment) -> Result<(), String> {
+    pub async fn delete(&self, netns: &str, veth: &str) -> Result<(), String> {
         // Deleting the veth takes its peer with it at once; a namespace's
         // own devices go only when the kernel gets round to it.
-        if Path::new("/sys/class/net").join(&at.veth).exists() {
-            self.ip(&["link", "del", &at.veth]).await.or_else(|e| {
-                if Path::new("/sys/class/net").join(&at.veth).exists() {
-                    Err(e)
-                } else {
-                    Ok(String::new())
-                }
-            })?;
+        let link = Path::new("/sys/class/net").join(veth);
+        if link.exists()
+            && let Err(e) = self.ip(&["link", "del", veth]).await
+            && link.exists()
+        {
+            return Err(e);
         }
-        if netns_path(&at.netns).exists() {
-            self.ip(&["netns", "del", &at.netns]).await?;
+        if netns_path(netns).exists() {
+            self.ip(&["netns", "del", netns]).await?;
         }
         Ok(())
     }

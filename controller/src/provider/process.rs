@@ -249,18 +249,11 @@ impl ProcessProvider {
             }
             return Ok(());
         };
-        let at = match recorded {
-            Some(at) => at,
-            None => {
-                let (netns, veth) = network.names(id);
-                Attachment {
-                    netns,
-                    veth,
-                    address: network.gateway(),
-                }
-            }
+        let (netns, veth) = match recorded {
+            Some(at) => (at.netns, at.veth),
+            None => network.names(id),
         };
-        network.delete(&at).await?;
+        network.delete(&netns, &veth).await?;
         network.addresses.free(id);
         Ok(())
     }
@@ -282,16 +275,9 @@ impl ProcessProvider {
                 continue;
             }
             let (netns, veth) = network.names(&id);
-            let at = Attachment {
-                netns,
-                veth,
-                address: network.gateway(),
-            };
-            match network.delete(&at).await {
-                Ok(()) => info!(instance = %id, netns = %at.netns, "removed an orphaned namespace"),
-                Err(e) => {
-                    warn!(instance = %id, "cannot remove orphaned namespace {}: {e}", at.netns)
-                }
+            match network.delete(&netns, &veth).await {
+                Ok(()) => info!(instance = %id, %netns, "removed an orphaned namespace"),
+                Err(e) => warn!(instance = %id, "cannot remove orphaned namespace {netns}: {e}"),
             }
         }
     }
