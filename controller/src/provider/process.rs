@@ -729,13 +729,15 @@ impl Provider for ProcessProvider {
 }
 
 /// Waits until the instance just started in `dir` is recognisably alive
-/// (`recorded_alive`), and its agent and workload run their own programs
-/// rather than one of the `wrappers` (nsenter, setpriv) that exec them: a
-/// program that cannot be started is then a process that exited, found now. `spawn` returns as soon as the child is inside
+/// (`recorded_alive`). `spawn` returns as soon as the child is inside
 /// `execve`, a moment before its new command line shows in /proc; on a busy
 /// host that moment is long enough for a `describe` to judge the instance
 /// dead and a release to miss its agent. While this waits, the launch is
 /// still under way, and `describe` counts it alive.
+///
+/// It also waits until the agent and the workload run their own programs,
+/// not one of the `wrappers` (nsenter, setpriv) that exec them: a program
+/// that cannot be started is then a process that exited, found now.
 async fn recognisable(dir: &Path, wrappers: &[PathBuf]) -> std::result::Result<(), String> {
     let deadline = tokio::time::Instant::now() + EXEC_DEADLINE;
     let wrapped = |pid: i32| {
@@ -773,7 +775,7 @@ async fn recognisable(dir: &Path, wrappers: &[PathBuf]) -> std::result::Result<(
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
-                "the agent did not show its command line within {EXEC_DEADLINE:?}"
+                "the agent and workload did not show their command lines within {EXEC_DEADLINE:?}"
             ));
         }
         tokio::time::sleep(EXEC_POLL).await;
