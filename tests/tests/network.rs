@@ -371,3 +371,85 @@ fn a_controller_that_is_not_root_refuses_namespaces_at_start() {
         "no bridge was made"
     );
 }
+
+/// The workload the load-balancer tests put under constant load: kept-alive
+/// requests are answered with the instance's id, and on SIGTERM a request
+/// under way still gets its answer before the process exits 0.
+#[test]
+fn the_test_workload_answers_its_id_and_finishes_requests_under_way_on_sigterm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut web = Command::new(bin("ebb-test-web"))
+        .env("PORT", port.to_string())
+        .env("EBB_INSTANCE_ID", "i-web")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut conn = eventually("ebb-test-web to listen", DEADLINE, || {
+        TcpStream::connect(addr).ok()
+    });
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let response = |reader: &mut std::io::BufReader<TcpStream>| {
+        use std::io::BufRead;
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "connection closed"
+            );
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line.trim_end().to_owned());
+        }
+        let length: usize = head
+            .iter()
+            .find_map(|h| h.strip_prefix("Content-Length: "))
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        (head, String::from_utf8(body).unwrap())
+    };
+    // Two requests on one kept-alive connection.
+    for _ in 0..2 {
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (head, body) = response(&mut reader);
+        assert_eq!(head[0], "HTTP/1.1 200 OK");
+        assert!(
+            head.contains(&"Connection: keep-alive".to_owned()),
+            "{head:?}"
+        );
+        assert_eq!(body, "i-web");
+    }
+    // A request received when SIGTERM comes is still answered; then the
+    // idle connection is closed, the listener too, and the process exits.
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let stopping = Command::new("kill")
+        .args(["-TERM", &web.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopping.success());
+    let (head, body) = response(&mut reader);
+    assert_eq!(
+        (head[0].as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "i-web")
+    );
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    eventually("the listener closed", DEADLINE, || {
+        TcpStream::connect(addr).is_err().then_some(())
+    });
+    let status = eventually("ebb-test-web to exit", DEADLINE, || web.try_wait().unwrap());
+    assert_eq!(status.code(), Some(0));
+}

@@ -5,20 +5,24 @@
 //! Arguments are ignored: tests pass their sandbox's path, so that the
 //! sandbox's clean-up (which kills what names it) finds the process.
 //!
-//! On SIGTERM it stops taking connections, lets the requests under way
-//! finish (their responses say `Connection: close`), and exits 0: a
-//! workload drained by a load balancer and then released loses nothing.
+//! On SIGTERM it stops taking connections, closes its idle kept-alive
+//! connections (shutting their reading side, so a request already received
+//! is still read and answered), lets the requests under way finish (their
+//! responses say `Connection: close`), and exits 0 once no connection is
+//! left: a workload drained by a load balancer and then released loses
+//! nothing.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
 
 const DEFAULT_PORT: u16 = 8080;
-/// How long requests under way may take to finish after SIGTERM.
+/// How long connections may take to finish after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// A request's head larger than this is refused; real ones are a few hundred bytes.
 const MAX_HEAD: usize = 16 * 1024;
@@ -26,7 +30,20 @@ const MAX_HEAD: usize = 16 * 1024;
 #[derive(Default)]
 struct State {
     stopping: AtomicBool,
-    in_flight: AtomicUsize,
+    next: AtomicU64,
+    /// Every open connection, and whether it waits for its next request.
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    idle: AtomicBool,
+}
+
+impl State {
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 fn main() {
@@ -58,8 +75,17 @@ fn main() {
             &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             Duration::from_secs(1),
         );
+        // Idle connections are closed for reading (again each round: one
+        // may turn idle later); the others finish their request first.
         let deadline = Instant::now() + STOP_GRACE;
-        while on_term.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        loop {
+            let open: Vec<Arc<Conn>> = on_term.conns().values().cloned().collect();
+            if open.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            for conn in open.iter().filter(|c| c.idle.load(Ordering::SeqCst)) {
+                let _ = conn.stream.shutdown(Shutdown::Read);
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
         eprintln!("ebb-test-web: SIGTERM; requests under way finished, exiting");
@@ -72,7 +98,19 @@ fn main() {
         }
         let Ok(conn) = conn else { continue };
         let (state, body) = (state.clone(), body.clone());
-        std::thread::spawn(move || serve(conn, &state, &body));
+        std::thread::spawn(move || {
+            let key = state.next.fetch_add(1, Ordering::SeqCst);
+            let Ok(stream) = conn.try_clone() else {
+                return;
+            };
+            let me = Arc::new(Conn {
+                stream,
+                idle: AtomicBool::new(true),
+            });
+            state.conns().insert(key, me.clone());
+            serve(conn, &me, &state, &body);
+            state.conns().remove(&key);
+        });
     }
     drop(listener);
     // Stopping: the SIGTERM thread exits the process once requests finish.
@@ -83,23 +121,23 @@ fn main() {
 
 /// Answers requests on one connection until the client closes it, asks for
 /// close, or the server is stopping.
-fn serve(conn: TcpStream, state: &State, body: &str) {
+fn serve(conn: TcpStream, me: &Conn, state: &State, body: &str) {
     let _ = conn.set_nodelay(true);
     let Ok(mut writer) = conn.try_clone() else {
         return;
     };
     let mut reader = BufReader::new(conn);
     loop {
-        // The first line may be slow to come on a kept-alive connection;
-        // a request only counts as under way once it started to arrive.
+        // Idle until the next request starts to arrive: a stopping server
+        // closes the reading side of idle connections, and the read then
+        // ends (after whatever was already received).
+        me.idle.store(true, Ordering::SeqCst);
         match reader.fill_buf() {
             Ok([]) | Err(_) => return,
             Ok(_) => {}
         }
-        state.in_flight.fetch_add(1, Ordering::SeqCst);
-        let keep = answer(&mut reader, &mut writer, state, body);
-        state.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if !keep {
+        me.idle.store(false, Ordering::SeqCst);
+        if !answer(&mut reader, &mut writer, state, body) {
             return;
         }
     }
