@@ -33,9 +33,9 @@ const NETNS_DIR: &str = "/run/netns";
 const INNER_IF: &str = "eth0";
 /// Linux interface names are at most this long (IFNAMSIZ less the NUL).
 pub const MAX_IFNAME: usize = 15;
-/// The narrowest subnet: a /29 holds the bridge and five instances.
+/// The widest subnet: a /16 is 65,533 instances, more than one host runs.
 pub const MIN_PREFIX: u8 = 16;
-/// The widest: a /16 is 65,533 instances, more than one host runs.
+/// The narrowest: a /29 holds the bridge and five instances.
 pub const MAX_PREFIX: u8 = 29;
 
 /// An IPv4 subnet, `network/prefix`, with no host bits set.
