@@ -159,7 +159,33 @@ pub struct ProviderConfig {
     /// The absolute directory launched agents take hook scripts from; the
     /// agent's default (`/etc/ebb/hooks.d`) when unset.
     pub hooks_dir: Option<PathBuf>,
+    /// Whether instances share the host's network or each get a namespace
+    /// and an address of their own on `bridge`.
+    pub network: Network,
+    /// The bridge namespaced instances sit on; made when missing.
+    pub bridge: String,
+    /// The IPv4 subnet of the bridge: its first address is the bridge's,
+    /// the rest go to instances, lowest free first.
+    pub subnet: String,
 }
+
+/// `provider.network`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Instances use the host's network (and its addresses).
+    Host,
+    /// Each instance gets a network namespace, a veth on the bridge and an
+    /// address of its own (needs root).
+    Namespace,
+}
+
+/// Short, and plainly ebb's.
+pub const DEFAULT_BRIDGE: &str = "ebb0";
+/// A private /24: 253 instances. Podman's default network is 10.88.0.0/16
+/// too; where Podman runs, set another (the controller refuses a subnet
+/// that another interface's overlaps).
+pub const DEFAULT_SUBNET: &str = "10.88.0.0/24";
 
 /// `provider.isolation`.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -199,6 +225,12 @@ impl ProviderConfig {
         }
         Ok((first, last - first + 1))
     }
+
+    /// `subnet`, parsed.
+    pub fn subnet(&self) -> Result<crate::provider::netns::Subnet, String> {
+        crate::provider::netns::Subnet::parse(&self.subnet)
+            .map_err(|e| format!("provider.subnet: {e}"))
+    }
 }
 
 /// The agent's own default `[hooks] dir`, used when `provider.hooks_dir` is unset.
@@ -221,6 +253,9 @@ impl Default for ProviderConfig {
             uid_range: DEFAULT_UID_RANGE.to_owned(),
             allow_hook_scripts: false,
             hooks_dir: None,
+            network: Network::Host,
+            bridge: DEFAULT_BRIDGE.to_owned(),
+            subnet: DEFAULT_SUBNET.to_owned(),
         }
     }
 }
@@ -403,6 +438,12 @@ impl Config {
             ));
         }
         if let Err(e) = self.provider.uids() {
+            problems.push(e);
+        }
+        if let Err(e) = crate::provider::netns::check_bridge_name(&self.provider.bridge) {
+            problems.push(format!("provider.bridge: {e}"));
+        }
+        if let Err(e) = self.provider.subnet() {
             problems.push(e);
         }
         match &self.provider.hooks_dir {
@@ -609,6 +650,9 @@ mod tests {
             release_timeout_ms = 5000
             allow_hook_scripts = true
             hooks_dir = "HOOKS"
+            network = "namespace"
+            bridge = "ebb-test"
+            subnet = "10.77.0.0/16"
             [limits]
             groups = 50
             configurations_per_group = 5
@@ -643,6 +687,10 @@ mod tests {
         );
         assert_eq!(c.fleet.sampling_interval_ms, 1000);
         assert!(c.provider.allow_hook_scripts);
+        assert_eq!(c.provider.network, Network::Namespace);
+        assert_eq!(c.provider.bridge, "ebb-test");
+        assert_eq!(c.provider.subnet().unwrap().to_string(), "10.77.0.0/16");
+        assert_eq!(Config::default().provider.network, Network::Host);
         assert!(!Config::default().provider.allow_hook_scripts);
         assert_eq!(c.agent_cert_lifetime(), Duration::from_secs(3600));
         assert_eq!(c.server_cert_lifetime(), Duration::from_secs(86400));
@@ -741,6 +789,52 @@ mod tests {
         for bad in ["\"200\"", "\"3000-2000\"", "\"x-y\"", "\"1000-4294967295\""] {
             let err = parse(&format!("[provider]\nuid_range = {bad}\n")).unwrap_err();
             assert!(err.contains("provider.uid_range:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_network_values_are_named() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            (c.provider.network, c.provider.bridge.as_str()),
+            (Network::Host, "ebb0")
+        );
+        assert_eq!(c.provider.subnet().unwrap().to_string(), "10.88.0.0/24");
+        for (text, needle) in [
+            ("network = \"bridge\"", "network"),
+            ("network = \"bridge\"", "namespace"),
+            ("bridge = \"\"", "provider.bridge: `` is not a bridge name"),
+            (
+                "bridge = \"a-bridge-too-long\"",
+                "provider.bridge: `a-bridge-too-long` is not a bridge name (1 to 15",
+            ),
+            ("bridge = \"ebb.0\"", "provider.bridge: `ebb.0`"),
+            (
+                "subnet = \"10.88.0.0\"",
+                "provider.subnet: `10.88.0.0` is not",
+            ),
+            (
+                "subnet = \"fd00::/64\"",
+                "provider.subnet: `fd00::/64` is not",
+            ),
+            (
+                "subnet = \"10.0.0.0/8\"",
+                "provider.subnet: `10.0.0.0/8`: the prefix must be /16 to /29",
+            ),
+            (
+                "subnet = \"10.88.0.0/30\"",
+                "provider.subnet: `10.88.0.0/30`: the prefix",
+            ),
+            (
+                "subnet = \"10.88.0.9/24\"",
+                "provider.subnet: `10.88.0.9/24` has host bits set",
+            ),
+        ] {
+            let err = parse(&format!("[provider]\n{text}\n")).unwrap_err();
+            assert!(
+                err.contains(needle),
+                "{text}: missing `{needle}` in:\n{err}"
+            );
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::api::join::{JoinApi, MAX_JOIN_MESSAGE};
 use crate::api::{AdminApi, admin_only, certified};
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::config::{Isolation, ProviderConfig};
+use crate::config::{Isolation, Network as NetworkMode, ProviderConfig};
 use crate::denylist::DenyList;
 use crate::engine::certs::{CertSettings, ServerCert};
 use crate::engine::{Engine, EngineError, HealthSettings, LaunchSettings};
@@ -31,6 +31,7 @@ use crate::fleet::agent_service::{Admission, AgentApi, IntervalLookup, Refusal, 
 use crate::pki::{Pki, PkiError};
 use crate::provider::find_agent_binary;
 use crate::provider::isolation::{self, Users};
+use crate::provider::netns::Network;
 use crate::provider::process::{AgentHooks, ProcessProvider};
 use crate::store::CertKind;
 use crate::store::Store;
@@ -83,6 +84,8 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("provider.isolation = \"on\", but {0}")]
     Isolation(String),
+    #[error("provider.network = \"namespace\": {0}")]
+    Network(String),
     #[error("cannot write the endpoints file: {0}")]
     Endpoints(#[from] toml::ser::Error),
     #[error("certificates: {0}")]
@@ -95,7 +98,12 @@ pub struct Controller {
     config: Config,
     pki: Pki,
     grpc: TcpListener,
+    /// The gRPC port again on the bridge's address, for namespaced agents
+    /// (a namespace's loopback is its own).
+    bridge_grpc: Option<TcpListener>,
     http: TcpListener,
+    /// With `provider.network = "namespace"`, the bridge and its addresses.
+    network: Option<Arc<Network>>,
     fleet: Arc<Fleet>,
     store: Arc<dyn Store>,
     deny: Arc<DenyList>,
@@ -123,6 +131,13 @@ impl Controller {
         let lock = lock_data_dir(dir, LOCK_WAIT)?;
         let grpc = bind(config.grpc.listen, "grpc.listen").await?;
         let http = bind(config.http.listen, "http.listen").await?;
+        let (network, bridge_grpc) = match config.provider.network {
+            NetworkMode::Host => (None, None),
+            NetworkMode::Namespace => {
+                let (network, listener) = bridge(&config.provider, &grpc).await?;
+                (Some(network), listener)
+            }
+        };
         let operator_ca = config
             .tls
             .ca_cert
@@ -151,7 +166,9 @@ impl Controller {
             config,
             pki,
             grpc,
+            bridge_grpc,
             http,
+            network,
             _lock: lock,
         })
     }
@@ -182,6 +199,9 @@ impl Controller {
         );
         if let Some(users) = instance_users(provider_config)? {
             provider = provider.isolated(users);
+        }
+        if let Some(network) = &self.network {
+            provider = provider.namespaced(network.clone());
         }
         // Local instances reach the controller on loopback when it listens
         // on every address.
@@ -286,7 +306,16 @@ impl Controller {
         self.record_own_certificates(&engine)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let tls = self.pki.server_config(server_cert)?;
+        // Without a bridge listener, a stream that has ended: merged, it
+        // leaves the main listener's alone.
+        let bridge_incoming = match self.bridge_grpc {
+            Some(listener) => {
+                crate::tls::incoming(listener, tls.clone(), fleet.clone(), stop_rx.clone())
+            }
+            None => tokio_stream::wrappers::ReceiverStream::new(tokio::sync::mpsc::channel(1).1),
+        };
         let incoming = crate::tls::incoming(self.grpc, tls, fleet.clone(), stop_rx.clone());
+        let incoming = tokio_stream::StreamExt::merge(incoming, bridge_incoming);
         let loops = control_loops(engine.clone(), stop_rx.clone())?;
         let notifier = tokio::spawn(crate::engine::notify::run(engine.clone(), stop_rx.clone()));
         let rotation = tokio::spawn(crate::engine::certs::rotate_server_loop(
@@ -405,6 +434,34 @@ fn control_loops(
     Ok(tokio::spawn(async {
         let _ = done_rx.await;
     }))
+}
+
+/// Makes or reuses the bridge of `provider.network = "namespace"`, and
+/// listens on its address with the gRPC port, unless `grpc.listen` already
+/// covers it (every address, or the bridge's).
+async fn bridge(
+    config: &ProviderConfig,
+    grpc: &TcpListener,
+) -> Result<(Arc<Network>, Option<TcpListener>), StartError> {
+    let subnet = config.subnet().map_err(StartError::Network)?;
+    let network = Network::setup(&config.bridge, subnet)
+        .await
+        .map_err(StartError::Network)?;
+    let grpc = grpc.local_addr().expect("bound socket has an address");
+    let gateway = std::net::IpAddr::V4(network.gateway());
+    let listener = if grpc.ip().is_unspecified() || grpc.ip() == gateway {
+        None
+    } else {
+        Some(
+            bind(
+                SocketAddr::new(gateway, grpc.port()),
+                "grpc.listen, on provider.bridge",
+            )
+            .await?,
+        )
+    };
+    info!(bridge = network.bridge(), address = %gateway, %subnet, "instances get network namespaces on the bridge");
+    Ok((Arc::new(network), listener))
 }
 
 /// Looks up the sampling interval of an instance's group.

@@ -12,6 +12,10 @@
 //! - [`RawStream`]: an `AgentService.Connect` stream the test holds open.
 //! - [`raw_connect`]: open `AgentService.Connect` with any cert, as a
 //!   misbehaving or hostile client would.
+//! - [`net::TestNet`]: a bridge and subnet of a test's own for namespaced
+//!   instances, removed with every namespace on it when dropped.
+//! - `ebb-test-web` (src/bin): the tests' HTTP workload, answering its
+//!   instance id.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -24,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ebb_certs::{Ca, Issued};
 
+pub mod net;
 pub mod peers;
 
 /// Generous: the tests must pass on a slow, busy two-core machine.

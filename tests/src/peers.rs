@@ -10,18 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::net::is_root;
 use crate::{DEADLINE, eventually};
 
 /// PostgreSQL 15's programs, as Debian's postgresql-15 installs them.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// Whether this process runs as root.
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-}
 
 /// A port free on loopback now.
 pub fn free_port() -> u16 {

@@ -12,13 +12,11 @@
 //! `setuid` alone keeps for a controller that is not root.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-
-use tokio::process::Command;
 
 /// The PATH instance processes get: they inherit nothing of the controller's.
 pub const INSTANCE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -88,21 +86,30 @@ impl Users {
         self.taken.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `program` run as `uid` (and gid `uid`) through setpriv.
-    pub fn command(&self, uid: u32, program: impl AsRef<OsStr>) -> Command {
-        let mut command = Command::new(&self.setpriv);
-        command
-            .arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={uid}"))
-            .args([
+    /// The `setpriv` that `argv` puts in front of a program.
+    pub fn setpriv(&self) -> &Path {
+        &self.setpriv
+    }
+
+    /// The argv that runs `program` as `uid` (and gid `uid`) through setpriv.
+    pub fn argv(&self, uid: u32, program: impl AsRef<OsStr>) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec![
+            self.setpriv.clone().into(),
+            format!("--reuid={uid}").into(),
+            format!("--regid={uid}").into(),
+        ];
+        argv.extend(
+            [
                 "--clear-groups",
                 "--inh-caps=-all",
                 "--ambient-caps=-all",
                 "--no-new-privs",
                 "--",
-            ])
-            .arg(program);
-        command
+            ]
+            .map(OsString::from),
+        );
+        argv.push(program.as_ref().to_owned());
+        argv
     }
 }
 

@@ -1,12 +1,14 @@
 //! Providers launch and release instances and report what exists. Each sits
 //! behind [`Provider`]; `process` (the embedded default) runs each instance
-//! as a local process tree under the data dir.
+//! as a local process tree under the data dir, `isolation` as a uid of its
+//! own, `netns` in a network namespace of its own.
 
 use std::path::{Path, PathBuf};
 
 use ebb_core::model::ScalingConfiguration;
 
 pub mod isolation;
+pub mod netns;
 pub mod process;
 
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,10 @@
 //! releases the same instances, and a pid reused by a stranger is never
 //! signalled. A directory without `instance.json` is a launch that died
 //! half-way. The `Child` handles kept in memory only reap our own children.
+//!
+//! With a [`Network`] (`provider.network = "namespace"`), each instance also
+//! gets a network namespace and an address of its own (see `netns`), named
+//! in `network.json` before the namespace is made.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -29,6 +33,7 @@ use tokio::time::{Instant, sleep};
 use tracing::{debug, info, warn};
 
 use super::isolation::{self, INSTANCE_PATH, Users};
+use super::netns::{self, Attachment, Network};
 use super::{LaunchRequest, Provider, ProviderError, ProviderInstance, Result};
 use ebb_core::model::MetricSource;
 
@@ -36,6 +41,8 @@ const PROC: &str = "/proc";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const RECORD: &str = "instance.json";
 const AGENT_CONFIG: &str = "agent.toml";
+/// A namespaced instance's namespace, veth and address (`netns::Attachment`).
+const NETWORK: &str = "network.json";
 /// The instance's own directory inside its dir: its certificates and key,
 /// the working directory and HOME of its processes. With isolation on it
 /// belongs to the instance's uid; the rest of the dir stays the
@@ -73,6 +80,8 @@ pub struct ProcessProvider {
     launching: Mutex<HashSet<String>>,
     /// With isolation on, the uids instances run as.
     users: Option<Arc<Users>>,
+    /// With `network = "namespace"`, the bridge instances get addresses on.
+    network: Option<Arc<Network>>,
 }
 
 /// What `instance.json` holds: enough to find and verify the processes.
@@ -183,6 +192,93 @@ impl ProcessProvider {
             locks: IdLocks::default(),
             launching: Mutex::new(HashSet::new()),
             users: None,
+            network: None,
+        }
+    }
+
+    /// Runs each instance in a network namespace of its own on `network`'s
+    /// bridge. The addresses of the instances already on disk (a
+    /// restart's) are noted now, once, as `isolated` does with uids.
+    pub fn namespaced(mut self, network: Arc<Network>) -> Self {
+        for entry in fs::read_dir(&self.base_dir).into_iter().flatten().flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            match netns::read_attachment(&entry.path().join(NETWORK)) {
+                Ok(Some(at)) => network.addresses.note(&id, at.address),
+                Ok(None) => {}
+                Err(e) => warn!(instance = %id, "{e}"),
+            }
+        }
+        self.network = Some(network);
+        self
+    }
+
+    /// Gives the instance in `dir` its address and namespace, recorded in
+    /// `network.json` first so that a release (after a restart too) finds
+    /// and undoes whatever of it was made.
+    async fn attach(&self, network: &Network, id: &str, dir: &Path) -> Result<Attachment, String> {
+        let address = network.addresses.take(id).map_err(|e| e.to_string())?;
+        let (netns, veth) = network.names(id);
+        let at = Attachment {
+            netns,
+            veth,
+            address,
+        };
+        let json =
+            serde_json::to_vec_pretty(&at).map_err(|e| format!("cannot render {NETWORK}: {e}"))?;
+        ebb_certs::write_atomic(&dir.join(NETWORK), &json, 0o644)
+            .map_err(|e| format!("cannot write {NETWORK}: {e}"))?;
+        network.create(&at).await?;
+        Ok(at)
+    }
+
+    /// Undoes `attach` for the instance in `dir`: what its `network.json`
+    /// names, else the names its id gives on our bridge; then frees its address.
+    async fn detach(&self, id: &str, dir: &Path) -> Result<(), String> {
+        let recorded = netns::read_attachment(&dir.join(NETWORK)).unwrap_or_else(|e| {
+            warn!(instance = id, "{e}");
+            None
+        });
+        let Some(network) = &self.network else {
+            if let Some(at) = recorded {
+                warn!(
+                    instance = id,
+                    "namespace {} is left behind: provider.network is not \"namespace\" any more; remove it with `ip netns del {}`",
+                    at.netns,
+                    at.netns
+                );
+            }
+            return Ok(());
+        };
+        let (netns, veth) = match recorded {
+            Some(at) => (at.netns, at.veth),
+            None => network.names(id),
+        };
+        network.delete(&netns, &veth).await?;
+        network.addresses.free(id);
+        Ok(())
+    }
+
+    /// Removes this bridge's namespaces that no instance dir claims (left
+    /// by a crash between a namespace's making and its record, or by an
+    /// instance dir removed by hand).
+    async fn remove_orphan_namespaces(&self) {
+        let Some(network) = &self.network else {
+            return;
+        };
+        for id in network.namespaces() {
+            let launching = self
+                .launching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&id);
+            if launching || check_id(&id).is_err() || self.instance_dir(&id).exists() {
+                continue;
+            }
+            let (netns, veth) = network.names(&id);
+            match network.delete(&netns, &veth).await {
+                Ok(()) => info!(instance = %id, %netns, "removed an orphaned namespace"),
+                Err(e) => warn!(instance = %id, "cannot remove orphaned namespace {netns}: {e}"),
+            }
         }
     }
 
@@ -233,6 +329,13 @@ impl ProcessProvider {
         Ok(link)
     }
 
+    /// The programs put in front of an instance's own (see `recognisable`).
+    fn wrappers(&self) -> Vec<PathBuf> {
+        let nsenter = self.network.as_ref().map(|n| n.nsenter().to_owned());
+        let setpriv = self.users.as_ref().map(|u| u.setpriv().to_owned());
+        nsenter.into_iter().chain(setpriv).collect()
+    }
+
     /// Notes the uids of the instances on disk, so a launch never reuses a
     /// live instance's uid.
     fn note_uids(&self, users: &Users) {
@@ -249,16 +352,25 @@ impl ProcessProvider {
 
     /// A command for `program` as the instance's uid (or as ours), with a
     /// clean environment: nothing of the controller's is inherited.
+    /// In `netns` when given (nsenter and setpriv both exec in place, so
+    /// the pid is the program's).
     fn command(
         &self,
         uid: Option<u32>,
         program: impl AsRef<std::ffi::OsStr>,
         host: &Path,
+        net: Option<&Attachment>,
     ) -> Command {
-        let mut command = match (&self.users, uid) {
-            (Some(users), Some(uid)) => users.command(uid, program),
-            _ => Command::new(program),
+        let mut argv = match (&self.network, net) {
+            (Some(network), Some(at)) => network.enter(&at.netns),
+            _ => Vec::new(),
         };
+        match (&self.users, uid) {
+            (Some(users), Some(uid)) => argv.extend(users.argv(uid, program)),
+            _ => argv.push(program.as_ref().to_owned()),
+        }
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
         command
             .env_clear()
             .env("PATH", INSTANCE_PATH)
@@ -278,6 +390,7 @@ impl ProcessProvider {
         &self,
         req: &LaunchRequest,
         dir: &Path,
+        net: Option<&Attachment>,
         children: &mut Vec<Child>,
     ) -> Result<(), String> {
         let write = |name: &str, data: &[u8], mode: u32| {
@@ -308,9 +421,16 @@ impl ProcessProvider {
             }
             None => None,
         };
+        // A namespace's loopback is its own: its agent dials the bridge's
+        // address, and still verifies the name the controller's
+        // certificate carries.
+        let (controller, server_name) = match (&self.network, net) {
+            (Some(network), Some(_)) => via_bridge(&req.controller, &req.server_name, network),
+            _ => (req.controller.clone(), req.server_name.clone()),
+        };
         let config = AgentConfig {
-            controller: &req.controller,
-            server_name: &req.server_name,
+            controller: &controller,
+            server_name: &server_name,
             tls: AgentTls {
                 ca: "host/ca.crt",
                 cert: "host/agent.crt",
@@ -342,7 +462,7 @@ impl ProcessProvider {
 
         let (stdout, stderr) = open_log(&dir.join("agent.log"))?;
         let agent_bin = self.agent_program(&req.instance_id)?;
-        let mut agent = self.command(uid, &agent_bin, &host);
+        let mut agent = self.command(uid, &agent_bin, &host, net);
         agent
             .arg("--config")
             .arg(dir.join(AGENT_CONFIG))
@@ -362,7 +482,10 @@ impl ProcessProvider {
             // The workload inherits nothing of the controller's environment:
             // a standard PATH, HOME in its host dir, the configuration's
             // variables and ours.
-            let mut command = self.command(uid, program, &host);
+            let mut command = self.command(uid, program, &host, net);
+            if let Some(at) = net {
+                command.env("EBB_INSTANCE_ADDRESS", at.address.to_string());
+            }
             command
                 .args(args)
                 .envs(&req.configuration.env)
@@ -502,8 +625,15 @@ impl Provider for ProcessProvider {
             }));
         }
         let mut children = Vec::new();
-        let started = match self.start(&req, &dir, &mut children) {
-            Ok(()) => recognisable(&dir).await,
+        let net = match &self.network {
+            Some(network) => self.attach(network, &id, &dir).await.map(Some),
+            None => Ok(None),
+        };
+        let started = match net {
+            Ok(net) => match self.start(&req, &dir, net.as_ref(), &mut children) {
+                Ok(()) => recognisable(&dir, &self.wrappers()).await,
+                Err(message) => Err(message),
+            },
             Err(message) => Err(message),
         };
         match started {
@@ -519,6 +649,9 @@ impl Provider for ProcessProvider {
                 abort(children).await;
                 if let Some(users) = &self.users {
                     users.free(&id);
+                }
+                if let Err(e) = self.detach(&id, &dir).await {
+                    warn!(instance = %id, "cannot undo the failed launch's network: {e}");
                 }
                 if let Err(e) = fs::remove_dir_all(&dir) {
                     warn!(instance = %id, "cannot remove {} after a failed launch: {e}", dir.display());
@@ -540,6 +673,13 @@ impl Provider for ProcessProvider {
         }
         let targets = self.targets(instance_id, &dir);
         self.stop(instance_id, &targets).await?;
+        // Before the dir, which names what to remove.
+        self.detach(instance_id, &dir)
+            .await
+            .map_err(|message| ProviderError::Release {
+                instance: instance_id.to_owned(),
+                message,
+            })?;
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -558,6 +698,7 @@ impl Provider for ProcessProvider {
     }
 
     async fn describe(&self) -> Result<Vec<ProviderInstance>> {
+        self.remove_orphan_namespaces().await;
         let entries = match fs::read_dir(&self.base_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -593,25 +734,68 @@ impl Provider for ProcessProvider {
 /// host that moment is long enough for a `describe` to judge the instance
 /// dead and a release to miss its agent. While this waits, the launch is
 /// still under way, and `describe` counts it alive.
-async fn recognisable(dir: &Path) -> std::result::Result<(), String> {
+///
+/// It also waits until the agent and the workload run their own programs,
+/// not one of the `wrappers` (nsenter, setpriv) that exec them: a program
+/// that cannot be started is then a process that exited, found now.
+async fn recognisable(dir: &Path, wrappers: &[PathBuf]) -> std::result::Result<(), String> {
     let deadline = tokio::time::Instant::now() + EXEC_DEADLINE;
+    let wrapped = |pid: i32| {
+        fs::read(format!("{PROC}/{pid}/cmdline")).is_ok_and(|argv| {
+            let first = argv.split(|&b| b == 0).next().unwrap_or_default();
+            wrappers.iter().any(|w| w.as_os_str().as_bytes() == first)
+        })
+    };
     loop {
         let record = read_record(dir)?.ok_or("no instance record after the launch")?;
         if agent_matches(&record, dir)
-            && record.workload.is_none_or(|w| process_matches(w).is_some())
+            && !wrapped(record.agent.pid)
+            && record
+                .workload
+                .is_none_or(|w| process_matches(w).is_some() && !wrapped(w.pid))
         {
             return Ok(());
         }
         if process_matches(record.agent).is_none() {
             return Err("the agent exited at once; see agent.log".into());
         }
+        // Behind nsenter or setpriv, a workload that cannot be started is
+        // a process that exits at once, saying why in its log.
+        if record
+            .workload
+            .is_some_and(|w| process_matches(w).is_none())
+        {
+            let log = fs::read_to_string(dir.join("workload.log")).unwrap_or_default();
+            let why = log
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            return Err(format!("the workload exited at once: {why}"));
+        }
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
-                "the agent did not show its command line within {EXEC_DEADLINE:?}"
+                "the agent and workload did not show their command lines within {EXEC_DEADLINE:?}"
             ));
         }
         tokio::time::sleep(EXEC_POLL).await;
     }
+}
+
+/// The controller address and server name for an agent in a namespace:
+/// the bridge's address with the controller's port, and the name TLS
+/// verifies (the original host when no name was given).
+fn via_bridge(controller: &str, server_name: &str, network: &Network) -> (String, String) {
+    let (host, port) = controller.rsplit_once(':').unwrap_or((controller, "7440"));
+    let server_name = if server_name.is_empty() {
+        host.trim_start_matches('[').trim_end_matches(']')
+    } else {
+        server_name
+    };
+    (
+        format!("{}:{port}", network.gateway()),
+        server_name.to_owned(),
+    )
 }
 
 /// Whether the processes `instance.json` names run (see `is_alive`).
@@ -1575,5 +1759,177 @@ mod tests {
             .unwrap();
         assert_eq!(record.uid, Some(300_000));
         provider.release("i-5").await.unwrap();
+    }
+
+    /// A bridge of the test's own, removed with its namespaces when dropped.
+    struct TestBridge(Arc<Network>);
+
+    impl TestBridge {
+        /// Makes a bridge on a free /29 (five instance addresses).
+        async fn new() -> Self {
+            assert!(
+                netns::is_root(),
+                "this test needs root (as .ci/run runs): it makes network namespaces"
+            );
+            let bridge = format!("ebu{}", std::process::id() % 1_000_000);
+            for n in 0..2048u32 {
+                let v = std::process::id().wrapping_add(n.wrapping_mul(7919));
+                let subnet = format!("10.{}.{}.{}/29", 64 + v % 60, (v / 60) % 256, 8 * (v % 32));
+                let subnet = netns::Subnet::parse(&subnet).unwrap();
+                match Network::setup(&bridge, subnet).await {
+                    Ok(network) => return Self(Arc::new(network)),
+                    Err(e) if e.contains("overlaps") => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("no free /29 in 10.64.0.0/10");
+        }
+
+        /// The same bridge as a restarted controller sets it up.
+        async fn again(&self) -> Arc<Network> {
+            let subnet = netns::Subnet::parse(&format!(
+                "{}/29",
+                Ipv4Addr::from(u32::from(self.0.gateway()) - 1)
+            ))
+            .unwrap();
+            Arc::new(Network::setup(self.0.bridge(), subnet).await.unwrap())
+        }
+
+        fn host(&self, last: u32) -> Ipv4Addr {
+            Ipv4Addr::from(u32::from(self.0.gateway()) - 1 + last)
+        }
+    }
+
+    impl Drop for TestBridge {
+        fn drop(&mut self) {
+            let ip = |args: &[&str]| std::process::Command::new("ip").args(args).output();
+            for id in self.0.namespaces() {
+                let (netns, veth) = self.0.names(&id);
+                let _ = ip(&["link", "del", &veth]);
+                let _ = ip(&["netns", "del", &netns]);
+            }
+            let _ = ip(&["link", "del", self.0.bridge()]);
+        }
+    }
+
+    use std::net::Ipv4Addr;
+
+    /// Namespaced launches (root only, as CI runs): each instance runs in
+    /// its own namespace with the lowest free address, recorded and given
+    /// to its workload; a failed launch and a release remove the namespace
+    /// and free the address; a restarted provider keeps the taken ones; a
+    /// full subnet is a clear error that leaves nothing behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn namespaced_launches_get_the_lowest_free_address_and_give_it_back() {
+        let bridge = TestBridge::new().await;
+        let env = Env::plain();
+        let provider = ProcessProvider::new(env.base(), env.agent_bin.clone(), PATIENCE)
+            .namespaced(bridge.0.clone());
+        let script = "env > env.txt.tmp && mv env.txt.tmp env.txt && exec sleep 1000";
+        provider
+            .launch(request("i-1", &["/bin/sh", "-c", script]))
+            .await
+            .unwrap();
+        let dir = env.dir("i-1");
+        let at = netns::read_attachment(&dir.join(NETWORK)).unwrap().unwrap();
+        assert_eq!(at.address, bridge.host(2), "the lowest instance address");
+        let (netns_name, _) = bridge.0.names("i-1");
+        assert_eq!(at.netns, netns_name);
+        // Agent and workload run in the instance's namespace, not ours.
+        let record = env.record("i-1");
+        let ns_of = |pid: i32| fs::read_link(format!("{PROC}/{pid}/ns/net")).unwrap();
+        let named = {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(format!("/run/netns/{netns_name}"))
+                .unwrap()
+                .ino()
+        };
+        // (nsenter's pid is the program's; it may not have entered yet.)
+        for pid in [record.agent.pid, record.workload.unwrap().pid] {
+            let inside = PathBuf::from(format!("net:[{named}]"));
+            eventually(&format!("pid {pid} in {netns_name}"), async || {
+                ns_of(pid) == inside
+            })
+            .await;
+        }
+        assert_ne!(ns_of(std::process::id() as i32), ns_of(record.agent.pid));
+        let host = dir.join(HOST_DIR);
+        eventually("the workload's env.txt", async || {
+            host.join("env.txt").exists()
+        })
+        .await;
+        let vars = fs::read_to_string(host.join("env.txt")).unwrap();
+        let want = format!("EBB_INSTANCE_ADDRESS={}", bridge.host(2));
+        assert!(vars.lines().any(|l| l == want), "{want} in:\n{vars}");
+        let config = fs::read_to_string(dir.join(AGENT_CONFIG)).unwrap();
+        let dial = format!("controller = \"{}:7440\"", bridge.0.gateway());
+        assert!(config.contains(&dial), "{dial} in:\n{config}");
+        assert!(
+            config.contains("server_name = \"ebb-controller\""),
+            "{config}"
+        );
+
+        // A launch whose workload cannot start leaves no namespace, and
+        // its address goes to the next.
+        let err = provider
+            .launch(request("i-2", &["/no/such/workload"]))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "the workload exited at once: nsenter: failed to execute /no/such/workload"
+            ),
+            "{err}"
+        );
+        assert!(!env.dir("i-2").exists());
+        assert!(
+            !Path::new("/run/netns")
+                .join(bridge.0.names("i-2").0)
+                .exists()
+        );
+        provider.launch(request("i-3", &[])).await.unwrap();
+        let address = |id: &str| {
+            netns::read_attachment(&env.dir(id).join(NETWORK))
+                .unwrap()
+                .unwrap()
+                .address
+        };
+        assert_eq!(address("i-3"), bridge.host(3));
+
+        // After a restart the taken addresses stay taken.
+        let restarted = ProcessProvider::new(env.base(), env.agent_bin.clone(), PATIENCE)
+            .namespaced(bridge.again().await);
+        for (id, last) in [("i-4", 4), ("i-5", 5), ("i-6", 6)] {
+            restarted.launch(request(id, &[])).await.unwrap();
+            assert_eq!(address(id), bridge.host(last), "{id}");
+        }
+        let err = restarted.launch(request("i-7", &[])).await.unwrap_err();
+        assert!(
+            err.to_string().contains("all 5 instance addresses")
+                && err.to_string().contains("widen provider.subnet"),
+            "{err}"
+        );
+        assert!(!env.dir("i-7").exists());
+        assert!(
+            !Path::new("/run/netns")
+                .join(bridge.0.names("i-7").0)
+                .exists()
+        );
+
+        // A release removes the namespace and veth and frees the address.
+        restarted.release("i-1").await.unwrap();
+        let (gone, veth) = bridge.0.names("i-1");
+        assert!(!Path::new("/run/netns").join(gone).exists());
+        assert!(!Path::new("/sys/class/net").join(veth).exists());
+        restarted.launch(request("i-8", &[])).await.unwrap();
+        assert_eq!(
+            address("i-8"),
+            bridge.host(2),
+            "the freed address is reused"
+        );
+        for id in ["i-3", "i-4", "i-5", "i-6", "i-8"] {
+            restarted.release(id).await.unwrap();
+        }
+        assert_eq!(bridge.0.namespaces(), Vec::<String>::new());
     }
 }
