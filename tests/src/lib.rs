@@ -915,6 +915,68 @@ pub async fn certless(ctl: &ControllerProc, ca_pem: &str) -> tonic::transport::C
         .expect("a cert-less client finishes the handshake")
 }
 
+/// The group `web_group` makes.
+pub const WEB_GROUP: &str = "web";
+/// The port `ebb-test-web` listens on.
+pub const WEB_PORT: u16 = 8080;
+
+/// Creates and enables the group `web` (max 5, 1 s sampling and health
+/// grace) with `ebb-test-web` as its workload, `desired` strong.
+pub fn web_group(admin: &mut Admin, sb: &Sandbox, desired: u32) {
+    admin_call!(
+        *admin,
+        create_scaling_group,
+        ebb_proto::v1::CreateScalingGroupRequest {
+            name: WEB_GROUP.into(),
+            min_size: 0,
+            max_size: 5,
+            desired_capacity: Some(desired),
+            sampling_interval_secs: Some(1),
+            health_check_grace_period_secs: Some(1),
+            ..Default::default()
+        }
+    )
+    .expect("create the group");
+    admin_call!(
+        *admin,
+        create_scaling_configuration,
+        ebb_proto::v1::CreateScalingConfigurationRequest {
+            scaling_group: WEB_GROUP.into(),
+            name: "v1".into(),
+            command: vec![
+                bin("ebb-test-web").display().to_string(),
+                // Ignored by the server; lets the sandbox's clean-up find it.
+                sb.path().display().to_string(),
+            ],
+            ..Default::default()
+        }
+    )
+    .expect("create the configuration");
+    admin_call!(
+        *admin,
+        enable_scaling_group,
+        ebb_proto::v1::EnableScalingGroupRequest {
+            scaling_group: WEB_GROUP.into(),
+            ..Default::default()
+        }
+    )
+    .expect("enable the group");
+}
+
+/// Sets the desired capacity of the `web` group.
+pub fn set_desired(admin: &mut Admin, n: u32) {
+    admin_call!(
+        *admin,
+        modify_scaling_group,
+        ebb_proto::v1::ModifyScalingGroupRequest {
+            scaling_group: WEB_GROUP.into(),
+            desired_capacity: Some(n),
+            ..Default::default()
+        }
+    )
+    .expect("set the desired capacity");
+}
+
 /// A Hello for `id`, as a current agent sends it.
 pub fn hello(id: &str) -> ebb_proto::v1::Hello {
     ebb_proto::v1::Hello {

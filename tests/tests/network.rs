@@ -15,12 +15,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ebb_proto::v1 as pb;
 use ebb_tests::net::{NETNS_DIR, TestNet, ip};
-use ebb_tests::{Admin, ControllerProc, DEADLINE, Sandbox, admin_call, bin, eventually};
-
-const GROUP: &str = "web";
-const WEB_PORT: u16 = 8080;
+use ebb_tests::{
+    Admin, ControllerProc, DEADLINE, Sandbox, WEB_PORT, bin, eventually, set_desired, web_group,
+};
 
 /// One `GET /` with `Connection: close`; the body of a 200.
 fn get(addr: Ipv4Addr) -> Option<String> {
@@ -79,60 +77,6 @@ fn serving(ctl: &ControllerProc, n: usize) -> BTreeMap<String, Ipv4Addr> {
             (all.len() == n && ready.len() == n).then_some(ready)
         },
     )
-}
-
-/// Creates the group with `ebb-test-web` as its workload, `desired` strong.
-fn web_group(admin: &mut Admin, sb: &Sandbox, desired: u32) {
-    admin_call!(
-        *admin,
-        create_scaling_group,
-        pb::CreateScalingGroupRequest {
-            name: GROUP.into(),
-            min_size: 0,
-            max_size: 5,
-            desired_capacity: Some(desired),
-            sampling_interval_secs: Some(1),
-            ..Default::default()
-        }
-    )
-    .expect("create the group");
-    admin_call!(
-        *admin,
-        create_scaling_configuration,
-        pb::CreateScalingConfigurationRequest {
-            scaling_group: GROUP.into(),
-            name: "v1".into(),
-            command: vec![
-                bin("ebb-test-web").display().to_string(),
-                // Ignored by the server; lets the sandbox's clean-up find it.
-                sb.path().display().to_string(),
-            ],
-            ..Default::default()
-        }
-    )
-    .expect("create the configuration");
-    admin_call!(
-        *admin,
-        enable_scaling_group,
-        pb::EnableScalingGroupRequest {
-            scaling_group: GROUP.into(),
-            ..Default::default()
-        }
-    )
-    .expect("enable the group");
-}
-
-fn set_desired(admin: &mut Admin, n: u32) {
-    admin_call!(
-        *admin,
-        modify_scaling_group,
-        pb::ModifyScalingGroupRequest {
-            scaling_group: GROUP.into(),
-            desired_capacity: Some(n),
-            ..Default::default()
-        }
-    )
-    .expect("set the desired capacity");
 }
 
 fn host(net: &TestNet, last: u8) -> Ipv4Addr {

@@ -2,6 +2,8 @@
 //! `0.0.0.0:$PORT` (8080 by default) that answers every request with
 //! `$EBB_INSTANCE_ID` as its body, so a client sees which instance served
 //! it. One thread per connection, keep-alive with Content-Length.
+//! `GET /sleep/<ms>` waits that long (at most a minute) before answering:
+//! a session a load balancer must drain.
 //! Arguments are ignored: tests pass their sandbox's path, so that the
 //! sandbox's clean-up (which kills what names it) finds the process.
 //!
@@ -174,7 +176,8 @@ fn answer(
     let request = lines.next().unwrap_or_default();
     let mut parts = request.split_whitespace();
     let method = parts.next().unwrap_or_default();
-    let version = parts.nth(1).unwrap_or("HTTP/1.0");
+    let path = parts.next().unwrap_or_default();
+    let version = parts.next().unwrap_or("HTTP/1.0");
     let mut length = 0usize;
     let mut close = version != "HTTP/1.1";
     for line in lines {
@@ -197,6 +200,12 @@ fn answer(
     .is_err()
     {
         return false;
+    }
+    if let Some(ms) = path
+        .strip_prefix("/sleep/")
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms.min(60_000)));
     }
     close |= state.stopping.load(Ordering::SeqCst);
     let response = format!(
