@@ -171,11 +171,7 @@ pub async fn lb(admin: &mut Admin, cmd: LbCmd, out: Output) -> Result<()> {
                     l.port,
                     l.weight,
                     l.drain_timeout_secs.unwrap_or_default(),
-                    unless_connected(
-                        l.target_connected,
-                        &l.target,
-                        "it adds the group's servers"
-                    )
+                    unless_connected(l.target_connected, &l.target, "it adds the group's servers")
                 ),
                 None => format!(
                     "load balancer {}/{} attached to group {}",
@@ -253,11 +249,7 @@ pub async fn db(admin: &mut Admin, cmd: DbCmd, out: Output) -> Result<()> {
                     d.user,
                     w.group,
                     d.auth_method,
-                    unless_connected(
-                        d.target_connected,
-                        &d.target,
-                        "it writes the group's lines"
-                    )
+                    unless_connected(d.target_connected, &d.target, "it writes the group's lines")
                 ),
                 None => format!(
                     "database allow-list {}/{}/{} attached to group {}",
@@ -309,7 +301,15 @@ mod tests {
     fn bad_attachments_are_refused_naming_each_flag() {
         let lb = |extra: &[&str]| {
             let mut args = vec![
-                "ebbctl", "lb", "attach", "--group", "web", "--target", "lb1", "--backend", "web",
+                "ebbctl",
+                "lb",
+                "attach",
+                "--group",
+                "web",
+                "--target",
+                "lb1",
+                "--backend",
+                "web",
             ];
             args.extend_from_slice(extra);
             check(&args)
@@ -321,7 +321,10 @@ mod tests {
                 &["--port", "70000"][..],
                 "lb attach: --port: 70000 is outside 1..=65535",
             ),
-            (&["--port", "0"], "lb attach: --port: 0 is outside 1..=65535"),
+            (
+                &["--port", "0"],
+                "lb attach: --port: 0 is outside 1..=65535",
+            ),
             (
                 &["--port", "80", "--weight", "0"],
                 "lb attach: --weight: 0 is outside 1..=256",
@@ -336,8 +339,17 @@ mod tests {
             assert_eq!(err.exit_code(), crate::error::EXIT_USAGE);
         }
         let err = check(&[
-            "ebbctl", "lb", "attach", "--group", "web", "--target", "lb 1", "--backend", "a/b",
-            "--port", "0",
+            "ebbctl",
+            "lb",
+            "attach",
+            "--group",
+            "web",
+            "--target",
+            "lb 1",
+            "--backend",
+            "a/b",
+            "--port",
+            "0",
         ])
         .unwrap_err()
         .to_string();
@@ -352,7 +364,9 @@ mod tests {
     #[test]
     fn an_auth_method_or_name_that_would_break_a_pg_hba_line_is_refused() {
         let db = |extra: &[&str]| {
-            let mut args = vec!["ebbctl", "db", "attach", "--group", "web", "--target", "db1"];
+            let mut args = vec![
+                "ebbctl", "db", "attach", "--group", "web", "--target", "db1",
+            ];
             args.extend_from_slice(extra);
             check(&args)
         };
@@ -384,8 +398,17 @@ mod tests {
         );
         // Detaching is by name only: a name never attached is the controller's to refuse.
         check(&[
-            "ebbctl", "db", "detach", "--group", "web", "--target", "db1", "--database", "a b",
-            "--user", "x",
+            "ebbctl",
+            "db",
+            "detach",
+            "--group",
+            "web",
+            "--target",
+            "db1",
+            "--database",
+            "a b",
+            "--user",
+            "x",
         ])
         .unwrap();
     }

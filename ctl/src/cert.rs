@@ -673,7 +673,11 @@ mod tests {
         // Uncommented, the example is the agent's [target] tables.
         let filled: String = text
             .lines()
-            .map(|l| l.strip_prefix("# ").filter(|r| r.starts_with(['[', 's', 'h', 'r'])).unwrap_or(l))
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| r.starts_with(['[', 's', 'h', 'r']))
+                    .unwrap_or(l)
+            })
             .collect::<Vec<_>>()
             .join("\n");
         let v: toml::Table = toml::from_str(&filled).unwrap();

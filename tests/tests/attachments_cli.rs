@@ -63,7 +63,9 @@ fn dbs(ctl: &ControllerProc, group: &str) -> Value {
 fn empty_group(ctl: &ControllerProc, name: &str) {
     ok(
         ctl,
-        &["group", "create", "--name", name, "--min", "0", "--max", "2"],
+        &[
+            "group", "create", "--name", name, "--min", "0", "--max", "2",
+        ],
     );
 }
 
@@ -79,7 +81,15 @@ fn load_balancers_attach_update_refuse_and_detach() {
     let line = ok(
         &ctl,
         &[
-            "lb", "attach", "--group", "web", "--target", "lb1", "--backend", "web", "--port",
+            "lb",
+            "attach",
+            "--group",
+            "web",
+            "--target",
+            "lb1",
+            "--backend",
+            "web",
+            "--port",
             "8080",
         ],
     );
@@ -120,7 +130,10 @@ fn load_balancers_attach_update_refuse_and_detach() {
         ]
     );
     let row: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
-    assert_eq!(row[..7], ["lb1", "web", "8080", "1", "30s", "Attached", "no"]);
+    assert_eq!(
+        row[..7],
+        ["lb1", "web", "8080", "1", "30s", "Attached", "no"]
+    );
 
     // Attaching it again updates it in place.
     let updated = json_of(
@@ -193,19 +206,31 @@ fn load_balancers_attach_update_refuse_and_detach() {
     let err = refused(
         &ctl,
         &[
-            "lb", "attach", "--group", "nope", "--target", "lb1", "--backend", "web", "--port",
+            "lb",
+            "attach",
+            "--group",
+            "nope",
+            "--target",
+            "lb1",
+            "--backend",
+            "web",
+            "--port",
             "80",
         ],
         1,
     );
-    assert!(
-        err.contains("scaling group `nope` does not exist"),
-        "{err}"
-    );
+    assert!(err.contains("scaling group `nope` does not exist"), "{err}");
     let err = refused(
         &ctl,
         &[
-            "lb", "detach", "--group", "web", "--target", "lb1", "--backend", "other",
+            "lb",
+            "detach",
+            "--group",
+            "web",
+            "--target",
+            "lb1",
+            "--backend",
+            "other",
         ],
         1,
     );
@@ -219,7 +244,16 @@ fn load_balancers_attach_update_refuse_and_detach() {
     // here, so the attachment is dropped at the controller's time-out.
     let line = ok(
         &ctl,
-        &["lb", "detach", "--group", "web", "--target", "lb1", "--backend", "web"],
+        &[
+            "lb",
+            "detach",
+            "--group",
+            "web",
+            "--target",
+            "lb1",
+            "--backend",
+            "web",
+        ],
     );
     assert!(
         line.starts_with("load balancer lb1/web detaching from group web: Detaching until"),
@@ -275,7 +309,11 @@ fn db_instances_attach_update_refuse_and_detach() {
     );
     let table = ok(&ctl, &["db", "list", "--group", "web"]);
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(row[..5], ["db1", "app", "app", "scram-sha-256", "no"], "{table}");
+    assert_eq!(
+        row[..5],
+        ["db1", "app", "app", "scram-sha-256", "no"],
+        "{table}"
+    );
 
     let updated = json_of(
         &ctl,
@@ -300,14 +338,7 @@ fn db_instances_attach_update_refuse_and_detach() {
 
     let before = dbs(&ctl, "web");
     let base = [
-        "db",
-        "attach",
-        "--group",
-        "web",
-        "--target",
-        "db1",
-        "--user",
-        "app",
+        "db", "attach", "--group", "web", "--target", "db1", "--user", "app",
     ];
     // A line break in the method would add a pg_hba line of its own.
     let err = refused(
@@ -339,12 +370,23 @@ fn db_instances_attach_update_refuse_and_detach() {
     let err = refused(
         &ctl,
         &[
-            "db", "attach", "--group", "web", "--target", "db 1", "--database", "app", "--user",
+            "db",
+            "attach",
+            "--group",
+            "web",
+            "--target",
+            "db 1",
+            "--database",
+            "app",
+            "--user",
             "app",
         ],
         2,
     );
-    assert!(err.contains("db attach: --target: `db 1` may use only"), "{err}");
+    assert!(
+        err.contains("db attach: --target: `db 1` may use only"),
+        "{err}"
+    );
     let err = refused(
         &ctl,
         &[
@@ -563,7 +605,12 @@ fn instance_describe_shows_where_an_instance_stands_on_each_attachment() {
         (&json!("load_balancer"), &json!("lb1"), &json!("web"))
     );
     assert_eq!(
-        (&a[1]["kind"], &a[1]["target"], &a[1]["name"], &a[1]["state"]),
+        (
+            &a[1]["kind"],
+            &a[1]["target"],
+            &a[1]["name"],
+            &a[1]["state"]
+        ),
         (
             &json!("db_instance"),
             &json!("db1"),
@@ -577,14 +624,24 @@ fn instance_describe_shows_where_an_instance_stands_on_each_attachment() {
         assert!(error.contains("not connected"), "{x}");
     }
     let text = ok(&ctl, &["instance", "describe", &id]);
-    assert!(text.starts_with(&format!("id:")), "{text}");
+    let first: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(first, ["id:", id.as_str()], "{text}");
     assert!(text.contains("\nattachments:\n  KIND "), "{text}");
     let lb_row = text
         .lines()
         .find(|l| l.trim_start().starts_with("load_balancer"))
         .unwrap_or_else(|| panic!("{text}"));
     let cells: Vec<&str> = lb_row.split_whitespace().collect();
-    assert_eq!(cells[..4], ["load_balancer", "lb1", "web", "registering"], "{text}");
+    assert_eq!(
+        cells[..4],
+        ["load_balancer", "lb1", "web", "registering"],
+        "{text}"
+    );
 
     // No target confirms: it goes InService at the time-out, and the
     // activity says which did not confirm.
@@ -665,7 +722,10 @@ fn a_target_certificate_from_ebbctl_names_the_target_and_is_no_admin() {
         format!("controller = \"{}\"", ctl.grpc),
         "# [target.haproxy]".to_owned(),
     ] {
-        assert!(toml_text.lines().any(|l| l == line), "{line} not in:\n{out}");
+        assert!(
+            toml_text.lines().any(|l| l == line),
+            "{line} not in:\n{out}"
+        );
     }
     // Issued again only with --force.
     let err = refused(
@@ -681,7 +741,10 @@ fn a_target_certificate_from_ebbctl_names_the_target_and_is_no_admin() {
         1,
     );
     assert!(err.contains("already exist; use --force"), "{err}");
-    assert_eq!(std::fs::read_to_string(dir.join("agent.crt")).unwrap(), cert);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("agent.crt")).unwrap(),
+        cert
+    );
 
     // The registry lists it as a target's.
     let list = json_of(&ctl, &["cert", "list"]);

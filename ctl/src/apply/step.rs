@@ -169,14 +169,21 @@ impl Step {
             } => {
                 let group = &request.scaling_group;
                 let Some(l) = request.load_balancers.first() else {
-                    return format!("{} no load balancer to group {group}", v("attach", "attached"));
+                    return format!(
+                        "{} no load balancer to group {group}",
+                        v("attach", "attached")
+                    );
                 };
                 let name = format!("{}/{}", l.target, l.backend);
                 if changes.is_empty() {
                     format!(
                         "{} load balancer {name} to group {group}{}: port {}, weight {}, drain {}s",
                         v("attach", "attached"),
-                        if *again { " again (it was detaching)" } else { "" },
+                        if *again {
+                            " again (it was detaching)"
+                        } else {
+                            ""
+                        },
                         l.port,
                         l.weight,
                         l.drain_timeout_secs.unwrap_or_default()
@@ -192,7 +199,10 @@ impl Step {
             Step::AttachDbInstance { changes, request } => {
                 let group = &request.scaling_group;
                 let Some(d) = request.db_instances.first() else {
-                    return format!("{} no database instance to group {group}", v("attach", "attached"));
+                    return format!(
+                        "{} no database instance to group {group}",
+                        v("attach", "attached")
+                    );
                 };
                 let name = format!("{}/{}/{}", d.target, d.database, d.user);
                 if changes.is_empty() {

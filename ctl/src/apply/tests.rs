@@ -937,7 +937,9 @@ fn equal_attachments_plan_nothing_and_a_change_is_exactly_that() {
     detaching.load_balancers[0].state = "Detaching".into();
     assert_eq!(
         lines(&plan(&f, &detaching).unwrap()),
-        ["attached load balancer lb1/shop to group shop again (it was detaching): port 8080, weight 1, drain 30s"]
+        [
+            "attached load balancer lb1/shop to group shop again (it was detaching): port 8080, weight 1, drain 30s"
+        ]
     );
 }
 
@@ -1009,7 +1011,9 @@ fn bad_attachments_are_named_by_their_place_in_the_file() {
     assert!(msg.starts_with("shop.toml: "), "{msg}");
     assert!(!msg.contains('\n'), "{msg}");
 
-    let typo = format!("{base}[[load_balancer]]\ntarget = \"lb1\"\nbackend = \"shop\"\nport = 80\n\n[[load_balancer]]\ntarget = \"lb1\"\nbackend = \"b\"\nprot = 80\n");
+    let typo = format!(
+        "{base}[[load_balancer]]\ntarget = \"lb1\"\nbackend = \"shop\"\nport = 80\n\n[[load_balancer]]\ntarget = \"lb1\"\nbackend = \"b\"\nprot = 80\n"
+    );
     let msg = parse("shop.toml", &typo).unwrap_err().to_string();
     assert!(
         msg.contains(": load_balancer[1].prot: unknown field `prot`"),

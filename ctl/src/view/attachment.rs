@@ -114,14 +114,7 @@ pub fn load_balancers_table(list: &[LoadBalancerView]) -> String {
 }
 
 pub fn db_instances_table(list: &[DbInstanceView]) -> String {
-    let mut t = Table::new(&[
-        "TARGET",
-        "DATABASE",
-        "USER",
-        "AUTH",
-        "CONNECTED",
-        "ERROR",
-    ]);
+    let mut t = Table::new(&["TARGET", "DATABASE", "USER", "AUTH", "CONNECTED", "ERROR"]);
     for d in list {
         t.row(vec![
             d.target.clone(),
@@ -180,7 +173,7 @@ mod tests {
         };
         let v = LoadBalancerView::from(&l);
         assert_eq!(
-            load_balancers_table(&[v.clone()]),
+            load_balancers_table(std::slice::from_ref(&v)),
             "TARGET  BACKEND  PORT  WEIGHT  DRAIN  STATE     CONNECTED  ERROR\n\
              lb1     web      8080  1       30s    Attached  no         target agent `lb1` is not connected\n"
         );
@@ -191,7 +184,10 @@ mod tests {
             error: String::new(),
             ..l
         });
-        assert_eq!(serde_json::to_value(&ok).unwrap()["error"], serde_json::Value::Null);
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap()["error"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]
