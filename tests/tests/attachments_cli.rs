@@ -812,3 +812,54 @@ fn a_target_certificate_from_ebbctl_names_the_target_and_is_no_admin() {
         "{status:?}"
     );
 }
+
+#[test]
+fn a_join_token_for_a_target_is_created_and_listed_as_the_targets() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let created = json_of(&ctl, &["token", "create", "--target", "lb1", "--uses", "2"]);
+    assert_eq!(created["target"], "lb1", "{created}");
+    assert_eq!(created["scaling_group_id"], "", "{created}");
+    assert_eq!(created["uses_left"], 2, "{created}");
+    let token = created["token"].as_str().unwrap();
+    let join = created["join_command"].as_str().unwrap();
+    assert!(join.contains(&format!("--token {token}")), "{join}");
+    let id = created["id"].as_str().unwrap();
+
+    let listed = json_of(&ctl, &["token", "list"]);
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(entry["target"], "lb1");
+    let table = ok(&ctl, &["token", "list"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..4], ["target", "lb1", "valid"], "{table}");
+    let text = ok(&ctl, &["token", "create", "--target", "db1"]);
+    assert!(
+        text.contains("The host becomes target db1: its agent.toml needs a [target] section"),
+        "{text}"
+    );
+
+    // A token is for a group or a target; a bad name is the controller's to refuse.
+    empty_group(&ctl, "web");
+    let err = refused(
+        &ctl,
+        &["token", "create", "--group", "web", "--target", "lb1"],
+        2,
+    );
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = refused(&ctl, &["token", "create", "--target", "lb 1"], 1);
+    assert!(err.contains("target: "), "{err}");
+    assert_eq!(
+        json_of(&ctl, &["token", "list"]).as_array().unwrap().len(),
+        2,
+        "the refused ones made no token"
+    );
+}
