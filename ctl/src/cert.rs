@@ -3,8 +3,10 @@
 //! - `cert issue --id`: an agent certificate for a hand-managed host, from
 //!   the local controller's CA, with the agent.toml that uses it. Offline:
 //!   it reads the CA key from the data dir and calls nothing.
-//! - `cert issue --admin`: an admin certificate; the key is made here and
-//!   only a signing request goes to the controller.
+//! - `cert issue --admin` and `--target`: an admin certificate, or a load
+//!   balancer's or database's target agent certificate with the agent.toml
+//!   that uses it; the key is made here and only a signing request goes to
+//!   the controller.
 //! - `cert list`, `cert rotate-server`: the registry of issued
 //!   certificates, and the server certificate's rotation on demand.
 //! - `cert revoke`, `cert revoked`: the controller's deny-list.
@@ -199,39 +201,47 @@ fn refuse_overwrite<const N: usize>(paths: [&PathBuf; N], force: bool) -> Result
     )))
 }
 
-/// What `cert issue --admin` wrote, for `-o json`.
+/// What `cert issue --admin` or `--target` wrote, for `-o json`.
 #[derive(Debug, Serialize)]
-struct AdminIssuedView {
+struct SignedView {
     identity: String,
     serial: String,
     cert: PathBuf,
     key: PathBuf,
     ca: PathBuf,
     not_after_ms: i64,
+    /// With --target: the agent.toml lines that use the files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_toml: Option<String>,
 }
 
-/// `cert issue --admin NAME`: a key made here, a CSR signed by the
-/// controller, the pair written with the key 0600.
-pub async fn issue_admin(
+/// `cert issue --admin NAME` or `--target NAME`: a key made here, a CSR
+/// signed by the controller, the pair written with the key 0600. A target's
+/// pair is named as an agent's (agent.crt, agent.key): it is an ebb-agent's.
+pub async fn issue_signed(
     admin: &mut Admin,
     args: &CertIssue,
     global: &Global,
     data_dir: &Path,
     out: Output,
 ) -> Result<()> {
-    let name = args.admin.clone().unwrap_or_default();
+    let (kind, name, stem) = match (&args.admin, &args.target) {
+        (Some(name), _) => ("admin", name.clone(), "admin"),
+        (None, Some(name)) => ("target", name.clone(), "agent"),
+        (None, None) => return Err(Error::Usage("cert issue: give --admin or --target".into())),
+    };
     let dir = &args.out_dir;
     let (crt, key, ca_out) = (
-        dir.join("admin.crt"),
-        dir.join("admin.key"),
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
         dir.join("ca.crt"),
     );
     refuse_overwrite([&crt, &key, &ca_out], args.force)?;
     let csr = ebb_certs::Csr::generate().map_err(|e| Error::Local(e.to_string()))?;
     let answer = admin
         .issue_certificate(pb::IssueCertificateRequest {
-            kind: "admin".into(),
-            name,
+            kind: kind.into(),
+            name: name.clone(),
             csr_pem: csr.csr_pem.clone(),
             days: args.days.unwrap_or(0),
         })
@@ -248,28 +258,52 @@ pub async fn issue_admin(
     let ca_pem = std::fs::read(&ca_in)
         .map_err(|e| Error::read(&ca_in, &e, "give --ca, the controller's CA certificate"))?;
     ebb_certs::write_atomic(&ca_out, &ca_pem, 0o644).map_err(write_failed)?;
-    let view = AdminIssuedView {
+    let agent_toml = if kind == "target" {
+        let (controller, server_name, note) = controller_for_agents(global, data_dir)?;
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        Some(target_toml(
+            &name,
+            &controller,
+            &server_name,
+            note.as_deref(),
+            [&absolute(&ca_out), &absolute(&crt), &absolute(&key)],
+        ))
+    } else {
+        None
+    };
+    let view = SignedView {
         identity: entry.identity,
         serial: entry.serial,
         cert: crt,
         key,
         ca: ca_out,
         not_after_ms: entry.not_after_ms,
+        agent_toml,
     };
     match out {
         Output::Json => print_json(&view),
         Output::Table => {
-            println!(
-                "wrote {}, {} (mode 0600) and {} for {}, valid until {}; use them with ebbctl --cert {} --key {} --ca {}",
+            let wrote = format!(
+                "wrote {}, {} (mode 0600) and {} for {}, valid until {}",
                 view.cert.display(),
                 view.key.display(),
                 view.ca.display(),
                 view.identity,
                 rfc3339(view.not_after_ms),
-                view.cert.display(),
-                view.key.display(),
-                view.ca.display(),
             );
+            match &view.agent_toml {
+                Some(toml) => {
+                    println!("{wrote}");
+                    println!();
+                    print!("{toml}");
+                }
+                None => println!(
+                    "{wrote}; use them with ebbctl --cert {} --key {} --ca {}",
+                    view.cert.display(),
+                    view.key.display(),
+                    view.ca.display(),
+                ),
+            }
             Ok(())
         }
     }
@@ -441,6 +475,38 @@ fn agent_toml(
     s
 }
 
+/// A target agent's agent.toml naming the written files; what it may
+/// drive is the operator's to say (docs/targets.md).
+fn target_toml(
+    name: &str,
+    controller: &str,
+    server_name: &str,
+    note: Option<&str>,
+    [ca, cert, key]: [&Path; 3],
+) -> String {
+    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let p = |p: &Path| q(&p.display().to_string());
+    let mut s = format!("# agent.toml for target {name}\n");
+    if let Some(note) = note {
+        s.push_str(&format!("# note: {note}\n"));
+    }
+    s.push_str(&format!(
+        "controller = {}\nserver_name = {}\n\n[tls]\nca = {}\ncert = {}\nkey = {}\n",
+        q(controller),
+        q(server_name),
+        p(ca),
+        p(cert),
+        p(key)
+    ));
+    // The agent refuses a target certificate without [target]: say what goes there.
+    s.push_str(
+        "\n# What this target may drive, and nothing else (docs/targets.md): one or both of\n\
+         # [target.haproxy]\n# socket = \"/run/haproxy/admin.sock\"\n\
+         # [target.postgres]\n# hba_file = \"/etc/postgresql/15/main/pg_hba.conf\"\n# reload = \"sql\"\n",
+    );
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,6 +528,7 @@ mod tests {
         CertIssue {
             id: Some("host-7".into()),
             admin: None,
+            target: None,
             out_dir: out.to_owned(),
             days: None,
             force,
@@ -583,5 +650,41 @@ mod tests {
         assert_eq!(v["controller"].as_str(), Some("127.0.0.1:7440"));
         assert_eq!(v["server_name"].as_str(), Some("localhost"));
         assert_eq!(v["tls"]["key"].as_str(), Some("/t/agent.key"));
+    }
+
+    #[test]
+    fn the_target_toml_parses_and_says_what_goes_in_target() {
+        let text = target_toml(
+            "lb1",
+            "10.0.0.1:7440",
+            "ctl.example",
+            None,
+            [
+                Path::new("/etc/ebb/tls/ca.crt"),
+                Path::new("/etc/ebb/tls/agent.crt"),
+                Path::new("/etc/ebb/tls/agent.key"),
+            ],
+        );
+        assert!(text.starts_with("# agent.toml for target lb1\n"), "{text}");
+        let v: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(v["controller"].as_str(), Some("10.0.0.1:7440"));
+        assert_eq!(v["tls"]["cert"].as_str(), Some("/etc/ebb/tls/agent.crt"));
+        assert!(v.get("target").is_none(), "left for the operator to fill");
+        // Uncommented, the example is the agent's [target] tables.
+        let filled: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| r.starts_with(['[', 's', 'h', 'r']))
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let v: toml::Table = toml::from_str(&filled).unwrap();
+        assert_eq!(
+            v["target"]["haproxy"]["socket"].as_str(),
+            Some("/run/haproxy/admin.sock")
+        );
+        assert_eq!(v["target"]["postgres"]["reload"].as_str(), Some("sql"));
     }
 }

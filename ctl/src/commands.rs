@@ -17,9 +17,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     let data_dir = conn::global_data_dir(&cli.global);
     check(&cli.command)?;
     match cli.command {
-        Command::Cert(crate::cli::CertCmd::Issue(args)) if args.admin.is_some() => {
+        Command::Cert(crate::cli::CertCmd::Issue(args))
+            if args.admin.is_some() || args.target.is_some() =>
+        {
             let mut admin = connect(&cli.global, &data_dir).await?;
-            crate::cert::issue_admin(&mut admin, &args, &cli.global, &data_dir, out).await
+            crate::cert::issue_signed(&mut admin, &args, &cli.global, &data_dir, out).await
         }
         Command::Cert(crate::cli::CertCmd::Issue(args)) => {
             crate::cert::issue(&args, &cli.global, &data_dir, out)
@@ -66,6 +68,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Hook(cmd) => {
             crate::hook::run(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
         }
+        Command::Lb(cmd) => {
+            crate::attachment::lb(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
+        }
+        Command::Db(cmd) => {
+            crate::attachment::db(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
+        }
         Command::Scale(args) => {
             crate::automation::scale(&mut connect(&cli.global, &data_dir).await?, args, out).await
         }
@@ -88,6 +96,8 @@ fn check(command: &Command) -> Result<()> {
         Command::Rule(cmd) => crate::automation::check_rule(cmd),
         Command::Alarm(cmd) => crate::automation::check_alarm(cmd),
         Command::Task(cmd) => crate::automation::check_task(cmd),
+        Command::Lb(cmd) => crate::attachment::check_lb(cmd),
+        Command::Db(cmd) => crate::attachment::check_db(cmd),
         _ => Ok(()),
     }
 }
@@ -447,6 +457,28 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
                 Output::Table => {
                     let names = group_names(admin).await;
                     print!("{}", view::instances_table(&views, &names, now_ms()));
+                    Ok(())
+                }
+            };
+        }
+        InstanceCmd::Describe { id } => {
+            let r = admin
+                .describe_scaling_instances(pb::DescribeScalingInstancesRequest {
+                    instance_ids: vec![id.clone()],
+                    ..Default::default()
+                })
+                .await?;
+            let i = r
+                .instances
+                .iter()
+                .find(|i| i.id == id)
+                .ok_or_else(|| Error::Server(format!("instance `{id}` does not exist")))?;
+            let v = InstanceView::from(i);
+            return match out {
+                Output::Json => print_json(&v),
+                Output::Table => {
+                    let names = group_names(admin).await;
+                    print!("{}", view::instance_fields(&v, &names, now_ms()));
                     Ok(())
                 }
             };

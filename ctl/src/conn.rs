@@ -316,6 +316,12 @@ rpcs! {
     list_certificates(ListCertificatesRequest) -> ListCertificatesResponse;
     issue_certificate(IssueCertificateRequest) -> IssuedCertificate;
     rotate_server_certificate(RotateServerCertificateRequest) -> IssuedCertificate;
+    attach_load_balancers(AttachLoadBalancersRequest) -> LoadBalancerAttachments;
+    detach_load_balancers(DetachLoadBalancersRequest) -> LoadBalancerAttachments;
+    describe_load_balancers(DescribeLoadBalancersRequest) -> LoadBalancerAttachments;
+    attach_db_instances(AttachDbInstancesRequest) -> DbInstanceAttachments;
+    detach_db_instances(DetachDbInstancesRequest) -> DbInstanceAttachments;
+    describe_db_instances(DescribeDbInstancesRequest) -> DbInstanceAttachments;
 }
 
 impl Admin {

@@ -8,7 +8,10 @@
 //!   rules, alarms and scheduled tasks.
 //! - `automation`: the `rule`, `scale`, `alarm` and `task` families.
 //! - `hook`: lifecycle hooks and their actions.
-//! - `cert`: `cert issue`, agent certificates for hand-managed hosts;
+//! - `attachment`: the `lb` and `db` families, a group's load balancers and
+//!   database allow-lists.
+//! - `cert`: `cert issue`, agent certificates for hand-managed hosts and
+//!   target hosts;
 //!   `cert revoke` and `cert revoked`, the controller's deny-list.
 //!   `cert ca-hash`, the CA's pin.
 //! - `token`: join tokens, and the `ebb-agent join` command that uses one.
@@ -22,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod apply;
+mod attachment;
 mod automation;
 mod cert;
 mod cli;

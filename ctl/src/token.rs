@@ -17,6 +17,8 @@ use crate::view::{Table, now_ms, rfc3339};
 struct TokenView {
     id: String,
     scaling_group_id: String,
+    /// Set instead of the group for a target token.
+    target: Option<String>,
     created_at_ms: i64,
     expires_at_ms: i64,
     uses_left: u32,
@@ -29,6 +31,7 @@ impl From<pb::JoinToken> for TokenView {
         Self {
             id: t.id,
             scaling_group_id: t.scaling_group_id,
+            target: (!t.target.is_empty()).then_some(t.target),
             created_at_ms: t.created_at_ms,
             expires_at_ms: t.expires_at_ms,
             uses_left: t.uses_left,
@@ -72,10 +75,10 @@ pub async fn run(
         TokenCmd::Create(args) => {
             let created = admin
                 .create_join_token(pb::CreateJoinTokenRequest {
-                    scaling_group: args.group,
+                    scaling_group: args.group.unwrap_or_default(),
                     ttl_secs: Some(args.ttl),
                     uses: Some(args.uses),
-                    target: String::new(),
+                    target: args.target.unwrap_or_default(),
                 })
                 .await?;
             let (controller, server_name, note) =
@@ -105,6 +108,13 @@ pub async fn run(
                     );
                     println!();
                     println!("  {}", view.join_command);
+                    if let Some(target) = &view.info.target {
+                        println!();
+                        println!(
+                            "The host becomes target {target}: its agent.toml needs a [target] section \
+                             naming what it may drive (docs/targets.md)."
+                        );
+                    }
                     if let Some(note) = note {
                         println!();
                         println!("note: {note}");
@@ -127,14 +137,17 @@ pub async fn run(
                     let names = group_names(admin).await;
                     let now = now_ms();
                     let mut table =
-                        Table::new(&["ID", "GROUP", "STATE", "EXPIRES", "USES LEFT", "CREATED BY"]);
+                        Table::new(&["ID", "FOR", "STATE", "EXPIRES", "USES LEFT", "CREATED BY"]);
                     for t in &tokens {
                         table.row(vec![
                             t.id.clone(),
-                            names
-                                .get(&t.scaling_group_id)
-                                .cloned()
-                                .unwrap_or_else(|| t.scaling_group_id.clone()),
+                            match &t.target {
+                                Some(target) => format!("target {target}"),
+                                None => names
+                                    .get(&t.scaling_group_id)
+                                    .cloned()
+                                    .unwrap_or_else(|| t.scaling_group_id.clone()),
+                            },
                             t.state(now).to_owned(),
                             rfc3339(t.expires_at_ms),
                             t.uses_left.to_string(),

@@ -45,9 +45,25 @@ pub async fn run(admin: &mut Admin, file: &ApplyFile, dry_run: bool, out: Output
         }
         if !file.tasks.is_empty() {
             state.tasks = admin
-                .describe_scheduled_tasks(pb::DescribeScheduledTasksRequest { scaling_group: id })
+                .describe_scheduled_tasks(pb::DescribeScheduledTasksRequest {
+                    scaling_group: id.clone(),
+                })
                 .await?
                 .scheduled_tasks;
+        }
+        if !file.load_balancers.is_empty() {
+            state.load_balancers = admin
+                .describe_load_balancers(pb::DescribeLoadBalancersRequest {
+                    scaling_group: id.clone(),
+                })
+                .await?
+                .load_balancers;
+        }
+        if !file.db_instances.is_empty() {
+            state.db_instances = admin
+                .describe_db_instances(pb::DescribeDbInstancesRequest { scaling_group: id })
+                .await?
+                .db_instances;
         }
     }
     let steps = plan(file, &state).map_err(Error::Server)?;
@@ -117,6 +133,10 @@ async fn execute(admin: &mut Admin, step: &Step) -> Result<()> {
         }
         Step::CreateTask(r) => drop(admin.create_scheduled_task(r).await?),
         Step::ModifyTask { request, .. } => drop(admin.modify_scheduled_task(request).await?),
+        Step::AttachLoadBalancer { request, .. } => {
+            drop(admin.attach_load_balancers(request).await?)
+        }
+        Step::AttachDbInstance { request, .. } => drop(admin.attach_db_instances(request).await?),
         Step::Enable { group } => drop(
             admin
                 .enable_scaling_group(pb::EnableScalingGroupRequest {

@@ -25,6 +25,63 @@ pub struct ApplyFile {
     pub alarms: Vec<AlarmDecl>,
     #[serde(default, rename = "task")]
     pub tasks: Vec<TaskDecl>,
+    /// `[[load_balancer]]` and `[[db_instance]]`, attached after the rest.
+    #[serde(default, rename = "load_balancer")]
+    pub load_balancers: Vec<LoadBalancerDecl>,
+    #[serde(default, rename = "db_instance")]
+    pub db_instances: Vec<DbInstanceDecl>,
+}
+
+/// `[[load_balancer]]`: the group's instances as servers of an HAProxy
+/// backend on a target agent. The whole attachment: a key left out takes
+/// its default (weight 1, drain 30 s), as `lb attach` does. Numbers are
+/// taken wide so a bad one is refused with its range.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalancerDecl {
+    /// The file's group; may be left out.
+    pub group: Option<String>,
+    pub target: String,
+    pub backend: String,
+    pub port: u32,
+    pub weight: Option<u32>,
+    pub drain_timeout_secs: Option<u32>,
+}
+
+impl LoadBalancerDecl {
+    pub fn spec(&self) -> model::attachments::LoadBalancerSpec {
+        model::attachments::LoadBalancerSpec {
+            target: self.target.clone(),
+            backend: self.backend.clone(),
+            port: self.port,
+            weight: self.weight,
+            drain_timeout_secs: self.drain_timeout_secs,
+        }
+    }
+}
+
+/// `[[db_instance]]`: the group's instance addresses on a PostgreSQL
+/// allow-list on a target agent (`auth_method` left out: scram-sha-256).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbInstanceDecl {
+    /// The file's group; may be left out.
+    pub group: Option<String>,
+    pub target: String,
+    pub database: String,
+    pub user: String,
+    pub auth_method: Option<String>,
+}
+
+impl DbInstanceDecl {
+    pub fn spec(&self) -> model::attachments::DbInstanceSpec {
+        model::attachments::DbInstanceSpec {
+            target: self.target.clone(),
+            database: self.database.clone(),
+            user: self.user.clone(),
+            auth_method: self.auth_method.clone(),
+        }
+    }
 }
 
 /// `[[rule]]`: a name and the rule's definition, flattened (`rule_type =
@@ -189,16 +246,26 @@ fn toml_error(name: &str, text: &str, e: &toml::de::Error) -> String {
     let line_no = before.matches('\n').count() + 1;
     let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("");
-    // The table the line is in: the last header above it.
-    let section = text
+    // The table the line is in: the last header above it; an array of
+    // tables (`[[x]]`) with its index, counted from the headers before it.
+    let headers: Vec<&str> = text
         .lines()
         .take(line_no)
-        .filter_map(|l| {
-            let l = l.trim();
-            l.starts_with('[')
-                .then(|| l.trim_matches(['[', ']']).trim())
-        })
-        .last();
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .collect();
+    let section = headers.last().map(|last| {
+        let name = last.trim_matches(['[', ']']).trim();
+        if last.starts_with("[[") {
+            let n = headers
+                .iter()
+                .filter(|h| h.starts_with("[[") && h.trim_matches(['[', ']']).trim() == name)
+                .count();
+            format!("{name}[{}]", n - 1)
+        } else {
+            name.to_owned()
+        }
+    });
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"'))
@@ -256,7 +323,82 @@ fn validate(file: &ApplyFile) -> Vec<String> {
         );
     }
     validate_automation(file, &mut problems);
+    validate_attachments(file, &mut problems);
     problems
+}
+
+/// Each attachment with the domain's checks, named by its place in the
+/// file (`load_balancer[0].port: 70000 is outside 1..=65535`).
+fn validate_attachments(file: &ApplyFile, problems: &mut Vec<String>) {
+    use model::attachments::{MAX_DB_INSTANCES, MAX_LOAD_BALANCERS};
+    let group = &file.group.name;
+    let other_group = |field: &str, g: &Option<String>, errors: &mut model::Invalid| {
+        if let Some(g) = g.as_ref().filter(|g| *g != group) {
+            errors.push(
+                format!("{field}.group"),
+                format!("`{g}` is not this file's group `{group}` (a file declares one group; leave group out)"),
+            );
+        }
+    };
+    let mut errors = model::Invalid::default();
+    for (i, l) in file.load_balancers.iter().enumerate() {
+        let field = format!("load_balancer[{i}]");
+        other_group(&field, &l.group, &mut errors);
+        l.spec().build(&field, &mut errors);
+        if let Some(j) = file.load_balancers[..i]
+            .iter()
+            .position(|o| o.backend == l.backend)
+        {
+            errors.push(
+                format!("{field}.backend"),
+                format!(
+                    "backend `{}` is already load_balancer[{j}]; a group names each backend once",
+                    l.backend
+                ),
+            );
+        }
+    }
+    if file.load_balancers.len() > MAX_LOAD_BALANCERS {
+        errors.push(
+            "load_balancer",
+            format!(
+                "a group takes at most {MAX_LOAD_BALANCERS} load balancers; the file has {}",
+                file.load_balancers.len()
+            ),
+        );
+    }
+    for (i, d) in file.db_instances.iter().enumerate() {
+        let field = format!("db_instance[{i}]");
+        other_group(&field, &d.group, &mut errors);
+        d.spec().build(&field, &mut errors);
+        if let Some(j) = file.db_instances[..i]
+            .iter()
+            .position(|o| o.target == d.target && o.database == d.database && o.user == d.user)
+        {
+            errors.push(
+                field,
+                format!(
+                    "{}/{}/{} is already db_instance[{j}]",
+                    d.target, d.database, d.user
+                ),
+            );
+        }
+    }
+    if file.db_instances.len() > MAX_DB_INSTANCES {
+        errors.push(
+            "db_instance",
+            format!(
+                "a group takes at most {MAX_DB_INSTANCES} database instances; the file has {}",
+                file.db_instances.len()
+            ),
+        );
+    }
+    problems.extend(
+        errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {}", e.field, crate::view::one_line(&e.message))),
+    );
 }
 
 fn duplicates<'a>(kind: &str, names: impl Iterator<Item = &'a str>, problems: &mut Vec<String>) {

@@ -1,5 +1,6 @@
 //! `apply -f FILE.toml`: one group and its configuration, declared, with
-//! optional `[[rule]]`, `[[alarm]]` and `[[task]]` sections. The file is
+//! optional `[[rule]]`, `[[alarm]]`, `[[task]]`, `[[load_balancer]]` and
+//! `[[db_instance]]` sections. The file is
 //! parsed and validated with the domain's own rules, then compared with
 //! what the controller has; `plan` (pure) lists the calls that close the
 //! gap, and `run` makes them, one printed line per change. Nothing the file
@@ -8,6 +9,7 @@
 //! - `execute`: reading the current state and making the calls.
 //! - `plan`: the plan, and the diff for the group and its configuration.
 //! - `plan_automation`: the diff for rules, alarms and tasks.
+//! - `plan_attachments`: the diff for load balancers and allow-lists.
 //! - `diff`: one field compared, and how values are shown.
 //! - `step`: the current state, the calls and their lines.
 //! - `file`: the file's sections, parsing and validation.
@@ -16,6 +18,7 @@ mod diff;
 mod execute;
 mod file;
 mod plan;
+mod plan_attachments;
 mod plan_automation;
 mod step;
 #[cfg(test)]

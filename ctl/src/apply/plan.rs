@@ -1,6 +1,7 @@
 //! The plan (pure): what the controller has against what the file
 //! declares, as the calls that close the gap. The group and its
-//! configuration are here; rules, alarms and tasks in `plan_automation`.
+//! configuration are here; rules, alarms and tasks in `plan_automation`;
+//! load balancers and database allow-lists in `plan_attachments`.
 
 use std::collections::BTreeMap;
 
@@ -9,12 +10,14 @@ use ebb_proto::v1 as pb;
 
 use super::diff::{differs, show_list, show_map, show_str};
 use super::file::{ApplyFile, ConfigDecl, GroupDecl};
+use super::plan_attachments::plan_attachments;
 use super::plan_automation::plan_automation;
 use super::step::{State, Step};
 use crate::convert::{check_of, check_pb, metric_of, metric_pb};
 
 /// The calls that make the controller match the file, in order: group,
-/// configuration, rules, alarms, tasks, then enable or disable the group.
+/// configuration, rules, alarms, tasks, attachments, then enable or disable
+/// the group.
 pub fn plan(file: &ApplyFile, state: &State) -> Result<Vec<Step>, String> {
     let group = state.group.as_ref();
     let configurations = &state.configurations[..];
@@ -80,6 +83,8 @@ pub fn plan(file: &ApplyFile, state: &State) -> Result<Vec<Step>, String> {
         });
     }
     plan_automation(file, state, &mut steps)?;
+    // Before enabling, so the first instances register on them.
+    plan_attachments(file, state, &mut steps)?;
     let is_active = group_state == model::GroupState::Active.as_str();
     if g.enabled && !is_active {
         steps.push(Step::Enable {

@@ -61,6 +61,18 @@ pub enum Step {
         changes: Vec<Change>,
         request: pb::ModifyScheduledTaskRequest,
     },
+    /// Attach one load balancer: new (no changes), again (it was
+    /// detaching), or with the fields that differ.
+    AttachLoadBalancer {
+        again: bool,
+        changes: Vec<Change>,
+        request: pb::AttachLoadBalancersRequest,
+    },
+    /// Attach one database allow-list, new or with the fields that differ.
+    AttachDbInstance {
+        changes: Vec<Change>,
+        request: pb::AttachDbInstancesRequest,
+    },
     Enable {
         group: String,
     },
@@ -150,6 +162,63 @@ impl Step {
                 request.scheduled_task,
                 list(changes)
             ),
+            Step::AttachLoadBalancer {
+                again,
+                changes,
+                request,
+            } => {
+                let group = &request.scaling_group;
+                let Some(l) = request.load_balancers.first() else {
+                    return format!(
+                        "{} no load balancer to group {group}",
+                        v("attach", "attached")
+                    );
+                };
+                let name = format!("{}/{}", l.target, l.backend);
+                if changes.is_empty() {
+                    format!(
+                        "{} load balancer {name} to group {group}{}: port {}, weight {}, drain {}s",
+                        v("attach", "attached"),
+                        if *again {
+                            " again (it was detaching)"
+                        } else {
+                            ""
+                        },
+                        l.port,
+                        l.weight,
+                        l.drain_timeout_secs.unwrap_or_default()
+                    )
+                } else {
+                    format!(
+                        "{} load balancer {name} in group {group}: {}",
+                        v("modify", "modified"),
+                        list(changes)
+                    )
+                }
+            }
+            Step::AttachDbInstance { changes, request } => {
+                let group = &request.scaling_group;
+                let Some(d) = request.db_instances.first() else {
+                    return format!(
+                        "{} no database instance to group {group}",
+                        v("attach", "attached")
+                    );
+                };
+                let name = format!("{}/{}/{}", d.target, d.database, d.user);
+                if changes.is_empty() {
+                    format!(
+                        "{} database allow-list {name} to group {group}: auth method {}",
+                        v("attach", "attached"),
+                        d.auth_method
+                    )
+                } else {
+                    format!(
+                        "{} database allow-list {name} in group {group}: {}",
+                        v("modify", "modified"),
+                        list(changes)
+                    )
+                }
+            }
             Step::Enable { group } => format!("{} group {group}", v("enable", "enabled")),
             Step::Disable { group } => format!("{} group {group}", v("disable", "disabled")),
         }
@@ -157,7 +226,7 @@ impl Step {
 }
 
 /// What the controller has: the group named in the file, if it exists, and
-/// its configurations, rules, alarms and scheduled tasks.
+/// its configurations, rules, alarms, scheduled tasks and attachments.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
     pub group: Option<pb::ScalingGroup>,
@@ -165,4 +234,6 @@ pub struct State {
     pub rules: Vec<pb::ScalingRule>,
     pub alarms: Vec<pb::Alarm>,
     pub tasks: Vec<pb::ScheduledTask>,
+    pub load_balancers: Vec<pb::LoadBalancerAttachment>,
+    pub db_instances: Vec<pb::DbInstanceAttachment>,
 }

@@ -525,6 +525,7 @@ fn autoscaled_state(f: &ApplyFile) -> State {
             task("ast-1", "office-hours", "2025-01-06T07:00:00Z", 2),
             task("ast-2", "night", "2025-01-06T19:00:00Z", 1),
         ],
+        ..State::default()
     }
 }
 
@@ -690,6 +691,8 @@ fn with_alarm_state(f: &ApplyFile) -> State {
         rules: vec![],
         alarms: vec![],
         tasks: vec![],
+        load_balancers: vec![],
+        db_instances: vec![],
     });
     State {
         group: Some(group),
@@ -731,6 +734,7 @@ fn with_alarm_state(f: &ApplyFile) -> State {
             scaling_rule_id: "asr-1".into(),
             ..Default::default()
         }],
+        ..State::default()
     }
 }
 
@@ -846,4 +850,173 @@ fn bad_rules_alarms_and_tasks_are_named() {
     let text = WITH_ALARM.replace("adjustment_value = 1", "adjustment_value = 0");
     let msg = parse("w.toml", &text).unwrap_err().to_string();
     assert!(msg.contains("rule add-1.adjustment_value"), "{msg}");
+}
+
+const ATTACHED: &str = include_str!("../../../docs/examples/attached.toml");
+
+fn attached() -> ApplyFile {
+    parse("attached.toml", ATTACHED).unwrap()
+}
+
+/// The controller's answer once the attached example was applied.
+fn attached_state(f: &ApplyFile) -> State {
+    let (group, configurations) = applied(f);
+    State {
+        group: Some(group),
+        configurations,
+        load_balancers: vec![pb::LoadBalancerAttachment {
+            target: "lb1".into(),
+            backend: "shop".into(),
+            port: 8080,
+            weight: 1,
+            drain_timeout_secs: Some(30),
+            target_connected: false,
+            state: "Attached".into(),
+            error: "target agent `lb1` is not connected".into(),
+        }],
+        db_instances: vec![pb::DbInstanceAttachment {
+            target: "db1".into(),
+            database: "shop".into(),
+            user: "shop".into(),
+            auth_method: "scram-sha-256".into(),
+            target_connected: true,
+            error: String::new(),
+        }],
+        ..State::default()
+    }
+}
+
+#[test]
+fn from_nothing_attaches_after_the_automation_and_before_enabling() {
+    let f = attached();
+    let steps = plan(&f, &State::default()).unwrap();
+    assert_eq!(
+        lines(&steps),
+        [
+            "created group shop",
+            "created configuration shop-v1 in group shop",
+            "made shop-v1 the active configuration of group shop",
+            "attached load balancer lb1/shop to group shop: port 8080, weight 1, drain 30s",
+            "attached database allow-list db1/shop/shop to group shop: auth method scram-sha-256",
+            "enabled group shop",
+        ]
+    );
+    let Step::AttachLoadBalancer { request, .. } = &steps[3] else {
+        panic!("{:?}", steps[3])
+    };
+    assert_eq!(request.scaling_group, "shop");
+    assert_eq!(request.load_balancers[0].drain_timeout_secs, Some(30));
+}
+
+#[test]
+fn equal_attachments_plan_nothing_and_a_change_is_exactly_that() {
+    let f = attached();
+    let state = attached_state(&f);
+    assert_eq!(plan(&f, &state).unwrap(), vec![]);
+
+    let mut changed = f.clone();
+    changed.load_balancers[0].port = 8081;
+    changed.load_balancers[0].weight = None;
+    changed.db_instances[0].auth_method = Some("md5".into());
+    assert_eq!(
+        lines(&plan(&changed, &state).unwrap()),
+        [
+            "modified load balancer lb1/shop in group shop: port 8080 → 8081",
+            "modified database allow-list db1/shop/shop in group shop: auth_method scram-sha-256 → md5",
+        ]
+    );
+    // A key left out is the default, as `lb attach` takes it.
+    let mut heavier = state.clone();
+    heavier.load_balancers[0].weight = 5;
+    assert_eq!(
+        lines(&plan(&f, &heavier).unwrap()),
+        ["modified load balancer lb1/shop in group shop: weight 5 → 1"]
+    );
+    // One being detached is attached again.
+    let mut detaching = state.clone();
+    detaching.load_balancers[0].state = "Detaching".into();
+    assert_eq!(
+        lines(&plan(&f, &detaching).unwrap()),
+        [
+            "attached load balancer lb1/shop to group shop again (it was detaching): port 8080, weight 1, drain 30s"
+        ]
+    );
+}
+
+#[test]
+fn attachments_the_file_does_not_mention_are_left_alone() {
+    let f = attached();
+    let mut state = attached_state(&f);
+    state.load_balancers.push(pb::LoadBalancerAttachment {
+        target: "lb2".into(),
+        backend: "legacy".into(),
+        port: 80,
+        weight: 1,
+        state: "Attached".into(),
+        ..Default::default()
+    });
+    assert_eq!(plan(&f, &state).unwrap(), vec![]);
+}
+
+#[test]
+fn a_backend_held_by_another_target_or_one_too_many_is_refused_before_any_call() {
+    let f = attached();
+    let mut state = attached_state(&f);
+    state.load_balancers[0].target = "lb2".into();
+    let err = plan(&f, &state).unwrap_err();
+    assert!(
+        err.starts_with(
+            "load_balancer[0].backend: backend `shop` is attached to group shop on target `lb2`"
+        ),
+        "{err}"
+    );
+    let mut full = attached_state(&f);
+    full.load_balancers = (0..5)
+        .map(|i| pb::LoadBalancerAttachment {
+            target: "lb9".into(),
+            backend: format!("b{i}"),
+            port: 80,
+            ..Default::default()
+        })
+        .collect();
+    let err = plan(&f, &full).unwrap_err();
+    assert_eq!(
+        err,
+        "load_balancer: group shop would have 6 load balancers; it takes at most 5"
+    );
+}
+
+#[test]
+fn bad_attachments_are_named_by_their_place_in_the_file() {
+    let base = ATTACHED.split("[[load_balancer]]").next().unwrap();
+    let text = format!(
+        "{base}[[load_balancer]]\ntarget = \"lb1\"\nbackend = \"shop\"\nport = 70000\nweight = 0\n\
+         drain_timeout_secs = 3601\n\n[[load_balancer]]\ngroup = \"other\"\ntarget = \"lb 2\"\nbackend = \"shop\"\nport = 80\n\n\
+         [[db_instance]]\ntarget = \"db1\"\ndatabase = \"a b\"\nuser = \"shop\"\n\
+         auth_method = \"trust\\nhost all all 0.0.0.0/0 trust\"\n"
+    );
+    let msg = parse("shop.toml", &text).unwrap_err().to_string();
+    for want in [
+        "load_balancer[0].port: 70000 is outside 1..=65535",
+        "load_balancer[0].weight: 0 is outside 1..=256",
+        "load_balancer[0].drain_timeout_secs: 3601 is outside 0..=3600",
+        "load_balancer[1].group: `other` is not this file's group `shop`",
+        "load_balancer[1].target: `lb 2` may use only",
+        "load_balancer[1].backend: backend `shop` is already load_balancer[0]",
+        "db_instance[0].database: `a b` may use only",
+        "db_instance[0].auth_method: `trust\\nhost all all 0.0.0.0/0 trust` is not a pg_hba host method",
+    ] {
+        assert!(msg.contains(want), "{want} not in {msg}");
+    }
+    assert!(msg.starts_with("shop.toml: "), "{msg}");
+    assert!(!msg.contains('\n'), "{msg}");
+
+    let typo = format!(
+        "{base}[[load_balancer]]\ntarget = \"lb1\"\nbackend = \"shop\"\nport = 80\n\n[[load_balancer]]\ntarget = \"lb1\"\nbackend = \"b\"\nprot = 80\n"
+    );
+    let msg = parse("shop.toml", &typo).unwrap_err().to_string();
+    assert!(
+        msg.contains(": load_balancer[1].prot: unknown field `prot`"),
+        "{msg}"
+    );
 }

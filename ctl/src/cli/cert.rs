@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 #[derive(Debug, Subcommand)]
 pub enum CertCmd {
     /// Issue an agent certificate for a hand-managed host (--id; offline: uses the CA key in
-    /// the data dir), or an admin certificate (--admin; the controller signs a key made here)
+    /// the data dir), an admin certificate (--admin), or a target certificate for a load
+    /// balancer's or database's host (--target; the controller signs a key made here)
     Issue(CertIssue),
     /// Every identity the controller issued a certificate for, soonest expiry first
     List,
@@ -39,7 +40,7 @@ pub struct CertRevoke {
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("holder").required(true).args(["id", "admin"]))]
+#[command(group = clap::ArgGroup::new("holder").required(true).args(["id", "admin", "target"]))]
 pub struct CertIssue {
     /// The instance id an agent certificate names
     #[arg(long)]
@@ -47,10 +48,13 @@ pub struct CertIssue {
     /// The admin name an admin certificate names (spiffe://<domain>/admin/NAME)
     #[arg(long, value_name = "NAME")]
     pub admin: Option<String>,
+    /// The target name a target agent's certificate names (spiffe://<domain>/target/NAME)
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
     /// Where to write agent.crt, agent.key and ca.crt (admin.crt, admin.key and ca.crt with --admin)
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out_dir: PathBuf,
-    /// Validity in days [default: 7 for an agent, 365 for an admin]
+    /// Validity in days [default: 7 for an agent, 365 for an admin or a target]
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub days: Option<u32>,

@@ -14,6 +14,12 @@ pub enum InstanceCmd {
         #[arg(long, value_name = "S", value_parser = lifecycle_states())]
         state: Option<String>,
     },
+    /// Show one instance's every field, and where it stands on each of its
+    /// group's load balancers and database allow-lists
+    Describe {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
     /// Attach hand-managed hosts (their agents hold certs for these ids)
     Attach(InstanceIds),
     /// Take instances out of the group, leaving them running

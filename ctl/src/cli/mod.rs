@@ -3,6 +3,7 @@
 //! they can go anywhere on the line. `parse` holds the value parsers.
 
 mod alarm;
+mod attachment;
 mod cert;
 mod group;
 mod hook;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub use alarm::AlarmCmd;
+pub use attachment::{DbAttach, DbCmd, DbRef, LbAttach, LbCmd, LbRef};
 pub use cert::{CertCmd, CertIssue, CertRevoke};
 pub use group::{ConfigCmd, GroupCmd, NotificationCmd};
 pub use hook::{ActionRef, HookCmd};
@@ -35,7 +37,7 @@ use crate::output::Output;
     name = "ebbctl",
     version,
     about = "Administer an ebb controller: scaling groups, configurations, instances, \
-             activities, scaling rules, alarms and scheduled tasks",
+             activities, scaling rules, alarms, scheduled tasks, load balancers and database allow-lists",
     after_help = "With no connection flags ebbctl uses the controller whose data dir is \
                   --data-dir, $EBB_DATA or ./ebb-data, else /var/lib/ebb when only the packaged controller runs there (its endpoints.toml and pki/admin.*)."
 )]
@@ -102,13 +104,19 @@ pub enum Command {
     /// Lifecycle hooks: hold instances on their way in or out
     #[command(subcommand)]
     Hook(HookCmd),
+    /// Load balancers: a group's instances as servers of an HAProxy backend
+    #[command(subcommand)]
+    Lb(LbCmd),
+    /// Database allow-lists: a group's instance addresses in PostgreSQL's pg_hba.conf
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Certificates issued from the local controller's CA
     #[command(subcommand)]
     Cert(CertCmd),
     /// Join tokens: hosts that join a group by themselves (ebb-agent join)
     #[command(subcommand)]
     Token(TokenCmd),
-    /// Create or update a group and its configuration from a TOML file
+    /// Create or update a group, its configuration and its attachments from a TOML file
     Apply(ApplyArgs),
 }
 

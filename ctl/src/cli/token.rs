@@ -5,7 +5,8 @@ use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
-    /// Create a join token for a group; prints it (once) and the `ebb-agent join` command that uses it
+    /// Create a join token for a group, or for a target (a load balancer's or database's host);
+    /// prints it (once) and the `ebb-agent join` command that uses it
     Create(TokenCreate),
     /// List join tokens (never their secrets)
     List,
@@ -17,10 +18,14 @@ pub enum TokenCmd {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("scope").required(true).args(["group", "target"]))]
 pub struct TokenCreate {
     /// The group a host joining with the token is attached to
     #[arg(long)]
-    pub group: String,
+    pub group: Option<String>,
+    /// The target a host joining with the token becomes (spiffe://<domain>/target/NAME)
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
     /// How long the token is valid: 90s, 30m, 1h, 2d (at most 7d)
     #[arg(long, value_name = "DURATION", default_value = "1h",
           value_parser = super::parse::ttl_secs)]

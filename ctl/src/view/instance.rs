@@ -3,7 +3,11 @@
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 
-use super::text::{GroupNames, Table, age, group_name, non_empty, non_zero, percent};
+use super::attachment::{InstanceAttachmentView, instance_attachments};
+use super::text::{
+    GroupNames, Table, age, fields, group_name, named, non_empty, non_zero, or_dash, percent,
+    rfc3339,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InstanceView {
@@ -20,6 +24,8 @@ pub struct InstanceView {
     pub memory_utilization: Option<f64>,
     pub created_at_ms: i64,
     pub in_service_at_ms: Option<i64>,
+    /// Where it stands on each of its group's load balancers and allow-lists.
+    pub attachments: Vec<InstanceAttachmentView>,
 }
 
 impl From<&pb::Instance> for InstanceView {
@@ -38,6 +44,11 @@ impl From<&pb::Instance> for InstanceView {
             memory_utilization: i.memory_utilization,
             created_at_ms: i.created_at_ms,
             in_service_at_ms: non_zero(i.in_service_at_ms),
+            attachments: i
+                .attachments
+                .iter()
+                .map(InstanceAttachmentView::from)
+                .collect(),
         }
     }
 }
@@ -60,6 +71,36 @@ pub fn instances_table(instances: &[InstanceView], names: &GroupNames, now: i64)
         ]);
     }
     t.render()
+}
+
+/// `instance describe`: every field, then its attachments.
+pub fn instance_fields(i: &InstanceView, names: &GroupNames, now: i64) -> String {
+    let mut out = fields(&[
+        ("id", i.id.clone()),
+        ("scaling_group", named(names, &i.scaling_group_id)),
+        (
+            "scaling_configuration_id",
+            or_dash(i.scaling_configuration_id.as_deref()),
+        ),
+        ("lifecycle_state", i.lifecycle_state.clone()),
+        ("health_status", i.health_status.clone()),
+        ("creation_type", i.creation_type.clone()),
+        ("address", or_dash(i.address.as_deref())),
+        ("hostname", or_dash(i.hostname.as_deref())),
+        (
+            "agent",
+            if i.agent_connected { "up" } else { "down" }.to_owned(),
+        ),
+        ("cpu_utilization", percent(i.cpu_utilization)),
+        ("memory_utilization", percent(i.memory_utilization)),
+        ("created_at", rfc3339(i.created_at_ms)),
+        (
+            "in_service_at",
+            i.in_service_at_ms.map_or_else(|| "-".to_owned(), rfc3339),
+        ),
+    ]);
+    out.push_str(&instance_attachments(&i.attachments, now));
+    out
 }
 
 #[cfg(test)]

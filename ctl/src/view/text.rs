@@ -157,6 +157,20 @@ pub fn or_dash(s: Option<&str>) -> String {
     s.filter(|s| !s.is_empty()).unwrap_or("-").to_owned()
 }
 
+/// The text with control characters escaped (`\n`), so text from a
+/// target or a refused input keeps to its line.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// A command line as a person would type it.
 pub fn command_line(argv: &[String]) -> String {
     argv.iter()
