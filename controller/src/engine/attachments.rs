@@ -178,6 +178,8 @@ impl Engine {
         if inst.address.is_none() {
             inst.address = self.fleet.address(&inst.id);
         }
+        // Out of Pending:Wait, if its SCALE_OUT hooks held it there.
+        inst.lifecycle_state = LifecycleState::Pending;
         inst.hook_waits.clear();
         inst.attach_phase = Some(AttachPhase::Registering { since_ms: now });
         self.store.commit(vec![Write::PutInstance(inst.clone())])?;

@@ -2017,3 +2017,61 @@ async fn a_detached_load_balancer_is_emptied_then_dropped() {
         LifecycleState::InService
     );
 }
+
+#[tokio::test]
+async fn an_instance_held_by_a_scale_out_hook_registers_once_the_hook_continues() {
+    use ebb_core::model::attachments::AttachPhase;
+    use ebb_core::model::hooks::{HookSpec, LifecycleHook};
+    let (h, lb, pg) = attached_harness().await;
+    let mut g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
+    let spec = HookSpec {
+        name: "hold".into(),
+        transition: "SCALE_OUT".into(),
+        ..Default::default()
+    };
+    g.lifecycle_hooks
+        .push(LifecycleHook::create("ash-1".into(), &spec, &[], 0).unwrap());
+    h.engine.store.commit(vec![Write::UpdateGroup(g)]).unwrap();
+    set_desired(&h, 2);
+    h.engine.reconcile_all().await.unwrap();
+    let new = provided(&h).pop().unwrap();
+    h.engine.fleet.connect(pb::Hello {
+        instance_id: new.clone(),
+        addresses: vec!["10.0.0.2".into()],
+        ..Default::default()
+    });
+    h.engine.reconcile_all().await.unwrap();
+    let inst = instance(&h, &new).unwrap();
+    assert_eq!(inst.lifecycle_state, LifecycleState::PendingWait);
+    // Held by its hook: on no target yet.
+    assert_eq!(lb.members(), [ready("i-0")]);
+    assert_eq!(pg.members().len(), 1);
+    crate::api::hooks::complete_lifecycle_action(
+        &h.engine,
+        pb::CompleteLifecycleActionRequest {
+            action: Some(pb::LifecycleActionRef {
+                instance_id: new.clone(),
+                hook: "hold".into(),
+                ..Default::default()
+            }),
+            result: "CONTINUE".into(),
+        },
+    )
+    .await
+    .unwrap();
+    h.engine.reconcile_all().await.unwrap();
+    let inst = instance(&h, &new).unwrap();
+    assert_eq!(inst.lifecycle_state, LifecycleState::Pending);
+    assert!(matches!(
+        inst.attach_phase,
+        Some(AttachPhase::Registering { .. })
+    ));
+    assert_eq!(lb.members(), [ready("i-0"), ready(&new)]);
+    lb.apply(&h.engine);
+    pg.apply(&h.engine);
+    h.engine.reconcile_all().await.unwrap();
+    assert_eq!(
+        instance(&h, &new).unwrap().lifecycle_state,
+        LifecycleState::InService
+    );
+}
