@@ -662,21 +662,21 @@ async fn a_drained_servers_sessions_are_reported_and_cut_at_removal() {
         }]
     };
     converge(&mut h, &pool(MemberState::Ready)).await;
-    // Two requests in flight, then the server is drained.
+    // Two requests in flight (HAProxy has handed both to the server: a
+    // request that arrives once it drains has no server to go to), then
+    // the server is drained, and its sessions are still reported.
     let clients: Vec<_> = (0..2)
         .map(|_| std::thread::spawn(move || get(fe2)))
         .collect();
     let sessions = |r: &[AttachmentReport]| r[0].members[0].current_sessions;
     let start = Instant::now();
-    loop {
-        let r = converge(&mut h, &pool(MemberState::Drain)).await;
-        if sessions(&r) == 2 {
-            assert_eq!(r[0].members[0].state, MemberState::Drain as i32);
-            break;
-        }
-        assert!(start.elapsed() < DEADLINE, "{r:?}");
+    while sessions(&converge(&mut h, &pool(MemberState::Ready)).await) != 2 {
+        assert!(start.elapsed() < DEADLINE);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let r = converge(&mut h, &pool(MemberState::Drain)).await;
+    assert_eq!(r[0].members[0].state, MemberState::Drain as i32, "{r:?}");
+    assert_eq!(sessions(&r), 2, "{r:?}");
     // They finish: the report says no session is left.
     release.store(true, Ordering::SeqCst);
     for c in clients {
