@@ -60,6 +60,8 @@ pub struct Joined {
     pub instance_id: String,
     /// The group's name.
     pub group: String,
+    /// Set instead of the two above when the token was a target token.
+    pub target: String,
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -109,6 +111,7 @@ pub async fn join(args: &JoinArgs) -> Result<Joined, JoinError> {
     Ok(Joined {
         instance_id: response.instance_id,
         group: response.scaling_group_name,
+        target: response.target_name,
         ca: tls.ca,
         cert: tls.cert,
         key: tls.key,

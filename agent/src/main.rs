@@ -88,10 +88,16 @@ fn main() -> ExitCode {
         };
         match runtime.block_on(ebb_agent::join::join(&args)) {
             Ok(joined) => {
+                let who = if joined.target.is_empty() {
+                    format!("instance {} of group {}", joined.instance_id, joined.group)
+                } else {
+                    format!(
+                        "target {} (its agent.toml needs a [target] section saying what it drives)",
+                        joined.target
+                    )
+                };
                 eprintln!(
-                    "ebb-agent: joined as instance {} of group {}; wrote {}, {} (mode 0600) and {}",
-                    joined.instance_id,
-                    joined.group,
+                    "ebb-agent: joined as {who}; wrote {}, {} (mode 0600) and {}",
                     joined.cert.display(),
                     joined.key.display(),
                     joined.ca.display()

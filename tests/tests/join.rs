@@ -585,3 +585,40 @@ fn bad_token_and_join_requests_are_refused_naming_the_field() {
     assert_eq!(uses_left(&ctl, id), 1);
     assert_eq!(ctl.metric("ebb_joins_refused_total"), Some(11.0));
 }
+
+/// `ebb-agent join` with a target token: the host gets the target's
+/// certificate, joins no group, and is told its agent.toml needs a
+/// `[target]` section; started without one, the agent says so.
+#[test]
+fn a_host_joins_as_a_target_with_a_target_token() {
+    let sandbox = Sandbox::new();
+    let ctl = ControllerProc::start(sandbox.path(), INTERVAL_MS).unwrap();
+    let mut admin = Admin::local(&ctl);
+    group(&mut admin, "web");
+    let (token, ca_hash) = create_token(&ctl, &["--target", "lb1"]);
+    let host = sandbox.path().join("lb-host");
+    let out = join(&ctl, &host, &token, &ca_hash, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("joined as target lb1 (its agent.toml needs a [target] section"),
+        "{stderr}"
+    );
+    let cert = fs::read_to_string(host.join("agent.crt")).expect("the joined certificate");
+    let id = ebb_certs::describe_pem(&cert).unwrap().identity.unwrap();
+    assert_eq!(id.uri(), "spiffe://ebb.local/target/lb1");
+    assert!(instances(&mut admin, "web").is_empty());
+    assert_eq!(uses_left(&ctl, token.split('.').next().unwrap()), 0);
+    // Run as is, with no [target] section, it stops and says why.
+    let run = Command::new(bin("ebb-agent"))
+        .arg("--config")
+        .arg(host.join("agent.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(64), "{}", text(&run));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("[target]"),
+        "{}",
+        text(&run)
+    );
+}
