@@ -187,6 +187,20 @@ fn identities_that_may_not_drive_a_target_or_the_admin_api_are_refused() {
     );
     assert_eq!(refused(&ctl, "not_a_target"), before + 1.0);
     ctl.wait_log("cannot act as target `lb1`");
+    // On its own stream, a target report from it is dropped and counted.
+    let own = RawStream::open(
+        ctl.grpc,
+        &ca,
+        (&instance.cert_pem, &instance.key_pem),
+        ebb_tests::hello("i-poser"),
+    )
+    .expect("the instance's own stream");
+    own.send(AgentBody::TargetReport(pb::TargetReport {
+        version: u64::MAX,
+        attachments: vec![],
+    }));
+    ctl.wait_metric("ebb_target_reports_dropped_total", |v| v == 1.0);
+    ctl.wait_log("dropped a target report from an instance's agent");
 
     // A target certificate whose Hello names another target.
     let (cert, key) = target_identity(&ctl, "lb1");
