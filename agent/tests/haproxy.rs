@@ -4,118 +4,58 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ebb_agent::target::haproxy::Haproxy;
+use ebb_agent::target::haproxy::Haproxy as Driver;
 use ebb_proto::v1::{AttachmentReport, LoadBalancerMembers, Member, MemberState};
+use ebb_tests::peers::{Haproxy, free_port, http_get};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A real haproxy, stopped when dropped.
-struct Proxy {
-    child: Child,
-    dir: tempfile::TempDir,
-    frontend: u16,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A real haproxy (`ebb_tests::peers`) whose backend `web` (roundrobin)
+/// holds one static server ebb must leave alone.
+struct Proxy(Haproxy);
 
 impl Proxy {
-    /// Backend `web` (roundrobin) holds one static server ebb must leave
-    /// alone, `static1`, at `static_port`; `extra` is added to the config.
+    /// `static1` at `static_port` in backend `web`; `extra` is added to
+    /// the config.
     fn start(static_port: u16, extra: &str) -> Self {
-        let ok = Command::new("haproxy")
-            .arg("-v")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            ok,
-            "this test needs the haproxy package (apt-get install haproxy)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let frontend = free_port();
-        let socket = dir.path().join("admin.sock");
-        let cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global\n    stats socket {} level admin\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\nfrontend fe\n    bind 127.0.0.1:{frontend}\n    default_backend web\nbackend web\n    balance roundrobin\n    server static1 127.0.0.1:{static_port}\n{extra}",
-                socket.display()
+        Self(Haproxy::start(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "web",
+            &format!(
+                "backend web\n    balance roundrobin\n    server static1 127.0.0.1:{static_port}\n{extra}"
             ),
-        )
-        .unwrap();
-        let child = Command::new("haproxy")
-            .args(["-db", "-q"])
-            .arg("-f")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let p = Self {
-            child,
-            dir,
-            frontend,
-        };
-        eventually("the runtime socket accepts connections", || {
-            std::os::unix::net::UnixStream::connect(p.socket()).is_ok()
-        });
-        p
+        ))
     }
 
     fn socket(&self) -> PathBuf {
-        self.dir.path().join("admin.sock")
+        self.0.socket()
     }
 
     fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.0.dir().join("state")
     }
 
     fn runtime(&self, cmd: &str) -> String {
-        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).unwrap();
-        s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+        self.0.runtime(cmd)
     }
 
-    /// `show servers state web`: server name → (port, admin state, weight).
+    /// Backend `web`'s servers: (name, port, admin state, weight).
     fn servers(&self) -> Vec<(String, u16, u32, u32)> {
-        self.runtime("show servers state web")
-            .lines()
-            .skip(1)
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (
-                    f[3].to_owned(),
-                    f[18].parse().unwrap(),
-                    f[6].parse().unwrap(),
-                    f[7].parse().unwrap(),
-                )
-            })
+        self.0
+            .servers("web")
+            .into_iter()
+            .map(|s| (s.name, s.port, s.admin_state, s.weight))
             .collect()
     }
 
     /// Who answers 24 requests through the frontend.
     fn answers(&self) -> BTreeSet<String> {
-        (0..24).filter_map(|_| get(self.frontend)).collect()
+        (0..24).filter_map(|_| http_get(self.0.frontend)).collect()
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A tiny HTTP server on a loopback port answering its name, for the life
@@ -139,27 +79,6 @@ fn backend(name: &str) -> u16 {
     port
 }
 
-fn get(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    if !out.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    Some(out.split("\r\n\r\n").nth(1)?.to_owned())
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn member(id: &str, port: u16, weight: u32, state: MemberState) -> Member {
     Member {
         instance_id: id.into(),
@@ -178,7 +97,7 @@ fn web(members: Vec<Member>) -> Vec<LoadBalancerMembers> {
     }]
 }
 
-async fn converge(h: &mut Haproxy, lbs: &[LoadBalancerMembers]) -> Vec<AttachmentReport> {
+async fn converge(h: &mut Driver, lbs: &[LoadBalancerMembers]) -> Vec<AttachmentReport> {
     h.converge(lbs, &|| false).await
 }
 
@@ -212,7 +131,7 @@ async fn servers_follow_the_member_list_and_others_are_left_alone() {
         backend("i-a moved"),
     );
     let p = Proxy::start(s0, "");
-    let mut h = Haproxy::new(p.socket(), false, &p.state_dir()).unwrap();
+    let mut h = Driver::new(p.socket(), false, &p.state_dir()).unwrap();
 
     // Two added: both serve traffic through the frontend, beside the static server.
     let r = converge(
@@ -327,7 +246,7 @@ async fn servers_follow_the_member_list_and_others_are_left_alone() {
     // The agent restarts: it remembers i-a as its own and removes it when
     // no longer listed, still leaving the static server alone.
     drop(h);
-    let mut h = Haproxy::new(p.socket(), false, &p.state_dir()).unwrap();
+    let mut h = Driver::new(p.socket(), false, &p.state_dir()).unwrap();
     let r = converge(&mut h, &web(vec![])).await;
     assert_eq!((r[0].error.as_str(), r[0].members.len()), ("", 0), "{r:?}");
     let servers = p.servers();
@@ -339,11 +258,11 @@ async fn servers_follow_the_member_list_and_others_are_left_alone() {
 async fn a_fresh_agent_never_touches_servers_it_did_not_add() {
     let (s0, a) = (backend("static"), backend("i-a"));
     let p = Proxy::start(s0, "");
-    let mut h = Haproxy::new(p.socket(), false, &p.state_dir()).unwrap();
+    let mut h = Driver::new(p.socket(), false, &p.state_dir()).unwrap();
     converge(&mut h, &web(vec![member("i-a", a, 1, MemberState::Ready)])).await;
     // Another state dir: i-a is not this agent's, so it stays.
     let other = tempfile::tempdir().unwrap();
-    let mut stranger = Haproxy::new(p.socket(), false, other.path()).unwrap();
+    let mut stranger = Driver::new(p.socket(), false, other.path()).unwrap();
     converge(&mut stranger, &web(vec![])).await;
     assert_eq!(p.servers().len(), 2, "{:?}", p.servers());
 }
@@ -351,7 +270,7 @@ async fn a_fresh_agent_never_touches_servers_it_did_not_add() {
 #[tokio::test]
 async fn an_unknown_backend_is_an_attachment_error() {
     let p = Proxy::start(backend("static"), "backend hashed\n    balance source\n");
-    let mut h = Haproxy::new(p.socket(), false, &p.state_dir()).unwrap();
+    let mut h = Driver::new(p.socket(), false, &p.state_dir()).unwrap();
     let lbs = vec![
         LoadBalancerMembers {
             attachment_id: "g-1/nope".into(),
@@ -385,7 +304,7 @@ async fn checked_servers_report_the_verdict() {
         s0,
         "backend checked\n    balance roundrobin\n    option httpchk GET /\n    default-server inter 200ms\n",
     );
-    let mut h = Haproxy::new(p.socket(), true, &p.state_dir()).unwrap();
+    let mut h = Driver::new(p.socket(), true, &p.state_dir()).unwrap();
     let lbs = vec![LoadBalancerMembers {
         attachment_id: "g-1/checked".into(),
         backend: "checked".into(),
@@ -653,7 +572,7 @@ async fn a_drained_servers_sessions_are_reported_and_cut_at_removal() {
             "frontend fe2\n    bind 127.0.0.1:{fe2}\n    default_backend pool\nbackend pool\n    balance roundrobin\n"
         ),
     );
-    let mut h = Haproxy::new(p.socket(), false, &p.state_dir()).unwrap();
+    let mut h = Driver::new(p.socket(), false, &p.state_dir()).unwrap();
     let pool = |state| {
         vec![LoadBalancerMembers {
             attachment_id: "g-1/pool".into(),
@@ -666,7 +585,7 @@ async fn a_drained_servers_sessions_are_reported_and_cut_at_removal() {
     // request that arrives once it drains has no server to go to), then
     // the server is drained, and its sessions are still reported.
     let clients: Vec<_> = (0..2)
-        .map(|_| std::thread::spawn(move || get(fe2)))
+        .map(|_| std::thread::spawn(move || http_get(SocketAddr::from(([127, 0, 0, 1], fe2)))))
         .collect();
     let sessions = |r: &[AttachmentReport]| r[0].members[0].current_sessions;
     let start = Instant::now();
@@ -691,7 +610,7 @@ async fn a_drained_servers_sessions_are_reported_and_cut_at_removal() {
     // server deleted.
     release.store(false, Ordering::SeqCst);
     converge(&mut h, &pool(MemberState::Ready)).await;
-    let client = std::thread::spawn(move || get(fe2));
+    let client = std::thread::spawn(move || http_get(SocketAddr::from(([127, 0, 0, 1], fe2))));
     let start = Instant::now();
     while sessions(&converge(&mut h, &pool(MemberState::Ready)).await) != 1 {
         assert!(start.elapsed() < DEADLINE);

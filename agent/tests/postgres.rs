@@ -8,85 +8,47 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ebb_agent::config::{PgReload, PostgresConfig};
 use ebb_agent::target::pgwire::Session;
 use ebb_agent::target::postgres::{BEGIN, END, Postgres};
 use ebb_proto::v1::{AllowList, AttachmentReport, Member};
+use ebb_tests::peers::{PgCluster, as_postgres, run};
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
 const DEADLINE: Duration = Duration::from_secs(30);
 /// What the cluster's pg_hba.conf holds before ebb writes: the local
 /// socket only, so every TCP connection needs a line of ebb's block.
 const ORIGINAL: &str = "# the operator's own lines\nlocal all all trust\n";
 
-/// A running cluster, stopped and removed when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    port: u16,
-}
+/// A running cluster of the test's own (`ebb_tests::peers`), listening on
+/// 127.0.0.1, its pg_hba.conf holding only the operator's lines.
+struct Cluster(PgCluster);
 
 impl Cluster {
     fn start() -> Self {
-        assert!(
-            is_root(),
-            "this test needs root (initdb refuses root, so the cluster runs as the postgres user); run the suite as root, as .ci/run does"
-        );
-        assert!(
-            Path::new(BIN).join("initdb").exists(),
-            "this test needs the postgresql-15 package (apt-get install postgresql-15)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        run(Command::new("chown").arg("postgres:").arg(dir.path()));
-        let c = Self { dir, port };
-        run(as_postgres("initdb")
-            .args(["-A", "trust", "-U", "postgres", "-D"])
-            .arg(c.data()));
-        std::fs::write(c.hba(), ORIGINAL).unwrap();
-        run(as_postgres("pg_ctl")
-            .arg("-D")
-            .arg(c.data())
-            .arg("-l")
-            .arg(c.dir.path().join("log"))
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1",
-                c.dir.path().display()
-            ))
-            .args(["-w", "start"]));
-        c
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        Self(PgCluster::start("127.0.0.1", ORIGINAL))
     }
 
     fn hba(&self) -> PathBuf {
-        self.data().join("pg_hba.conf")
+        self.0.hba()
     }
 
     fn config(&self, reload: PgReload) -> PostgresConfig {
         PostgresConfig {
-            hba_file: self.hba(),
+            hba_file: self.0.hba(),
             reload,
-            socket_dir: self.dir.path().to_owned(),
-            port: self.port,
+            socket_dir: self.0.socket_dir().to_owned(),
+            port: self.0.port,
             user: "postgres".into(),
-            data_dir: Some(self.data()),
+            data_dir: Some(self.0.data()),
         }
     }
 
     /// Whether a TCP connection from 127.0.0.1 as `postgres` is let in,
     /// and PostgreSQL's answer when it is not.
     async fn tcp_login(&self) -> Result<(), String> {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.0.port))
             .await
             .map_err(|e| e.to_string())?;
         Session::start(stream, "postgres", "postgres")
@@ -98,7 +60,10 @@ impl Cluster {
 
     /// `pg_hba_file_rules`' host lines, as (address, auth method).
     async fn rules(&self) -> Vec<(String, String)> {
-        let socket = self.dir.path().join(format!(".s.PGSQL.{}", self.port));
+        let socket = self
+            .0
+            .socket_dir()
+            .join(format!(".s.PGSQL.{}", self.0.port));
         let mut s = Session::connect_unix(&socket, "postgres").await.unwrap();
         let rows = s
             .query("SELECT address, auth_method FROM pg_hba_file_rules WHERE type = 'host' ORDER BY line_number")
@@ -109,40 +74,6 @@ impl Cluster {
             .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
             .collect()
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = as_postgres("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-}
-
-fn as_postgres(program: &str) -> Command {
-    let mut c = Command::new("runuser");
-    c.args(["-u", "postgres", "--"])
-        .arg(Path::new(BIN).join(program));
-    c
-}
-
-fn run(c: &mut Command) {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn list(members: &[(&str, &str)], method: &str) -> Vec<AllowList> {
@@ -306,7 +237,10 @@ async fn what_postgres_finds_wrong_in_the_file_is_the_attachment_error() {
 async fn a_reload_role_that_needs_a_password_is_named() {
     let c = Cluster::start();
     std::fs::write(c.hba(), "local all all scram-sha-256\n").unwrap();
-    run(as_postgres("pg_ctl").arg("-D").arg(c.data()).arg("reload"));
+    run(as_postgres("pg_ctl")
+        .arg("-D")
+        .arg(c.0.data())
+        .arg("reload"));
     let mut pg = Postgres::new(c.config(PgReload::Sql));
     let start = Instant::now();
     loop {

@@ -447,38 +447,28 @@ impl Ca {
 
     /// An agent certificate for one instance.
     pub fn issue_agent(&self, instance_id: &str, validity: Duration) -> Result<Issued> {
-        let (not_before, not_after) = CertSpec::valid_for(validity);
-        self.issue(&CertSpec {
-            identity: Some(Identity::instance(&self.trust_domain, instance_id)?),
-            dns_names: vec![],
-            ips: vec![],
-            not_before,
-            not_after,
-            server: false,
-            client: true,
-        })
+        self.issue_client(
+            Identity::instance(&self.trust_domain, instance_id)?,
+            validity,
+        )
     }
 
     /// A target agent's certificate: the host of a load balancer or a
     /// database that ebb drives.
     pub fn issue_target(&self, name: &str, validity: Duration) -> Result<Issued> {
-        let (not_before, not_after) = CertSpec::valid_for(validity);
-        self.issue(&CertSpec {
-            identity: Some(Identity::target(&self.trust_domain, name)?),
-            dns_names: vec![],
-            ips: vec![],
-            not_before,
-            not_after,
-            server: false,
-            client: true,
-        })
+        self.issue_client(Identity::target(&self.trust_domain, name)?, validity)
     }
 
     /// An admin certificate for an operator or a tool.
     pub fn issue_admin(&self, name: &str, validity: Duration) -> Result<Issued> {
+        self.issue_client(Identity::admin(&self.trust_domain, name)?, validity)
+    }
+
+    /// A client certificate (key made here) for `identity`.
+    fn issue_client(&self, identity: Identity, validity: Duration) -> Result<Issued> {
         let (not_before, not_after) = CertSpec::valid_for(validity);
         self.issue(&CertSpec {
-            identity: Some(Identity::admin(&self.trust_domain, name)?),
+            identity: Some(identity),
             dns_names: vec![],
             ips: vec![],
             not_before,

@@ -444,35 +444,26 @@ pub(crate) fn controller_for_agents(
     }
 }
 
-/// A ready-to-use agent.toml naming the written files.
+/// A ready-to-use agent.toml for instance `id` naming the written files.
 fn agent_toml(
     id: &str,
     controller: &str,
     server_name: &str,
     note: Option<&str>,
-    [ca, cert, key]: [&Path; 3],
+    files: [&Path; 3],
 ) -> String {
-    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
-    let p = |p: &Path| q(&p.display().to_string());
-    let mut s = format!("# agent.toml for instance {id}\n");
-    if let Some(note) = note {
-        s.push_str(&format!("# note: {note}\n"));
-    }
-    s.push_str(&format!(
-        "controller = {}\nserver_name = {}\n\n[tls]\nca = {}\ncert = {}\nkey = {}\n",
-        q(controller),
-        q(server_name),
-        p(ca),
-        p(cert),
-        p(key)
-    ));
     // Off unless the host says so: name the switch where it is read.
-    s.push_str(
-        "\n# Lifecycle hook scripts: off by default; when on, only executables\n\
+    let tail = "\n# Lifecycle hook scripts: off by default; when on, only executables\n\
          # inside `dir` run (docs/lifecycle-hooks.md).\n\
-         # [hooks]\n# allow_scripts = true\n# dir = \"/etc/ebb/hooks.d\"\n",
-    );
-    s
+         # [hooks]\n# allow_scripts = true\n# dir = \"/etc/ebb/hooks.d\"\n";
+    toml_for(
+        &format!("instance {id}"),
+        controller,
+        server_name,
+        note,
+        files,
+        tail,
+    )
 }
 
 /// A target agent's agent.toml naming the written files; what it may
@@ -482,11 +473,34 @@ fn target_toml(
     controller: &str,
     server_name: &str,
     note: Option<&str>,
+    files: [&Path; 3],
+) -> String {
+    // The agent refuses a target certificate without [target]: say what goes there.
+    let tail = "\n# What this target may drive, and nothing else (docs/targets.md): one or both of\n\
+         # [target.haproxy]\n# socket = \"/run/haproxy/admin.sock\"\n\
+         # [target.postgres]\n# hba_file = \"/etc/postgresql/15/main/pg_hba.conf\"\n# reload = \"sql\"\n";
+    toml_for(
+        &format!("target {name}"),
+        controller,
+        server_name,
+        note,
+        files,
+        tail,
+    )
+}
+
+/// agent.toml for `who`: the controller, the written files, then `tail`.
+fn toml_for(
+    who: &str,
+    controller: &str,
+    server_name: &str,
+    note: Option<&str>,
     [ca, cert, key]: [&Path; 3],
+    tail: &str,
 ) -> String {
     let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
     let p = |p: &Path| q(&p.display().to_string());
-    let mut s = format!("# agent.toml for target {name}\n");
+    let mut s = format!("# agent.toml for {who}\n");
     if let Some(note) = note {
         s.push_str(&format!("# note: {note}\n"));
     }
@@ -498,12 +512,7 @@ fn target_toml(
         p(cert),
         p(key)
     ));
-    // The agent refuses a target certificate without [target]: say what goes there.
-    s.push_str(
-        "\n# What this target may drive, and nothing else (docs/targets.md): one or both of\n\
-         # [target.haproxy]\n# socket = \"/run/haproxy/admin.sock\"\n\
-         # [target.postgres]\n# hba_file = \"/etc/postgresql/15/main/pg_hba.conf\"\n# reload = \"sql\"\n",
-    );
+    s.push_str(tail);
     s
 }
 

@@ -13,27 +13,11 @@ use tracing::{info, warn};
 use super::pgwire::{self, Session};
 use super::{is_attachment_id, is_name, write_atomically};
 use crate::config::{PgReload, PostgresConfig};
+// The auth methods a line may use: the controller's own list.
+use ebb_core::model::attachments::AUTH_METHODS as METHODS;
 
 pub const BEGIN: &str = "# BEGIN ebb managed block - written by ebb-agent, do not edit";
 pub const END: &str = "# END ebb managed block";
-
-/// The auth methods pg_hba.conf takes on a `host` line without options
-/// (PostgreSQL 15). `peer` is for `local` lines only.
-const METHODS: &[&str] = &[
-    "trust",
-    "reject",
-    "scram-sha-256",
-    "md5",
-    "password",
-    "gss",
-    "sspi",
-    "ident",
-    "ldap",
-    "radius",
-    "cert",
-    "pam",
-    "bsd",
-];
 
 /// One line of the block: who is let in, from where, for which attachment.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,7 +20,9 @@ pub const MAX_LOAD_BALANCERS: usize = 5;
 pub const MAX_DB_INSTANCES: usize = 5;
 /// A pg_hba line's method when the attachment names none.
 pub const DEFAULT_AUTH_METHOD: &str = "scram-sha-256";
-/// The pg_hba methods an allow-list may use (PostgreSQL 15's host methods).
+/// The pg_hba methods an allow-list may use: those PostgreSQL 15 takes on
+/// a `host` line without options (`peer` is for `local` lines only). The
+/// target agent checks against the same list.
 pub const AUTH_METHODS: &[&str] = &[
     "trust",
     "reject",
@@ -34,6 +36,7 @@ pub const AUTH_METHODS: &[&str] = &[
     "radius",
     "cert",
     "pam",
+    "bsd",
 ];
 
 /// An HAProxy backend whose servers are the group's instances.
