@@ -1274,24 +1274,30 @@ mod tests {
         assert_eq!(store.list_groups().unwrap(), [group("asg-2", "api")]);
     }
 
+    /// A database at schema `version`, as the build that wrote it left it.
+    fn at_schema(path: &Path, version: i64) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (
+                 version       INTEGER PRIMARY KEY NOT NULL,
+                 applied_at_ms INTEGER NOT NULL
+             );",
+        )
+        .unwrap();
+        for (v, sql) in (1..=version).zip(MIGRATIONS) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_version VALUES (?1, 0)", [v])
+                .unwrap();
+        }
+        conn
+    }
+
     #[test]
     fn schema_7_join_tokens_keep_their_group_through_migration() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ebb.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_version (
-                     version       INTEGER PRIMARY KEY NOT NULL,
-                     applied_at_ms INTEGER NOT NULL
-                 );",
-            )
-            .unwrap();
-            for (version, sql) in (1..=7).zip(MIGRATIONS) {
-                conn.execute_batch(sql).unwrap();
-                conn.execute("INSERT INTO schema_version VALUES (?1, 0)", [version])
-                    .unwrap();
-            }
+            let conn = at_schema(&path, 7);
             let g = group("asg-1", "web");
             conn.execute(
                 "INSERT INTO groups (id, name, data) VALUES (?1, ?2, ?3)",
@@ -1341,19 +1347,7 @@ mod tests {
         };
         // A database as the build before the status column left it.
         {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_version (
-                     version       INTEGER PRIMARY KEY NOT NULL,
-                     applied_at_ms INTEGER NOT NULL
-                 );",
-            )
-            .unwrap();
-            for (version, sql) in (1..=3).zip(MIGRATIONS) {
-                conn.execute_batch(sql).unwrap();
-                conn.execute("INSERT INTO schema_version VALUES (?1, 0)", [version])
-                    .unwrap();
-            }
+            let conn = at_schema(&path, 3);
             let g = group("asg-1", "web");
             conn.execute(
                 "INSERT INTO groups (id, name, data) VALUES (?1, ?2, ?3)",
