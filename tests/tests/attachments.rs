@@ -509,6 +509,10 @@ fn a_controller_killed_mid_drain_finishes_it_after_restart_and_releases_once() {
                 .any(|a| a.kind == "load_balancer" && a.state == "draining")
         })
     });
+    // Requests go on through the restart: a restarted controller must not
+    // take the servers it finds out of the backend while its agents
+    // reconnect.
+    let load = Load::start(s.haproxy.frontend);
     let (grpc, http) = (s.ctl.grpc, s.ctl.http);
     s.ctl.proc.signal("KILL");
     s.ctl.proc.wait_exit(DEADLINE);
@@ -529,6 +533,12 @@ fn a_controller_killed_mid_drain_finishes_it_after_restart_and_releases_once() {
             "a drained session was cut: {answer}"
         );
     }
+    let (sent, failed, failures) = load.finish();
+    println!(
+        "requests through HAProxy across the controller's restart: {sent} sent, {failed} failed"
+    );
+    assert!(sent > 10, "the load sent only {sent} requests");
+    assert_eq!(failed, 0, "{failures:?}");
     let second_log = s.ctl.proc.log_text();
     let removed = format!("instance={}", victim.id);
     let releases = [&first_log, &second_log]

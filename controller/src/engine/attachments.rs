@@ -88,7 +88,7 @@ impl Engine {
                     instances
                         .iter()
                         .filter_map(|i| {
-                            let m = load_balancer_membership(i, self.fleet.is_connected(&i.id))?;
+                            let m = load_balancer_membership(i, self.agent_lost(&i.id, now))?;
                             Some(Member {
                                 instance_id: i.id.clone(),
                                 address: i.address.clone()?,
@@ -134,6 +134,17 @@ impl Engine {
         }
         self.fleet.targets.set_desired(all);
         Ok(())
+    }
+
+    /// Whether an instance's agent is known to be gone: its stream dropped,
+    /// or it has not connected within the reconnect grace of this
+    /// controller's start (a restart is not a mass failure, and must not
+    /// take every server out of its load balancer).
+    fn agent_lost(&self, id: &str, now: i64) -> bool {
+        match self.fleet.with_agent(id, |a| a.connected) {
+            Some(connected) => !connected,
+            None => now - self.started_at_ms > self.health.reconnect_grace.as_millis() as i64,
+        }
     }
 
     /// Every attachment of the group and what its target says of `inst`,

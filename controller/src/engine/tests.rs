@@ -2075,3 +2075,30 @@ async fn an_instance_held_by_a_scale_out_hook_registers_once_the_hook_continues(
         LifecycleState::InService
     );
 }
+
+#[tokio::test]
+async fn a_restarted_controller_keeps_servers_ready_while_agents_reconnect() {
+    let (h, _lb, _pg) = attached_harness().await;
+    // A new controller on the same store: no agent has reconnected yet.
+    let engine = Engine::new(
+        h.engine.store.clone(),
+        h.provider.clone(),
+        Arc::new(Fleet::new(1000, Arc::new(h.clock.clone()))),
+        Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap()),
+        LaunchSettings {
+            controller: "127.0.0.1:1".into(),
+            server_name: "localhost".into(),
+            timeout: Duration::from_secs(60),
+        },
+    );
+    let lb = FakeTarget::connect(&engine, "lb1");
+    // Connected before the first pass: told nothing yet.
+    assert!(!lb.desired.has_changed().unwrap());
+    engine.reconcile_all().await.unwrap();
+    assert_eq!(lb.members(), [ready("i-0")]);
+    // An agent that does not come back within the grace is lost.
+    h.clock
+        .advance_ms(super::DEFAULT_RECONNECT_GRACE.as_millis() as i64 + 1_000);
+    engine.reconcile_all().await.unwrap();
+    assert_eq!(lb.members(), [("i-0".to_owned(), pb::MemberState::Maint)]);
+}

@@ -40,6 +40,10 @@ pub struct Targets {
     entries: Mutex<HashMap<String, Entry>>,
     /// Versions grow across restarts: the first is the start time in ms.
     next_version: AtomicU64,
+    /// The engine has set the desired states once: until then a target
+    /// that connects is sent nothing (an empty state would make it delete
+    /// every server it holds, right after a controller restart).
+    published: std::sync::atomic::AtomicBool,
     next_session: AtomicU64,
 }
 
@@ -104,6 +108,7 @@ impl Targets {
         Self {
             entries: Mutex::new(HashMap::new()),
             next_version: AtomicU64::new(first_version.max(1)),
+            published: std::sync::atomic::AtomicBool::new(false),
             next_session: AtomicU64::new(1),
         }
     }
@@ -141,6 +146,13 @@ impl Targets {
         }
         // A target with nothing to hold and no stream is forgotten.
         entries.retain(|_, e| e.session.is_some() || !e.desired.is_empty());
+        // Targets connected before the first pass are told now, even of
+        // an empty state.
+        if !self.published.swap(true, Ordering::SeqCst) {
+            for e in entries.values() {
+                e.tx.send_modify(|_| {});
+            }
+        }
     }
 
     fn publish(&self, entry: &mut Entry, desired: Desired) {
@@ -167,7 +179,9 @@ impl Targets {
         entry.report = None;
         entry.closed = false;
         let mut rx = entry.tx.subscribe();
-        rx.mark_changed();
+        if self.published.load(Ordering::SeqCst) {
+            rx.mark_changed();
+        }
         (session, rx)
     }
 
@@ -368,6 +382,27 @@ mod tests {
         let third = rx.borrow().version;
         assert!(t.report("lb1", session, report(third, &[])));
         assert!(t.emptied("lb1", "asg-1/web"));
+    }
+
+    #[test]
+    fn nothing_is_sent_before_the_first_pass_then_even_an_empty_state_is() {
+        // A restarted controller: the targets reconnect before its first
+        // pass has computed anything. An empty state now would make them
+        // delete every server they hold.
+        let t = Targets::new(1);
+        let (_, lb_rx) = t.connect("lb1");
+        let (_, idle_rx) = t.connect("idle");
+        assert!(!lb_rx.has_changed().unwrap());
+        assert!(!idle_rx.has_changed().unwrap());
+        t.set_desired(HashMap::from([("lb1".to_owned(), lb(&["i-1"]))]));
+        assert!(lb_rx.has_changed().unwrap());
+        assert_eq!(lb_rx.borrow().load_balancers[0].members.len(), 1);
+        // A target with nothing to hold is told so, once the pass has run.
+        assert!(idle_rx.has_changed().unwrap());
+        assert!(idle_rx.borrow().load_balancers.is_empty());
+        // From then on a new stream gets the state at once.
+        let (_, again) = t.connect("lb1");
+        assert!(again.has_changed().unwrap());
     }
 
     #[test]

@@ -451,8 +451,9 @@ pub enum Membership {
 }
 
 /// The server `inst` must be on its group's load balancers; None: no server.
-/// `connected` is whether its agent's stream is up.
-pub fn load_balancer_membership(inst: &Instance, connected: bool) -> Option<Membership> {
+/// `lost` is whether its agent is known to be gone (its stream dropped, or
+/// it never came back after a controller restart's grace).
+pub fn load_balancer_membership(inst: &Instance, lost: bool) -> Option<Membership> {
     inst.address.as_ref()?;
     match inst.attach_phase {
         Some(AttachPhase::Registering { .. }) => return Some(Membership::Ready),
@@ -462,7 +463,7 @@ pub fn load_balancer_membership(inst: &Instance, connected: bool) -> Option<Memb
     }
     match inst.lifecycle_state {
         LifecycleState::InService | LifecycleState::Protected
-            if inst.health_status == HealthStatus::Healthy && connected =>
+            if inst.health_status == HealthStatus::Healthy && !lost =>
         {
             Some(Membership::Ready)
         }

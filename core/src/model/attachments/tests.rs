@@ -175,36 +175,39 @@ fn db_instances_check_names_and_methods() {
     assert_eq!(fields(&err), ["db_instances[0]"]);
 }
 
+const LIVE: bool = false;
+const LOST: bool = true;
+
 #[test]
 fn membership_follows_the_lifecycle() {
     use LifecycleState::*;
     let mut i = instance(Pending);
-    assert_eq!(load_balancer_membership(&i, true), None);
+    assert_eq!(load_balancer_membership(&i, LIVE), None);
     assert!(!allowed(&i));
     i.attach_phase = Some(AttachPhase::Registering { since_ms: 1 });
-    assert_eq!(load_balancer_membership(&i, true), Some(Membership::Ready));
+    assert_eq!(load_balancer_membership(&i, LIVE), Some(Membership::Ready));
     assert!(allowed(&i));
     i.attach_phase = None;
     i.lifecycle_state = InService;
-    assert_eq!(load_balancer_membership(&i, true), Some(Membership::Ready));
+    assert_eq!(load_balancer_membership(&i, LIVE), Some(Membership::Ready));
     // Agent lost, unhealthy, Standby: off the load balancer at once.
-    assert_eq!(load_balancer_membership(&i, false), Some(Membership::Maint));
+    assert_eq!(load_balancer_membership(&i, LOST), Some(Membership::Maint));
     i.health_status = HealthStatus::Unhealthy;
-    assert_eq!(load_balancer_membership(&i, true), Some(Membership::Maint));
+    assert_eq!(load_balancer_membership(&i, LIVE), Some(Membership::Maint));
     i.health_status = HealthStatus::Healthy;
     i.lifecycle_state = Standby;
-    assert_eq!(load_balancer_membership(&i, true), Some(Membership::Maint));
+    assert_eq!(load_balancer_membership(&i, LIVE), Some(Membership::Maint));
     assert!(allowed(&i));
     i.lifecycle_state = Removing;
     i.attach_phase = Some(AttachPhase::Draining { since_ms: 2 });
-    assert_eq!(load_balancer_membership(&i, true), Some(Membership::Drain));
+    assert_eq!(load_balancer_membership(&i, LIVE), Some(Membership::Drain));
     i.attach_phase = Some(AttachPhase::Deregistering { since_ms: 3 });
-    assert_eq!(load_balancer_membership(&i, true), None);
+    assert_eq!(load_balancer_membership(&i, LIVE), None);
     // Still allowed until its record is gone, after its release.
     assert!(allowed(&i));
     i.address = None;
     assert!(!allowed(&i));
-    assert_eq!(load_balancer_membership(&i, true), None);
+    assert_eq!(load_balancer_membership(&i, LIVE), None);
 }
 
 #[test]
