@@ -205,6 +205,16 @@ impl Stack {
     }
 }
 
+/// A network namespace of the test's own, deleted (with its end of the
+/// veth) when dropped.
+struct Probe(String);
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
 fn ids(list: &[(String, Ipv4Addr)]) -> BTreeSet<String> {
     list.iter().map(|(id, _)| id.clone()).collect()
 }
@@ -415,25 +425,27 @@ fn the_allow_list_admits_an_instance_once_in_service_and_never_another_address()
     eventually("its line gone", DEADLINE, || {
         s.allowed().is_empty().then_some(())
     });
-    let probe = format!("{}.probe", s.net.bridge);
+    // Not named after the bridge: the controller removes the bridge's
+    // namespaces that no instance claims.
+    let probe = Probe(format!("ebbprobe{}", std::process::id() % 100_000));
     let veth = format!("ebp{}", std::process::id() % 100_000);
-    ip(&["netns", "add", &probe]);
+    ip(&["netns", "add", &probe.0]);
     ip(&[
-        "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &probe,
+        "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &probe.0,
     ]);
     ip(&["link", "set", &veth, "master", &s.net.bridge, "up"]);
     ip(&[
         "-n",
-        &probe,
+        &probe.0,
         "addr",
         "add",
         &format!("{}/24", held.address),
         "dev",
         "eth0",
     ]);
-    ip(&["-n", &probe, "link", "set", "eth0", "up"]);
+    ip(&["-n", &probe.0, "link", "set", "eth0", "up"]);
     let refused = s
-        .psql_from(&probe)
+        .psql_from(&probe.0)
         .expect_err("a removed instance's address let in");
     assert!(refused.contains("no pg_hba.conf entry"), "{refused}");
 }
