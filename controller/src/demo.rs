@@ -779,13 +779,11 @@ impl Demo {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_mut()
-            .map(|b| {
-                b.stop_requests();
-            });
-        if stopped.is_some() {
-            if let Some(line) = self.requests_line() {
-                self.say(&format!("haproxy: requests stopped: {line}"));
-            }
+            .map(lb::Lb::stop_requests);
+        if stopped.is_some()
+            && let Some(line) = self.requests_line()
+        {
+            self.say(&format!("haproxy: requests stopped: {line}"));
         }
         self.release_all().await;
         if let Some(mut balancer) = self.lb.lock().unwrap_or_else(|p| p.into_inner()).take() {

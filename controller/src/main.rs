@@ -32,7 +32,9 @@ enum Command {
     },
     /// The quickstart: a controller and a scaling group of real local
     /// instances; load makes it scale out, quiet makes it scale in, a killed
-    /// instance is replaced. Ends by itself and leaves nothing running.
+    /// instance is replaced. As root with `haproxy` installed, the group sits
+    /// behind a real HAProxy and each instance's request count is shown.
+    /// Ends by itself and leaves nothing running.
     Demo {
         /// How long the story runs, in seconds (the clean-up comes after).
         #[arg(long, default_value_t = 90)]

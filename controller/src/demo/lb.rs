@@ -64,25 +64,38 @@ pub fn pick_network(pid: u32) -> anyhow::Result<(String, String)> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let used: Vec<[u8; 3]> = String::from_utf8_lossy(&out.stdout)
+    let used: Vec<(u32, u32)> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
             let cidr = l.split_whitespace().skip_while(|f| *f != "inet").nth(1)?;
-            let addr: Ipv4Addr = cidr.split('/').next()?.parse().ok()?;
-            let [a, b, c, _] = addr.octets();
-            Some([a, b, c])
+            let (addr, prefix) = cidr.split_once('/').unwrap_or((cidr, "32"));
+            Some((addr.parse::<Ipv4Addr>().ok()?.into(), prefix.parse().ok()?))
         })
         .collect();
     let seed = pid.wrapping_mul(2_654_435_761);
-    let [a, b, c] = (0..4096u32)
+    let network = (0..4096u32)
         .map(|i| {
             let v = seed.wrapping_add(i.wrapping_mul(7919));
             // 10.64.0.0 to 10.127.255.0: clear of the tests' 10.128/9.
-            [10, 64 + (v % 64) as u8, ((v / 64) % 256) as u8]
+            u32::from(Ipv4Addr::new(
+                10,
+                64 + (v % 64) as u8,
+                ((v / 64) % 256) as u8,
+                0,
+            ))
         })
-        .find(|p| !used.contains(p))
+        .find(|&n| !used.iter().any(|&(addr, prefix)| overlaps(n, addr, prefix)))
         .context("no free 10.x.y.0/24 for the demo's bridge")?;
-    Ok((format!("ebd{pid}"), format!("{a}.{b}.{c}.0/24")))
+    Ok((
+        format!("ebd{pid}"),
+        format!("{}/24", Ipv4Addr::from(network)),
+    ))
+}
+
+/// Whether the /24 at `network` and an interface's `addr/prefix` overlap.
+fn overlaps(network: u32, addr: u32, prefix: u32) -> bool {
+    let mask = u32::MAX.checked_shl(32 - prefix.min(24)).unwrap_or(0);
+    network & mask == addr & mask
 }
 
 /// Requests sent through HAProxy, and who answered them.
@@ -439,6 +452,17 @@ mod tests {
         assert_eq!(unavailable(None, false), Some(missing));
         let not_root = unavailable(Some(haproxy), false).unwrap();
         assert!(not_root.contains("needs root"), "{not_root}");
+    }
+
+    #[test]
+    fn a_subnet_overlaps_a_wider_or_equal_interface_network() {
+        let ip = |s: &str| u32::from(s.parse::<Ipv4Addr>().unwrap());
+        assert!(overlaps(ip("10.70.3.0"), ip("10.70.3.9"), 24));
+        assert!(overlaps(ip("10.70.3.0"), ip("10.70.3.9"), 32));
+        assert!(overlaps(ip("10.70.3.0"), ip("10.1.2.3"), 8));
+        assert!(overlaps(ip("10.70.3.0"), ip("192.168.0.1"), 0));
+        assert!(!overlaps(ip("10.70.3.0"), ip("10.70.4.1"), 24));
+        assert!(!overlaps(ip("10.70.3.0"), ip("192.168.0.1"), 16));
     }
 
     #[test]
