@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -156,7 +157,11 @@ impl Lb {
             ),
         )?;
         let log = std::fs::File::create(dir.join("haproxy.log"))?;
+        // A process group of its own, as the instances have: Ctrl-C on the
+        // demo's terminal must not kill it before the teardown drains the
+        // group through it.
         let haproxy = Command::new("haproxy")
+            .process_group(0)
             .args(["-db", "-q", "-f"])
             .arg(&cfg)
             .stdin(Stdio::null())
@@ -221,6 +226,7 @@ impl Lb {
         )?;
         let log = std::fs::File::create(dir.join("agent.log"))?;
         let child = Command::new(agent_bin)
+            .process_group(0)
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
