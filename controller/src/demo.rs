@@ -473,12 +473,15 @@ impl Demo {
             if elapsed >= burn_to && burner.take().is_some() {
                 self.load_off()?;
             }
+            self.watch_backend();
+            self.show()?;
+            // After this tick's screen: it shows the group as the crash
+            // finds it, and the next one what ebb made of it (a namespaced
+            // instance whose agent dies is gone within the tick).
             if !killed && elapsed >= kill_at {
                 killed = true;
                 self.kill_one()?;
             }
-            self.watch_backend();
-            self.show()?;
         }
         Ok(())
     }

@@ -175,13 +175,15 @@ fn the_quickstart_demo_shows_live_samples_and_leaves_nothing_behind() {
 }
 
 /// On a terminal (a pty from `script`), the demo redraws one screen with
-/// the instances, the alarms, the activities and the story.
+/// the instances, HAProxy's servers and counts, the alarms, the activities
+/// and the story. 12 s: a namespaced instance is InService once HAProxy's
+/// check passes, which takes a few seconds on a busy machine.
 #[test]
 fn on_a_terminal_the_demo_redraws_a_live_screen() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     needs_root_and_haproxy();
     let command = format!(
-        "{} demo --seconds 8 --load metric",
+        "{} demo --seconds 12 --load metric",
         ebb_tests::bin("ebb-controller").display()
     );
     let out = std::process::Command::new("script")
