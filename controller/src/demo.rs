@@ -7,6 +7,16 @@
 //! second: instances with state, health and CPU, the alarms, the latest
 //! activities and the story so far. With `--plain` (or when stdout is not a
 //! terminal) the same story is printed as timestamped lines.
+//!
+//! When `haproxy` is on PATH and the demo runs as root, the group also sits
+//! behind a real HAProxy (`lb`): the instances get namespaces and addresses
+//! of their own on a bridge of the demo's, serve their id over HTTP, and a
+//! steady request loop through HAProxy counts who answers. Otherwise the
+//! demo says why not, once, at the start.
+
+mod lb;
+
+pub use lb::web;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
@@ -27,7 +37,9 @@ use ebb_core::model::ActivityStatus;
 const DEMO_GROUP: &str = "demo";
 /// The apply file, as an operator would write it: the group, and the
 /// alarms' metric and the configuration's metric source for `load`.
-fn demo_file(load: &Load, data_dir: &Path) -> String {
+/// With `web`, the demo's own workload (`ebb-controller demo-web`) serves
+/// each instance's id and the group is attached to the demo's HAProxy.
+fn demo_file(load: &Load, data_dir: &Path, web: Option<&Path>) -> String {
     let (metric, source) = match load {
         Load::Cpu => ("CpuUtilization".to_owned(), String::new()),
         Load::Metric => (
@@ -39,6 +51,25 @@ fn demo_file(load: &Load, data_dir: &Path) -> String {
         ),
     };
     let name = load.alarm_prefix();
+    let (command, balancer) = match web {
+        None => (r#"["sleep", "infinity"]"#.to_owned(), String::new()),
+        Some(exe) => (
+            // The data dir is ignored by demo-web; it lets anyone (the
+            // demo's test) find the processes the demo started.
+            format!(
+                "[{}, \"demo-web\", {}]",
+                toml_string(&exe.display().to_string()),
+                toml_string(&data_dir.display().to_string())
+            ),
+            format!(
+                "\n[[load_balancer]]\ntarget = \"{}\"\nbackend = \"{}\"\nport = {}\ndrain_timeout_secs = {}\n",
+                lb::TARGET,
+                lb::BACKEND,
+                lb::WEB_PORT,
+                lb::DRAIN_SECS
+            ),
+        ),
+    };
     format!(
         r#"[group]
 name = "demo"
@@ -51,8 +82,8 @@ removal_policies = ["NewestInstance"]
 
 [configuration]
 name = "demo-v1"
-command = ["sleep", "infinity"]
-{source}
+command = {command}
+{source}{balancer}
 [[rule]]
 name = "add-1"
 rule_type = "SimpleScalingRule"
@@ -163,8 +194,10 @@ fn ebbctl_binary() -> anyhow::Result<PathBuf> {
 
 pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let ebbctl = ebbctl_binary()?;
-    ebb_controller::provider::find_agent_binary(None)?;
-    let config = Config {
+    let agent_bin = ebb_controller::provider::find_agent_binary(None)?;
+    let root = ebb_controller::provider::netns::is_root();
+    let not_shown = lb::unavailable(lb::on_path("haproxy").as_deref(), root);
+    let mut config = Config {
         data_dir: opts.data_dir.clone(),
         grpc: ebb_controller::config::GrpcConfig {
             listen: "127.0.0.1:0".parse()?,
@@ -175,34 +208,50 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
         },
         ..Default::default()
     };
-    let controller = Controller::start(config).await?;
+    // With HAProxy, instances get addresses of their own on a bridge and
+    // subnet of the demo's, removed at its end.
+    let network = match not_shown {
+        Some(_) => None,
+        None => {
+            let (bridge, subnet) = lb::pick_network(std::process::id())?;
+            config.provider.network = ebb_controller::config::Network::Namespace;
+            config.provider.bridge = bridge.clone();
+            config.provider.subnet = subnet.clone();
+            Some((bridge, subnet))
+        }
+    };
+    let controller = match Controller::start(config).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some((bridge, _)) = &network {
+                lb::remove_network(bridge);
+            }
+            return Err(e.into());
+        }
+    };
     let (grpc, http) = (controller.grpc_addr(), controller.http_addr());
     let fleet = controller.fleet();
     let store = controller.store();
+    // The target agent's certificate and the CA it trusts, from the demo
+    // controller's CA (in the data dir's pki) while it is at hand.
+    let target_cert = match network {
+        Some(_) => Some((
+            controller
+                .ca()
+                .issue_target(lb::TARGET, ebb_certs::AGENT_VALIDITY)?,
+            controller.ca().cert_pem().to_owned(),
+        )),
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(controller.serve(async {
         let _ = stop_rx.await;
     }));
-    // ebbctl finds the controller through endpoints.toml, which serve
-    // writes as it starts: wait for it rather than race it.
-    let endpoints = opts.data_dir.join(ebb_core::local::ENDPOINTS_FILE);
-    let ready_by = Instant::now() + Duration::from_secs(10);
-    while !endpoints.exists() {
-        if Instant::now() > ready_by || server.is_finished() {
-            bail!("the controller did not start serving");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let file = opts.data_dir.join("demo.toml");
-    std::fs::write(&file, demo_file(&opts.load, &opts.data_dir))?;
-    let load_file = opts.data_dir.join(LOAD_FILE);
-    if opts.load == Load::Metric {
-        std::fs::write(&load_file, LOW_LOAD)?;
-    }
     let header = format!(
         "controller on {grpc} (metrics: http://{http}/metrics); data dir {}",
         opts.data_dir.display()
     );
+    let load_file = opts.data_dir.join(LOAD_FILE);
     let demo = Demo {
         ebbctl,
         data_dir: opts.data_dir.clone(),
@@ -216,15 +265,73 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
         header: header.clone(),
         load: opts.load,
         load_file,
+        lb: std::sync::Mutex::new(None),
+        backend: std::sync::Mutex::new(None),
+        not_shown,
     };
     demo.say(&header);
-    let result = demo.story(&file, opts.duration, shutdown).await;
+    let result = async {
+        // ebbctl finds the controller through endpoints.toml, which serve
+        // writes as it starts: wait for it rather than race it.
+        let endpoints = opts.data_dir.join(ebb_core::local::ENDPOINTS_FILE);
+        let ready_by = Instant::now() + Duration::from_secs(10);
+        while !endpoints.exists() {
+            if Instant::now() > ready_by || server.is_finished() {
+                bail!("the controller did not start serving");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let web = match (not_shown, &network) {
+            (Some(why), _) => {
+                demo.say(why);
+                None
+            }
+            (None, None) => None,
+            (None, Some((bridge, subnet))) => {
+                let mut balancer = lb::Lb::start_haproxy(&opts.data_dir.join("haproxy"))?;
+                demo.say(&format!(
+                    "HAProxy: frontend http://{} (backend `{}`, roundrobin, health checks), driven by target agent `{}`; instances on bridge {bridge} ({subnet}), each serving its id on port {}",
+                    balancer.frontend,
+                    lb::BACKEND,
+                    lb::TARGET,
+                    lb::WEB_PORT
+                ));
+                let started = match &target_cert {
+                    Some((issued, ca_pem)) => balancer.start_agent(&agent_bin, issued, ca_pem, grpc),
+                    None => Ok(()),
+                };
+                *demo.lb.lock().unwrap_or_else(|p| p.into_inner()) = Some(balancer);
+                started?;
+                Some(std::env::current_exe().context("locating ebb-controller")?)
+            }
+        };
+        let file = opts.data_dir.join("demo.toml");
+        std::fs::write(
+            &file,
+            demo_file(&opts.load, &opts.data_dir, web.as_deref()),
+        )?;
+        if opts.load == Load::Metric {
+            std::fs::write(&demo.load_file, LOW_LOAD)?;
+        }
+        demo.story(&file, opts.duration, shutdown).await
+    }
+    .await;
     // The teardown is told as lines below the last screen.
     demo.live.store(false, Ordering::Relaxed);
     demo.teardown().await;
     let _ = stop_tx.send(());
     let _ = server.await;
-    demo.say("demo over: every instance released");
+    match &network {
+        None => demo.say("demo over: every instance released"),
+        Some((bridge, _)) => {
+            for problem in lb::remove_network(bridge) {
+                demo.say(&format!("teardown: {problem}"));
+            }
+            demo.say(&format!(
+                "demo over: every instance released; haproxy, its target agent and bridge {bridge} removed"
+            ));
+        }
+    }
     result
 }
 
@@ -244,6 +351,12 @@ struct Demo {
     header: String,
     load: Load,
     load_file: PathBuf,
+    /// HAProxy and its request loop, when shown.
+    lb: std::sync::Mutex<Option<lb::Lb>>,
+    /// The backend's servers as last told.
+    backend: std::sync::Mutex<Option<Vec<lb::Server>>>,
+    /// Why HAProxy is not shown, kept on the live screen.
+    not_shown: Option<&'static str>,
 }
 
 impl Demo {
@@ -360,13 +473,83 @@ impl Demo {
             if elapsed >= burn_to && burner.take().is_some() {
                 self.load_off()?;
             }
+            self.watch_backend();
+            self.show()?;
+            // After this tick's screen: it shows the group as the crash
+            // finds it, and the next one what ebb made of it (a namespaced
+            // instance whose agent dies is gone within the tick).
             if !killed && elapsed >= kill_at {
                 killed = true;
                 self.kill_one()?;
             }
-            self.show()?;
         }
         Ok(())
+    }
+
+    /// Tells when HAProxy's backend changes, and starts the request loop
+    /// once a server is up in it.
+    fn watch_backend(&self) {
+        let mut guard = self.lb.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(balancer) = guard.as_mut() else {
+            return;
+        };
+        let Some(servers) = balancer.servers() else {
+            return;
+        };
+        let start = !balancer.sending() && servers.iter().any(|s| s.state == "up");
+        if start {
+            balancer.start_requests();
+        }
+        drop(guard);
+        let mut last = self.backend.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() != Some(&servers) {
+            self.say(&format!(
+                "haproxy: backend {} now {}",
+                lb::BACKEND,
+                if servers.is_empty() {
+                    "has no servers".to_owned()
+                } else {
+                    servers
+                        .iter()
+                        .map(|s| format!("{} {}", s.name, s.state))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ));
+            *last = Some(servers);
+        }
+        if start {
+            self.say(&format!(
+                "haproxy: a server is up; sending a request every {} ms through the frontend",
+                lb::REQUEST_PAUSE.as_millis()
+            ));
+        }
+    }
+
+    /// The request counts: `N requests, F failed; i-a 12, i-b 30`, once
+    /// the loop runs.
+    fn requests_line(&self) -> Option<String> {
+        let guard = self.lb.lock().unwrap_or_else(|p| p.into_inner());
+        let balancer = guard.as_ref()?;
+        if !balancer.sending() {
+            return Some("no requests yet (waiting for a server to be up)".to_owned());
+        }
+        let c = &balancer.counts;
+        let per: Vec<String> = c
+            .per_instance()
+            .into_iter()
+            .map(|(id, n)| format!("{id} {n}"))
+            .collect();
+        Some(format!(
+            "{} requests, {} failed; answered by {}",
+            c.total.load(Ordering::Relaxed),
+            c.failed.load(Ordering::Relaxed),
+            if per.is_empty() {
+                "nobody yet".to_owned()
+            } else {
+                per.join(", ")
+            }
+        ))
     }
 
     /// SIGKILLs the agent of the group's newest instance, as a crash would.
@@ -429,6 +612,9 @@ impl Demo {
                 parts.join(" | ")
             }
         ));
+        if let Some(line) = self.requests_line() {
+            self.say(&format!("haproxy: {line}"));
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut activities = self.store.list_activities(Some(&group.id), 10)?;
         activities.reverse();
@@ -488,6 +674,56 @@ impl Demo {
                 if connected { "connected" } else { "-" }
             ));
         }
+        if let Some(line) = self.requests_line() {
+            out.push(String::new());
+            out.push(format!(
+                "HAPROXY  {}",
+                self.lb
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(|b| format!("frontend http://{}  backend {}", b.frontend, lb::BACKEND))
+                    .unwrap_or_default()
+            ));
+            out.push(format!("  {line}"));
+            let servers = self
+                .backend
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_default();
+            let counts = self
+                .lb
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|b| b.counts.per_instance())
+                .unwrap_or_default();
+            out.push(format!(
+                "  {:<16}  {:<6}  {:>8}",
+                "SERVER", "STATE", "REQUESTS"
+            ));
+            let mut names: Vec<&String> = servers.iter().map(|s| &s.name).collect();
+            names.extend(
+                counts
+                    .keys()
+                    .filter(|k| !servers.iter().any(|s| &s.name == *k)),
+            );
+            for name in names {
+                let state = servers
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .map_or("gone", |s| s.state);
+                out.push(format!(
+                    "  {name:<16}  {state:<6}  {:>8}",
+                    counts.get(name).copied().unwrap_or(0)
+                ));
+            }
+        }
+        if let Some(why) = self.not_shown {
+            out.push(String::new());
+            out.push(why.to_owned());
+        }
         out.push(String::new());
         out.push("ALARMS".into());
         for a in self.store.list_alarms(Some(&group.id))? {
@@ -537,8 +773,29 @@ impl Demo {
         now - self.start.elapsed().as_millis() as i64
     }
 
-    /// Deletes the group with force and waits for every instance to go.
+    /// Stops the requests, deletes the group with force and waits for every
+    /// instance to go (drained and deregistered while HAProxy and its agent
+    /// still run), then stops them.
     async fn teardown(&self) {
+        let stopped = self
+            .lb
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map(lb::Lb::stop_requests);
+        if stopped.is_some()
+            && let Some(line) = self.requests_line()
+        {
+            self.say(&format!("haproxy: requests stopped: {line}"));
+        }
+        self.release_all().await;
+        if let Some(mut balancer) = self.lb.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            balancer.kill();
+            self.say("haproxy and its target agent stopped");
+        }
+    }
+
+    async fn release_all(&self) {
         if let Err(e) = self
             .ebbctl(&["group", "delete", DEMO_GROUP, "--force"])
             .await

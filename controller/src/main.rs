@@ -32,7 +32,9 @@ enum Command {
     },
     /// The quickstart: a controller and a scaling group of real local
     /// instances; load makes it scale out, quiet makes it scale in, a killed
-    /// instance is replaced. Ends by itself and leaves nothing running.
+    /// instance is replaced. As root with `haproxy` installed, the group sits
+    /// behind a real HAProxy and each instance's request count is shown.
+    /// Ends by itself and leaves nothing running.
     Demo {
         /// How long the story runs, in seconds (the clean-up comes after).
         #[arg(long, default_value_t = 90)]
@@ -47,6 +49,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DemoLoad::Cpu)]
         load: DemoLoad,
     },
+    /// The demo instances' workload: answers every HTTP request on
+    /// 0.0.0.0:$PORT (8080) with $EBB_INSTANCE_ID. Arguments are ignored
+    /// (the demo passes its data dir, so its processes can be found).
+    #[command(hide = true)]
+    DemoWeb {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ignored: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -59,8 +69,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo tells its own story on stdout; the controller's log would
     // scroll over it, so only errors show unless EBB_LOG asks for more.
+    if let Command::DemoWeb { .. } = cli.command {
+        return demo::web();
+    }
     init_tracing(match cli.command {
-        Command::Demo { .. } => "error",
+        Command::Demo { .. } | Command::DemoWeb { .. } => "error",
         Command::Serve { .. } => "info",
     });
     match cli.command {
@@ -70,6 +83,7 @@ fn main() -> ExitCode {
             plain,
             load,
         } => demo(seconds, plain, load),
+        Command::DemoWeb { .. } => demo::web(),
     }
 }
 
