@@ -214,7 +214,22 @@ impl Engine {
                     .map(|d| d.instance_id),
             )
             .collect();
-        for id in described.keys().filter(|id| !known.contains(*id)) {
+        // This pass may have forgotten an instance already, and queued its
+        // release: that one is not an orphan.
+        let queued: std::collections::HashSet<String> = self
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|io| match io {
+                Io::Release(id) | Io::Remove(id) => Some(id.clone()),
+                Io::Launch { .. } => None,
+            })
+            .collect();
+        for id in described
+            .keys()
+            .filter(|id| !known.contains(*id) && !queued.contains(*id))
+        {
             warn!(instance = %id, "releasing an instance no group owns");
             self.defer(Io::Release(id.clone()));
         }
@@ -705,5 +720,84 @@ mod tests {
         pass.await.unwrap().unwrap();
         assert!(store.get_instance("i-leaving").unwrap().is_none());
         assert!(provider.alive.lock().unwrap().is_empty());
+    }
+
+    /// A provider whose every instance has exited, counting releases.
+    #[derive(Default)]
+    struct AllExited {
+        known: Mutex<Vec<String>>,
+        releases: Mutex<Vec<String>>,
+    }
+
+    #[tonic::async_trait]
+    impl Provider for AllExited {
+        fn name(&self) -> &'static str {
+            "all-exited"
+        }
+        async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<()> {
+            self.known.lock().unwrap().push(request.instance_id);
+            Ok(())
+        }
+        async fn release(&self, instance_id: &str) -> crate::provider::Result<()> {
+            self.releases.lock().unwrap().push(instance_id.to_owned());
+            self.known.lock().unwrap().retain(|i| i != instance_id);
+            Ok(())
+        }
+        async fn describe(&self) -> crate::provider::Result<Vec<ProviderInstance>> {
+            let known = self.known.lock().unwrap();
+            Ok(known
+                .iter()
+                .map(|i| ProviderInstance {
+                    instance_id: i.clone(),
+                    alive: false,
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_vanished_instance_is_released_once_and_not_taken_for_an_orphan() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let provider = Arc::new(AllExited::default());
+        let ca = Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap());
+        let engine = Engine::new(
+            store.clone(),
+            provider.clone(),
+            Arc::new(Fleet::new(100, Arc::new(ManualClock::new(1_000_000)))),
+            ca,
+            LaunchSettings {
+                controller: "127.0.0.1:1".into(),
+                server_name: "localhost".into(),
+                timeout: Duration::from_secs(60),
+            },
+        );
+        let spec = GroupSpec {
+            name: Some("web".into()),
+            min_size: Some(0),
+            max_size: Some(2),
+            ..Default::default()
+        };
+        let group = ScalingGroup::create("asg-1".into(), &spec, 0).unwrap();
+        let gone = Instance {
+            id: "i-gone".into(),
+            group_id: group.id.clone(),
+            configuration_id: None,
+            lifecycle_state: LifecycleState::InService,
+            health_status: HealthStatus::Healthy,
+            creation_type: CreationType::AutoCreated,
+            address: None,
+            created_at_ms: 0,
+            in_service_at_ms: Some(0),
+            activity_id: None,
+            hook_waits: Vec::new(),
+            attach_phase: None,
+        };
+        provider.known.lock().unwrap().push(gone.id.clone());
+        store
+            .commit(vec![Write::CreateGroup(group), Write::PutInstance(gone)])
+            .unwrap();
+        engine.reconcile_all().await.unwrap();
+        assert!(store.get_instance("i-gone").unwrap().is_none());
+        assert_eq!(*provider.releases.lock().unwrap(), ["i-gone"]);
     }
 }
