@@ -223,7 +223,7 @@ impl Engine {
                 inst.id,
                 seconds(now - since)
             );
-            self.note(&inst, running, &line, false)?;
+            self.note(&inst, running, &line, false, now)?;
             return self.put_in_service(group, inst, now);
         }
         if now - since < REGISTRATION_TIMEOUT_MS {
@@ -236,7 +236,7 @@ impl Engine {
             seconds(REGISTRATION_TIMEOUT_MS)
         );
         warn!(group = %group.name, "{line}");
-        self.note(&inst, running, &line, true)?;
+        self.note(&inst, running, &line, true, now)?;
         self.put_in_service(group, inst, now)
     }
 
@@ -277,7 +277,7 @@ impl Engine {
                     seconds(now - since)
                 );
                 info!(group = %group.name, "{line}");
-                self.note(inst, running, &line, false)?;
+                self.note(inst, running, &line, false, now)?;
                 Some(AttachPhase::Deregistering { since_ms: now })
             }
             Some(AttachPhase::Deregistering { since_ms: since }) => {
@@ -292,7 +292,7 @@ impl Engine {
                         inst.id,
                         seconds(now - since)
                     );
-                    self.note(inst, running, &line, false)?;
+                    self.note(inst, running, &line, false, now)?;
                 } else if now - since >= DEREGISTRATION_TIMEOUT_MS {
                     let line = format!(
                         "instance {} released while still on {}",
@@ -300,7 +300,7 @@ impl Engine {
                         left.join(", ")
                     );
                     warn!(group = %group.name, "{line}");
-                    self.note(inst, running, &line, true)?;
+                    self.note(inst, running, &line, true, now)?;
                 } else {
                     return Ok(false);
                 }
@@ -321,8 +321,11 @@ impl Engine {
         running: Option<&mut Activity>,
         line: &str,
         error: bool,
+        now: i64,
     ) -> Result<(), EngineError> {
-        let stamped = format!("{}: {line}", jiff::Timestamp::now().strftime("%H:%M:%S"));
+        let at = jiff::Timestamp::from_millisecond(now)
+            .map_or_else(|_| now.to_string(), |t| t.strftime("%H:%M:%S").to_string());
+        let stamped = format!("{at}: {line}");
         let record = |act: &mut Activity| {
             if error {
                 activity::note_error(act, line);
