@@ -54,6 +54,21 @@ fn next_state(stream: &mut RawStream) -> pb::TargetState {
     }
 }
 
+/// An admin client, and an enabled group `web` (0 to 2 instances).
+fn web(ctl: &ControllerProc) -> Admin {
+    let mut admin = Admin::local(ctl);
+    enabled_group(
+        &mut admin,
+        pb::CreateScalingGroupRequest {
+            name: "web".into(),
+            min_size: 0,
+            max_size: 2,
+            ..Default::default()
+        },
+    );
+    admin
+}
+
 fn load_balancers(admin: &mut Admin) -> Vec<pb::LoadBalancerAttachment> {
     admin_call!(
         *admin,
@@ -70,16 +85,7 @@ fn load_balancers(admin: &mut Admin) -> Vec<pb::LoadBalancerAttachment> {
 fn a_target_is_sent_its_state_on_connect_and_on_every_change_and_its_report_shows() {
     let dir = Sandbox::new();
     let ctl = ControllerProc::start(dir.path(), 1000).unwrap();
-    let mut admin = Admin::local(&ctl);
-    enabled_group(
-        &mut admin,
-        pb::CreateScalingGroupRequest {
-            name: "web".into(),
-            min_size: 0,
-            max_size: 2,
-            ..Default::default()
-        },
-    );
+    let mut admin = web(&ctl);
     let ca = std::fs::read_to_string(ctl.pki_dir().join("ca.crt")).unwrap();
     let (cert, key) = target_identity(&ctl, "lb1");
     let mut stream = RawStream::open(ctl.grpc, &ca, (&cert, &key), target_hello("lb1"))
@@ -151,16 +157,7 @@ fn a_target_is_sent_its_state_on_connect_and_on_every_change_and_its_report_show
 fn identities_that_may_not_drive_a_target_or_the_admin_api_are_refused() {
     let dir = Sandbox::new();
     let ctl = ControllerProc::start(dir.path(), 1000).unwrap();
-    let mut admin = Admin::local(&ctl);
-    enabled_group(
-        &mut admin,
-        pb::CreateScalingGroupRequest {
-            name: "web".into(),
-            min_size: 0,
-            max_size: 2,
-            ..Default::default()
-        },
-    );
+    let mut admin = web(&ctl);
     let ca = std::fs::read_to_string(ctl.pki_dir().join("ca.crt")).unwrap();
 
     // An instance's certificate posing as a target.
@@ -280,16 +277,7 @@ fn identities_that_may_not_drive_a_target_or_the_admin_api_are_refused() {
 fn a_host_joins_as_a_target_with_a_target_token_and_renews_over_its_stream() {
     let dir = Sandbox::new();
     let ctl = ControllerProc::start(dir.path(), 1000).unwrap();
-    let mut admin = Admin::local(&ctl);
-    enabled_group(
-        &mut admin,
-        pb::CreateScalingGroupRequest {
-            name: "web".into(),
-            min_size: 0,
-            max_size: 2,
-            ..Default::default()
-        },
-    );
+    let mut admin = web(&ctl);
     let created = admin_call!(
         admin,
         create_join_token,

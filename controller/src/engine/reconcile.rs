@@ -662,14 +662,14 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_slow_release_does_not_hold_the_engine_lock() {
+    /// An engine on an in-memory store with `provider`, and a group (not
+    /// yet stored) for the test's instances.
+    fn engine_on(provider: Arc<dyn Provider>) -> (Arc<dyn Store>, Arc<Engine>, ScalingGroup) {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let provider = Arc::new(SlowRelease::default());
         let ca = Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap());
         let engine = Arc::new(Engine::new(
             store.clone(),
-            provider.clone(),
+            provider,
             Arc::new(Fleet::new(100, Arc::new(ManualClock::new(1_000_000)))),
             ca,
             LaunchSettings {
@@ -685,6 +685,13 @@ mod tests {
             ..Default::default()
         };
         let group = ScalingGroup::create("asg-1".into(), &spec, 0).unwrap();
+        (store, engine, group)
+    }
+
+    #[tokio::test]
+    async fn a_slow_release_does_not_hold_the_engine_lock() {
+        let provider = Arc::new(SlowRelease::default());
+        let (store, engine, group) = engine_on(provider.clone());
         let leaving = Instance {
             id: "i-leaving".into(),
             group_id: group.id.clone(),
@@ -757,27 +764,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_vanished_instance_is_released_once_and_not_taken_for_an_orphan() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
         let provider = Arc::new(AllExited::default());
-        let ca = Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap());
-        let engine = Engine::new(
-            store.clone(),
-            provider.clone(),
-            Arc::new(Fleet::new(100, Arc::new(ManualClock::new(1_000_000)))),
-            ca,
-            LaunchSettings {
-                controller: "127.0.0.1:1".into(),
-                server_name: "localhost".into(),
-                timeout: Duration::from_secs(60),
-            },
-        );
-        let spec = GroupSpec {
-            name: Some("web".into()),
-            min_size: Some(0),
-            max_size: Some(2),
-            ..Default::default()
-        };
-        let group = ScalingGroup::create("asg-1".into(), &spec, 0).unwrap();
+        let (store, engine, group) = engine_on(provider.clone());
         let gone = Instance {
             id: "i-gone".into(),
             group_id: group.id.clone(),

@@ -1707,6 +1707,23 @@ async fn attached_harness() -> (Harness, FakeTarget, FakeTarget) {
     (h, lb, pg)
 }
 
+impl Harness {
+    /// A new controller on the same store and clock: what a restart leaves.
+    fn restarted(&self) -> Engine {
+        Engine::new(
+            self.engine.store.clone(),
+            self.provider.clone(),
+            Arc::new(Fleet::new(1000, Arc::new(self.clock.clone()))),
+            Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap()),
+            LaunchSettings {
+                controller: "127.0.0.1:1".into(),
+                server_name: "localhost".into(),
+                timeout: Duration::from_secs(60),
+            },
+        )
+    }
+}
+
 /// Sets the group's desired capacity (with a configuration to launch from).
 fn set_desired(h: &Harness, n: u32) {
     let mut g = h.engine.store.get_group(&h.group.id).unwrap().unwrap();
@@ -1891,17 +1908,7 @@ async fn a_drain_ends_at_its_timeout_and_goes_on_after_a_controller_restart() {
     lb.sessions.lock().unwrap().insert("i-0".into(), 7);
     lb.apply(&h.engine);
     // A new controller on the same store: no target has connected to it.
-    let engine = Engine::new(
-        h.engine.store.clone(),
-        h.provider.clone(),
-        Arc::new(Fleet::new(1000, Arc::new(h.clock.clone()))),
-        Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap()),
-        LaunchSettings {
-            controller: "127.0.0.1:1".into(),
-            server_name: "localhost".into(),
-            timeout: Duration::from_secs(60),
-        },
-    );
+    let engine = h.restarted();
     h.clock.advance_ms(29_000);
     engine.reconcile_all().await.unwrap();
     assert!(matches!(
@@ -2080,17 +2087,7 @@ async fn an_instance_held_by_a_scale_out_hook_registers_once_the_hook_continues(
 async fn a_restarted_controller_keeps_servers_ready_while_agents_reconnect() {
     let (h, _lb, _pg) = attached_harness().await;
     // A new controller on the same store: no agent has reconnected yet.
-    let engine = Engine::new(
-        h.engine.store.clone(),
-        h.provider.clone(),
-        Arc::new(Fleet::new(1000, Arc::new(h.clock.clone()))),
-        Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap()),
-        LaunchSettings {
-            controller: "127.0.0.1:1".into(),
-            server_name: "localhost".into(),
-            timeout: Duration::from_secs(60),
-        },
-    );
+    let engine = h.restarted();
     let lb = FakeTarget::connect(&engine, "lb1");
     // Connected before the first pass: told nothing yet.
     assert!(!lb.desired.has_changed().unwrap());
