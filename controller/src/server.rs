@@ -29,10 +29,10 @@ use crate::engine::{Engine, EngineError, HealthSettings, LaunchSettings};
 use crate::fleet::Fleet;
 use crate::fleet::agent_service::{Admission, AgentApi, IntervalLookup, Refusal, Renewal};
 use crate::pki::{Pki, PkiError};
-use crate::provider::find_agent_binary;
 use crate::provider::isolation::{self, Users};
 use crate::provider::netns::Network;
 use crate::provider::process::{AgentHooks, ProcessProvider};
+use crate::provider::{Providers, find_agent_binary};
 use crate::store::CertKind;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -210,9 +210,11 @@ impl Controller {
         } else {
             grpc_addr
         };
+        // The exec and microvm providers join the router here.
+        let providers = Providers::new(Arc::new(provider));
         Ok(Engine::new(
             self.store.clone(),
-            Arc::new(provider),
+            Arc::new(providers),
             self.fleet.clone(),
             self.pki.ca.clone(),
             LaunchSettings {

@@ -411,6 +411,8 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
                     user_data: c.user_data,
                     health_checks: Vec::new(),
                     metrics: Vec::new(),
+                    exec: None,
+                    microvm: None,
                 })
                 .await?;
             let v = ConfigView::from(&created);

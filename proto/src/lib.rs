@@ -5,8 +5,11 @@
 //!   clients and servers, and the descriptor set for reflection.
 //! - `codec`: the protobuf codec they use, with buffers sized for ebb's
 //!   small messages.
+//! - `convert`: conversions between these messages and `ebb-core`'s model,
+//!   shared by the controller and `ebbctl`.
 
 pub mod codec;
+pub mod convert;
 
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]

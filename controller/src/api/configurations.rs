@@ -50,6 +50,8 @@ fn config_view(
         active,
         health_checks: c.health_checks.iter().map(check_view).collect(),
         metrics: metric_sources::view(&c.metrics),
+        exec: c.exec.as_ref().map(Into::into),
+        microvm: c.microvm.as_ref().map(Into::into),
     }
 }
 
@@ -77,6 +79,17 @@ fn check_of(c: &pb::LocalHealthCheck) -> LocalCheck {
     }
 }
 
+/// Refuses a configuration this controller's provider cannot launch (the
+/// microvm provider on a host without /dev/kvm, say), naming what is missing.
+fn launchable(engine: &Engine, config: &ScalingConfiguration) -> Result<(), Status> {
+    use crate::provider::ProviderError;
+    match engine.provider.check(config) {
+        Ok(()) => Ok(()),
+        Err(ProviderError::Invalid(why)) => Err(Status::invalid_argument(why)),
+        Err(e) => Err(Status::failed_precondition(e.to_string())),
+    }
+}
+
 pub async fn create_scaling_configuration(
     engine: &Engine,
     req: pb::CreateScalingConfigurationRequest,
@@ -92,10 +105,13 @@ pub async fn create_scaling_configuration(
         user_data: Some(req.user_data),
         health_checks: Some(req.health_checks.iter().map(check_of).collect()),
         metrics: Some(metric_sources::of(&req.metrics)),
+        exec: req.exec.as_ref().map(Into::into),
+        microvm: req.microvm.as_ref().map(Into::into),
     };
     let config =
         ScalingConfiguration::create(new_id("asc"), group.id.clone(), &spec, now_ms(engine))
             .map_err(invalid)?;
+    launchable(engine, &config)?;
     let mut writes = vec![Write::PutConfiguration(config.clone())];
     // A group's first configuration becomes its active one.
     if group.active_configuration_id.is_none() {
@@ -148,8 +164,11 @@ pub async fn modify_scaling_configuration(
             .set_health_checks
             .then(|| req.health_checks.iter().map(check_of).collect()),
         metrics: req.set_metrics.then(|| metric_sources::of(&req.metrics)),
+        exec: req.exec.as_ref().map(Into::into),
+        microvm: req.microvm.as_ref().map(Into::into),
     };
     let config = old.modified(&spec).map_err(invalid)?;
+    launchable(engine, &config)?;
     store.commit(vec![Write::PutConfiguration(config.clone())])?;
     let group = store.get_group(&config.group_id)?;
     info!(configuration = %config.name, "scaling configuration modified; running instances are left alone");

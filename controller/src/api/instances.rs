@@ -43,6 +43,8 @@ pub(crate) fn instance_view(engine: &Engine, i: &Instance) -> pb::Instance {
         memory_utilization: mem,
         hostname,
         attachments: super::attachments::instance_view(engine, i),
+        provider_id: i.provider_id.clone().unwrap_or_default(),
+        provider_address: i.provider_address.clone().unwrap_or_default(),
     }
 }
 
@@ -364,6 +366,8 @@ pub(crate) fn attach(
             activity_id: Some(act.id.clone()),
             hook_waits: Vec::new(),
             attach_phase: None,
+            provider_id: None,
+            provider_address: None,
         })
         .collect();
     let mut writes = vec![Write::UpdateGroup(updated)];

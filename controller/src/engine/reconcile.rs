@@ -3,7 +3,7 @@
 
 use super::{Engine, EngineError, Io, activity, attachments, hooks};
 use crate::id::new_id;
-use crate::provider::LaunchRequest;
+use crate::provider::{LaunchRequest, ProviderInstance};
 use crate::store::Write;
 use ebb_core::decide::capacity;
 use ebb_core::model::hooks::{Transition, Verdict};
@@ -24,6 +24,13 @@ pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Samples averaged for `LeastBusy`.
 const LEAST_BUSY_SAMPLES: usize = crate::fleet::ALWAYS_KEPT;
+
+/// What the provider reported this pass, by instance id.
+type Described = HashMap<String, ProviderInstance>;
+
+/// What one piece of provider work came to: a launch's result, or a
+/// release's (None).
+type Outcome = crate::provider::Result<Option<crate::provider::Launched>>;
 
 /// After this many failed launches, an activity fails instead of retrying.
 const MAX_LAUNCH_FAILURES: u32 = 3;
@@ -69,7 +76,10 @@ impl Engine {
     /// One pass over every group, and over provider instances no group owns.
     pub async fn reconcile_all(&self) -> Result<(), EngineError> {
         let described = match self.provider.describe().await {
-            Ok(list) => list.into_iter().map(|p| (p.instance_id, p.alive)).collect(),
+            Ok(list) => list
+                .into_iter()
+                .map(|p| (p.instance_id.clone(), p))
+                .collect::<Described>(),
             Err(e) => {
                 warn!("provider describe failed: {e}");
                 return Ok(());
@@ -98,31 +108,35 @@ impl Engine {
     /// (a release waits for the workload to stop, up to its SIGTERM grace;
     /// admin calls must not wait for that), then records what came of it
     /// under the lock. A pass that changed something is followed at once.
+    ///
+    /// Each activity's launches run one after another (after a failed one,
+    /// the rest are not tried); different activities and releases run side
+    /// by side, so a slow provider step of one group does not hold another.
     async fn carry_out(&self) -> Result<(), EngineError> {
         let work = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
         if work.is_empty() {
             return Ok(());
         }
-        let mut done = Vec::with_capacity(work.len());
-        // After a failed launch, the rest of its activity's are not tried.
-        let mut failed_activities: Vec<String> = Vec::new();
+        let mut lanes: Vec<Vec<Io>> = Vec::new();
+        let mut lane_of: HashMap<String, usize> = HashMap::new();
         for io in work {
-            let result = match &io {
-                Io::Remove(id) | Io::Release(id) => Some(self.provider.release(id).await),
-                Io::Launch { activity_id, .. } if failed_activities.contains(activity_id) => None,
-                Io::Launch {
-                    request,
-                    activity_id,
-                } => {
-                    let r = self.provider.launch((**request).clone()).await;
-                    if r.is_err() {
-                        failed_activities.push(activity_id.clone());
+            match &io {
+                Io::Launch { activity_id, .. } => match lane_of.get(activity_id) {
+                    Some(&i) => lanes[i].push(io),
+                    None => {
+                        lane_of.insert(activity_id.clone(), lanes.len());
+                        lanes.push(vec![io]);
                     }
-                    Some(r)
-                }
-            };
-            done.push((io, result));
+                },
+                Io::Remove(_) | Io::Release(_) => lanes.push(vec![io]),
+            }
         }
+        let done: Vec<(Io, Option<Outcome>)> =
+            futures_util::future::join_all(lanes.into_iter().map(|lane| self.run_lane(lane)))
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
         let _guard = self.ops.lock().await;
         let now = self.clock.now_ms();
         let mut changed = false;
@@ -135,16 +149,33 @@ impl Engine {
         Ok(())
     }
 
+    /// Runs one lane of provider work in order; after a failed launch, the
+    /// rest of the lane is not tried (None).
+    async fn run_lane(&self, lane: Vec<Io>) -> Vec<(Io, Option<Outcome>)> {
+        let mut done = Vec::with_capacity(lane.len());
+        let mut failed = false;
+        for io in lane {
+            let result = match &io {
+                Io::Remove(id) | Io::Release(id) => {
+                    Some(self.provider.release(id).await.map(|()| None))
+                }
+                Io::Launch { .. } if failed => None,
+                Io::Launch { request, .. } => {
+                    let r = self.provider.launch((**request).clone()).await;
+                    failed = r.is_err();
+                    Some(r.map(Some))
+                }
+            };
+            done.push((io, result));
+        }
+        done
+    }
+
     /// Records the outcome of one piece of provider work (None: not tried,
     /// an earlier launch of its activity failed). True when it changed state.
-    fn settle(
-        &self,
-        io: Io,
-        result: Option<crate::provider::Result<()>>,
-        now: i64,
-    ) -> Result<bool, EngineError> {
+    fn settle(&self, io: Io, result: Option<Outcome>, now: i64) -> Result<bool, EngineError> {
         match (io, result) {
-            (Io::Remove(id), Some(Ok(()))) => {
+            (Io::Remove(id), Some(Ok(_))) => {
                 if self.store.get_instance(&id)?.is_some() {
                     self.store.commit(vec![Write::DeleteInstance(id.clone())])?;
                 }
@@ -161,8 +192,17 @@ impl Engine {
                 Ok(false)
             }
             (Io::Release(_), _) | (Io::Remove(_), None) => Ok(false),
-            (Io::Launch { request, .. }, Some(Ok(()))) => {
+            (Io::Launch { request, .. }, Some(Ok(launched))) => {
                 info!(group = %request.group_id, instance = %request.instance_id, "launched");
+                // What the provider calls it, kept beside the record (a
+                // record released meanwhile is not brought back).
+                if let Some(launched) = launched
+                    && let Some(mut inst) = self.store.get_instance(&request.instance_id)?
+                {
+                    inst.provider_id = Some(launched.provider_id);
+                    inst.provider_address = launched.address;
+                    self.store.commit(vec![Write::PutInstance(inst)])?;
+                }
                 Ok(true)
             }
             (
@@ -198,7 +238,7 @@ impl Engine {
     /// Releases provider instances that no stored instance claims: left by a
     /// crash between a release and the record's deletion. Detached instances
     /// are not ebb's any more and are never released.
-    fn release_orphans(&self, described: &HashMap<String, bool>) -> Result<(), EngineError> {
+    fn release_orphans(&self, described: &Described) -> Result<(), EngineError> {
         if described.is_empty() {
             return Ok(());
         }
@@ -239,7 +279,7 @@ impl Engine {
     fn reconcile_group(
         &self,
         group: ScalingGroup,
-        described: &HashMap<String, bool>,
+        described: &Described,
     ) -> Result<(), EngineError> {
         let now = self.clock.now_ms();
         let mut running = self.running_activity(&group.id)?;
@@ -300,13 +340,24 @@ impl Engine {
         &self,
         group: &ScalingGroup,
         mut inst: Instance,
-        described: &HashMap<String, bool>,
+        described: &Described,
         now: i64,
         notes: &mut Vec<String>,
         running: Option<&mut Activity>,
     ) -> Result<(), EngineError> {
+        let seen = described.get(&inst.id);
+        // A launch whose result was never recorded (the controller died
+        // in between) is known by the provider's word instead.
+        if let Some(seen) = seen
+            && inst.provider_id.is_none()
+            && seen.provider_id.is_some()
+        {
+            inst.provider_id = seen.provider_id.clone();
+            inst.provider_address = seen.address.clone();
+            self.store.commit(vec![Write::PutInstance(inst.clone())])?;
+        }
         let facts = InstanceFacts {
-            provider: described.get(&inst.id).copied(),
+            provider: seen.map(|p| p.alive),
             connected: self.fleet.is_connected(&inst.id),
         };
         let timeout_ms = self.launch.timeout.as_millis() as i64;
@@ -468,6 +519,8 @@ impl Engine {
                 activity_id: Some(act.id.clone()),
                 hook_waits: Vec::new(),
                 attach_phase: None,
+                provider_id: None,
+                provider_address: None,
             };
             act.created_instances.push(id.clone());
             // Written before launching: a crash now leaves a Pending record
@@ -621,7 +674,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::engine::LaunchSettings;
     use crate::fleet::Fleet;
-    use crate::provider::{Provider, ProviderInstance};
+    use crate::provider::{Launched, Provider, ProviderInstance};
     use crate::store::Store;
     use crate::store::sqlite::SqliteStore;
     use ebb_core::model::GroupSpec;
@@ -640,9 +693,12 @@ mod tests {
         fn name(&self) -> &'static str {
             "slow-release"
         }
-        async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<()> {
-            self.alive.lock().unwrap().push(request.instance_id);
-            Ok(())
+        async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<Launched> {
+            self.alive.lock().unwrap().push(request.instance_id.clone());
+            Ok(Launched {
+                provider_id: request.instance_id,
+                address: None,
+            })
         }
         async fn release(&self, instance_id: &str) -> crate::provider::Result<()> {
             self.releasing.notify_one();
@@ -654,10 +710,7 @@ mod tests {
             let alive = self.alive.lock().unwrap();
             Ok(alive
                 .iter()
-                .map(|i| ProviderInstance {
-                    instance_id: i.clone(),
-                    alive: true,
-                })
+                .map(|i| ProviderInstance::bare(i.clone(), true))
                 .collect())
         }
     }
@@ -705,6 +758,8 @@ mod tests {
             activity_id: None,
             hook_waits: Vec::new(),
             attach_phase: None,
+            provider_id: None,
+            provider_address: None,
         };
         provider.alive.lock().unwrap().push(leaving.id.clone());
         store
@@ -741,9 +796,12 @@ mod tests {
         fn name(&self) -> &'static str {
             "all-exited"
         }
-        async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<()> {
-            self.known.lock().unwrap().push(request.instance_id);
-            Ok(())
+        async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<Launched> {
+            self.known.lock().unwrap().push(request.instance_id.clone());
+            Ok(Launched {
+                provider_id: request.instance_id,
+                address: None,
+            })
         }
         async fn release(&self, instance_id: &str) -> crate::provider::Result<()> {
             self.releases.lock().unwrap().push(instance_id.to_owned());
@@ -754,10 +812,7 @@ mod tests {
             let known = self.known.lock().unwrap();
             Ok(known
                 .iter()
-                .map(|i| ProviderInstance {
-                    instance_id: i.clone(),
-                    alive: false,
-                })
+                .map(|i| ProviderInstance::bare(i.clone(), false))
                 .collect())
         }
     }
@@ -779,6 +834,8 @@ mod tests {
             activity_id: None,
             hook_waits: Vec::new(),
             attach_phase: None,
+            provider_id: None,
+            provider_address: None,
         };
         provider.known.lock().unwrap().push(gone.id.clone());
         store

@@ -18,7 +18,7 @@ use crate::api::tasks::create_scheduled_task;
 use crate::clock::{Clock, ManualClock};
 use crate::engine::LaunchSettings;
 use crate::fleet::Fleet;
-use crate::provider::{LaunchRequest, Provider, ProviderInstance};
+use crate::provider::{LaunchRequest, Launched, Provider, ProviderInstance};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, Write};
 use ebb_core::decide::{RuleRun, decide};
@@ -42,9 +42,12 @@ impl Provider for RecordingProvider {
     fn name(&self) -> &'static str {
         "recording"
     }
-    async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<()> {
-        self.0.lock().unwrap().push(request.instance_id);
-        Ok(())
+    async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<Launched> {
+        self.0.lock().unwrap().push(request.instance_id.clone());
+        Ok(Launched {
+            provider_id: format!("recorded {}", request.instance_id),
+            address: None,
+        })
     }
     async fn release(&self, instance_id: &str) -> crate::provider::Result<()> {
         self.0.lock().unwrap().retain(|i| i != instance_id);
@@ -56,10 +59,7 @@ impl Provider for RecordingProvider {
             .lock()
             .unwrap()
             .iter()
-            .map(|i| ProviderInstance {
-                instance_id: i.clone(),
-                alive: true,
-            })
+            .map(|i| ProviderInstance::bare(i.clone(), true))
             .collect())
     }
 }
@@ -131,6 +131,8 @@ impl Harness {
             activity_id: None,
             hook_waits: Vec::new(),
             attach_phase: None,
+            provider_id: None,
+            provider_address: None,
         };
         self.engine
             .store
@@ -844,6 +846,8 @@ async fn a_detached_instance_is_never_released_by_the_orphan_sweep() {
         activity_id: None,
         hook_waits: Vec::new(),
         attach_phase: None,
+        provider_id: None,
+        provider_address: None,
     };
     let mut group = h.group.clone();
     group.desired_capacity = 1;

@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use super::isolation::{self, INSTANCE_PATH, Users};
 use super::netns::{self, Attachment, Network};
-use super::{LaunchRequest, Provider, ProviderError, ProviderInstance, Result};
+use super::{LaunchRequest, Launched, Provider, ProviderError, ProviderInstance, Result};
 use ebb_core::model::MetricSource;
 
 const PROC: &str = "/proc";
@@ -582,7 +582,7 @@ impl Provider for ProcessProvider {
         "process"
     }
 
-    async fn launch(&self, req: LaunchRequest) -> Result<()> {
+    async fn launch(&self, req: LaunchRequest) -> Result<Launched> {
         let id = req.instance_id.clone();
         let fail = |message| ProviderError::Launch {
             instance: id.clone(),
@@ -631,19 +631,24 @@ impl Provider for ProcessProvider {
         };
         let started = match net {
             Ok(net) => match self.start(&req, &dir, net.as_ref(), &mut children) {
-                Ok(()) => recognisable(&dir, &self.wrappers()).await,
+                Ok(()) => recognisable(&dir, &self.wrappers())
+                    .await
+                    .map(|()| net.map(|n| n.address.to_string())),
                 Err(message) => Err(message),
             },
             Err(message) => Err(message),
         };
         match started {
-            Ok(()) => {
+            Ok(address) => {
                 let pids: Vec<_> = children.iter().filter_map(Child::id).collect();
                 info!(instance = %id, ?pids, dir = %dir.display(), "launched");
                 for child in children {
                     tokio::spawn(reap(id.clone(), child));
                 }
-                Ok(())
+                Ok(Launched {
+                    provider_id: dir.display().to_string(),
+                    address,
+                })
             }
             Err(message) => {
                 abort(children).await;
@@ -717,10 +722,17 @@ impl Provider for ProcessProvider {
             if check_id(&id).is_err() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
-            let alive = self.is_alive(&id, &entry.path());
+            let path = entry.path();
+            let alive = self.is_alive(&id, &path);
+            let address = netns::read_attachment(&path.join(NETWORK))
+                .ok()
+                .flatten()
+                .map(|a| a.address.to_string());
             instances.push(ProviderInstance {
                 instance_id: id,
                 alive,
+                provider_id: Some(path.display().to_string()),
+                address,
             });
         }
         instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
@@ -1244,6 +1256,8 @@ mod tests {
                 created_at_ms: 0,
                 health_checks: Vec::new(),
                 metrics: Vec::new(),
+                exec: None,
+                microvm: None,
             },
             controller: "127.0.0.1:7440".to_owned(),
             server_name: "ebb-controller".to_owned(),
@@ -1422,6 +1436,8 @@ mod tests {
         let alive = |id: &str| ProviderInstance {
             instance_id: id.to_owned(),
             alive: true,
+            provider_id: Some(env.dir(id).display().to_string()),
+            address: None,
         };
         assert_eq!(
             env.provider.describe().await.unwrap(),
@@ -1615,6 +1631,8 @@ mod tests {
         let dead = |id: &str| ProviderInstance {
             instance_id: id.to_owned(),
             alive: false,
+            provider_id: Some(env.dir(id).display().to_string()),
+            address: None,
         };
         assert_eq!(
             env.provider.describe().await.unwrap(),

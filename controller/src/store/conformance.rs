@@ -209,6 +209,8 @@ fn configuration(id: &str, group_id: &str, name: &str, created_at_ms: i64) -> Sc
         created_at_ms,
         health_checks: Vec::new(),
         metrics: Vec::new(),
+        exec: None,
+        microvm: None,
     }
 }
 
@@ -226,6 +228,8 @@ fn instance(id: &str, group_id: &str, created_at_ms: i64) -> Instance {
         activity_id: None,
         hook_waits: Vec::new(),
         attach_phase: None,
+        provider_id: None,
+        provider_address: None,
     }
 }
 
@@ -843,6 +847,20 @@ fn every_field_round_trips(store: &dyn Store) {
                 timeout_ms: None,
             },
         ],
+        // Not a launchable pair (the store keeps what it is given).
+        exec: Some(ebb_core::model::ExecSettings {
+            program: "/opt/ebb/launch wörld".into(),
+            env: BTreeMap::from([("REGION".into(), "eu \"1\"".into())]),
+            params: BTreeMap::from([("image".into(), "debian-12".into())]),
+            launch_timeout_ms: Some(1),
+            release_timeout_ms: None,
+            list_timeout_ms: Some(u64::MAX),
+            attempts: Some(7),
+        }),
+        microvm: Some(ebb_core::model::MicrovmSettings {
+            vcpus: Some(2),
+            memory_mib: None,
+        }),
     };
     let plain_configuration = configuration("cfg-2", "asg-2", "v1", 0);
     let full_instance = Instance {
@@ -873,6 +891,8 @@ fn every_field_round_trips(store: &dyn Store) {
         attach_phase: Some(AttachPhase::Draining {
             since_ms: 1_754_000_000_500,
         }),
+        provider_id: Some("qemu pid 4242".into()),
+        provider_address: Some("10.88.0.7".into()),
     };
     let plain_instance = instance("i-2", "asg-2", 0);
     let full_activity = Activity {

@@ -31,6 +31,8 @@ fn instance(id: &str, state: LifecycleState, in_service_at_ms: Option<i64>) -> I
         activity_id: None,
         hook_waits: Vec::new(),
         attach_phase: None,
+        provider_id: None,
+        provider_address: None,
     }
 }
 

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use metrics::{MetricSource, PrometheusSource};
+pub use providers::{ExecSettings, MicrovmSettings, ProviderKind};
 
 /// ESS: a group's default cooldown when none is given.
 pub const DEFAULT_COOLDOWN_SECS: u32 = 300;
@@ -452,6 +453,12 @@ pub struct ScalingConfiguration {
     /// Custom metric sources the instance's agent reads on every pull.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricSource>,
+    /// With `instance_type = "exec"`: the operator's program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<providers::ExecSettings>,
+    /// With `instance_type = "microvm"`: the machine's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub microvm: Option<providers::MicrovmSettings>,
 }
 
 /// A health check an instance's agent runs on the instance itself, with
@@ -483,6 +490,8 @@ pub struct ConfigurationSpec {
     pub user_data: Option<String>,
     pub health_checks: Option<Vec<LocalCheck>>,
     pub metrics: Option<Vec<MetricSource>>,
+    pub exec: Option<providers::ExecSettings>,
+    pub microvm: Option<providers::MicrovmSettings>,
 }
 
 impl ScalingConfiguration {
@@ -508,6 +517,8 @@ impl ScalingConfiguration {
             created_at_ms: now_ms,
             health_checks: Vec::new(),
             metrics: Vec::new(),
+            exec: None,
+            microvm: None,
         }
         .with(spec);
         c.check(&mut errors);
@@ -546,7 +557,26 @@ impl ScalingConfiguration {
         if let Some(v) = &spec.metrics {
             self.metrics = v.clone();
         }
+        if let Some(v) = &spec.exec {
+            self.exec = Some(v.clone());
+        }
+        if let Some(v) = &spec.microvm {
+            self.microvm = Some(v.clone());
+        }
+        // Settings of a provider the configuration no longer names go with it.
+        let kind = self.provider_kind();
+        if kind != ProviderKind::Exec && spec.exec.is_none() {
+            self.exec = None;
+        }
+        if kind != ProviderKind::Microvm && spec.microvm.is_none() {
+            self.microvm = None;
+        }
         self
+    }
+
+    /// The provider that launches this configuration's instances.
+    pub fn provider_kind(&self) -> ProviderKind {
+        ProviderKind::of(&self.instance_type)
     }
 
     fn check(&self, errors: &mut Invalid) {
@@ -557,19 +587,7 @@ impl ScalingConfiguration {
         if self.command.first().is_some_and(|p| p.is_empty()) {
             errors.push("command[0]", "must name a program");
         }
-        for key in self.env.keys() {
-            let ok = !key.is_empty()
-                && !key.starts_with(|c: char| c.is_ascii_digit())
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !ok {
-                errors.push(
-                    format!("env.{key}"),
-                    "is not a valid environment variable name",
-                );
-            } else if key.starts_with("EBB_") {
-                errors.push(format!("env.{key}"), "EBB_ variables are reserved for ebb");
-            }
-        }
+        check_env_names("env", &self.env, errors);
         if self.tags.len() > MAX_TAGS {
             errors.push(
                 "tags",
@@ -625,6 +643,7 @@ impl ScalingConfiguration {
             }
         }
         metrics::check_metric_sources(&self.metrics, errors);
+        self.check_provider(errors);
         if self.user_data.len() > MAX_USER_DATA_BYTES {
             errors.push(
                 "user_data",
@@ -633,6 +652,59 @@ impl ScalingConfiguration {
                     self.user_data.len()
                 ),
             );
+        }
+    }
+}
+
+/// Checks environment variable names: valid, and not `EBB_*` (ebb's own).
+pub(crate) fn check_env_names(field: &str, env: &BTreeMap<String, String>, errors: &mut Invalid) {
+    for key in env.keys() {
+        let ok = !key.is_empty()
+            && !key.starts_with(|c: char| c.is_ascii_digit())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            errors.push(
+                format!("{field}.{key}"),
+                "is not a valid environment variable name",
+            );
+        } else if key.starts_with("EBB_") {
+            errors.push(
+                format!("{field}.{key}"),
+                "EBB_ variables are reserved for ebb",
+            );
+        }
+    }
+}
+
+impl ScalingConfiguration {
+    /// The provider settings match the provider `instance_type` names.
+    fn check_provider(&self, errors: &mut Invalid) {
+        let kind = self.provider_kind();
+        match (&self.exec, kind) {
+            (None, ProviderKind::Exec) => errors.push(
+                "exec",
+                "instance_type = \"exec\" needs exec settings (at least exec.program)",
+            ),
+            (Some(exec), ProviderKind::Exec) => exec.check(errors),
+            (Some(_), _) => errors.push(
+                "exec",
+                format!(
+                    "is set, but instance_type is `{}`; set instance_type = \"exec\"",
+                    self.instance_type
+                ),
+            ),
+            (None, _) => {}
+        }
+        match (&self.microvm, kind) {
+            (Some(vm), ProviderKind::Microvm) => vm.check(errors),
+            (Some(_), _) => errors.push(
+                "microvm",
+                format!(
+                    "is set, but instance_type is `{}`; set instance_type = \"microvm\"",
+                    self.instance_type
+                ),
+            ),
+            (None, _) => {}
         }
     }
 }
@@ -660,6 +732,12 @@ pub struct Instance {
     /// Its registration on, or its drain from, the group's attachments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attach_phase: Option<attachments::AttachPhase>,
+    /// What its provider calls it (a QEMU pid, a cloud instance id), and
+    /// the address the provider gave it, once the launch said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_address: Option<String>,
 }
 
 impl Instance {
@@ -717,6 +795,7 @@ impl Activity {
 pub mod attachments;
 pub mod hooks;
 pub mod metrics;
+pub mod providers;
 pub mod removal;
 pub mod tasks;
 

@@ -324,6 +324,8 @@ fn instance(id: &str, state: LifecycleState, health: HealthStatus, created: i64)
         activity_id: None,
         hook_waits: Vec::new(),
         attach_phase: None,
+        provider_id: None,
+        provider_address: None,
     }
 }
 

@@ -43,6 +43,8 @@ fn inst(id: &str, state: LifecycleState, creation: CreationType, created_ago_ms:
         activity_id: None,
         hook_waits: Vec::new(),
         attach_phase: None,
+        provider_id: None,
+        provider_address: None,
     }
 }
 

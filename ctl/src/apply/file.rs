@@ -217,6 +217,13 @@ pub struct ConfigDecl {
     /// `[[configuration.metrics]]`, the keys of agent.toml's `[[metric]]`.
     #[serde(default)]
     pub metrics: Vec<model::MetricSource>,
+    /// With `instance_type = "exec"`: `[configuration.exec]`, the operator's
+    /// launch program (docs/providers.md).
+    #[serde(default)]
+    pub exec: Option<model::ExecSettings>,
+    /// With `instance_type = "microvm"`: `[configuration.microvm]`, the size.
+    #[serde(default)]
+    pub microvm: Option<model::MicrovmSettings>,
 }
 
 pub fn load(path: &Path) -> Result<ApplyFile> {
@@ -311,6 +318,8 @@ fn validate(file: &ApplyFile) -> Vec<String> {
         user_data: Some(c.user_data.clone()),
         health_checks: Some(c.health_checks.clone()),
         metrics: Some(c.metrics.clone()),
+        exec: c.exec.clone(),
+        microvm: c.microvm.clone(),
     };
     if let Err(invalid) =
         model::ScalingConfiguration::create(String::new(), String::new(), &spec, 0)

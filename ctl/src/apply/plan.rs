@@ -65,6 +65,8 @@ pub fn plan(file: &ApplyFile, state: &State) -> Result<Vec<Step>, String> {
             user_data: c.user_data.clone(),
             health_checks: c.health_checks.iter().map(check_pb).collect(),
             metrics: c.metrics.iter().map(metric_pb).collect(),
+            exec: c.exec.as_ref().map(Into::into),
+            microvm: c.microvm.as_ref().map(Into::into),
         })),
         Some(current) => {
             if let Some(step) = modify_config(c, current) {
@@ -217,6 +219,22 @@ fn modify_config(c: &ConfigDecl, current: &pb::ScalingConfiguration) -> Option<S
         &current_metrics,
         |l| show_list(&l.iter().map(crate::view::metric_line).collect::<Vec<_>>()),
     );
+    let current_exec = current.exec.as_ref().map(model::ExecSettings::from);
+    let exec = differs(&mut changes, "exec", Some(&c.exec), &current_exec, |e| {
+        e.as_ref().map_or("-".to_owned(), |e| e.program.clone())
+    });
+    let current_vm = current.microvm.as_ref().map(model::MicrovmSettings::from);
+    let microvm = differs(
+        &mut changes,
+        "microvm",
+        Some(&c.microvm),
+        &current_vm,
+        |m| {
+            m.as_ref().map_or("-".to_owned(), |m| {
+                format!("{} vCPU, {} MiB", m.vcpus(), m.memory_mib())
+            })
+        },
+    );
     if changes.is_empty() {
         return None;
     }
@@ -235,6 +253,8 @@ fn modify_config(c: &ConfigDecl, current: &pb::ScalingConfiguration) -> Option<S
         health_checks: checks.unwrap_or_default().iter().map(check_pb).collect(),
         set_metrics: metrics.is_some(),
         metrics: metrics.unwrap_or_default().iter().map(metric_pb).collect(),
+        exec: exec.flatten().as_ref().map(Into::into),
+        microvm: microvm.flatten().as_ref().map(Into::into),
     };
     Some(Step::ModifyConfig {
         name: c.name.clone(),

@@ -43,6 +43,8 @@ fn instance(state: LifecycleState) -> Instance {
         activity_id: None,
         hook_waits: Vec::new(),
         attach_phase: None,
+        provider_id: None,
+        provider_address: None,
     }
 }
 
