@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::cli::{
     ActivityCmd, Cli, Command, ConfigCmd, GroupCmd, InstanceCmd, InstanceIds, InstanceIdsDesired,
 };
+use crate::configure;
 use crate::conn::{self, Admin};
 use crate::error::{Error, Result};
 use crate::lookup::group_names;
@@ -360,6 +361,41 @@ fn pick_config<'a>(
     }
 }
 
+/// The configuration instance `id` was launched from (ESS's "existing
+/// instance as the configuration source").
+async fn instance_configuration(admin: &mut Admin, id: &str) -> Result<pb::ScalingConfiguration> {
+    let r = admin
+        .describe_scaling_instances(pb::DescribeScalingInstancesRequest {
+            instance_ids: vec![id.to_owned()],
+            ..Default::default()
+        })
+        .await?;
+    let inst = r
+        .instances
+        .iter()
+        .find(|i| i.id == id)
+        .ok_or_else(|| Error::Server(format!("instance `{id}` does not exist")))?;
+    if inst.scaling_configuration_id.is_empty() {
+        return Err(Error::Usage(format!(
+            "--from-instance: instance {id} was attached, not launched from a configuration; there is nothing to copy"
+        )));
+    }
+    let r = admin
+        .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
+            scaling_group: inst.scaling_group_id.clone(),
+        })
+        .await?;
+    r.scaling_configurations
+        .into_iter()
+        .find(|c| c.id == inst.scaling_configuration_id)
+        .ok_or_else(|| {
+            Error::Server(format!(
+                "--from-instance: instance {id}'s configuration {} no longer exists",
+                inst.scaling_configuration_id
+            ))
+        })
+}
+
 async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
     match cmd {
         ConfigCmd::List { group } => {
@@ -399,28 +435,55 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
             }
         }
         ConfigCmd::Create(c) => {
-            let group = c.group.clone();
+            let base = match &c.from_instance {
+                Some(id) => instance_configuration(admin, id).await?,
+                None => pb::ScalingConfiguration::default(),
+            };
+            let wanted = configure::overlay(&base, &c.fields);
             let created = admin
-                .create_scaling_configuration(pb::CreateScalingConfigurationRequest {
-                    scaling_group: c.group,
-                    name: c.name,
-                    instance_type: c.instance_type,
-                    command: c.command,
-                    env: c.env.into_iter().collect(),
-                    tags: c.tags.into_iter().collect(),
-                    user_data: c.user_data,
-                    health_checks: Vec::new(),
-                    metrics: Vec::new(),
-                    exec: None,
-                    microvm: None,
-                })
+                .create_scaling_configuration(configure::create_request(&c.group, &c.name, &wanted))
                 .await?;
             let v = ConfigView::from(&created);
             match out {
                 Output::Json => print_json(&v),
                 Output::Table => {
+                    let from = c
+                        .from_instance
+                        .map(|id| format!(", from instance {id}'s configuration {}", base.name))
+                        .unwrap_or_default();
                     println!(
-                        "created configuration {} ({}) in group {group}",
+                        "created configuration {} ({}) in group {}{from}",
+                        v.name, v.id, c.group
+                    );
+                    print!("{}", view::config_fields(&v));
+                    Ok(())
+                }
+            }
+        }
+        ConfigCmd::Modify(m) => {
+            let r = admin
+                .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
+                    scaling_group: m.group.unwrap_or_default(),
+                })
+                .await?;
+            let current = pick_config(&r.scaling_configurations, &m.config)?;
+            let mut wanted = configure::overlay(current, &m.fields);
+            if let Some(name) = m.name {
+                wanted.name = name;
+            }
+            let Some(request) = configure::modify_request(current, &wanted) else {
+                return Err(Error::Usage(format!(
+                    "nothing to change in configuration {}: give a flag with a new value",
+                    current.name
+                )));
+            };
+            let modified = admin.modify_scaling_configuration(request).await?;
+            let v = ConfigView::from(&modified);
+            match out {
+                Output::Json => print_json(&v),
+                Output::Table => {
+                    println!(
+                        "modified configuration {} ({}); running instances keep what they were launched with",
                         v.name, v.id
                     );
                     print!("{}", view::config_fields(&v));

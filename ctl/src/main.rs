@@ -30,6 +30,7 @@ mod automation;
 mod cert;
 mod cli;
 mod commands;
+mod configure;
 mod conn;
 mod convert;
 mod error;

@@ -387,3 +387,139 @@ fn rules_alarms_and_tasks_through_ebbctl() {
         stderr(&out)
     );
 }
+
+#[test]
+fn configurations_are_copied_from_an_instance_modified_and_refused_when_bad() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let file = sb.path().join("batch.toml");
+    std::fs::write(&file, GROUP).unwrap();
+    let applied = ctl.ebbctl(&["apply", "-f", &file.display().to_string()]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let id = eventually("an InService instance", DEADLINE * 2, || {
+        let out = ctl.ebbctl(&["instance", "list", "--group", "batch", "-o", "json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let first = list
+            .as_array()?
+            .iter()
+            .find(|i| i["lifecycle_state"] == "InService")?;
+        first["id"].as_str().map(str::to_owned)
+    });
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = ctl.ebbctl(&all);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    // The process provider's own name for it: its instance dir.
+    let inst = json(&["instance", "describe", &id]);
+    assert!(
+        inst["provider_id"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(&id)),
+        "{inst}"
+    );
+    let table = stdout(&ctl.ebbctl(&["instance", "describe", &id]));
+    assert!(table.contains("provider_id:"), "{table}");
+
+    let copied = json(&[
+        "config",
+        "create",
+        "--group",
+        "batch",
+        "--name",
+        "batch-v2",
+        "--from-instance",
+        &id,
+        "--env",
+        "EXTRA=1",
+    ]);
+    assert_eq!(copied["command"], serde_json::json!(["sleep", "infinity"]));
+    assert_eq!(copied["env"]["MODE"], "batch");
+    assert_eq!(copied["env"]["EXTRA"], "1");
+    assert_eq!(copied["active"], false);
+
+    let modified = json(&[
+        "config",
+        "modify",
+        "batch-v2",
+        "--group",
+        "batch",
+        "--user-data",
+        "hello",
+        "--tag",
+        "team=core",
+    ]);
+    assert_eq!(modified["user_data"], "hello");
+    assert_eq!(modified["tags"]["team"], "core");
+    assert_eq!(modified["env"]["EXTRA"], "1", "untouched fields stay");
+
+    let refused = |args: &[&str], says: &str| {
+        let out = ctl.ebbctl(args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    };
+    refused(
+        &["config", "modify", "batch-v2", "--group", "batch"],
+        "nothing to change",
+    );
+    refused(
+        &[
+            "config",
+            "modify",
+            "batch-v2",
+            "--group",
+            "batch",
+            "--instance-type",
+            "exec",
+        ],
+        "exec: instance_type = \"exec\" needs exec settings",
+    );
+    refused(
+        &[
+            "config",
+            "modify",
+            "batch-v2",
+            "--group",
+            "batch",
+            "--instance-type",
+            "exec",
+            "--exec-program",
+            "launch.sh",
+        ],
+        "exec.program: `launch.sh` is not an absolute path",
+    );
+    refused(
+        &[
+            "config",
+            "create",
+            "--group",
+            "batch",
+            "--name",
+            "vm",
+            "--instance-type",
+            "microvm",
+        ],
+        "microvm",
+    );
+    refused(
+        &[
+            "config",
+            "create",
+            "--group",
+            "batch",
+            "--name",
+            "ghost",
+            "--from-instance",
+            "i-nope",
+        ],
+        "instance `i-nope` does not exist",
+    );
+    // Nothing refused was stored.
+    let now = json(&["config", "describe", "batch-v2", "--group", "batch"]);
+    assert_eq!(now, modified);
+    let all = json(&["config", "list", "--group", "batch"]);
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+}

@@ -1020,3 +1020,49 @@ fn bad_attachments_are_named_by_their_place_in_the_file() {
         "{msg}"
     );
 }
+
+#[test]
+fn provider_settings_parse_and_bad_ones_are_named() {
+    let exec = format!(
+        "{MINIMAL}instance_type = \"exec\"\n[configuration.exec]\nprogram = \"/opt/launch\"\n\
+         params = {{ image = \"debian-12\" }}\nattempts = 2\n"
+    );
+    let f = parse("e.toml", &exec).unwrap();
+    let settings = f.configuration.exec.as_ref().unwrap();
+    assert_eq!(settings.program, "/opt/launch");
+    assert_eq!(settings.params["image"], "debian-12");
+    assert_eq!(settings.attempts(), 2);
+    let steps = plan(&f, &State::default()).unwrap();
+    let Some(Step::CreateConfig(request)) = steps.get(1) else {
+        panic!("{steps:?}")
+    };
+    assert_eq!(request.exec.as_ref().unwrap().attempts, Some(2));
+
+    for (text, needle) in [
+        (
+            exec.replace("\"/opt/launch\"", "\"launch.sh\""),
+            "e.toml: configuration.exec.program: `launch.sh` is not an absolute path",
+        ),
+        (
+            exec.replace("attempts = 2", "attempts = 2\nretries = 4"),
+            "configuration.exec.retries: unknown field `retries`",
+        ),
+        (
+            format!("{MINIMAL}instance_type = \"exec\"\n"),
+            "configuration.exec: instance_type = \"exec\" needs exec settings",
+        ),
+        (
+            format!("{MINIMAL}[configuration.microvm]\nvcpus = 2\n"),
+            "configuration.microvm: is set, but instance_type is ``; set instance_type = \"microvm\"",
+        ),
+        (
+            format!(
+                "{MINIMAL}instance_type = \"microvm\"\n[configuration.microvm]\nmemory_mib = 8\n"
+            ),
+            "configuration.microvm.memory_mib: 8 is outside 64..=262144",
+        ),
+    ] {
+        let err = parse("e.toml", &text).unwrap_err().to_string();
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+}

@@ -147,6 +147,8 @@ pub enum ConfigCmd {
     },
     /// Create a configuration; the workload command follows `--`
     Create(ConfigCreate),
+    /// Change a configuration's fields; running instances keep theirs
+    Modify(ConfigModify),
     /// Delete a configuration (not the active one)
     Delete {
         #[arg(value_name = "ID")]
@@ -160,17 +162,67 @@ pub struct ConfigCreate {
     pub group: String,
     #[arg(long)]
     pub name: String,
-    #[arg(long, value_name = "T", default_value = "")]
-    pub instance_type: String,
-    /// An environment variable of the workload (repeatable)
+    /// Copy the launch parameters of this instance's configuration; the
+    /// other flags override them
+    #[arg(long, value_name = "ID")]
+    pub from_instance: Option<String>,
+    #[command(flatten)]
+    pub fields: ConfigFields,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigModify {
+    #[arg(value_name = "NAME_OR_ID")]
+    pub config: String,
+    /// The group, when a name is used in more than one
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// A new name
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub fields: ConfigFields,
+}
+
+/// A configuration's launch fields; a flag left out keeps what is there
+/// (on create: nothing, or what `--from-instance` copied).
+#[derive(Debug, Default, Args)]
+pub struct ConfigFields {
+    /// `exec` or `microvm` picks that provider; other words are your own
+    /// sizing names, launched by the process provider
+    #[arg(long, value_name = "T")]
+    pub instance_type: Option<String>,
+    /// An environment variable of the workload (repeatable; sets that key)
     #[arg(long = "env", value_name = "K=V", value_parser = key_value)]
     pub env: Vec<(String, String)>,
-    /// A tag (repeatable)
+    /// A tag (repeatable; sets that key)
     #[arg(long = "tag", value_name = "K=V", value_parser = key_value)]
     pub tags: Vec<(String, String)>,
-    #[arg(long, value_name = "S", default_value = "")]
-    pub user_data: String,
-    /// The workload: program and arguments, after `--` (none runs the agent alone)
+    /// Text handed to the instance as is
+    #[arg(long, value_name = "S")]
+    pub user_data: Option<String>,
+    /// instance_type exec: the launch program, an absolute path
+    #[arg(long, value_name = "PATH")]
+    pub exec_program: Option<String>,
+    /// instance_type exec: a parameter passed to the program (repeatable)
+    #[arg(long = "exec-param", value_name = "K=V", value_parser = key_value)]
+    pub exec_params: Vec<(String, String)>,
+    /// instance_type exec: the program's environment (repeatable)
+    #[arg(long = "exec-env", value_name = "K=V", value_parser = key_value)]
+    pub exec_env: Vec<(String, String)>,
+    /// instance_type exec: how long `launch` may run [server default: 120000]
+    #[arg(long, value_name = "MS")]
+    pub exec_launch_timeout_ms: Option<u64>,
+    /// instance_type exec: launch attempts before failing [server default: 3]
+    #[arg(long, value_name = "N")]
+    pub exec_attempts: Option<u32>,
+    /// instance_type microvm: virtual CPUs [server default: 1]
+    #[arg(long, value_name = "N")]
+    pub vcpus: Option<u32>,
+    /// instance_type microvm: memory in MiB [server default: 256]
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<u32>,
+    /// The workload: program and arguments, after `--` (replaces the old one)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }

@@ -5,7 +5,7 @@
 mod alarm;
 mod attachment;
 mod cert;
-mod group;
+pub mod group;
 mod hook;
 mod instance;
 mod parse;

@@ -34,8 +34,8 @@ fn config_create_takes_the_command_after_the_separator() {
     let Command::Config(ConfigCmd::Create(c)) = cli.command else {
         panic!("parsed {:?}", cli.command)
     };
-    assert_eq!(c.command, ["python3", "-m", "http.server", "0"]);
-    assert_eq!(c.env, [("PORT".to_owned(), "8080".to_owned())]);
+    assert_eq!(c.fields.command, ["python3", "-m", "http.server", "0"]);
+    assert_eq!(c.fields.env, [("PORT".to_owned(), "8080".to_owned())]);
 }
 
 #[test]

@@ -23,6 +23,12 @@ pub struct ConfigView {
     pub created_at_ms: i64,
     /// Custom metric sources, with agent.toml's `[[metric]]` keys.
     pub metrics: Vec<ebb_core::model::MetricSource>,
+    /// instance_type exec / microvm: the provider's settings, with the
+    /// apply file's keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ebb_core::model::ExecSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub microvm: Option<ebb_core::model::MicrovmSettings>,
 }
 
 impl From<&pb::ScalingConfiguration> for ConfigView {
@@ -39,6 +45,8 @@ impl From<&pb::ScalingConfiguration> for ConfigView {
             user_data: c.user_data.clone(),
             created_at_ms: c.created_at_ms,
             metrics: c.metrics.iter().map(crate::convert::metric_of).collect(),
+            exec: c.exec.as_ref().map(Into::into),
+            microvm: c.microvm.as_ref().map(Into::into),
         }
     }
 }
@@ -60,7 +68,7 @@ pub fn configs_table(configs: &[ConfigView], names: &GroupNames, now: i64) -> St
 }
 
 pub fn config_fields(c: &ConfigView) -> String {
-    fields(&[
+    let mut pairs = vec![
         ("id", c.id.clone()),
         ("scaling_group_id", c.scaling_group_id.clone()),
         ("name", c.name.clone()),
@@ -75,7 +83,29 @@ pub fn config_fields(c: &ConfigView) -> String {
             metric_lines(&c.metrics, "scaling_group_id: ".len()),
         ),
         ("created_at", rfc3339(c.created_at_ms)),
-    ])
+    ];
+    if let Some(e) = &c.exec {
+        pairs.push(("exec.program", e.program.clone()));
+        pairs.push(("exec.params", map_line(&e.params)));
+        pairs.push(("exec.env", map_line(&e.env)));
+        pairs.push((
+            "exec.timeouts",
+            format!(
+                "launch {} ms, release {} ms, list {} ms",
+                e.launch_timeout().as_millis(),
+                e.release_timeout().as_millis(),
+                e.list_timeout().as_millis()
+            ),
+        ));
+        pairs.push(("exec.attempts", e.attempts().to_string()));
+    }
+    if let Some(m) = &c.microvm {
+        pairs.push((
+            "microvm",
+            format!("{} vCPU, {} MiB", m.vcpus(), m.memory_mib()),
+        ));
+    }
+    fields(&pairs)
 }
 
 /// One line per source, the lines after the first indented by `indent` to

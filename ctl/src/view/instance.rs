@@ -19,6 +19,10 @@ pub struct InstanceView {
     pub creation_type: String,
     pub address: Option<String>,
     pub hostname: Option<String>,
+    /// What its provider calls it (a QEMU pid, a cloud instance id) and the
+    /// address the provider gave it.
+    pub provider_id: Option<String>,
+    pub provider_address: Option<String>,
     pub agent_connected: bool,
     pub cpu_utilization: Option<f64>,
     pub memory_utilization: Option<f64>,
@@ -39,6 +43,8 @@ impl From<&pb::Instance> for InstanceView {
             creation_type: i.creation_type.clone(),
             address: non_empty(&i.address),
             hostname: non_empty(&i.hostname),
+            provider_id: non_empty(&i.provider_id),
+            provider_address: non_empty(&i.provider_address),
             agent_connected: i.agent_connected,
             cpu_utilization: i.cpu_utilization,
             memory_utilization: i.memory_utilization,
@@ -87,6 +93,8 @@ pub fn instance_fields(i: &InstanceView, names: &GroupNames, now: i64) -> String
         ("creation_type", i.creation_type.clone()),
         ("address", or_dash(i.address.as_deref())),
         ("hostname", or_dash(i.hostname.as_deref())),
+        ("provider_id", or_dash(i.provider_id.as_deref())),
+        ("provider_address", or_dash(i.provider_address.as_deref())),
         (
             "agent",
             if i.agent_connected { "up" } else { "down" }.to_owned(),
