@@ -845,4 +845,105 @@ mod tests {
         assert!(store.get_instance("i-gone").unwrap().is_none());
         assert_eq!(*provider.releases.lock().unwrap(), ["i-gone"]);
     }
+
+    /// A provider that names what it launches, and knows one instance
+    /// launched before a crash (its launch result never recorded).
+    #[derive(Default)]
+    struct Naming {
+        launched: Mutex<Vec<String>>,
+        known: Mutex<Vec<ProviderInstance>>,
+    }
+
+    #[tonic::async_trait]
+    impl Provider for Naming {
+        fn name(&self) -> &'static str {
+            "naming"
+        }
+        async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<Launched> {
+            let id = request.instance_id;
+            self.launched.lock().unwrap().push(id.clone());
+            let seen = ProviderInstance {
+                instance_id: id.clone(),
+                alive: true,
+                provider_id: Some(format!("vm-{id}")),
+                address: Some("10.0.0.9".into()),
+            };
+            self.known.lock().unwrap().push(seen);
+            Ok(Launched {
+                provider_id: format!("vm-{id}"),
+                address: Some("10.0.0.9".into()),
+            })
+        }
+        async fn release(&self, instance_id: &str) -> crate::provider::Result<()> {
+            self.known
+                .lock()
+                .unwrap()
+                .retain(|i| i.instance_id != instance_id);
+            Ok(())
+        }
+        async fn describe(&self) -> crate::provider::Result<Vec<ProviderInstance>> {
+            Ok(self.known.lock().unwrap().clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_providers_name_for_an_instance_is_recorded_from_its_launch_or_its_description() {
+        let provider = Arc::new(Naming::default());
+        let (store, engine, mut group) = engine_on(provider.clone());
+        let config = ebb_core::model::ScalingConfiguration::create(
+            "asc-1".into(),
+            group.id.clone(),
+            &ebb_core::model::ConfigurationSpec {
+                name: Some("v1".into()),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+        group.active_configuration_id = Some(config.id.clone());
+        group.desired_capacity = 2;
+        group.state = ebb_core::model::GroupState::Active;
+        // One launched before a crash: the record is Pending with no name,
+        // and the provider knows it.
+        let crashed = Instance {
+            id: "i-crashed".into(),
+            group_id: group.id.clone(),
+            configuration_id: Some(config.id.clone()),
+            lifecycle_state: LifecycleState::Pending,
+            health_status: HealthStatus::Healthy,
+            creation_type: CreationType::AutoCreated,
+            address: None,
+            created_at_ms: 1_000_000,
+            in_service_at_ms: None,
+            activity_id: None,
+            hook_waits: Vec::new(),
+            attach_phase: None,
+            provider_id: None,
+            provider_address: None,
+        };
+        provider.known.lock().unwrap().push(ProviderInstance {
+            instance_id: crashed.id.clone(),
+            alive: true,
+            provider_id: Some("vm-before-the-crash".into()),
+            address: Some("10.0.0.5".into()),
+        });
+        store
+            .commit(vec![
+                Write::CreateGroup(group),
+                Write::PutConfiguration(config),
+                Write::PutInstance(crashed),
+            ])
+            .unwrap();
+
+        engine.reconcile_all().await.unwrap();
+        let adopted = store.get_instance("i-crashed").unwrap().unwrap();
+        assert_eq!(adopted.provider_id.as_deref(), Some("vm-before-the-crash"));
+        assert_eq!(adopted.provider_address.as_deref(), Some("10.0.0.5"));
+        // Not launched again: one more for the desired 2, named by its launch.
+        let launched = provider.launched.lock().unwrap().clone();
+        assert_eq!(launched.len(), 1, "{launched:?}");
+        let new = store.get_instance(&launched[0]).unwrap().unwrap();
+        assert_eq!(new.provider_id, Some(format!("vm-{}", launched[0])));
+        assert_eq!(new.provider_address.as_deref(), Some("10.0.0.9"));
+    }
 }
