@@ -666,54 +666,15 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use tokio::sync::Notify;
-
     use super::*;
     use crate::clock::ManualClock;
     use crate::engine::LaunchSettings;
     use crate::fleet::Fleet;
-    use crate::provider::{Launched, Provider, ProviderInstance};
+    use crate::provider::Provider;
+    use crate::provider::fake::FakeProvider;
     use crate::store::Store;
     use crate::store::sqlite::SqliteStore;
     use ebb_core::model::GroupSpec;
-
-    /// A provider whose release waits until the test lets it go, as a
-    /// workload that ignores SIGTERM keeps `release` waiting for its grace.
-    #[derive(Default)]
-    struct SlowRelease {
-        alive: Mutex<Vec<String>>,
-        releasing: Notify,
-        let_go: Notify,
-    }
-
-    #[tonic::async_trait]
-    impl Provider for SlowRelease {
-        fn name(&self) -> &'static str {
-            "slow-release"
-        }
-        async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<Launched> {
-            self.alive.lock().unwrap().push(request.instance_id.clone());
-            Ok(Launched {
-                provider_id: request.instance_id,
-                address: None,
-            })
-        }
-        async fn release(&self, instance_id: &str) -> crate::provider::Result<()> {
-            self.releasing.notify_one();
-            self.let_go.notified().await;
-            self.alive.lock().unwrap().retain(|i| i != instance_id);
-            Ok(())
-        }
-        async fn describe(&self) -> crate::provider::Result<Vec<ProviderInstance>> {
-            let alive = self.alive.lock().unwrap();
-            Ok(alive
-                .iter()
-                .map(|i| ProviderInstance::bare(i.clone(), true))
-                .collect())
-        }
-    }
 
     /// An engine on an in-memory store with `provider`, and a group (not
     /// yet stored) for the test's instances.
@@ -743,7 +704,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_release_does_not_hold_the_engine_lock() {
-        let provider = Arc::new(SlowRelease::default());
+        let provider = Arc::new(FakeProvider::new());
+        let gate = provider.hold_releases();
         let (store, engine, group) = engine_on(provider.clone());
         let leaving = Instance {
             id: "i-leaving".into(),
@@ -761,7 +723,7 @@ mod tests {
             provider_id: None,
             provider_address: None,
         };
-        provider.alive.lock().unwrap().push(leaving.id.clone());
+        provider.insert(&leaving.id, true);
         store
             .commit(vec![Write::CreateGroup(group), Write::PutInstance(leaving)])
             .unwrap();
@@ -770,7 +732,7 @@ mod tests {
             let engine = engine.clone();
             async move { engine.reconcile_all().await }
         });
-        provider.releasing.notified().await;
+        gate.releasing.notified().await;
         // The release is under way and waiting: the lock is free for the
         // admin API, and the record stays until the release succeeded.
         assert!(
@@ -778,48 +740,15 @@ mod tests {
             "the pass holds the engine lock across a release"
         );
         assert!(store.get_instance("i-leaving").unwrap().is_some());
-        provider.let_go.notify_one();
+        gate.let_go.notify_one();
         pass.await.unwrap().unwrap();
         assert!(store.get_instance("i-leaving").unwrap().is_none());
-        assert!(provider.alive.lock().unwrap().is_empty());
-    }
-
-    /// A provider whose every instance has exited, counting releases.
-    #[derive(Default)]
-    struct AllExited {
-        known: Mutex<Vec<String>>,
-        releases: Mutex<Vec<String>>,
-    }
-
-    #[tonic::async_trait]
-    impl Provider for AllExited {
-        fn name(&self) -> &'static str {
-            "all-exited"
-        }
-        async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<Launched> {
-            self.known.lock().unwrap().push(request.instance_id.clone());
-            Ok(Launched {
-                provider_id: request.instance_id,
-                address: None,
-            })
-        }
-        async fn release(&self, instance_id: &str) -> crate::provider::Result<()> {
-            self.releases.lock().unwrap().push(instance_id.to_owned());
-            self.known.lock().unwrap().retain(|i| i != instance_id);
-            Ok(())
-        }
-        async fn describe(&self) -> crate::provider::Result<Vec<ProviderInstance>> {
-            let known = self.known.lock().unwrap();
-            Ok(known
-                .iter()
-                .map(|i| ProviderInstance::bare(i.clone(), false))
-                .collect())
-        }
+        assert!(provider.ids().is_empty());
     }
 
     #[tokio::test]
     async fn a_vanished_instance_is_released_once_and_not_taken_for_an_orphan() {
-        let provider = Arc::new(AllExited::default());
+        let provider = Arc::new(FakeProvider::new());
         let (store, engine, group) = engine_on(provider.clone());
         let gone = Instance {
             id: "i-gone".into(),
@@ -837,13 +766,13 @@ mod tests {
             provider_id: None,
             provider_address: None,
         };
-        provider.known.lock().unwrap().push(gone.id.clone());
+        provider.insert(&gone.id, false);
         store
             .commit(vec![Write::CreateGroup(group), Write::PutInstance(gone)])
             .unwrap();
         engine.reconcile_all().await.unwrap();
         assert!(store.get_instance("i-gone").unwrap().is_none());
-        assert_eq!(*provider.releases.lock().unwrap(), ["i-gone"]);
+        assert_eq!(provider.released(), ["i-gone"]);
     }
 
     /// A provider that names what it launches, and knows one instance

@@ -18,7 +18,7 @@ use crate::api::tasks::create_scheduled_task;
 use crate::clock::{Clock, ManualClock};
 use crate::engine::LaunchSettings;
 use crate::fleet::Fleet;
-use crate::provider::{LaunchRequest, Launched, Provider, ProviderInstance};
+use crate::provider::fake::FakeProvider;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, Write};
 use ebb_core::decide::{RuleRun, decide};
@@ -34,36 +34,6 @@ use ebb_core::rules::{
 };
 
 /// Records what it is asked; every instance it knows is alive.
-#[derive(Default)]
-struct RecordingProvider(Mutex<Vec<String>>);
-
-#[tonic::async_trait]
-impl Provider for RecordingProvider {
-    fn name(&self) -> &'static str {
-        "recording"
-    }
-    async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<Launched> {
-        self.0.lock().unwrap().push(request.instance_id.clone());
-        Ok(Launched {
-            provider_id: format!("recorded {}", request.instance_id),
-            address: None,
-        })
-    }
-    async fn release(&self, instance_id: &str) -> crate::provider::Result<()> {
-        self.0.lock().unwrap().retain(|i| i != instance_id);
-        Ok(())
-    }
-    async fn describe(&self) -> crate::provider::Result<Vec<ProviderInstance>> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|i| ProviderInstance::bare(i.clone(), true))
-            .collect())
-    }
-}
-
 /// 2026-01-01T00:00:00Z, a period boundary for every period.
 const T0: i64 = 1_767_225_600_000;
 
@@ -71,7 +41,7 @@ struct Harness {
     engine: Engine,
     clock: ManualClock,
     group: ScalingGroup,
-    provider: Arc<RecordingProvider>,
+    provider: Arc<FakeProvider>,
 }
 
 impl Harness {
@@ -80,7 +50,7 @@ impl Harness {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
         let clock = ManualClock::new(T0);
         let ca = Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap());
-        let provider = Arc::new(RecordingProvider::default());
+        let provider = Arc::new(FakeProvider::new());
         let engine = Engine::new(
             store.clone(),
             provider.clone(),
@@ -825,9 +795,7 @@ async fn missing_custom_values_are_no_data_not_a_zero_that_breaches() {
 
 /// The provider's instances, sorted.
 fn provided(h: &Harness) -> Vec<String> {
-    let mut ids = h.provider.0.lock().unwrap().clone();
-    ids.sort();
-    ids
+    h.provider.ids()
 }
 
 #[tokio::test]
@@ -855,11 +823,8 @@ async fn a_detached_instance_is_never_released_by_the_orphan_sweep() {
         .store
         .commit(vec![Write::UpdateGroup(group), Write::PutInstance(inst)])
         .unwrap();
-    h.provider
-        .0
-        .lock()
-        .unwrap()
-        .extend(["i-auto".to_owned(), "i-orphan".to_owned()]);
+    h.provider.insert("i-auto", true);
+    h.provider.insert("i-orphan", true);
     crate::api::instances::detach_instances(
         &h.engine,
         pb::DetachInstancesRequest {

@@ -9,6 +9,10 @@ use std::sync::Arc;
 
 use ebb_core::model::{ProviderKind, ScalingConfiguration};
 
+#[cfg(test)]
+pub(crate) mod conformance;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod isolation;
 pub mod netns;
 pub mod process;

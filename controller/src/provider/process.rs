@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 use super::isolation::{self, INSTANCE_PATH, Users};
 use super::netns::{self, Attachment, Network};
 use super::{LaunchRequest, Launched, Provider, ProviderError, ProviderInstance, Result};
-use ebb_core::model::MetricSource;
+use ebb_core::model::{MetricSource, ScalingConfiguration};
 
 const PROC: &str = "/proc";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
@@ -582,7 +582,18 @@ impl Provider for ProcessProvider {
         "process"
     }
 
+    /// The model refuses these too; a provider asked directly must as well.
+    fn check(&self, configuration: &ScalingConfiguration) -> Result<()> {
+        if configuration.command.first().is_some_and(|p| p.is_empty()) {
+            return Err(ProviderError::Invalid(
+                "command[0]: must name a program (the process provider runs it)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn launch(&self, req: LaunchRequest) -> Result<Launched> {
+        self.check(&req.configuration)?;
         let id = req.instance_id.clone();
         let fail = |message| ProviderError::Launch {
             instance: id.clone(),
@@ -1949,5 +1960,157 @@ mod tests {
             restarted.release(id).await.unwrap();
         }
         assert_eq!(bridge.0.namespaces(), Vec::<String>::new());
+    }
+}
+
+#[cfg(test)]
+mod conformance_tests {
+    use std::io::Write as _;
+
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::provider::conformance::{self, Subject};
+
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    fn fake_agent() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-agent.sh")
+    }
+
+    /// The process provider over a temp dir, plain or on a bridge of its own.
+    struct Local {
+        tmp: TempDir,
+        network: Option<Arc<Network>>,
+    }
+
+    impl Local {
+        fn base(&self) -> PathBuf {
+            self.tmp.path().join("instances")
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Subject for Local {
+        async fn provider(&self) -> Arc<dyn Provider> {
+            let p = ProcessProvider::new(self.base(), fake_agent(), PATIENCE);
+            Arc::new(match &self.network {
+                Some(n) => p.namespaced(n.clone()),
+                None => p,
+            })
+        }
+        fn request(&self, id: &str) -> LaunchRequest {
+            let mut r = conformance::request(id, "");
+            r.configuration.command = vec!["/bin/sleep".into(), "1000".into()];
+            r
+        }
+        fn half_made(&self, id: &str) -> LaunchRequest {
+            // The agent starts (and a namespace is made), then the workload
+            // cannot.
+            let mut r = conformance::request(id, "");
+            r.configuration.command = vec!["/no/such/workload".into()];
+            r
+        }
+        fn invalid(&self, id: &str) -> Option<LaunchRequest> {
+            let mut r = conformance::request(id, "");
+            r.configuration.command = vec![String::new(), "x".into()];
+            Some(r)
+        }
+        async fn kill(&self, id: &str) {
+            let record = read_record(&self.base().join(id)).unwrap().unwrap();
+            killpg(Pid::from_raw(record.pgid), Signal::SIGKILL).unwrap();
+        }
+        async fn leftovers(&self, id: &str) -> Vec<String> {
+            let dir = self.base().join(id);
+            let mut left = Vec::new();
+            if dir.exists() {
+                left.push(format!("dir {}", dir.display()));
+            }
+            let needle = dir.as_os_str().as_bytes();
+            for (pid, _) in processes() {
+                let argv = fs::read(format!("{PROC}/{pid}/cmdline")).unwrap_or_default();
+                // `needle` then a separator: not a longer id's dir.
+                let ours = argv.windows(needle.len() + 1).any(|w| {
+                    &w[..needle.len()] == needle && (w[needle.len()] == b'/' || w[needle.len()] == 0)
+                });
+                if ours {
+                    left.push(format!("process {pid}"));
+                }
+            }
+            if let Some(network) = &self.network {
+                let (netns, veth) = network.names(id);
+                if Path::new("/run/netns").join(&netns).exists() {
+                    left.push(format!("namespace {netns}"));
+                }
+                if Path::new("/sys/class/net").join(&veth).exists() {
+                    left.push(format!("veth {veth}"));
+                }
+            }
+            left
+        }
+        fn has_addresses(&self) -> bool {
+            self.network.is_some()
+        }
+    }
+
+    impl Drop for Local {
+        fn drop(&mut self) {
+            for entry in fs::read_dir(self.base()).into_iter().flatten().flatten() {
+                if let Ok(Some(record)) = read_record(&entry.path())
+                    && group_is_ours(&record, &entry.path())
+                {
+                    let _ = killpg(Pid::from_raw(record.pgid), Signal::SIGKILL);
+                }
+            }
+            if let Some(network) = &self.network {
+                let ip = |args: &[&str]| std::process::Command::new("ip").args(args).output();
+                for id in network.namespaces() {
+                    let (netns, veth) = network.names(&id);
+                    let _ = ip(&["link", "del", &veth]);
+                    let _ = ip(&["netns", "del", &netns]);
+                }
+                let _ = ip(&["link", "del", network.bridge()]);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_process_provider_passes_the_conformance_suite() {
+        let local = Local {
+            tmp: TempDir::new().unwrap(),
+            network: None,
+        };
+        conformance::run_all(&local).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_namespaced_process_provider_passes_the_conformance_suite() {
+        if !netns::is_root() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "NOT RUN: provider::process::conformance_tests::the_namespaced_process_provider_passes_the_conformance_suite: needs root to make network namespaces"
+            );
+            return;
+        }
+        let bridge = format!("ebc{}", std::process::id() % 1_000_000);
+        let mut network = None;
+        for n in 0..2048u32 {
+            let v = std::process::id().wrapping_add(n.wrapping_mul(7919));
+            let subnet = format!("10.{}.{}.{}/28", 64 + v % 60, (v / 60) % 256, 16 * (v % 16));
+            let subnet = netns::Subnet::parse(&subnet).unwrap();
+            match Network::setup(&bridge, subnet).await {
+                Ok(n) => {
+                    network = Some(Arc::new(n));
+                    break;
+                }
+                Err(e) if e.contains("overlaps") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let local = Local {
+            tmp: TempDir::new().unwrap(),
+            network: Some(network.expect("no free /28 in 10.64.0.0/10")),
+        };
+        conformance::run_all(&local).await;
     }
 }
