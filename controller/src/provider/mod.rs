@@ -13,6 +13,7 @@ use ebb_core::model::{ProviderKind, ScalingConfiguration};
 pub(crate) mod conformance;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod agent_config;
 pub mod isolation;
 pub mod netns;
 pub mod process;

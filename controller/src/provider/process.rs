@@ -32,10 +32,12 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::time::{Instant, sleep};
 use tracing::{debug, info, warn};
 
+pub use super::agent_config::AgentHooks;
+use super::agent_config;
 use super::isolation::{self, INSTANCE_PATH, Users};
 use super::netns::{self, Attachment, Network};
 use super::{LaunchRequest, Launched, Provider, ProviderError, ProviderInstance, Result};
-use ebb_core::model::{MetricSource, ScalingConfiguration};
+use ebb_core::model::ScalingConfiguration;
 
 const PROC: &str = "/proc";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
@@ -52,8 +54,6 @@ const HOST_DIR: &str = "host";
 /// Where an isolated instance's agent binary is linked, so that instance
 /// users can run it wherever the controller's own copy lives.
 const AGENT_LINK: &str = ".agent/ebb-agent";
-/// Local instances sit next to the controller: reconnect within 2 s of its restart.
-const AGENT_MAX_BACKOFF_MS: u64 = 2_000;
 /// Often enough that a release does not dawdle, rarely enough to cost nothing.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// SIGKILL cannot be ignored; longer than this means a process stuck in the kernel.
@@ -109,63 +109,6 @@ struct InstanceRecord {
 struct ProcessRecord {
     pid: i32,
     start_time: u64,
-}
-
-/// The keys of `agent.toml` the provider sets (the agent denies unknown ones).
-#[derive(Serialize)]
-struct AgentConfig<'a> {
-    controller: &'a str,
-    /// Omitted when empty: the agent then takes the host part of `controller`.
-    #[serde(skip_serializing_if = "str::is_empty")]
-    server_name: &'a str,
-    tls: AgentTls,
-    reconnect: AgentReconnect,
-    /// The configuration's local checks, as `[[health_check]]` tables.
-    #[serde(rename = "health_check", skip_serializing_if = "Vec::is_empty")]
-    health_checks: Vec<AgentCheck<'a>>,
-    /// The configuration's custom metric sources, as `[[metric]]` tables
-    /// (the model's keys are the agent's: name, prometheus, file, command,
-    /// timeout_ms).
-    #[serde(rename = "metric", skip_serializing_if = "<[_]>::is_empty")]
-    metrics: &'a [MetricSource],
-    hooks: &'a AgentHooks,
-}
-
-/// `[hooks]` of a launched agent: whether it runs lifecycle hook scripts,
-/// and from which directory (the agent's default when None). Off unless
-/// the controller's config turns it on (`provider.allow_hook_scripts`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct AgentHooks {
-    pub allow_scripts: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dir: Option<PathBuf>,
-}
-
-#[derive(Serialize)]
-struct AgentCheck<'a> {
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    http: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tcp: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    command: Option<&'a [String]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    interval_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout_ms: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct AgentTls {
-    ca: &'static str,
-    cert: &'static str,
-    key: &'static str,
-}
-
-#[derive(Serialize)]
-struct AgentReconnect {
-    max_backoff_ms: u64,
 }
 
 impl ProcessProvider {
@@ -428,35 +371,13 @@ impl ProcessProvider {
             (Some(network), Some(_)) => via_bridge(&req.controller, &req.server_name, network),
             _ => (req.controller.clone(), req.server_name.clone()),
         };
-        let config = AgentConfig {
-            controller: &controller,
-            server_name: &server_name,
-            tls: AgentTls {
-                ca: "host/ca.crt",
-                cert: "host/agent.crt",
-                key: "host/agent.key",
-            },
-            reconnect: AgentReconnect {
-                max_backoff_ms: AGENT_MAX_BACKOFF_MS,
-            },
-            health_checks: req
-                .configuration
-                .health_checks
-                .iter()
-                .map(|c| AgentCheck {
-                    name: &c.name,
-                    http: c.http.as_deref(),
-                    tcp: c.tcp.as_deref(),
-                    command: c.command.as_deref(),
-                    interval_ms: c.interval_ms,
-                    timeout_ms: c.timeout_ms,
-                })
-                .collect(),
-            metrics: &req.configuration.metrics,
-            hooks: &self.hooks,
-        };
-        let config =
-            toml::to_string(&config).map_err(|e| format!("cannot render {AGENT_CONFIG}: {e}"))?;
+        let config = agent_config::render(
+            &req.configuration,
+            &controller,
+            &server_name,
+            &agent_config::Tls::in_dir("host"),
+            &self.hooks,
+        )?;
         // Readable by the instance (it holds no secret), writable by us alone.
         write(AGENT_CONFIG, config.as_bytes(), 0o644)?;
 
@@ -1169,7 +1090,7 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use ebb_core::model::ScalingConfiguration;
+    use ebb_core::model::{MetricSource, ScalingConfiguration};
 
     const PATIENCE: Duration = Duration::from_secs(10);
 
