@@ -32,7 +32,9 @@ use crate::pki::{Pki, PkiError};
 use crate::provider::isolation::{self, Users};
 use crate::provider::netns::Network;
 use crate::provider::process::{AgentHooks, ProcessProvider};
+use crate::provider::exec::{self, ExecProvider};
 use crate::provider::{Providers, find_agent_binary};
+use ebb_core::model::ProviderKind;
 use crate::store::CertKind;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -211,7 +213,16 @@ impl Controller {
             grpc_addr
         };
         // The exec and microvm providers join the router here.
-        let providers = Providers::new(Arc::new(provider));
+        let exec = ExecProvider::new(
+            self.config.data_dir.join("exec"),
+            exec::controller_tag(self.pki.ca.cert_pem()),
+            AgentHooks {
+                allow_scripts: provider_config.allow_hook_scripts,
+                dir: provider_config.hooks_dir.clone(),
+            },
+        );
+        let providers =
+            Providers::new(Arc::new(provider)).with(ProviderKind::Exec, Arc::new(exec));
         Ok(Engine::new(
             self.store.clone(),
             Arc::new(providers),

@@ -14,6 +14,7 @@ pub(crate) mod conformance;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod agent_config;
+pub mod exec;
 pub mod isolation;
 pub mod netns;
 pub mod process;

@@ -758,7 +758,7 @@ fn recorded_alive(id: &str, dir: &Path) -> bool {
 }
 
 /// Ids name directories: no separators, no `.`/`..`, nothing exotic.
-fn check_id(id: &str) -> Result<(), String> {
+pub(super) fn check_id(id: &str) -> Result<(), String> {
     let plain = id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
@@ -1023,16 +1023,16 @@ fn agents_by_cmdline(dir: &Path) -> Targets {
 
 /// One async mutex per instance id, dropped once nobody holds or awaits it.
 #[derive(Default)]
-struct IdLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+pub(super) struct IdLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
-struct IdGuard<'a> {
+pub(super) struct IdGuard<'a> {
     locks: &'a IdLocks,
     id: String,
     _guard: OwnedMutexGuard<()>,
 }
 
 impl IdLocks {
-    async fn lock(&self, id: &str) -> IdGuard<'_> {
+    pub(super) async fn lock(&self, id: &str) -> IdGuard<'_> {
         let lock = {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
             map.entry(id.to_owned()).or_default().clone()
