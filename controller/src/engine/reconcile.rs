@@ -775,49 +775,9 @@ mod tests {
         assert_eq!(provider.released(), ["i-gone"]);
     }
 
-    /// A provider that names what it launches, and knows one instance
-    /// launched before a crash (its launch result never recorded).
-    #[derive(Default)]
-    struct Naming {
-        launched: Mutex<Vec<String>>,
-        known: Mutex<Vec<ProviderInstance>>,
-    }
-
-    #[tonic::async_trait]
-    impl Provider for Naming {
-        fn name(&self) -> &'static str {
-            "naming"
-        }
-        async fn launch(&self, request: LaunchRequest) -> crate::provider::Result<Launched> {
-            let id = request.instance_id;
-            self.launched.lock().unwrap().push(id.clone());
-            let seen = ProviderInstance {
-                instance_id: id.clone(),
-                alive: true,
-                provider_id: Some(format!("vm-{id}")),
-                address: Some("10.0.0.9".into()),
-            };
-            self.known.lock().unwrap().push(seen);
-            Ok(Launched {
-                provider_id: format!("vm-{id}"),
-                address: Some("10.0.0.9".into()),
-            })
-        }
-        async fn release(&self, instance_id: &str) -> crate::provider::Result<()> {
-            self.known
-                .lock()
-                .unwrap()
-                .retain(|i| i.instance_id != instance_id);
-            Ok(())
-        }
-        async fn describe(&self) -> crate::provider::Result<Vec<ProviderInstance>> {
-            Ok(self.known.lock().unwrap().clone())
-        }
-    }
-
     #[tokio::test]
     async fn the_providers_name_for_an_instance_is_recorded_from_its_launch_or_its_description() {
-        let provider = Arc::new(Naming::default());
+        let provider = Arc::new(FakeProvider::with_addresses());
         let (store, engine, mut group) = engine_on(provider.clone());
         let config = ebb_core::model::ScalingConfiguration::create(
             "asc-1".into(),
@@ -850,12 +810,7 @@ mod tests {
             provider_id: None,
             provider_address: None,
         };
-        provider.known.lock().unwrap().push(ProviderInstance {
-            instance_id: crashed.id.clone(),
-            alive: true,
-            provider_id: Some("vm-before-the-crash".into()),
-            address: Some("10.0.0.5".into()),
-        });
+        provider.insert_named(&crashed.id, "vm-before-the-crash", Some("10.0.0.5"));
         store
             .commit(vec![
                 Write::CreateGroup(group),
@@ -869,10 +824,17 @@ mod tests {
         assert_eq!(adopted.provider_id.as_deref(), Some("vm-before-the-crash"));
         assert_eq!(adopted.provider_address.as_deref(), Some("10.0.0.5"));
         // Not launched again: one more for the desired 2, named by its launch.
-        let launched = provider.launched.lock().unwrap().clone();
+        let launched = provider.launched();
         assert_eq!(launched.len(), 1, "{launched:?}");
         let new = store.get_instance(&launched[0]).unwrap().unwrap();
-        assert_eq!(new.provider_id, Some(format!("vm-{}", launched[0])));
-        assert_eq!(new.provider_address.as_deref(), Some("10.0.0.9"));
+        let described = provider.describe().await.unwrap();
+        let named = described
+            .iter()
+            .find(|i| i.instance_id == launched[0])
+            .unwrap();
+        assert!(new.provider_id.is_some());
+        assert_eq!(new.provider_id, named.provider_id);
+        assert!(new.provider_address.is_some());
+        assert_eq!(new.provider_address, named.address);
     }
 }

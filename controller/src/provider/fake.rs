@@ -23,13 +23,22 @@ pub(crate) const FAKE_INVALID_TYPE: &str = "fake-invalid";
 
 #[derive(Default)]
 struct State {
-    /// Instance id → (provider id, alive).
-    instances: BTreeMap<String, (String, bool)>,
+    instances: BTreeMap<String, Known>,
     launched: Vec<String>,
     released: Vec<String>,
     /// How many of the next launches fail (half-made, then undone).
     failing: u32,
     serial: u64,
+    /// Whether launches get an address (10.0.<serial>).
+    addresses: bool,
+}
+
+/// What the fake knows of one instance.
+#[derive(Clone)]
+struct Known {
+    provider_id: String,
+    address: Option<String>,
+    alive: bool,
 }
 
 /// Two notifications: the fake's release started, and the test lets it finish.
@@ -48,6 +57,13 @@ pub(crate) struct FakeProvider {
 impl FakeProvider {
     pub(crate) fn new() -> Self {
         Self::default()
+    }
+
+    /// A fake that gives each launch an address, as a VM provider would.
+    pub(crate) fn with_addresses() -> Self {
+        let fake = Self::default();
+        fake.state().addresses = true;
+        fake
     }
 
     /// Another provider over the same instances: the controller after a restart.
@@ -82,14 +98,32 @@ impl FakeProvider {
         let mut s = self.state();
         s.serial += 1;
         let provider_id = format!("fake-{}", s.serial);
-        s.instances
-            .insert(instance_id.to_owned(), (provider_id, alive));
+        s.instances.insert(
+            instance_id.to_owned(),
+            Known {
+                provider_id,
+                address: None,
+                alive,
+            },
+        );
+    }
+
+    /// Puts an alive instance there under the given provider id and address.
+    pub(crate) fn insert_named(&self, instance_id: &str, provider_id: &str, address: Option<&str>) {
+        self.state().instances.insert(
+            instance_id.to_owned(),
+            Known {
+                provider_id: provider_id.to_owned(),
+                address: address.map(str::to_owned),
+                alive: true,
+            },
+        );
     }
 
     /// The instance dies, as a host killed from outside: it stays listed, not alive.
     pub(crate) fn kill(&self, instance_id: &str) {
         if let Some(entry) = self.state().instances.get_mut(instance_id) {
-            entry.1 = false;
+            entry.alive = false;
         }
     }
 
@@ -141,20 +175,26 @@ impl Provider for FakeProvider {
         }
         s.serial += 1;
         let provider_id = format!("fake-{}", s.serial);
-        s.instances.insert(id.clone(), (provider_id.clone(), true));
+        let address = s
+            .addresses
+            .then(|| format!("10.0.{}.{}", s.serial / 256, s.serial % 256));
+        s.instances.insert(
+            id.clone(),
+            Known {
+                provider_id: provider_id.clone(),
+                address: address.clone(),
+                alive: true,
+            },
+        );
         s.launched.push(id);
         Ok(Launched {
             provider_id,
-            address: None,
+            address,
         })
     }
 
     async fn release(&self, instance_id: &str) -> Result<()> {
-        let gate = self
-            .gate
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(gate) = gate {
             gate.releasing.notify_one();
             gate.let_go.notified().await;
@@ -170,11 +210,11 @@ impl Provider for FakeProvider {
             .state()
             .instances
             .iter()
-            .map(|(id, (provider_id, alive))| ProviderInstance {
+            .map(|(id, known)| ProviderInstance {
                 instance_id: id.clone(),
-                alive: *alive,
-                provider_id: Some(provider_id.clone()),
-                address: None,
+                alive: known.alive,
+                provider_id: Some(known.provider_id.clone()),
+                address: known.address.clone(),
             })
             .collect())
     }
@@ -186,6 +226,12 @@ mod tests {
     use crate::provider::conformance::{self, Subject};
 
     struct Fake(FakeProvider);
+
+    impl Fake {
+        fn addresses(&self) -> bool {
+            self.0.state().addresses
+        }
+    }
 
     #[tonic::async_trait]
     impl Subject for Fake {
@@ -213,11 +259,15 @@ mod tests {
                 .map(|i| format!("fake instance {i}"))
                 .collect()
         }
+        fn has_addresses(&self) -> bool {
+            self.addresses()
+        }
     }
 
     #[tokio::test]
     async fn the_fake_passes_the_conformance_suite() {
         conformance::run_all(&Fake(FakeProvider::new())).await;
+        conformance::run_all(&Fake(FakeProvider::with_addresses())).await;
     }
 
     #[tokio::test]
