@@ -29,15 +29,15 @@ use crate::engine::{Engine, EngineError, HealthSettings, LaunchSettings};
 use crate::fleet::Fleet;
 use crate::fleet::agent_service::{Admission, AgentApi, IntervalLookup, Refusal, Renewal};
 use crate::pki::{Pki, PkiError};
+use crate::provider::exec::{self, ExecProvider};
 use crate::provider::isolation::{self, Users};
 use crate::provider::netns::Network;
 use crate::provider::process::{AgentHooks, ProcessProvider};
-use crate::provider::exec::{self, ExecProvider};
 use crate::provider::{Providers, find_agent_binary};
-use ebb_core::model::ProviderKind;
 use crate::store::CertKind;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
+use ebb_core::model::ProviderKind;
 
 /// The largest message an agent may send: a sample with every health check
 /// and custom metric, or a hook's result with its output, is a few KiB; a
@@ -221,8 +221,7 @@ impl Controller {
                 dir: provider_config.hooks_dir.clone(),
             },
         );
-        let providers =
-            Providers::new(Arc::new(provider)).with(ProviderKind::Exec, Arc::new(exec));
+        let providers = Providers::new(Arc::new(provider)).with(ProviderKind::Exec, Arc::new(exec));
         Ok(Engine::new(
             self.store.clone(),
             Arc::new(providers),

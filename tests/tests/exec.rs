@@ -188,20 +188,24 @@ impl Exec {
     /// agent and a provider address; id -> (provider id, address).
     fn serving(&mut self, n: usize) -> BTreeMap<String, (String, Ipv4Addr)> {
         let admin = &mut self.admin;
-        eventually(&format!("{n} exec instances InService"), DEADLINE * 4, || {
-            let all = instances(admin, WEB_GROUP);
-            let ready: BTreeMap<_, _> = all
-                .iter()
-                .filter(|i| i.lifecycle_state == "InService" && i.agent_connected)
-                .filter_map(|i| {
-                    Some((
-                        i.id.clone(),
-                        (i.provider_id.clone(), i.provider_address.parse().ok()?),
-                    ))
-                })
-                .collect();
-            (all.len() == n && ready.len() == n).then_some(ready)
-        })
+        eventually(
+            &format!("{n} exec instances InService"),
+            DEADLINE * 4,
+            || {
+                let all = instances(admin, WEB_GROUP);
+                let ready: BTreeMap<_, _> = all
+                    .iter()
+                    .filter(|i| i.lifecycle_state == "InService" && i.agent_connected)
+                    .filter_map(|i| {
+                        Some((
+                            i.id.clone(),
+                            (i.provider_id.clone(), i.provider_address.parse().ok()?),
+                        ))
+                    })
+                    .collect();
+                (all.len() == n && ready.len() == n).then_some(ready)
+            },
+        )
     }
 }
 
@@ -233,7 +237,9 @@ fn a_group_of_exec_instances_scales_out_and_in() {
     let two = t.serving(2);
     for (id, (provider_id, addr)) in &two {
         assert_eq!(provider_id, &format!("x{}.{id}", t.net.bridge));
-        let body = eventually(&format!("{id} to answer on {addr}"), DEADLINE, || get(*addr));
+        let body = eventually(&format!("{id} to answer on {addr}"), DEADLINE, || {
+            get(*addr)
+        });
         assert_eq!(&body, id, "{addr} is served by its own instance");
     }
     assert_eq!(t.made(), two.keys().cloned().collect::<Vec<_>>());
@@ -246,11 +252,14 @@ fn a_group_of_exec_instances_scales_out_and_in() {
 
     set_desired(&mut t.admin, 1);
     let one = t.serving(1);
-    eventually("the released instances' namespaces and dirs gone", DEADLINE, || {
-        (t.made() == one.keys().cloned().collect::<Vec<_>>()
-            && t._namespaces.ids() == t.made())
-        .then_some(())
-    });
+    eventually(
+        "the released instances' namespaces and dirs gone",
+        DEADLINE,
+        || {
+            (t.made() == one.keys().cloned().collect::<Vec<_>>() && t._namespaces.ids() == t.made())
+                .then_some(())
+        },
+    );
     let (id, (_, addr)) = one.iter().next().unwrap();
     assert_eq!(get(*addr).as_deref(), Some(id.as_str()));
 }
@@ -277,7 +286,10 @@ fn a_launch_hanging_past_its_timeout_is_killed_with_its_children_and_the_activit
         error.contains("launch of ") && error.contains("timed out after 2000 ms and was killed"),
         "{error}"
     );
-    assert!(error.contains("waiting for the cloud"), "the script's stderr: {error}");
+    assert!(
+        error.contains("waiting for the cloud"),
+        "the script's stderr: {error}"
+    );
     // The child the script started went with it: its whole group was killed.
     let children = fs::read_to_string(t.marks().join("children")).unwrap();
     let first = children.lines().next().unwrap().to_owned();
@@ -326,12 +338,17 @@ fn a_controller_killed_between_launch_and_its_record_converges_without_a_duplica
     t.ctl.proc.signal("KILL");
     t.ctl.proc.wait_exit(DEADLINE);
     let (grpc, http) = (t.ctl.grpc, t.ctl.http);
-    t.ctl = ControllerProc::start_configured(t.sb.path(), 1000, grpc, http, &t.net.provider_config())
-        .unwrap();
+    t.ctl =
+        ControllerProc::start_configured(t.sb.path(), 1000, grpc, http, &t.net.provider_config())
+            .unwrap();
     t.admin = Admin::local(&t.ctl);
     let one = t.serving(1);
     assert_eq!(one.keys().collect::<Vec<_>>(), [&id], "the same instance");
     t.ctl.wait_passes("ebb_reconcile_passes_total", 5);
-    assert_eq!(t.made(), [id.clone()], "no second instance was made");
+    assert_eq!(
+        t.made(),
+        std::slice::from_ref(&id),
+        "no second instance was made"
+    );
     assert_eq!(t._namespaces.ids(), [id]);
 }

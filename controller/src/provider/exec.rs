@@ -168,7 +168,9 @@ impl StepError {
                 message: if stderr.is_empty() {
                     format!("`{program} {step}` was killed (its whole process group)")
                 } else {
-                    format!("`{program} {step}` was killed (its whole process group); its stderr: {stderr}")
+                    format!(
+                        "`{program} {step}` was killed (its whole process group); its stderr: {stderr}"
+                    )
                 },
             },
             Self::Exit { code, stderr } => {
@@ -239,8 +241,12 @@ impl ExecProvider {
         self.ensure_dir()?;
         let json = serde_json::to_vec_pretty(intent)
             .map_err(|e| format!("cannot render the intent: {e}"))?;
-        ebb_certs::write_atomic(&self.intent_path(&intent.instance_id), &json, 0o600)
-            .map_err(|e| format!("cannot write {}: {e}", self.intent_path(&intent.instance_id).display()))
+        ebb_certs::write_atomic(&self.intent_path(&intent.instance_id), &json, 0o600).map_err(|e| {
+            format!(
+                "cannot write {}: {e}",
+                self.intent_path(&intent.instance_id).display()
+            )
+        })
     }
 
     fn read_intent(&self, id: &str) -> Result<Option<Intent>, String> {
@@ -258,7 +264,10 @@ impl ExecProvider {
         match fs::remove_file(self.intent_path(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot remove {}: {e}", self.intent_path(id).display())),
+            Err(e) => Err(format!(
+                "cannot remove {}: {e}",
+                self.intent_path(id).display()
+            )),
         }
     }
 
@@ -416,8 +425,8 @@ impl ExecProvider {
         })
     }
 
-    /// Runs `release` for `id`; the intent is removed once it succeeded.
-    async fn release_with(
+    /// Runs `release` for `id`; the intent stays.
+    async fn release_step(
         &self,
         id: &str,
         program: &Program,
@@ -432,11 +441,22 @@ impl ExecProvider {
                 // `release` need print nothing.
                 StepError::Broken(m) if m.contains("not the JSON") => Ok(()),
                 e => Err(e.into_error(id, "release", &program.program)),
+            })
+    }
+
+    /// Runs `release` for `id`; the intent is removed once it succeeded.
+    async fn release_with(
+        &self,
+        id: &str,
+        program: &Program,
+        provider_id: Option<&str>,
+    ) -> Result<()> {
+        self.release_step(id, program, provider_id).await?;
+        self.remove_intent(id)
+            .map_err(|message| ProviderError::Release {
+                instance: id.to_owned(),
+                message,
             })?;
-        self.remove_intent(id).map_err(|message| ProviderError::Release {
-            instance: id.to_owned(),
-            message,
-        })?;
         self.listed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -444,7 +464,12 @@ impl ExecProvider {
         Ok(())
     }
 
-    fn launch_input(&self, req: &LaunchRequest, settings: &ExecSettings, attempt: u32) -> Result<serde_json::Value> {
+    fn launch_input(
+        &self,
+        req: &LaunchRequest,
+        settings: &ExecSettings,
+        attempt: u32,
+    ) -> Result<serde_json::Value> {
         let c = &req.configuration;
         let agent_toml = agent_config::render(
             c,
@@ -687,14 +712,15 @@ impl Provider for ExecProvider {
                                 (program.clone(), l.provider_id.clone()),
                             );
                         }
-                        let entry = listed.entry(l.instance_id.clone()).or_insert(
-                            ProviderInstance {
-                                instance_id: l.instance_id,
-                                alive: false,
-                                provider_id: None,
-                                address: None,
-                            },
-                        );
+                        let entry =
+                            listed
+                                .entry(l.instance_id.clone())
+                                .or_insert(ProviderInstance {
+                                    instance_id: l.instance_id,
+                                    alive: false,
+                                    provider_id: None,
+                                    address: None,
+                                });
                         entry.alive |= l.alive;
                         entry.provider_id = entry.provider_id.take().or(l.provider_id);
                         entry.address = entry.address.take().or(l.address);
@@ -788,8 +814,11 @@ impl ExecProvider {
                     });
                 }
                 Ok(_) => {
-                    break StepError::Broken("printed an empty provider_id".to_owned())
-                        .into_error(id, "launch", &program.program);
+                    break StepError::Broken("printed an empty provider_id".to_owned()).into_error(
+                        id,
+                        "launch",
+                        &program.program,
+                    );
                 }
                 Err(e) => {
                     let retry = e.retryable() && attempt < attempts;
@@ -799,7 +828,8 @@ impl ExecProvider {
                     }
                     warn!(instance = %id, attempt, "{error}; releasing it and retrying in {backoff:?}");
                     // Undo what the attempt made before the next one.
-                    if let Err(e) = self.release_with(id, program, None).await {
+                    // (The intent stays, still launching: the launch goes on.)
+                    if let Err(e) = self.release_step(id, program, None).await {
                         break ProviderError::Launch {
                             instance: id.clone(),
                             message: format!(
@@ -807,10 +837,6 @@ impl ExecProvider {
                             ),
                         };
                     }
-                    self.write_intent(intent).map_err(|message| ProviderError::Launch {
-                        instance: id.clone(),
-                        message,
-                    })?;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     attempt += 1;
@@ -875,10 +901,17 @@ mod tests {
             if !netns::is_root() {
                 let _ = writeln!(
                     std::io::stderr(),
-                    "NOT RUN: provider::exec::tests::{test}: needs root to make network namespaces"
+                    "\nNOT RUN: provider::exec::tests::{test}: needs root to make network namespaces"
                 );
                 return None;
             }
+            assert!(
+                std::process::Command::new("python3")
+                    .arg("-V")
+                    .output()
+                    .is_ok(),
+                "this test needs python3 (apt-get install python3): the netns example is a python3 program"
+            );
             static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let bridge = format!("ebe{}x{n}", std::process::id() % 100_000);
@@ -945,15 +978,18 @@ mod tests {
     impl Drop for Netns {
         fn drop(&mut self) {
             for entry in fs::read_dir(self.state()).into_iter().flatten().flatten() {
-                let pids: serde_json::Value =
-                    serde_json::from_slice(&fs::read(entry.path().join("pids.json")).unwrap_or_default())
-                        .unwrap_or_default();
+                let pids: serde_json::Value = serde_json::from_slice(
+                    &fs::read(entry.path().join("pids.json")).unwrap_or_default(),
+                )
+                .unwrap_or_default();
                 if let Some(pid) = pids["agent"][0].as_i64() {
                     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
                 }
                 let id = entry.file_name().to_string_lossy().into_owned();
                 let netns = format!("x{}.{id}", self.network.bridge());
-                let _ = std::process::Command::new("ip").args(["netns", "del", &netns]).output();
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &netns])
+                    .output();
             }
             let _ = std::process::Command::new("ip")
                 .args(["link", "del", self.network.bridge()])
@@ -1043,9 +1079,14 @@ mod tests {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             // Gone, or a zombie of nobody's (its parent was killed too).
             while start_time(child).is_some()
-                && !fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default().contains(") Z")
+                && !fs::read_to_string(format!("/proc/{child}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z")
             {
-                assert!(tokio::time::Instant::now() < deadline, "the hanging launch's child {child} lives on");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the hanging launch's child {child} lives on"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
 
@@ -1072,7 +1113,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn exec_with_the_netns_example_passes_the_conformance_suite() {
-        let Some(subject) = Netns::new("exec_with_the_netns_example_passes_the_conformance_suite").await else {
+        let Some(subject) =
+            Netns::new("exec_with_the_netns_example_passes_the_conformance_suite").await
+        else {
             return;
         };
         conformance::run_all(&subject).await;
@@ -1082,7 +1125,9 @@ mod tests {
     /// one instance exists, the failed attempts were released.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failed_attempts_are_released_and_retried_into_one_instance() {
-        let Some(subject) = Netns::new("failed_attempts_are_released_and_retried_into_one_instance").await else {
+        let Some(subject) =
+            Netns::new("failed_attempts_are_released_and_retried_into_one_instance").await
+        else {
             return;
         };
         let flaky = subject.wrapper(
@@ -1102,7 +1147,10 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(dirs, ["i-flaky"]);
-        assert_eq!(launched.provider_id, format!("x{}.i-flaky", subject.network.bridge()));
+        assert_eq!(
+            launched.provider_id,
+            format!("x{}.i-flaky", subject.network.bridge())
+        );
         let all = provider.describe().await.unwrap();
         assert_eq!(all.len(), 1, "{all:?}");
         assert!(all[0].alive);
@@ -1112,16 +1160,28 @@ mod tests {
 
     #[test]
     fn check_names_the_key() {
-        let p = ExecProvider::new(PathBuf::from("/nonexistent"), "t".into(), AgentHooks::default());
+        let p = ExecProvider::new(
+            PathBuf::from("/nonexistent"),
+            "t".into(),
+            AgentHooks::default(),
+        );
         let mut c = conformance::request("i-1", "exec").configuration;
         let msg = |r: Result<()>| r.unwrap_err().to_string();
-        assert!(msg(p.check(&c)).starts_with("exec: "), "{}", msg(p.check(&c)));
+        assert!(
+            msg(p.check(&c)).starts_with("exec: "),
+            "{}",
+            msg(p.check(&c))
+        );
         c.exec = Some(ExecSettings {
             program: "launch.sh".into(),
             ..Default::default()
         });
-        assert!(matches!(p.check(&c), Err(ProviderError::Invalid(m)) if m.starts_with("exec.program: `launch.sh` is not an absolute path")));
+        assert!(
+            matches!(p.check(&c), Err(ProviderError::Invalid(m)) if m.starts_with("exec.program: `launch.sh` is not an absolute path"))
+        );
         c.exec.as_mut().unwrap().program = "/no/such/program".into();
-        assert!(matches!(p.check(&c), Err(ProviderError::Unavailable(m)) if m.starts_with("exec.program: /no/such/program cannot be run")));
+        assert!(
+            matches!(p.check(&c), Err(ProviderError::Unavailable(m)) if m.starts_with("exec.program: /no/such/program cannot be run"))
+        );
     }
 }

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use ebb_core::model::{ProviderKind, ScalingConfiguration};
 
+pub mod agent_config;
 #[cfg(test)]
 pub(crate) mod conformance;
+pub mod exec;
 #[cfg(test)]
 pub(crate) mod fake;
-pub mod agent_config;
-pub mod exec;
 pub mod isolation;
 pub mod netns;
 pub mod process;

@@ -32,8 +32,8 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::time::{Instant, sleep};
 use tracing::{debug, info, warn};
 
-pub use super::agent_config::AgentHooks;
 use super::agent_config;
+pub use super::agent_config::AgentHooks;
 use super::isolation::{self, INSTANCE_PATH, Users};
 use super::netns::{self, Attachment, Network};
 use super::{LaunchRequest, Launched, Provider, ProviderError, ProviderInstance, Result};
@@ -1952,7 +1952,8 @@ mod conformance_tests {
                 let argv = fs::read(format!("{PROC}/{pid}/cmdline")).unwrap_or_default();
                 // `needle` then a separator: not a longer id's dir.
                 let ours = argv.windows(needle.len() + 1).any(|w| {
-                    &w[..needle.len()] == needle && (w[needle.len()] == b'/' || w[needle.len()] == 0)
+                    &w[..needle.len()] == needle
+                        && (w[needle.len()] == b'/' || w[needle.len()] == 0)
                 });
                 if ours {
                     left.push(format!("process {pid}"));
@@ -2009,7 +2010,7 @@ mod conformance_tests {
         if !netns::is_root() {
             let _ = writeln!(
                 std::io::stderr(),
-                "NOT RUN: provider::process::conformance_tests::the_namespaced_process_provider_passes_the_conformance_suite: needs root to make network namespaces"
+                "\nNOT RUN: provider::process::conformance_tests::the_namespaced_process_provider_passes_the_conformance_suite: needs root to make network namespaces"
             );
             return;
         }
