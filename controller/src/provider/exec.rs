@@ -67,6 +67,8 @@ pub struct ExecProvider {
     /// Instances the last `list`s reported that have no intent (orphans):
     /// which program releases them.
     listed: Mutex<HashMap<String, (Program, Option<String>)>>,
+    /// The last `list` failure of each program, logged once until it changes.
+    list_errors: Mutex<HashMap<String, String>>,
 }
 
 /// A program and the environment and time-outs it runs with: what `list`
@@ -212,6 +214,7 @@ impl ExecProvider {
             first_backoff: FIRST_BACKOFF,
             in_flight: Mutex::new(HashSet::new()),
             listed: Mutex::new(HashMap::new()),
+            list_errors: Mutex::new(HashMap::new()),
         }
     }
 
@@ -520,12 +523,29 @@ impl ExecProvider {
             .run::<ListOutput>(program, "list", &input, None, timeout, |_| {})
             .await
         {
-            Ok(out) => Some(out.instances),
+            Ok(out) => {
+                let mut errors = self.list_errors.lock().unwrap_or_else(|e| e.into_inner());
+                if errors.remove(&program.program).is_some() {
+                    info!(program = %program.program, "list works again");
+                }
+                Some(out.instances)
+            }
             Err(e) => {
-                warn!(
-                    "{}; its instances are taken to be alive until it succeeds",
-                    e.into_error("(list)", "list", &program.program)
-                );
+                let text = match e {
+                    StepError::TimedOut { after_ms, stderr } => format!(
+                        "`{} list` timed out after {after_ms} ms and was killed: {stderr}",
+                        program.program
+                    ),
+                    StepError::Exit { code, stderr } => {
+                        format!("`{} list` exited with {code:?}: {stderr}", program.program)
+                    }
+                    StepError::Broken(m) => format!("`{} list`: {m}", program.program),
+                };
+                let mut errors = self.list_errors.lock().unwrap_or_else(|e| e.into_inner());
+                if errors.get(&program.program) != Some(&text) {
+                    warn!("{text}; its instances are taken to be alive until it succeeds");
+                    errors.insert(program.program.clone(), text);
+                }
                 None
             }
         }
@@ -1156,6 +1176,82 @@ mod tests {
         assert!(all[0].alive);
         provider.release("i-flaky").await.unwrap();
         assert!(subject.leftovers("i-flaky").await.is_empty());
+    }
+
+    /// A program keeping each instance as a file in `$STATE` (no root).
+    const FILES: &str = r#"#!/bin/sh
+cat > /dev/null
+case "$1" in
+launch) touch "$STATE/$EBB_INSTANCE_ID"; echo "{\"provider_id\": \"f-$EBB_INSTANCE_ID\"}" ;;
+release) rm -f "$STATE/$EBB_INSTANCE_ID" ;;
+list)
+  if [ -e "$STATE/broken" ]; then echo 'API throttled' >&2; exit 1; fi
+  printf '{"instances": ['; sep=
+  for f in "$STATE"/i-*; do
+    [ -e "$f" ] || continue; i=$(basename "$f")
+    printf '%s{"instance_id": "%s", "provider_id": "f-%s", "alive": true}' "$sep" "$i" "$i"; sep=,
+  done
+  echo ']}' ;;
+esac
+"#;
+
+    /// `list` drives liveness and orphans; while it fails, what was
+    /// launched is taken to be alive (a flaky API never replaces a fleet).
+    #[tokio::test]
+    async fn list_drives_liveness_and_orphans_and_a_failing_list_keeps_instances() {
+        let tmp = TempDir::new().unwrap();
+        let program = tmp.path().join("files.sh");
+        fs::write(&program, FILES).unwrap();
+        fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+        let state = tmp.path().join("state");
+        fs::create_dir(&state).unwrap();
+        let provider =
+            ExecProvider::new(tmp.path().join("exec"), "t".into(), AgentHooks::default());
+        let mut r = conformance::request("i-1", "exec");
+        r.configuration.exec = Some(ExecSettings {
+            program: program.display().to_string(),
+            env: BTreeMap::from([("STATE".into(), state.display().to_string())]),
+            ..Default::default()
+        });
+        let launched = provider.launch(r).await.unwrap();
+        assert_eq!(launched.provider_id, "f-i-1");
+        let alive = |all: Vec<ProviderInstance>| -> Vec<(String, bool)> {
+            all.into_iter().map(|i| (i.instance_id, i.alive)).collect()
+        };
+        assert_eq!(
+            alive(provider.describe().await.unwrap()),
+            [("i-1".into(), true)]
+        );
+
+        // Gone from outside while `list` fails: still taken to be alive.
+        fs::write(state.join("broken"), "").unwrap();
+        fs::remove_file(state.join("i-1")).unwrap();
+        assert_eq!(
+            alive(provider.describe().await.unwrap()),
+            [("i-1".into(), true)]
+        );
+        // `list` works again: it is dead.
+        fs::remove_file(state.join("broken")).unwrap();
+        assert_eq!(
+            alive(provider.describe().await.unwrap()),
+            [("i-1".into(), false)]
+        );
+        provider.release("i-1").await.unwrap();
+        assert_eq!(alive(provider.describe().await.unwrap()), []);
+
+        // One `list` knows and no intent claims (a record lost in a crash):
+        // described, and released through the program that listed it, by
+        // a provider restarted since (it knows the program from disk).
+        fs::write(state.join("i-orphan"), "").unwrap();
+        let restarted =
+            ExecProvider::new(tmp.path().join("exec"), "t".into(), AgentHooks::default());
+        assert_eq!(
+            alive(restarted.describe().await.unwrap()),
+            [("i-orphan".into(), true)]
+        );
+        restarted.release("i-orphan").await.unwrap();
+        assert!(!state.join("i-orphan").exists());
+        assert_eq!(alive(restarted.describe().await.unwrap()), []);
     }
 
     #[test]
