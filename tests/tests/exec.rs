@@ -352,3 +352,54 @@ fn a_controller_killed_between_launch_and_its_record_converges_without_a_duplica
     );
     assert_eq!(t._namespaces.ids(), [id]);
 }
+
+/// A configuration whose program this host cannot run is refused when it
+/// is made, naming the key (no root needed).
+#[test]
+fn an_exec_configuration_whose_program_cannot_run_is_refused_naming_the_key() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let mut admin = Admin::local(&ctl);
+    admin_call!(
+        admin,
+        create_scaling_group,
+        pb::CreateScalingGroupRequest {
+            name: WEB_GROUP.into(),
+            min_size: 0,
+            max_size: 1,
+            ..Default::default()
+        }
+    )
+    .expect("create the group");
+    let create = |admin: &mut Admin, program: &str| {
+        admin_call!(
+            *admin,
+            create_scaling_configuration,
+            pb::CreateScalingConfigurationRequest {
+                scaling_group: WEB_GROUP.into(),
+                name: "v1".into(),
+                instance_type: "exec".into(),
+                exec: Some(pb::ExecSettings {
+                    program: program.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        )
+    };
+    let missing = sb.path().join("no-such-program");
+    let err = create(&mut admin, &missing.display().to_string()).unwrap_err();
+    assert!(
+        err.message().contains("exec.program")
+            && err.message().contains("cannot be run on this host"),
+        "{err:?}"
+    );
+    let not_executable = sb.path().join("not-executable");
+    fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let err = create(&mut admin, &not_executable.display().to_string()).unwrap_err();
+    assert!(
+        err.message().contains("exec.program") && err.message().contains("chmod +x"),
+        "{err:?}"
+    );
+    create(&mut admin, &netns_py().display().to_string()).expect("an executable program");
+}

@@ -1182,7 +1182,12 @@ mod tests {
     const FILES: &str = r#"#!/bin/sh
 cat > /dev/null
 case "$1" in
-launch) touch "$STATE/$EBB_INSTANCE_ID"; echo "{\"provider_id\": \"f-$EBB_INSTANCE_ID\"}" ;;
+launch)
+  echo x >> "$STATE/runs"
+  # What ebb wrote before running this.
+  [ -z "$EXEC_DIR" ] || cp "$EXEC_DIR/$EBB_INSTANCE_ID.json" "$STATE/intent-seen"
+  sleep "${SLOW:-0}"
+  touch "$STATE/$EBB_INSTANCE_ID"; echo "{\"provider_id\": \"f-$EBB_INSTANCE_ID\"}" ;;
 release) rm -f "$STATE/$EBB_INSTANCE_ID" ;;
 list)
   if [ -e "$STATE/broken" ]; then echo 'API throttled' >&2; exit 1; fi
@@ -1252,6 +1257,56 @@ esac
         restarted.release("i-orphan").await.unwrap();
         assert!(!state.join("i-orphan").exists());
         assert_eq!(alive(restarted.describe().await.unwrap()), []);
+    }
+
+    /// Two launches of one id at once: the program runs once, the intent
+    /// (launching, with its program) is on disk before it runs, and the
+    /// second launch is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_id_is_never_launched_twice_and_its_intent_is_written_first() {
+        let tmp = TempDir::new().unwrap();
+        let program = tmp.path().join("files.sh");
+        fs::write(&program, FILES).unwrap();
+        fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+        let state = tmp.path().join("state");
+        fs::create_dir(&state).unwrap();
+        let exec_dir = tmp.path().join("exec");
+        let provider = Arc::new(ExecProvider::new(
+            exec_dir.clone(),
+            "t".into(),
+            AgentHooks::default(),
+        ));
+        let mut r = conformance::request("i-1", "exec");
+        r.configuration.exec = Some(ExecSettings {
+            program: program.display().to_string(),
+            env: BTreeMap::from([
+                ("STATE".into(), state.display().to_string()),
+                ("EXEC_DIR".into(), exec_dir.display().to_string()),
+                ("SLOW".into(), "1".into()),
+            ]),
+            ..Default::default()
+        });
+        let both = [r.clone(), r].map(|r| {
+            let provider = provider.clone();
+            tokio::spawn(async move { provider.launch(r).await })
+        });
+        let mut results = Vec::new();
+        for handle in both {
+            results.push(handle.await.unwrap());
+        }
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "{results:?}");
+        let refused = results.into_iter().find_map(|r| r.err()).unwrap();
+        assert!(refused.to_string().contains("launched before"), "{refused}");
+        let runs = fs::read_to_string(state.join("runs")).unwrap();
+        assert_eq!(runs.lines().count(), 1, "the program ran once");
+        let seen: serde_json::Value =
+            serde_json::from_slice(&fs::read(state.join("intent-seen")).unwrap()).unwrap();
+        assert_eq!(seen["state"], "launching", "{seen}");
+        assert_eq!(seen["program"], program.display().to_string());
+        assert_eq!(seen["instance_id"], "i-1");
+        provider.release("i-1").await.unwrap();
+        assert!(!exec_dir.join("i-1.json").exists());
     }
 
     #[test]
