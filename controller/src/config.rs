@@ -167,7 +167,15 @@ pub struct ProviderConfig {
     /// The IPv4 subnet of the bridge: its first address is the bridge's,
     /// the rest go to instances, lowest free first.
     pub subnet: String,
+    /// The programs `exec` configurations may name: a path, or a directory
+    /// (ending in `/`) whose files may be named. An exec program runs with
+    /// the controller's privileges, so an admin may only pick among those
+    /// the host's owner put here.
+    pub exec_programs: Vec<PathBuf>,
 }
+
+/// Where packaged exec provider programs go (root's alone to fill).
+pub const DEFAULT_EXEC_PROGRAMS: &str = "/etc/ebb/providers/";
 
 /// `provider.network`.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -256,6 +264,7 @@ impl Default for ProviderConfig {
             network: Network::Host,
             bridge: DEFAULT_BRIDGE.to_owned(),
             subnet: DEFAULT_SUBNET.to_owned(),
+            exec_programs: vec![PathBuf::from(DEFAULT_EXEC_PROGRAMS)],
         }
     }
 }
@@ -445,6 +454,15 @@ impl Config {
         }
         if let Err(e) = self.provider.subnet() {
             problems.push(e);
+        }
+        for (i, p) in self.provider.exec_programs.iter().enumerate() {
+            let parent = p.components().any(|c| c == std::path::Component::ParentDir);
+            if !p.is_absolute() || parent {
+                problems.push(format!(
+                    "provider.exec_programs[{i}]: `{}` is not an absolute path without `..`",
+                    p.display()
+                ));
+            }
         }
         match &self.provider.hooks_dir {
             Some(dir) if !dir.is_absolute() => problems.push(format!(
@@ -789,6 +807,32 @@ mod tests {
         for bad in ["\"200\"", "\"3000-2000\"", "\"x-y\"", "\"1000-4294967295\""] {
             let err = parse(&format!("[provider]\nuid_range = {bad}\n")).unwrap_err();
             assert!(err.contains("provider.uid_range:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn exec_programs_default_to_etc_ebb_providers_and_bad_ones_are_named() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.provider.exec_programs,
+            [PathBuf::from("/etc/ebb/providers/")]
+        );
+        let c =
+            parse("[provider]\nexec_programs = [\"/opt/cloud/launch\", \"/srv/p/\"]\n").unwrap();
+        assert_eq!(c.provider.exec_programs.len(), 2);
+        for (bad, needle) in [
+            (
+                "[\"launch.sh\"]",
+                "provider.exec_programs[0]: `launch.sh` is not an absolute path",
+            ),
+            (
+                "[\"/ok/\", \"/etc/ebb/../../bin/\"]",
+                "provider.exec_programs[1]: `/etc/ebb/../../bin/` is not an absolute path without `..`",
+            ),
+            ("\"/etc/ebb/providers/\"", "exec_programs"),
+        ] {
+            let err = parse(&format!("[provider]\nexec_programs = {bad}\n")).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
         }
     }
 

@@ -220,6 +220,7 @@ impl Controller {
                 allow_scripts: provider_config.allow_hook_scripts,
                 dir: provider_config.hooks_dir.clone(),
             },
+            provider_config.exec_programs.clone(),
         );
         let providers = Providers::new(Arc::new(provider)).with(ProviderKind::Exec, Arc::new(exec));
         Ok(Engine::new(

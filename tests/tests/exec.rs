@@ -23,7 +23,20 @@ use ebb_tests::{
 };
 
 fn netns_py() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/providers/netns.py")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/examples/providers/netns.py")
+        .canonicalize()
+        .expect("docs/examples/providers/netns.py")
+}
+
+/// `provider.exec_programs` (the last line of a `[provider]` table): the
+/// netns example, and the wrappers a test writes in its sandbox.
+fn exec_programs(sb: &Sandbox) -> String {
+    format!(
+        "exec_programs = [\"{}\", \"{}/\"]\n",
+        netns_py().display(),
+        sb.path().display()
+    )
 }
 
 /// A controller on a test bridge, and the netns program's state.
@@ -84,7 +97,8 @@ impl Exec {
         );
         let net = TestNet::new();
         let sb = Sandbox::new();
-        let ctl = ControllerProc::start_with(sb.path(), 1000, &net.provider_config()).unwrap();
+        let config = net.provider_config() + &exec_programs(&sb);
+        let ctl = ControllerProc::start_with(sb.path(), 1000, &config).unwrap();
         let admin = Admin::local(&ctl);
         Self {
             ctl,
@@ -338,9 +352,8 @@ fn a_controller_killed_between_launch_and_its_record_converges_without_a_duplica
     t.ctl.proc.signal("KILL");
     t.ctl.proc.wait_exit(DEADLINE);
     let (grpc, http) = (t.ctl.grpc, t.ctl.http);
-    t.ctl =
-        ControllerProc::start_configured(t.sb.path(), 1000, grpc, http, &t.net.provider_config())
-            .unwrap();
+    let config = t.net.provider_config() + &exec_programs(&t.sb);
+    t.ctl = ControllerProc::start_configured(t.sb.path(), 1000, grpc, http, &config).unwrap();
     t.admin = Admin::local(&t.ctl);
     let one = t.serving(1);
     assert_eq!(one.keys().collect::<Vec<_>>(), [&id], "the same instance");
@@ -358,7 +371,8 @@ fn a_controller_killed_between_launch_and_its_record_converges_without_a_duplica
 #[test]
 fn an_exec_configuration_whose_program_cannot_run_is_refused_naming_the_key() {
     let sb = Sandbox::new();
-    let ctl = ControllerProc::start(sb.path(), 1000).unwrap();
+    let config = format!("[provider]\n{}", exec_programs(&sb));
+    let ctl = ControllerProc::start_with(sb.path(), 1000, &config).unwrap();
     let mut admin = Admin::local(&ctl);
     admin_call!(
         admin,
@@ -399,6 +413,15 @@ fn an_exec_configuration_whose_program_cannot_run_is_refused_naming_the_key() {
     let err = create(&mut admin, &not_executable.display().to_string()).unwrap_err();
     assert!(
         err.message().contains("exec.program") && err.message().contains("chmod +x"),
+        "{err:?}"
+    );
+    // Only the programs controller.toml lists: /bin/sh is executable, but
+    // an admin may not pick it.
+    let err = create(&mut admin, "/bin/sh").unwrap_err();
+    assert!(
+        err.message().contains(
+            "exec.program: /bin/sh is not among this controller's provider.exec_programs"
+        ),
         "{err:?}"
     );
     create(&mut admin, &netns_py().display().to_string()).expect("an executable program");

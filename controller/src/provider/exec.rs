@@ -60,6 +60,8 @@ pub struct ExecProvider {
     /// `ebb:controller`: the tag this controller's instances carry.
     controller_tag: String,
     hooks: AgentHooks,
+    /// `provider.exec_programs`: the programs configurations may name.
+    allowed: Vec<PathBuf>,
     locks: IdLocks,
     first_backoff: Duration,
     /// Ids whose launch runs in this process now.
@@ -205,11 +207,19 @@ impl StepError {
 impl ExecProvider {
     /// `dir` is `<data_dir>/exec`; `controller_tag` names this controller
     /// (cluster) on what its programs make.
-    pub fn new(dir: PathBuf, controller_tag: String, hooks: AgentHooks) -> Self {
+    /// Configurations may name the programs `allowed` lists (a path, or a
+    /// directory ending in `/`).
+    pub fn new(
+        dir: PathBuf,
+        controller_tag: String,
+        hooks: AgentHooks,
+        allowed: Vec<PathBuf>,
+    ) -> Self {
         Self {
             dir,
             controller_tag,
             hooks,
+            allowed,
             locks: IdLocks::default(),
             first_backoff: FIRST_BACKOFF,
             in_flight: Mutex::new(HashSet::new()),
@@ -604,6 +614,35 @@ impl Provider for ExecProvider {
                 settings.program
             )));
         }
+        if program
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(ProviderError::Invalid(format!(
+                "exec.program: `{}` contains `..`",
+                settings.program
+            )));
+        }
+        let allowed = self.allowed.iter().any(|a| {
+            if a.as_os_str().as_encoded_bytes().ends_with(b"/") {
+                program.starts_with(a) && program != a.as_path()
+            } else {
+                program == a.as_path()
+            }
+        });
+        if !allowed {
+            let listed: Vec<_> = self
+                .allowed
+                .iter()
+                .map(|a| a.display().to_string())
+                .collect();
+            return Err(ProviderError::Unavailable(format!(
+                "exec.program: {} is not among this controller's provider.exec_programs ({}); \
+                 the host's owner adds it (or its directory, ending in /) to controller.toml",
+                settings.program,
+                listed.join(", ")
+            )));
+        }
         use std::os::unix::fs::PermissionsExt;
         match fs::metadata(program) {
             Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
@@ -902,7 +941,15 @@ mod tests {
     use crate::provider::netns::{self, Network, Subnet};
 
     fn netns_py() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/providers/netns.py")
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs/examples/providers/netns.py")
+            .canonicalize()
+            .expect("docs/examples/providers/netns.py")
+    }
+
+    /// `provider.exec_programs` allowing every file under `tmp`.
+    fn within(tmp: &TempDir) -> PathBuf {
+        PathBuf::from(format!("{}/", tmp.path().display()))
     }
 
     fn fake_agent() -> PathBuf {
@@ -1021,8 +1068,13 @@ mod tests {
     impl Subject for Netns {
         async fn provider(&self) -> Arc<dyn Provider> {
             Arc::new(
-                ExecProvider::new(self.exec_dir(), "ebb-test".into(), AgentHooks::default())
-                    .with_backoff(Duration::from_millis(10)),
+                ExecProvider::new(
+                    self.exec_dir(),
+                    "ebb-test".into(),
+                    AgentHooks::default(),
+                    vec![netns_py(), within(&self.tmp)],
+                )
+                .with_backoff(Duration::from_millis(10)),
             )
         }
         fn request(&self, id: &str) -> LaunchRequest {
@@ -1210,8 +1262,12 @@ esac
         fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
         let state = tmp.path().join("state");
         fs::create_dir(&state).unwrap();
-        let provider =
-            ExecProvider::new(tmp.path().join("exec"), "t".into(), AgentHooks::default());
+        let provider = ExecProvider::new(
+            tmp.path().join("exec"),
+            "t".into(),
+            AgentHooks::default(),
+            vec![within(&tmp)],
+        );
         let mut r = conformance::request("i-1", "exec");
         r.configuration.exec = Some(ExecSettings {
             program: program.display().to_string(),
@@ -1248,8 +1304,12 @@ esac
         // described, and released through the program that listed it, by
         // a provider restarted since (it knows the program from disk).
         fs::write(state.join("i-orphan"), "").unwrap();
-        let restarted =
-            ExecProvider::new(tmp.path().join("exec"), "t".into(), AgentHooks::default());
+        let restarted = ExecProvider::new(
+            tmp.path().join("exec"),
+            "t".into(),
+            AgentHooks::default(),
+            vec![within(&tmp)],
+        );
         assert_eq!(
             alive(restarted.describe().await.unwrap()),
             [("i-orphan".into(), true)]
@@ -1275,6 +1335,7 @@ esac
             exec_dir.clone(),
             "t".into(),
             AgentHooks::default(),
+            vec![within(&tmp)],
         ));
         let mut r = conformance::request("i-1", "exec");
         r.configuration.exec = Some(ExecSettings {
@@ -1315,6 +1376,7 @@ esac
             PathBuf::from("/nonexistent"),
             "t".into(),
             AgentHooks::default(),
+            vec![PathBuf::from("/no/such/"), PathBuf::from("/bin/true")],
         );
         let mut c = conformance::request("i-1", "exec").configuration;
         let msg = |r: Result<()>| r.unwrap_err().to_string();
@@ -1334,5 +1396,16 @@ esac
         assert!(
             matches!(p.check(&c), Err(ProviderError::Unavailable(m)) if m.starts_with("exec.program: /no/such/program cannot be run"))
         );
+        // Only what provider.exec_programs lists: a file, or under a dir.
+        c.exec.as_mut().unwrap().program = "/bin/sh".into();
+        assert!(
+            matches!(p.check(&c), Err(ProviderError::Unavailable(m)) if m.starts_with("exec.program: /bin/sh is not among this controller's provider.exec_programs (/no/such/, /bin/true)"))
+        );
+        c.exec.as_mut().unwrap().program = "/no/such/../../bin/sh".into();
+        assert!(
+            matches!(p.check(&c), Err(ProviderError::Invalid(m)) if m.contains("contains `..`"))
+        );
+        c.exec.as_mut().unwrap().program = "/bin/true".into();
+        p.check(&c).unwrap();
     }
 }
