@@ -40,7 +40,9 @@ pub enum InstanceStep {
     /// Pending and its agent connected: into its SCALE_OUT hooks' waits if
     /// the group has any, else into service.
     Connected { hooks: bool },
-    /// Pending, never connected within the launch timeout: release it.
+    /// Pending, never connected within the launch timeout of its launch
+    /// returning (of its record's creation, if that was never recorded):
+    /// release it.
     LaunchTimedOut,
     /// Pending and registering on the group's attachments: into service
     /// once every target confirms it, or the registration times out.
@@ -77,7 +79,11 @@ pub fn instance_step(
         LifecycleState::Pending if facts.connected => InstanceStep::Connected {
             hooks: group.hooks_for(Transition::ScaleOut).next().is_some(),
         },
-        LifecycleState::Pending if ours && now_ms - inst.created_at_ms > launch_timeout_ms => {
+        LifecycleState::Pending
+            if ours
+                && now_ms - inst.launched_at_ms.unwrap_or(inst.created_at_ms)
+                    > launch_timeout_ms =>
+        {
             InstanceStep::LaunchTimedOut
         }
         _ => InstanceStep::Hold,

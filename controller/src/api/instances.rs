@@ -368,6 +368,7 @@ pub(crate) fn attach(
             attach_phase: None,
             provider_id: None,
             provider_address: None,
+            launched_at_ms: None,
         })
         .collect();
     let mut writes = vec![Write::UpdateGroup(updated)];

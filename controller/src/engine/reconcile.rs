@@ -201,6 +201,7 @@ impl Engine {
                 {
                     inst.provider_id = Some(launched.provider_id);
                     inst.provider_address = launched.address;
+                    inst.launched_at_ms = Some(now);
                     self.store.commit(vec![Write::PutInstance(inst)])?;
                 }
                 Ok(true)
@@ -521,6 +522,7 @@ impl Engine {
                 attach_phase: None,
                 provider_id: None,
                 provider_address: None,
+                launched_at_ms: None,
             };
             act.created_instances.push(id.clone());
             // Written before launching: a crash now leaves a Pending record
@@ -722,6 +724,7 @@ mod tests {
             attach_phase: None,
             provider_id: None,
             provider_address: None,
+            launched_at_ms: None,
         };
         provider.insert(&leaving.id, true);
         store
@@ -765,6 +768,7 @@ mod tests {
             attach_phase: None,
             provider_id: None,
             provider_address: None,
+            launched_at_ms: None,
         };
         provider.insert(&gone.id, false);
         store
@@ -809,6 +813,7 @@ mod tests {
             attach_phase: None,
             provider_id: None,
             provider_address: None,
+            launched_at_ms: None,
         };
         provider.insert_named(&crashed.id, "vm-before-the-crash", Some("10.0.0.5"));
         store
@@ -836,5 +841,8 @@ mod tests {
         assert_eq!(new.provider_id, named.provider_id);
         assert!(new.provider_address.is_some());
         assert_eq!(new.provider_address, named.address);
+        // Its launch time-out counts from here, not from its record.
+        assert!(new.launched_at_ms.is_some());
+        assert_eq!(adopted.launched_at_ms, None);
     }
 }

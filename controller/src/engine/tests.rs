@@ -103,6 +103,7 @@ impl Harness {
             attach_phase: None,
             provider_id: None,
             provider_address: None,
+            launched_at_ms: None,
         };
         self.engine
             .store
@@ -816,6 +817,7 @@ async fn a_detached_instance_is_never_released_by_the_orphan_sweep() {
         attach_phase: None,
         provider_id: None,
         provider_address: None,
+        launched_at_ms: None,
     };
     let mut group = h.group.clone();
     group.desired_capacity = 1;

@@ -230,6 +230,7 @@ fn instance(id: &str, group_id: &str, created_at_ms: i64) -> Instance {
         attach_phase: None,
         provider_id: None,
         provider_address: None,
+        launched_at_ms: None,
     }
 }
 
@@ -893,6 +894,7 @@ fn every_field_round_trips(store: &dyn Store) {
         }),
         provider_id: Some("qemu pid 4242".into()),
         provider_address: Some("10.88.0.7".into()),
+        launched_at_ms: Some(1_754_000_000_700),
     };
     let plain_instance = instance("i-2", "asg-2", 0);
     let full_activity = Activity {

@@ -33,6 +33,7 @@ fn instance(id: &str, state: LifecycleState, in_service_at_ms: Option<i64>) -> I
         attach_phase: None,
         provider_id: None,
         provider_address: None,
+        launched_at_ms: None,
     }
 }
 

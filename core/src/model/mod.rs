@@ -738,6 +738,10 @@ pub struct Instance {
     pub provider_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_address: Option<String>,
+    /// When its provider's launch returned: the launch time-out counts
+    /// from here (a slow provider step is not the agent's time to connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_at_ms: Option<i64>,
 }
 
 impl Instance {

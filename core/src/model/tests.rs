@@ -326,6 +326,7 @@ fn instance(id: &str, state: LifecycleState, health: HealthStatus, created: i64)
         attach_phase: None,
         provider_id: None,
         provider_address: None,
+        launched_at_ms: None,
     }
 }
 

@@ -45,6 +45,7 @@ fn inst(id: &str, state: LifecycleState, creation: CreationType, created_ago_ms:
         attach_phase: None,
         provider_id: None,
         provider_address: None,
+        launched_at_ms: None,
     }
 }
 
@@ -194,6 +195,17 @@ fn each_instance_gets_its_next_step() {
         let i = inst("i-1", state, creation, ago);
         assert_eq!(instance_step(&g, &i, facts, TIMEOUT, NOW), want, "{name}");
     }
+    // The launch time-out counts from the provider's launch returning: a
+    // slow launch (an exec script retrying) is not the agent's time.
+    let mut slow = inst("i-1", Pending, AutoCreated, 3 * TIMEOUT);
+    slow.launched_at_ms = Some(NOW - 1_000);
+    let waiting = facts(Some(true), false);
+    assert_eq!(instance_step(&g, &slow, waiting, TIMEOUT, NOW), Hold);
+    slow.launched_at_ms = Some(NOW - TIMEOUT - 1);
+    assert_eq!(
+        instance_step(&g, &slow, waiting, TIMEOUT, NOW),
+        LaunchTimedOut
+    );
     // A connected instance goes through the group's SCALE_OUT hooks.
     let hooked = with_scale_out_hook(group(1));
     let i = inst("i-1", Pending, AutoCreated, 1_000);

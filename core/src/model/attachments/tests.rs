@@ -45,6 +45,7 @@ fn instance(state: LifecycleState) -> Instance {
         attach_phase: None,
         provider_id: None,
         provider_address: None,
+        launched_at_ms: None,
     }
 }
 
