@@ -90,6 +90,8 @@ pub struct MicrovmProvider {
     network: Option<Arc<Network>>,
     release_timeout: Duration,
     hooks: AgentHooks,
+    /// Under TCG, the TSC rate the guest is told (see `tsc_khz`).
+    tsc_khz: u64,
     /// Why this host cannot run VMs; None when it can.
     unavailable: Option<String>,
     locks: IdLocks,
@@ -141,6 +143,7 @@ impl MicrovmProvider {
             network,
             release_timeout,
             hooks,
+            tsc_khz: tsc_khz(),
             unavailable,
             locks: IdLocks::default(),
             launching: Mutex::new(HashSet::new()),
@@ -229,6 +232,7 @@ impl MicrovmProvider {
             mac: &mac,
             address: format!("{address}/{}", network.subnet().prefix()),
             gateway: network.gateway(),
+            tsc_khz: self.tsc_khz,
         });
         let log = dir.join(QEMU_LOG);
         let stderr = fs::File::create(&log)
@@ -526,6 +530,7 @@ struct QemuArgs<'a> {
     mac: &'a str,
     address: String,
     gateway: Ipv4Addr,
+    tsc_khz: u64,
 }
 
 fn qemu_args(a: &QemuArgs<'_>) -> Vec<String> {
@@ -557,10 +562,18 @@ fn qemu_args(a: &QemuArgs<'_>) -> Vec<String> {
     args.extend(["-initrd".into(), path(INITRD)]);
     args.extend([
         "-append".into(),
-        format!(
-            "console=ttyS0 quiet panic=-1 ebb.ip={} ebb.gw={}",
-            a.address, a.gateway
-        ),
+        match a.host.accel {
+            Accel::Kvm => format!(
+                "console=ttyS0 quiet panic=-1 ebb.ip={} ebb.gw={}",
+                a.address, a.gateway
+            ),
+            // An emulated CPU on a busy host fails the kernel's TSC
+            // calibration against the PIT, and the boot then hangs: tell it.
+            Accel::Tcg => format!(
+                "console=ttyS0 quiet panic=-1 tsc_early_khz={} ebb.ip={} ebb.gw={}",
+                a.tsc_khz, a.address, a.gateway
+            ),
+        },
     ]);
     args.extend([
         "-netdev".into(),
@@ -573,6 +586,20 @@ fn qemu_args(a: &QemuArgs<'_>) -> Vec<String> {
         format!("file:{}", path(CONSOLE)),
     ]);
     args
+}
+
+/// The host's TSC rate in kHz (TCG's guest TSC runs at it), from
+/// /proc/cpuinfo's `cpu MHz`; 2 GHz when it says nothing.
+fn tsc_khz() -> u64 {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map_or(2_000_000, |mhz| (mhz * 1000.0) as u64)
 }
 
 /// The QEMU that wrote `dir`'s pidfile, if it still runs it (its argv
