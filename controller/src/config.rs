@@ -504,6 +504,7 @@ impl Config {
                     p.display()
                 ));
             }
+        }
         if let Err(e) = self.provider.microvm.check() {
             problems.push(e);
         }
@@ -876,6 +877,10 @@ mod tests {
         ] {
             let err = parse(&format!("[provider]\nexec_programs = {bad}\n")).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn microvm_keys_default_parse_and_bad_values_are_named() {
         let c = parse("").unwrap();
         assert_eq!(c.provider.microvm, MicrovmConfig::default());
