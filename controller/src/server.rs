@@ -31,8 +31,8 @@ use crate::fleet::agent_service::{Admission, AgentApi, IntervalLookup, Refusal, 
 use crate::pki::{Pki, PkiError};
 use crate::provider::exec::{self, ExecProvider};
 use crate::provider::isolation::{self, Users};
-use crate::provider::netns::Network;
 use crate::provider::microvm::{MicrovmHost, MicrovmProvider};
+use crate::provider::netns::Network;
 use crate::provider::process::{AgentHooks, ProcessProvider};
 use crate::provider::{Providers, find_agent_binary};
 use crate::store::CertKind;

@@ -154,9 +154,11 @@ fn main() {
             Some(why) => println!("microvm: under TCG (emulation), not KVM: {why}"),
         }
         let net = TestNet::new();
-        let table =
-            net.provider_config().replace("[provider]\n", "") + &images.provider_config();
-        report(&format!("microvm/{}", images.accel), run(&table, "microvm", trials));
+        let table = net.provider_config().replace("[provider]\n", "") + &images.provider_config();
+        report(
+            &format!("microvm/{}", images.accel),
+            run(&table, "microvm", trials),
+        );
     }
     println!("load average after: {}", load_average());
 }

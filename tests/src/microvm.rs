@@ -57,7 +57,9 @@ pub fn missing() -> Option<String> {
         return Some("needs root (tap devices on a bridge)".into());
     }
     if !Path::new("/usr/bin/qemu-system-x86_64").is_file() {
-        return Some("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into());
+        return Some(
+            "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
+        );
     }
     None
 }
@@ -79,7 +81,8 @@ pub fn images() -> &'static Images {
             image.modified().ok() < agent.modified().ok()
         };
         if stale(&kernel) || stale(&initramfs) {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/microvm/build.sh");
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/microvm/build.sh");
             let out = Command::new(&script)
                 .arg(&dir)
                 .arg(&agent)
@@ -116,7 +119,13 @@ fn kvm_fails(kernel: &Path, initramfs: &Path) -> Option<String> {
     let console = dir.path().join("console.log");
     let mut child = Command::new("/usr/bin/qemu-system-x86_64")
         .args(["-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", "256"])
-        .args(["-nodefaults", "-no-user-config", "-no-reboot", "-display", "none"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+            "-display",
+            "none",
+        ])
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")

@@ -177,7 +177,8 @@ fn microvm_group_scales_on_an_alarm_replaces_a_killed_vm_and_leaves_nothing_afte
     let scaled = activities(&mut admin, GROUP);
     assert!(
         scaled.iter().any(|a| a.trigger == "alarm"
-            && a.cause.starts_with("alarm `backlog-high` executed rule `add-2`")),
+            && a.cause
+                .starts_with("alarm `backlog-high` executed rule `add-2`")),
         "an alarm activity: {scaled:#?}"
     );
     assert_eq!(qemus(&needle).len(), 5, "one QEMU per instance");
@@ -196,14 +197,10 @@ fn microvm_group_scales_on_an_alarm_replaces_a_killed_vm_and_leaves_nothing_afte
     let pid: i32 = provider_id.trim_start_matches("qemu pid ").parse().unwrap();
     assert!(qemus(&needle).contains(&pid), "{provider_id} is a QEMU");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
-    let after = eventually(
-        "the killed VM replaced",
-        Duration::from_secs(600),
-        || {
-            let s = serving(&mut admin);
-            (s.len() == 5 && !s.contains_key(victim)).then_some(s)
-        },
-    );
+    let after = eventually("the killed VM replaced", Duration::from_secs(600), || {
+        let s = serving(&mut admin);
+        (s.len() == 5 && !s.contains_key(victim)).then_some(s)
+    });
     assert_eq!(qemus(&needle).len(), 5);
     assert!(!vms.join(victim).exists(), "the killed VM's dir is removed");
 
@@ -220,7 +217,9 @@ fn microvm_group_scales_on_an_alarm_replaces_a_killed_vm_and_leaves_nothing_afte
     eventually("no QEMU left", Duration::from_secs(120), || {
         qemus(&needle).is_empty().then_some(())
     });
-    eventually("no tap left", DEADLINE, || net.ports().is_empty().then_some(()));
+    eventually("no tap left", DEADLINE, || {
+        net.ports().is_empty().then_some(())
+    });
     eventually("no VM dir left", DEADLINE, || {
         std::fs::read_dir(&vms)
             .map_or(true, |mut d| d.next().is_none())

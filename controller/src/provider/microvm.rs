@@ -35,8 +35,8 @@ use tokio::process::Command;
 use tokio::time::{Instant, sleep};
 use tracing::{info, warn};
 
-use super::netns::Network;
 use super::agent_config::{self, AgentHooks, Tls};
+use super::netns::Network;
 use super::process::{
     IdLocks, Launching, ProcessRecord, boot_id, check_id, process_matches, read_stat, via_bridge,
 };
@@ -235,8 +235,8 @@ impl MicrovmProvider {
             tsc_khz: self.tsc_khz,
         });
         let log = dir.join(QEMU_LOG);
-        let stderr = fs::File::create(&log)
-            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let stderr =
+            fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let mut child = Command::new(qemu)
             .args(&args)
             .env_clear()
@@ -339,7 +339,10 @@ impl MicrovmProvider {
             }
             match kill(Pid::from_raw(process.pid), signal) {
                 Ok(()) | Err(Errno::ESRCH) => Ok(()),
-                Err(e) => Err(format!("cannot send {signal} to QEMU (pid {}): {e}", process.pid)),
+                Err(e) => Err(format!(
+                    "cannot send {signal} to QEMU (pid {}): {e}",
+                    process.pid
+                )),
             }
         };
         send(Signal::SIGTERM)?;
@@ -515,7 +518,8 @@ fn unavailable(host: &MicrovmHost, qemu: Option<&Path>, bridged: bool) -> Option
     }
     if !bridged {
         return Some(
-            "the microvm provider needs provider.network = \"namespace\": its VMs join that bridge".into(),
+            "the microvm provider needs provider.network = \"namespace\": its VMs join that bridge"
+                .into(),
         );
     }
     None
@@ -820,7 +824,11 @@ mod tests {
         assert_eq!(text.matches("ebb\0").count(), 1, "each dir once");
         assert!(text.ends_with("TRAILER!!!\0\0\0\0") || text.contains("TRAILER!!!"));
         // The first header: magic, ino 1, a directory 0755, nlink 2.
-        assert!(text.starts_with("07070100000001000041ED"), "{}", &text[..40]);
+        assert!(
+            text.starts_with("07070100000001000041ED"),
+            "{}",
+            &text[..40]
+        );
     }
 
     #[test]
@@ -849,5 +857,257 @@ mod tests {
         let why = unavailable(&host, Some(Path::new("/usr/bin/qemu")), false).unwrap();
         assert!(why.contains("provider.network = \"namespace\""), "{why}");
         assert_eq!(unavailable(&host, Some(Path::new("/q")), true), None);
+    }
+}
+
+#[cfg(test)]
+mod conformance_tests {
+    use std::io::Write as _;
+    use std::process::Command as StdCommand;
+
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::provider::conformance::{self, Subject};
+    use crate::provider::netns::{self, Subnet};
+
+    /// target/<profile>: where the end-to-end tests build the images.
+    fn profile_dir() -> PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().and_then(Path::parent).unwrap().to_owned()
+    }
+
+    /// The images (built with packaging/microvm/build.sh when missing) and
+    /// the accelerator that boots them here; Err: why the suite cannot run.
+    fn images() -> Result<MicrovmHost, String> {
+        if !netns::is_root() {
+            return Err("needs root (taps on a bridge)".into());
+        }
+        if !Path::new(QEMU_PATHS[0]).is_file() {
+            return Err(
+                "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
+            );
+        }
+        let dir = profile_dir().join("microvm");
+        let (kernel, initramfs) = (dir.join("vmlinuz"), dir.join("initramfs.cpio"));
+        if !kernel.is_file() || !initramfs.is_file() {
+            let agent = profile_dir().join("ebb-agent");
+            if !agent.is_file() {
+                return Err(format!(
+                    "{} is missing: cargo build -p ebb-agent",
+                    agent.display()
+                ));
+            }
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/microvm/build.sh");
+            let out = StdCommand::new(&script)
+                .arg(&dir)
+                .arg(&agent)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "packaging/microvm/build.sh: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // KVM where a stock kernel boots under it (QEMU dies at once, or
+        // the kernel never reaches /init, on nested PVM hosts): else TCG.
+        let console = TempDir::new().unwrap();
+        let log = console.path().join("console.log");
+        let mut probe = StdCommand::new(QEMU_PATHS[0])
+            .args(["-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", "256"])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-no-reboot",
+                "-display",
+                "none",
+            ])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initramfs)
+            .args(["-append", "console=ttyS0 quiet panic=-1"])
+            .arg("-serial")
+            .arg(format!("file:{}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let kvm = loop {
+            if fs::read_to_string(&log).is_ok_and(|t| t.contains("ebb-init:")) {
+                break true;
+            }
+            if probe.try_wait().ok().flatten().is_some()
+                || start.elapsed() > Duration::from_secs(20)
+            {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = probe.kill();
+        let _ = probe.wait();
+        Ok(MicrovmHost {
+            kernel,
+            initramfs,
+            accel: if kvm { Accel::Kvm } else { Accel::Tcg },
+        })
+    }
+
+    struct Vms {
+        tmp: TempDir,
+        host: MicrovmHost,
+        network: Arc<Network>,
+        ca: ebb_certs::Ca,
+    }
+
+    impl Vms {
+        fn base(&self) -> PathBuf {
+            self.tmp.path().join("microvms")
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Subject for Vms {
+        async fn provider(&self) -> Arc<dyn Provider> {
+            Arc::new(MicrovmProvider::new(
+                self.base(),
+                self.host.clone(),
+                Some(self.network.clone()),
+                Duration::from_secs(10),
+                AgentHooks::default(),
+            ))
+        }
+        fn request(&self, id: &str) -> LaunchRequest {
+            // Real certificates: the agent is the VM's init, and one that
+            // cannot load them exits, and the VM with it.
+            let issued = self.ca.issue_agent(id, Duration::from_secs(3600)).unwrap();
+            let mut r = conformance::request(id, "microvm");
+            r.ca_pem = self.ca.cert_pem().to_owned();
+            r.cert_pem = issued.cert_pem;
+            r.key_pem = issued.key_pem;
+            r.configuration.command = vec!["/bin/sleep".into(), "1000".into()];
+            r
+        }
+        fn half_made(&self, id: &str) -> LaunchRequest {
+            // Tap, address and initrd are made; QEMU refuses the size.
+            let mut r = self.request(id);
+            r.configuration.microvm = Some(MicrovmSettings {
+                vcpus: Some(1),
+                memory_mib: Some(200_000),
+            });
+            r
+        }
+        fn invalid(&self, id: &str) -> Option<LaunchRequest> {
+            let mut r = self.request(id);
+            r.configuration.command = vec!["/bin/a=b".into()];
+            Some(r)
+        }
+        async fn kill(&self, id: &str) {
+            let record = read_record(&self.base().join(id)).unwrap().unwrap();
+            kill(Pid::from_raw(record.qemu.unwrap().pid), Signal::SIGKILL).unwrap();
+        }
+        async fn leftovers(&self, id: &str) -> Vec<String> {
+            let dir = self.base().join(id);
+            let mut left = Vec::new();
+            if dir.exists() {
+                left.push(format!("dir {}", dir.display()));
+            }
+            let tap = self.network.tap_name(id);
+            if Path::new("/sys/class/net").join(&tap).exists() {
+                left.push(format!("tap {tap}"));
+            }
+            let pidfile = dir.join(PIDFILE);
+            for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let argv = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let running = read_stat(pid).is_some_and(|s| {
+                    process_matches(ProcessRecord {
+                        pid,
+                        start_time: s.start_time,
+                    })
+                    .is_some()
+                });
+                if running
+                    && argv
+                        .split(|&b| b == 0)
+                        .any(|a| a == pidfile.as_os_str().as_encoded_bytes())
+                {
+                    left.push(format!("QEMU {pid}"));
+                }
+            }
+            left
+        }
+        fn has_addresses(&self) -> bool {
+            true
+        }
+    }
+
+    impl Drop for Vms {
+        fn drop(&mut self) {
+            for entry in fs::read_dir(self.base()).into_iter().flatten().flatten() {
+                if let Ok(Some(VmRecord { qemu: Some(q), .. })) = read_record(&entry.path())
+                    && process_matches(q).is_some()
+                {
+                    let _ = kill(Pid::from_raw(q.pid), Signal::SIGKILL);
+                }
+            }
+            let ip = |args: &[&str]| StdCommand::new("ip").args(args).output();
+            let out = ip(&["-o", "link", "show", "master", self.network.bridge()]);
+            for line in out
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+                .lines()
+            {
+                if let Some(port) = line.split(": ").nth(1) {
+                    let _ = ip(&["link", "del", port.split('@').next().unwrap_or(port)]);
+                }
+            }
+            let _ = ip(&["link", "del", self.network.bridge()]);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_microvm_provider_passes_the_conformance_suite() {
+        const TEST: &str = "provider::microvm::conformance_tests::the_microvm_provider_passes_the_conformance_suite";
+        let host = match images() {
+            Ok(host) => host,
+            Err(why) => {
+                let _ = writeln!(std::io::stderr(), "\nNOT RUN: {TEST}: {why}");
+                return;
+            }
+        };
+        if host.accel == Accel::Tcg {
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nNOTE: {TEST}: KVM cannot boot a stock kernel here; the VMs run under TCG"
+            );
+        }
+        let bridge = format!("ebv{}", std::process::id() % 1_000_000);
+        let mut network = None;
+        for n in 0..2048u32 {
+            let v = std::process::id().wrapping_add(n.wrapping_mul(7919));
+            let subnet = format!("10.{}.{}.0/24", 64 + v % 60, (v / 60) % 256);
+            let subnet = Subnet::parse(&subnet).unwrap();
+            match Network::setup(&bridge, subnet).await {
+                Ok(n) => {
+                    network = Some(Arc::new(n));
+                    break;
+                }
+                Err(e) if e.contains("overlaps") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let vms = Vms {
+            tmp: TempDir::new().unwrap(),
+            host,
+            network: network.expect("no free /24 in 10.64.0.0/10"),
+            ca: ebb_certs::Ca::generate("ebb.local", Duration::from_secs(3600)).unwrap(),
+        };
+        conformance::run_all(&vms).await;
     }
 }

@@ -729,7 +729,11 @@ async fn recognisable(dir: &Path, wrappers: &[PathBuf]) -> std::result::Result<(
 /// The controller address and server name for an agent in a namespace:
 /// the bridge's address with the controller's port, and the name TLS
 /// verifies (the original host when no name was given).
-pub(super) fn via_bridge(controller: &str, server_name: &str, network: &Network) -> (String, String) {
+pub(super) fn via_bridge(
+    controller: &str,
+    server_name: &str,
+    network: &Network,
+) -> (String, String) {
     let (host, port) = controller.rsplit_once(':').unwrap_or((controller, "7440"));
     let server_name = if server_name.is_empty() {
         host.trim_start_matches('[').trim_end_matches(']')
