@@ -172,6 +172,46 @@ pub struct ProviderConfig {
     /// the controller's privileges, so an admin may only pick among those
     /// the host's owner put here.
     pub exec_programs: Vec<PathBuf>,
+    /// `[provider.microvm]`: what microVM instances boot, and how.
+    pub microvm: MicrovmConfig,
+}
+
+/// `[provider.microvm]`: the kernel and initramfs that
+/// packaging/microvm/build.sh makes, and QEMU's accelerator.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MicrovmConfig {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub accel: crate::provider::microvm::Accel,
+}
+
+impl Default for MicrovmConfig {
+    fn default() -> Self {
+        Self {
+            kernel: crate::provider::microvm::DEFAULT_KERNEL.into(),
+            initramfs: crate::provider::microvm::DEFAULT_INITRAMFS.into(),
+            accel: crate::provider::microvm::Accel::Kvm,
+        }
+    }
+}
+
+impl MicrovmConfig {
+    /// The paths must be absolute: the controller's cwd is nobody's business.
+    pub fn check(&self) -> Result<(), String> {
+        for (key, path) in [
+            ("provider.microvm.kernel", &self.kernel),
+            ("provider.microvm.initramfs", &self.initramfs),
+        ] {
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{key}: `{}` is not an absolute path",
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where packaged exec provider programs go (root's alone to fill).
@@ -265,6 +305,7 @@ impl Default for ProviderConfig {
             bridge: DEFAULT_BRIDGE.to_owned(),
             subnet: DEFAULT_SUBNET.to_owned(),
             exec_programs: vec![PathBuf::from(DEFAULT_EXEC_PROGRAMS)],
+            microvm: MicrovmConfig::default(),
         }
     }
 }
@@ -463,6 +504,9 @@ impl Config {
                     p.display()
                 ));
             }
+        }
+        if let Err(e) = self.provider.microvm.check() {
+            problems.push(e);
         }
         match &self.provider.hooks_dir {
             Some(dir) if !dir.is_absolute() => problems.push(format!(
@@ -833,6 +877,48 @@ mod tests {
         ] {
             let err = parse(&format!("[provider]\nexec_programs = {bad}\n")).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn microvm_keys_default_parse_and_bad_values_are_named() {
+        let c = parse("").unwrap();
+        assert_eq!(c.provider.microvm, MicrovmConfig::default());
+        assert_eq!(
+            c.provider.microvm.kernel,
+            PathBuf::from("/usr/lib/ebb/microvm/vmlinuz")
+        );
+        let c = parse(
+            "[provider.microvm]\nkernel = \"/srv/vm/vmlinuz\"\ninitramfs = \"/srv/vm/initramfs.cpio\"\naccel = \"tcg\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.provider.microvm.kernel, PathBuf::from("/srv/vm/vmlinuz"));
+        assert_eq!(
+            c.provider.microvm.initramfs,
+            PathBuf::from("/srv/vm/initramfs.cpio")
+        );
+        assert_eq!(
+            c.provider.microvm.accel,
+            crate::provider::microvm::Accel::Tcg
+        );
+        for (text, needle) in [
+            (
+                "kernel = \"vmlinuz\"",
+                "provider.microvm.kernel: `vmlinuz` is not an absolute path",
+            ),
+            (
+                "initramfs = \"out/initramfs.cpio\"",
+                "provider.microvm.initramfs: `out/initramfs.cpio` is not an absolute path",
+            ),
+            ("accel = \"hvf\"", "accel"),
+            ("accel = \"hvf\"", "kvm"),
+            ("kernal = \"/x\"", "kernal"),
+        ] {
+            let err = parse(&format!("[provider.microvm]\n{text}\n")).unwrap_err();
+            assert!(
+                err.contains(needle),
+                "{text}: missing `{needle}` in:\n{err}"
+            );
         }
     }
 

@@ -31,6 +31,7 @@ use crate::fleet::agent_service::{Admission, AgentApi, IntervalLookup, Refusal, 
 use crate::pki::{Pki, PkiError};
 use crate::provider::exec::{self, ExecProvider};
 use crate::provider::isolation::{self, Users};
+use crate::provider::microvm::{MicrovmHost, MicrovmProvider};
 use crate::provider::netns::Network;
 use crate::provider::process::{AgentHooks, ProcessProvider};
 use crate::provider::{Providers, find_agent_binary};
@@ -222,7 +223,31 @@ impl Controller {
             },
             provider_config.exec_programs.clone(),
         );
-        let providers = Providers::new(Arc::new(provider)).with(ProviderKind::Exec, Arc::new(exec));
+        let microvm = MicrovmProvider::new(
+            self.config.data_dir.join("microvms"),
+            MicrovmHost {
+                kernel: provider_config.microvm.kernel.clone(),
+                initramfs: provider_config.microvm.initramfs.clone(),
+                accel: provider_config.microvm.accel,
+            },
+            self.network.clone(),
+            Duration::from_millis(provider_config.release_timeout_ms),
+            AgentHooks {
+                allow_scripts: provider_config.allow_hook_scripts,
+                dir: provider_config.hooks_dir.clone(),
+            },
+        );
+        match microvm.unavailable() {
+            Some(why) => info!("instance_type \"microvm\" is unavailable: {why}"),
+            None => info!(
+                accel = ?provider_config.microvm.accel,
+                "instance_type \"microvm\" boots {}",
+                provider_config.microvm.kernel.display()
+            ),
+        }
+        let providers = Providers::new(Arc::new(provider))
+            .with(ProviderKind::Exec, Arc::new(exec))
+            .with(ProviderKind::Microvm, Arc::new(microvm));
         Ok(Engine::new(
             self.store.clone(),
             Arc::new(providers),

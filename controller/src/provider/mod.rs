@@ -16,6 +16,7 @@ pub mod exec;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod isolation;
+pub mod microvm;
 pub mod netns;
 pub mod process;
 

@@ -354,6 +354,39 @@ impl Network {
         Ok(())
     }
 
+    /// The name of an instance's tap device (a microVM's network card on
+    /// the bridge): `ebm` and 12 hex digits of a hash of bridge and id.
+    pub fn tap_name(&self, id: &str) -> String {
+        let key = format!("{}.{id}", self.bridge);
+        format!("ebm{:012x}", fnv1a(key.as_bytes()) & 0xffff_ffff_ffff)
+    }
+
+    /// Makes a tap device on the bridge, up.
+    pub async fn create_tap(&self, tap: &str) -> Result<(), String> {
+        let commands = [
+            vec!["tuntap", "add", "dev", tap, "mode", "tap"],
+            vec!["link", "set", tap, "master", &self.bridge, "up"],
+        ];
+        self.batch(None, &commands).await
+    }
+
+    /// Removes a tap device; one already gone is fine.
+    pub async fn delete_tap(&self, tap: &str) -> Result<(), String> {
+        let link = Path::new("/sys/class/net").join(tap);
+        if link.exists()
+            && let Err(e) = self.ip(&["link", "del", tap]).await
+            && link.exists()
+        {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The bridge's subnet.
+    pub fn subnet(&self) -> Subnet {
+        self.subnet
+    }
+
     /// The namespaces of this bridge on the host, by instance id.
     pub fn namespaces(&self) -> Vec<String> {
         let prefix = format!("{}.", self.bridge);

@@ -106,9 +106,9 @@ struct InstanceRecord {
 
 /// A pid plus its start time (clock ticks since boot), which a reused pid lacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct ProcessRecord {
-    pid: i32,
-    start_time: u64,
+pub(super) struct ProcessRecord {
+    pub(super) pid: i32,
+    pub(super) start_time: u64,
 }
 
 impl ProcessProvider {
@@ -729,7 +729,11 @@ async fn recognisable(dir: &Path, wrappers: &[PathBuf]) -> std::result::Result<(
 /// The controller address and server name for an agent in a namespace:
 /// the bridge's address with the controller's port, and the name TLS
 /// verifies (the original host when no name was given).
-fn via_bridge(controller: &str, server_name: &str, network: &Network) -> (String, String) {
+pub(super) fn via_bridge(
+    controller: &str,
+    server_name: &str,
+    network: &Network,
+) -> (String, String) {
     let (host, port) = controller.rsplit_once(':').unwrap_or((controller, "7440"));
     let server_name = if server_name.is_empty() {
         host.trim_start_matches('[').trim_end_matches(']')
@@ -836,11 +840,11 @@ fn read_record(dir: &Path) -> Result<Option<InstanceRecord>, String> {
 
 /// The fields of `/proc/<pid>/stat` the provider needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProcStat {
+pub(super) struct ProcStat {
     state: char,
     pgrp: i32,
     session: i32,
-    start_time: u64,
+    pub(super) start_time: u64,
 }
 
 impl ProcStat {
@@ -850,7 +854,7 @@ impl ProcStat {
     }
 }
 
-fn read_stat(pid: i32) -> Option<ProcStat> {
+pub(super) fn read_stat(pid: i32) -> Option<ProcStat> {
     parse_stat(&fs::read_to_string(format!("{PROC}/{pid}/stat")).ok()?)
 }
 
@@ -866,7 +870,7 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
     })
 }
 
-fn boot_id() -> Option<String> {
+pub(super) fn boot_id() -> Option<String> {
     fs::read_to_string(BOOT_ID)
         .ok()
         .map(|s| s.trim().to_owned())
@@ -881,7 +885,7 @@ fn same_boot(record: &InstanceRecord) -> bool {
 }
 
 /// The process, if it still runs and is the one recorded (same start time).
-fn process_matches(process: ProcessRecord) -> Option<ProcStat> {
+pub(super) fn process_matches(process: ProcessRecord) -> Option<ProcStat> {
     read_stat(process.pid).filter(|s| s.running() && s.start_time == process.start_time)
 }
 
@@ -1056,13 +1060,13 @@ impl Drop for IdGuard<'_> {
 }
 
 /// Marks an id as launching for as long as it lives.
-struct Launching<'a> {
+pub(super) struct Launching<'a> {
     set: &'a Mutex<HashSet<String>>,
     id: String,
 }
 
 impl<'a> Launching<'a> {
-    fn enter(set: &'a Mutex<HashSet<String>>, id: &str) -> Self {
+    pub(super) fn enter(set: &'a Mutex<HashSet<String>>, id: &str) -> Self {
         set.lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.to_owned());
