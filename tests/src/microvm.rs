@@ -8,7 +8,6 @@
 //! init's first words; where that fails the VMs run under TCG (emulation)
 //! and the tests say so on stderr.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -44,12 +43,7 @@ impl Images {
     }
 }
 
-/// Writes `NOT RUN: <test>: <reason>` to the process's stderr (not the
-/// harness's captured output): `.ci/run` counts these and does not count
-/// the test as passed.
-pub fn not_run(test: &str, reason: &str) {
-    let _ = writeln!(std::io::stderr(), "NOT RUN: {test}: {reason}");
-}
+pub use crate::not_run;
 
 /// Why this host cannot run microVMs at all (no QEMU, not root), or None.
 pub fn missing() -> Option<String> {
