@@ -68,11 +68,18 @@ pub fn images() -> &'static Images {
         let kernel = dir.join("vmlinuz");
         let initramfs = dir.join("initramfs.cpio");
         let agent = bin("ebb-agent");
+        // Older than what goes into it: the agent, the init, the script.
+        let packaging = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/microvm");
+        let inputs = [agent.clone(), packaging.join("init"), packaging.join("build.sh")];
+        let newest_input = inputs
+            .iter()
+            .filter_map(|p| p.metadata().and_then(|m| m.modified()).ok())
+            .max();
         let stale = |p: &Path| {
-            let (Ok(image), Ok(agent)) = (p.metadata(), agent.metadata()) else {
+            let Ok(image) = p.metadata().and_then(|m| m.modified()) else {
                 return true;
             };
-            image.modified().ok() < agent.modified().ok()
+            newest_input.is_some_and(|input| image < input)
         };
         if stale(&kernel) || stale(&initramfs) {
             let script =
