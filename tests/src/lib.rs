@@ -32,6 +32,12 @@ pub mod microvm;
 pub mod net;
 pub mod peers;
 
+/// One `GET /` of the test web workload (`ebb-test-web`) on an instance's
+/// own address: its body (the instance's id) on a 200, else None.
+pub fn web_get(addr: std::net::Ipv4Addr) -> Option<String> {
+    peers::http_get(std::net::SocketAddr::from((addr, WEB_PORT)))
+}
+
 /// Reports a test that cannot run on this host (no /dev/kvm, say): one line
 /// `NOT RUN: <test>: <reason>` on a line of its own, written past the test
 /// harness's capture so it shows in every run; `.ci/run` counts these and

@@ -70,7 +70,11 @@ pub fn images() -> &'static Images {
         let agent = bin("ebb-agent");
         // Older than what goes into it: the agent, the init, the script.
         let packaging = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/microvm");
-        let inputs = [agent.clone(), packaging.join("init"), packaging.join("build.sh")];
+        let inputs = [
+            agent.clone(),
+            packaging.join("init"),
+            packaging.join("build.sh"),
+        ];
         let newest_input = inputs
             .iter()
             .filter_map(|p| p.metadata().and_then(|m| m.modified()).ok())

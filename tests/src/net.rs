@@ -105,16 +105,7 @@ impl TestNet {
 
     /// The instance ids that have a namespace on this bridge.
     pub fn namespaces(&self) -> Vec<String> {
-        let prefix = format!("{}.", self.bridge);
-        let mut ids: Vec<String> = std::fs::read_dir(NETNS_DIR)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter_map(|n| n.strip_prefix(&prefix).map(str::to_owned))
-            .collect();
-        ids.sort();
-        ids
+        namespaces_named(&format!("{}.", self.bridge))
     }
 
     /// The interfaces enslaved to the bridge (the instances' veths).
@@ -151,4 +142,17 @@ impl Drop for TestNet {
             .args(["link", "del", &self.bridge])
             .output();
     }
+}
+
+/// The named namespaces starting with `prefix`, less it, sorted.
+pub fn namespaces_named(prefix: &str) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(NETNS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix(prefix).map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
 }

@@ -8,18 +8,16 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use ebb_proto::v1 as pb;
-use ebb_tests::net::{NETNS_DIR, TestNet};
+use ebb_tests::net::TestNet;
 use ebb_tests::{
-    Admin, ControllerProc, DEADLINE, Sandbox, WEB_GROUP, WEB_PORT, activities, admin_call, bin,
-    eventually, instances, set_desired,
+    Admin, ControllerProc, DEADLINE, Sandbox, WEB_GROUP, activities, admin_call, bin, eventually,
+    instances, set_desired, web_get,
 };
 
 fn netns_py() -> PathBuf {
@@ -55,16 +53,7 @@ struct Namespaces(String);
 
 impl Namespaces {
     fn ids(&self) -> Vec<String> {
-        let prefix = format!("x{}.", self.0);
-        let mut ids: Vec<String> = fs::read_dir(NETNS_DIR)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter_map(|n| n.strip_prefix(&prefix).map(str::to_owned))
-            .collect();
-        ids.sort();
-        ids
+        ebb_tests::net::namespaces_named(&format!("x{}.", self.0))
     }
 }
 
@@ -223,22 +212,6 @@ impl Exec {
     }
 }
 
-/// One `GET /` with `Connection: close`; the body of a 200.
-fn get(addr: Ipv4Addr) -> Option<String> {
-    let target = SocketAddr::from((addr, WEB_PORT));
-    let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let (head, body) = resp.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
 fn gone(pid: &str) -> bool {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.is_empty() || stat.contains(") Z ")
@@ -252,7 +225,7 @@ fn a_group_of_exec_instances_scales_out_and_in() {
     for (id, (provider_id, addr)) in &two {
         assert_eq!(provider_id, &format!("x{}.{id}", t.net.bridge));
         let body = eventually(&format!("{id} to answer on {addr}"), DEADLINE, || {
-            get(*addr)
+            web_get(*addr)
         });
         assert_eq!(&body, id, "{addr} is served by its own instance");
     }
@@ -275,7 +248,7 @@ fn a_group_of_exec_instances_scales_out_and_in() {
         },
     );
     let (id, (_, addr)) = one.iter().next().unwrap();
-    assert_eq!(get(*addr).as_deref(), Some(id.as_str()));
+    assert_eq!(web_get(*addr).as_deref(), Some(id.as_str()));
 }
 
 #[test]

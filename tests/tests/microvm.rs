@@ -9,16 +9,16 @@
 //! TCG, and `microvm_boots_under_kvm` is reported as not run.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ebb_proto::v1 as pb;
 use ebb_tests::microvm::{Images, images, missing, not_run};
 use ebb_tests::net::TestNet;
 use ebb_tests::{
-    Admin, ControllerProc, DEADLINE, Sandbox, WEB_PORT, activities, admin_call, bin, eventually,
-    instances,
+    Admin, ControllerProc, DEADLINE, Sandbox, activities, admin_call, bin, eventually, instances,
+    web_get,
 };
 
 const GROUP: &str = "vms";
@@ -89,21 +89,6 @@ fn start(sb: &Sandbox, net: &TestNet, images: &Images) -> ControllerProc {
         "[provider]\nlaunch_timeout_ms = 300000\nrelease_timeout_ms = 5000\n",
     ) + &images.provider_config();
     ControllerProc::start_with(sb.path(), 1000, &config).unwrap()
-}
-
-fn get(addr: Ipv4Addr) -> Option<String> {
-    let target = SocketAddr::from((addr, WEB_PORT));
-    let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let (head, body) = resp.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
 
 /// InService instances with connected agents: id -> (address, provider id).
@@ -187,7 +172,7 @@ fn microvm_group_scales_on_an_alarm_replaces_a_killed_vm_and_leaves_nothing_afte
         assert!(net.gateway() != *addr && provider_id.starts_with("qemu pid "));
         // ebb-test-web runs inside the VM, on the VM's own address.
         let body = eventually(&format!("{id} to answer on {addr}"), DEADLINE, || {
-            get(*addr)
+            web_get(*addr)
         });
         assert_eq!(&body, id, "{addr} is served by its own VM");
     }
@@ -226,7 +211,10 @@ fn microvm_group_scales_on_an_alarm_replaces_a_killed_vm_and_leaves_nothing_afte
             .then_some(())
     });
     for (id, (addr, _)) in &after {
-        assert!(get(*addr).is_none(), "{id}'s address {addr} still answers");
+        assert!(
+            web_get(*addr).is_none(),
+            "{id}'s address {addr} still answers"
+        );
     }
 }
 

@@ -13,28 +13,11 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use ebb_tests::net::{NETNS_DIR, TestNet, ip};
 use ebb_tests::{
-    Admin, ControllerProc, DEADLINE, Sandbox, WEB_PORT, bin, eventually, set_desired, web_group,
+    Admin, ControllerProc, DEADLINE, Sandbox, bin, eventually, set_desired, web_get, web_group,
 };
-
-/// One `GET /` with `Connection: close`; the body of a 200.
-fn get(addr: Ipv4Addr) -> Option<String> {
-    let target = SocketAddr::from((addr, WEB_PORT));
-    let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let (head, body) = resp.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
 
 /// `ebbctl instance list -o json`: id -> (address, lifecycle state, connected).
 fn listed(ctl: &ControllerProc) -> BTreeMap<String, (Option<String>, String, bool)> {
@@ -116,7 +99,7 @@ fn namespaced_instances_serve_on_their_own_addresses_keep_them_and_give_them_bac
     // From the host, each address answers with its own instance's id.
     for (id, addr) in &first {
         let body = eventually(&format!("{id} to answer on {addr}"), DEADLINE, || {
-            get(*addr)
+            web_get(*addr)
         });
         assert_eq!(&body, id, "{addr} is served by its own instance");
     }
@@ -140,7 +123,7 @@ fn namespaced_instances_serve_on_their_own_addresses_keep_them_and_give_them_bac
     ctl.wait_passes("ebb_reconcile_passes_total", 3);
     assert_eq!(serving(&ctl, 3), first, "re-adopted with their addresses");
     for (id, addr) in &first {
-        assert_eq!(get(*addr).as_deref(), Some(id.as_str()));
+        assert_eq!(web_get(*addr).as_deref(), Some(id.as_str()));
     }
 
     // Scale-in: the released instances' namespaces and veths are gone.
@@ -170,7 +153,9 @@ fn namespaced_instances_serve_on_their_own_addresses_keep_them_and_give_them_bac
     let (new_id, new_addr) = now.iter().find(|(id, _)| *id != kept_id).unwrap();
     assert!(!first.contains_key(new_id), "a new instance");
     assert_eq!(*new_addr, freed, "the lowest freed address is reused");
-    let body = eventually("the new instance to answer", DEADLINE, || get(*new_addr));
+    let body = eventually("the new instance to answer", DEADLINE, || {
+        web_get(*new_addr)
+    });
     assert_eq!(&body, new_id);
 }
 

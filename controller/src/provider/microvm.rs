@@ -38,7 +38,8 @@ use tracing::{info, warn};
 use super::agent_config::{self, AgentHooks, Tls};
 use super::netns::Network;
 use super::process::{
-    IdLocks, Launching, ProcessRecord, boot_id, check_id, process_matches, read_stat, via_bridge,
+    IdLocks, Launching, ProcessRecord, boot_id, check_id, instance_dirs, process_matches,
+    read_stat, via_bridge,
 };
 use super::{LaunchRequest, Launched, Provider, ProviderError, ProviderInstance, Result};
 use ebb_core::model::{MicrovmSettings, ScalingConfiguration};
@@ -446,25 +447,9 @@ impl Provider for MicrovmProvider {
     }
 
     async fn describe(&self) -> Result<Vec<ProviderInstance>> {
-        let entries = match fs::read_dir(&self.base_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(ProviderError::Other(format!(
-                    "cannot list {}: {e}",
-                    self.base_dir.display()
-                )));
-            }
-        };
         let mut instances = Vec::new();
-        for entry in entries.flatten() {
-            let Ok(id) = entry.file_name().into_string() else {
-                continue;
-            };
-            if check_id(&id).is_err() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let record = read_record(&entry.path()).unwrap_or_else(|e| {
+        for (id, path) in instance_dirs(&self.base_dir)? {
+            let record = read_record(&path).unwrap_or_else(|e| {
                 warn!(instance = %id, "{e}");
                 None
             });
@@ -869,90 +854,24 @@ mod conformance_tests {
 
     use super::*;
     use crate::provider::conformance::{self, Subject};
-    use crate::provider::netns::{self, Subnet};
+    use crate::provider::netns::Subnet;
 
-    /// target/<profile>: where the end-to-end tests build the images.
-    fn profile_dir() -> PathBuf {
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().and_then(Path::parent).unwrap().to_owned()
-    }
-
-    /// The images (built with packaging/microvm/build.sh when missing) and
-    /// the accelerator that boots them here; Err: why the suite cannot run.
+    /// The images and the accelerator that boots them here, as the
+    /// end-to-end tests find them (ebb_tests::microvm); Err: why the suite
+    /// cannot run.
     fn images() -> Result<MicrovmHost, String> {
-        if !netns::is_root() {
-            return Err("needs root (taps on a bridge)".into());
+        if let Some(why) = ebb_tests::microvm::missing() {
+            return Err(why);
         }
-        if !Path::new(QEMU_PATHS[0]).is_file() {
-            return Err(
-                "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
-            );
-        }
-        let dir = profile_dir().join("microvm");
-        let (kernel, initramfs) = (dir.join("vmlinuz"), dir.join("initramfs.cpio"));
-        if !kernel.is_file() || !initramfs.is_file() {
-            let agent = profile_dir().join("ebb-agent");
-            if !agent.is_file() {
-                return Err(format!(
-                    "{} is missing: cargo build -p ebb-agent",
-                    agent.display()
-                ));
-            }
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/microvm/build.sh");
-            let out = StdCommand::new(&script)
-                .arg(&dir)
-                .arg(&agent)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "packaging/microvm/build.sh: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        // KVM where a stock kernel boots under it (QEMU dies at once, or
-        // the kernel never reaches /init, on nested PVM hosts): else TCG.
-        let console = TempDir::new().unwrap();
-        let log = console.path().join("console.log");
-        let mut probe = StdCommand::new(QEMU_PATHS[0])
-            .args(["-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", "256"])
-            .args([
-                "-nodefaults",
-                "-no-user-config",
-                "-no-reboot",
-                "-display",
-                "none",
-            ])
-            .arg("-kernel")
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initramfs)
-            .args(["-append", "console=ttyS0 quiet panic=-1"])
-            .arg("-serial")
-            .arg(format!("file:{}", log.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = std::time::Instant::now();
-        let kvm = loop {
-            if fs::read_to_string(&log).is_ok_and(|t| t.contains("ebb-init:")) {
-                break true;
-            }
-            if probe.try_wait().ok().flatten().is_some()
-                || start.elapsed() > Duration::from_secs(20)
-            {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let _ = probe.kill();
-        let _ = probe.wait();
+        let found = ebb_tests::microvm::images();
         Ok(MicrovmHost {
-            kernel,
-            initramfs,
-            accel: if kvm { Accel::Kvm } else { Accel::Tcg },
+            kernel: found.kernel.clone(),
+            initramfs: found.initramfs.clone(),
+            accel: if found.accel == "kvm" {
+                Accel::Kvm
+            } else {
+                Accel::Tcg
+            },
         })
     }
 

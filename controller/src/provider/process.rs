@@ -636,25 +636,8 @@ impl Provider for ProcessProvider {
 
     async fn describe(&self) -> Result<Vec<ProviderInstance>> {
         self.remove_orphan_namespaces().await;
-        let entries = match fs::read_dir(&self.base_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(ProviderError::Other(format!(
-                    "cannot list {}: {e}",
-                    self.base_dir.display()
-                )));
-            }
-        };
         let mut instances = Vec::new();
-        for entry in entries.flatten() {
-            let Ok(id) = entry.file_name().into_string() else {
-                continue;
-            };
-            if check_id(&id).is_err() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let path = entry.path();
+        for (id, path) in instance_dirs(&self.base_dir)? {
             let alive = self.is_alive(&id, &path);
             let address = netns::read_attachment(&path.join(NETWORK))
                 .ok()
@@ -762,6 +745,29 @@ fn recorded_alive(id: &str, dir: &Path) -> bool {
 }
 
 /// Ids name directories: no separators, no `.`/`..`, nothing exotic.
+/// The instance dirs under `base` (named by a valid id), as (id, path);
+/// none when `base` does not exist yet.
+pub(super) fn instance_dirs(base: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = match fs::read_dir(base) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ProviderError::Other(format!(
+                "cannot list {}: {e}",
+                base.display()
+            )));
+        }
+    };
+    Ok(entries
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|entry| {
+            let id = entry.file_name().into_string().ok()?;
+            check_id(&id).is_ok().then(|| (id, entry.path()))
+        })
+        .collect())
+}
+
 pub(super) fn check_id(id: &str) -> Result<(), String> {
     let plain = id
         .bytes()
@@ -1094,7 +1100,7 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use ebb_core::model::{MetricSource, ScalingConfiguration};
+    use ebb_core::model::MetricSource;
 
     const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -1177,31 +1183,14 @@ mod tests {
     }
 
     fn request(id: &str, command: &[&str]) -> LaunchRequest {
-        LaunchRequest {
-            instance_id: id.to_owned(),
-            group_id: "g-1".to_owned(),
-            configuration: ScalingConfiguration {
-                id: "c-1".to_owned(),
-                group_id: "g-1".to_owned(),
-                name: "web".to_owned(),
-                instance_type: String::new(),
-                command: command.iter().map(|s| s.to_string()).collect(),
-                env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
-                tags: BTreeMap::new(),
-                user_data: String::new(),
-                created_at_ms: 0,
-                health_checks: Vec::new(),
-                metrics: Vec::new(),
-                exec: None,
-                microvm: None,
-            },
-            controller: "127.0.0.1:7440".to_owned(),
-            server_name: "ebb-controller".to_owned(),
-            ca_pem: "CA PEM".to_owned(),
-            cert_pem: "CERT PEM".to_owned(),
-            key_pem: "KEY PEM".to_owned(),
-            sampling_interval_secs: 5,
-        }
+        let mut r = crate::provider::conformance::request(id, "");
+        r.group_id = "g-1".to_owned();
+        r.configuration.id = "c-1".to_owned();
+        r.configuration.group_id = "g-1".to_owned();
+        r.configuration.name = "web".to_owned();
+        r.configuration.command = command.iter().map(|s| s.to_string()).collect();
+        r.configuration.env = BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]);
+        r
     }
 
     async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
