@@ -1,6 +1,7 @@
 //! `config create` (from scratch or from an instance's configuration) and
 //! `config modify`: the flags laid over what is there, then the request.
 
+use ebb_core::model::ProviderKind;
 use ebb_proto::v1 as pb;
 
 use crate::cli::group::ConfigFields;
@@ -49,10 +50,10 @@ pub fn overlay(base: &pb::ScalingConfiguration, f: &ConfigFields) -> pb::Scaling
         }
     }
     // Another provider's settings do not travel with a changed type.
-    match c.instance_type.as_str() {
-        "exec" => c.microvm = None,
-        "microvm" => c.exec = None,
-        _ => {
+    match ProviderKind::of(&c.instance_type) {
+        ProviderKind::Exec => c.microvm = None,
+        ProviderKind::Microvm => c.exec = None,
+        ProviderKind::Process => {
             c.exec = None;
             c.microvm = None;
         }

@@ -43,8 +43,6 @@ impl Images {
     }
 }
 
-pub use crate::not_run;
-
 /// Why this host cannot run microVMs at all (no QEMU, not root), or None.
 pub fn missing() -> Option<String> {
     if !crate::net::is_root() {

@@ -14,8 +14,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ebb_proto::v1 as pb;
-use ebb_tests::microvm::{Images, images, missing, not_run};
+use ebb_tests::microvm::{Images, images, missing};
 use ebb_tests::net::TestNet;
+use ebb_tests::not_run;
 use ebb_tests::{
     Admin, ControllerProc, DEADLINE, Sandbox, activities, admin_call, bin, eventually, instances,
     web_get,
