@@ -1,4 +1,5 @@
-//! Compiles the `ebb.v1` protos with protox, so no system `protoc` is needed.
+//! Compiles the `ebb.v1` protos (and the part of etcd's API the
+//! controller uses) with protox, so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["ebb/v1/agent.proto", "ebb/v1/admin.proto"];
@@ -19,5 +20,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // prost's codec with small buffers (src/codec.rs).
         .codec_path("crate::codec::SmallCodec")
         .compile_fds(fds)?;
+    // The part of etcd's v3 API the controller's etcd store and leader
+    // election use (`etcd/`): clients only.
+    let etcd = ["etcdserverpb/rpc.proto", "mvccpb/kv.proto"];
+    for f in etcd {
+        println!("cargo:rerun-if-changed=etcd/{f}");
+    }
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .build_server(false)
+        .compile_fds(protox::compile(etcd, ["etcd"])?)?;
     Ok(())
 }

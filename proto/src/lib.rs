@@ -11,6 +11,18 @@
 pub mod codec;
 pub mod convert;
 
+/// etcd's v3 API, as far as the controller's etcd store and leader election
+/// use it (`proto/etcd/`): KV, Watch, Lease and Maintenance clients.
+pub mod etcd {
+    #![allow(clippy::all, clippy::pedantic)]
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+}
+
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("ebb.v1");
