@@ -23,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod denylist;
 pub mod engine;
+pub mod etcd;
 pub mod fleet;
 pub mod http;
 pub mod id;

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ebb_certs::{Ca, Issued};
 
+pub mod etcd;
 pub mod microvm;
 pub mod net;
 pub mod peers;

@@ -1,0 +1,209 @@
+//! A real etcd cluster for the tests: Debian's `etcd-server` (`/usr/bin/etcd`),
+//! one process per member on loopback ports, each with its data in the
+//! test's sandbox. Members can be killed, stopped (SIGSTOP), continued
+//! and restarted on their data, as a failing host would be.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::{Proc, eventually};
+
+/// Where Debian's `etcd-server` puts the server.
+pub const ETCD: &str = "/usr/bin/etcd";
+
+/// Why etcd tests cannot run here, when they cannot.
+pub fn missing() -> Option<String> {
+    (!Path::new(ETCD).exists()).then(|| {
+        format!("{ETCD} is missing: install Debian's etcd-server (`apt-get install etcd-server`)")
+    })
+}
+
+/// One member: its ports and, while it runs, its process.
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Member {
+    /// `http://127.0.0.1:PORT`, what a client dials.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn running(&self) -> bool {
+        self.proc.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+}
+
+/// A cluster of members started together.
+pub struct EtcdCluster {
+    pub members: Vec<Member>,
+    initial_cluster: String,
+}
+
+/// Free loopback ports, found by binding port 0 (held together so the
+/// kernel hands out distinct ones).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
+}
+
+impl EtcdCluster {
+    /// Starts `n` members under `dir` and waits until the cluster answers.
+    pub fn start(dir: &Path, n: usize) -> anyhow::Result<Self> {
+        if let Some(why) = missing() {
+            bail!(why);
+        }
+        let ports = free_ports(2 * n);
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: ports[2 * i],
+                peer_port: ports[2 * i + 1],
+                dir: dir.join(format!("etcd-m{i}")),
+                proc: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            members,
+            initial_cluster,
+        };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_healthy();
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let m = &self.members[i];
+        std::fs::create_dir_all(&m.dir)?;
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let mut cmd = Command::new(ETCD);
+        cmd.args([
+            "--name",
+            &m.name,
+            "--data-dir",
+            &m.dir.join("data").display().to_string(),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &self.initial_cluster,
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            "ebb-test",
+            // Loopback: elect quickly, as a LAN cluster tuned for it would.
+            "--heartbeat-interval",
+            "100",
+            "--election-timeout",
+            "1000",
+            "--log-level",
+            "warn",
+        ]);
+        // Debian's etcd refuses to start on some architectures without it;
+        // harmless on amd64.
+        cmd.env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
+        let log = m.dir.join("etcd.log");
+        let proc = Proc::spawn(cmd, log).with_context(|| format!("starting etcd {}", m.name))?;
+        self.members[i].proc = Some(proc);
+        Ok(())
+    }
+
+    /// Every running member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// `--etcd-endpoints` / `store.etcd.endpoints` form: comma-separated.
+    pub fn endpoints_csv(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// Waits until a majority of members answer `etcdctl endpoint health`.
+    pub fn wait_healthy(&self) {
+        let running: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.running())
+            .map(Member::endpoint)
+            .collect();
+        eventually("etcd cluster healthy", Duration::from_secs(60), || {
+            let healthy = running
+                .iter()
+                .filter(|e| {
+                    Command::new("etcdctl")
+                        .env("ETCDCTL_API", "3")
+                        .args([
+                            "--endpoints",
+                            e,
+                            "--command-timeout=2s",
+                            "endpoint",
+                            "health",
+                        ])
+                        .output()
+                        .is_ok_and(|o| o.status.success())
+                })
+                .count();
+            (healthy * 2 > self.members.len()).then_some(())
+        });
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.members[i].proc.take() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data, as a rebooted host would.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        self.spawn(i)
+    }
+
+    /// `etcdctl` against the cluster: its stdout, or the error with stderr.
+    pub fn etcdctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoints_csv(), "--command-timeout=5s"])
+            .args(args)
+            .output()
+            .context("running etcdctl (Debian's etcd-client)")?;
+        if !out.status.success() {
+            bail!(
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
