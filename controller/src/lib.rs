@@ -25,6 +25,7 @@ pub mod denylist;
 pub mod engine;
 pub mod etcd;
 pub mod fleet;
+pub mod ha;
 pub mod http;
 pub mod id;
 pub mod pki;

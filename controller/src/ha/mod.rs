@@ -1,0 +1,222 @@
+//! High availability: several controllers on one etcd store, one of them
+//! the leader (DESIGN §6).
+//!
+//! - [`Leadership`]: this controller's role, as the election last saw it,
+//!   shared by everything that must act only while leading: the control
+//!   loops, the agents' streams, mutating admin calls and joins.
+//! - [`election`]: the campaign on an etcd lease, and the fence every
+//!   write of the leader carries.
+//! - [`secrets`]: the CA, kept in the store encrypted, so any controller
+//!   can issue certificates.
+//!
+//! With the SQLite store there is one controller, and it always leads.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::watch;
+use tonic::Status;
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::NamedService;
+
+pub mod election;
+pub mod secrets;
+
+/// The metadata entry naming the leader's gRPC address in a refusal.
+pub const LEADER_METADATA: &str = "ebb-leader";
+
+/// What this controller is doing, as far as it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Not yet known: the first campaign is under way.
+    Starting,
+    /// It holds the leadership key; its writes are fenced on it.
+    Leader,
+    /// Another controller leads (at this address, when known).
+    Follower { leader: Option<String> },
+    /// It cannot tell (etcd unreachable or without quorum) and so does not
+    /// act; the sentence says why.
+    Stalled(String),
+}
+
+/// This controller's role, shared.
+pub struct Leadership {
+    role: watch::Sender<Role>,
+    /// Whether an election runs at all (false with SQLite: always leader).
+    elected: bool,
+}
+
+impl Leadership {
+    /// One controller on its own store: it leads from the start.
+    pub fn single() -> Arc<Self> {
+        Arc::new(Self {
+            role: watch::Sender::new(Role::Leader),
+            elected: false,
+        })
+    }
+
+    /// A controller that must win an election before it acts.
+    pub fn elected() -> Arc<Self> {
+        Arc::new(Self {
+            role: watch::Sender::new(Role::Starting),
+            elected: true,
+        })
+    }
+
+    /// Whether leadership comes from an election (several controllers).
+    pub fn is_elected(&self) -> bool {
+        self.elected
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(*self.role.borrow(), Role::Leader)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Role> {
+        self.role.subscribe()
+    }
+
+    /// Records a new role; returns the previous one when it changed.
+    pub fn set(&self, role: Role) -> Option<Role> {
+        let mut previous = None;
+        self.role.send_if_modified(|current| {
+            if *current == role {
+                return false;
+            }
+            previous = Some(std::mem::replace(current, role));
+            true
+        });
+        previous
+    }
+
+    /// The refusal of a call only the leader may answer; None while leading.
+    /// A refusal naming the leader carries its address in
+    /// [`LEADER_METADATA`], so agents and ebbctl go there.
+    pub fn refusal(&self) -> Option<Status> {
+        match self.role() {
+            Role::Leader => None,
+            Role::Follower {
+                leader: Some(address),
+            } => {
+                let mut status = Status::unavailable(format!(
+                    "not the leader; the leader is at {address}"
+                ));
+                if let Ok(value) = address.parse() {
+                    status.metadata_mut().insert(LEADER_METADATA, value);
+                }
+                Some(status)
+            }
+            Role::Follower { leader: None } | Role::Starting => {
+                Some(Status::unavailable("not the leader; no leader elected yet"))
+            }
+            Role::Stalled(why) => Some(Status::unavailable(format!(
+                "not the leader: {why}"
+            ))),
+        }
+    }
+
+    /// A gate for the services that only the leader serves.
+    pub fn gate(self: &Arc<Self>) -> Gate {
+        let me = self.clone();
+        Arc::new(move || me.refusal())
+    }
+}
+
+/// Answers `Some(refusal)` when a call must not be served here.
+pub type Gate = Arc<dyn Fn() -> Option<Status> + Send + Sync>;
+
+/// Whether an admin method only reads (a follower answers it from its
+/// replica of the store).
+pub fn reads_only(method: &str) -> bool {
+    method.starts_with("Describe") || method.starts_with("List")
+}
+
+/// Wraps a gRPC service so that a controller that does not lead refuses its
+/// mutating methods (see [`reads_only`]) and serves its reads.
+#[derive(Clone)]
+pub struct LeaderOnly<S> {
+    inner: S,
+    gate: Gate,
+}
+
+impl<S> LeaderOnly<S> {
+    pub fn new(inner: S, gate: Gate) -> Self {
+        Self { inner, gate }
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for LeaderOnly<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+        if !reads_only(method)
+            && let Some(refusal) = (self.gate)()
+        {
+            return Box::pin(async move { Ok(refusal.into_http()) });
+        }
+        let future = self.inner.call(request);
+        Box::pin(future)
+    }
+}
+
+impl<S: NamedService> NamedService for LeaderOnly<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_names_the_leader_in_its_refusal() {
+        let l = Leadership::elected();
+        let refusal = l.refusal().expect("starting: refused");
+        assert!(refusal.message().contains("no leader elected yet"));
+        assert_eq!(l.set(Role::Leader), Some(Role::Starting));
+        assert!(l.refusal().is_none());
+        assert_eq!(l.set(Role::Leader), None, "no change");
+        l.set(Role::Follower {
+            leader: Some("10.0.0.2:7440".into()),
+        });
+        let refusal = l.refusal().expect("follower: refused");
+        assert_eq!(refusal.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            refusal.metadata().get(LEADER_METADATA).unwrap(),
+            "10.0.0.2:7440"
+        );
+        l.set(Role::Stalled("etcd has no quorum".into()));
+        assert!(l.refusal().unwrap().message().contains("etcd has no quorum"));
+        assert!(Leadership::single().refusal().is_none());
+    }
+
+    #[test]
+    fn only_describes_and_lists_are_reads() {
+        for m in ["DescribeScalingGroups", "ListJoinTokens", "ListCertificates"] {
+            assert!(reads_only(m), "{m}");
+        }
+        for m in [
+            "CreateScalingGroup",
+            "ExecuteScalingRule",
+            "IssueCertificate",
+            "CompleteLifecycleAction",
+            "",
+        ] {
+            assert!(!reads_only(m), "{m}");
+        }
+    }
+}
