@@ -38,6 +38,183 @@ pub struct Config {
     pub health: HealthConfig,
     pub limits: LimitsConfig,
     pub activities: ActivitiesConfig,
+    pub store: StoreConfig,
+    pub ha: HaConfig,
+}
+
+/// `[store]`: where the controller keeps what it decides.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    pub etcd: EtcdConfig,
+}
+
+/// `sqlite` (one controller, the file `ebb.db` in the data dir) or `etcd`
+/// (several controllers, one of them elected to lead; docs/ha.md).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Etcd,
+}
+
+/// `[store.etcd]`: the cluster and how to reach it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// Every member's client URL, `http://host:port` or `https://host:port`.
+    pub endpoints: Vec<String>,
+    /// Every key ebb writes starts with this (several ebb clusters can
+    /// share one etcd under different prefixes).
+    pub prefix: String,
+    /// The CA of the members' certificates, for https endpoints.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key, when etcd asks for one.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// How long one request waits for a member before trying the next.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            prefix: "/ebb/".to_owned(),
+            ca: None,
+            cert: None,
+            key: None,
+            request_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// `[ha]`: leader election among the controllers sharing an etcd store.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// The leader's lease: a dead leader is replaced within about this long.
+    pub lease_ttl_secs: u64,
+    /// This controller's gRPC address as agents and ebbctl reach it
+    /// (`host:port`); `grpc.listen` when that is a concrete address.
+    pub advertise: Option<String>,
+    /// Every controller's gRPC address, written into launched instances'
+    /// agent.toml so their agents find the leader after a failover;
+    /// `[advertise]` when empty.
+    pub controllers: Vec<String>,
+    /// 64 hex digits (`openssl rand -hex 32`), the same on every
+    /// controller: seals the CA kept in the store.
+    pub secret_key_file: Option<PathBuf>,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl_secs: 3,
+            advertise: None,
+            controllers: Vec::new(),
+            secret_key_file: None,
+        }
+    }
+}
+
+/// Whether `s` is `host:port` with a port.
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
+}
+
+impl Config {
+    /// This controller's address for agents and ebbctl (`ha.advertise`, else
+    /// `grpc.listen` when concrete).
+    pub fn advertise(&self) -> Option<String> {
+        self.ha.advertise.clone().or_else(|| {
+            (!self.grpc.listen.ip().is_unspecified()).then(|| self.grpc.listen.to_string())
+        })
+    }
+
+    /// The addresses launched agents are given: `ha.controllers`, else this one.
+    pub fn controllers(&self) -> Vec<String> {
+        if self.ha.controllers.is_empty() {
+            self.advertise().into_iter().collect()
+        } else {
+            self.ha.controllers.clone()
+        }
+    }
+
+    fn validate_store(&self, problems: &mut Vec<String>) {
+        let e = &self.store.etcd;
+        if self.store.backend == StoreBackend::Etcd {
+            if e.endpoints.is_empty() {
+                problems.push(
+                    "store.etcd.endpoints: store.backend = \"etcd\" needs at least one endpoint"
+                        .into(),
+                );
+            }
+            if self.advertise().is_none() {
+                problems.push(format!(
+                    "ha.advertise: grpc.listen is {}, so the address agents reach this controller at must be given",
+                    self.grpc.listen
+                ));
+            }
+            if self.ha.secret_key_file.is_none() && self.tls.ca_cert.is_none() {
+                problems.push(
+                    "ha.secret_key_file: store.backend = \"etcd\" keeps the CA in the store, sealed with this key; give the same key file to every controller (or give every controller the operator CA in tls.ca_cert and tls.ca_key)".into(),
+                );
+            }
+        }
+        for (i, url) in e.endpoints.iter().enumerate() {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            match rest {
+                Some(hp) if is_host_port(hp) => {
+                    if url.starts_with("https://") && e.ca.is_none() {
+                        problems.push(format!(
+                            "store.etcd.endpoints[{i}]: `{url}` is https, so store.etcd.ca is needed"
+                        ));
+                    }
+                }
+                _ => problems.push(format!(
+                    "store.etcd.endpoints[{i}]: `{url}` is not http://host:port or https://host:port"
+                )),
+            }
+        }
+        if !e.prefix.starts_with('/') || !e.prefix.ends_with('/') || e.prefix.len() < 2 {
+            problems.push(format!(
+                "store.etcd.prefix: `{}` must start and end with `/` and name something (`/ebb/`)",
+                e.prefix
+            ));
+        }
+        if e.cert.is_some() != e.key.is_some() {
+            problems.push("store.etcd.cert, store.etcd.key: give both or neither".into());
+        }
+        if !(100..=60_000).contains(&e.request_timeout_ms) {
+            problems.push(format!(
+                "store.etcd.request_timeout_ms: {} is outside 100..=60000",
+                e.request_timeout_ms
+            ));
+        }
+        if !(1..=60).contains(&self.ha.lease_ttl_secs) {
+            problems.push(format!(
+                "ha.lease_ttl_secs: {} is outside 1..=60",
+                self.ha.lease_ttl_secs
+            ));
+        }
+        if let Some(a) = &self.ha.advertise
+            && !is_host_port(a)
+        {
+            problems.push(format!("ha.advertise: `{a}` is not host:port"));
+        }
+        for (i, c) in self.ha.controllers.iter().enumerate() {
+            if !is_host_port(c) {
+                problems.push(format!("ha.controllers[{i}]: `{c}` is not host:port"));
+            }
+        }
+    }
 }
 
 /// Caps on how many objects the admin API may create; the (cap+1)th is
@@ -383,6 +560,8 @@ impl Default for Config {
             health: HealthConfig::default(),
             limits: LimitsConfig::default(),
             activities: ActivitiesConfig::default(),
+            store: StoreConfig::default(),
+            ha: HaConfig::default(),
         }
     }
 }
@@ -455,8 +634,11 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    /// Checks every key; `path` only names the source in the error (the
+    /// command line's overrides are checked again with it).
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        self.validate_store(&mut problems);
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir: must not be empty".to_owned());
         }
@@ -961,6 +1143,80 @@ mod tests {
             ),
         ] {
             let err = parse(&format!("[provider]\n{text}\n")).unwrap_err();
+            assert!(
+                err.contains(needle),
+                "{text}: missing `{needle}` in:\n{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn store_and_ha_keys_default_parse_and_bad_values_are_named() {
+        let c = parse("").unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Sqlite);
+        assert_eq!(
+            (c.store.etcd.prefix.as_str(), c.ha.lease_ttl_secs),
+            ("/ebb/", 3)
+        );
+        let good = "[store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n\
+                    [ha]\nadvertise = \"10.0.0.1:7440\"\nsecret_key_file = \"/etc/ebb/store.key\"\n\
+                    controllers = [\"10.0.0.1:7440\", \"10.0.0.2:7440\"]\n";
+        let c = parse(good).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Etcd);
+        assert_eq!(c.advertise().as_deref(), Some("10.0.0.1:7440"));
+        assert_eq!(c.controllers(), ["10.0.0.1:7440", "10.0.0.2:7440"]);
+        // Without an advertised address, a concrete listen address is it.
+        let c = parse("[grpc]\nlisten = \"10.0.0.9:7440\"").unwrap();
+        assert_eq!(c.controllers(), ["10.0.0.9:7440"]);
+        for (text, needle) in [
+            ("[store]\nbackend = \"redis\"", "backend"),
+            (
+                "[store]\nbackend = \"etcd\"",
+                "store.etcd.endpoints: store.backend = \"etcd\" needs at least one endpoint",
+            ),
+            (
+                "[store]\nbackend = \"etcd\"\n[grpc]\nlisten = \"0.0.0.0:7440\"",
+                "ha.advertise: grpc.listen is 0.0.0.0:7440",
+            ),
+            (
+                "[store]\nbackend = \"etcd\"",
+                "ha.secret_key_file: store.backend",
+            ),
+            (
+                "[store.etcd]\nendpoints = [\"10.0.0.1:2379\"]",
+                "store.etcd.endpoints[0]: `10.0.0.1:2379` is not http://host:port",
+            ),
+            (
+                "[store.etcd]\nendpoints = [\"https://e:2379\"]",
+                "store.etcd.endpoints[0]: `https://e:2379` is https, so store.etcd.ca is needed",
+            ),
+            (
+                "[store.etcd]\nprefix = \"ebb\"",
+                "store.etcd.prefix: `ebb` must start and end",
+            ),
+            (
+                "[store.etcd]\ncert = \"/c\"",
+                "store.etcd.cert, store.etcd.key: give both",
+            ),
+            (
+                "[store.etcd]\nrequest_timeout_ms = 10",
+                "store.etcd.request_timeout_ms: 10 is outside 100..=60000",
+            ),
+            (
+                "[ha]\nlease_ttl_secs = 0",
+                "ha.lease_ttl_secs: 0 is outside 1..=60",
+            ),
+            (
+                "[ha]\nadvertise = \"nowhere\"",
+                "ha.advertise: `nowhere` is not host:port",
+            ),
+            (
+                "[ha]\ncontrollers = [\"a:1\", \"b\"]",
+                "ha.controllers[1]: `b` is not host:port",
+            ),
+            ("[ha]\nleader = true", "unknown field `leader`"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
             assert!(
                 err.contains(needle),
                 "{text}: missing `{needle}` in:\n{err}"

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 mod demo;
 
 use clap::{Parser, Subcommand};
-use ebb_controller::config::Config;
+use ebb_controller::config::{Config, StoreBackend};
 use ebb_controller::server::Controller;
 
 /// sysexits' EX_USAGE: the configuration is wrong, nothing was started.
@@ -29,6 +29,14 @@ enum Command {
     Serve {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// The store, over `store.backend`: `sqlite` (one controller) or
+        /// `etcd` (several, one elected to lead; docs/ha.md).
+        #[arg(long, value_enum)]
+        store: Option<StoreArg>,
+        /// etcd members' client URLs, comma-separated, over
+        /// `store.etcd.endpoints` (`http://10.0.0.1:2379,...`).
+        #[arg(long, value_delimiter = ',')]
+        etcd_endpoints: Vec<String>,
     },
     /// The quickstart: a controller and a scaling group of real local
     /// instances; load makes it scale out, quiet makes it scale in, a killed
@@ -60,6 +68,12 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StoreArg {
+    Sqlite,
+    Etcd,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum DemoLoad {
     Cpu,
     Metric,
@@ -77,7 +91,11 @@ fn main() -> ExitCode {
         Command::Serve { .. } => "info",
     });
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve {
+            config,
+            store,
+            etcd_endpoints,
+        } => serve(config, store, etcd_endpoints),
         Command::Demo {
             seconds,
             plain,
@@ -130,14 +148,34 @@ fn init_tracing(default: &str) {
         .init();
 }
 
-fn serve(config: Option<PathBuf>) -> ExitCode {
-    let config = match Config::load(config.as_deref()) {
+fn serve(
+    config: Option<PathBuf>,
+    store: Option<StoreArg>,
+    etcd_endpoints: Vec<String>,
+) -> ExitCode {
+    let mut config = match Config::load(config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ebb-controller: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // The command line's overrides, checked again with the file.
+    if store.is_some() || !etcd_endpoints.is_empty() {
+        if let Some(store) = store {
+            config.store.backend = match store {
+                StoreArg::Sqlite => StoreBackend::Sqlite,
+                StoreArg::Etcd => StoreBackend::Etcd,
+            };
+        }
+        if !etcd_endpoints.is_empty() {
+            config.store.etcd.endpoints = etcd_endpoints;
+        }
+        if let Err(e) = config.validate(std::path::Path::new("(with --store/--etcd-endpoints)")) {
+            eprintln!("ebb-controller: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

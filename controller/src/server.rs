@@ -22,12 +22,18 @@ use crate::api::join::{JoinApi, MAX_JOIN_MESSAGE};
 use crate::api::{AdminApi, admin_only, certified};
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::config::StoreBackend;
 use crate::config::{Isolation, Network as NetworkMode, ProviderConfig};
 use crate::denylist::DenyList;
 use crate::engine::certs::{CertSettings, ServerCert};
 use crate::engine::{Engine, EngineError, HealthSettings, LaunchSettings};
+use crate::etcd::{Etcd, EtcdSettings, EtcdTls};
+use crate::fleet::CloseReason;
 use crate::fleet::Fleet;
 use crate::fleet::agent_service::{Admission, AgentApi, IntervalLookup, Refusal, Renewal};
+use crate::ha::election::{ElectionSettings, FencedStore};
+use crate::ha::secrets::{SecretKey, Shared};
+use crate::ha::{LeaderOnly, Leadership, Role};
 use crate::pki::{Pki, PkiError};
 use crate::provider::exec::{self, ExecProvider};
 use crate::provider::isolation::{self, Users};
@@ -93,6 +99,8 @@ pub enum StartError {
     Endpoints(#[from] toml::ser::Error),
     #[error("certificates: {0}")]
     Certificates(String),
+    #[error("etcd store: {0}")]
+    Etcd(String),
 }
 
 /// A controller that has claimed its data dir, bound its ports and loaded
@@ -110,7 +118,18 @@ pub struct Controller {
     fleet: Arc<Fleet>,
     store: Arc<dyn Store>,
     deny: Arc<DenyList>,
+    /// Always the leader with SQLite; elected with etcd.
+    leadership: Arc<Leadership>,
+    /// With the etcd store: what the election runs on.
+    election: Option<Election>,
     _lock: File,
+}
+
+/// The parts of a controller that campaigns for leadership.
+struct Election {
+    etcd: Etcd,
+    store: Arc<dyn FencedStore>,
+    settings: ElectionSettings,
 }
 
 /// The store's file in the data dir.
@@ -146,26 +165,80 @@ impl Controller {
             .ca_cert
             .as_deref()
             .zip(config.tls.ca_key.as_deref());
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join(STORE_FILE))?);
-        // SQLite gives its -wal and -shm files the database's mode.
-        let db = dir.join(STORE_FILE);
-        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
-            .map_err(|source| StartError::DataDir { path: db, source })?;
+        let (store, leadership, election) = match config.store.backend {
+            StoreBackend::Sqlite => {
+                let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join(STORE_FILE))?);
+                // SQLite gives its -wal and -shm files the database's mode.
+                let db = dir.join(STORE_FILE);
+                std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|source| StartError::DataDir { path: db, source })?;
+                (store, Leadership::single(), None)
+            }
+            StoreBackend::Etcd => {
+                let e = &config.store.etcd;
+                let etcd = Etcd::connect(&EtcdSettings {
+                    endpoints: e.endpoints.clone(),
+                    tls: e.ca.clone().map(|ca| EtcdTls {
+                        ca,
+                        cert: e.cert.clone(),
+                        key: e.key.clone(),
+                    }),
+                    request_timeout: Duration::from_millis(e.request_timeout_ms),
+                })
+                .map_err(|e| StartError::Etcd(e.to_string()))?;
+                let (store, fenced) = open_etcd_store(etcd.clone(), &e.prefix).await?;
+                let settings = ElectionSettings {
+                    key: format!("{}leader", e.prefix).into_bytes(),
+                    advertise: config.advertise().unwrap_or_default(),
+                    ttl: Duration::from_secs(config.ha.lease_ttl_secs),
+                };
+                info!(endpoints = %e.endpoints.join(","), prefix = %e.prefix, advertise = %settings.advertise, "store: etcd; campaigning for leadership");
+                (
+                    store,
+                    Leadership::elected(),
+                    Some(Election {
+                        etcd,
+                        store: fenced,
+                        settings,
+                    }),
+                )
+            }
+        };
         let deny = Arc::new(DenyList::new(
             store.list_revoked()?.into_iter().map(|r| r.identity),
         ));
-        let pki = Pki::bootstrap(
-            dir,
-            &config.trust_domain,
-            operator_ca,
-            &config.grpc.server_names,
-            config.grpc.listen,
-            config.server_cert_lifetime(),
-        )?;
+        let bootstrap = || {
+            Pki::bootstrap(
+                dir,
+                &config.trust_domain,
+                operator_ca,
+                &config.grpc.server_names,
+                config.grpc.listen,
+                config.server_cert_lifetime(),
+            )
+        };
+        let mut pki = bootstrap()?;
+        // Several controllers issue from one CA, kept sealed in the store
+        // (unless the operator gave each the same CA).
+        if let (Some(election), None, Some(key_file)) =
+            (&election, operator_ca, config.ha.secret_key_file.as_deref())
+        {
+            let secret = SecretKey::load(key_file).map_err(StartError::Etcd)?;
+            let key = format!("{}secrets/ca", config.store.etcd.prefix);
+            let shared =
+                crate::ha::secrets::share_ca(&election.etcd, key.as_bytes(), &secret, &pki.paths)
+                    .await
+                    .map_err(StartError::Etcd)?;
+            if shared == Shared::Replaced {
+                pki = bootstrap()?;
+            }
+        }
         Ok(Self {
             fleet: Arc::new(Fleet::new(config.fleet.sample_ring, Arc::new(SystemClock))),
             store,
             deny,
+            leadership,
+            election,
             config,
             pki,
             grpc,
@@ -254,7 +327,13 @@ impl Controller {
             self.fleet.clone(),
             self.pki.ca.clone(),
             LaunchSettings {
-                controller: dial.to_string(),
+                // With several controllers, launched agents know them all
+                // (comma-separated; see provider::agent_config).
+                controller: if self.election.is_some() {
+                    self.config.controllers().join(",")
+                } else {
+                    dial.to_string()
+                },
                 server_name: self.config.grpc.server_names[0].clone(),
                 timeout: Duration::from_millis(provider_config.launch_timeout_ms),
             },
@@ -354,8 +433,22 @@ impl Controller {
         };
         let incoming = crate::tls::incoming(self.grpc, tls, fleet.clone(), stop_rx.clone());
         let incoming = tokio_stream::StreamExt::merge(incoming, bridge_incoming);
-        let loops = control_loops(engine.clone(), stop_rx.clone())?;
-        let notifier = tokio::spawn(crate::engine::notify::run(engine.clone(), stop_rx.clone()));
+        // The control loops and the notifier run while this controller
+        // leads: always with SQLite; each term it wins with etcd.
+        let terms = tokio::spawn(lead_terms(
+            engine.clone(),
+            self.leadership.clone(),
+            stop_rx.clone(),
+        ));
+        let election = self.election.map(|e| {
+            tokio::spawn(crate::ha::election::run(
+                e.etcd,
+                e.store,
+                e.settings,
+                self.leadership.clone(),
+                stop_rx.clone(),
+            ))
+        });
         let rotation = tokio::spawn(crate::engine::certs::rotate_server_loop(
             engine.clone(),
             self.config.server_cert_lifetime(),
@@ -385,7 +478,8 @@ impl Controller {
         )
         .with_group_intervals(group_intervals(self.store.clone()))
         .with_targets(target_admission(self.deny.clone(), trust_domain.clone()))
-        .with_renewal(renewal);
+        .with_renewal(renewal)
+        .with_gate(self.leadership.gate());
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AgentServiceServer<AgentApi>>().await;
         health.set_serving::<AdminServiceServer<AdminApi>>().await;
@@ -398,9 +492,13 @@ impl Controller {
             tonic::service::interceptor::InterceptedService::new(health_service, certified);
         let reflection =
             tonic::service::interceptor::InterceptedService::new(reflection, certified);
+        // A follower serves reads and refuses writes, naming the leader.
         let admin = tonic::service::interceptor::InterceptedService::new(
-            AdminServiceServer::new(AdminApi::new(engine.clone()))
-                .max_decoding_message_size(MAX_ADMIN_MESSAGE),
+            LeaderOnly::new(
+                AdminServiceServer::new(AdminApi::new(engine.clone()))
+                    .max_decoding_message_size(MAX_ADMIN_MESSAGE),
+                self.leadership.gate(),
+            ),
             admin_only(trust_domain, self.deny.clone()),
         );
         let grpc = tonic::transport::Server::builder()
@@ -411,14 +509,20 @@ impl Controller {
                 AgentServiceServer::new(agents).max_decoding_message_size(MAX_AGENT_MESSAGE),
             )
             .add_service(admin)
-            .add_service(
+            .add_service(LeaderOnly::new(
                 JoinServiceServer::new(JoinApi::new(engine.clone()))
                     .max_decoding_message_size(MAX_JOIN_MESSAGE),
-            )
+                self.leadership.gate(),
+            ))
             .add_service(health_service)
             .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
-        let http = crate::http::serve(self.http, engine.clone(), stopped(stop_rx.clone()));
+        let http = crate::http::serve(
+            self.http,
+            engine.clone(),
+            self.leadership.clone(),
+            stopped(stop_rx.clone()),
+        );
         info!(grpc = %grpc_addr, http = %http_addr, data_dir = %self.config.data_dir.display(), "ebb-controller serving");
         let grpc = tokio::spawn(grpc);
         let http = tokio::spawn(http);
@@ -426,7 +530,12 @@ impl Controller {
         info!("shutting down");
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
-            let (g, h, _, _, _) = tokio::join!(grpc, http, loops, notifier, rotation);
+            let election = async {
+                if let Some(e) = election {
+                    let _ = e.await;
+                }
+            };
+            let (g, h, _, _, _) = tokio::join!(grpc, http, terms, election, rotation);
             (g, h)
         })
         .await;
@@ -439,6 +548,62 @@ impl Controller {
         let _ = std::fs::remove_file(self.config.data_dir.join(ENDPOINTS_FILE));
         Ok(())
     }
+}
+
+/// Runs the control loops (`control_loops`) and the notifier for each term
+/// this controller leads, until `stop`: from the start with SQLite, from
+/// each election won with etcd. When a term ends (leadership lost), the
+/// loops stop before anything else happens, and the agents' streams are
+/// closed so they go to the new leader.
+async fn lead_terms(engine: Arc<Engine>, leadership: Arc<Leadership>, stop: watch::Receiver<bool>) {
+    let mut role = leadership.subscribe();
+    loop {
+        tokio::select! {
+            led = role.wait_for(|r| *r == Role::Leader) => if led.is_err() { return },
+            () = stopped(stop.clone()) => return,
+        }
+        if leadership.is_elected()
+            && let Err(e) = engine.begin_term().await
+        {
+            warn!("taking over: {e}");
+        }
+        let (term_tx, term_rx) = watch::channel(false);
+        let loops = match control_loops(engine.clone(), term_rx.clone()) {
+            Ok(loops) => loops,
+            Err(e) => {
+                warn!("{e}");
+                return;
+            }
+        };
+        let notifier = tokio::spawn(crate::engine::notify::run(engine.clone(), term_rx));
+        tokio::select! {
+            _ = role.wait_for(|r| *r != Role::Leader) => {}
+            () = stopped(stop.clone()) => {}
+        }
+        let _ = term_tx.send(true);
+        let _ = tokio::join!(loops, notifier);
+        if *stop.borrow() {
+            return;
+        }
+        let agents = engine.fleet.instance_ids();
+        for id in &agents {
+            engine.fleet.close(id, CloseReason::SteppedDown);
+        }
+        warn!(
+            agents = agents.len(),
+            "stopped acting: the control loops ended and the agents were sent to the leader"
+        );
+    }
+}
+
+/// Opens the etcd store: a replica of etcd's keys under `prefix`, and the
+/// fence the election sets on its writes.
+async fn open_etcd_store(
+    etcd: Etcd,
+    prefix: &str,
+) -> Result<(Arc<dyn Store>, Arc<dyn FencedStore>), StartError> {
+    let _ = (etcd, prefix);
+    Err(StartError::Etcd("the etcd store is not built yet".into()))
 }
 
 /// Runs the reconcile loop and the alarm and schedule loop on a thread of

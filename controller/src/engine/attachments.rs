@@ -143,7 +143,7 @@ impl Engine {
     fn agent_lost(&self, id: &str, now: i64) -> bool {
         match self.fleet.with_agent(id, |a| a.connected) {
             Some(connected) => !connected,
-            None => now - self.started_at_ms > self.health.reconnect_grace.as_millis() as i64,
+            None => now - self.started_at_ms() > self.health.reconnect_grace.as_millis() as i64,
         }
     }
 

@@ -37,7 +37,7 @@ impl Engine {
             )
         });
         match seen {
-            None => (now - self.started_at_ms > self.health.reconnect_grace.as_millis() as i64)
+            None => (now - self.started_at_ms() > self.health.reconnect_grace.as_millis() as i64)
                 .then(|| "its agent has not connected since the controller started".to_owned()),
             Some((false, gone_for, reason, _, _))
                 if gone_for.unwrap_or(i64::MAX) >= interval_ms =>

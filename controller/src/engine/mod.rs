@@ -177,7 +177,9 @@ pub struct Engine {
     pub retention: Retention,
     /// When activities were last pruned (clock ms).
     last_prune_ms: std::sync::atomic::AtomicI64,
-    started_at_ms: i64,
+    /// When this controller started, or last began to lead: agents get
+    /// `reconnect_grace` from then before a missing one is judged.
+    started_at_ms: std::sync::atomic::AtomicI64,
     wake: tokio::sync::Notify,
     /// Provider work the reconcile pass under way decided on.
     deferred: std::sync::Mutex<Vec<Io>>,
@@ -212,10 +214,68 @@ impl Engine {
             limits: limits::Limits::default(),
             retention: Retention::default(),
             last_prune_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
-            started_at_ms,
+            started_at_ms: std::sync::atomic::AtomicI64::new(started_at_ms),
             wake: tokio::sync::Notify::new(),
             deferred: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// When agents began to get their grace to reconnect.
+    pub(crate) fn started_at_ms(&self) -> i64 {
+        self.started_at_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Begins a term of leadership taken over from another controller (HA):
+    /// the agents get a fresh `reconnect_grace` to come over before any is
+    /// judged unhealthy, so a failover never looks like a mass failure;
+    /// the back-off and health memories of this process start empty; and
+    /// every alarm starts again in INSUFFICIENT_DATA, so nothing scales in
+    /// on the partial samples of the first periods. An activity the old
+    /// leader left InProgress is finished by the reconcile loop, as after a
+    /// restart.
+    pub async fn begin_term(&self) -> Result<(), EngineError> {
+        use ebb_core::model::tasks::AlarmRecord;
+        use ebb_core::rules::{AlarmEval, AlarmState};
+        let _ops = self.ops.lock().await;
+        let now = self.clock.now_ms();
+        self.started_at_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        self.health_memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        let mut writes = Vec::new();
+        for mut alarm in self.store.list_alarms(None)? {
+            if alarm.eval.state == AlarmState::InsufficientData && alarm.eval.history.is_empty() {
+                continue;
+            }
+            alarm.eval = AlarmEval {
+                state: AlarmState::InsufficientData,
+                since_ms: Some(now),
+                history: Default::default(),
+            };
+            alarm.record(AlarmRecord {
+                at_ms: now,
+                state: AlarmState::InsufficientData,
+                value: None,
+                explanation: "a new leader took over: evaluation starts again from fresh samples"
+                    .into(),
+            });
+            writes.push(Write::PutAlarm(alarm));
+        }
+        if !writes.is_empty() {
+            info!(
+                alarms = writes.len(),
+                "took over: alarms start again in INSUFFICIENT_DATA"
+            );
+            self.store.commit(writes)?;
+        }
+        Ok(())
     }
 
     /// Shares the deny-list the Connect and admin checks read.

@@ -61,7 +61,13 @@ pub struct AgentApi {
     admit_target: Option<Admission>,
     renewal: Option<Renewal>,
     shutdown: watch::Receiver<bool>,
+    /// Refuses every stream while this controller does not lead (HA).
+    gate: Option<Gate>,
 }
+
+/// Answers `Some(refusal)` when no stream may be opened here now (a
+/// controller that is not the leader names the leader in it).
+pub type Gate = Arc<dyn Fn() -> Option<Status> + Send + Sync>;
 
 /// Who the caller's certificate says it is.
 enum Caller {
@@ -137,7 +143,14 @@ impl AgentApi {
             admit_target: None,
             renewal: None,
             shutdown,
+            gate: None,
         }
+    }
+
+    /// Refuses streams while `gate` says so (a controller that does not lead).
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Answer renewal requests with `renewal`; without one they are refused.
@@ -458,6 +471,10 @@ impl AgentService for AgentApi {
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
         let (caller, not_after) = self.caller_of(&request, &peer)?;
+        // Authenticated first: only our own agents learn where the leader is.
+        if let Some(refusal) = self.gate.as_ref().and_then(|gate| gate()) {
+            return Err(refusal);
+        }
         let instance = match caller {
             Caller::Instance(id) => id,
             Caller::Target(name) => {

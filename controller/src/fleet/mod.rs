@@ -59,6 +59,8 @@ pub enum CloseReason {
     LeftGroup,
     /// The certificate the stream was opened with reached its notAfter.
     Expired,
+    /// This controller stopped leading: the agent goes to the new leader.
+    SteppedDown,
 }
 
 impl CloseReason {
@@ -69,6 +71,7 @@ impl CloseReason {
             Self::Revoked => "revoked",
             Self::LeftGroup => "left_group",
             Self::Expired => "expired",
+            Self::SteppedDown => "stepped_down",
         }
     }
 
@@ -79,6 +82,7 @@ impl CloseReason {
             Self::Revoked => "its certificate's identity was revoked",
             Self::LeftGroup => "its instance left its group (removed or detached)",
             Self::Expired => "its certificate expired",
+            Self::SteppedDown => "this controller no longer leads; connect to the leader",
         }
     }
 }

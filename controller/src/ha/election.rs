@@ -88,7 +88,10 @@ pub async fn run(
                     },
                     Err(e) => {
                         last_error = e.to_string();
-                        step(&leadership, Role::Stalled(format!("cannot reach etcd: {e}")));
+                        step(
+                            &leadership,
+                            Role::Stalled(format!("cannot reach etcd: {e}")),
+                        );
                         wait(tick, &mut stop, &mut refusals).await;
                         continue;
                     }
@@ -149,9 +152,12 @@ pub async fn run(
                 }
                 Some(kv) => {
                     let leader = String::from_utf8_lossy(&kv.value).into_owned();
-                    step(&leadership, Role::Follower {
-                        leader: Some(leader),
-                    });
+                    step(
+                        &leadership,
+                        Role::Follower {
+                            leader: Some(leader),
+                        },
+                    );
                 }
                 None => step(&leadership, Role::Follower { leader: None }),
             },
@@ -166,7 +172,10 @@ pub async fn run(
             Err(e) => {
                 last_error = e.to_string();
                 if !leadership.is_leader() {
-                    step(&leadership, Role::Stalled(format!("cannot reach etcd: {e}")));
+                    step(
+                        &leadership,
+                        Role::Stalled(format!("cannot reach etcd: {e}")),
+                    );
                 }
             }
         }
@@ -179,7 +188,9 @@ pub async fn run(
         step(&leadership, Role::Follower { leader: None });
         match etcd.lease_revoke(l.id).await {
             Ok(()) => info!("gave up the leadership"),
-            Err(e) => warn!("could not give up the leadership at once ({e}); it lapses with the lease"),
+            Err(e) => {
+                warn!("could not give up the leadership at once ({e}); it lapses with the lease")
+            }
         }
     }
 }
@@ -243,7 +254,10 @@ async fn lead(
             .unwrap_or_else(|e| Err(e.to_string()));
     if let Err(e) = caught_up {
         warn!("won the election but the store did not catch up ({e}); giving it back");
-        step(leadership, Role::Stalled(format!("its store replica lags: {e}")));
+        step(
+            leadership,
+            Role::Stalled(format!("its store replica lags: {e}")),
+        );
         return false;
     }
     step(leadership, Role::Leader);
@@ -276,7 +290,11 @@ fn step(leadership: &Leadership, role: Role) {
 
 /// Sleeps a tick, or less when stopping or when a write was fenced (then
 /// the next campaign finds out who leads at once).
-async fn wait(tick: Duration, stop: &mut watch::Receiver<bool>, refusals: &mut watch::Receiver<u64>) {
+async fn wait(
+    tick: Duration,
+    stop: &mut watch::Receiver<bool>,
+    refusals: &mut watch::Receiver<u64>,
+) {
     tokio::select! {
         _ = tokio::time::sleep(tick) => {}
         _ = stop.changed() => {}

@@ -102,9 +102,8 @@ impl Leadership {
             Role::Follower {
                 leader: Some(address),
             } => {
-                let mut status = Status::unavailable(format!(
-                    "not the leader; the leader is at {address}"
-                ));
+                let mut status =
+                    Status::unavailable(format!("not the leader; the leader is at {address}"));
                 if let Ok(value) = address.parse() {
                     status.metadata_mut().insert(LEADER_METADATA, value);
                 }
@@ -113,9 +112,7 @@ impl Leadership {
             Role::Follower { leader: None } | Role::Starting => {
                 Some(Status::unavailable("not the leader; no leader elected yet"))
             }
-            Role::Stalled(why) => Some(Status::unavailable(format!(
-                "not the leader: {why}"
-            ))),
+            Role::Stalled(why) => Some(Status::unavailable(format!("not the leader: {why}"))),
         }
     }
 
@@ -200,13 +197,22 @@ mod tests {
             "10.0.0.2:7440"
         );
         l.set(Role::Stalled("etcd has no quorum".into()));
-        assert!(l.refusal().unwrap().message().contains("etcd has no quorum"));
+        assert!(
+            l.refusal()
+                .unwrap()
+                .message()
+                .contains("etcd has no quorum")
+        );
         assert!(Leadership::single().refusal().is_none());
     }
 
     #[test]
     fn only_describes_and_lists_are_reads() {
-        for m in ["DescribeScalingGroups", "ListJoinTokens", "ListCertificates"] {
+        for m in [
+            "DescribeScalingGroups",
+            "ListJoinTokens",
+            "ListCertificates",
+        ] {
             assert!(reads_only(m), "{m}");
         }
         for m in [

@@ -38,8 +38,7 @@ impl SecretKey {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("ha.secret_key_file {}: {e}", path.display()))?;
-        Self::parse(text.trim())
-            .map_err(|e| format!("ha.secret_key_file {}: {e}", path.display()))
+        Self::parse(text.trim()).map_err(|e| format!("ha.secret_key_file {}: {e}", path.display()))
     }
 
     pub fn parse(hex: &str) -> Result<Self, String> {
@@ -83,7 +82,11 @@ impl SecretKey {
         let mut data = from_hex(&sealed.sealed).ok_or_else(bad)?;
         let plain = self
             .0
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(AAD), &mut data)
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(AAD),
+                &mut data,
+            )
             .map_err(|_| bad())?;
         Ok(plain.to_vec())
     }
@@ -220,7 +223,10 @@ mod tests {
     fn a_sealed_secret_opens_only_with_its_key() {
         let key = SecretKey::parse(KEY).unwrap();
         let sealed = key.seal(b"the CA").unwrap();
-        assert!(!sealed.sealed.contains(&to_hex(b"the CA")), "not in the clear");
+        assert!(
+            !sealed.sealed.contains(&to_hex(b"the CA")),
+            "not in the clear"
+        );
         assert_eq!(key.open(&sealed).unwrap(), b"the CA");
         let other = SecretKey::parse(&KEY.replace("00", "ff")).unwrap();
         let err = other.open(&sealed).unwrap_err();
@@ -229,7 +235,13 @@ mod tests {
 
     #[test]
     fn bad_key_files_are_refused_with_the_reason() {
-        for bad in ["", "abc", &KEY[..62], &format!("{KEY}00"), &KEY.replace('0', "g")] {
+        for bad in [
+            "",
+            "abc",
+            &KEY[..62],
+            &format!("{KEY}00"),
+            &KEY.replace('0', "g"),
+        ] {
             let err = SecretKey::parse(bad).unwrap_err();
             assert!(err.contains("64 hex digits"), "{bad}: {err}");
         }

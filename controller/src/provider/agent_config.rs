@@ -15,7 +15,7 @@ const AGENT_MAX_BACKOFF_MS: u64 = 2_000;
 /// The keys of `agent.toml` the provider sets (the agent denies unknown ones).
 #[derive(Serialize)]
 struct AgentConfig<'a> {
-    controller: &'a str,
+    controller: Controllers<'a>,
     /// Omitted when empty: the agent then takes the host part of `controller`.
     #[serde(skip_serializing_if = "str::is_empty")]
     server_name: &'a str,
@@ -89,7 +89,28 @@ struct AgentReconnect {
     max_backoff_ms: u64,
 }
 
-/// The agent.toml text for an instance of `configuration`.
+/// `controller`: one address, or with several controllers (HA) all of
+/// them, so the agent finds the leader after a failover.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Controllers<'a> {
+    One(&'a str),
+    Several(Vec<&'a str>),
+}
+
+impl<'a> Controllers<'a> {
+    /// From `LaunchRequest::controller`: addresses separated by commas.
+    fn of(list: &'a str) -> Self {
+        if list.contains(',') {
+            Self::Several(list.split(',').map(str::trim).collect())
+        } else {
+            Self::One(list)
+        }
+    }
+}
+
+/// The agent.toml text for an instance of `configuration`; `controller`
+/// is one `host:port`, or several separated by commas.
 pub fn render(
     configuration: &ScalingConfiguration,
     controller: &str,
@@ -98,7 +119,7 @@ pub fn render(
     hooks: &AgentHooks,
 ) -> Result<String, String> {
     let config = AgentConfig {
-        controller,
+        controller: Controllers::of(controller),
         server_name,
         tls,
         reconnect: AgentReconnect {
