@@ -318,6 +318,11 @@ pub struct ProviderConfig {
     /// The `ebb-agent` binary launched for each instance; found beside
     /// `ebb-controller`, then on PATH, when unset.
     pub agent_bin: Option<PathBuf>,
+    /// Where the process provider keeps its instances' folders
+    /// (`<data_dir>/instances` when unset). Several controllers on one host
+    /// (an HA setup tried on one machine) share one, so that the leader
+    /// after a failover finds its predecessor's instances.
+    pub instances_dir: Option<PathBuf>,
     /// An instance whose agent has not connected by then is released and
     /// replaced, in milliseconds.
     pub launch_timeout_ms: u64,
@@ -472,6 +477,7 @@ impl Default for ProviderConfig {
     fn default() -> Self {
         Self {
             agent_bin: None,
+            instances_dir: None,
             launch_timeout_ms: DEFAULT_LAUNCH_TIMEOUT_MS,
             release_timeout_ms: DEFAULT_RELEASE_TIMEOUT_MS,
             isolation: Isolation::Auto,
@@ -677,6 +683,14 @@ impl Config {
         }
         if let Err(e) = self.provider.subnet() {
             problems.push(e);
+        }
+        if let Some(dir) = &self.provider.instances_dir
+            && !dir.is_absolute()
+        {
+            problems.push(format!(
+                "provider.instances_dir: `{}` is not an absolute path",
+                dir.display()
+            ));
         }
         for (i, p) in self.provider.exec_programs.iter().enumerate() {
             let parent = p.components().any(|c| c == std::path::Component::ParentDir);
@@ -1215,6 +1229,10 @@ mod tests {
                 "ha.controllers[1]: `b` is not host:port",
             ),
             ("[ha]\nleader = true", "unknown field `leader`"),
+            (
+                "[provider]\ninstances_dir = \"shared\"",
+                "provider.instances_dir: `shared` is not an absolute path",
+            ),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(

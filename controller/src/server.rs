@@ -265,7 +265,10 @@ impl Controller {
             }
         };
         let mut provider = ProcessProvider::with_hooks(
-            self.config.data_dir.join("instances"),
+            provider_config
+                .instances_dir
+                .clone()
+                .unwrap_or_else(|| self.config.data_dir.join("instances")),
             agent_bin,
             Duration::from_millis(provider_config.release_timeout_ms),
             AgentHooks {
