@@ -15,11 +15,20 @@ use crate::{Proc, eventually};
 /// Where Debian's `etcd-server` puts the server.
 pub const ETCD: &str = "/usr/bin/etcd";
 
-/// Why etcd tests cannot run here, when they cannot.
+/// What is missing for a real etcd here, if anything (a missing package
+/// is named in the failure, never skipped; `.ci/run` installs both).
 pub fn missing() -> Option<String> {
-    (!Path::new(ETCD).exists()).then(|| {
-        format!("{ETCD} is missing: install Debian's etcd-server (`apt-get install etcd-server`)")
-    })
+    if !Path::new(ETCD).exists() {
+        return Some(format!(
+            "this test needs {ETCD}: the etcd-server package (apt-get install etcd-server etcd-client; .ci/run installs it)"
+        ));
+    }
+    if !Path::new("/usr/bin/etcdctl").exists() {
+        return Some(
+            "this test needs etcdctl: the etcd-client package (apt-get install etcd-client; .ci/run installs it)".into(),
+        );
+    }
+    None
 }
 
 /// One member: its ports and, while it runs, its process.

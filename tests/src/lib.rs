@@ -29,6 +29,7 @@ use anyhow::{Context, bail};
 use ebb_certs::{Ca, Issued};
 
 pub mod etcd;
+pub mod ha;
 pub mod microvm;
 pub mod net;
 pub mod peers;

@@ -1,0 +1,220 @@
+//! Several real controllers on a real three-member etcd cluster, for the
+//! high-availability tests and the failover benchmark.
+//!
+//! Each controller has its own data dir and ports; they share the etcd
+//! store, the sealing key of the CA kept there, and the process
+//! provider's instances dir (so the leader after a failover finds its
+//! predecessor's instances, as a cloud provider's would be found).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::etcd::EtcdCluster;
+use crate::{Admin, ControllerProc, DEADLINE, eventually};
+
+/// The leader's lease in these tests: the default.
+pub const LEASE_TTL_SECS: u64 = 3;
+
+/// A sealing key for the CA in the store (any 32 bytes do for a test).
+const SECRET_KEY: &str = "5d1f0e6c2b7a49388a1e2f4c6d8b0a1c3e5f7091a2b3c4d5e6f708192a3b4c5d";
+
+pub struct HaCluster {
+    pub etcd: EtcdCluster,
+    pub controllers: Vec<Option<ControllerProc>>,
+    pub grpc: Vec<SocketAddr>,
+    pub http: Vec<SocketAddr>,
+    pub dirs: Vec<PathBuf>,
+    /// The process provider's instances, shared by every controller.
+    pub instances_dir: PathBuf,
+    key_file: PathBuf,
+    sampling_interval_ms: u64,
+    /// Appended to every controller's config.
+    extra: String,
+}
+
+/// Loopback addresses with free ports.
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("bound"))
+        .collect()
+}
+
+impl HaCluster {
+    /// A three-member etcd cluster and `n` controllers on it, started one
+    /// after the other; returns once one of them leads.
+    pub fn start(dir: &Path, n: usize, sampling_interval_ms: u64) -> anyhow::Result<Self> {
+        Self::start_with(dir, n, sampling_interval_ms, "")
+    }
+
+    /// As `start`, with `extra` appended to each controller's config
+    /// (whole tables other than [store], [ha] and [provider]).
+    pub fn start_with(
+        dir: &Path,
+        n: usize,
+        sampling_interval_ms: u64,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        let etcd = EtcdCluster::start(&dir.join("etcd"), 3)?;
+        let addrs = free_addrs(2 * n);
+        let key_file = dir.join("store.key");
+        fs::write(&key_file, SECRET_KEY)?;
+        let instances_dir = dir.join("instances");
+        fs::create_dir_all(&instances_dir)?;
+        let mut cluster = Self {
+            etcd,
+            controllers: (0..n).map(|_| None).collect(),
+            grpc: addrs[..n].to_vec(),
+            http: addrs[n..].to_vec(),
+            dirs: (0..n)
+                .map(|i| dir.join(format!("controller-{i}")))
+                .collect(),
+            instances_dir,
+            key_file,
+            sampling_interval_ms,
+            extra: extra.to_owned(),
+        };
+        for i in 0..n {
+            cluster.start_controller(i)?;
+        }
+        cluster.wait_leader(None);
+        Ok(cluster)
+    }
+
+    /// Starts (or restarts, on its old ports and data) controller `i`.
+    pub fn start_controller(&mut self, i: usize) -> anyhow::Result<()> {
+        fs::create_dir_all(&self.dirs[i])?;
+        let quoted = |v: &[String]| {
+            v.iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let controllers: Vec<String> = self.grpc.iter().map(ToString::to_string).collect();
+        let config = format!(
+            "[store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [{}]\n\
+             [ha]\nlease_ttl_secs = {LEASE_TTL_SECS}\nadvertise = \"{}\"\ncontrollers = [{}]\nsecret_key_file = \"{}\"\n\
+             [provider]\ninstances_dir = \"{}\"\n{}",
+            quoted(&self.etcd.endpoints()),
+            self.grpc[i],
+            quoted(&controllers),
+            self.key_file.display(),
+            self.instances_dir.display(),
+            self.extra,
+        );
+        let ctl = ControllerProc::start_configured(
+            &self.dirs[i],
+            self.sampling_interval_ms,
+            self.grpc[i],
+            self.http[i],
+            &config,
+        )
+        .with_context(|| format!("starting controller {i}"))?;
+        self.controllers[i] = Some(ctl);
+        Ok(())
+    }
+
+    pub fn controller(&self, i: usize) -> &ControllerProc {
+        self.controllers[i].as_ref().expect("controller running")
+    }
+
+    /// SIGKILLs controller `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut ctl) = self.controllers[i].take() {
+            let _ = ctl.proc.child.kill();
+            let _ = ctl.proc.child.wait();
+        }
+    }
+
+    /// `/healthz` of controller `i`: its status code and body, None when
+    /// it does not answer.
+    pub fn health(&self, i: usize) -> Option<(u16, String)> {
+        http_status(self.http[i], "/healthz").ok()
+    }
+
+    /// The controllers that say they lead.
+    pub fn leaders(&self) -> Vec<usize> {
+        (0..self.controllers.len())
+            .filter(|&i| self.controllers[i].is_some())
+            .filter(|&i| {
+                self.health(i)
+                    .is_some_and(|(code, body)| code == 200 && body.starts_with("ok: leader"))
+            })
+            .collect()
+    }
+
+    /// Waits until exactly one running controller (other than `not`) leads.
+    pub fn wait_leader(&self, not: Option<usize>) -> usize {
+        eventually("one controller to lead", DEADLINE, || {
+            match self.leaders().as_slice() {
+                [one] if Some(*one) != not => Some(*one),
+                _ => None,
+            }
+        })
+    }
+
+    /// An admin client of controller `i`, with its own local admin cert
+    /// (issued by the shared CA, so good on any controller).
+    pub fn admin(&self, i: usize) -> Admin {
+        Admin::local(self.controller(i))
+    }
+
+    /// Live processes of the instances, as "pid cmdline" lines.
+    pub fn instance_processes(&self) -> Vec<String> {
+        let marker = self.instances_dir.display().to_string();
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            if stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            {
+                continue;
+            }
+            let cwd = fs::read_link(entry.path().join("cwd"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let cmdline = fs::read(entry.path().join("cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            let agent = cmdline
+                .split_whitespace()
+                .next()
+                .is_some_and(|exe| exe.ends_with("ebb-agent"));
+            if agent && (cwd.starts_with(&marker) || cmdline.contains(&marker)) {
+                found.push(format!("{pid} {}", cmdline.trim()));
+            }
+        }
+        found
+    }
+}
+
+/// GET `path`: the status code and body, whatever the code.
+pub fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").context("HTTP response")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("HTTP status")?;
+    Ok((code, body.to_owned()))
+}

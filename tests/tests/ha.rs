@@ -1,0 +1,289 @@
+//! High availability, end to end: a real three-member etcd cluster
+//! (Debian's etcd-server), several real controllers on it, and real agents.
+//! Leaders are SIGKILLed, SIGSTOPped past their lease, and cut off from
+//! etcd's quorum; the fleet must be neither lost nor duplicated.
+
+use std::time::{Duration, Instant};
+
+use ebb_proto::v1 as pb;
+use ebb_tests::ha::HaCluster;
+use ebb_tests::{Admin, DEADLINE, Sandbox, activities, admin_call, eventually, instances};
+
+const GROUP: &str = "web";
+
+/// Sampling every second, as the agents' pulls.
+const SAMPLING_MS: u64 = 1000;
+
+/// A group of `desired` local instances that sleep, with health checked
+/// from the first second.
+fn group(admin: &mut Admin, desired: u32) {
+    admin_call!(
+        *admin,
+        create_scaling_group,
+        pb::CreateScalingGroupRequest {
+            name: GROUP.into(),
+            min_size: 0,
+            max_size: 10,
+            desired_capacity: Some(desired),
+            sampling_interval_secs: Some(1),
+            health_check_grace_period_secs: Some(1),
+            ..Default::default()
+        }
+    )
+    .expect("create the group");
+    admin_call!(
+        *admin,
+        create_scaling_configuration,
+        pb::CreateScalingConfigurationRequest {
+            scaling_group: GROUP.into(),
+            name: "v1".into(),
+            command: vec!["sleep".into(), "infinity".into()],
+            ..Default::default()
+        }
+    )
+    .expect("create the configuration");
+    admin_call!(
+        *admin,
+        enable_scaling_group,
+        pb::EnableScalingGroupRequest {
+            scaling_group: GROUP.into(),
+            ..Default::default()
+        }
+    )
+    .expect("enable the group");
+}
+
+fn set_desired(admin: &mut Admin, n: u32) {
+    admin_call!(
+        *admin,
+        modify_scaling_group,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: GROUP.into(),
+            desired_capacity: Some(n),
+            ..Default::default()
+        }
+    )
+    .expect("set the desired capacity");
+}
+
+/// The ids of the group's InService instances, sorted.
+fn in_service(admin: &mut Admin) -> Vec<String> {
+    let mut ids: Vec<String> = instances(admin, GROUP)
+        .into_iter()
+        .filter(|i| i.lifecycle_state == "InService")
+        .map(|i| i.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Every instance id the group has, in any state, sorted.
+fn all_instances(admin: &mut Admin) -> Vec<String> {
+    let mut ids: Vec<String> = instances(admin, GROUP).into_iter().map(|i| i.id).collect();
+    ids.sort();
+    ids
+}
+
+/// Waits until the group has `n` InService instances whose agents are
+/// connected to controller `i`.
+fn wait_serving(ha: &HaCluster, admin: &mut Admin, i: usize, n: usize) -> Vec<String> {
+    let ids = eventually(&format!("{n} instances InService"), DEADLINE * 2, || {
+        let ids = in_service(admin);
+        (ids.len() == n && all_instances(admin).len() == n).then_some(ids)
+    });
+    ha.controller(i)
+        .wait_metric("ebb_agents_connected", |v| v == n as f64);
+    ids
+}
+
+#[test]
+fn a_killed_idle_leader_is_replaced_and_the_fleet_follows_without_replacing_anything() {
+    let sb = Sandbox::new();
+    let mut ha = HaCluster::start(sb.path(), 3, SAMPLING_MS).unwrap();
+    let leader = ha.wait_leader(None);
+    let mut admin = ha.admin(leader);
+    group(&mut admin, 3);
+    let before = wait_serving(&ha, &mut admin, leader, 3);
+    let activities_before = activities(&mut admin, GROUP);
+    // Followers serve reads from their replica of the store.
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let mut reader = ha.admin(follower);
+    eventually("a follower to read the group", DEADLINE, || {
+        (in_service(&mut reader) == before).then_some(())
+    });
+    drop(admin);
+
+    ha.kill(leader);
+    let killed = Instant::now();
+    let new = ha.wait_leader(Some(leader));
+    let ctl = ha.controller(new);
+    ctl.wait_metric("ebb_agents_connected", |v| v == 3.0);
+    // Pulled by it: every agent answered a few pulls of the new leader.
+    let pulls = ctl.wait_metric("ebb_pulls_total", |_| true);
+    ctl.wait_metric("ebb_pulls_total", |v| v >= pulls + 6.0);
+    let took = killed.elapsed();
+    eprintln!("failover: every agent connected to and pulled by the new leader after {took:?}");
+    assert!(
+        took <= Duration::from_secs(10),
+        "the fleet took {took:?} to follow the new leader (at most 10 s)"
+    );
+
+    // Nothing was replaced, nothing was done twice: the same instances,
+    // the same activities, after the new leader's loops had every chance.
+    ctl.wait_passes("ebb_reconcile_passes_total", 5);
+    let mut admin = ha.admin(new);
+    assert_eq!(in_service(&mut admin), before, "no instance replaced");
+    assert_eq!(all_instances(&mut admin), before);
+    let ids = |a: &[pb::Activity]| a.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&activities(&mut admin, GROUP)),
+        ids(&activities_before),
+        "no activity after the takeover"
+    );
+    assert_eq!(
+        ha.instance_processes().len(),
+        3,
+        "{:?}",
+        ha.instance_processes()
+    );
+}
+
+#[test]
+fn a_leader_killed_mid_scale_out_leaves_the_new_leader_to_finish_it_exactly_once() {
+    let sb = Sandbox::new();
+    let mut ha = HaCluster::start(sb.path(), 2, SAMPLING_MS).unwrap();
+    let leader = ha.wait_leader(None);
+    let mut admin = ha.admin(leader);
+    group(&mut admin, 2);
+    wait_serving(&ha, &mut admin, leader, 2);
+
+    set_desired(&mut admin, 6);
+    // Killed while the scale-out runs: its activity is InProgress and
+    // some of its instances are not in service yet.
+    eventually("the scale-out to be under way", DEADLINE, || {
+        let running = activities(&mut admin, GROUP)
+            .iter()
+            .any(|a| a.status == "InProgress");
+        (running && all_instances(&mut admin).len() > 2).then_some(())
+    });
+    drop(admin);
+    ha.kill(leader);
+
+    let new = ha.wait_leader(Some(leader));
+    let mut admin = ha.admin(new);
+    let ids = wait_serving(&ha, &mut admin, new, 6);
+    let acts = activities(&mut admin, GROUP);
+    let outs: Vec<&pb::Activity> = acts
+        .iter()
+        .filter(|a| a.capacity_from == 2 && a.capacity_to == 6)
+        .collect();
+    assert!(
+        acts.iter().all(|a| a.status != "InProgress"),
+        "every activity ended: {acts:#?}"
+    );
+    assert_eq!(
+        outs.len(),
+        1,
+        "one scale-out activity, finished once: {acts:#?}"
+    );
+    assert_eq!(outs[0].status, "Successful", "{acts:#?}");
+    // No orphan, no duplicate: exactly the six agents the records name.
+    ha.controller(new)
+        .wait_passes("ebb_reconcile_passes_total", 5);
+    let procs = ha.instance_processes();
+    assert_eq!(procs.len(), 6, "{procs:#?}");
+    for id in &ids {
+        assert!(
+            procs.iter().any(|p| p.contains(id.as_str())),
+            "{id} runs: {procs:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_is_fenced_when_it_resumes_and_follows() {
+    let sb = Sandbox::new();
+    let ha = HaCluster::start(sb.path(), 2, SAMPLING_MS).unwrap();
+    let leader = ha.wait_leader(None);
+    let mut admin = ha.admin(leader);
+    group(&mut admin, 2);
+    wait_serving(&ha, &mut admin, leader, 2);
+    // Paused with work to do: a scale-out it has recorded but not carried
+    // out; on resuming, its loops go on with it where they were.
+    set_desired(&mut admin, 4);
+    drop(admin);
+    ha.controller(leader).proc.signal("STOP");
+
+    let new = ha.wait_leader(Some(leader));
+    let mut admin = ha.admin(new);
+    let serving = wait_serving(&ha, &mut admin, new, 4);
+    let acts_before = activities(&mut admin, GROUP);
+
+    ha.controller(leader).proc.signal("CONT");
+    let old = ha.controller(leader);
+    old.wait_log("lost leadership");
+    eventually("the old leader to follow", DEADLINE, || {
+        ha.health(leader)
+            .filter(|(code, body)| *code == 200 && body.starts_with("ok: follower"))
+    });
+    // Nothing it attempted is visible: the new leader's view is unchanged.
+    ha.controller(new)
+        .wait_passes("ebb_reconcile_passes_total", 5);
+    assert_eq!(all_instances(&mut admin), serving);
+    let ids = |a: &[pb::Activity]| a.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&activities(&mut admin, GROUP)), ids(&acts_before));
+    assert_eq!(
+        ha.instance_processes().len(),
+        4,
+        "{:?}",
+        ha.instance_processes()
+    );
+    assert_eq!(ha.leaders(), vec![new], "one leader");
+}
+
+#[test]
+fn the_leader_rides_out_one_lost_etcd_member_and_stops_acting_without_quorum() {
+    let sb = Sandbox::new();
+    let mut ha = HaCluster::start(sb.path(), 2, SAMPLING_MS).unwrap();
+    let leader = ha.wait_leader(None);
+    let mut admin = ha.admin(leader);
+    group(&mut admin, 2);
+    wait_serving(&ha, &mut admin, leader, 2);
+
+    // One member of three gone: everything goes on.
+    ha.etcd.kill(0);
+    set_desired(&mut admin, 3);
+    let leader = ha.wait_leader(None);
+    let mut admin = ha.admin(leader);
+    wait_serving(&ha, &mut admin, leader, 3);
+
+    // Two of three gone: no quorum. The leader stops acting and says why.
+    ha.etcd.kill(1);
+    eventually("the leader to stop acting", DEADLINE, || {
+        ha.health(leader)
+            .filter(|(code, body)| *code == 503 && body.contains("not acting"))
+    });
+    ha.controller(leader).wait_log("lost leadership");
+    // A killed instance is not replaced while no controller may act.
+    let victim = ha.instance_processes()[0].clone();
+    let pid = victim.split_whitespace().next().unwrap().to_owned();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status();
+    let stalled = Instant::now();
+    while stalled.elapsed() < Duration::from_secs(8) {
+        assert!(ha.leaders().is_empty(), "nobody leads without quorum");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(ha.instance_processes().len(), 2, "nothing launched");
+
+    // Quorum back: a leader acts again and heals the group.
+    ha.etcd.restart(0).unwrap();
+    ha.etcd.restart(1).unwrap();
+    let leader = ha.wait_leader(None);
+    let mut admin = ha.admin(leader);
+    wait_serving(&ha, &mut admin, leader, 3);
+    eventually("3 agents again", DEADLINE, || {
+        (ha.instance_processes().len() == 3).then_some(())
+    });
+}
