@@ -14,7 +14,12 @@ pub fn leader_of(status: &Status) -> Option<String> {
     if status.code() != Code::Unavailable {
         return None;
     }
-    let value = status.metadata().get(LEADER_METADATA)?.to_str().ok()?.trim();
+    let value = status
+        .metadata()
+        .get(LEADER_METADATA)?
+        .to_str()
+        .ok()?
+        .trim();
     (!value.is_empty()).then(|| value.to_owned())
 }
 
@@ -47,7 +52,10 @@ mod tests {
     fn a_refusal_names_the_leader_and_leader_of_reads_it() {
         let s = not_leader(Some("10.0.0.2:7440"));
         assert_eq!(s.code(), Code::Unavailable);
-        assert_eq!(s.message(), "not the leader; the leader is at 10.0.0.2:7440");
+        assert_eq!(
+            s.message(),
+            "not the leader; the leader is at 10.0.0.2:7440"
+        );
         assert_eq!(leader_of(&s).as_deref(), Some("10.0.0.2:7440"));
         let none = not_leader(None);
         assert_eq!(none.message(), "not the leader; no leader elected yet");
