@@ -676,6 +676,38 @@ mod tests {
     }
 
     #[test]
+    fn several_controllers_make_a_list_and_a_name_only_when_given() {
+        let data = data_dir_with_ca();
+        let several = Global {
+            controller: vec!["10.0.0.1:7440".into(), "10.0.0.2:7440".into()],
+            ..global(data.path())
+        };
+        let (addrs, name, note) = controller_for_agents(&several, data.path()).unwrap();
+        assert_eq!((addrs.len(), name, note), (2, None, None));
+        let files = [
+            Path::new("/t/ca.crt"),
+            Path::new("/t/agent.crt"),
+            Path::new("/t/agent.key"),
+        ];
+        let v: toml::Table = toml::from_str(&agent_toml("h", &addrs, None, None, files)).unwrap();
+        let list: Vec<&str> = v["controller"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(list, ["10.0.0.1:7440", "10.0.0.2:7440"]);
+        // Each controller is then checked against its own address.
+        assert!(v.get("server_name").is_none());
+        let named = Global {
+            server_name: Some("ebb-controller".into()),
+            ..several
+        };
+        let (_, name, _) = controller_for_agents(&named, data.path()).unwrap();
+        assert_eq!(name.as_deref(), Some("ebb-controller"));
+    }
+
+    #[test]
     fn the_target_toml_parses_and_says_what_goes_in_target() {
         let text = target_toml(
             "lb1",
