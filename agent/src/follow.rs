@@ -8,7 +8,7 @@
 
 /// At most this many redirects are followed in one round; more are
 /// failures, so a loop of stale redirects still ends in a back-off.
-pub const MAX_REDIRECTS_PER_ROUND: usize = 3;
+const MAX_REDIRECTS_PER_ROUND: usize = 3;
 
 /// What to do before the next dial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +68,18 @@ impl Rotation {
     /// The dial failed, or the stream was lost, or the controller refused
     /// without naming a leader: move to the next listed address.
     pub fn failed(&mut self) -> Next {
+        let left = self.side_trip.take();
         // A side trip's failure does not count: its listed address already did.
-        if self.side_trip.take().is_none() {
+        if left.is_none() {
             self.failed += 1;
         }
         self.pos = (self.pos + 1) % self.list.len();
+        // The leader just lost is not dialled again at once for being
+        // listed next: it counts as failed, and the walk moves past it.
+        if self.list.len() > 1 && left.as_deref() == Some(self.list[self.pos].as_str()) {
+            self.failed += 1;
+            self.pos = (self.pos + 1) % self.list.len();
+        }
         if self.failed >= self.list.len() {
             self.failed = 0;
             self.redirects = 0;
@@ -154,6 +161,23 @@ mod tests {
     }
 
     #[test]
+    fn the_leader_just_lost_is_not_dialled_again_for_being_next_in_the_list() {
+        let mut r = three();
+        // a names b, the next listed address, as the leader.
+        assert_eq!(r.redirected("b:1"), Next::Leader);
+        r.connected();
+        // b is lost: c next, not b again.
+        assert_eq!((r.failed(), r.current()), (Next::Dial, "c:1"));
+        assert_eq!((r.failed(), r.current()), (Next::Dial, "a:1"));
+        assert_eq!((r.failed(), r.current()), (Next::BackOff, "b:1"));
+        // Before any welcome: a redirected, b failed, so c is the last try.
+        let mut r = three();
+        assert_eq!(r.redirected("b:1"), Next::Leader);
+        assert_eq!((r.failed(), r.current()), (Next::Dial, "c:1"));
+        assert_eq!((r.failed(), r.current()), (Next::BackOff, "a:1"));
+    }
+
+    #[test]
     fn redirects_in_a_loop_end_in_a_back_off() {
         let mut r = Rotation::new(vec!["a:1".into(), "b:1".into()]);
         // a names b, b names a, ... as two stale followers might.
@@ -161,14 +185,20 @@ mod tests {
         assert_eq!(r.redirected("a:1"), Next::Leader);
         assert_eq!(r.redirected("b:1"), Next::Leader);
         assert_eq!(r.current(), "b:1");
-        // The fourth is a failure: the walk (at a) moves to b ...
-        assert_eq!(r.redirected("a:1"), Next::Dial);
-        assert_eq!(r.current(), "b:1");
-        // ... whose redirect is one too many as well: both listed addresses
-        // have failed, the round is over.
+        // The fourth is a failure of b; a failed (redirected) before it:
+        // the round is over.
         assert_eq!((r.redirected("a:1"), r.current()), (Next::BackOff, "a:1"));
         // A fresh round follows redirects again.
         assert_eq!(r.redirected("b:1"), Next::Leader);
+
+        // Past the cap, a redirect is a failure and the walk goes on.
+        let mut r = three();
+        for leader in ["z:1", "y:1", "x:1"] {
+            assert_eq!(r.redirected(leader), Next::Leader);
+        }
+        assert_eq!((r.redirected("w:1"), r.current()), (Next::Dial, "b:1"));
+        assert_eq!((r.redirected("v:1"), r.current()), (Next::Dial, "c:1"));
+        assert_eq!((r.failed(), r.current()), (Next::BackOff, "a:1"));
     }
 
     #[test]
