@@ -67,6 +67,8 @@ pub struct Joined {
     pub group: String,
     /// Set instead of the two above when the token was a target token.
     pub target: String,
+    /// The leader the join was made at, when `--controller` was not it.
+    pub leader: Option<String>,
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -101,9 +103,6 @@ pub async fn join(args: &JoinArgs) -> Result<Joined, JoinError> {
             Answer::Joined(response) => break response,
             Answer::NotLeader(leader) if redirects < MAX_REDIRECTS => {
                 redirects += 1;
-                eprintln!(
-                    "ebb-agent join: the controller at {controller} is not the leader; joining at the leader, {leader}"
-                );
                 controller = leader;
             }
             Answer::NotLeader(leader) => {
@@ -132,6 +131,7 @@ pub async fn join(args: &JoinArgs) -> Result<Joined, JoinError> {
         instance_id: response.instance_id,
         group: response.scaling_group_name,
         target: response.target_name,
+        leader: (controller != args.controller).then_some(controller),
         ca: tls.ca,
         cert: tls.cert,
         key: tls.key,

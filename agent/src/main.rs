@@ -97,8 +97,14 @@ fn main() -> ExitCode {
                         joined.target
                     )
                 };
+                let at = joined.leader.as_ref().map_or_else(String::new, |leader| {
+                    format!(
+                        " at the leader, {leader} ({} is not the leader)",
+                        args.controller
+                    )
+                });
                 eprintln!(
-                    "ebb-agent: joined as {who}; wrote {}, {} (mode 0600) and {}",
+                    "ebb-agent: joined as {who}{at}; wrote {}, {} (mode 0600) and {}",
                     joined.cert.display(),
                     joined.key.display(),
                     joined.ca.display()
