@@ -52,10 +52,12 @@ const BUILT_IN_METRICS: &[&str] = &[
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The controller's gRPC address, `host:port`.
-    pub controller: String,
-    /// The name the controller's certificate must carry; the host part of
-    /// `controller` when absent.
+    /// The controllers' gRPC addresses, `host:port`, dialled in order: one
+    /// string, or an array of them (several controllers, one the leader).
+    #[serde(deserialize_with = "one_or_many")]
+    pub controller: Vec<String>,
+    /// The name every controller's certificate must carry; when absent, the
+    /// host part of the address dialled.
     pub server_name: Option<String>,
     /// Root of the proc filesystem to read (tests point it at fixtures).
     pub proc_root: PathBuf,
@@ -247,7 +249,7 @@ fn default_check_timeout() -> u64 {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            controller: DEFAULT_CONTROLLER.to_owned(),
+            controller: vec![DEFAULT_CONTROLLER.to_owned()],
             server_name: None,
             proc_root: PathBuf::from("/proc"),
             tls: TlsConfig::default(),
@@ -365,9 +367,7 @@ impl Config {
 
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if let Err(e) = split_host_port(&self.controller) {
-            problems.push(format!("controller: {e}"));
-        }
+        controller_problems(&self.controller, &mut problems);
         if self.server_name.as_deref() == Some("") {
             problems.push("server_name: must not be empty".to_owned());
         }
@@ -480,14 +480,10 @@ impl Config {
         }
     }
 
-    /// The TLS server name: `server_name`, else the host part of `controller`.
-    pub fn server_name(&self) -> String {
-        match &self.server_name {
-            Some(n) => n.clone(),
-            None => split_host_port(&self.controller)
-                .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
-                .unwrap_or_default(),
-        }
+    /// The TLS server name for dialling `addr`: `server_name`, else the
+    /// host part of `addr`.
+    pub fn server_name_for(&self, addr: &str) -> String {
+        server_name_for(self.server_name.as_deref(), addr)
     }
 
     pub fn max_backoff(&self) -> Duration {
@@ -603,6 +599,67 @@ impl MetricConfig {
             _ => Err(vec![
                 ": set exactly one of `prometheus`, `file` or `command`".into(),
             ]),
+        }
+    }
+}
+
+/// The name a controller's certificate must carry when dialled at `addr`:
+/// the configured one, else the host part of `addr` (brackets removed).
+pub fn server_name_for(configured: Option<&str>, addr: &str) -> String {
+    match configured {
+        Some(n) => n.to_owned(),
+        None => split_host_port(addr)
+            .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// `controller = "host:port"` or `controller = ["host:port", ...]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a \"host:port\" string or an array of them")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![v.to_owned()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut all = Vec::new();
+            while let Some(addr) = seq.next_element::<String>()? {
+                all.push(addr);
+            }
+            Ok(all)
+        }
+    }
+    d.deserialize_any(Visitor)
+}
+
+/// What is wrong with `controller`: an empty list, an entry that is not
+/// `host:port` or that repeats another. One address is named `controller`,
+/// an entry of several `controller[i]`.
+fn controller_problems(controllers: &[String], problems: &mut Vec<String>) {
+    if controllers.is_empty() {
+        problems.push(
+            "controller: the list is empty; name at least one controller as \"host:port\""
+                .to_owned(),
+        );
+    }
+    let many = controllers.len() > 1;
+    for (i, addr) in controllers.iter().enumerate() {
+        let at = if many {
+            format!("controller[{i}]")
+        } else {
+            "controller".to_owned()
+        };
+        if let Err(e) = split_host_port(addr) {
+            problems.push(format!("{at}: {e}"));
+        } else if let Some(first) = controllers[..i].iter().position(|a| a == addr) {
+            problems.push(format!("{at}: `{addr}` is already controller[{first}]"));
         }
     }
 }
@@ -731,8 +788,8 @@ mod tests {
     fn minimal_config_uses_defaults_and_resolves_relative_paths() {
         let d = dir_with_certs();
         let c = parse(&d, TLS).unwrap();
-        assert_eq!(c.controller, "127.0.0.1:7440");
-        assert_eq!(c.server_name(), "127.0.0.1");
+        assert_eq!(c.controller, ["127.0.0.1:7440"]);
+        assert_eq!(c.server_name_for(&c.controller[0]), "127.0.0.1");
         assert_eq!(c.tls.cert, d.0.path().join("agent.crt"));
         assert_eq!(c.max_backoff(), Duration::from_secs(30));
         assert!(c.health_checks().is_empty());
@@ -760,7 +817,8 @@ mod tests {
             ),
         )
         .unwrap();
-        assert_eq!(c.server_name(), "ebb.example");
+        assert_eq!(c.controller, ["ebb.example:7440"]);
+        assert_eq!(c.server_name_for(&c.controller[0]), "ebb.example");
         let checks = c.health_checks();
         assert_eq!(checks.len(), 3);
         assert_eq!(checks[0].interval, Duration::from_secs(5));
@@ -771,6 +829,79 @@ mod tests {
                 argv: vec!["/bin/true".into()]
             }
         );
+    }
+
+    #[test]
+    fn several_controllers_are_a_list_dialled_in_order() {
+        let d = dir_with_certs();
+        let c = parse(
+            &d,
+            &format!(
+                "controller = [\"10.0.0.1:7440\", \"ctl-2.example:7440\", \"[::1]:7441\"]\n{TLS}"
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            c.controller,
+            ["10.0.0.1:7440", "ctl-2.example:7440", "[::1]:7441"]
+        );
+        // Without server_name each address is checked against its own host...
+        assert_eq!(c.server_name_for("ctl-2.example:7440"), "ctl-2.example");
+        assert_eq!(c.server_name_for("[::1]:7441"), "::1");
+        // ... with it, every controller must carry that one name.
+        let named = parse(
+            &d,
+            &format!(
+                "controller = [\"10.0.0.1:7440\", \"10.0.0.2:7440\"]\nserver_name = \"ebb-controller\"\n{TLS}"
+            ),
+        )
+        .unwrap();
+        assert_eq!(named.server_name_for("10.0.0.9:7440"), "ebb-controller");
+        // A one-entry list is the same as the string.
+        let one = parse(&d, &format!("controller = [\"10.0.0.1:7440\"]\n{TLS}")).unwrap();
+        assert_eq!(one.controller, ["10.0.0.1:7440"]);
+    }
+
+    #[test]
+    fn bad_controller_entries_are_named() {
+        let d = dir_with_certs();
+        let err = parse(
+            &d,
+            &format!(
+                "controller = [\"10.0.0.1:7440\", \"no-port\", \":7440\", \"10.0.0.1:0\", \"10.0.0.1:7440\"]\n{TLS}"
+            ),
+        )
+        .unwrap_err();
+        for needle in [
+            "controller[1]: `no-port` is not host:port",
+            "controller[2]: `:7440` has no host",
+            "controller[3]: `10.0.0.1:0` has no valid port",
+            "controller[4]: `10.0.0.1:7440` is already controller[0]",
+        ] {
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
+        assert!(!err.contains("controller[0]:"), "{err}");
+        let err = parse(&d, &format!("controller = []\n{TLS}")).unwrap_err();
+        assert!(
+            err.contains("controller: the list is empty; name at least one controller"),
+            "{err}"
+        );
+        let err = parse(&d, &format!("controller = [\"no-port\"]\n{TLS}")).unwrap_err();
+        assert!(
+            err.contains("controller: `no-port` is not host:port"),
+            "{err}"
+        );
+        for (text, needle) in [
+            (
+                "controller = 7440\n",
+                "a \"host:port\" string or an array of them",
+            ),
+            ("controller = [\"a:1\", 2]\n", "controller"),
+            ("controller = { a = \"b:1\" }\n", "controller"),
+        ] {
+            let err = parse(&d, &format!("{text}{TLS}")).unwrap_err();
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The stream to the controller: dial out over mTLS, say Hello, answer each
-//! Pull with a Sample; on any failure reconnect with jittered exponential
-//! back-off, logging once per change of state rather than once per retry.
+//! Pull with a Sample; on any failure try the next controller of the list,
+//! with jittered exponential back-off between full rounds (`follow`), logging
+//! once per change of state rather than once per retry. A controller that is
+//! not the leader names the leader, and the agent goes there.
 //! At two thirds of its certificate's life the agent makes a new key, sends
 //! a signing request on the open stream, and swaps in the signed cert for
 //! its next connection; the stream it asked on stays up.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ebb_proto::redirect::leader_of;
 use ebb_proto::v1::agent_message::Body as AgentBody;
 use ebb_proto::v1::agent_service_client::AgentServiceClient;
 use ebb_proto::v1::controller_message::Body as ControllerBody;
@@ -19,10 +23,15 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tracing::{debug, info, warn};
 
 use crate::collect::{CollectorKind, Collectors, CustomMetrics, HostFacts, Reading};
+use crate::config::{server_name_for, split_host_port};
+use crate::follow::{Next, Rotation};
 use crate::health::{CheckResult, HealthChecks};
 
 /// The first retry comes quickly: most failures are a controller restart.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// A redirect to the leader waits up to this (uniformly), so a fleet told
+/// at once does not arrive at once.
+const REDIRECT_JITTER_MS: u64 = 250;
 /// A dial that has not connected by then is a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 pings find a vanished controller even while the stream is idle.
@@ -47,45 +56,66 @@ const MIN_RENEWAL_RETRY: Duration = Duration::from_secs(1);
 const MAX_RENEWAL_RETRY: Duration = Duration::from_secs(300);
 
 /// Where the agent's certificate lives and how to dial with it: what a
-/// renewal rewrites and rebuilds the endpoint from.
+/// renewal rewrites and each dial builds its endpoint from.
 pub struct TlsFiles {
-    pub controller: String,
-    pub server_name: String,
+    /// The name every controller's certificate carries; the host of the
+    /// address dialled when `None`.
+    pub server_name: Option<String>,
     pub ca_pem: Vec<u8>,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
+/// The cert and key on disk, ready to dial with.
+#[derive(Clone)]
+pub struct Credentials {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    /// The cert's notBefore and notAfter.
+    pub validity: (SystemTime, SystemTime),
+}
+
 impl TlsFiles {
-    /// The endpoint for the cert and key now on disk, and the cert's
-    /// validity (notBefore, notAfter).
-    pub fn load(&self) -> anyhow::Result<(Endpoint, (SystemTime, SystemTime))> {
+    /// The cert and key now on disk, and the cert's validity.
+    pub fn load(&self) -> anyhow::Result<Credentials> {
         use anyhow::Context;
         ebb_certs::recover_pair(&self.cert, &self.key)?;
         let read =
             |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-        let (cert, key) = (read(&self.cert)?, read(&self.key)?);
+        let (cert_pem, key_pem) = (read(&self.cert)?, read(&self.key)?);
         let leaf = ebb_certs::load_certs(&self.cert)?;
         let info = ebb_certs::describe(&leaf[0])?;
-        let endpoint = endpoint(
-            &self.controller,
-            &self.server_name,
+        Ok(Credentials {
+            cert_pem,
+            key_pem,
+            validity: (info.not_before.into(), info.not_after.into()),
+        })
+    }
+
+    /// The endpoint for the controller at `addr` (`host:port`).
+    pub fn endpoint(
+        &self,
+        credentials: &Credentials,
+        addr: &str,
+    ) -> Result<Endpoint, tonic::transport::Error> {
+        endpoint(
+            addr,
+            &server_name_for(self.server_name.as_deref(), addr),
             &self.ca_pem,
-            &cert,
-            &key,
+            &credentials.cert_pem,
+            &credentials.key_pem,
         )
-        .context("TLS setup")?;
-        Ok((endpoint, (info.not_before.into(), info.not_after.into())))
     }
 }
 
-/// Everything one agent needs to talk to its controller.
+/// Everything one agent needs to talk to its controllers.
 pub struct Agent {
-    pub endpoint: Endpoint,
+    /// The controllers, and which one to dial next.
+    pub controllers: Rotation,
     /// The cert files, renewed over the stream.
     pub tls: TlsFiles,
-    /// The current cert's notBefore and notAfter.
-    pub validity: (SystemTime, SystemTime),
+    /// The cert and key to dial with, and the cert's validity.
+    pub credentials: Credentials,
     /// Who the certificate says this agent is: an instance, or a target.
     pub role: ebb_certs::Role,
     /// In target mode, the task converging what this host drives.
@@ -126,10 +156,14 @@ pub fn endpoint(
 /// How a session ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Ended {
-    /// The controller accepted us (sent Welcome) before the stream failed.
-    AfterWelcome(String),
-    /// We never got as far as a Welcome.
-    BeforeWelcome(String),
+    /// The stream could not be opened, or failed.
+    Lost {
+        /// Whether the controller had accepted us (sent Welcome).
+        welcomed: bool,
+        reason: String,
+        /// The leader, when the controller refused us as not being it.
+        leader: Option<String>,
+    },
     /// We were asked to stop, and closed the stream cleanly.
     Shutdown,
 }
@@ -139,29 +173,82 @@ impl Agent {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backoff = INITIAL_BACKOFF;
-        let mut last_failure: Option<String> = None;
+        // Each address's last failure logged: a retry failing alike is quiet.
+        let mut last_failure: HashMap<String, String> = HashMap::new();
+        // The controller last connected to or followed: a redirect to
+        // another is logged, once.
+        let mut following: Option<String> = None;
         loop {
-            let reason = match self.session(&mut shutdown).await {
-                Ended::Shutdown => break,
-                Ended::AfterWelcome(reason) => {
-                    backoff = INITIAL_BACKOFF;
-                    warn!("lost the controller: {reason}; reconnecting");
-                    reason
+            let addr = self.controllers.current().to_owned();
+            let Ended::Lost {
+                welcomed,
+                mut reason,
+                leader,
+            } = self.session(&addr, &mut shutdown).await
+            else {
+                break;
+            };
+            if welcomed {
+                backoff = INITIAL_BACKOFF;
+                last_failure.clear();
+                self.controllers.connected();
+                following = Some(addr.clone());
+            }
+            let leader = leader.filter(|l| {
+                let usable = split_host_port(l).is_ok();
+                if !usable {
+                    reason.push_str(&format!(
+                        " (it names `{l}` as the leader, which is not host:port)"
+                    ));
                 }
-                Ended::BeforeWelcome(reason) => {
-                    if last_failure.as_deref() != Some(&reason) {
+                usable
+            });
+            let next = match leader {
+                Some(leader) => {
+                    let next = self.controllers.redirected(&leader);
+                    if next == Next::Leader && following.as_deref() != Some(&leader) {
+                        info!(
+                            "the controller at {addr} is not the leader; following the leader at {leader}"
+                        );
+                        following = Some(leader);
+                    }
+                    next
+                }
+                None if welcomed => {
+                    warn!("lost the controller at {addr}: {reason}; reconnecting");
+                    self.controllers.failed()
+                }
+                None => {
+                    if last_failure.get(&addr) != Some(&reason) {
+                        let then = if self.controllers.several() {
+                            "trying the next, with back-off up to"
+                        } else {
+                            "retrying with back-off up to"
+                        };
                         warn!(
-                            "cannot connect to the controller: {reason}; retrying with back-off up to {:?}",
+                            "cannot connect to the controller at {addr}: {reason}; {then} {:?} between rounds",
                             self.max_backoff
                         );
+                        last_failure.insert(addr, reason);
                     }
-                    reason
+                    self.controllers.failed()
                 }
             };
-            last_failure = Some(reason);
-            let wait = jitter(backoff);
-            debug!("retrying in {wait:?}");
-            backoff = (backoff * 2).min(self.max_backoff);
+            let wait = match next {
+                Next::Leader => Duration::from_millis(fastrand::u64(0..=REDIRECT_JITTER_MS)),
+                // A fleet that lost its controller at once spreads out.
+                Next::Dial if welcomed => jitter(INITIAL_BACKOFF),
+                Next::Dial => Duration::ZERO,
+                Next::BackOff => {
+                    let wait = jitter(backoff);
+                    backoff = (backoff * 2).min(self.max_backoff);
+                    wait
+                }
+            };
+            debug!(
+                next = %self.controllers.current(),
+                "retrying in {wait:?}"
+            );
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = &mut shutdown => break,
@@ -170,11 +257,24 @@ impl Agent {
         info!("shut down");
     }
 
-    async fn session(&mut self, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> Ended {
+    async fn session(
+        &mut self,
+        addr: &str,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Ended {
+        let before = |reason: String| Ended::Lost {
+            welcomed: false,
+            reason,
+            leader: None,
+        };
+        let endpoint = match self.tls.endpoint(&self.credentials, addr) {
+            Ok(e) => e,
+            Err(e) => return before(format!("TLS setup: {}", error_chain(&e))),
+        };
         let channel = tokio::select! {
-            r = self.endpoint.connect() => match r {
+            r = endpoint.connect() => match r {
                 Ok(c) => c,
-                Err(e) => return Ended::BeforeWelcome(error_chain(&e)),
+                Err(e) => return before(error_chain(&e)),
             },
             _ = &mut *shutdown => return Ended::Shutdown,
         };
@@ -182,12 +282,16 @@ impl Agent {
         let (tx, rx) = mpsc::channel::<AgentMessage>(4);
         let hello = self.hello();
         if tx.try_send(wrap(AgentBody::Hello(hello))).is_err() {
-            return Ended::BeforeWelcome("internal queue closed".into());
+            return before("internal queue closed".into());
         }
         let mut inbound = tokio::select! {
             r = client.connect(ReceiverStream::new(rx)) => match r {
                 Ok(r) => r.into_inner(),
-                Err(status) => return Ended::BeforeWelcome(status_text(&status)),
+                Err(status) => return Ended::Lost {
+                    welcomed: false,
+                    reason: status_text(&status),
+                    leader: leader_of(&status),
+                },
             },
             _ = &mut *shutdown => return Ended::Shutdown,
         };
@@ -202,12 +306,10 @@ impl Agent {
         let mut pending: Option<ebb_certs::Csr> = None;
         // A target's reports; an instance's agent has none to send.
         let mut reports = self.target.as_ref().map(|t| t.reports());
-        let end = |welcomed: bool, reason: String| {
-            if welcomed {
-                Ended::AfterWelcome(reason)
-            } else {
-                Ended::BeforeWelcome(reason)
-            }
+        let end = |welcomed: bool, reason: String| Ended::Lost {
+            welcomed,
+            reason,
+            leader: None,
         };
         loop {
             let next = tokio::select! {
@@ -222,7 +324,7 @@ impl Agent {
                             if tx.send(wrap(AgentBody::RenewRequest(request))).await.is_err() {
                                 return end(welcomed, "the outbound stream closed".into());
                             }
-                            info!("asked the controller to renew the certificate (valid until {})", when(self.validity.1));
+                            info!("asked the controller to renew the certificate (valid until {})", when(self.credentials.validity.1));
                             pending = Some(csr);
                             renew_at = tokio::time::Instant::now() + RENEWAL_ANSWER_TIMEOUT;
                         }
@@ -256,7 +358,14 @@ impl Agent {
                         format!("no message from the controller for {silence:?}"),
                     );
                 }
-                Ok(Err(status)) => return end(welcomed, status_text(&status)),
+                // A controller that stepped down names the new leader.
+                Ok(Err(status)) => {
+                    return Ended::Lost {
+                        welcomed,
+                        reason: status_text(&status),
+                        leader: leader_of(&status),
+                    };
+                }
                 Ok(Ok(None)) => return end(welcomed, "the controller closed the stream".into()),
                 Ok(Ok(Some(m))) => m,
             };
@@ -264,6 +373,7 @@ impl Agent {
                 Some(ControllerBody::Welcome(w)) => {
                     if !welcomed {
                         info!(
+                            controller = %addr,
                             identity = ?self.role,
                             sampling_interval_ms = w.sampling_interval_ms,
                             "connected to the controller"
@@ -332,7 +442,7 @@ impl Agent {
                             let retry = self.renewal_retry();
                             warn!(
                                 "certificate not renewed: {e}; asking again in {retry:?} (the current one is valid until {})",
-                                when(self.validity.1)
+                                when(self.credentials.validity.1)
                             );
                             tokio::time::Instant::now() + retry
                         }
@@ -346,7 +456,7 @@ impl Agent {
 
     /// When two thirds of the current certificate's life have passed.
     fn renewal_time(&self) -> tokio::time::Instant {
-        let (not_before, not_after) = self.validity;
+        let (not_before, not_after) = self.credentials.validity;
         let life = not_after.duration_since(not_before).unwrap_or_default();
         let at = not_before + life * 2 / 3;
         let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
@@ -356,6 +466,7 @@ impl Agent {
     /// How long to wait before asking again after a failure.
     fn renewal_retry(&self) -> Duration {
         let left = self
+            .credentials
             .validity
             .1
             .duration_since(SystemTime::now())
@@ -387,9 +498,9 @@ impl Agent {
         csr.into_issued(renewed.cert_pem)
             .write(&tls.cert, &tls.key)
             .context("cannot write the renewed certificate")?;
-        let (endpoint, validity) = tls.load()?;
-        self.endpoint = endpoint;
-        self.validity = validity;
+        let credentials = tls.load()?;
+        let validity = credentials.validity;
+        self.credentials = credentials;
         info!(
             cert = %tls.cert.display(),
             serial = %info.serial,

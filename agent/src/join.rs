@@ -3,14 +3,16 @@
 //! without a client certificate, trusts the server only if the chain it
 //! sends holds a CA whose public key matches `--ca-hash` (as kubeadm pins
 //! its CA) and the server certificate verifies against that CA alone, and
-//! only then sends the token and a CSR to `JoinService.Join`. The signed
-//! certificate, the key (0600) and the CA are written where agent.toml's
-//! `[tls]` says.
+//! only then sends the token and a CSR to `JoinService.Join`. A controller
+//! that is not the leader refuses, naming the leader: the join is made
+//! there, with the same pin. The signed certificate, the key (0600) and the
+//! CA are written where agent.toml's `[tls]` says.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ebb_proto::redirect::leader_of;
 use ebb_proto::v1 as pb;
 use ebb_proto::v1::join_service_client::JoinServiceClient;
 use hyper_util::rt::TokioIo;
@@ -22,11 +24,14 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::Endpoint;
 
-use crate::config::{Config, DEFAULT_TLS_DIR, split_host_port};
+use crate::config::{Config, DEFAULT_TLS_DIR, server_name_for, split_host_port};
 
 /// A join that has not finished by then has failed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Controllers naming yet another leader this many times are mid-election:
+/// the join fails, to be run again, rather than chase them.
+const MAX_REDIRECTS: usize = 3;
 
 /// What `ebb-agent join` was asked to do.
 #[derive(Debug, Clone)]
@@ -62,6 +67,8 @@ pub struct Joined {
     pub group: String,
     /// Set instead of the two above when the token was a target token.
     pub target: String,
+    /// The leader the join was made at, when `--controller` was not it.
+    pub leader: Option<String>,
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -83,17 +90,29 @@ pub async fn join(args: &JoinArgs) -> Result<Joined, JoinError> {
     }
     let csr = ebb_certs::Csr::generate()
         .map_err(|e| JoinError::Usage(format!("cannot make a key: {e}")))?;
-    let server_name = args.server_name.clone().unwrap_or_else(|| {
-        split_host_port(&args.controller)
-            .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
-            .unwrap_or_default()
-    });
     let request = pb::JoinRequest {
         token: args.token.clone(),
         csr_pem: csr.csr_pem.clone(),
         hostname: hostname(),
     };
-    let response = call(&args.controller, &server_name, &pin, request).await?;
+    let mut controller = args.controller.clone();
+    let mut redirects = 0;
+    let response = loop {
+        let server_name = server_name_for(args.server_name.as_deref(), &controller);
+        match call(&controller, &server_name, &pin, request.clone()).await? {
+            Answer::Joined(response) => break response,
+            Answer::NotLeader(leader) if redirects < MAX_REDIRECTS => {
+                redirects += 1;
+                controller = leader;
+            }
+            Answer::NotLeader(leader) => {
+                return Err(JoinError::Unreachable(format!(
+                    "the controllers named {} leaders in a row (last {leader} at {controller}); an election may be under way: run the join again",
+                    redirects + 1
+                )));
+            }
+        }
+    };
     // The CA handed back must be the one pinned, not only the one that
     // signed the server's certificate.
     let got = ebb_certs::ca_hash_pem(&response.ca_pem)
@@ -112,6 +131,7 @@ pub async fn join(args: &JoinArgs) -> Result<Joined, JoinError> {
         instance_id: response.instance_id,
         group: response.scaling_group_name,
         target: response.target_name,
+        leader: (controller != args.controller).then_some(controller),
         ca: tls.ca,
         cert: tls.cert,
         key: tls.key,
@@ -218,13 +238,20 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// What a controller answered to a join.
+enum Answer {
+    Joined(pb::JoinResponse),
+    /// It is not the leader; the leader is at this `host:port`.
+    NotLeader(String),
+}
+
 /// Dials with the pinned CA and calls Join.
 async fn call(
     controller: &str,
     server_name: &str,
     pin: &str,
     request: pb::JoinRequest,
-) -> Result<pb::JoinResponse, JoinError> {
+) -> Result<Answer, JoinError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mismatch = Arc::new(Mutex::new(None));
     let verifier = PinnedCa {
@@ -274,17 +301,21 @@ async fn call(
         .connect_with_connector(dial)
         .await
         .map_err(|e| unreachable(innermost(&e)))?;
-    match JoinServiceClient::new(channel).join(request).await {
-        Ok(r) => Ok(r.into_inner()),
-        Err(status) => match status.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
-                Err(unreachable(status.message().to_owned()))
-            }
-            _ => Err(JoinError::Refused(format!(
-                "the controller refused to join this host: {}",
-                status.message()
-            ))),
-        },
+    let status = match JoinServiceClient::new(channel).join(request).await {
+        Ok(r) => return Ok(Answer::Joined(r.into_inner())),
+        Err(status) => status,
+    };
+    if let Some(leader) = leader_of(&status).filter(|l| split_host_port(l).is_ok()) {
+        return Ok(Answer::NotLeader(leader));
+    }
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+            Err(unreachable(status.message().to_owned()))
+        }
+        _ => Err(JoinError::Refused(format!(
+            "the controller refused to join this host: {}",
+            status.message()
+        ))),
     }
 }
 
@@ -422,7 +453,7 @@ mod tests {
         write_config(&args(&path), None).unwrap();
         let written =
             Config::parse_unchecked(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
-        assert_eq!(written.controller, "ctl.example:7440");
+        assert_eq!(written.controller, ["ctl.example:7440"]);
         assert_eq!(written.tls.cert, dir.path().join("agent.crt"));
 
         // A config without `controller` gets it; its other keys stay.
@@ -434,7 +465,7 @@ mod tests {
         let now = std::fs::read_to_string(&path).unwrap();
         assert!(now.ends_with(old), "{now}");
         let parsed = Config::parse_unchecked(&now, &path).unwrap();
-        assert_eq!(parsed.controller, "ctl.example:7440");
+        assert_eq!(parsed.controller, ["ctl.example:7440"]);
         // One that sets it is left alone.
         let mut other = args(&path);
         other.controller = "elsewhere:1".into();

@@ -6,6 +6,7 @@
 //! - `hooks`: lifecycle hook scripts the controller asks the agent to run.
 //! - `join`: `ebb-agent join`, a host's identity from a join token, the CA pinned by hash.
 //! - `conn`: the mTLS stream to the controller, with reconnect and back-off.
+//! - `follow`: which controller of the list to dial next, and following the leader.
 //! - `http`: a small plain-HTTP client for endpoints on the host (health checks, Prometheus sources).
 //! - `target`: target mode, converging a local HAProxy and PostgreSQL to the controller's state.
 //! - `describe`: one-line messages for I/O errors, exit statuses and time-outs.
@@ -15,6 +16,7 @@ pub mod collect;
 pub mod config;
 pub mod conn;
 mod describe;
+pub mod follow;
 pub mod health;
 pub mod hooks;
 pub mod http;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use ebb_agent::collect::{self, Collectors, CustomMetrics};
 use ebb_agent::config::{Config, DEFAULT_CONFIG_PATH};
 use ebb_agent::conn::{self, Agent};
+use ebb_agent::follow::Rotation;
 use ebb_agent::health::HealthChecks;
 use ebb_agent::join::{JoinArgs, JoinError};
 use ebb_agent::target::Target;
@@ -96,8 +97,14 @@ fn main() -> ExitCode {
                         joined.target
                     )
                 };
+                let at = joined.leader.as_ref().map_or_else(String::new, |leader| {
+                    format!(
+                        " at the leader, {leader} ({} is not the leader)",
+                        args.controller
+                    )
+                });
                 eprintln!(
-                    "ebb-agent: joined as {who}; wrote {}, {} (mode 0600) and {}",
+                    "ebb-agent: joined as {who}{at}; wrote {}, {} (mode 0600) and {}",
                     joined.cert.display(),
                     joined.key.display(),
                     joined.ca.display()
@@ -161,20 +168,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     ebb_certs::load_key(&config.tls.key)?;
     let tls = conn::TlsFiles {
-        controller: config.controller.clone(),
-        server_name: config.server_name(),
+        server_name: config.server_name.clone(),
         ca_pem: ca,
         cert: config.tls.cert.clone(),
         key: config.tls.key.clone(),
     };
-    let (endpoint, validity) = tls.load()?;
+    let credentials = tls.load()?;
+    // A CA or key TLS cannot use is a start-up error, not a retried dial.
+    for addr in &config.controller {
+        tls.endpoint(&credentials, addr).context("TLS setup")?;
+    }
     let facts = collect::host_facts(&config.proc_root)
         .with_context(|| format!("reading host facts from {}", config.proc_root.display()))?;
     let checks = config.health_checks();
     let agent = Agent {
-        endpoint,
+        controllers: Rotation::new(config.controller.clone()),
         tls,
-        validity,
+        credentials,
         role: identity.role.clone(),
         target,
         facts,
@@ -185,7 +195,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         max_backoff: config.max_backoff(),
         hooks: std::sync::Arc::new(config.hooks.clone()),
     };
-    tracing::info!(identity = %identity, controller = %config.controller, "ebb-agent starting");
+    let controllers = config.controller.join(", ");
+    tracing::info!(identity = %identity, controller = %controllers, "ebb-agent starting");
     agent.run(shutdown).await;
     Ok(())
 }

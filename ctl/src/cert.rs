@@ -153,7 +153,7 @@ pub fn issue(args: &CertIssue, global: &Global, data_dir: &Path, out: Output) ->
         agent_toml: agent_toml(
             &id,
             &controller,
-            &server_name,
+            server_name.as_deref(),
             note.as_deref(),
             [&absolute(&ca_out), &absolute(&crt), &absolute(&key)],
         ),
@@ -264,7 +264,7 @@ pub async fn issue_signed(
         Some(target_toml(
             &name,
             &controller,
-            &server_name,
+            server_name.as_deref(),
             note.as_deref(),
             [&absolute(&ca_out), &absolute(&crt), &absolute(&key)],
         ))
@@ -400,18 +400,24 @@ pub async fn rotate_server(admin: &mut Admin, out: Output) -> Result<()> {
     crate::output::done(out, &view, line)
 }
 
-/// The address and server name an agent should use, and a note when the
-/// controller is only reachable from this host.
+/// The addresses and server name an agent should use, and a note when the
+/// controller is only reachable from this host. Several `--controller`s
+/// without `--server-name` give no name: the agent then checks each
+/// controller against the host it dials.
 pub(crate) fn controller_for_agents(
     global: &Global,
     data_dir: &Path,
-) -> Result<(String, String, Option<String>)> {
-    if let Some(addr) = &global.controller {
-        let name = global
-            .server_name
-            .clone()
-            .unwrap_or_else(|| conn::host_of(addr).to_owned());
-        return Ok((addr.clone(), name, None));
+) -> Result<(Vec<String>, Option<String>, Option<String>)> {
+    match global.controller.as_slice() {
+        [] => {}
+        [addr] => {
+            let name = global
+                .server_name
+                .clone()
+                .unwrap_or_else(|| conn::host_of(addr).to_owned());
+            return Ok((vec![addr.clone()], Some(name), None));
+        }
+        several => return Ok((several.to_vec(), global.server_name.clone(), None)),
     }
     match conn::read_endpoints(data_dir)? {
         Some(e) => {
@@ -431,11 +437,11 @@ pub(crate) fn controller_for_agents(
             } else {
                 None
             };
-            Ok((e.grpc.to_string(), name, note))
+            Ok((vec![e.grpc.to_string()], Some(name), note))
         }
         None => Ok((
-            ebb_core::local::DEFAULT_GRPC_LISTEN.to_owned(),
-            ebb_core::local::DEFAULT_SERVER_NAME.to_owned(),
+            vec![ebb_core::local::DEFAULT_GRPC_LISTEN.to_owned()],
+            Some(ebb_core::local::DEFAULT_SERVER_NAME.to_owned()),
             Some(format!(
                 "{} not found (controller not running?): check the address",
                 data_dir.join(ebb_core::local::ENDPOINTS_FILE).display()
@@ -447,8 +453,8 @@ pub(crate) fn controller_for_agents(
 /// A ready-to-use agent.toml for instance `id` naming the written files.
 fn agent_toml(
     id: &str,
-    controller: &str,
-    server_name: &str,
+    controller: &[String],
+    server_name: Option<&str>,
     note: Option<&str>,
     files: [&Path; 3],
 ) -> String {
@@ -470,8 +476,8 @@ fn agent_toml(
 /// drive is the operator's to say (docs/targets.md).
 fn target_toml(
     name: &str,
-    controller: &str,
-    server_name: &str,
+    controller: &[String],
+    server_name: Option<&str>,
     note: Option<&str>,
     files: [&Path; 3],
 ) -> String {
@@ -492,8 +498,8 @@ fn target_toml(
 /// agent.toml for `who`: the controller, the written files, then `tail`.
 fn toml_for(
     who: &str,
-    controller: &str,
-    server_name: &str,
+    controller: &[String],
+    server_name: Option<&str>,
     note: Option<&str>,
     [ca, cert, key]: [&Path; 3],
     tail: &str,
@@ -504,10 +510,18 @@ fn toml_for(
     if let Some(note) = note {
         s.push_str(&format!("# note: {note}\n"));
     }
+    match controller {
+        [one] => s.push_str(&format!("controller = {}\n", q(one))),
+        several => {
+            let list: Vec<String> = several.iter().map(|a| q(a)).collect();
+            s.push_str(&format!("controller = [{}]\n", list.join(", ")));
+        }
+    }
+    if let Some(name) = server_name {
+        s.push_str(&format!("server_name = {}\n", q(name)));
+    }
     s.push_str(&format!(
-        "controller = {}\nserver_name = {}\n\n[tls]\nca = {}\ncert = {}\nkey = {}\n",
-        q(controller),
-        q(server_name),
+        "\n[tls]\nca = {}\ncert = {}\nkey = {}\n",
         p(ca),
         p(cert),
         p(key)
@@ -524,7 +538,7 @@ mod tests {
     fn global(data_dir: &Path) -> Global {
         Global {
             data_dir: Some(data_dir.to_owned()),
-            controller: None,
+            controller: Vec::new(),
             server_name: None,
             ca: None,
             cert: None,
@@ -638,16 +652,16 @@ mod tests {
     #[test]
     fn the_agent_toml_parses_and_notes_a_loopback_controller() {
         let data = data_dir_with_ca();
-        let (addr, name, note) = controller_for_agents(&global(data.path()), data.path()).unwrap();
+        let (addrs, name, note) = controller_for_agents(&global(data.path()), data.path()).unwrap();
         assert_eq!(
-            (addr.as_str(), name.as_str()),
-            ("127.0.0.1:7440", "localhost")
+            (addrs.as_slice(), name.as_deref()),
+            (["127.0.0.1:7440".to_owned()].as_slice(), Some("localhost"))
         );
         assert!(note.unwrap().contains("listens on 127.0.0.1:7440 only"));
         let text = agent_toml(
             "host-7",
-            &addr,
-            &name,
+            &addrs,
+            name.as_deref(),
             Some("n"),
             [
                 Path::new("/t/ca.crt"),
@@ -662,11 +676,43 @@ mod tests {
     }
 
     #[test]
+    fn several_controllers_make_a_list_and_a_name_only_when_given() {
+        let data = data_dir_with_ca();
+        let several = Global {
+            controller: vec!["10.0.0.1:7440".into(), "10.0.0.2:7440".into()],
+            ..global(data.path())
+        };
+        let (addrs, name, note) = controller_for_agents(&several, data.path()).unwrap();
+        assert_eq!((addrs.len(), name, note), (2, None, None));
+        let files = [
+            Path::new("/t/ca.crt"),
+            Path::new("/t/agent.crt"),
+            Path::new("/t/agent.key"),
+        ];
+        let v: toml::Table = toml::from_str(&agent_toml("h", &addrs, None, None, files)).unwrap();
+        let list: Vec<&str> = v["controller"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(list, ["10.0.0.1:7440", "10.0.0.2:7440"]);
+        // Each controller is then checked against its own address.
+        assert!(v.get("server_name").is_none());
+        let named = Global {
+            server_name: Some("ebb-controller".into()),
+            ..several
+        };
+        let (_, name, _) = controller_for_agents(&named, data.path()).unwrap();
+        assert_eq!(name.as_deref(), Some("ebb-controller"));
+    }
+
+    #[test]
     fn the_target_toml_parses_and_says_what_goes_in_target() {
         let text = target_toml(
             "lb1",
-            "10.0.0.1:7440",
-            "ctl.example",
+            &["10.0.0.1:7440".to_owned()],
+            Some("ctl.example"),
             None,
             [
                 Path::new("/etc/ebb/tls/ca.crt"),

@@ -3,8 +3,11 @@
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 
+use std::path::Path;
+
 use crate::cli::{
-    ActivityCmd, Cli, Command, ConfigCmd, GroupCmd, InstanceCmd, InstanceIds, InstanceIdsDesired,
+    ActivityCmd, Cli, Command, ConfigCmd, Global, GroupCmd, InstanceCmd, InstanceIds,
+    InstanceIdsDesired,
 };
 use crate::configure;
 use crate::conn::{self, Admin};
@@ -14,76 +17,95 @@ use crate::output::{Output, done, print_json};
 use crate::view::{self, ActivityView, ConfigView, GroupView, InstanceView, now_ms};
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let out = cli.global.output;
     let data_dir = conn::global_data_dir(&cli.global);
     check(&cli.command)?;
-    match cli.command {
+    let dial = Dial {
+        global: &cli.global,
+        data_dir: &data_dir,
+        leader: None,
+    };
+    match attempt(&dial, cli.command.clone()).await {
+        // A controller that is not the leader refused a write, so nothing
+        // was done: the whole command runs again at the leader, once.
+        Err(Error::NotLeader { leader, .. }) => {
+            let dial = Dial {
+                leader: Some(leader),
+                ..dial
+            };
+            attempt(&dial, cli.command).await
+        }
+        done => done,
+    }
+}
+
+/// How to reach the controller: as the flags or the data dir say, or at
+/// the leader a controller named.
+struct Dial<'a> {
+    global: &'a Global,
+    data_dir: &'a Path,
+    leader: Option<String>,
+}
+
+impl Dial<'_> {
+    async fn connect(&self) -> Result<Admin> {
+        let target = conn::resolve(self.global, self.data_dir)?;
+        match &self.leader {
+            Some(leader) => conn::connect(&target.at(leader)).await,
+            None => conn::connect(&target).await,
+        }
+    }
+}
+
+async fn attempt(dial: &Dial<'_>, command: Command) -> Result<()> {
+    let (global, data_dir) = (dial.global, dial.data_dir);
+    let out = global.output;
+    match command {
         Command::Cert(crate::cli::CertCmd::Issue(args))
             if args.admin.is_some() || args.target.is_some() =>
         {
-            let mut admin = connect(&cli.global, &data_dir).await?;
-            crate::cert::issue_signed(&mut admin, &args, &cli.global, &data_dir, out).await
+            let mut admin = dial.connect().await?;
+            crate::cert::issue_signed(&mut admin, &args, global, data_dir, out).await
         }
         Command::Cert(crate::cli::CertCmd::Issue(args)) => {
-            crate::cert::issue(&args, &cli.global, &data_dir, out)
+            crate::cert::issue(&args, global, data_dir, out)
         }
         Command::Cert(crate::cli::CertCmd::Revoke(args)) => {
-            crate::cert::revoke(&mut connect(&cli.global, &data_dir).await?, args, out).await
+            crate::cert::revoke(&mut dial.connect().await?, args, out).await
         }
         Command::Cert(crate::cli::CertCmd::Revoked) => {
-            crate::cert::revoked(&mut connect(&cli.global, &data_dir).await?, out).await
+            crate::cert::revoked(&mut dial.connect().await?, out).await
         }
         Command::Cert(crate::cli::CertCmd::List) => {
-            crate::cert::list(&mut connect(&cli.global, &data_dir).await?, out).await
+            crate::cert::list(&mut dial.connect().await?, out).await
         }
         Command::Cert(crate::cli::CertCmd::RotateServer) => {
-            crate::cert::rotate_server(&mut connect(&cli.global, &data_dir).await?, out).await
+            crate::cert::rotate_server(&mut dial.connect().await?, out).await
         }
-        Command::Cert(crate::cli::CertCmd::CaHash) => {
-            crate::cert::ca_hash(&cli.global, &data_dir, out)
-        }
+        Command::Cert(crate::cli::CertCmd::CaHash) => crate::cert::ca_hash(global, data_dir, out),
         Command::Token(cmd) => {
-            let mut admin = connect(&cli.global, &data_dir).await?;
-            crate::token::run(&mut admin, cmd, &cli.global, &data_dir, out).await
+            let mut admin = dial.connect().await?;
+            crate::token::run(&mut admin, cmd, global, data_dir, out).await
         }
         Command::Apply(args) => {
             // A bad file is reported before any connection is tried.
             let file = crate::apply::load(&args.file)?;
-            let mut admin = connect(&cli.global, &data_dir).await?;
+            let mut admin = dial.connect().await?;
             crate::apply::run(&mut admin, &file, args.dry_run, out).await
         }
-        Command::Group(cmd) => group(&mut connect(&cli.global, &data_dir).await?, cmd, out).await,
-        Command::Config(cmd) => config(&mut connect(&cli.global, &data_dir).await?, cmd, out).await,
-        Command::Instance(cmd) => {
-            instance(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
-        }
-        Command::Activity(cmd) => {
-            activity(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
-        }
-        Command::Rule(cmd) => {
-            crate::automation::rule(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
-        }
-        Command::Notification(cmd) => {
-            notification(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
-        }
-        Command::Hook(cmd) => {
-            crate::hook::run(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
-        }
-        Command::Lb(cmd) => {
-            crate::attachment::lb(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
-        }
-        Command::Db(cmd) => {
-            crate::attachment::db(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
-        }
+        Command::Group(cmd) => group(&mut dial.connect().await?, cmd, out).await,
+        Command::Config(cmd) => config(&mut dial.connect().await?, cmd, out).await,
+        Command::Instance(cmd) => instance(&mut dial.connect().await?, cmd, out).await,
+        Command::Activity(cmd) => activity(&mut dial.connect().await?, cmd, out).await,
+        Command::Rule(cmd) => crate::automation::rule(&mut dial.connect().await?, cmd, out).await,
+        Command::Notification(cmd) => notification(&mut dial.connect().await?, cmd, out).await,
+        Command::Hook(cmd) => crate::hook::run(&mut dial.connect().await?, cmd, out).await,
+        Command::Lb(cmd) => crate::attachment::lb(&mut dial.connect().await?, cmd, out).await,
+        Command::Db(cmd) => crate::attachment::db(&mut dial.connect().await?, cmd, out).await,
         Command::Scale(args) => {
-            crate::automation::scale(&mut connect(&cli.global, &data_dir).await?, args, out).await
+            crate::automation::scale(&mut dial.connect().await?, args, out).await
         }
-        Command::Alarm(cmd) => {
-            crate::automation::alarm(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
-        }
-        Command::Task(cmd) => {
-            crate::automation::task(&mut connect(&cli.global, &data_dir).await?, cmd, out).await
-        }
+        Command::Alarm(cmd) => crate::automation::alarm(&mut dial.connect().await?, cmd, out).await,
+        Command::Task(cmd) => crate::automation::task(&mut dial.connect().await?, cmd, out).await,
     }
 }
 
@@ -101,10 +123,6 @@ fn check(command: &Command) -> Result<()> {
         Command::Db(cmd) => crate::attachment::check_db(cmd),
         _ => Ok(()),
     }
-}
-
-async fn connect(global: &crate::cli::Global, data_dir: &std::path::Path) -> Result<Admin> {
-    conn::connect(&conn::resolve(global, data_dir)?).await
 }
 
 #[derive(Serialize)]
@@ -737,5 +755,204 @@ async fn activity(admin: &mut Admin, cmd: ActivityCmd, out: Output) -> Result<()
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Following the leader, against stand-in controllers over real mTLS:
+    //! each refuses every admin call, a follower naming the leader (as
+    //! `ebb_proto::redirect` says), a leader in its own words, and records
+    //! the calls it got.
+
+    use std::convert::Infallible;
+    use std::future::{Ready, ready};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use clap::Parser;
+    use ebb_core::local::PkiPaths;
+    use ebb_proto::redirect::not_leader;
+    use tonic::body::Body;
+    use tonic::codegen::{Service, http};
+    use tonic::server::NamedService;
+    use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+    use super::*;
+
+    const ENABLE: &str = "/ebb.v1.AdminService/EnableScalingGroup";
+
+    #[derive(Clone)]
+    struct Stand {
+        /// `Some`: a follower naming this leader.
+        leader: Option<String>,
+        calls: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl NamedService for Stand {
+        const NAME: &'static str = "ebb.v1.AdminService";
+    }
+
+    impl Service<http::Request<Body>> for Stand {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(request.uri().path().to_owned());
+            let status = match &self.leader {
+                Some(leader) => not_leader(Some(leader)),
+                None => tonic::Status::failed_precondition("refused by the leader itself"),
+            };
+            ready(Ok(status.into_http()))
+        }
+    }
+
+    /// A data dir holding a CA and an admin certificate, and the CA.
+    fn data_dir() -> (tempfile::TempDir, ebb_certs::Ca) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap();
+        let pki = PkiPaths::new(dir.path());
+        let (crt, key) = pki.ca();
+        ca.to_issued().write(&crt, &key).unwrap();
+        let (acrt, akey) = pki.admin();
+        ca.issue_admin("t", ebb_certs::ADMIN_VALIDITY)
+            .unwrap()
+            .write(&acrt, &akey)
+            .unwrap();
+        (dir, ca)
+    }
+
+    /// Serves a stand-in on a fresh loopback port: its address and calls.
+    async fn stand(ca: &ebb_certs::Ca, leader: Option<&str>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let server = ca
+            .issue_server(&[], &["127.0.0.1".parse().unwrap()])
+            .unwrap();
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&server.cert_pem, &server.key_pem))
+            .client_ca_root(Certificate::from_pem(ca.cert_pem()));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let svc = Stand {
+            leader: leader.map(str::to_owned),
+            calls: calls.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(async move {
+            Server::builder()
+                .tls_config(tls)
+                .unwrap()
+                .add_routes(tonic::service::Routes::new(svc))
+                .serve_with_incoming(incoming)
+                .await
+        });
+        (addr, calls)
+    }
+
+    /// A port nothing listens on (it was free a moment ago).
+    fn closed() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    async fn ebbctl(dir: &Path, args: &[&str]) -> Result<()> {
+        let mut argv = vec!["ebbctl", "--data-dir", dir.to_str().unwrap()];
+        argv.extend(args);
+        run(Cli::try_parse_from(argv).unwrap()).await
+    }
+
+    fn calls(c: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+        c.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_write_a_follower_refuses_runs_again_at_the_leader_it_names() {
+        let (dir, ca) = data_dir();
+        let (leader, at_leader) = stand(&ca, None).await;
+        let (follower, at_follower) = stand(&ca, Some(&leader)).await;
+        let dead = closed();
+        // The dead one is skipped, the follower answers, the leader is not listed.
+        let list = format!("{dead},{follower}");
+        let err = ebbctl(
+            dir.path(),
+            &["--controller", &list, "group", "enable", "web"],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.to_string(), "refused by the leader itself");
+        assert_eq!(calls(&at_follower), [ENABLE]);
+        assert_eq!(calls(&at_leader), [ENABLE]);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_followed_once() {
+        let (dir, ca) = data_dir();
+        let (third, at_third) = stand(&ca, None).await;
+        let (second, at_second) = stand(&ca, Some(&third)).await;
+        let (first, _) = stand(&ca, Some(&second)).await;
+        // Repeated flags are a list as well as a comma-separated one.
+        let err = ebbctl(
+            dir.path(),
+            &[
+                "--controller",
+                &first,
+                "--controller",
+                &third,
+                "group",
+                "enable",
+                "web",
+            ],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("not the leader; the leader is at {third}")
+        );
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(calls(&at_second), [ENABLE]);
+        assert!(calls(&at_third).is_empty());
+    }
+
+    #[tokio::test]
+    async fn when_no_controller_answers_each_is_named() {
+        let (dir, _) = data_dir();
+        let (a, b) = (closed(), closed());
+        let list = format!("{a},{b}");
+        let err = ebbctl(dir.path(), &["--controller", &list, "group", "list"])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot reach any of the controllers: {a}: connection refused; {b}: connection refused"
+            )
+        );
+        assert_eq!(err.exit_code(), 1);
+        // A malformed entry is a usage error before anything is dialled.
+        let err = ebbctl(
+            dir.path(),
+            &[
+                "--controller",
+                &format!("{a},not an address"),
+                "group",
+                "list",
+            ],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`not an address` is not a controller address; expected host:port"
+        );
+        assert_eq!(err.exit_code(), 2);
     }
 }

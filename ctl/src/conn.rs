@@ -1,6 +1,8 @@
 //! Finding the controller and talking to it: the data dir's endpoints.toml
-//! and admin certificate unless flags say otherwise, mTLS with tonic, and
-//! gRPC statuses turned into one readable line.
+//! and admin certificate unless flags say otherwise, the first of several
+//! `--controller`s that answers, mTLS with tonic, and gRPC statuses turned
+//! into one readable line (a refusal naming the leader kept apart, for
+//! `commands` to follow).
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -10,6 +12,7 @@ use std::time::Duration;
 use ebb_core::local::DEFAULT_DATA_DIR;
 use ebb_core::local::PkiPaths;
 use ebb_core::local::{ENDPOINTS_FILE, Endpoints};
+use ebb_proto::redirect::leader_of;
 use ebb_proto::v1 as pb;
 use ebb_proto::v1::admin_service_client::AdminServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -29,11 +32,27 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where to connect and with which files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
-    pub addr: String,
-    pub server_name: String,
+    /// The controllers to try, in order; the first that answers is used.
+    pub addrs: Vec<String>,
+    /// The name their certificates carry; the host of each address when `None`.
+    pub server_name: Option<String>,
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+impl Target {
+    /// The same files and name, at the leader a controller named.
+    pub fn at(&self, leader: &str) -> Self {
+        Self {
+            addrs: vec![leader.to_owned()],
+            ..self.clone()
+        }
+    }
+
+    fn server_name_for<'a>(&'a self, addr: &'a str) -> &'a str {
+        self.server_name.as_deref().unwrap_or_else(|| host_of(addr))
+    }
 }
 
 /// Where the packaged controller keeps its data (packaging/controller).
@@ -103,25 +122,18 @@ pub fn host_of(addr: &str) -> &str {
 
 /// Flags first, then the data dir.
 pub fn resolve(global: &Global, data_dir: &Path) -> Result<Target> {
-    let (addr, server_name) = match &global.controller {
-        Some(addr) => {
-            let name = global
-                .server_name
-                .clone()
-                .unwrap_or_else(|| host_of(addr).to_owned());
-            (addr.clone(), name)
-        }
-        None => {
-            let endpoints = read_endpoints(data_dir)?
-                .ok_or_else(|| Error::NoController(data_dir.join(ENDPOINTS_FILE)))?;
-            let name = global.server_name.clone().unwrap_or(endpoints.server_name);
-            (dial_addr(endpoints.grpc).to_string(), name)
-        }
+    let (addrs, server_name) = if global.controller.is_empty() {
+        let endpoints = read_endpoints(data_dir)?
+            .ok_or_else(|| Error::NoController(data_dir.join(ENDPOINTS_FILE)))?;
+        let name = global.server_name.clone().unwrap_or(endpoints.server_name);
+        (vec![dial_addr(endpoints.grpc).to_string()], Some(name))
+    } else {
+        (global.controller.clone(), global.server_name.clone())
     };
     let pki = PkiPaths::new(data_dir);
     let (admin_crt, admin_key) = pki.admin();
     Ok(Target {
-        addr,
+        addrs,
         server_name,
         ca: global.ca.clone().unwrap_or_else(|| pki.ca().0),
         cert: global.cert.clone().unwrap_or(admin_crt),
@@ -139,40 +151,57 @@ pub struct Admin {
     addr: String,
 }
 
+/// Connects to the first of the target's controllers that answers; when
+/// none does, says why for each.
 pub async fn connect(target: &Target) -> Result<Admin> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read_pem(&target.ca, "--ca")?))
-        .identity(Identity::from_pem(
-            read_pem(&target.cert, "--cert")?,
-            read_pem(&target.key, "--key")?,
-        ))
-        .domain_name(target.server_name.clone());
-    let endpoint = Channel::from_shared(format!("https://{}", target.addr))
-        .map_err(|_| {
-            Error::Usage(format!(
-                "`{}` is not a controller address; expected host:port",
-                target.addr
-            ))
-        })?
-        .tls_config(tls)
-        .map_err(|e| {
-            Error::Local(format!(
-                "cannot use the certificates {}, {}, {}: {}",
-                target.ca.display(),
-                target.cert.display(),
-                target.key.display(),
-                innermost(&e)
-            ))
-        })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|e| Error::Unreachable {
-        addr: target.addr.clone(),
-        reason: reason(&e),
-    })?;
-    Ok(Admin {
-        client: AdminServiceClient::new(channel),
-        addr: target.addr.clone(),
+    let ca = Certificate::from_pem(read_pem(&target.ca, "--ca")?);
+    let identity = Identity::from_pem(
+        read_pem(&target.cert, "--cert")?,
+        read_pem(&target.key, "--key")?,
+    );
+    // Every address is checked before any is dialled, so a typo in the
+    // second is not hidden by the first answering.
+    let mut endpoints = Vec::new();
+    for addr in &target.addrs {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(ca.clone())
+            .identity(identity.clone())
+            .domain_name(target.server_name_for(addr));
+        let endpoint = Channel::from_shared(format!("https://{addr}"))
+            .map_err(|_| {
+                Error::Usage(format!(
+                    "`{addr}` is not a controller address; expected host:port"
+                ))
+            })?
+            .tls_config(tls)
+            .map_err(|e| {
+                Error::Local(format!(
+                    "cannot use the certificates {}, {}, {}: {}",
+                    target.ca.display(),
+                    target.cert.display(),
+                    target.key.display(),
+                    innermost(&e)
+                ))
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT);
+        endpoints.push((addr, endpoint));
+    }
+    let mut failures = Vec::new();
+    for (addr, endpoint) in endpoints {
+        match endpoint.connect().await {
+            Ok(channel) => {
+                return Ok(Admin {
+                    client: AdminServiceClient::new(channel),
+                    addr: addr.clone(),
+                });
+            }
+            Err(e) => failures.push((addr.clone(), reason(&e))),
+        }
+    }
+    Err(match <[_; 1]>::try_from(failures) {
+        Ok([(addr, reason)]) => Error::Unreachable { addr, reason },
+        Err(all) => Error::UnreachableAll(all),
     })
 }
 
@@ -206,6 +235,12 @@ fn reason(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// A status as one line: the server's message, or why the transport failed.
 pub fn status_error(addr: &str, status: &Status) -> Error {
+    if let Some(leader) = leader_of(status) {
+        return Error::NotLeader {
+            message: status.message().to_owned(),
+            leader,
+        };
+    }
     // Statuses made on this side from a transport failure carry the cause.
     if let Some(source) = std::error::Error::source(status)
         && matches!(
@@ -349,7 +384,7 @@ mod tests {
     fn global() -> Global {
         Global {
             data_dir: None,
-            controller: None,
+            controller: Vec::new(),
             server_name: None,
             ca: None,
             cert: None,
@@ -408,8 +443,8 @@ mod tests {
         )
         .unwrap();
         let t = resolve(&global(), dir.path()).unwrap();
-        assert_eq!(t.addr, "127.0.0.1:7440");
-        assert_eq!(t.server_name, "localhost");
+        assert_eq!(t.addrs, ["127.0.0.1:7440"]);
+        assert_eq!(t.server_name.as_deref(), Some("localhost"));
         assert_eq!(t.ca, dir.path().join("pki/ca.crt"));
         assert_eq!(t.cert, dir.path().join("pki/admin.crt"));
         assert_eq!(t.key, dir.path().join("pki/admin.key"));
@@ -418,13 +453,13 @@ mod tests {
     #[test]
     fn flags_override_discovery() {
         let g = Global {
-            controller: Some("[::1]:7441".into()),
+            controller: vec!["[::1]:7441".into()],
             cert: Some("/me.crt".into()),
             ..global()
         };
         let t = resolve(&g, Path::new("/nowhere")).unwrap();
-        assert_eq!(t.addr, "[::1]:7441");
-        assert_eq!(t.server_name, "::1");
+        assert_eq!(t.addrs, ["[::1]:7441"]);
+        assert_eq!(t.server_name_for(&t.addrs[0]), "::1");
         assert_eq!(t.cert, Path::new("/me.crt"));
         assert_eq!(t.key, Path::new("/nowhere/pki/admin.key"));
         assert_eq!(host_of("ctl.example:7440"), "ctl.example");
@@ -488,7 +523,7 @@ mod tests {
             .unwrap()
             .port();
         let g = Global {
-            controller: Some(format!("127.0.0.1:{port}")),
+            controller: vec![format!("127.0.0.1:{port}")],
             ..global()
         };
         let target = resolve(&g, dir.path()).unwrap();
@@ -505,7 +540,7 @@ mod tests {
     async fn a_missing_admin_cert_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let g = Global {
-            controller: Some("127.0.0.1:1".into()),
+            controller: vec!["127.0.0.1:1".into()],
             ..global()
         };
         let target = resolve(&g, dir.path()).unwrap();

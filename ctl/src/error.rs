@@ -24,6 +24,15 @@ pub enum Error {
     Read { path: PathBuf, reason: String },
     #[error("cannot reach the controller at {addr}: {reason}")]
     Unreachable { addr: String, reason: String },
+    /// Each of several controllers, and why it could not be reached.
+    #[error(
+        "cannot reach any of the controllers: {}",
+        .0.iter().map(|(addr, reason)| format!("{addr}: {reason}")).collect::<Vec<_>>().join("; ")
+    )]
+    UnreachableAll(Vec<(String, String)>),
+    /// A controller that is not the leader refused, naming the leader.
+    #[error("{message}")]
+    NotLeader { message: String, leader: String },
     /// A gRPC status from the controller, already made readable.
     #[error("{0}")]
     Server(String),

@@ -81,14 +81,19 @@ pub async fn run(
                     target: args.target.unwrap_or_default(),
                 })
                 .await?;
-            let (controller, server_name, note) =
+            let (controllers, server_name, note) =
                 crate::cert::controller_for_agents(global, data_dir)?;
+            // Any controller will do: one that is not the leader names it,
+            // and the join is made there.
+            let controller = &controllers[0];
             let mut join_command = format!(
                 "ebb-agent join --controller {controller} --token {} --ca-hash {}",
                 created.token, created.ca_hash
             );
-            if server_name != crate::conn::host_of(&controller) {
-                join_command.push_str(&format!(" --server-name {server_name}"));
+            if let Some(name) = server_name
+                && name != crate::conn::host_of(controller)
+            {
+                join_command.push_str(&format!(" --server-name {name}"));
             }
             let view = CreatedView {
                 token: created.token,

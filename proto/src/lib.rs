@@ -7,9 +7,12 @@
 //!   small messages.
 //! - `convert`: conversions between these messages and `ebb-core`'s model,
 //!   shared by the controller and `ebbctl`.
+//! - `redirect`: how a controller that is not the leader names the leader
+//!   in its refusal, for the agent and `ebbctl` to follow.
 
 pub mod codec;
 pub mod convert;
+pub mod redirect;
 
 /// etcd's v3 API, as far as the controller's etcd store and leader election
 /// use it (`proto/etcd/`): KV, Watch, Lease and Maintenance clients.

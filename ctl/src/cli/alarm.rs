@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use super::parse::{alarm_states, comparisons, missing_data_modes, period, statistics};
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum AlarmCmd {
     /// List alarms, of one group or all
     List {
@@ -28,7 +28,7 @@ pub enum AlarmCmd {
     Delete(AlarmRef),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AlarmRef {
     #[arg(value_name = "NAME_OR_ID")]
     pub alarm: String,
@@ -36,7 +36,7 @@ pub struct AlarmRef {
     pub group: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AlarmCreate {
     #[arg(long, value_name = "GROUP")]
     pub group: String,
@@ -70,7 +70,7 @@ pub struct AlarmCreate {
     pub disabled: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AlarmModify {
     #[arg(value_name = "NAME_OR_ID")]
     pub alarm: String,

@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand};
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum LbCmd {
     /// Make the group's instances servers of an HAProxy backend on a target
     /// (attaching one already attached updates its settings)
@@ -20,7 +20,7 @@ pub enum LbCmd {
 
 /// Numbers are taken wide and checked with the controller's own rules, so
 /// `--port 70000` is refused with the range, not a type error.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LbAttach {
     #[arg(long, value_name = "GROUP")]
     pub group: String,
@@ -41,7 +41,7 @@ pub struct LbAttach {
     pub drain_timeout: Option<u32>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LbRef {
     #[arg(long, value_name = "GROUP")]
     pub group: String,
@@ -51,7 +51,7 @@ pub struct LbRef {
     pub backend: String,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum DbCmd {
     /// Put the group's instance addresses on a PostgreSQL allow-list on a
     /// target (attaching one already attached updates its auth method)
@@ -65,7 +65,7 @@ pub enum DbCmd {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DbAttach {
     #[command(flatten)]
     pub which: DbRef,
@@ -75,7 +75,7 @@ pub struct DbAttach {
 }
 
 /// An allow-list by its target, database and user.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DbRef {
     #[arg(long, value_name = "GROUP")]
     pub group: String,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum CertCmd {
     /// Issue an agent certificate for a hand-managed host (--id; offline: uses the CA key in
     /// the data dir), an admin certificate (--admin), or a target certificate for a load
@@ -23,7 +23,7 @@ pub enum CertCmd {
     CaHash,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct CertRevoke {
     /// An instance id, or with --admin an admin name, or a full spiffe:// URI
     #[arg(value_name = "ID")]
@@ -39,7 +39,7 @@ pub struct CertRevoke {
     pub force: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(group = clap::ArgGroup::new("holder").required(true).args(["id", "admin", "target"]))]
 pub struct CertIssue {
     /// The instance id an agent certificate names

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 
 use super::parse::{cooldown, health_check_types, key_value, processes, removal_policies};
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum GroupCmd {
     /// List every scaling group
     List,
@@ -45,7 +45,7 @@ pub enum GroupCmd {
     Resume(GroupProcesses),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GroupProcesses {
     #[arg(value_name = "NAME_OR_ID")]
     pub group: String,
@@ -54,7 +54,7 @@ pub struct GroupProcesses {
     pub processes: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GroupCreate {
     #[arg(long)]
     pub name: String,
@@ -83,7 +83,7 @@ pub struct GroupCreate {
     pub deletion_protection: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GroupModify {
     #[arg(value_name = "NAME_OR_ID")]
     pub group: String,
@@ -130,7 +130,7 @@ impl GroupModify {
     }
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum ConfigCmd {
     /// List configurations, of one group or all
     List {
@@ -156,7 +156,7 @@ pub enum ConfigCmd {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ConfigCreate {
     #[arg(long, value_name = "GROUP")]
     pub group: String,
@@ -170,7 +170,7 @@ pub struct ConfigCreate {
     pub fields: ConfigFields,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ConfigModify {
     #[arg(value_name = "NAME_OR_ID")]
     pub config: String,
@@ -186,7 +186,7 @@ pub struct ConfigModify {
 
 /// A configuration's launch fields; a flag left out keeps what is there
 /// (on create: nothing, or what `--from-instance` copied).
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct ConfigFields {
     /// `exec` or `microvm` picks that provider; other words are your own
     /// sizing names, launched by the process provider
@@ -227,7 +227,7 @@ pub struct ConfigFields {
     pub command: Vec<String>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum NotificationCmd {
     /// A group's webhooks
     List {

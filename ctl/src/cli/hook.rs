@@ -4,7 +4,7 @@ use clap::builder::PossibleValuesParser;
 use clap::{ArgGroup, Args, Subcommand};
 use ebb_core::model::hooks::{LifecycleResult, Transition};
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum HookCmd {
     /// A group's lifecycle hooks
     List {
@@ -63,7 +63,7 @@ pub enum HookCmd {
 }
 
 /// An action by its token, or by instance and hook.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(group(ArgGroup::new("which").required(true).args(["token", "instance"])))]
 pub struct ActionRef {
     /// The lifecycle action token (from the webhook or `hook actions`)

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 
 use super::parse::{activity_statuses, lifecycle_states, rfc3339_ms};
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum InstanceCmd {
     /// List instances
     List {
@@ -38,7 +38,7 @@ pub enum InstanceCmd {
     SetHealth(InstanceHealth),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct InstanceHealth {
     #[arg(long, value_name = "GROUP")]
     pub group: String,
@@ -49,7 +49,7 @@ pub struct InstanceHealth {
     pub ids: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct InstanceIds {
     #[arg(long, value_name = "GROUP")]
     pub group: String,
@@ -57,7 +57,7 @@ pub struct InstanceIds {
     pub ids: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct InstanceIdsDesired {
     #[arg(long, value_name = "GROUP")]
     pub group: String,
@@ -68,7 +68,7 @@ pub struct InstanceIdsDesired {
     pub ids: Vec<String>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum ActivityCmd {
     /// List activities, newest first
     List {

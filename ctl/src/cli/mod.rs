@@ -53,10 +53,18 @@ pub struct Global {
     /// The controller's data dir [default: $EBB_DATA, else ./ebb-data, else /var/lib/ebb if a controller runs there]
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The controller's gRPC address, instead of the data dir's endpoints.toml
-    #[arg(long, global = true, value_name = "HOST:PORT")]
-    pub controller: Option<String>,
-    /// The name the controller's certificate must carry
+    /// The controller's gRPC address, instead of the data dir's endpoints.toml; several
+    /// (repeated, or comma-separated) are tried in order, and a write refused by a
+    /// controller that is not the leader is made again at the leader it names
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST:PORT",
+        value_delimiter = ',',
+        action = clap::ArgAction::Append
+    )]
+    pub controller: Vec<String>,
+    /// The name the controller's certificate must carry [default: endpoints.toml's, else the host of each --controller]
     #[arg(long, global = true, value_name = "NAME")]
     pub server_name: Option<String>,
     /// The CA certificate [default: <data-dir>/pki/ca.crt]
@@ -73,7 +81,7 @@ pub struct Global {
     pub output: Output,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Scaling groups
     #[command(subcommand)]
@@ -120,7 +128,7 @@ pub enum Command {
     Apply(ApplyArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ApplyArgs {
     /// The file describing the group and its configuration
     #[arg(short = 'f', long = "file", value_name = "FILE.toml")]

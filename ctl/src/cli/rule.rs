@@ -4,7 +4,7 @@ use clap::{ArgGroup, Args, Subcommand};
 
 use super::parse::{StepArg, adjustment_types, cooldown, parse_step_arg};
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum RuleCmd {
     /// List a group's scaling rules
     List {
@@ -23,7 +23,7 @@ pub enum RuleCmd {
     Execute(RuleExecute),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RuleRef {
     #[arg(value_name = "NAME_OR_ID")]
     pub rule: String,
@@ -31,7 +31,7 @@ pub struct RuleRef {
     pub group: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RuleCreate {
     #[arg(long, value_name = "GROUP")]
     pub group: String,
@@ -41,7 +41,7 @@ pub struct RuleCreate {
     pub def: RuleDef,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RuleModify {
     #[arg(value_name = "NAME_OR_ID")]
     pub rule: String,
@@ -113,7 +113,7 @@ pub struct RuleDef {
     pub disable_scale_in: Option<bool>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RuleExecute {
     #[arg(value_name = "NAME_OR_ID")]
     pub rule: String,
@@ -137,7 +137,7 @@ pub struct RuleExecute {
     pub threshold: Option<f64>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ScaleArgs {
     #[arg(long, value_name = "GROUP")]
     pub group: String,

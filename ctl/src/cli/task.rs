@@ -4,7 +4,7 @@ use clap::{ArgGroup, Args, Subcommand};
 
 use super::parse::{Recurrence, parse_recurrence, rfc3339};
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum TaskCmd {
     /// List scheduled tasks, of one group or all
     List {
@@ -25,7 +25,7 @@ pub enum TaskCmd {
     Disable(TaskRef),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TaskRef {
     #[arg(value_name = "NAME_OR_ID")]
     pub task: String,
@@ -51,7 +51,7 @@ pub struct TaskWhen {
     pub expiration: Option<u32>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(group(
     ArgGroup::new("action").args(["rule", "min", "max", "desired"]).required(true).multiple(true)
 ))]
@@ -82,7 +82,7 @@ pub struct TaskCreate {
     pub disabled: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TaskModify {
     #[arg(value_name = "NAME_OR_ID")]
     pub task: String,

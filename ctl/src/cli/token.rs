@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand};
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum TokenCmd {
     /// Create a join token for a group, or for a target (a load balancer's or database's host);
     /// prints it (once) and the `ebb-agent join` command that uses it
@@ -17,7 +17,7 @@ pub enum TokenCmd {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(group = clap::ArgGroup::new("scope").required(true).args(["group", "target"]))]
 pub struct TokenCreate {
     /// The group a host joining with the token is attached to
