@@ -112,7 +112,8 @@ fn main() {
         );
         takeovers.push(takeover);
         fleets.push(fleet);
-        ha.start_controller(leader).expect("restart the killed controller");
+        ha.start_controller(leader)
+            .expect("restart the killed controller");
         eventually("the restarted controller to follow", DEADLINE, || {
             ha.health(leader)
                 .filter(|(code, body)| *code == 200 && body.starts_with("ok: follower"))

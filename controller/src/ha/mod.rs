@@ -23,7 +23,7 @@ pub mod election;
 pub mod secrets;
 
 /// The metadata entry naming the leader's gRPC address in a refusal.
-pub const LEADER_METADATA: &str = "ebb-leader";
+pub use ebb_proto::redirect::LEADER_METADATA;
 
 /// What this controller is doing, as far as it knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,19 +99,8 @@ impl Leadership {
     pub fn refusal(&self) -> Option<Status> {
         match self.role() {
             Role::Leader => None,
-            Role::Follower {
-                leader: Some(address),
-            } => {
-                let mut status =
-                    Status::unavailable(format!("not the leader; the leader is at {address}"));
-                if let Ok(value) = address.parse() {
-                    status.metadata_mut().insert(LEADER_METADATA, value);
-                }
-                Some(status)
-            }
-            Role::Follower { leader: None } | Role::Starting => {
-                Some(Status::unavailable("not the leader; no leader elected yet"))
-            }
+            Role::Follower { leader } => Some(ebb_proto::redirect::not_leader(leader.as_deref())),
+            Role::Starting => Some(ebb_proto::redirect::not_leader(None)),
             Role::Stalled(why) => Some(Status::unavailable(format!("not the leader: {why}"))),
         }
     }
