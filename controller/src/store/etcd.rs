@@ -754,7 +754,15 @@ impl Shared {
             tx.commit().map_err(backend)?;
             last = revision_of(&batch[0]);
         }
-        self.replica.forget_listings();
+        // The kept instance and alarm listings go only when they may have changed.
+        let listed = events.iter().any(|e| {
+            let key = e.kv.as_ref().map(|kv| String::from_utf8_lossy(&kv.key));
+            key.and_then(|k| self.table_of(&k))
+                .is_some_and(|t| matches!(t.name, "instances" | "alarms" | "groups"))
+        });
+        if listed {
+            self.replica.forget_listings();
+        }
         self.advance(last);
         Ok(last)
     }
@@ -1655,6 +1663,16 @@ mod tests {
         b.wait_for_revision(a.revision(), WAIT).unwrap();
         assert_eq!(b.get_group("asg-1").unwrap(), Some(group("asg-1", "web")));
 
+        // B's kept instance listing follows A's writes through the watch.
+        assert!(b.list_instances(Some("asg-1")).unwrap().is_empty());
+        a.commit(vec![Write::PutInstance(instance("i-1", "asg-1", 5))])
+            .unwrap();
+        b.wait_for_revision(a.revision(), WAIT).unwrap();
+        assert_eq!(
+            b.list_instances(Some("asg-1")).unwrap(),
+            [instance("i-1", "asg-1", 5)]
+        );
+
         // B's replica is held behind while A changes the group: B's update,
         // planned on the old row, is refused by etcd; B catches up, plans
         // again, and its update lands.
@@ -1976,5 +1994,40 @@ mod tests {
         b.wait_for_revision(a.revision(), WAIT).unwrap();
         assert_eq!(names(&b), ["g1", "g2", "g3", "g4", "g6"]);
         assert_eq!(names(&a), names(&b));
+    }
+
+    /// A value written by hand that is no row stops the replica (which
+    /// keeps what it had, and says why) until it is fixed or deleted.
+    #[test]
+    fn an_unreadable_value_stops_the_replica_until_it_goes() {
+        let cluster = shared_cluster();
+        let prefix = fresh_prefix();
+        let store = open(cluster.endpoints(), &prefix);
+        store
+            .commit(vec![Write::CreateGroup(group("asg-1", "web"))])
+            .unwrap();
+        let key = format!("{prefix}t/groups/asg-2");
+        set(&cluster.endpoints(), &key, Some("{\"id\": "));
+        let why =
+            ebb_tests::eventually("the watch reports the value", WAIT, || store.watch_error());
+        assert!(
+            why.starts_with(&format!("store: corrupt record {key}: ")),
+            "{why}"
+        );
+        assert_eq!(store.list_groups().unwrap(), [group("asg-1", "web")]);
+
+        let deleted = set(&cluster.endpoints(), &key, None);
+        store.wait_for_revision(deleted, WAIT).unwrap();
+        assert_eq!(store.watch_error(), None);
+        store
+            .commit(vec![Write::CreateGroup(group("asg-3", "api"))])
+            .unwrap();
+        let ids: Vec<String> = store
+            .list_groups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.id)
+            .collect();
+        assert_eq!(ids, ["asg-3", "asg-1"]);
     }
 }
