@@ -24,6 +24,10 @@ use tonic::{Code, Status};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 pings find a dead member while a watch is idle.
 const KEEPALIVE: Duration = Duration::from_secs(5);
+/// A range page or a watch response catching up on many revisions can be
+/// far larger than tonic's 4 MiB default (etcd itself sends up to 2 GiB);
+/// refusing one would make the store's watch fail on it again and again.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Where the etcd cluster is and how to reach it.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,7 +200,12 @@ impl Etcd {
     pub async fn range(&self, request: pb::RangeRequest) -> Result<pb::RangeResponse> {
         self.retried("a range read", |channel| {
             let request = request.clone();
-            async move { KvClient::new(channel).range(request).await }
+            async move {
+                KvClient::new(channel)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .range(request)
+                    .await
+            }
         })
         .await
     }
@@ -279,7 +288,12 @@ impl Etcd {
         let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
         let (_, channel) = self.channel();
         let result = self
-            .once("a watch", WatchClient::new(channel).watch(requests))
+            .once(
+                "a watch",
+                WatchClient::new(channel)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .watch(requests),
+            )
             .await;
         match result {
             Ok(responses) => Ok(WatchStream {

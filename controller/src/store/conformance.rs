@@ -169,7 +169,7 @@ pub(crate) fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     }
 }
 
-fn group(id: &str, name: &str) -> ScalingGroup {
+pub(super) fn group(id: &str, name: &str) -> ScalingGroup {
     ScalingGroup {
         id: id.into(),
         name: name.into(),
@@ -214,7 +214,7 @@ fn configuration(id: &str, group_id: &str, name: &str, created_at_ms: i64) -> Sc
     }
 }
 
-fn instance(id: &str, group_id: &str, created_at_ms: i64) -> Instance {
+pub(super) fn instance(id: &str, group_id: &str, created_at_ms: i64) -> Instance {
     Instance {
         id: id.into(),
         group_id: group_id.into(),
@@ -234,7 +234,7 @@ fn instance(id: &str, group_id: &str, created_at_ms: i64) -> Instance {
     }
 }
 
-fn activity(id: &str, group_id: &str, started_at_ms: i64) -> Activity {
+pub(super) fn activity(id: &str, group_id: &str, started_at_ms: i64) -> Activity {
     Activity {
         id: id.into(),
         group_id: group_id.into(),

@@ -1,6 +1,6 @@
 //! The store: everything the controller decides is written here before it
 //! acts. One trait, one conformance suite, one module per backend (SQLite by
-//! default; etcd for HA later).
+//! default; etcd for more than one controller).
 //!
 //! Groups own their configurations, instances, activities, scaling rules,
 //! alarms and scheduled tasks; deleting a group deletes them.
@@ -12,6 +12,7 @@ use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
 use ebb_core::rules::ScalingRule;
 
+pub mod etcd;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -28,6 +29,9 @@ pub enum StoreError {
     /// The backend failed (I/O, locking, the database itself).
     #[error("store: {0}")]
     Backend(String),
+    /// The write was fenced off: another controller leads now (etcd only).
+    #[error("this controller no longer leads: {0}")]
+    Fenced(String),
     /// A stored record could not be read back.
     #[error("store: corrupt record {key}: {message}")]
     Corrupt { key: String, message: String },

@@ -147,7 +147,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -260,10 +260,19 @@ impl SqliteStore {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    /// The connection; the etcd store plans its commits and applies its
+    /// watch on it (a replica with this schema).
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves no half-done write behind: an
         // open transaction rolls back when dropped. So the connection is fine.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Empties the kept listings, for a change made on the connection
+    /// (held by the caller) other than through [`Store::commit`].
+    pub(super) fn forget_listings(&self) {
+        self.instances.map().clear();
+        self.alarms.map().clear();
     }
 }
 
@@ -379,7 +388,9 @@ fn group_name_taken(name: &str) -> StoreError {
     StoreError::Conflict(format!("a scaling group named `{name}` already exists"))
 }
 
-fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
+/// Applies one write inside `tx`; its errors are the store's Conflict and
+/// NotFound for what the write breaks.
+pub(super) fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
     match write {
         Write::CreateGroup(g) => {
             let result = tx.execute(
@@ -516,12 +527,8 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             .map_err(backend),
         Write::PutCertificate(c) => {
             tx.execute(
-                "DELETE FROM certificates WHERE (identity = ?1 AND not_after_ms < ?2) OR not_after_ms < ?3",
-                params![
-                    c.identity,
-                    c.issued_at_ms,
-                    c.issued_at_ms - super::CERT_RETENTION_MS
-                ],
+                &format!("DELETE FROM certificates WHERE {FORGOTTEN_CERTIFICATES}"),
+                forgotten_params(c),
             )
             .map_err(backend)?;
             tx.execute(
@@ -572,6 +579,74 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
         }
         Write::DeleteJoinToken(id) => delete(tx, "join_tokens", id),
     }
+}
+
+/// The certificates a put of `c` forgets (parameters: [`forgotten_params`]).
+const FORGOTTEN_CERTIFICATES: &str = "(identity = ?1 AND not_after_ms < ?2) OR not_after_ms < ?3";
+
+fn forgotten_params(c: &CertRecord) -> (&str, i64, i64) {
+    (
+        &c.identity,
+        c.issued_at_ms,
+        c.issued_at_ms - super::CERT_RETENTION_MS,
+    )
+}
+
+/// The serials of the certificates a put of `c` forgets.
+pub(super) fn forgotten_certificates(conn: &Connection, c: &CertRecord) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT serial FROM certificates WHERE {FORGOTTEN_CERTIFICATES}"
+        ))
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(forgotten_params(c), |row| row.get(0))
+        .map_err(backend)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(backend)
+}
+
+/// Which of a group's activities [`Store::prune_activities`] deletes
+/// (parameters: group id, `before_ms`, `keep`).
+fn prunable_filter() -> String {
+    let newest = |status: ActivityStatus| {
+        format!(
+            "SELECT id FROM activities WHERE group_id = ?1 AND status = '{}'
+             ORDER BY started_at_ms DESC, id DESC LIMIT 1",
+            status.as_str()
+        )
+    };
+    format!(
+        "group_id = ?1 AND status != '{in_progress}'
+           AND id NOT IN ({successful}) AND id NOT IN ({warning})
+           AND (started_at_ms < ?2 OR id NOT IN (
+               SELECT id FROM activities WHERE group_id = ?1
+               ORDER BY started_at_ms DESC, id DESC LIMIT ?3))",
+        in_progress = ActivityStatus::InProgress.as_str(),
+        successful = newest(ActivityStatus::Successful),
+        warning = newest(ActivityStatus::Warning),
+    )
+}
+
+/// The ids of the activities [`Store::prune_activities`] would delete.
+pub(super) fn prunable(
+    conn: &Connection,
+    group_id: &str,
+    keep: usize,
+    before_ms: i64,
+) -> Result<Vec<String>> {
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT id FROM activities WHERE {}",
+            prunable_filter()
+        ))
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(rusqlite::params![group_id, before_ms, keep], |row| {
+            row.get(0)
+        })
+        .map_err(backend)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(backend)
 }
 
 const DETACHED_COLUMNS: &str = "id, group_id, detached_at_ms";
@@ -874,24 +949,7 @@ impl Store for SqliteStore {
     }
 
     fn prune_activities(&self, group_id: &str, keep: usize, before_ms: i64) -> Result<usize> {
-        let newest = |status: ActivityStatus| {
-            format!(
-                "SELECT id FROM activities WHERE group_id = ?1 AND status = '{}'
-                 ORDER BY started_at_ms DESC, id DESC LIMIT 1",
-                status.as_str()
-            )
-        };
-        let sql = format!(
-            "DELETE FROM activities
-             WHERE group_id = ?1 AND status != '{in_progress}'
-               AND id NOT IN ({successful}) AND id NOT IN ({warning})
-               AND (started_at_ms < ?2 OR id NOT IN (
-                   SELECT id FROM activities WHERE group_id = ?1
-                   ORDER BY started_at_ms DESC, id DESC LIMIT ?3))",
-            in_progress = ActivityStatus::InProgress.as_str(),
-            successful = newest(ActivityStatus::Successful),
-            warning = newest(ActivityStatus::Warning),
-        );
+        let sql = format!("DELETE FROM activities WHERE {}", prunable_filter());
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         self.conn()
             .execute(&sql, rusqlite::params![group_id, before_ms, keep])
