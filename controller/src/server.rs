@@ -43,6 +43,7 @@ use crate::provider::process::{AgentHooks, ProcessProvider};
 use crate::provider::{Providers, find_agent_binary};
 use crate::store::CertKind;
 use crate::store::Store;
+use crate::store::etcd::EtcdStore;
 use crate::store::sqlite::SqliteStore;
 use ebb_core::model::ProviderKind;
 
@@ -176,7 +177,7 @@ impl Controller {
             }
             StoreBackend::Etcd => {
                 let e = &config.store.etcd;
-                let etcd = Etcd::connect(&EtcdSettings {
+                let settings = EtcdSettings {
                     endpoints: e.endpoints.clone(),
                     tls: e.ca.clone().map(|ca| EtcdTls {
                         ca,
@@ -184,9 +185,9 @@ impl Controller {
                         key: e.key.clone(),
                     }),
                     request_timeout: Duration::from_millis(e.request_timeout_ms),
-                })
-                .map_err(|e| StartError::Etcd(e.to_string()))?;
-                let (store, fenced) = open_etcd_store(etcd.clone(), &e.prefix).await?;
+                };
+                let etcd = Etcd::connect(&settings).map_err(|e| StartError::Etcd(e.to_string()))?;
+                let (store, fenced) = open_etcd_store(settings, &e.prefix).await?;
                 let settings = ElectionSettings {
                     key: format!("{}leader", e.prefix).into_bytes(),
                     advertise: config.advertise().unwrap_or_default(),
@@ -600,13 +601,18 @@ async fn lead_terms(engine: Arc<Engine>, leadership: Arc<Leadership>, stop: watc
 }
 
 /// Opens the etcd store: a replica of etcd's keys under `prefix`, and the
-/// fence the election sets on its writes.
+/// fence the election sets on its writes. Blocks until the replica holds
+/// etcd's current revision.
 async fn open_etcd_store(
-    etcd: Etcd,
+    settings: EtcdSettings,
     prefix: &str,
 ) -> Result<(Arc<dyn Store>, Arc<dyn FencedStore>), StartError> {
-    let _ = (etcd, prefix);
-    Err(StartError::Etcd("the etcd store is not built yet".into()))
+    let prefix = prefix.to_owned();
+    let store = tokio::task::spawn_blocking(move || EtcdStore::open(&settings, &prefix))
+        .await
+        .map_err(|e| StartError::Etcd(e.to_string()))??;
+    let store = Arc::new(store);
+    Ok((store.clone(), store))
 }
 
 /// Runs the reconcile loop and the alarm and schedule loop on a thread of

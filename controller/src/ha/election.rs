@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use super::{Leadership, Role};
 use crate::etcd::{Etcd, EtcdError};
+use crate::store::etcd::EtcdStore;
 
 /// The default lease: a dead leader is replaced about this long after it died.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
@@ -38,6 +39,27 @@ pub trait FencedStore: Send + Sync + 'static {
     /// Waits until the store's replica holds every write up to `revision`,
     /// so a new leader acts on everything its predecessor wrote.
     fn wait_for_revision(&self, revision: i64, timeout: Duration) -> Result<(), String>;
+}
+
+/// The election fences this store's writes on its leadership key.
+impl FencedStore for EtcdStore {
+    fn set_fence(&self, key: Vec<u8>, create_revision: i64) {
+        EtcdStore::set_fence(
+            self,
+            Some(crate::store::etcd::Fence {
+                key,
+                create_revision,
+            }),
+        );
+    }
+
+    fn fence_refusals(&self) -> tokio::sync::watch::Receiver<u64> {
+        EtcdStore::fence_refusals(self)
+    }
+
+    fn wait_for_revision(&self, revision: i64, timeout: Duration) -> Result<(), String> {
+        EtcdStore::wait_for_revision(self, revision, timeout).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Debug, Clone)]
