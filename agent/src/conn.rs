@@ -34,6 +34,10 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 const REDIRECT_JITTER_MS: u64 = 250;
 /// A dial that has not connected by then is a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The TLS handshake, and then the stream's opening, each get this long: a
+/// controller that accepts TCP but never answers (paused by SIGSTOP, or
+/// hung) must not hold the agent, so it moves to the next controller.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 pings find a vanished controller even while the stream is idle.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 /// How long a clean shutdown waits for the controller to close its half.
@@ -272,9 +276,10 @@ impl Agent {
             Err(e) => return before(format!("TLS setup: {}", error_chain(&e))),
         };
         let channel = tokio::select! {
-            r = endpoint.connect() => match r {
-                Ok(c) => c,
-                Err(e) => return before(error_chain(&e)),
+            r = tokio::time::timeout(OPEN_TIMEOUT, endpoint.connect()) => match r {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return before(error_chain(&e)),
+                Err(_) => return before(format!("no TLS handshake within {OPEN_TIMEOUT:?}")),
             },
             _ = &mut *shutdown => return Ended::Shutdown,
         };
@@ -285,13 +290,14 @@ impl Agent {
             return before("internal queue closed".into());
         }
         let mut inbound = tokio::select! {
-            r = client.connect(ReceiverStream::new(rx)) => match r {
-                Ok(r) => r.into_inner(),
-                Err(status) => return Ended::Lost {
+            r = tokio::time::timeout(OPEN_TIMEOUT, client.connect(ReceiverStream::new(rx))) => match r {
+                Ok(Ok(r)) => r.into_inner(),
+                Ok(Err(status)) => return Ended::Lost {
                     welcomed: false,
                     reason: status_text(&status),
                     leader: leader_of(&status),
                 },
+                Err(_) => return before(format!("the stream did not open within {OPEN_TIMEOUT:?}")),
             },
             _ = &mut *shutdown => return Ended::Shutdown,
         };

@@ -200,6 +200,24 @@ impl HaCluster {
     }
 }
 
+/// A failed test shows what each controller said last.
+impl Drop for HaCluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (i, dir) in self.dirs.iter().enumerate() {
+            let log = fs::read_to_string(dir.join("controller.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!(
+                "\n--- controller {i} ({}), last lines:\n{tail}",
+                self.grpc[i]
+            );
+        }
+    }
+}
+
 /// GET `path`: the status code and body, whatever the code.
 pub fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;

@@ -221,6 +221,8 @@ fn a_leader_paused_past_its_lease_is_fenced_when_it_resumes_and_follows() {
 
     ha.controller(leader).proc.signal("CONT");
     let old = ha.controller(leader);
+    // It finds out from its lease (expired) or from its first write
+    // (refused by the fence, "no longer leads"), whichever comes first.
     old.wait_log("lost leadership");
     eventually("the old leader to follow", DEADLINE, || {
         ha.health(leader)
