@@ -112,6 +112,43 @@ fn a_killed_idle_leader_is_replaced_and_the_fleet_follows_without_replacing_anyt
         (in_service(&mut reader) == before).then_some(())
     });
     drop(admin);
+    // ... and refuse writes, naming the leader, whom ebbctl then asks.
+    let refused = admin_call!(
+        reader,
+        modify_scaling_group,
+        pb::ModifyScalingGroupRequest {
+            scaling_group: GROUP.into(),
+            max_size: Some(9),
+            ..Default::default()
+        }
+    )
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_eq!(
+        ebb_proto::redirect::leader_of(&refused),
+        Some(ha.grpc[leader].to_string())
+    );
+    let out = ha
+        .controller(follower)
+        .ebbctl(&["group", "modify", GROUP, "--max", "9"]);
+    assert!(
+        out.status.success(),
+        "ebbctl through a follower: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("the follower to read the leader's write", DEADLINE, || {
+        let groups = admin_call!(
+            reader,
+            describe_scaling_groups,
+            pb::DescribeScalingGroupsRequest::default()
+        )
+        .ok()?;
+        groups
+            .scaling_groups
+            .iter()
+            .any(|g| g.name == GROUP && g.max_size == 9)
+            .then_some(())
+    });
 
     ha.kill(leader);
     let killed = Instant::now();
