@@ -9,9 +9,10 @@
 //! The killed controller is started again (as a follower) before the next
 //! trial. The lease TTL is the default, 3 s.
 //!
-//! `cargo build --workspace --bins && cargo bench -p ebb-tests --profile dev
-//! --bench failover -- [--trials 10] [--smoke]` (failover is bound by the
-//! lease and the agents' back-off, not by the build profile).
+//! `cargo build --workspace --bins && cargo test -p ebb-tests --bench
+//! failover -- [--trials 10] [--smoke]` (debug builds, as the tests run
+//! them: failover is bound by the lease and the agents' back-off, not by
+//! the build profile).
 
 mod common;
 
