@@ -346,12 +346,27 @@ fn classify(what: &'static str, status: &Status) -> EtcdError {
         | Code::DeadlineExceeded
         | Code::Unknown
         | Code::Cancelled
-        | Code::Aborted => EtcdError::Unavailable(status.message().to_owned()),
+        | Code::Aborted => EtcdError::Unavailable(explain(status)),
         _ => EtcdError::Refused {
             what,
-            message: status.message().to_owned(),
+            message: explain(status),
         },
     }
+}
+
+/// A status's message with its causes: tonic says only "transport error"
+/// for a refused TLS handshake; the reason is in the source chain.
+fn explain(status: &Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn client_tls(tls: &EtcdTls) -> Result<ClientTlsConfig> {

@@ -41,9 +41,10 @@ pub struct Member {
 }
 
 impl Member {
-    /// `http://127.0.0.1:PORT`, what a client dials.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+    /// `http://127.0.0.1:PORT` (https with TLS), what a client dials.
+    fn endpoint_of(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub fn running(&self) -> bool {
@@ -59,6 +60,45 @@ impl Member {
 pub struct EtcdCluster {
     pub members: Vec<Member>,
     initial_cluster: String,
+    /// With client TLS: the files etcd serves and checks clients with.
+    pub tls: Option<EtcdTlsFiles>,
+}
+
+/// Client TLS of a test cluster: a CA of its own signed the members'
+/// server certificate (for 127.0.0.1) and one client certificate; etcd
+/// refuses clients without a certificate from that CA
+/// (`--client-cert-auth`).
+pub struct EtcdTlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl EtcdTlsFiles {
+    fn make(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let ca = ebb_certs::Ca::generate("etcd.test", Duration::from_secs(86_400))?;
+        let write = |name: &str, text: &str| -> anyhow::Result<PathBuf> {
+            let path = dir.join(name);
+            std::fs::write(&path, text)?;
+            Ok(path)
+        };
+        let server = ca.issue_server_for(
+            &["localhost".to_owned()],
+            &["127.0.0.1".parse()?],
+            Duration::from_secs(86_400),
+        )?;
+        let client = ca.issue_admin("etcd-client", Duration::from_secs(86_400))?;
+        Ok(Self {
+            ca: write("ca.crt", ca.cert_pem())?,
+            server_cert: write("server.crt", &server.cert_pem)?,
+            server_key: write("server.key", &server.key_pem)?,
+            client_cert: write("client.crt", &client.cert_pem)?,
+            client_key: write("client.key", &client.key_pem)?,
+        })
+    }
 }
 
 /// Free loopback ports, found by binding port 0 (held together so the
@@ -75,9 +115,24 @@ fn free_ports(n: usize) -> Vec<u16> {
 impl EtcdCluster {
     /// Starts `n` members under `dir` and waits until the cluster answers.
     pub fn start(dir: &Path, n: usize) -> anyhow::Result<Self> {
+        Self::start_as(dir, n, false)
+    }
+
+    /// As `start`, with client TLS and client certificates required
+    /// (`tls` holds the files a client needs).
+    pub fn start_tls(dir: &Path, n: usize) -> anyhow::Result<Self> {
+        Self::start_as(dir, n, true)
+    }
+
+    fn start_as(dir: &Path, n: usize, tls: bool) -> anyhow::Result<Self> {
         if let Some(why) = missing() {
             bail!(why);
         }
+        let tls = if tls {
+            Some(EtcdTlsFiles::make(&dir.join("etcd-tls"))?)
+        } else {
+            None
+        };
         let ports = free_ports(2 * n);
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -96,6 +151,7 @@ impl EtcdCluster {
         let mut cluster = Self {
             members,
             initial_cluster,
+            tls,
         };
         for i in 0..n {
             cluster.spawn(i)?;
@@ -107,7 +163,7 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let m = &self.members[i];
         std::fs::create_dir_all(&m.dir)?;
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = m.endpoint_of(self.tls.is_some());
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let mut cmd = Command::new(ETCD);
         cmd.args([
@@ -137,6 +193,15 @@ impl EtcdCluster {
             "--log-level",
             "warn",
         ]);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key);
+        }
         // Debian's etcd refuses to start on some architectures without it;
         // harmless on amd64.
         cmd.env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
@@ -146,9 +211,24 @@ impl EtcdCluster {
         Ok(())
     }
 
-    /// Every running member's client URL.
+    /// Every member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(Member::endpoint).collect()
+        self.members
+            .iter()
+            .map(|m| m.endpoint_of(self.tls.is_some()))
+            .collect()
+    }
+
+    /// etcdctl's TLS flags for this cluster.
+    fn etcdctl_tls(&self) -> Vec<String> {
+        match &self.tls {
+            Some(t) => vec![
+                format!("--cacert={}", t.ca.display()),
+                format!("--cert={}", t.client_cert.display()),
+                format!("--key={}", t.client_key.display()),
+            ],
+            None => vec![],
+        }
     }
 
     /// `--etcd-endpoints` / `store.etcd.endpoints` form: comma-separated.
@@ -162,21 +242,18 @@ impl EtcdCluster {
             .members
             .iter()
             .filter(|m| m.running())
-            .map(Member::endpoint)
+            .map(|m| m.endpoint_of(self.tls.is_some()))
             .collect();
+        let tls = self.etcdctl_tls();
         eventually("etcd cluster healthy", Duration::from_secs(60), || {
             let healthy = running
                 .iter()
                 .filter(|e| {
                     Command::new("etcdctl")
                         .env("ETCDCTL_API", "3")
-                        .args([
-                            "--endpoints",
-                            e,
-                            "--command-timeout=2s",
-                            "endpoint",
-                            "health",
-                        ])
+                        .args(["--endpoints", e, "--command-timeout=2s"])
+                        .args(&tls)
+                        .args(["endpoint", "health"])
                         .output()
                         .is_ok_and(|o| o.status.success())
                 })
@@ -204,6 +281,7 @@ impl EtcdCluster {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoints_csv(), "--command-timeout=5s"])
+            .args(self.etcdctl_tls())
             .args(args)
             .output()
             .context("running etcdctl (Debian's etcd-client)")?;

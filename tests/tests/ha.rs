@@ -326,3 +326,96 @@ fn the_leader_rides_out_one_lost_etcd_member_and_stops_acting_without_quorum() {
         (ha.instance_processes().len() == 3).then_some(())
     });
 }
+
+#[test]
+fn a_controller_reaches_etcd_over_tls_with_a_client_certificate_and_names_what_is_wrong_without() {
+    use ebb_tests::etcd::EtcdCluster;
+    use ebb_tests::{ControllerProc, bin};
+    let sb = Sandbox::new();
+    let etcd = EtcdCluster::start_tls(&sb.path().join("etcd"), 1).unwrap();
+    let tls = etcd.tls.as_ref().unwrap();
+    let key_file = sb.path().join("store.key");
+    std::fs::write(&key_file, "11".repeat(32)).unwrap();
+    let config = |client: bool| {
+        let mut text = format!(
+            "[store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [\"{}\"]\nca = \"{}\"\n",
+            etcd.endpoints()[0],
+            tls.ca.display()
+        );
+        if client {
+            text += &format!(
+                "cert = \"{}\"\nkey = \"{}\"\n",
+                tls.client_cert.display(),
+                tls.client_key.display()
+            );
+        }
+        text + &format!("[ha]\nsecret_key_file = \"{}\"\n", key_file.display())
+    };
+
+    // Without a client certificate etcd refuses the handshake: the
+    // controller exits at once, saying which store and why.
+    let dir = sb.path().join("no-cert");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("controller.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = \"{}\"\n[grpc]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n{}",
+            dir.join("data").display(),
+            config(false)
+        ),
+    )
+    .unwrap();
+    // An ephemeral port is no address for agents: advertise one.
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(&file).unwrap() + "advertise = \"127.0.0.1:7440\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin("ebb-controller"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started without a client cert: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("store: etcd at {}", etcd.endpoints()[0]))
+            && stderr.contains("etcd is unavailable"),
+        "names the store and why: {stderr}"
+    );
+
+    // With it, the controller leads and its records are in etcd.
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::create_dir_all(sb.path().join("ok")).unwrap();
+    let ctl = ControllerProc::start_configured(
+        &sb.path().join("ok"),
+        SAMPLING_MS,
+        grpc,
+        "127.0.0.1:0".parse().unwrap(),
+        &config(true),
+    )
+    .unwrap();
+    ctl.wait_log("elected: this controller leads now");
+    let mut admin = Admin::local(&ctl);
+    group(&mut admin, 0);
+    let keys = etcd
+        .etcdctl(&["get", "/ebb/t/groups/", "--prefix", "--keys-only"])
+        .unwrap();
+    assert!(keys.contains("/ebb/t/groups/"), "{keys}");
+    // The CA is there only sealed.
+    let sealed = etcd
+        .etcdctl(&["get", "/ebb/secrets/ca", "--print-value-only"])
+        .unwrap();
+    assert!(sealed.contains("\"sealed\""), "{sealed}");
+    assert!(
+        !sealed.contains("PRIVATE KEY"),
+        "the CA key in the clear: {sealed}"
+    );
+}
