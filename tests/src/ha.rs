@@ -166,37 +166,21 @@ impl HaCluster {
         Admin::local(self.controller(i))
     }
 
-    /// Live processes of the instances, as "pid cmdline" lines.
+    /// The instances' live agents, as "pid cmdline" lines.
     pub fn instance_processes(&self) -> Vec<String> {
         let marker = self.instances_dir.display().to_string();
-        let mut found = Vec::new();
-        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let pid = entry.file_name().to_string_lossy().into_owned();
-            if !pid.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            if stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-            {
-                continue;
-            }
-            let cwd = fs::read_link(entry.path().join("cwd"))
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            let cmdline = fs::read(entry.path().join("cmdline"))
-                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-                .unwrap_or_default();
-            let agent = cmdline
-                .split_whitespace()
-                .next()
-                .is_some_and(|exe| exe.ends_with("ebb-agent"));
-            if agent && (cwd.starts_with(&marker) || cmdline.contains(&marker)) {
-                found.push(format!("{pid} {}", cmdline.trim()));
-            }
-        }
-        found
+        crate::live_processes()
+            .into_iter()
+            .filter(|p| {
+                let agent = p
+                    .cmdline
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|exe| exe.ends_with("ebb-agent"));
+                agent && (p.cwd.starts_with(&marker) || p.cmdline.contains(&marker))
+            })
+            .map(|p| format!("{} {}", p.pid, p.cmdline.trim()))
+            .collect()
     }
 }
 

@@ -175,6 +175,42 @@ impl Drop for Proc {
     }
 }
 
+/// A live (not zombie) process, as /proc shows it.
+pub struct LiveProcess {
+    pub pid: String,
+    /// Its working directory.
+    pub cwd: String,
+    /// Its arguments joined by spaces.
+    pub cmdline: String,
+}
+
+/// Every live process on the host (zombies have exited; they only wait to
+/// be reaped).
+pub fn live_processes() -> Vec<LiveProcess> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let cwd = fs::read_link(entry.path().join("cwd"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let cmdline = fs::read(entry.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        found.push(LiveProcess { pid, cwd, cmdline });
+    }
+    found
+}
+
 /// A running `ebb-controller serve` in its own temp data dir.
 pub struct ControllerProc {
     pub proc: Proc,
@@ -286,31 +322,11 @@ impl ControllerProc {
             .join("instances")
             .display()
             .to_string();
-        let mut found = Vec::new();
-        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let pid = entry.file_name().to_string_lossy().into_owned();
-            if !pid.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            // A zombie has exited; it only waits to be reaped.
-            if stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-            {
-                continue;
-            }
-            let cwd = fs::read_link(entry.path().join("cwd"))
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            let cmdline = fs::read(entry.path().join("cmdline"))
-                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-                .unwrap_or_default();
-            if cwd.starts_with(&marker) || cmdline.contains(&marker) {
-                found.push(format!("{pid} {cwd}/ {cmdline}"));
-            }
-        }
-        found
+        live_processes()
+            .into_iter()
+            .filter(|p| p.cwd.starts_with(&marker) || p.cmdline.contains(&marker))
+            .map(|p| format!("{} {}/ {}", p.pid, p.cwd, p.cmdline))
+            .collect()
     }
 
     /// Attaches `ids` to `group`, creating and enabling it first if it
