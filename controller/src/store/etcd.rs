@@ -154,6 +154,9 @@ struct Shared {
     /// Events the watch holds back because of `hold`.
     #[cfg(test)]
     holding: std::sync::atomic::AtomicUsize,
+    /// The member the watch follows.
+    #[cfg(test)]
+    watching: Mutex<String>,
 }
 
 struct State {
@@ -614,6 +617,8 @@ impl Shared {
             hold: tokio::sync::watch::Sender::new(false),
             #[cfg(test)]
             holding: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            watching: Mutex::new(String::new()),
         })
     }
 
@@ -700,6 +705,7 @@ impl Shared {
         }
         tx.commit().map_err(backend)?;
         self.replica.forget_listings();
+        self.loads.fetch_add(1, Ordering::Relaxed);
         self.advance(revision);
         Ok(())
     }
@@ -1158,13 +1164,7 @@ async fn load(shared: &Shared, etcd: &Etcd) -> Result<i64> {
         }
     }
     shared.replace(&kvs, revision)?;
-    let loads = shared.loads.fetch_add(1, Ordering::Relaxed) + 1;
-    tracing::debug!(
-        revision,
-        keys = kvs.len(),
-        loads,
-        "etcd store: replica loaded"
-    );
+    tracing::debug!(revision, keys = kvs.len(), "etcd store: replica loaded");
     Ok(revision)
 }
 
@@ -1220,6 +1220,10 @@ async fn follow(shared: &Shared, etcd: &Etcd, next: &mut i64) -> (Stop, bool) {
         Ok(stream) => stream,
         Err(e) => return (Stop::Broken(e.to_string()), false),
     };
+    #[cfg(test)]
+    {
+        *lock(&shared.watching) = etcd.current().to_owned();
+    }
     let mut progressed = false;
     loop {
         let answer = match stream.next().await {
@@ -1892,7 +1896,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = EtcdCluster::start(dir.path(), 3).unwrap();
         let prefix = fresh_prefix();
-        // A talks to member 0 first, B to member 1.
         let a = open(cluster.endpoints(), &prefix);
         let mut rotated = cluster.endpoints();
         rotated.rotate_left(1);
@@ -1908,29 +1911,48 @@ mod tests {
         ebb_tests::eventually("A's watch holds the change", WAIT, || {
             (a.shared.holding.load(Ordering::Relaxed) > 0).then_some(())
         });
-        cluster.kill(0);
+        let watched = lock(&a.shared.watching).clone();
+        let first = cluster
+            .endpoints()
+            .iter()
+            .position(|e| *e == watched)
+            .expect("A watches a member");
+        let (second, third) = ((first + 1) % 3, (first + 2) % 3);
+        cluster.kill(first);
         b.commit(vec![Write::CreateGroup(group("asg-3", "g3"))])
             .unwrap();
-        b.commit(vec![Write::UpdateGroup(group("asg-3", "g3"))])
-            .unwrap();
+        let mut g3 = group("asg-3", "g3");
+        g3.desired_capacity = 4;
+        b.commit(vec![Write::UpdateGroup(g3)]).unwrap();
+        // Past the revision after A's held change: A cannot follow on.
         let compact_at = b.revision().to_string();
-        let live = cluster.endpoints()[1..].join(",");
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                &live,
-                "--command-timeout=10s",
-                "compact",
-                &compact_at,
-            ])
-            .output()
-            .expect("etcdctl (Debian's etcd-client)");
+        let etcdctl = |endpoint: &str, args: &[&str]| {
+            Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", endpoint, "--command-timeout=10s"])
+                .args(args)
+                .output()
+                .expect("etcdctl (Debian's etcd-client)")
+        };
+        let live = [
+            cluster.endpoints()[second].clone(),
+            cluster.endpoints()[third].clone(),
+        ];
+        let out = etcdctl(&live[0], &["compact", &compact_at]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Each member applies the compaction in its own time.
+        for endpoint in &live {
+            ebb_tests::eventually("the member has compacted", WAIT, || {
+                let out = etcdctl(endpoint, &["get", "--rev=1", "x"]);
+                String::from_utf8_lossy(&out.stderr)
+                    .contains("compacted")
+                    .then_some(())
+            });
+        }
         a.shared.hold.send_replace(false);
         a.wait_for_revision(b.revision(), WAIT).unwrap();
         let names = |s: &EtcdStore| -> Vec<String> {
@@ -1952,7 +1974,7 @@ mod tests {
             .unwrap();
 
         // Two down: no quorum. The commit fails within its bound, saying so.
-        cluster.kill(1);
+        cluster.kill(second);
         let started = Instant::now();
         let err = a
             .commit(vec![Write::CreateGroup(group("asg-5", "g5"))])
@@ -1973,13 +1995,13 @@ mod tests {
         assert_eq!(names(&a), ["g1", "g2", "g3", "g4"]);
 
         // All down: reads go on from the replica.
-        cluster.kill(2);
+        cluster.kill(third);
         assert_eq!(names(&a), ["g1", "g2", "g3", "g4"]);
         assert_eq!(a.get_group("asg-4").unwrap().unwrap().name, "g4");
 
         // Quorum back: commits work again, and both stores agree.
-        cluster.restart(0).unwrap();
-        cluster.restart(1).unwrap();
+        cluster.restart(first).unwrap();
+        cluster.restart(second).unwrap();
         ebb_tests::eventually(
             "a commit once quorum is back",
             Duration::from_secs(90),
