@@ -1338,6 +1338,15 @@ impl Store for EtcdStore {
                     })?;
                     caught_up = true;
                 }
+                Err(e @ EtcdError::Refused { .. })
+                    if e.to_string().contains("too many operations") =>
+                {
+                    return Err(StoreError::Backend(format!(
+                        "etcd: this commit is {} operations, more than etcd's --max-txn-ops allows \
+                         (128 unless raised; see docs/ha.md): {e}",
+                        plan.ops.len().max(plan.compares.len())
+                    )));
+                }
                 Err(e) => return Err(etcd_failed(e)),
             }
         }
@@ -2051,5 +2060,28 @@ mod tests {
             .map(|g| g.id)
             .collect();
         assert_eq!(ids, ["asg-3", "asg-1"]);
+    }
+
+    /// etcd refuses a transaction of more than `--max-txn-ops` operations
+    /// (128 by default): the refusal says which setting to raise.
+    #[test]
+    fn a_commit_beyond_max_txn_ops_names_the_setting() {
+        let cluster = shared_cluster();
+        let store = open(cluster.endpoints(), &fresh_prefix());
+        store
+            .commit(vec![Write::CreateGroup(group("asg-1", "web"))])
+            .unwrap();
+        let writes = (0..130)
+            .map(|i| Write::PutInstance(instance(&format!("i-{i:03}"), "asg-1", i)))
+            .collect();
+        let err = store.commit(writes).unwrap_err();
+        assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+        assert!(
+            err.to_string().starts_with(
+                "store: etcd: this commit is 131 operations, more than etcd's --max-txn-ops allows"
+            ),
+            "{err}"
+        );
+        assert!(store.list_instances(None).unwrap().is_empty());
     }
 }
