@@ -297,7 +297,8 @@ impl EtcdStore {
         })
     }
 
-    /// Sets (or clears) the fence every later commit is conditioned on.
+    /// Sets (or clears) the fence every later commit is conditioned on. A
+    /// commit that changes nothing sends nothing, so no fence refuses it.
     pub fn set_fence(&self, fence: Option<Fence>) {
         *lock(&self.fence) = fence;
     }
