@@ -2085,4 +2085,54 @@ mod tests {
         );
         assert!(store.list_instances(None).unwrap().is_empty());
     }
+
+    /// A member cut off from the others (here: both others stopped) ends
+    /// the watch rather than leave the replica silently behind; the store
+    /// says so, and follows on once the cluster is whole again.
+    #[test]
+    fn a_watch_on_a_member_without_a_leader_ends_and_resumes() {
+        if let Some(why) = ebb_tests::etcd::missing() {
+            panic!("{why}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = EtcdCluster::start(dir.path(), 3).unwrap();
+        let prefix = fresh_prefix();
+        let store = open(cluster.endpoints(), &prefix);
+        store
+            .commit(vec![Write::CreateGroup(group("asg-1", "web"))])
+            .unwrap();
+        let watched = lock(&store.shared.watching).clone();
+        let others: Vec<u32> = cluster
+            .members
+            .iter()
+            .zip(cluster.endpoints())
+            .filter(|(_, endpoint)| *endpoint != watched)
+            .filter_map(|(m, _)| m.pid())
+            .collect();
+        let signal = |sig: &str| {
+            for pid in &others {
+                let status = Command::new("kill")
+                    .args([format!("-{sig}"), pid.to_string()])
+                    .status()
+                    .expect("kill(1)");
+                assert!(status.success());
+            }
+        };
+        signal("STOP");
+        let why = ebb_tests::eventually("the watch ends", Duration::from_secs(60), || {
+            store.watch_error()
+        });
+        signal("CONT");
+        assert!(why.contains("no leader"), "{why}");
+        assert_eq!(store.list_groups().unwrap(), [group("asg-1", "web")]);
+        ebb_tests::eventually(
+            "a commit once the cluster is whole",
+            Duration::from_secs(90),
+            || match store.commit(vec![Write::CreateGroup(group("asg-2", "api"))]) {
+                Ok(()) => Some(()),
+                Err(_) => store.get_group("asg-2").unwrap().map(drop),
+            },
+        );
+        assert_eq!(store.watch_error(), None);
+    }
 }
