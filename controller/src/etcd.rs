@@ -285,7 +285,14 @@ impl Etcd {
         tx.send(request)
             .await
             .map_err(|_| EtcdError::Unavailable("watch request channel closed".into()))?;
-        let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut requests = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        // A member cut off from the others would keep the watch open and
+        // send nothing more; with this, it ends the watch once it has had
+        // no raft leader for a few election timeouts, so the watcher moves on.
+        requests.metadata_mut().insert(
+            "hasleader",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
         let (_, channel) = self.channel();
         let result = self
             .once(

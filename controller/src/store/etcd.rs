@@ -154,6 +154,9 @@ struct Shared {
     /// Events the watch holds back because of `hold`.
     #[cfg(test)]
     holding: std::sync::atomic::AtomicUsize,
+    /// The member the watch follows.
+    #[cfg(test)]
+    watching: Mutex<String>,
 }
 
 struct State {
@@ -294,7 +297,8 @@ impl EtcdStore {
         })
     }
 
-    /// Sets (or clears) the fence every later commit is conditioned on.
+    /// Sets (or clears) the fence every later commit is conditioned on. A
+    /// commit that changes nothing sends nothing, so no fence refuses it.
     pub fn set_fence(&self, fence: Option<Fence>) {
         *lock(&self.fence) = fence;
     }
@@ -614,6 +618,8 @@ impl Shared {
             hold: tokio::sync::watch::Sender::new(false),
             #[cfg(test)]
             holding: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            watching: Mutex::new(String::new()),
         })
     }
 
@@ -700,6 +706,7 @@ impl Shared {
         }
         tx.commit().map_err(backend)?;
         self.replica.forget_listings();
+        self.loads.fetch_add(1, Ordering::Relaxed);
         self.advance(revision);
         Ok(())
     }
@@ -1158,13 +1165,7 @@ async fn load(shared: &Shared, etcd: &Etcd) -> Result<i64> {
         }
     }
     shared.replace(&kvs, revision)?;
-    let loads = shared.loads.fetch_add(1, Ordering::Relaxed) + 1;
-    tracing::debug!(
-        revision,
-        keys = kvs.len(),
-        loads,
-        "etcd store: replica loaded"
-    );
+    tracing::debug!(revision, keys = kvs.len(), "etcd store: replica loaded");
     Ok(revision)
 }
 
@@ -1220,6 +1221,10 @@ async fn follow(shared: &Shared, etcd: &Etcd, next: &mut i64) -> (Stop, bool) {
         Ok(stream) => stream,
         Err(e) => return (Stop::Broken(e.to_string()), false),
     };
+    #[cfg(test)]
+    {
+        *lock(&shared.watching) = etcd.current().to_owned();
+    }
     let mut progressed = false;
     loop {
         let answer = match stream.next().await {
@@ -1333,6 +1338,15 @@ impl Store for EtcdStore {
                         ))
                     })?;
                     caught_up = true;
+                }
+                Err(e @ EtcdError::Refused { .. })
+                    if e.to_string().contains("too many operations") =>
+                {
+                    return Err(StoreError::Backend(format!(
+                        "etcd: this commit is {} operations, more than etcd's --max-txn-ops allows \
+                         (128 unless raised; see docs/ha.md): {e}",
+                        plan.ops.len().max(plan.compares.len())
+                    )));
                 }
                 Err(e) => return Err(etcd_failed(e)),
             }
@@ -1892,7 +1906,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = EtcdCluster::start(dir.path(), 3).unwrap();
         let prefix = fresh_prefix();
-        // A talks to member 0 first, B to member 1.
         let a = open(cluster.endpoints(), &prefix);
         let mut rotated = cluster.endpoints();
         rotated.rotate_left(1);
@@ -1908,29 +1921,48 @@ mod tests {
         ebb_tests::eventually("A's watch holds the change", WAIT, || {
             (a.shared.holding.load(Ordering::Relaxed) > 0).then_some(())
         });
-        cluster.kill(0);
+        let watched = lock(&a.shared.watching).clone();
+        let first = cluster
+            .endpoints()
+            .iter()
+            .position(|e| *e == watched)
+            .expect("A watches a member");
+        let (second, third) = ((first + 1) % 3, (first + 2) % 3);
+        cluster.kill(first);
         b.commit(vec![Write::CreateGroup(group("asg-3", "g3"))])
             .unwrap();
-        b.commit(vec![Write::UpdateGroup(group("asg-3", "g3"))])
-            .unwrap();
+        let mut g3 = group("asg-3", "g3");
+        g3.desired_capacity = 4;
+        b.commit(vec![Write::UpdateGroup(g3)]).unwrap();
+        // Past the revision after A's held change: A cannot follow on.
         let compact_at = b.revision().to_string();
-        let live = cluster.endpoints()[1..].join(",");
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                &live,
-                "--command-timeout=10s",
-                "compact",
-                &compact_at,
-            ])
-            .output()
-            .expect("etcdctl (Debian's etcd-client)");
+        let etcdctl = |endpoint: &str, args: &[&str]| {
+            Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", endpoint, "--command-timeout=10s"])
+                .args(args)
+                .output()
+                .expect("etcdctl (Debian's etcd-client)")
+        };
+        let live = [
+            cluster.endpoints()[second].clone(),
+            cluster.endpoints()[third].clone(),
+        ];
+        let out = etcdctl(&live[0], &["compact", &compact_at]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Each member applies the compaction in its own time.
+        for endpoint in &live {
+            ebb_tests::eventually("the member has compacted", WAIT, || {
+                let out = etcdctl(endpoint, &["get", "--rev=1", "x"]);
+                String::from_utf8_lossy(&out.stderr)
+                    .contains("compacted")
+                    .then_some(())
+            });
+        }
         a.shared.hold.send_replace(false);
         a.wait_for_revision(b.revision(), WAIT).unwrap();
         let names = |s: &EtcdStore| -> Vec<String> {
@@ -1952,7 +1984,7 @@ mod tests {
             .unwrap();
 
         // Two down: no quorum. The commit fails within its bound, saying so.
-        cluster.kill(1);
+        cluster.kill(second);
         let started = Instant::now();
         let err = a
             .commit(vec![Write::CreateGroup(group("asg-5", "g5"))])
@@ -1973,13 +2005,13 @@ mod tests {
         assert_eq!(names(&a), ["g1", "g2", "g3", "g4"]);
 
         // All down: reads go on from the replica.
-        cluster.kill(2);
+        cluster.kill(third);
         assert_eq!(names(&a), ["g1", "g2", "g3", "g4"]);
         assert_eq!(a.get_group("asg-4").unwrap().unwrap().name, "g4");
 
         // Quorum back: commits work again, and both stores agree.
-        cluster.restart(0).unwrap();
-        cluster.restart(1).unwrap();
+        cluster.restart(first).unwrap();
+        cluster.restart(second).unwrap();
         ebb_tests::eventually(
             "a commit once quorum is back",
             Duration::from_secs(90),
@@ -2029,5 +2061,78 @@ mod tests {
             .map(|g| g.id)
             .collect();
         assert_eq!(ids, ["asg-3", "asg-1"]);
+    }
+
+    /// etcd refuses a transaction of more than `--max-txn-ops` operations
+    /// (128 by default): the refusal says which setting to raise.
+    #[test]
+    fn a_commit_beyond_max_txn_ops_names_the_setting() {
+        let cluster = shared_cluster();
+        let store = open(cluster.endpoints(), &fresh_prefix());
+        store
+            .commit(vec![Write::CreateGroup(group("asg-1", "web"))])
+            .unwrap();
+        let writes = (0..130)
+            .map(|i| Write::PutInstance(instance(&format!("i-{i:03}"), "asg-1", i)))
+            .collect();
+        let err = store.commit(writes).unwrap_err();
+        assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+        assert!(
+            err.to_string().starts_with(
+                "store: etcd: this commit is 131 operations, more than etcd's --max-txn-ops allows"
+            ),
+            "{err}"
+        );
+        assert!(store.list_instances(None).unwrap().is_empty());
+    }
+
+    /// A member cut off from the others (here: both others stopped) ends
+    /// the watch rather than leave the replica silently behind; the store
+    /// says so, and follows on once the cluster is whole again.
+    #[test]
+    fn a_watch_on_a_member_without_a_leader_ends_and_resumes() {
+        if let Some(why) = ebb_tests::etcd::missing() {
+            panic!("{why}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = EtcdCluster::start(dir.path(), 3).unwrap();
+        let prefix = fresh_prefix();
+        let store = open(cluster.endpoints(), &prefix);
+        store
+            .commit(vec![Write::CreateGroup(group("asg-1", "web"))])
+            .unwrap();
+        let watched = lock(&store.shared.watching).clone();
+        let others: Vec<u32> = cluster
+            .members
+            .iter()
+            .zip(cluster.endpoints())
+            .filter(|(_, endpoint)| *endpoint != watched)
+            .filter_map(|(m, _)| m.pid())
+            .collect();
+        let signal = |sig: &str| {
+            for pid in &others {
+                let status = Command::new("kill")
+                    .args([format!("-{sig}"), pid.to_string()])
+                    .status()
+                    .expect("kill(1)");
+                assert!(status.success());
+            }
+        };
+        signal("STOP");
+        let why = ebb_tests::eventually("the watch ends", Duration::from_secs(60), || {
+            store.watch_error()
+        });
+        signal("CONT");
+        assert!(why.contains("no leader"), "{why}");
+        assert_eq!(store.list_groups().unwrap(), [group("asg-1", "web")]);
+        ebb_tests::eventually(
+            "a commit once the cluster is whole",
+            Duration::from_secs(90),
+            || match store.commit(vec![Write::CreateGroup(group("asg-2", "api"))]) {
+                Ok(()) => Some(()),
+                Err(_) => store.get_group("asg-2").unwrap().map(drop),
+            },
+        );
+        assert_eq!(store.watch_error(), None);
     }
 }
