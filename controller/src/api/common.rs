@@ -18,6 +18,9 @@ impl From<StoreError> for Status {
         match e {
             StoreError::Conflict(m) => Status::already_exists(m),
             StoreError::NotFound(m) => Status::not_found(m),
+            // Another controller leads now; the call did nothing and may be
+            // retried, and the retry is redirected to the leader.
+            e @ StoreError::Fenced(_) => Status::unavailable(e.to_string()),
             other => Status::internal(other.to_string()),
         }
     }
