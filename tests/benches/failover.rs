@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use common::{flag, load_average, switch};
 use ebb_proto::v1 as pb;
 use ebb_tests::ha::{HaCluster, LEASE_TTL_SECS};
-use ebb_tests::{Admin, DEADLINE, Sandbox, admin_call, eventually};
+use ebb_tests::{Admin, DEADLINE, Sandbox, enabled_group, eventually};
 
+/// Three local instances that sleep, pulled every second.
 fn group(admin: &mut Admin) {
-    admin_call!(
-        *admin,
-        create_scaling_group,
+    enabled_group(
+        admin,
         pb::CreateScalingGroupRequest {
             name: "web".into(),
             min_size: 0,
@@ -35,29 +35,8 @@ fn group(admin: &mut Admin) {
             sampling_interval_secs: Some(1),
             health_check_grace_period_secs: Some(1),
             ..Default::default()
-        }
-    )
-    .expect("create group");
-    admin_call!(
-        *admin,
-        create_scaling_configuration,
-        pb::CreateScalingConfigurationRequest {
-            scaling_group: "web".into(),
-            name: "v1".into(),
-            command: vec!["sleep".into(), "infinity".into()],
-            ..Default::default()
-        }
-    )
-    .expect("create configuration");
-    admin_call!(
-        *admin,
-        enable_scaling_group,
-        pb::EnableScalingGroupRequest {
-            scaling_group: "web".into(),
-            ..Default::default()
-        }
-    )
-    .expect("enable group");
+        },
+    );
 }
 
 fn report(name: &str, mut times: Vec<Duration>) {

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use ebb_proto::v1 as pb;
 use ebb_tests::ha::HaCluster;
-use ebb_tests::{Admin, DEADLINE, Sandbox, activities, admin_call, eventually, instances};
+use ebb_tests::{
+    Admin, DEADLINE, Sandbox, activities, admin_call, enabled_group, eventually, instances,
+};
 
 const GROUP: &str = "web";
 
@@ -17,9 +19,8 @@ const SAMPLING_MS: u64 = 1000;
 /// A group of `desired` local instances that sleep, with health checked
 /// from the first second.
 fn group(admin: &mut Admin, desired: u32) {
-    admin_call!(
-        *admin,
-        create_scaling_group,
+    enabled_group(
+        admin,
         pb::CreateScalingGroupRequest {
             name: GROUP.into(),
             min_size: 0,
@@ -28,29 +29,8 @@ fn group(admin: &mut Admin, desired: u32) {
             sampling_interval_secs: Some(1),
             health_check_grace_period_secs: Some(1),
             ..Default::default()
-        }
-    )
-    .expect("create the group");
-    admin_call!(
-        *admin,
-        create_scaling_configuration,
-        pb::CreateScalingConfigurationRequest {
-            scaling_group: GROUP.into(),
-            name: "v1".into(),
-            command: vec!["sleep".into(), "infinity".into()],
-            ..Default::default()
-        }
-    )
-    .expect("create the configuration");
-    admin_call!(
-        *admin,
-        enable_scaling_group,
-        pb::EnableScalingGroupRequest {
-            scaling_group: GROUP.into(),
-            ..Default::default()
-        }
-    )
-    .expect("enable the group");
+        },
+    );
 }
 
 fn set_desired(admin: &mut Admin, n: u32) {

@@ -17,11 +17,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ebb_proto::etcd::etcdserverpb as pb;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{Leadership, Role};
+use super::{Leadership, Role, existing, put_if_absent};
 use crate::etcd::{Etcd, EtcdError};
 use crate::store::etcd::EtcdStore;
 
@@ -154,7 +153,14 @@ pub async fn run(
             let _ = etcd.lease_revoke(l.id).await;
             continue;
         }
-        match etcd.txn(campaign(&settings, l.id)).await {
+        match etcd
+            .txn(put_if_absent(
+                &settings.key,
+                settings.advertise.clone().into_bytes(),
+                l.id,
+            ))
+            .await
+        {
             Ok(answer) if answer.succeeded => {
                 let revision = answer.header.map_or(0, |h| h.revision);
                 if !lead(&store, &settings, revision, &leadership).await {
@@ -162,7 +168,7 @@ pub async fn run(
                     continue;
                 }
             }
-            Ok(answer) => match holder(&answer) {
+            Ok(answer) => match existing(&answer) {
                 Some(kv) if kv.lease == l.id => {
                     // Ours: we lead (or won with an answer that was lost).
                     if !leadership.is_leader()
@@ -223,41 +229,6 @@ struct Lease {
     /// When etcd lets it lapse, unless renewed (measured from the request).
     valid_until: Instant,
     renewed: Instant,
-}
-
-/// "Create the key with my address on my lease if nobody holds it; else
-/// read it."
-fn campaign(settings: &ElectionSettings, lease: i64) -> pb::TxnRequest {
-    pb::TxnRequest {
-        compare: vec![pb::Compare {
-            result: pb::compare::CompareResult::Equal as i32,
-            target: pb::compare::CompareTarget::Create as i32,
-            key: settings.key.clone(),
-            target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
-            range_end: vec![],
-        }],
-        success: vec![pb::RequestOp {
-            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
-                key: settings.key.clone(),
-                value: settings.advertise.clone().into_bytes(),
-                lease,
-            })),
-        }],
-        failure: vec![pb::RequestOp {
-            request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
-                key: settings.key.clone(),
-                ..Default::default()
-            })),
-        }],
-    }
-}
-
-/// The leadership key as a failed campaign read it.
-fn holder(answer: &pb::TxnResponse) -> Option<ebb_proto::etcd::mvccpb::KeyValue> {
-    answer.responses.iter().find_map(|r| match &r.response {
-        Some(pb::response_op::Response::ResponseRange(range)) => range.kvs.first().cloned(),
-        _ => None,
-    })
 }
 
 /// Takes up the leadership won at `revision`: fence, catch up, then lead.

@@ -22,6 +22,45 @@ use tonic::server::NamedService;
 pub mod election;
 pub mod secrets;
 
+use ebb_proto::etcd::etcdserverpb as pb;
+use ebb_proto::etcd::mvccpb::KeyValue;
+
+/// One etcd transaction: create `key` holding `value` (attached to `lease`;
+/// 0 for none) if it does not exist, else read it. Both the campaign and
+/// the CA's first put are this.
+fn put_if_absent(key: &[u8], value: Vec<u8>, lease: i64) -> pb::TxnRequest {
+    pb::TxnRequest {
+        compare: vec![pb::Compare {
+            result: pb::compare::CompareResult::Equal as i32,
+            target: pb::compare::CompareTarget::Create as i32,
+            key: key.to_vec(),
+            target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
+            range_end: vec![],
+        }],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: key.to_vec(),
+                value,
+                lease,
+            })),
+        }],
+        failure: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
+                key: key.to_vec(),
+                ..Default::default()
+            })),
+        }],
+    }
+}
+
+/// The key as a [`put_if_absent`] that found it read it.
+fn existing(answer: &pb::TxnResponse) -> Option<KeyValue> {
+    answer.responses.iter().find_map(|r| match &r.response {
+        Some(pb::response_op::Response::ResponseRange(range)) => range.kvs.first().cloned(),
+        _ => None,
+    })
+}
+
 /// The metadata entry naming the leader's gRPC address in a refusal.
 pub use ebb_proto::redirect::LEADER_METADATA;
 

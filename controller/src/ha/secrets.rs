@@ -11,7 +11,6 @@
 use std::path::Path;
 
 use ebb_core::local::PkiPaths;
-use ebb_proto::etcd::etcdserverpb as pb;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
@@ -136,41 +135,14 @@ pub async fn share_ca(
     let sealed = serde_json::to_vec(&secret.seal(&plain)?).map_err(|e| e.to_string())?;
     // Put ours if there is none; else read theirs.
     let answer = etcd
-        .txn(pb::TxnRequest {
-            compare: vec![pb::Compare {
-                result: pb::compare::CompareResult::Equal as i32,
-                target: pb::compare::CompareTarget::Create as i32,
-                key: key.to_vec(),
-                target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
-                range_end: vec![],
-            }],
-            success: vec![pb::RequestOp {
-                request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
-                    key: key.to_vec(),
-                    value: sealed,
-                    lease: 0,
-                })),
-            }],
-            failure: vec![pb::RequestOp {
-                request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
-                    key: key.to_vec(),
-                    ..Default::default()
-                })),
-            }],
-        })
+        .txn(super::put_if_absent(key, sealed, 0))
         .await
         .map_err(|e| format!("sharing the CA through etcd: {e}"))?;
     if answer.succeeded {
         info!("put this controller's CA in the store, sealed, for the other controllers");
         return Ok(Shared::Put);
     }
-    let stored = answer
-        .responses
-        .iter()
-        .find_map(|r| match &r.response {
-            Some(pb::response_op::Response::ResponseRange(range)) => range.kvs.first().cloned(),
-            _ => None,
-        })
+    let stored = super::existing(&answer)
         .ok_or("the CA in the store vanished while it was read; start again")?;
     let sealed: Sealed = serde_json::from_slice(&stored.value)
         .map_err(|e| format!("the CA in the store is corrupt: {e}"))?;
