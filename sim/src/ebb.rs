@@ -442,3 +442,94 @@ impl Policy for Ebb {
         self.run_alarms(fleet, now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelParams;
+
+    const FILE: &str = r#"
+[group]
+name = "web"
+min_size = 2
+max_size = 40
+sampling_interval_secs = 5
+
+[configuration]
+name = "web-v1"
+
+[[rule]]
+name = "cpu-60"
+rule_type = "TargetTrackingScalingRule"
+metric = "CpuUtilization"
+target_value = 60.0
+"#;
+
+    fn fleet(n: u32) -> Fleet {
+        let params = ModelParams {
+            capacity: 100.0,
+            boot_secs: 60,
+            noise: 0.0,
+            seed: 1,
+        };
+        Fleet::new(params, n, 0)
+    }
+
+    /// Ticks from `from` to `to` with `demand(t)`; the (time, size) changes.
+    fn drive(
+        ebb: &mut Ebb,
+        fleet: &mut Fleet,
+        range: std::ops::Range<i64>,
+        demand: impl Fn(i64) -> f64,
+    ) -> Vec<(i64, u32)> {
+        let mut changes = Vec::new();
+        for t in range {
+            let before = fleet.count();
+            ebb.tick(t, demand(t), fleet);
+            if fleet.count() != before {
+                changes.push((t, fleet.count()));
+            }
+        }
+        changes
+    }
+
+    #[test]
+    fn target_tracking_scales_out_after_its_alarm_periods_and_holds_while_warming() {
+        let file = ebb_core::apply_file::parse("t.toml", FILE).unwrap();
+        let mut ebb = Ebb::from_file(&file).unwrap();
+        let mut f = fleet(ebb.initial_capacity());
+        let (out, _) = target_alarms(&"CpuUtilization".parse().unwrap(), 60.0);
+        let p = i64::from(out.period_secs);
+        let n = i64::from(out.evaluation_count);
+        // 2 instances at 50 % until 3600, then 300 units/s: utilisation is
+        // capped at 100 %, so the first scale-out asks ceil(2 × 100 / 60) = 4.
+        let changes = drive(&mut ebb, &mut f, 0..5000, |t| {
+            if t < 3600 { 100.0 } else { 300.0 }
+        });
+        // The first period wholly above the target starts at 3600; the
+        // alarm fires at the end of its n-th breaching period.
+        let first = 3600 + n * p;
+        // The 2 new instances serve 60 s later and warm for 300 s: the 2
+        // warm ones at 75 % need ceil(2 × 75 / 60) = 3 of the 4 there are,
+        // so the alarm, still in ALARM, changes nothing. Once they are warm,
+        // 4 at 75 % need 5, at the first period end counting them.
+        let warm = first + 60 + 300;
+        let second = (warm + p - 1) / p * p;
+        assert_eq!(changes, vec![(first, 4), (second, 5)]);
+    }
+
+    #[test]
+    fn a_scheduled_task_sets_capacity_at_its_time() {
+        let text = format!(
+            "{FILE}\n[[task]]\nname = \"morning\"\nlaunch_time = \"1970-01-01T02:00:00Z\"\ndesired_capacity = 10\n"
+        );
+        let file = ebb_core::apply_file::parse("t.toml", &text).unwrap();
+        let mut ebb = Ebb::from_file(&file).unwrap();
+        let mut f = fleet(ebb.initial_capacity());
+        // 100 units/s on 2 instances: 50 %, inside target tracking's band
+        // until the task; afterwards 10 instances at 10 % is below it, but
+        // the new ones warm for 300 s first, so nothing moves before 7800.
+        let changes = drive(&mut ebb, &mut f, 0..7500, |_| 100.0);
+        assert_eq!(changes, vec![(7200, 10)]);
+    }
+}
