@@ -9,6 +9,7 @@
 //! - `run`: the replay loop and its scores (flaps included).
 //! - `ebb`: ebb's policy, through ebb-core.
 //! - `hpa`, `aws`: the baselines.
+//! - `plot`: the SVG plot.
 #![forbid(unsafe_code)]
 
 mod aws;
@@ -16,6 +17,7 @@ mod ebb;
 mod synth;
 mod hpa;
 mod model;
+mod plot;
 mod run;
 mod trace;
 
@@ -92,6 +94,9 @@ struct RunArgs {
     /// With `-o json`: include the per-minute series (demand, capacity, utilisation).
     #[arg(long)]
     series: bool,
+    /// Write an SVG plot of demand, capacity and utilisation, one panel per policy.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,6 +196,13 @@ fn run(args: &RunArgs) -> Result<(), String> {
         .iter_mut()
         .map(|(name, p)| replay(name, p.as_mut(), &trace, params, initial, target))
         .collect();
+    if let Some(path) = &args.plot {
+        let title = args
+            .trace
+            .file_stem()
+            .map_or_else(|| "trace".into(), |s| s.to_string_lossy().into_owned());
+        plot::write_svg(path, &title, &outcomes, args.capacity)?;
+    }
     match args.output {
         Format::Json => {
             if !args.series {

@@ -62,6 +62,20 @@ fn smoke_run_reports_every_field_for_every_policy() {
             assert!(series[0][key].is_number(), "series.{key} missing");
         }
     }
+    // The plot: one panel per policy, with its figures in the caption.
+    let svg = std::env::temp_dir().join(format!("ebb-sim-smoke-{}.svg", std::process::id()));
+    let plotted = sim(&[
+        "run", "--file", "examples/target-tracking.toml", "--trace", "traces/smoke.csv",
+        "--plot", svg.to_str().unwrap(),
+    ]);
+    assert!(plotted.status.success(), "{}", String::from_utf8_lossy(&plotted.stderr));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    std::fs::remove_file(&svg).unwrap();
+    assert!(text.starts_with("<svg"), "{}", &text[..100.min(text.len())]);
+    for policy in ["smoke: ebb (", "smoke: hpa (", "smoke: aws ("] {
+        assert!(text.contains(policy), "no panel {policy}");
+    }
+    assert!(text.matches("<polyline").count() >= 9, "three lines per panel");
     // The same seed gives the same figures.
     let again = sim(&[
         "run", "--file", "examples/target-tracking.toml", "--trace", "traces/smoke.csv",
