@@ -67,15 +67,13 @@ pub fn period(
     } else {
         0
     };
-    let needed = ((f64::from(warm) * m / target).ceil() as u32).clamp(min.max(1), max);
+    let needed = ((f64::from(warm) * m / target).ceil() as u32)
+        .max(min.max(1))
+        .min(max);
     // An alarm in ALARM invokes the policy every minute it stays there.
-    let to = if high >= SCALE_OUT_PERIODS && needed > total {
-        Some(needed)
-    } else if low >= SCALE_IN_PERIODS && warm == total && needed < total {
-        Some(needed)
-    } else {
-        None
-    };
+    let scale_out = high >= SCALE_OUT_PERIODS && needed > total;
+    let scale_in = low >= SCALE_IN_PERIODS && warm == total && needed < total;
+    let to = (scale_out || scale_in).then_some(needed);
     Step {
         high_streak: high,
         low_streak: low,
@@ -155,16 +153,46 @@ mod tests {
         // above scales out to ceil(10 × 75 / 50) = 15.
         let mut s = period(0, 0, Some(75.0), 10, 10, 50.0, 1, 100);
         assert_eq!((s.high_streak, s.to), (1, None));
-        s = period(s.high_streak, s.low_streak, Some(75.0), 10, 10, 50.0, 1, 100);
+        s = period(
+            s.high_streak,
+            s.low_streak,
+            Some(75.0),
+            10,
+            10,
+            50.0,
+            1,
+            100,
+        );
         assert_eq!(s.to, None);
-        s = period(s.high_streak, s.low_streak, Some(75.0), 10, 10, 50.0, 1, 100);
+        s = period(
+            s.high_streak,
+            s.low_streak,
+            Some(75.0),
+            10,
+            10,
+            50.0,
+            1,
+            100,
+        );
         assert_eq!(s.to, Some(15));
         // Still in ALARM a minute later, but the 5 warming instances are
         // already counted: nothing more.
-        s = period(s.high_streak, s.low_streak, Some(75.0), 10, 15, 50.0, 1, 100);
+        s = period(
+            s.high_streak,
+            s.low_streak,
+            Some(75.0),
+            10,
+            15,
+            50.0,
+            1,
+            100,
+        );
         assert_eq!((s.high_streak, s.to), (4, None));
         // A minute at the target resets the streak.
-        assert_eq!(period(2, 0, Some(50.0), 10, 10, 50.0, 1, 100).high_streak, 0);
+        assert_eq!(
+            period(2, 0, Some(50.0), 10, 10, 50.0, 1, 100).high_streak,
+            0
+        );
     }
 
     #[test]
@@ -177,7 +205,16 @@ mod tests {
             to: None,
         };
         for minute in 1..=15 {
-            s = period(s.high_streak, s.low_streak, Some(30.0), 10, 10, 50.0, 1, 100);
+            s = period(
+                s.high_streak,
+                s.low_streak,
+                Some(30.0),
+                10,
+                10,
+                50.0,
+                1,
+                100,
+            );
             assert_eq!(s.to, (minute == 15).then_some(6), "minute {minute}");
         }
         // 46 % is inside the band: no scale-in however long it lasts.

@@ -95,10 +95,9 @@ impl Ebb {
             .map(|r| (r.name.clone(), r.kind.clone()))
             .collect();
         let rule_index = |name: &str, what: &str| {
-            rules
-                .iter()
-                .position(|(n, _)| n == name)
-                .ok_or_else(|| format!("{what} names rule `{name}`, which the file does not declare"))
+            rules.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                format!("{what} names rule `{name}`, which the file does not declare")
+            })
         };
         let mut alarms = Vec::new();
         for (i, (name, kind)) in rules.iter().enumerate() {
@@ -128,7 +127,10 @@ impl Ebb {
                 metric: a.metric.clone().into(),
                 statistic: a.statistic.parse::<Statistic>().map_err(parse_err)?,
                 period_secs: a.period_secs,
-                comparison: a.comparison_operator.parse::<Comparison>().map_err(parse_err)?,
+                comparison: a
+                    .comparison_operator
+                    .parse::<Comparison>()
+                    .map_err(parse_err)?,
                 threshold: a.threshold,
                 evaluation_count: a
                     .evaluation_count

@@ -76,9 +76,11 @@ pub struct Hpa {
 
 impl Hpa {
     pub fn new(target: f64, min: u32, max: u32) -> Self {
+        // The HPA's minReplicas is at least 1; a max below it would be refused.
+        let max = max.max(1);
         Hpa {
             target,
-            min: min.max(1),
+            min: min.clamp(1, max),
             max,
             recommendations: VecDeque::new(),
             events: VecDeque::new(),
@@ -137,11 +139,11 @@ impl Hpa {
         let stable = self.stabilise(now, current, desired);
         let to = self.rate_limit(now, current, stable);
         if to != current {
-            self.events.push_back((now, i64::from(to) - i64::from(current)));
+            self.events
+                .push_back((now, i64::from(to) - i64::from(current)));
         }
-        self.events.retain(|(t, _)| {
-            *t > now - SCALE_UP_PERIOD_SECS.max(SCALE_DOWN_PERIOD_SECS)
-        });
+        self.events
+            .retain(|(t, _)| *t > now - SCALE_UP_PERIOD_SECS.max(SCALE_DOWN_PERIOD_SECS));
         to
     }
 }
@@ -152,7 +154,11 @@ impl Policy for Hpa {
             return;
         }
         // metrics-server's latest value per ready pod.
-        let ready: Vec<f64> = fleet.samples(demand, now).into_iter().map(|s| s.2).collect();
+        let ready: Vec<f64> = fleet
+            .samples(demand, now)
+            .into_iter()
+            .map(|s| s.2)
+            .collect();
         let to = self.sync(now, fleet.count(), &ready, fleet.pending(now));
         fleet.resize(to, now);
     }
@@ -173,14 +179,20 @@ mod tests {
         // TestReplicaCalcScaleUpUnreadyNoScale: 2 of 3 unready → stays 3.
         assert_eq!(replica_count(3, &[40.0], 2, 30.0), 3);
         // TestReplicaCalcScaleDown: 100/300/500/250/250m, target 50 % → 3.
-        assert_eq!(replica_count(5, &[10.0, 30.0, 50.0, 25.0, 25.0], 0, 50.0), 3);
+        assert_eq!(
+            replica_count(5, &[10.0, 30.0, 50.0, 25.0, 25.0], 0, 50.0),
+            3
+        );
         // TestReplicaCalcScaleDownIncludeUnreadyPods: 2 unready → 2.
         assert_eq!(replica_count(5, &[10.0, 30.0, 50.0], 2, 50.0), 2);
         // TestReplicaCalcScaleDownExcludeUnscheduledPods: 4 Pending → 1.
         assert_eq!(replica_count(5, &[10.0], 4, 50.0), 1);
         // TestReplicaCalcTolerance: 1010m/0.9, 1030m/1.0, 1020m/1.1 is
         // 102 % against 100 % → stays 3 (within 10 %).
-        assert_eq!(replica_count(3, &[1010.0 / 9.0, 103.0, 1020.0 / 11.0], 0, 100.0), 3);
+        assert_eq!(
+            replica_count(3, &[1010.0 / 9.0, 103.0, 1020.0 / 11.0], 0, 100.0),
+            3
+        );
     }
 
     #[test]

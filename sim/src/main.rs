@@ -14,11 +14,11 @@
 
 mod aws;
 mod ebb;
-mod synth;
 mod hpa;
 mod model;
 mod plot;
 mod run;
+mod synth;
 mod trace;
 
 use std::path::PathBuf;
@@ -38,7 +38,11 @@ const DEFAULT_CAPACITY: f64 = 100.0;
 const DEFAULT_BOOT_SECS: i64 = 60;
 
 #[derive(Parser)]
-#[command(name = "ebb-sim", version, about = "Replay load traces through ebb's scaling rules and the HPA and AWS baselines")]
+#[command(
+    name = "ebb-sim",
+    version,
+    about = "Replay load traces through ebb's scaling rules and the HPA and AWS baselines"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -148,8 +152,8 @@ fn run(args: &RunArgs) -> Result<(), String> {
         return Err(format!("--noise {} must be within 0..=1", args.noise));
     }
     let file_name = args.file.display().to_string();
-    let text = std::fs::read_to_string(&args.file)
-        .map_err(|e| format!("cannot read {file_name}: {e}"))?;
+    let text =
+        std::fs::read_to_string(&args.file).map_err(|e| format!("cannot read {file_name}: {e}"))?;
     let file = ebb_core::apply_file::parse(&file_name, &text)?;
     let trace = trace::load(&args.trace)?;
     let ebb = ebb::Ebb::from_file(&file).map_err(|e| format!("{file_name}: {e}"))?;
@@ -196,6 +200,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
         .iter_mut()
         .map(|(name, p)| replay(name, p.as_mut(), &trace, params, initial, target))
         .collect();
+    let ideal = run::ideal_instance_hours(&trace, args.capacity, target, min, max);
     if let Some(path) = &args.plot {
         let title = args
             .trace
@@ -222,13 +227,24 @@ fn run(args: &RunArgs) -> Result<(), String> {
                     "seed": args.seed,
                 },
                 "target": target,
+                "ideal_instance_hours": ideal,
                 "results": outcomes,
             });
-            println!("{}", serde_json::to_string_pretty(&doc).expect("plain data serialises"));
+            let text = serde_json::to_string_pretty(&doc).expect("plain data serialises");
+            emit(&format!("{text}\n"));
         }
-        Format::Table => print!("{}", table(&outcomes)),
+        Format::Table => emit(&format!(
+            "{}(the smallest fleet holding {target} % every second, launched instantly: {ideal:.2} instance-hours)\n",
+            table(&outcomes)
+        )),
     }
     Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 fn table(outcomes: &[Outcome]) -> String {

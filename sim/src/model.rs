@@ -60,7 +60,8 @@ impl Fleet {
         self.next_id += 1;
         // Each instance's noise comes from the seed and its own id, so a run
         // is reproducible whatever order instances come and go in.
-        let rng = fastrand::Rng::with_seed(self.params.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let rng =
+            fastrand::Rng::with_seed(self.params.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         self.instances.push(Inst {
             id,
             launched: now,
@@ -96,7 +97,12 @@ impl Fleet {
                 .enumerate()
                 .filter(|(_, i)| !i.in_service(now))
                 .max_by_key(|(_, i)| i.launched)
-                .or_else(|| self.instances.iter().enumerate().min_by_key(|(_, i)| i.launched))
+                .or_else(|| {
+                    self.instances
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, i)| i.launched)
+                })
                 .map(|(k, _)| k)
                 .expect("a fleet above n has an instance");
             self.instances.remove(victim);
@@ -178,7 +184,10 @@ mod tests {
         let mut f = Fleet::new(params(0.0), 2, 0); // ids 0, 1
         f.resize(4, 100); // ids 2, 3 boot until 160
         f.resize(3, 120);
-        assert_eq!(f.instances.iter().map(|i| i.id).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(
+            f.instances.iter().map(|i| i.id).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
         f.resize(1, 200);
         assert_eq!(f.instances.iter().map(|i| i.id).collect::<Vec<_>>(), [2]);
     }
@@ -186,8 +195,18 @@ mod tests {
     #[test]
     fn noise_is_deterministic_from_the_seed_and_spreads_values() {
         let run = |seed| {
-            let mut f = Fleet::new(ModelParams { seed, ..params(0.05) }, 3, 0);
-            (0..5).flat_map(|t| f.samples(150.0, t)).map(|s| s.2).collect::<Vec<_>>()
+            let mut f = Fleet::new(
+                ModelParams {
+                    seed,
+                    ..params(0.05)
+                },
+                3,
+                0,
+            );
+            (0..5)
+                .flat_map(|t| f.samples(150.0, t))
+                .map(|s| s.2)
+                .collect::<Vec<_>>()
         };
         let a = run(1);
         assert_eq!(a, run(1));

@@ -14,7 +14,12 @@ const WIDTH: u32 = 1000;
 const MAX_POINTS: usize = 2000;
 
 /// Writes the plot of `outcomes` (each with its series) to `path`.
-pub fn write_svg(path: &Path, title: &str, outcomes: &[Outcome], capacity: f64) -> Result<(), String> {
+pub fn write_svg(
+    path: &Path,
+    title: &str,
+    outcomes: &[Outcome],
+    capacity: f64,
+) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| format!("cannot plot to {}: {e}", path.display());
     let height = PANEL_HEIGHT * outcomes.len().max(1) as u32;
     let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();

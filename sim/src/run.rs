@@ -129,9 +129,35 @@ pub fn replay(
     }
 }
 
+/// The instance-hours of the smallest fleet that holds `target` every
+/// second, launched instantly (no boot, no warmup, no alarm delay), within
+/// [min, max]: the floor no policy can beat at this target.
+pub fn ideal_instance_hours(trace: &Trace, capacity: f64, target: f64, min: u32, max: u32) -> f64 {
+    let per_instance = capacity * target / 100.0;
+    let mut cursor = trace.cursor();
+    let secs: f64 = (trace.start()..trace.end())
+        .map(|t| {
+            let need = (cursor.at(t) / per_instance).ceil().max(0.0) as u32;
+            f64::from(need.clamp(min.max(1), max.max(1)))
+        })
+        .sum();
+    secs / 3600.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ideal_fleet_holds_the_target_with_nothing_to_spare() {
+        // 150 units/s at 60 % of 100 needs ceil(2.5) = 3 instances; 30 needs
+        // 1 but min_size is 2. 100 s each.
+        let trace = Trace {
+            points: vec![(0, 150.0), (100, 30.0)],
+        };
+        let h = ideal_instance_hours(&trace, 100.0, 60.0, 2, 10);
+        assert!((h - (300.0 + 200.0) / 3600.0).abs() < 1e-9, "{h}");
+    }
 
     #[test]
     fn a_flap_is_a_scale_in_then_a_scale_out_within_ten_minutes() {

@@ -82,7 +82,11 @@ pub fn generate(shape: Shape, seed: u64, days: Option<u32>) -> Trace {
                     let weekday = jiff::Timestamp::from_second(t)
                         .map(|ts| ts.to_zoned_datetime(jiff::tz::TimeZone::UTC).weekday())
                         .map_or(1, |w| w.to_sunday_zero_offset());
-                    let swing = if weekday == 0 || weekday == 6 { 400.0 } else { 800.0 };
+                    let swing = if weekday == 0 || weekday == 6 {
+                        400.0
+                    } else {
+                        800.0
+                    };
                     (t, round(noisy(&mut rng, diurnal(t, swing), 0.05)))
                 })
                 .collect()

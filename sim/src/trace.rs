@@ -133,17 +133,14 @@ fn first_content_line(text: &str) -> usize {
 /// `curl .../api/v1/query_range` saves it. Several series are summed
 /// point by point (the demand of every instance of a job).
 pub fn parse_prometheus(name: &str, text: &str) -> Result<Trace, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        format!(
-            "{name}:{}:{}: not JSON: {e}",
-            e.line(),
-            e.column()
-        )
-    })?;
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| format!("{name}:{}:{}: not JSON: {e}", e.line(), e.column()))?;
     if let Some(s) = v.get("status").and_then(|s| s.as_str())
         && s != "success"
     {
-        return Err(format!("{name}: the export's status is `{s}`, not `success`"));
+        return Err(format!(
+            "{name}: the export's status is `{s}`, not `success`"
+        ));
     }
     let data = v
         .get("data")
@@ -215,12 +212,27 @@ mod tests {
     #[test]
     fn csv_errors_name_file_line_and_column() {
         let cases = [
-            ("100,5\n160,x\n", "t.csv:2:5: demand `x` is not a number at or above 0"),
-            ("100,5\n1.5,3\n", "t.csv:2:1: unix_seconds `1.5` is not a whole number"),
-            ("100,5\n90,3\n", "t.csv:2:1: unix_seconds 90 is not after the previous line's 100"),
-            ("100,5\n160\n", "t.csv:2:4: expected `unix_seconds,demand`, found no comma"),
+            (
+                "100,5\n160,x\n",
+                "t.csv:2:5: demand `x` is not a number at or above 0",
+            ),
+            (
+                "100,5\n1.5,3\n",
+                "t.csv:2:1: unix_seconds `1.5` is not a whole number",
+            ),
+            (
+                "100,5\n90,3\n",
+                "t.csv:2:1: unix_seconds 90 is not after the previous line's 100",
+            ),
+            (
+                "100,5\n160\n",
+                "t.csv:2:4: expected `unix_seconds,demand`, found no comma",
+            ),
             ("100,5,1\n", "t.csv:1:6: expected two columns"),
-            ("100,-1\n", "t.csv:1:5: demand `-1` is not a number at or above 0"),
+            (
+                "100,-1\n",
+                "t.csv:1:5: demand `-1` is not a number at or above 0",
+            ),
             ("unix_seconds,demand\n", "t.csv: no data lines"),
         ];
         for (text, want) in cases {
@@ -241,7 +253,10 @@ mod tests {
     #[test]
     fn prometheus_errors_say_what_is_wrong() {
         let cases = [
-            ("{\"status\":\"error\"}", "p.json: the export's status is `error`"),
+            (
+                "{\"status\":\"error\"}",
+                "p.json: the export's status is `error`",
+            ),
             (
                 r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
                 "p.json: data.resultType is `vector`, expected `matrix`",
@@ -255,7 +270,10 @@ mod tests {
                 "p.json: data.result[0].values[0]: expected [unix_seconds, \"value\"]",
             ),
             ("{\"data\": [1,\n", "p.json:2:0: not JSON"),
-            (r#"{"data":{"resultType":"matrix","result":[]}}"#, "p.json: the export holds no samples"),
+            (
+                r#"{"data":{"resultType":"matrix","result":[]}}"#,
+                "p.json: the export holds no samples",
+            ),
         ];
         for (text, want) in cases {
             let err = parse_prometheus("p.json", text).unwrap_err();

@@ -32,11 +32,19 @@ fn smoke_run_reports_every_field_for_every_policy() {
         "json",
         "--series",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["target"], 60.0);
+    assert!(doc["ideal_instance_hours"].as_f64().unwrap() > 0.0, "{doc}");
     let results = doc["results"].as_array().unwrap();
-    let names: Vec<&str> = results.iter().map(|r| r["policy"].as_str().unwrap()).collect();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["policy"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["ebb", "hpa", "aws"]);
     for r in results {
         for key in [
@@ -65,21 +73,43 @@ fn smoke_run_reports_every_field_for_every_policy() {
     // The plot: one panel per policy, with its figures in the caption.
     let svg = std::env::temp_dir().join(format!("ebb-sim-smoke-{}.svg", std::process::id()));
     let plotted = sim(&[
-        "run", "--file", "examples/target-tracking.toml", "--trace", "traces/smoke.csv",
-        "--plot", svg.to_str().unwrap(),
+        "run",
+        "--file",
+        "examples/target-tracking.toml",
+        "--trace",
+        "traces/smoke.csv",
+        "--plot",
+        svg.to_str().unwrap(),
     ]);
-    assert!(plotted.status.success(), "{}", String::from_utf8_lossy(&plotted.stderr));
+    assert!(
+        plotted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plotted.stderr)
+    );
     let text = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
     assert!(text.starts_with("<svg"), "{}", &text[..100.min(text.len())]);
     for policy in ["smoke: ebb (", "smoke: hpa (", "smoke: aws ("] {
         assert!(text.contains(policy), "no panel {policy}");
     }
-    assert!(text.matches("<polyline").count() >= 9, "three lines per panel");
+    assert!(
+        text.matches("<polyline").count() >= 9,
+        "three lines per panel"
+    );
     // The same seed gives the same figures.
     let again = sim(&[
-        "run", "--file", "examples/target-tracking.toml", "--trace", "traces/smoke.csv",
-        "--noise", "0.05", "--seed", "1", "-o", "json", "--series",
+        "run",
+        "--file",
+        "examples/target-tracking.toml",
+        "--trace",
+        "traces/smoke.csv",
+        "--noise",
+        "0.05",
+        "--seed",
+        "1",
+        "-o",
+        "json",
+        "--series",
     ]);
     assert_eq!(out.stdout, again.stdout);
 }
@@ -99,9 +129,17 @@ fn bad_input_is_refused_naming_where() {
     std::fs::write(&bad_trace, "unix_seconds,demand\n100,5\n160,lots\n").unwrap();
     let bad_file = dir.join("bad.toml");
     let good = std::fs::read_to_string(root().join("examples/target-tracking.toml")).unwrap();
-    std::fs::write(&bad_file, good.replace("target_value = 60.0", "target_value = 160.0")).unwrap();
+    std::fs::write(
+        &bad_file,
+        good.replace("target_value = 60.0", "target_value = 160.0"),
+    )
+    .unwrap();
     let typo = dir.join("typo.toml");
-    std::fs::write(&typo, good.replace("min_size = 2", "min_size = 2\nmin_sise = 3")).unwrap();
+    std::fs::write(
+        &typo,
+        good.replace("min_size = 2", "min_size = 2\nmin_sise = 3"),
+    )
+    .unwrap();
     let (bad_trace, bad_file, typo) = (
         bad_trace.to_str().unwrap(),
         bad_file.to_str().unwrap(),
@@ -134,7 +172,15 @@ fn bad_input_is_refused_naming_where() {
         "--capacity 0 must be above 0",
     );
     refused(
-        &["run", "--file", file, "--trace", trace, "--start-capacity", "41"],
+        &[
+            "run",
+            "--file",
+            file,
+            "--trace",
+            trace,
+            "--start-capacity",
+            "41",
+        ],
         "--start-capacity 41 is outside the group's bounds 2..=40",
     );
     std::fs::remove_dir_all(&dir).unwrap();
