@@ -1,15 +1,22 @@
 //! AWS EC2 Auto Scaling target tracking on the simulated fleet.
 //!
 //! Sources: the EC2 Auto Scaling User Guide, "Target tracking scaling
-//! policies" (docs.aws.amazon.com/autoscaling/ec2/userguide/as-scaling-target-tracking.html)
-//! and "Set the default instance warmup"
-//! (.../ec2-auto-scaling-default-instance-warmup.html). The policy creates
-//! two CloudWatch alarms it owns; AWS documents that they exist and must
-//! not be edited, and the console shows their conditions (the constants
-//! below). AWS does not publish its capacity formula: it "adds or removes
-//! capacity as required to keep the metric at, or close to, the target"
-//! in proportion to the metric, which is `ceil(C × metric / target)`, the
-//! smallest fleet at or under the target.
+//! policies for Amazon EC2 Auto Scaling"
+//! (docs.aws.amazon.com/autoscaling/ec2/userguide/as-scaling-target-tracking.html:
+//! its example is a web application on two instances held at 50 % CPU,
+//! scaling out above and in below), "Set the default instance warmup"
+//! (.../ec2-auto-scaling-default-instance-warmup.html), and the Application
+//! Auto Scaling guide, "How target tracking scaling works"
+//! (docs.aws.amazon.com/autoscaling/application/userguide/target-tracking-scaling-policy-overview.html):
+//! the service "creates and manages the CloudWatch alarms that invoke the
+//! scaling policy and calculates the scaling adjustment based on the metric
+//! and the target value", adding capacity "more aggressive[ly]" than it
+//! removes it. AWS does not publish the adjustment's formula; it is taken
+//! here as `ceil(C × metric / target)`, the smallest fleet at or under the
+//! target. The alarms' conditions (3 × 1 min above the target, 15 × 1 min
+//! below 90 % of it) are what the created `TargetTracking-…-AlarmHigh/Low`
+//! alarms show in CloudWatch, and the issue's and DESIGN §8's anchor; the
+//! written guides found for this work do not state them.
 
 use crate::model::Fleet;
 use crate::run::Policy;
@@ -146,6 +153,21 @@ impl Policy for Aws {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_guides_example_two_instances_held_at_fifty_percent() {
+        // Two instances, target 50 % CPU. At 90 % for three minutes the
+        // group scales out to ceil(2 × 90 / 50) = 4; at 20 % on 4 for
+        // fifteen minutes it scales in to ceil(4 × 20 / 50) = 2.
+        let mut s = period(0, 0, Some(90.0), 2, 2, 50.0, 1, 10);
+        s = period(s.high_streak, s.low_streak, Some(90.0), 2, 2, 50.0, 1, 10);
+        s = period(s.high_streak, s.low_streak, Some(90.0), 2, 2, 50.0, 1, 10);
+        assert_eq!(s.to, Some(4));
+        let mut s = period(0, 13, Some(20.0), 4, 4, 50.0, 1, 10);
+        assert_eq!(s.to, None);
+        s = period(s.high_streak, s.low_streak, Some(20.0), 4, 4, 50.0, 1, 10);
+        assert_eq!(s.to, Some(2));
+    }
 
     #[test]
     fn scale_out_after_three_minutes_above_target() {
