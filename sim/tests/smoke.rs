@@ -183,5 +183,67 @@ fn bad_input_is_refused_naming_where() {
         ],
         "--start-capacity 41 is outside the group's bounds 2..=40",
     );
+    refused(
+        &["run", "--file", file, "--trace", trace, "--boot-secs=-5"],
+        "--boot-secs -5 must be 0 or more",
+    );
+    refused(
+        &["run", "--file", file, "--trace", trace, "--target", "0"],
+        "--target 0 must be within (0, 100]",
+    );
+    let prom = dir.join("bad.json");
+    std::fs::write(
+        &prom,
+        r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+    )
+    .unwrap();
+    refused(
+        &["run", "--file", file, "--trace", prom.to_str().unwrap()],
+        "data.resultType is `vector`, expected `matrix`",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_prometheus_export_replays_like_the_same_csv() {
+    let dir = std::env::temp_dir().join(format!("ebb-sim-prom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = std::fs::read_to_string(root().join("traces/smoke.csv")).unwrap();
+    let values: Vec<String> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (t, d) = l.split_once(',').unwrap();
+            format!("[{t},\"{d}\"]")
+        })
+        .collect();
+    let json = format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"values":[{}]}}]}}}}"#,
+        values.join(",")
+    );
+    let prom = dir.join("smoke.json");
+    std::fs::write(&prom, json).unwrap();
+    let run = |trace: &str| {
+        sim(&[
+            "run",
+            "--file",
+            "examples/target-tracking.toml",
+            "--trace",
+            trace,
+            "-o",
+            "json",
+        ])
+    };
+    let from_csv: serde_json::Value =
+        serde_json::from_slice(&run("traces/smoke.csv").stdout).unwrap();
+    let out = run(prom.to_str().unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(from_csv["results"][0]["activities"].as_u64().unwrap() > 0);
+    assert_eq!(from_csv["results"], from_json["results"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
