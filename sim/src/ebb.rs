@@ -4,21 +4,28 @@
 //! it: `period_point` and `evaluate` per alarm period, `decide` for each
 //! action, cooldown and warmup through the snapshot, `Schedule::due` for tasks.
 //!
+//! The reconcile loop's decisions come from ebb-core too: how capacity must
+//! move (`plan::capacity_step`), which instances a scale-in removes
+//! (`model::removal::pick_for_removal`, the group's removal policies) and
+//! when the activity is done (`plan::activity_done`).
+//!
 //! What the simulator stands in for: the agents' samples (the model's
 //! utilisation, one per in-service instance per sampling interval, for
-//! whatever metric the alarm names), the store, and the reconcile loop (an
-//! activity launches or removes instances at once; a scale-out activity
-//! ends when its instances are in service, a scale-in at once).
+//! whatever metric the alarm names), the store, and the providers
+//! (launches and removals are immediate; an instance serves `boot_secs`
+//! after its launch; removal takes no drain time).
 
 use std::collections::{HashMap, VecDeque};
 
 use ebb_core::apply_file::ApplyFile;
 use ebb_core::decide::{AlarmRun, GroupSnapshot, RuleRun, decide};
+use ebb_core::model::removal::{Candidate, pick_for_removal};
 use ebb_core::model::tasks::TaskAction;
 use ebb_core::model::{
     CreationType, GroupSpec, GroupState, HealthStatus, Instance, LifecycleState, ScalingGroup,
     Trigger,
 };
+use ebb_core::plan::{CapacityStep, activity_done, capacity_step};
 use ebb_core::rules::{
     AlarmEval, AlarmSpec, Comparison, MissingData, PeriodInput, PeriodPoint, RuleKind, Statistic,
     aggregate, evaluate, period_point, target_alarms, warming,
@@ -50,7 +57,11 @@ struct SimTask {
 
 struct Activity {
     id: String,
-    scale_out: bool,
+}
+
+/// The simulator's instance id from the `i-N` the snapshot shows.
+fn sim_id(id: &str) -> u64 {
+    id.trim_start_matches("i-").parse().unwrap_or(u64::MAX)
 }
 
 /// ebb's rules on the simulated fleet.
@@ -261,19 +272,46 @@ impl Ebb {
             .collect()
     }
 
-    /// Makes the fleet `to` instances and starts the activity that does it.
+    /// Starts the activity that takes the group to `to` instances, and
+    /// carries it out as the reconcile loop would.
     fn begin(&mut self, fleet: &mut Fleet, to: u32, now: i64) {
-        let from = fleet.count();
         self.group.desired_capacity = to;
-        fleet.resize(to, now);
         self.activity_seq += 1;
-        if to > from {
-            self.running = Some(Activity {
-                id: format!("asa-{}", self.activity_seq),
-                scale_out: true,
-            });
-        } else {
-            // Removal is immediate here: the activity ends as it starts.
+        self.running = Some(Activity {
+            id: format!("asa-{}", self.activity_seq),
+        });
+        self.converge(fleet, now);
+    }
+
+    /// One reconcile pass: launch or remove what `capacity_step` says, pick
+    /// removals by the group's policies, end the activity when it is done.
+    fn converge(&mut self, fleet: &mut Fleet, now: i64) {
+        let instances = self.instances(fleet, now);
+        match capacity_step(&self.group, &instances, self.running.is_some(), false) {
+            CapacityStep::Hold => {}
+            CapacityStep::Launch(n) => fleet.launch_n(n, now),
+            CapacityStep::Remove(n) => {
+                let candidates: Vec<Candidate> = instances
+                    .iter()
+                    .map(|i| Candidate {
+                        instance: i,
+                        configuration_created_at_ms: Some(0),
+                        recent_cpu: self
+                            .samples
+                            .get(&sim_id(&i.id))
+                            .and_then(|r| r.back())
+                            .map(|s| s.1),
+                    })
+                    .collect();
+                let ids: Vec<u64> =
+                    pick_for_removal(&candidates, &self.group.removal_policies, n as usize)
+                        .iter()
+                        .map(|id| sim_id(id))
+                        .collect();
+                fleet.remove_ids(&ids);
+            }
+        }
+        if self.running.is_some() && activity_done(&self.group, &self.instances(fleet, now)) {
             self.running = None;
             self.cooldown_start_ms = Some(now * 1000);
         }
@@ -421,9 +459,8 @@ impl Ebb {
 
 impl Policy for Ebb {
     fn tick(&mut self, now: i64, demand: f64, fleet: &mut Fleet) {
-        if self.running.as_ref().is_some_and(|a| a.scale_out) && fleet.pending(now) == 0 {
-            self.running = None;
-            self.cooldown_start_ms = Some(now * 1000);
+        if self.running.is_some() {
+            self.converge(fleet, now);
         }
         let interval = i64::from(self.group.sampling_interval_secs.max(1));
         if now.rem_euclid(interval) == 0 {
@@ -518,6 +555,31 @@ target_value = 60.0
         let warm = first + 60 + 300;
         let second = (warm + p - 1) / p * p;
         assert_eq!(changes, vec![(first, 4), (second, 5)]);
+    }
+
+    #[test]
+    fn a_scale_in_removes_what_the_groups_removal_policies_pick() {
+        let task = "\n[[task]]\nname = \"night\"\nlaunch_time = \"1970-01-01T02:00:00Z\"\ndesired_capacity = 2\n";
+        let ids = |file: String| {
+            let file = ebb_core::apply_file::parse("t.toml", &file).unwrap();
+            let mut ebb = Ebb::from_file(&file).unwrap();
+            ebb.start_at(4);
+            let mut f = fleet(4);
+            // Instances 0..3 were launched in that order.
+            for (k, i) in f.instances.iter_mut().enumerate() {
+                i.launched += k as i64;
+            }
+            // 4 at 55 %: inside target tracking's band, so only the task moves.
+            assert_eq!(drive(&mut ebb, &mut f, 0..7300, |_| 220.0), vec![(7200, 2)]);
+            f.instances.iter().map(|i| i.id).collect::<Vec<_>>()
+        };
+        // The default (OldestScalingConfiguration, OldestInstance) keeps the newest.
+        assert_eq!(ids(format!("{FILE}{task}")), [2, 3]);
+        let newest = FILE.replace(
+            "sampling_interval_secs = 5",
+            "sampling_interval_secs = 5\nremoval_policies = [\"NewestInstance\"]",
+        );
+        assert_eq!(ids(format!("{newest}{task}")), [0, 1]);
     }
 
     #[test]

@@ -82,10 +82,9 @@ impl Fleet {
         self.count() - self.in_service(now)
     }
 
-    /// Launches or removes instances to reach `n`. A scale-in removes
-    /// instances still booting first (newest first), then the oldest in
-    /// service: ebb's default removal policy (`OldestInstance`) once no
-    /// configuration differs.
+    /// Launches or removes instances to reach `n`, for the baselines: a
+    /// scale-in removes instances still booting first (newest first), then
+    /// the oldest in service (a ReplicaSet deletes unready pods first).
     pub fn resize(&mut self, n: u32, now: i64) {
         while self.count() < n {
             self.launch(now);
@@ -107,6 +106,18 @@ impl Fleet {
                 .expect("a fleet above n has an instance");
             self.instances.remove(victim);
         }
+    }
+
+    /// Launches `n` more instances.
+    pub fn launch_n(&mut self, n: u32, now: i64) {
+        for _ in 0..n {
+            self.launch(now);
+        }
+    }
+
+    /// Removes the instances with these ids (a caller's own choice of which).
+    pub fn remove_ids(&mut self, ids: &[u64]) {
+        self.instances.retain(|i| !ids.contains(&i.id));
     }
 
     /// The fleet's true utilisation in % (0–100) for `demand`: 100 when
