@@ -28,7 +28,7 @@ use ebb_core::model::{
 use ebb_core::plan::{CapacityStep, activity_done, capacity_step};
 use ebb_core::rules::{
     AlarmEval, AlarmSpec, Comparison, MissingData, PeriodInput, PeriodPoint, RuleKind, Statistic,
-    aggregate, evaluate, period_point, target_alarms, warming,
+    aggregate, evaluate, period_input, period_point, target_alarms,
 };
 use ebb_core::schedule::{self, Due, Schedule};
 use jiff::Timestamp;
@@ -331,28 +331,19 @@ impl Ebb {
         }
     }
 
+    /// The period's input, counted by ebb-core as the controller counts it.
     fn period_input(&self, fleet: &Fleet, alarm: &SimAlarm, start: i64, end: i64) -> PeriodInput {
-        let mut input = PeriodInput::default();
-        for i in fleet.instances.iter().filter(|i| i.in_service(end)) {
-            if alarm
-                .warmup_secs
-                .is_some_and(|w| warming(Some(i.ready_at * 1000), w, end * 1000))
-            {
-                continue;
-            }
-            input.in_service += 1;
+        let instances = self.instances(fleet, end);
+        period_input(&instances, alarm.warmup_secs, end * 1000, |i| {
             let (sum, n) = self
                 .samples
-                .get(&i.id)
+                .get(&sim_id(&i.id))
                 .into_iter()
                 .flatten()
                 .filter(|(t, _)| (start..end).contains(t))
                 .fold((0.0, 0u32), |(s, n), (_, v)| (s + v, n + 1));
-            if n > 0 {
-                input.answered.push(sum / f64::from(n));
-            }
-        }
-        input
+            (n > 0).then(|| sum / f64::from(n))
+        })
     }
 
     fn run_alarms(&mut self, fleet: &mut Fleet, now: i64) {
