@@ -1,7 +1,9 @@
 //! ebb's decision core: the domain model and every decision that is a plain
 //! function of its inputs and a `now`. No async, no network, no storage, no
-//! clock: Cargo enforces it (serde and jiff are the only dependencies).
+//! clock: Cargo enforces it (serde, jiff, and toml and serde_json for the
+//! apply file, are the only dependencies).
 //!
+//! - `apply_file`: the TOML file `ebbctl apply` and `ebb-sim` read, parsed and validated.
 //! - `guard`: the mass-failure guard: which unhealthy instances to replace now.
 //! - `local`: a local controller's data dir, endpoints file and certificate paths.
 //! - `model`: scaling groups, configurations, instances, activities, hooks,
@@ -55,6 +57,7 @@ macro_rules! string_enum {
     };
 }
 
+pub mod apply_file;
 pub mod decide;
 pub mod guard;
 pub mod local;

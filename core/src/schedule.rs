@@ -44,6 +44,54 @@ pub enum Recurrence {
     Cron { expression: String },
 }
 
+impl Recurrence {
+    /// A recurrence from its type and value as users write them (`Weekly`, `1,3`).
+    pub fn parse(kind: &str, value: &str) -> Result<Recurrence, String> {
+        let number = |s: &str, what: &str| -> Result<u32, String> {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{kind}: {what} `{s}` is not a whole number"))
+        };
+        match kind {
+            "" | "None" => Ok(Recurrence::None),
+            "Daily" => Ok(Recurrence::Daily {
+                every: number(if value.is_empty() { "1" } else { value }, "the day count")?,
+            }),
+            "Weekly" => {
+                let days = value
+                    .split(',')
+                    .map(|d| {
+                        number(d, "the weekday").and_then(|d| {
+                            u8::try_from(d).map_err(|_| format!("{d} is not a weekday"))
+                        })
+                    })
+                    .collect::<Result<Vec<u8>, String>>()?;
+                Ok(Recurrence::Weekly { days })
+            }
+            "Monthly" => {
+                let (a, b) = value.split_once('-').unwrap_or((value, value));
+                let day = |s: &str| {
+                    number(s, "the day of the month")
+                        .and_then(|d| u8::try_from(d).map_err(|_| format!("{d} is not a day")))
+                };
+                Ok(Recurrence::Monthly {
+                    from: day(a)?,
+                    to: day(b)?,
+                })
+            }
+            "Cron" => {
+                Cron::parse(value).map_err(|e| format!("cron `{value}`: {e}"))?;
+                Ok(Recurrence::Cron {
+                    expression: value.to_owned(),
+                })
+            }
+            other => Err(format!(
+                "unknown recurrence_type `{other}`; expected None, Daily, Weekly, Monthly or Cron"
+            )),
+        }
+    }
+}
+
 /// When a scheduled task runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {

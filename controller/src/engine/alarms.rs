@@ -7,10 +7,9 @@ use crate::fleet::Point;
 use crate::store::Write;
 use ebb_core::decide::{AlarmRun, RuleRun, decide};
 use ebb_core::model::tasks::{AlarmRecord, AlarmTask};
-use ebb_core::model::{Instance, LifecycleState, ScalingGroup, Trigger};
+use ebb_core::model::{ScalingGroup, Trigger};
 use ebb_core::rules::{
-    AlarmState, Metric, PeriodInput, PeriodPoint, RuleKind, aggregate, evaluate, period_point,
-    warming,
+    self, AlarmState, Metric, PeriodInput, PeriodPoint, RuleKind, aggregate, evaluate, period_point,
 };
 use tracing::{info, warn};
 
@@ -35,7 +34,8 @@ fn metric_of(metric: &Metric, p: &Point) -> Option<f64> {
     }
 }
 
-/// The period's input: each counted instance's samples in [start, end) averaged.
+/// The period's input: each counted instance's samples in [start, end)
+/// averaged (which instances count: `ebb_core::rules::period_input`).
 pub(crate) fn period_input(
     engine: &Engine,
     group: &ScalingGroup,
@@ -45,35 +45,28 @@ pub(crate) fn period_input(
     end_ms: i64,
 ) -> Result<PeriodInput, EngineError> {
     let instances = engine.store.list_instances(Some(&group.id))?;
-    let counted: Vec<&Instance> = instances
-        .iter()
-        .filter(|i| i.lifecycle_state == LifecycleState::InService)
-        .filter(|i| warmup_secs.is_none_or(|w| !warming(i.in_service_at_ms, w, end_ms)))
-        .collect();
-    let mut answered = Vec::new();
-    for inst in &counted {
-        // The ring is in arrival order: walk back from the newest sample to
-        // the period's start, reading a period's worth, not the whole ring.
-        let (sum, n) = engine
-            .fleet
-            .with_agent(&inst.id, |a| {
-                a.ring
-                    .iter()
-                    .rev()
-                    .skip_while(|p| p.received_at_ms >= end_ms)
-                    .take_while(|p| p.received_at_ms >= start_ms)
-                    .filter_map(|p| metric_of(&alarm.spec.metric, p))
-                    .fold((0.0, 0u32), |(sum, n), v| (sum + v, n + 1))
-            })
-            .unwrap_or_default();
-        if n > 0 {
-            answered.push(sum / f64::from(n));
-        }
-    }
-    Ok(PeriodInput {
-        in_service: counted.len() as u32,
-        answered,
-    })
+    Ok(rules::period_input(
+        &instances,
+        warmup_secs,
+        end_ms,
+        |inst| {
+            // The ring is in arrival order: walk back from the newest sample to
+            // the period's start, reading a period's worth, not the whole ring.
+            let (sum, n) = engine
+                .fleet
+                .with_agent(&inst.id, |a| {
+                    a.ring
+                        .iter()
+                        .rev()
+                        .skip_while(|p| p.received_at_ms >= end_ms)
+                        .take_while(|p| p.received_at_ms >= start_ms)
+                        .filter_map(|p| metric_of(&alarm.spec.metric, p))
+                        .fold((0.0, 0u32), |(sum, n), v| (sum + v, n + 1))
+                })
+                .unwrap_or_default();
+            (n > 0).then(|| sum / f64::from(n))
+        },
+    ))
 }
 
 /// Evaluates every alarm whose period has ended, and runs its actions.

@@ -435,3 +435,27 @@ fn alarm_runs_explain_their_period() {
         ]
     );
 }
+
+#[test]
+fn a_period_counts_in_service_instances_past_their_warmup() {
+    use crate::rules::period_input;
+    let end = 1_000_000;
+    let instances = [
+        instance("warm", LifecycleState::InService, Some(0)),
+        instance("warming", LifecycleState::InService, Some(end - 100_000)),
+        instance("booting", LifecycleState::Pending, None),
+        instance("standby", LifecycleState::Standby, Some(0)),
+        instance("silent", LifecycleState::InService, Some(0)),
+    ];
+    let mean = |i: &Instance| match i.id.as_str() {
+        "silent" => None,
+        "warm" => Some(70.0),
+        _ => Some(10.0),
+    };
+    // A target-tracking alarm (300 s warmup) leaves the warming one out.
+    let tt = period_input(&instances, Some(300), end, mean);
+    assert_eq!((tt.in_service, tt.answered), (2, vec![70.0]));
+    // Any other alarm counts it.
+    let other = period_input(&instances, None, end, mean);
+    assert_eq!((other.in_service, other.answered), (3, vec![70.0, 10.0]));
+}

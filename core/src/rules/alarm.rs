@@ -35,8 +35,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::cooldown::warming;
 use super::num;
-use crate::model::Invalid;
+use crate::model::{Instance, Invalid, LifecycleState};
 
 /// ESS: three consecutive breaching periods by default.
 pub const DEFAULT_EVALUATION_COUNT: u32 = 3;
@@ -307,6 +308,32 @@ impl PeriodInput {
     fn answered_count(&self) -> usize {
         self.answered.iter().filter(|v| v.is_finite()).count()
     }
+}
+
+/// A period's input from the group's instances: those in service and, for
+/// a target-tracking rule's alarms (`warmup_secs`), past their warmup at
+/// the period's end count; `mean_of` gives an instance's samples in the
+/// period averaged, or None when it sent none. The controller reads its
+/// sample rings through `mean_of`, the simulator its own.
+pub fn period_input<'a>(
+    instances: impl IntoIterator<Item = &'a Instance>,
+    warmup_secs: Option<u32>,
+    end_ms: i64,
+    mut mean_of: impl FnMut(&Instance) -> Option<f64>,
+) -> PeriodInput {
+    let mut input = PeriodInput::default();
+    for inst in instances {
+        if inst.lifecycle_state != LifecycleState::InService
+            || warmup_secs.is_some_and(|w| warming(inst.in_service_at_ms, w, end_ms))
+        {
+            continue;
+        }
+        input.in_service += 1;
+        if let Some(v) = mean_of(inst) {
+            input.answered.push(v);
+        }
+    }
+    input
 }
 
 /// A period reduced to one point.

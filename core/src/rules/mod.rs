@@ -20,7 +20,8 @@ pub mod target;
 
 pub use alarm::{
     AlarmEval, AlarmSpec, AlarmState, Comparison, Evaluation, Metric, MissingData, PeriodInput,
-    PeriodPoint, Statistic, aggregate, data_complete, evaluate, period_point, scale_in_allowed,
+    PeriodPoint, Statistic, aggregate, data_complete, evaluate, period_input, period_point,
+    scale_in_allowed,
 };
 pub use capacity::{AdjustmentType, CapacityOutcome, Clamped, capacity_after, validate_adjustment};
 pub use cooldown::{cooldown_remaining, cooldown_start, warming};

@@ -168,47 +168,7 @@ pub fn parse_recurrence(s: &str) -> Result<Recurrence, String> {
 
 /// The domain's recurrence, for validation; the value's shape is checked here.
 pub fn to_schedule_recurrence(kind: &str, value: &str) -> Result<schedule::Recurrence, String> {
-    let number = |s: &str, what: &str| -> Result<u32, String> {
-        s.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("{kind}: {what} `{s}` is not a whole number"))
-    };
-    match kind {
-        "" | "None" => Ok(schedule::Recurrence::None),
-        "Daily" => Ok(schedule::Recurrence::Daily {
-            every: number(if value.is_empty() { "1" } else { value }, "the day count")?,
-        }),
-        "Weekly" => {
-            let days = value
-                .split(',')
-                .map(|d| {
-                    number(d, "the weekday")
-                        .and_then(|d| u8::try_from(d).map_err(|_| format!("{d} is not a weekday")))
-                })
-                .collect::<Result<Vec<u8>, String>>()?;
-            Ok(schedule::Recurrence::Weekly { days })
-        }
-        "Monthly" => {
-            let (a, b) = value.split_once('-').unwrap_or((value, value));
-            let day = |s: &str| {
-                number(s, "the day of the month")
-                    .and_then(|d| u8::try_from(d).map_err(|_| format!("{d} is not a day")))
-            };
-            Ok(schedule::Recurrence::Monthly {
-                from: day(a)?,
-                to: day(b)?,
-            })
-        }
-        "Cron" => {
-            schedule::Cron::parse(value).map_err(|e| format!("cron `{value}`: {e}"))?;
-            Ok(schedule::Recurrence::Cron {
-                expression: value.to_owned(),
-            })
-        }
-        other => Err(format!(
-            "unknown recurrence_type `{other}`; expected None, Daily, Weekly, Monthly or Cron"
-        )),
-    }
+    schedule::Recurrence::parse(kind, value)
 }
 
 /// A join token's lifetime: `90s`, `30m`, `1h`, `2d` or plain seconds,

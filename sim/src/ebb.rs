@@ -1,0 +1,590 @@
+//! ebb's own policy: the apply file's group, rules, alarms (and the two a
+//! target-tracking rule owns) and scheduled tasks, run through ebb-core's
+//! decision code exactly as the controller's alarm and schedule passes call
+//! it: `period_point` and `evaluate` per alarm period, `decide` for each
+//! action, cooldown and warmup through the snapshot, `Schedule::due` for tasks.
+//!
+//! The reconcile loop's decisions come from ebb-core too: how capacity must
+//! move (`plan::capacity_step`), which instances a scale-in removes
+//! (`model::removal::pick_for_removal`, the group's removal policies) and
+//! when the activity is done (`plan::activity_done`).
+//!
+//! What the simulator stands in for: the agents' samples (the model's
+//! utilisation, one per in-service instance per sampling interval, for
+//! whatever metric the alarm names), the store, and the providers
+//! (launches and removals are immediate; an instance serves `boot_secs`
+//! after its launch; removal takes no drain time).
+
+use std::collections::{HashMap, VecDeque};
+
+use ebb_core::apply_file::ApplyFile;
+use ebb_core::decide::{AlarmRun, GroupSnapshot, RuleRun, decide};
+use ebb_core::model::removal::{Candidate, pick_for_removal};
+use ebb_core::model::tasks::TaskAction;
+use ebb_core::model::{
+    CreationType, GroupSpec, GroupState, HealthStatus, Instance, LifecycleState, ScalingGroup,
+    Trigger,
+};
+use ebb_core::plan::{CapacityStep, activity_done, capacity_step};
+use ebb_core::rules::{
+    AlarmEval, AlarmSpec, Comparison, MissingData, PeriodInput, PeriodPoint, RuleKind, Statistic,
+    aggregate, evaluate, period_input, period_point, target_alarms,
+};
+use ebb_core::schedule::{self, Due, Schedule};
+use jiff::Timestamp;
+
+use crate::model::Fleet;
+use crate::run::Policy;
+
+struct SimAlarm {
+    name: String,
+    spec: AlarmSpec,
+    actions: Vec<usize>,
+    /// The owning target-tracking rule's warmup: warming instances are left
+    /// out of its metric, as the controller's alarm pass does.
+    warmup_secs: Option<u32>,
+    eval: AlarmEval,
+}
+
+struct SimTask {
+    name: String,
+    schedule: Schedule,
+    action: TaskAction,
+    last: Option<Timestamp>,
+    /// Nothing to look at before this second.
+    next_check: i64,
+}
+
+struct Activity {
+    id: String,
+}
+
+/// The simulator's instance id from the `i-N` the snapshot shows.
+fn sim_id(id: &str) -> u64 {
+    id.trim_start_matches("i-").parse().unwrap_or(u64::MAX)
+}
+
+/// ebb's rules on the simulated fleet.
+pub struct Ebb {
+    group: ScalingGroup,
+    rules: Vec<(String, RuleKind)>,
+    alarms: Vec<SimAlarm>,
+    tasks: Vec<SimTask>,
+    /// Each instance's samples, oldest first: (unix s, value).
+    samples: HashMap<u64, VecDeque<(i64, f64)>>,
+    keep_secs: i64,
+    running: Option<Activity>,
+    cooldown_start_ms: Option<i64>,
+    activity_seq: u64,
+}
+
+impl Ebb {
+    /// The policy the file declares; errors name the section.
+    pub fn from_file(file: &ApplyFile) -> Result<Self, String> {
+        let g = &file.group;
+        let spec = GroupSpec {
+            name: Some(g.name.clone()),
+            min_size: Some(g.min_size),
+            max_size: Some(g.max_size),
+            desired_capacity: g.desired_capacity,
+            default_cooldown_secs: g.default_cooldown_secs,
+            removal_policies: g.removal_policies.clone(),
+            health_check_type: g.health_check_type.clone(),
+            health_check_grace_period_secs: g.health_check_grace_period_secs,
+            sampling_interval_secs: g.sampling_interval_secs,
+            deletion_protection: g.deletion_protection,
+        };
+        let mut group = ScalingGroup::create("sim".into(), &spec, 0).map_err(|e| e.to_string())?;
+        group.state = if g.enabled {
+            GroupState::Active
+        } else {
+            GroupState::Inactive
+        };
+        let rules: Vec<(String, RuleKind)> = file
+            .rules
+            .iter()
+            .map(|r| (r.name.clone(), r.kind.clone()))
+            .collect();
+        let rule_index = |name: &str, what: &str| {
+            rules.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                format!("{what} names rule `{name}`, which the file does not declare")
+            })
+        };
+        let mut alarms = Vec::new();
+        for (i, (name, kind)) in rules.iter().enumerate() {
+            if let RuleKind::TargetTracking {
+                metric,
+                target_value,
+                estimated_instance_warmup_secs,
+                ..
+            } = kind
+            {
+                let (out, inn) = target_alarms(metric, *target_value);
+                for (suffix, spec) in [("scale-out", out), ("scale-in", inn)] {
+                    alarms.push(SimAlarm {
+                        name: format!("{name}-{suffix}"),
+                        spec,
+                        actions: vec![i],
+                        warmup_secs: Some(*estimated_instance_warmup_secs),
+                        eval: AlarmEval::default(),
+                    });
+                }
+            }
+        }
+        for a in file.alarms.iter().filter(|a| a.enabled) {
+            let what = format!("alarm {}", a.name);
+            let parse_err = |e: String| format!("{what}: {e}");
+            let spec = AlarmSpec {
+                metric: a.metric.clone().into(),
+                statistic: a.statistic.parse::<Statistic>().map_err(parse_err)?,
+                period_secs: a.period_secs,
+                comparison: a
+                    .comparison_operator
+                    .parse::<Comparison>()
+                    .map_err(parse_err)?,
+                threshold: a.threshold,
+                evaluation_count: a
+                    .evaluation_count
+                    .unwrap_or(ebb_core::rules::alarm::DEFAULT_EVALUATION_COUNT),
+                missing_data: a
+                    .missing_data
+                    .as_deref()
+                    .map_or(Ok(MissingData::Missing), str::parse)
+                    .map_err(parse_err)?,
+            };
+            let actions = a
+                .alarm_actions
+                .iter()
+                .map(|r| rule_index(r, &what))
+                .collect::<Result<_, _>>()?;
+            alarms.push(SimAlarm {
+                name: a.name.clone(),
+                spec,
+                actions,
+                warmup_secs: None,
+                eval: AlarmEval::default(),
+            });
+        }
+        let mut tasks = Vec::new();
+        for t in file.tasks.iter().filter(|t| t.enabled) {
+            let what = format!("task {}", t.name);
+            let ts = |s: &str| {
+                s.parse::<Timestamp>()
+                    .map_err(|e| format!("{what}: not an RFC 3339 time: {e}"))
+            };
+            let schedule = Schedule {
+                launch_time: ts(&t.launch_time)?,
+                recurrence: schedule::Recurrence::parse(
+                    t.recurrence_type.as_deref().unwrap_or("None"),
+                    t.recurrence_value.as_deref().unwrap_or(""),
+                )
+                .map_err(|e| format!("{what}: {e}"))?,
+                time_zone: t.time_zone.clone().unwrap_or_else(|| "UTC".into()),
+                recurrence_end_time: t.recurrence_end_time.as_deref().map(ts).transpose()?,
+                launch_expiration_secs: t
+                    .launch_expiration_secs
+                    .unwrap_or(schedule::DEFAULT_LAUNCH_EXPIRATION_SECS),
+            };
+            let action = match &t.scaling_rule {
+                Some(r) => TaskAction::Rule {
+                    rule_id: rule_index(r, &what)?.to_string(),
+                },
+                None => TaskAction::Capacity {
+                    min_size: t.min_size,
+                    max_size: t.max_size,
+                    desired_capacity: t.desired_capacity,
+                },
+            };
+            tasks.push(SimTask {
+                name: t.name.clone(),
+                schedule,
+                action,
+                last: None,
+                next_check: i64::MIN,
+            });
+        }
+        let keep_secs = alarms
+            .iter()
+            .map(|a| i64::from(a.spec.period_secs))
+            .max()
+            .unwrap_or(0)
+            + i64::from(group.sampling_interval_secs);
+        Ok(Ebb {
+            group,
+            rules,
+            alarms,
+            tasks,
+            samples: HashMap::new(),
+            keep_secs,
+            running: None,
+            cooldown_start_ms: None,
+            activity_seq: 0,
+        })
+    }
+
+    /// The group's desired capacity when the replay starts.
+    pub fn initial_capacity(&self) -> u32 {
+        self.group.desired_capacity
+    }
+
+    /// Starts the replay with `n` instances (within the bounds) instead.
+    pub fn start_at(&mut self, n: u32) {
+        self.group.desired_capacity = n;
+    }
+
+    /// The target of the file's first target-tracking rule.
+    pub fn target(&self) -> Option<f64> {
+        self.rules.iter().find_map(|(_, k)| match k {
+            RuleKind::TargetTracking { target_value, .. } => Some(*target_value),
+            _ => None,
+        })
+    }
+
+    /// The fleet as the controller's store would show it.
+    fn instances(&self, fleet: &Fleet, now: i64) -> Vec<Instance> {
+        fleet
+            .instances
+            .iter()
+            .map(|i| {
+                let up = i.in_service(now);
+                Instance {
+                    id: format!("i-{}", i.id),
+                    group_id: self.group.id.clone(),
+                    configuration_id: Some("sim".into()),
+                    lifecycle_state: if up {
+                        LifecycleState::InService
+                    } else {
+                        LifecycleState::Pending
+                    },
+                    health_status: HealthStatus::Healthy,
+                    creation_type: CreationType::AutoCreated,
+                    address: None,
+                    created_at_ms: i.launched * 1000,
+                    in_service_at_ms: up.then_some(i.ready_at * 1000),
+                    activity_id: None,
+                    hook_waits: Vec::new(),
+                    attach_phase: None,
+                    provider_id: None,
+                    provider_address: None,
+                    launched_at_ms: Some(i.launched * 1000),
+                }
+            })
+            .collect()
+    }
+
+    /// Starts the activity that takes the group to `to` instances, and
+    /// carries it out as the reconcile loop would.
+    fn begin(&mut self, fleet: &mut Fleet, to: u32, now: i64) {
+        self.group.desired_capacity = to;
+        self.activity_seq += 1;
+        self.running = Some(Activity {
+            id: format!("asa-{}", self.activity_seq),
+        });
+        self.converge(fleet, now);
+    }
+
+    /// One reconcile pass: launch or remove what `capacity_step` says, pick
+    /// removals by the group's policies, end the activity when it is done.
+    fn converge(&mut self, fleet: &mut Fleet, now: i64) {
+        let instances = self.instances(fleet, now);
+        match capacity_step(&self.group, &instances, self.running.is_some(), false) {
+            CapacityStep::Hold => {}
+            CapacityStep::Launch(n) => fleet.launch_n(n, now),
+            CapacityStep::Remove(n) => {
+                let candidates: Vec<Candidate> = instances
+                    .iter()
+                    .map(|i| Candidate {
+                        instance: i,
+                        configuration_created_at_ms: Some(0),
+                        recent_cpu: self
+                            .samples
+                            .get(&sim_id(&i.id))
+                            .and_then(|r| r.back())
+                            .map(|s| s.1),
+                    })
+                    .collect();
+                let ids: Vec<u64> =
+                    pick_for_removal(&candidates, &self.group.removal_policies, n as usize)
+                        .iter()
+                        .map(|id| sim_id(id))
+                        .collect();
+                fleet.remove_ids(&ids);
+            }
+        }
+        if self.running.is_some() && activity_done(&self.group, &self.instances(fleet, now)) {
+            self.running = None;
+            self.cooldown_start_ms = Some(now * 1000);
+        }
+    }
+
+    fn run_rule(&mut self, fleet: &mut Fleet, rule: usize, run: &RuleRun, now: i64) {
+        let instances = self.instances(fleet, now);
+        let snap = GroupSnapshot {
+            group: &self.group,
+            instances: &instances,
+            running_activity: self.running.as_ref().map(|a| a.id.as_str()),
+            cooldown_start_ms: self.cooldown_start_ms,
+        };
+        let d = decide(&self.rules[rule].1, run, &snap, now * 1000);
+        if d.refusal.is_none() && d.to != d.from {
+            self.begin(fleet, d.to, now);
+        }
+    }
+
+    /// The period's input, counted by ebb-core as the controller counts it.
+    fn period_input(&self, fleet: &Fleet, alarm: &SimAlarm, start: i64, end: i64) -> PeriodInput {
+        let instances = self.instances(fleet, end);
+        period_input(&instances, alarm.warmup_secs, end * 1000, |i| {
+            let (sum, n) = self
+                .samples
+                .get(&sim_id(&i.id))
+                .into_iter()
+                .flatten()
+                .filter(|(t, _)| (start..end).contains(t))
+                .fold((0.0, 0u32), |(s, n), (_, v)| (s + v, n + 1));
+            (n > 0).then(|| sum / f64::from(n))
+        })
+    }
+
+    fn run_alarms(&mut self, fleet: &mut Fleet, now: i64) {
+        for k in 0..self.alarms.len() {
+            let p = i64::from(self.alarms[k].spec.period_secs);
+            if now.rem_euclid(p) != 0 {
+                continue;
+            }
+            let input = self.period_input(fleet, &self.alarms[k], now - p, now);
+            let a = &mut self.alarms[k];
+            let point = period_point(&input, &a.spec);
+            let eval = evaluate(&a.eval, point, &a.spec, now * 1000);
+            a.eval = eval.new.clone();
+            if !eval.fire_actions {
+                continue;
+            }
+            let value = match point {
+                PeriodPoint::Breaching(v) | PeriodPoint::NotBreaching(v) => Some(v),
+                PeriodPoint::Missing => None,
+            };
+            let (spec, name, actions) = (a.spec.clone(), a.name.clone(), a.actions.clone());
+            for rule in actions {
+                let run = RuleRun {
+                    trigger: Trigger::Alarm,
+                    what: format!("alarm `{name}` executed rule `{}`", self.rules[rule].0),
+                    metric_value: value.or_else(|| aggregate(&input.answered, spec.statistic)),
+                    threshold: Some(spec.threshold),
+                    alarm: Some(AlarmRun {
+                        spec: spec.clone(),
+                        input: input.clone(),
+                        explanation: eval.explanation.clone(),
+                    }),
+                };
+                self.run_rule(fleet, rule, &run, now);
+            }
+        }
+    }
+
+    fn run_tasks(&mut self, fleet: &mut Fleet, now: i64) {
+        let Ok(ts) = Timestamp::from_second(now) else {
+            return;
+        };
+        for k in 0..self.tasks.len() {
+            if self.tasks[k].next_check > now {
+                continue;
+            }
+            let t = &mut self.tasks[k];
+            match t.schedule.due(t.last, ts) {
+                Due::Finished => t.next_check = i64::MAX,
+                Due::Wait(at) => t.next_check = at.as_second(),
+                Due::Expired { at, .. } => t.last = Some(at),
+                Due::Run { at, .. } => {
+                    if self.running.is_some() {
+                        // Retried each second until it runs or expires.
+                        t.next_check = now + 1;
+                        continue;
+                    }
+                    t.last = Some(at);
+                    let action = t.action.clone();
+                    let name = t.name.clone();
+                    self.run_task(fleet, &name, &action, now);
+                }
+            }
+        }
+    }
+
+    fn run_task(&mut self, fleet: &mut Fleet, name: &str, action: &TaskAction, now: i64) {
+        match action {
+            TaskAction::Rule { rule_id } => {
+                let rule: usize = rule_id.parse().expect("the sim names rules by index");
+                let run = RuleRun {
+                    trigger: Trigger::Schedule,
+                    what: format!("scheduled task `{name}` ran rule `{}`", self.rules[rule].0),
+                    metric_value: None,
+                    threshold: None,
+                    alarm: None,
+                };
+                self.run_rule(fleet, rule, &run, now);
+            }
+            TaskAction::Capacity {
+                min_size,
+                max_size,
+                desired_capacity,
+            } => {
+                let spec = GroupSpec {
+                    min_size: *min_size,
+                    max_size: *max_size,
+                    desired_capacity: *desired_capacity,
+                    ..Default::default()
+                };
+                // A task whose values do not fit is recorded and skipped by
+                // the controller; here it changes nothing.
+                if let Ok(updated) = self.group.modified(&spec) {
+                    let to = updated.desired_capacity;
+                    self.group = updated;
+                    if to != fleet.count() && self.group.state == GroupState::Active {
+                        self.begin(fleet, to, now);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Policy for Ebb {
+    fn tick(&mut self, now: i64, demand: f64, fleet: &mut Fleet) {
+        if self.running.is_some() {
+            self.converge(fleet, now);
+        }
+        let interval = i64::from(self.group.sampling_interval_secs.max(1));
+        if now.rem_euclid(interval) == 0 {
+            for (id, _, v) in fleet.samples(demand, now) {
+                let ring = self.samples.entry(id).or_default();
+                ring.push_back((now, v));
+                while ring.front().is_some_and(|(t, _)| *t < now - self.keep_secs) {
+                    ring.pop_front();
+                }
+            }
+            if self.samples.len() > fleet.instances.len() {
+                let live: std::collections::HashSet<u64> =
+                    fleet.instances.iter().map(|i| i.id).collect();
+                self.samples.retain(|id, _| live.contains(id));
+            }
+        }
+        self.run_tasks(fleet, now);
+        self.run_alarms(fleet, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelParams;
+
+    const FILE: &str = r#"
+[group]
+name = "web"
+min_size = 2
+max_size = 40
+sampling_interval_secs = 5
+
+[configuration]
+name = "web-v1"
+
+[[rule]]
+name = "cpu-60"
+rule_type = "TargetTrackingScalingRule"
+metric = "CpuUtilization"
+target_value = 60.0
+"#;
+
+    fn fleet(n: u32) -> Fleet {
+        let params = ModelParams {
+            capacity: 100.0,
+            boot_secs: 60,
+            noise: 0.0,
+            seed: 1,
+        };
+        Fleet::new(params, n, 0)
+    }
+
+    /// Ticks from `from` to `to` with `demand(t)`; the (time, size) changes.
+    fn drive(
+        ebb: &mut Ebb,
+        fleet: &mut Fleet,
+        range: std::ops::Range<i64>,
+        demand: impl Fn(i64) -> f64,
+    ) -> Vec<(i64, u32)> {
+        let mut changes = Vec::new();
+        for t in range {
+            let before = fleet.count();
+            ebb.tick(t, demand(t), fleet);
+            if fleet.count() != before {
+                changes.push((t, fleet.count()));
+            }
+        }
+        changes
+    }
+
+    #[test]
+    fn target_tracking_scales_out_after_its_alarm_periods_and_holds_while_warming() {
+        let file = ebb_core::apply_file::parse("t.toml", FILE).unwrap();
+        let mut ebb = Ebb::from_file(&file).unwrap();
+        let mut f = fleet(ebb.initial_capacity());
+        let (out, _) = target_alarms(&"CpuUtilization".parse().unwrap(), 60.0);
+        let p = i64::from(out.period_secs);
+        let n = i64::from(out.evaluation_count);
+        // 2 instances at 50 % until 3600, then 300 units/s: utilisation is
+        // capped at 100 %, so the first scale-out asks ceil(2 × 100 / 60) = 4.
+        let changes = drive(&mut ebb, &mut f, 0..5000, |t| {
+            if t < 3600 { 100.0 } else { 300.0 }
+        });
+        // The first period wholly above the target starts at 3600; the
+        // alarm fires at the end of its n-th breaching period.
+        let first = 3600 + n * p;
+        // The 2 new instances serve 60 s later and warm for 300 s: the 2
+        // warm ones at 75 % need ceil(2 × 75 / 60) = 3 of the 4 there are,
+        // so the alarm, still in ALARM, changes nothing. Once they are warm,
+        // 4 at 75 % need 5, at the first period end counting them.
+        let warm = first + 60 + 300;
+        let second = (warm + p - 1) / p * p;
+        assert_eq!(changes, vec![(first, 4), (second, 5)]);
+    }
+
+    #[test]
+    fn a_scale_in_removes_what_the_groups_removal_policies_pick() {
+        let task = "\n[[task]]\nname = \"night\"\nlaunch_time = \"1970-01-01T02:00:00Z\"\ndesired_capacity = 2\n";
+        let ids = |file: String| {
+            let file = ebb_core::apply_file::parse("t.toml", &file).unwrap();
+            let mut ebb = Ebb::from_file(&file).unwrap();
+            ebb.start_at(4);
+            let mut f = fleet(4);
+            // Instances 0..3 were launched in that order.
+            for (k, i) in f.instances.iter_mut().enumerate() {
+                i.launched += k as i64;
+            }
+            // 4 at 55 %: inside target tracking's band, so only the task moves.
+            assert_eq!(drive(&mut ebb, &mut f, 0..7300, |_| 220.0), vec![(7200, 2)]);
+            f.instances.iter().map(|i| i.id).collect::<Vec<_>>()
+        };
+        // The default (OldestScalingConfiguration, OldestInstance) keeps the newest.
+        assert_eq!(ids(format!("{FILE}{task}")), [2, 3]);
+        let newest = FILE.replace(
+            "sampling_interval_secs = 5",
+            "sampling_interval_secs = 5\nremoval_policies = [\"NewestInstance\"]",
+        );
+        assert_eq!(ids(format!("{newest}{task}")), [0, 1]);
+    }
+
+    #[test]
+    fn a_scheduled_task_sets_capacity_at_its_time() {
+        let text = format!(
+            "{FILE}\n[[task]]\nname = \"morning\"\nlaunch_time = \"1970-01-01T02:00:00Z\"\ndesired_capacity = 10\n"
+        );
+        let file = ebb_core::apply_file::parse("t.toml", &text).unwrap();
+        let mut ebb = Ebb::from_file(&file).unwrap();
+        let mut f = fleet(ebb.initial_capacity());
+        // 100 units/s on 2 instances: 50 %, inside target tracking's band
+        // until the task; afterwards 10 instances at 10 % is below it, but
+        // the new ones warm for 300 s first, so nothing moves before 7800.
+        let changes = drive(&mut ebb, &mut f, 0..7500, |_| 100.0);
+        assert_eq!(changes, vec![(7200, 10)]);
+    }
+}
