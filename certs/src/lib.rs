@@ -656,11 +656,7 @@ pub fn describe(der: &[u8]) -> Result<CertInfo> {
         not_after: validity.not_after.to_datetime(),
         is_ca: cert.is_ca(),
         dns_names,
-        serial: cert
-            .raw_serial()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        serial: hex(cert.raw_serial()),
     })
 }
 
@@ -679,6 +675,11 @@ pub fn key_matches(cert_pem: &str, key_pem: &str) -> Result<bool> {
     Ok(cert.public_key().raw == key.subject_public_key_info().as_slice())
 }
 
+/// Lowercase hex of `bytes` (serials, digests, keys).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The pin of a CA as kubeadm writes it: `sha256:` and the lowercase hex
 /// SHA-256 of the certificate's DER SubjectPublicKeyInfo. It names the
 /// key, so it survives the CA certificate being re-issued for the same key.
@@ -686,8 +687,7 @@ pub fn ca_hash(der: &[u8]) -> Result<String> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(der).map_err(|e| Error::Parse(e.to_string()))?;
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("sha256:{hex}"))
+    Ok(format!("sha256:{}", hex(digest.as_ref())))
 }
 
 /// [`ca_hash`] of the first certificate in a PEM text.

@@ -193,6 +193,24 @@ fn enabled_by_default() -> bool {
     true
 }
 
+impl GroupDecl {
+    /// The group the section declares, as the model validates it.
+    pub fn spec(&self) -> model::GroupSpec {
+        model::GroupSpec {
+            name: Some(self.name.clone()),
+            min_size: Some(self.min_size),
+            max_size: Some(self.max_size),
+            desired_capacity: self.desired_capacity,
+            default_cooldown_secs: self.default_cooldown_secs,
+            removal_policies: self.removal_policies.clone(),
+            health_check_type: self.health_check_type.clone(),
+            health_check_grace_period_secs: self.health_check_grace_period_secs,
+            sampling_interval_secs: self.sampling_interval_secs,
+            deletion_protection: self.deletion_protection,
+        }
+    }
+}
+
 /// `[configuration]`: the whole template; a key left out means empty.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,18 +297,7 @@ fn toml_error(name: &str, text: &str, e: &toml::de::Error) -> String {
 /// The domain's validation, so the file fails here and not half-applied.
 fn validate(file: &ApplyFile) -> Vec<String> {
     let g = &file.group;
-    let spec = model::GroupSpec {
-        name: Some(g.name.clone()),
-        min_size: Some(g.min_size),
-        max_size: Some(g.max_size),
-        desired_capacity: g.desired_capacity,
-        default_cooldown_secs: g.default_cooldown_secs,
-        removal_policies: g.removal_policies.clone(),
-        health_check_type: g.health_check_type.clone(),
-        health_check_grace_period_secs: g.health_check_grace_period_secs,
-        sampling_interval_secs: g.sampling_interval_secs,
-        deletion_protection: g.deletion_protection,
-    };
+    let spec = g.spec();
     let mut problems = Vec::new();
     if let Err(invalid) = model::ScalingGroup::create(String::new(), &spec, 0) {
         problems.extend(

@@ -771,7 +771,6 @@ mod tests {
     use std::task::{Context, Poll};
 
     use clap::Parser;
-    use ebb_core::local::PkiPaths;
     use ebb_proto::redirect::not_leader;
     use tonic::body::Body;
     use tonic::codegen::{Service, http};
@@ -813,21 +812,6 @@ mod tests {
             };
             ready(Ok(status.into_http()))
         }
-    }
-
-    /// A data dir holding a CA and an admin certificate, and the CA.
-    fn data_dir() -> (tempfile::TempDir, ebb_certs::Ca) {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap();
-        let pki = PkiPaths::new(dir.path());
-        let (crt, key) = pki.ca();
-        ca.to_issued().write(&crt, &key).unwrap();
-        let (acrt, akey) = pki.admin();
-        ca.issue_admin("t", ebb_certs::ADMIN_VALIDITY)
-            .unwrap()
-            .write(&acrt, &akey)
-            .unwrap();
-        (dir, ca)
     }
 
     /// Serves a stand-in on a fresh loopback port: its address and calls.
@@ -875,7 +859,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_a_follower_refuses_runs_again_at_the_leader_it_names() {
-        let (dir, ca) = data_dir();
+        let (dir, ca) = crate::conn::tests::test_data_dir();
         let (leader, at_leader) = stand(&ca, None).await;
         let (follower, at_follower) = stand(&ca, Some(&leader)).await;
         let dead = closed();
@@ -894,7 +878,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_redirect_is_followed_once() {
-        let (dir, ca) = data_dir();
+        let (dir, ca) = crate::conn::tests::test_data_dir();
         let (third, at_third) = stand(&ca, None).await;
         let (second, at_second) = stand(&ca, Some(&third)).await;
         let (first, _) = stand(&ca, Some(&second)).await;
@@ -924,7 +908,7 @@ mod tests {
 
     #[tokio::test]
     async fn when_no_controller_answers_each_is_named() {
-        let (dir, _) = data_dir();
+        let (dir, _) = crate::conn::tests::test_data_dir();
         let (a, b) = (closed(), closed());
         let list = format!("{a},{b}");
         let err = ebbctl(dir.path(), &["--controller", &list, "group", "list"])

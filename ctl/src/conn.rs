@@ -378,8 +378,24 @@ impl Admin {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A data dir holding a CA and an admin certificate, and the CA (the
+    /// command tests use it too).
+    pub(crate) fn test_data_dir() -> (tempfile::TempDir, ebb_certs::Ca) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap();
+        let pki = PkiPaths::new(dir.path());
+        let (crt, key) = pki.ca();
+        ca.to_issued().write(&crt, &key).unwrap();
+        let (acrt, akey) = pki.admin();
+        ca.issue_admin("t", ebb_certs::ADMIN_VALIDITY)
+            .unwrap()
+            .write(&acrt, &akey)
+            .unwrap();
+        (dir, ca)
+    }
 
     fn global() -> Global {
         Global {
@@ -506,16 +522,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_port_is_connection_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap();
-        let pki = PkiPaths::new(dir.path());
-        let (crt, key) = pki.ca();
-        ca.to_issued().write(&crt, &key).unwrap();
-        let (acrt, akey) = pki.admin();
-        ca.issue_admin("t", ebb_certs::ADMIN_VALIDITY)
-            .unwrap()
-            .write(&acrt, &akey)
-            .unwrap();
+        let (dir, _) = test_data_dir();
         // A port that was just free is very likely still closed.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

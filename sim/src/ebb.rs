@@ -82,19 +82,8 @@ impl Ebb {
     /// The policy the file declares; errors name the section.
     pub fn from_file(file: &ApplyFile) -> Result<Self, String> {
         let g = &file.group;
-        let spec = GroupSpec {
-            name: Some(g.name.clone()),
-            min_size: Some(g.min_size),
-            max_size: Some(g.max_size),
-            desired_capacity: g.desired_capacity,
-            default_cooldown_secs: g.default_cooldown_secs,
-            removal_policies: g.removal_policies.clone(),
-            health_check_type: g.health_check_type.clone(),
-            health_check_grace_period_secs: g.health_check_grace_period_secs,
-            sampling_interval_secs: g.sampling_interval_secs,
-            deletion_protection: g.deletion_protection,
-        };
-        let mut group = ScalingGroup::create("sim".into(), &spec, 0).map_err(|e| e.to_string())?;
+        let mut group =
+            ScalingGroup::create("sim".into(), &g.spec(), 0).map_err(|e| e.to_string())?;
         group.state = if g.enabled {
             GroupState::Active
         } else {

@@ -8,6 +8,23 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
+/// The CI smoke run: the example group on the short shipped trace, seeded
+/// noise, JSON with the per-second series.
+const SMOKE_RUN: &[&str] = &[
+    "run",
+    "--file",
+    "examples/target-tracking.toml",
+    "--trace",
+    "traces/smoke.csv",
+    "--noise",
+    "0.05",
+    "--seed",
+    "1",
+    "-o",
+    "json",
+    "--series",
+];
+
 fn sim(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ebb-sim"))
         .args(args)
@@ -18,20 +35,7 @@ fn sim(args: &[&str]) -> Output {
 
 #[test]
 fn smoke_run_reports_every_field_for_every_policy() {
-    let out = sim(&[
-        "run",
-        "--file",
-        "examples/target-tracking.toml",
-        "--trace",
-        "traces/smoke.csv",
-        "--noise",
-        "0.05",
-        "--seed",
-        "1",
-        "-o",
-        "json",
-        "--series",
-    ]);
+    let out = sim(SMOKE_RUN);
     assert!(
         out.status.success(),
         "{}",
@@ -97,20 +101,7 @@ fn smoke_run_reports_every_field_for_every_policy() {
         "three lines per panel"
     );
     // The same seed gives the same figures.
-    let again = sim(&[
-        "run",
-        "--file",
-        "examples/target-tracking.toml",
-        "--trace",
-        "traces/smoke.csv",
-        "--noise",
-        "0.05",
-        "--seed",
-        "1",
-        "-o",
-        "json",
-        "--series",
-    ]);
+    let again = sim(SMOKE_RUN);
     assert_eq!(out.stdout, again.stdout);
 }
 

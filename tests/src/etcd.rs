@@ -3,7 +3,6 @@
 //! test's sandbox. Members can be killed, stopped (SIGSTOP), continued
 //! and restarted on their data, as a failing host would be.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -101,17 +100,6 @@ impl EtcdTlsFiles {
     }
 }
 
-/// Free loopback ports, found by binding port 0 (held together so the
-/// kernel hands out distinct ones).
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("bound").port())
-        .collect()
-}
-
 impl EtcdCluster {
     /// Starts `n` members under `dir` and waits until the cluster answers.
     pub fn start(dir: &Path, n: usize) -> anyhow::Result<Self> {
@@ -133,7 +121,7 @@ impl EtcdCluster {
         } else {
             None
         };
-        let ports = free_ports(2 * n);
+        let ports: Vec<u16> = crate::free_addrs(2 * n).iter().map(|a| a.port()).collect();
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),

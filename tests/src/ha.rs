@@ -7,15 +7,13 @@
 //! predecessor's instances, as a cloud provider's would be found).
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::etcd::EtcdCluster;
-use crate::{Admin, ControllerProc, DEADLINE, eventually};
+use crate::{Admin, ControllerProc, DEADLINE, eventually, http_status};
 
 /// The leader's lease in these tests: the default.
 pub const LEASE_TTL_SECS: u64 = 3;
@@ -37,16 +35,6 @@ pub struct HaCluster {
     extra: String,
 }
 
-/// Loopback addresses with free ports.
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("bound"))
-        .collect()
-}
-
 impl HaCluster {
     /// A three-member etcd cluster and `n` controllers on it, started one
     /// after the other; returns once one of them leads.
@@ -63,7 +51,7 @@ impl HaCluster {
         extra: &str,
     ) -> anyhow::Result<Self> {
         let etcd = EtcdCluster::start(&dir.join("etcd"), 3)?;
-        let addrs = free_addrs(2 * n);
+        let addrs = crate::free_addrs(2 * n);
         let key_file = dir.join("store.key");
         fs::write(&key_file, SECRET_KEY)?;
         let instances_dir = dir.join("instances");
@@ -200,23 +188,4 @@ impl Drop for HaCluster {
             );
         }
     }
-}
-
-/// GET `path`: the status code and body, whatever the code.
-pub fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let (head, body) = resp.split_once("\r\n\r\n").context("HTTP response")?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("HTTP status")?;
-    Ok((code, body.to_owned()))
 }

@@ -175,6 +175,36 @@ impl Drop for Proc {
     }
 }
 
+/// Loopback addresses with free ports (bound together, so distinct; a
+/// test's processes then listen on them).
+pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("bound"))
+        .collect()
+}
+
+/// GET `path` from `addr`: the status code and body, whatever the code.
+pub fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").context("HTTP response")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("HTTP status")?;
+    Ok((code, body.to_owned()))
+}
+
 /// A live (not zombie) process, as /proc shows it.
 pub struct LiveProcess {
     pub pid: String,
@@ -400,19 +430,10 @@ impl ControllerProc {
 
     /// GET a path from the HTTP endpoint; the body on 200.
     pub fn http_get(&self, path: &str) -> anyhow::Result<String> {
-        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        let (head, body) = resp.split_once("\r\n\r\n").context("HTTP response")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            bail!("{path}: {head}");
+        match http_status(self.http, path)? {
+            (200, body) => Ok(body),
+            (code, _) => bail!("{path}: HTTP {code}"),
         }
-        Ok(body.to_owned())
     }
 
     /// One metric's value from `/metrics` (name with labels, exactly).

@@ -64,6 +64,11 @@ fn all_instances(admin: &mut Admin) -> Vec<String> {
     ids
 }
 
+/// The ids of `activities`, in their order.
+fn activity_ids(activities: &[pb::Activity]) -> Vec<String> {
+    activities.iter().map(|a| a.id.clone()).collect()
+}
+
 /// Waits until the group has `n` InService instances whose agents are
 /// connected to controller `i`.
 fn wait_serving(ha: &HaCluster, admin: &mut Admin, i: usize, n: usize) -> Vec<String> {
@@ -151,10 +156,9 @@ fn a_killed_idle_leader_is_replaced_and_the_fleet_follows_without_replacing_anyt
     let mut admin = ha.admin(new);
     assert_eq!(in_service(&mut admin), before, "no instance replaced");
     assert_eq!(all_instances(&mut admin), before);
-    let ids = |a: &[pb::Activity]| a.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
     assert_eq!(
-        ids(&activities(&mut admin, GROUP)),
-        ids(&activities_before),
+        activity_ids(&activities(&mut admin, GROUP)),
+        activity_ids(&activities_before),
         "no activity after the takeover"
     );
     assert_eq!(
@@ -249,8 +253,10 @@ fn a_leader_paused_past_its_lease_is_fenced_when_it_resumes_and_follows() {
     ha.controller(new)
         .wait_passes("ebb_reconcile_passes_total", 5);
     assert_eq!(all_instances(&mut admin), serving);
-    let ids = |a: &[pb::Activity]| a.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
-    assert_eq!(ids(&activities(&mut admin, GROUP)), ids(&acts_before));
+    assert_eq!(
+        activity_ids(&activities(&mut admin, GROUP)),
+        activity_ids(&acts_before)
+    );
     assert_eq!(
         ha.instance_processes().len(),
         4,
@@ -369,10 +375,7 @@ fn a_controller_reaches_etcd_over_tls_with_a_client_certificate_and_names_what_i
     );
 
     // With it, the controller leads and its records are in etcd.
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let grpc = ebb_tests::free_addrs(1)[0];
     std::fs::create_dir_all(sb.path().join("ok")).unwrap();
     let ctl = ControllerProc::start_configured(
         &sb.path().join("ok"),

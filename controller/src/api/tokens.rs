@@ -42,11 +42,7 @@ pub(crate) fn split(token: &str) -> Option<(&str, &str)> {
 
 /// Lowercase hex SHA-256 of a secret.
 pub(crate) fn hash(secret: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    ebb_certs::hex(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref())
 }
 
 fn random_string(rng: &SystemRandom, len: usize) -> Result<String, Status> {

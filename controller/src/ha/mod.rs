@@ -151,8 +151,9 @@ impl Leadership {
     }
 }
 
-/// Answers `Some(refusal)` when a call must not be served here.
-pub type Gate = Arc<dyn Fn() -> Option<Status> + Send + Sync>;
+/// Answers `Some(refusal)` when a call must not be served here (the
+/// agents' service takes the same).
+pub use crate::fleet::agent_service::Gate;
 
 /// Whether an admin method only reads (a follower answers it from its
 /// replica of the store).

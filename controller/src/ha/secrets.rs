@@ -66,8 +66,8 @@ impl SecretKey {
             )
             .map_err(|_| "sealing failed")?;
         Ok(Sealed {
-            nonce: to_hex(&nonce),
-            sealed: to_hex(&data),
+            nonce: ebb_certs::hex(&nonce),
+            sealed: ebb_certs::hex(&data),
         })
     }
 
@@ -171,10 +171,6 @@ pub async fn share_ca(
     Ok(Shared::Replaced)
 }
 
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn from_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
@@ -196,7 +192,7 @@ mod tests {
         let key = SecretKey::parse(KEY).unwrap();
         let sealed = key.seal(b"the CA").unwrap();
         assert!(
-            !sealed.sealed.contains(&to_hex(b"the CA")),
+            !sealed.sealed.contains(&ebb_certs::hex(b"the CA")),
             "not in the clear"
         );
         assert_eq!(key.open(&sealed).unwrap(), b"the CA");

@@ -566,11 +566,7 @@ impl ExecProvider {
 /// same for every controller of one cluster, different for another.
 pub fn controller_tag(ca_pem: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes());
-    let hex: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("ebb-{hex}")
+    format!("ebb-{}", ebb_certs::hex(&digest.as_ref()[..8]))
 }
 
 fn tail_text(bytes: &[u8]) -> String {
