@@ -571,6 +571,9 @@ async fn lead_terms(engine: Arc<Engine>, leadership: Arc<Leadership>, stop: watc
         {
             warn!("taking over: {e}");
         }
+        if let Err(e) = crate::engine::alarms::align_owned_alarms(&engine).await {
+            warn!("aligning target-tracking alarms: {e}");
+        }
         let (term_tx, term_rx) = watch::channel(false);
         let loops = match control_loops(engine.clone(), term_rx.clone()) {
             Ok(loops) => loops,

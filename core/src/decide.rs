@@ -17,10 +17,11 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use crate::model::{GroupState, Instance, LifecycleState, Process, ScalingGroup, Trigger};
+use crate::model::{GroupState, Instance, Process, ScalingGroup, Trigger};
 use crate::rules::{
-    AlarmSpec, Clamped, PeriodInput, RuleKind, ScalingRule, capacity_after, cooldown_remaining,
-    data_complete, matching_step, scale_in_allowed, target_tracking_capacity, warming,
+    AlarmSpec, Clamped, PeriodInput, RuleKind, ScalingRule, Stabilisation, TrackedFleet,
+    capacity_after, cooldown_remaining, data_complete, matching_step, scale_in_allowed, stabilise,
+    target_tracking_capacity,
 };
 use crate::time::rfc3339;
 
@@ -67,6 +68,9 @@ pub struct AlarmRun {
     pub spec: AlarmSpec,
     pub input: PeriodInput,
     pub explanation: String,
+    /// A target-tracking rule's scale-in stabilisation window, read when
+    /// its scale-in alarm ran it; `Off` for every other alarm.
+    pub window: Stabilisation,
 }
 
 /// Why a run must not change capacity. `Display` gives the sentence users
@@ -250,37 +254,31 @@ fn rule_target(
             ..
         } => {
             let metric = run.metric_value.ok_or(Refusal::TargetNeedsMetric)?;
-            let warm = snap
-                .instances
-                .iter()
-                .filter(|i| i.lifecycle_state == LifecycleState::InService)
-                .filter(|i| !warming(i.in_service_at_ms, *estimated_instance_warmup_secs, now_ms))
-                .count() as u32;
             // Standby and Protected instances count in the capacity but not
             // in the metric: the fleet the metric describes is the warm one
             // plus the pending, and they are added back after its answer.
-            let held = snap
-                .instances
-                .iter()
-                .filter(|i| {
-                    matches!(
-                        i.lifecycle_state,
-                        LifecycleState::Standby | LifecycleState::Protected
-                    )
-                })
-                .count() as u32;
-            let pending = current.saturating_sub(warm).saturating_sub(held);
+            let TrackedFleet {
+                warm,
+                pending,
+                held,
+            } = TrackedFleet::of(snap.instances, *estimated_instance_warmup_secs, now_ms);
             // The bounds hold for the whole group, held instances included:
             // clamp the others to what the bounds leave them.
-            let mut d = target_tracking_capacity(
+            let (min, max) = (
+                group.min_size.saturating_sub(held),
+                group.max_size.saturating_sub(held),
+            );
+            let d = target_tracking_capacity(
                 warm,
                 pending,
                 metric,
                 *target_value,
                 *disable_scale_in,
-                group.min_size.saturating_sub(held),
-                group.max_size.saturating_sub(held),
+                min,
+                max,
             );
+            let window = run.alarm.as_ref().map_or(Stabilisation::Off, |a| a.window);
+            let mut d = stabilise(d, window, min, max);
             d.new_capacity += held;
             d.clamped = d.clamped.map(|c| match c {
                 Clamped::Max(_) => Clamped::Max(group.max_size),

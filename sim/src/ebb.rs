@@ -27,8 +27,9 @@ use ebb_core::model::{
 };
 use ebb_core::plan::{CapacityStep, activity_done, capacity_step};
 use ebb_core::rules::{
-    AlarmEval, AlarmSpec, Comparison, MissingData, PeriodInput, PeriodPoint, RuleKind, Statistic,
-    aggregate, evaluate, period_input, period_point, target_alarms,
+    AlarmEval, AlarmSpec, Comparison, MissingData, PeriodInput, PeriodPoint, RuleKind,
+    ScaleInWindow, Statistic, aggregate, evaluate, owned_alarm_period, period_input, period_point,
+    target_alarms, track_scale_in,
 };
 use ebb_core::schedule::{self, Due, Schedule};
 use jiff::Timestamp;
@@ -44,6 +45,9 @@ struct SimAlarm {
     /// out of its metric, as the controller's alarm pass does.
     warmup_secs: Option<u32>,
     eval: AlarmEval,
+    /// The target-tracking rule (index) that owns it.
+    owner: Option<usize>,
+    scale_in_window: Option<ScaleInWindow>,
 }
 
 struct SimTask {
@@ -105,10 +109,12 @@ impl Ebb {
                 metric,
                 target_value,
                 estimated_instance_warmup_secs,
+                alarm_period,
                 ..
             } = kind
             {
-                let (out, inn) = target_alarms(metric, *target_value);
+                let period = owned_alarm_period(group.sampling_interval_secs, *alarm_period);
+                let (out, inn) = target_alarms(metric, *target_value, period);
                 for (suffix, spec) in [("scale-out", out), ("scale-in", inn)] {
                     alarms.push(SimAlarm {
                         name: format!("{name}-{suffix}"),
@@ -116,6 +122,8 @@ impl Ebb {
                         actions: vec![i],
                         warmup_secs: Some(*estimated_instance_warmup_secs),
                         eval: AlarmEval::default(),
+                        owner: Some(i),
+                        scale_in_window: None,
                     });
                 }
             }
@@ -152,6 +160,8 @@ impl Ebb {
                 actions,
                 warmup_secs: None,
                 eval: AlarmEval::default(),
+                owner: None,
+                scale_in_window: None,
             });
         }
         let mut tasks = Vec::new();
@@ -342,17 +352,26 @@ impl Ebb {
                 continue;
             }
             let input = self.period_input(fleet, &self.alarms[k], now - p, now);
+            let instances = self.instances(fleet, now);
             let a = &mut self.alarms[k];
             let point = period_point(&input, &a.spec);
             let eval = evaluate(&a.eval, point, &a.spec, now * 1000);
             a.eval = eval.new.clone();
-            if !eval.fire_actions {
-                continue;
-            }
             let value = match point {
                 PeriodPoint::Breaching(v) | PeriodPoint::NotBreaching(v) => Some(v),
                 PeriodPoint::Missing => None,
             };
+            let window = track_scale_in(
+                a.owner.map(|r| &self.rules[r].1),
+                &a.spec,
+                &mut a.scale_in_window,
+                ((now - p) * 1000, now * 1000),
+                &input,
+                &instances,
+            );
+            if !eval.fire_actions {
+                continue;
+            }
             let (spec, name, actions) = (a.spec.clone(), a.name.clone(), a.actions.clone());
             for rule in actions {
                 let run = RuleRun {
@@ -364,6 +383,7 @@ impl Ebb {
                         spec: spec.clone(),
                         input: input.clone(),
                         explanation: eval.explanation.clone(),
+                        window,
                     }),
                 };
                 self.run_rule(fleet, rule, &run, now);
@@ -517,7 +537,8 @@ target_value = 60.0
         let file = ebb_core::apply_file::parse("t.toml", FILE).unwrap();
         let mut ebb = Ebb::from_file(&file).unwrap();
         let mut f = fleet(ebb.initial_capacity());
-        let (out, _) = target_alarms(&"CpuUtilization".parse().unwrap(), 60.0);
+        let period = owned_alarm_period(ebb.group.sampling_interval_secs, Default::default());
+        let (out, _) = target_alarms(&"CpuUtilization".parse().unwrap(), 60.0, period);
         let p = i64::from(out.period_secs);
         let n = i64::from(out.evaluation_count);
         // 2 instances at 50 % until 3600, then 300 units/s: utilisation is
@@ -549,8 +570,10 @@ target_value = 60.0
             for (k, i) in f.instances.iter_mut().enumerate() {
                 i.launched += k as i64;
             }
-            // 4 at 55 %: inside target tracking's band, so only the task moves.
-            assert_eq!(drive(&mut ebb, &mut f, 0..7300, |_| 220.0), vec![(7200, 2)]);
+            // 4 at 55 %: inside target tracking's band, so only the task
+            // moves (2 are then saturated, and target tracking would take
+            // the group back to 4 three 5 s periods later).
+            assert_eq!(drive(&mut ebb, &mut f, 0..7201, |_| 220.0), vec![(7200, 2)]);
             f.instances.iter().map(|i| i.id).collect::<Vec<_>>()
         };
         // The default (OldestScalingConfiguration, OldestInstance) keeps the newest.

@@ -167,6 +167,7 @@ pub async fn create_alarm(
         history: Vec::new(),
         last_period_end_ms: None,
         last_rejection: None,
+        scale_in_window: None,
         created_at_ms: now_ms(engine),
     };
     let have = engine.store.list_alarms(Some(&group.id))?.len();

@@ -3,7 +3,6 @@
 
 use crate::api::common::{find_group, invalid, now_ms};
 use crate::api::configurations::find_configuration;
-use crate::api::rules::owned_alarm_period;
 use crate::engine::capacity::change_capacity;
 use crate::engine::{Engine, activity, limits};
 use crate::id::new_id;
@@ -13,7 +12,7 @@ use ebb_core::model::tasks::AlarmTask;
 use ebb_core::model::{
     GroupSpec, GroupState, Instance, Invalid, LifecycleState, Process, ScalingGroup, Trigger,
 };
-use ebb_core::rules::AlarmEval;
+use ebb_core::rules::{AlarmEval, AlarmPeriod, RuleKind, owned_alarm_period};
 use ebb_proto::v1 as pb;
 use tonic::Status;
 use tracing::info;
@@ -176,16 +175,30 @@ fn alarms_for_sampling(engine: &Engine, group: &ScalingGroup) -> Result<Vec<Writ
             names.join(", ")
         )));
     }
-    let period = owned_alarm_period(sampling);
+    let rules = engine.store.list_rules(Some(&group.id))?;
+    let period_of = |a: &AlarmTask| {
+        let kind = rules
+            .iter()
+            .find(|r| a.owner_rule_id.as_deref() == Some(r.id.as_str()))
+            .map(|r| &r.kind);
+        let alarm_period = match kind {
+            Some(RuleKind::TargetTracking { alarm_period, .. }) => *alarm_period,
+            _ => AlarmPeriod::default(),
+        };
+        owned_alarm_period(sampling, alarm_period)
+    };
     Ok(owned
         .into_iter()
-        .filter(|a| a.spec.period_secs != period)
-        .map(|mut a| {
-            a.spec.period_secs = period;
-            a.eval = AlarmEval::default();
-            a.last_period_end_ms = None;
-            a.last_rejection = None;
-            Write::PutAlarm(a)
+        .filter_map(|mut a| {
+            let period = period_of(&a);
+            (a.spec.period_secs != period).then(|| {
+                a.spec.period_secs = period;
+                a.eval = AlarmEval::default();
+                a.last_period_end_ms = None;
+                a.last_rejection = None;
+                a.scale_in_window = None;
+                Write::PutAlarm(a)
+            })
         })
         .collect())
 }

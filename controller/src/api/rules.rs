@@ -9,9 +9,9 @@ use crate::store::Write;
 use ebb_core::decide::RuleRun;
 use ebb_core::model::tasks::{AlarmTask, TaskAction};
 use ebb_core::model::{Invalid, ScalingGroup, Trigger};
-use ebb_core::rules::alarm::PERIODS_SECS;
-use ebb_core::rules::target::TARGET_ALARM_PERIOD_SECS;
-use ebb_core::rules::{AdjustmentType, AlarmEval, RuleKind, ScalingRule, target_alarms};
+use ebb_core::rules::{
+    AdjustmentType, AlarmEval, RuleKind, ScalingRule, owned_alarm_period, target_alarms,
+};
 use ebb_proto::v1 as pb;
 use tonic::Status;
 use tracing::info;
@@ -87,17 +87,6 @@ fn parse_definition(json: &str) -> Result<RuleKind, Status> {
     serde_json::from_str(json).map_err(|e| invalid(Invalid::one("definition_json", e.to_string())))
 }
 
-/// The period of a target-tracking rule's alarms in a group sampled every
-/// `sampling_interval_secs`: a minute, as ESS, unless the group samples
-/// less often; then the shortest alarm period that holds a sample.
-pub(crate) fn owned_alarm_period(sampling_interval_secs: u32) -> u32 {
-    PERIODS_SECS
-        .iter()
-        .copied()
-        .find(|p| *p >= sampling_interval_secs.max(TARGET_ALARM_PERIOD_SECS))
-        .unwrap_or(TARGET_ALARM_PERIOD_SECS)
-}
-
 /// The two alarms a target-tracking rule owns, in a group sampled every
 /// `sampling_interval_secs`.
 pub(crate) fn owned_alarms(
@@ -108,18 +97,16 @@ pub(crate) fn owned_alarms(
     let RuleKind::TargetTracking {
         metric,
         target_value,
+        alarm_period,
         ..
     } = &rule.kind
     else {
         return Vec::new();
     };
-    let (out, inn) = target_alarms(metric, *target_value);
+    let period = owned_alarm_period(sampling_interval_secs, *alarm_period);
+    let (out, inn) = target_alarms(metric, *target_value, period);
     [("out", out), ("in", inn)]
         .into_iter()
-        .map(|(suffix, mut spec)| {
-            spec.period_secs = owned_alarm_period(sampling_interval_secs);
-            (suffix, spec)
-        })
         .map(|(suffix, spec)| AlarmTask {
             id: new_id("alm"),
             group_id: rule.group_id.clone(),
@@ -132,6 +119,7 @@ pub(crate) fn owned_alarms(
             history: Vec::new(),
             last_period_end_ms: None,
             last_rejection: None,
+            scale_in_window: None,
             created_at_ms: now,
         })
         .collect()

@@ -9,7 +9,8 @@ use ebb_core::decide::{AlarmRun, RuleRun, decide};
 use ebb_core::model::tasks::{AlarmRecord, AlarmTask};
 use ebb_core::model::{ScalingGroup, Trigger};
 use ebb_core::rules::{
-    self, AlarmState, Metric, PeriodInput, PeriodPoint, RuleKind, aggregate, evaluate, period_point,
+    self, AlarmEval, AlarmState, Comparison, Metric, PeriodInput, PeriodPoint, RuleKind,
+    Stabilisation, aggregate, evaluate, owned_alarm_period, period_point, track_scale_in,
 };
 use tracing::{info, warn};
 
@@ -69,6 +70,44 @@ pub(crate) fn period_input(
     ))
 }
 
+/// Puts every target-tracking rule's alarms on the period its rule and
+/// group ask for (`owned_alarm_period`), starting them again from no data
+/// where it changes: run at the start of each term, so alarms stored by a
+/// build that used per-minute periods move to the sampling interval.
+pub async fn align_owned_alarms(engine: &Engine) -> Result<usize, EngineError> {
+    let _ops = engine.ops.lock().await;
+    let mut writes = Vec::new();
+    for mut alarm in engine.store.list_alarms(None)? {
+        let Some(rule) = alarm
+            .owner_rule_id
+            .as_ref()
+            .and_then(|id| engine.store.get_rule(id).ok().flatten())
+        else {
+            continue;
+        };
+        let RuleKind::TargetTracking { alarm_period, .. } = rule.kind else {
+            continue;
+        };
+        let Some(group) = engine.store.get_group(&alarm.group_id)? else {
+            continue;
+        };
+        let period = owned_alarm_period(group.sampling_interval_secs, alarm_period);
+        if alarm.spec.period_secs == period {
+            continue;
+        }
+        info!(group = %group.name, alarm = %alarm.name, "alarm period {} s → {period} s", alarm.spec.period_secs);
+        alarm.spec.period_secs = period;
+        alarm.eval = AlarmEval::default();
+        alarm.last_period_end_ms = None;
+        alarm.last_rejection = None;
+        alarm.scale_in_window = None;
+        writes.push(Write::PutAlarm(alarm));
+    }
+    let n = writes.len();
+    engine.store.commit(writes)?;
+    Ok(n)
+}
+
 /// Evaluates every alarm whose period has ended, and runs its actions.
 pub async fn evaluate_alarms(engine: &Engine) -> Result<(), EngineError> {
     let now = engine.clock.now_ms();
@@ -126,6 +165,20 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), EngineError> {
             PeriodPoint::Breaching(v) | PeriodPoint::NotBreaching(v) => Some(v),
             PeriodPoint::Missing => None,
         };
+        let tracked = warmup.is_some() && alarm.spec.comparison == Comparison::Lt;
+        let instances = if tracked {
+            engine.store.list_instances(Some(&group.id))?
+        } else {
+            Vec::new()
+        };
+        let window = track_scale_in(
+            owner.as_ref().map(|r| &r.kind),
+            &alarm.spec,
+            &mut alarm.scale_in_window,
+            (end - p, end),
+            &input,
+            &instances,
+        );
         alarm.eval = eval.new.clone();
         alarm.last_period_end_ms = Some(end);
         alarm.record(AlarmRecord {
@@ -135,15 +188,13 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), EngineError> {
             explanation: eval.explanation.clone(),
         });
         if eval.fire_actions {
-            fire(
-                engine,
-                &group,
-                &mut alarm,
-                &input,
-                value,
-                &eval.explanation,
-                now,
-            )?;
+            let judged = AlarmRun {
+                spec: alarm.spec.clone(),
+                input,
+                explanation: eval.explanation,
+                window,
+            };
+            fire(engine, &group, &mut alarm, &judged, value, now)?;
             // Its state is stored right after its actions, so a restart
             // cannot run them again for the same period.
             unsaved.push(Write::PutAlarm(alarm));
@@ -172,9 +223,8 @@ fn fire(
     engine: &Engine,
     group: &ScalingGroup,
     alarm: &mut AlarmTask,
-    input: &PeriodInput,
+    judged: &AlarmRun,
     value: Option<f64>,
-    explanation: &str,
     now: i64,
 ) -> Result<(), EngineError> {
     for rule_id in alarm.alarm_actions.clone() {
@@ -189,12 +239,16 @@ fn fire(
         let run = RuleRun {
             trigger: Trigger::Alarm,
             what: format!("alarm `{}` executed rule `{}`", alarm.name, rule.name),
-            metric_value: value.or_else(|| aggregate(&input.answered, alarm.spec.statistic)),
+            metric_value: value.or_else(|| aggregate(&judged.input.answered, alarm.spec.statistic)),
             threshold: Some(alarm.spec.threshold),
             alarm: Some(AlarmRun {
-                spec: alarm.spec.clone(),
-                input: input.clone(),
-                explanation: explanation.to_owned(),
+                // The window is its owner's alone.
+                window: if alarm.owner_rule_id.as_ref() == Some(&rule.id) {
+                    judged.window
+                } else {
+                    Stabilisation::Off
+                },
+                ..judged.clone()
             }),
         };
         let snap = engine.snapshot(&group)?;

@@ -200,6 +200,7 @@ impl Harness {
             history: Vec::new(),
             last_period_end_ms: None,
             last_rejection: None,
+            scale_in_window: None,
             created_at_ms: self.now(),
         };
         self.engine
@@ -400,52 +401,111 @@ async fn suspended_processes_block_with_their_reason() {
     assert_eq!(h.desired(), 2);
 }
 
+/// Runs a target-tracking group second by second for `secs` under a total
+/// load (CPU points spread over the fleet, each instance capped at 100 %)
+/// that `load` gives per second; returns the desired capacity per second.
+async fn track(h: &Harness, secs: i64, load: impl Fn(i64) -> f64) -> Vec<u32> {
+    let mut sizes = Vec::new();
+    for t in 0..secs {
+        let n = h.desired().max(1);
+        let each = (load(t) / f64::from(n)).min(100.0);
+        h.second(&refs(&h.all(each))).await;
+        h.converge();
+        sizes.push(h.desired());
+    }
+    sizes
+}
+
+fn tracking(warmup: u32, window: u32) -> RuleKind {
+    RuleKind::TargetTracking {
+        metric: Metric::CpuUtilization,
+        target_value: 50.0,
+        disable_scale_in: false,
+        estimated_instance_warmup_secs: warmup,
+        alarm_period: Default::default(),
+        scale_in_stabilization_secs: window,
+    }
+}
+
 /// A steady load of 240 "CPU points" spread over the fleet: the target is
-/// 50 % per instance, so 5 instances hold it. Whatever it starts from, the
-/// group settles there and stays, without flapping.
+/// 50 % per instance, so 5 instances hold it; a scale-in lands at the
+/// bottom of the tolerance band (45 %), where ceil(240 / 45) = 6 do.
+/// Whatever it starts from, the group settles and stays, without flapping.
 #[tokio::test]
 async fn target_tracking_converges_without_flapping_on_a_steady_load() {
     for start in [1u32, 2, 9] {
         let h = Harness::new(1, 10, start).await;
-        h.rule(
-            "cpu-50",
-            RuleKind::TargetTracking {
-                metric: Metric::CpuUtilization,
-                target_value: 50.0,
-                disable_scale_in: false,
-                estimated_instance_warmup_secs: 0,
-            },
+        h.rule("cpu-50", tracking(0, 300));
+        // The group samples every second, and so do the owned alarms.
+        let sizes = track(&h, 900, |_| 240.0).await;
+        let settled = &sizes[sizes.len() - 200..];
+        let want = if start > 5 { 6 } else { 5 };
+        assert!(
+            settled.iter().all(|s| *s == want),
+            "from {start}: {sizes:?}"
         );
-        // The owned alarms use 60 s periods; drive them at that pace.
-        let mut sizes = Vec::new();
-        for _ in 0..40 {
-            let n = h.desired() as usize;
-            let load: Vec<(String, f64)> = h
-                .engine
-                .store
-                .list_instances(Some(&h.group.id))
-                .unwrap()
-                .iter()
-                .map(|i| (i.id.clone(), (240.0 / n as f64).min(100.0)))
-                .collect();
-            for _ in 0..60 {
-                h.clock.advance_ms(1000);
-                h.sample(&refs(&load));
-            }
-            h.clock.advance_ms(PERIOD_GRACE_MS);
-            evaluate_alarms(&h.engine).await.unwrap();
-            h.clock.advance_ms(-PERIOD_GRACE_MS);
-            h.converge();
-            sizes.push(h.desired());
-        }
-        let settled = &sizes[sizes.len() - 15..];
-        assert!(settled.iter().all(|s| *s == 5), "from {start}: {sizes:?}");
         // Flapping is a change of direction; a saturated CPU (capped at
         // 100 %) may take a few steps up, but never one back.
         let up = sizes.windows(2).any(|w| w[1] > w[0]);
         let down = sizes.windows(2).any(|w| w[1] < w[0]);
         assert!(!(up && down), "from {start}: flapped: {sizes:?}");
+        if start < 5 {
+            // Three 1 s periods above the target, not three minutes.
+            let first_up = sizes.iter().position(|s| *s > start).unwrap();
+            assert!(
+                first_up <= 5,
+                "from {start}: first scale-out at {first_up} s"
+            );
+        }
     }
+}
+
+/// Scale-in goes no lower than the highest recommendation of the last
+/// 300 s, and not at all before the window has filled: a 20 s burst keeps
+/// the capacity it needed for 300 s, then the group goes to what the
+/// quieter load needs. A recommendation holds the load at the bottom of
+/// the tolerance band (45 % for a target of 50 %).
+#[tokio::test]
+async fn scale_in_holds_the_highest_recommendation_of_its_window() {
+    let h = Harness::new(1, 10, 7).await;
+    h.rule("cpu-50", tracking(0, 300));
+    // 240 points on 7 (34 % each) need ceil(240 / 45) = 6; from 400 s,
+    // 100 points need 3, with a burst of 200 (5 needed, 40 % each: below
+    // the band, no scale-out) over [420, 440).
+    let sizes = track(&h, 900, |t| match t {
+        ..400 => 240.0,
+        420..440 => 200.0,
+        _ => 100.0,
+    })
+    .await;
+    // The second at whose end the group first holds `to`, from `from` on.
+    let first_change = |from: usize, to: u32| {
+        sizes[from..]
+            .iter()
+            .position(|s| *s == to)
+            .map(|i| i + from + 1)
+            .unwrap_or_else(|| panic!("never {to}: {sizes:?}"))
+    };
+    let mut steps: Vec<u32> = sizes.clone();
+    steps.dedup();
+    assert_eq!(steps, [7, 6, 5, 3], "{sizes:?}");
+    // The window (from the first period, at 0 s) fills at 300 s.
+    let to6 = first_change(0, 6);
+    assert!((300..305).contains(&to6), "to 6 at {to6} s");
+    // 6 (40 % each, below the band) stays the highest recommendation
+    // until 300 s after 400 s...
+    let to5 = first_change(to6, 5);
+    assert!((700..705).contains(&to5), "to 5 at {to5} s");
+    // ...and the burst's 5 until 300 s after 440 s.
+    let to3 = first_change(to5, 3);
+    assert!((740..745).contains(&to3), "to 3 at {to3} s");
+    // The explain view says why the window held.
+    let held = h
+        .activities()
+        .into_iter()
+        .flat_map(|a| a.details)
+        .find(|d| d.contains("the highest recommendation of the last 300 s is 6: hold"));
+    assert!(held.is_some(), "{:?}", h.activities());
 }
 
 #[tokio::test]
@@ -458,6 +518,8 @@ async fn warming_instances_are_left_out_of_the_metric() {
             target_value: 50.0,
             disable_scale_in: false,
             estimated_instance_warmup_secs: 300,
+            alarm_period: Default::default(),
+            scale_in_stabilization_secs: 300,
         },
     );
     // A second instance has just come into service: warming, idle.
@@ -1189,6 +1251,56 @@ async fn an_alarm_period_is_never_shorter_than_the_sampling_interval() {
         .unwrap();
 }
 
+/// Alarms stored by a build whose target tracking used per-minute periods
+/// move to the sampling interval when a term starts; a rule that asks for
+/// ESS's minute keeps it.
+#[tokio::test]
+async fn a_new_term_moves_old_per_minute_target_alarms_to_the_sampling_interval() {
+    use super::alarms::align_owned_alarms;
+    let h = Harness::new(1, 3, 1).await;
+    h.rule("cpu-50", tracking(0, 300));
+    let mut minute = tracking(0, 300);
+    if let RuleKind::TargetTracking { alarm_period, .. } = &mut minute {
+        *alarm_period = ebb_core::rules::AlarmPeriod::Minute;
+    }
+    h.rule("cpu-ess", minute);
+    let periods = || -> Vec<(String, u32)> {
+        let mut p: Vec<(String, u32)> = h
+            .engine
+            .store
+            .list_alarms(None)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.name, a.spec.period_secs))
+            .collect();
+        p.sort();
+        p
+    };
+    let old: Vec<Write> = h
+        .engine
+        .store
+        .list_alarms(None)
+        .unwrap()
+        .into_iter()
+        .map(|mut a| {
+            a.spec.period_secs = 60;
+            Write::PutAlarm(a)
+        })
+        .collect();
+    h.engine.store.commit(old).unwrap();
+    assert_eq!(align_owned_alarms(&h.engine).await.unwrap(), 2);
+    let want = |p: u32| {
+        vec![
+            ("cpu-50-in".to_owned(), p),
+            ("cpu-50-out".to_owned(), p),
+            ("cpu-ess-in".to_owned(), 60),
+            ("cpu-ess-out".to_owned(), 60),
+        ]
+    };
+    assert_eq!(periods(), want(1));
+    assert_eq!(align_owned_alarms(&h.engine).await.unwrap(), 0, "once only");
+}
+
 #[tokio::test]
 async fn target_tracking_alarms_follow_the_sampling_interval() {
     use crate::api::groups::modify_scaling_group;
@@ -1214,8 +1326,9 @@ async fn target_tracking_alarms_follow_the_sampling_interval() {
             .map(|a| a.spec.period_secs)
             .collect()
     };
-    assert_eq!(periods(), [60, 60], "a minute, as ESS");
-    // Owned alarms follow a sampling interval longer than their period.
+    // The group samples every second: so do the alarms.
+    assert_eq!(periods(), [1, 1]);
+    // A sampling interval that is no alarm period rounds up to one.
     modify_scaling_group(&h.engine, set_sampling(100))
         .await
         .unwrap();
@@ -1223,7 +1336,29 @@ async fn target_tracking_alarms_follow_the_sampling_interval() {
     modify_scaling_group(&h.engine, set_sampling(5))
         .await
         .unwrap();
-    assert_eq!(periods(), [60, 60]);
+    assert_eq!(periods(), [5, 5]);
+    // ESS's per-minute alarms, on request, and a minute at least.
+    create_scaling_rule(
+        &h.engine,
+        pb::CreateScalingRuleRequest {
+            scaling_group: "web".into(),
+            name: "load-2".into(),
+            definition_json:
+                r#"{"rule_type":"TargetTrackingScalingRule","metric":"LoadAverage","target_value":2,"alarm_period":"Minute"}"#
+                    .into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(periods(), [5, 5, 60, 60]);
+    modify_scaling_group(&h.engine, set_sampling(100))
+        .await
+        .unwrap();
+    assert_eq!(periods(), [120, 120, 120, 120]);
+    modify_scaling_group(&h.engine, set_sampling(15))
+        .await
+        .unwrap();
+    assert_eq!(periods(), [15, 15, 60, 60]);
     // A rule made on a slow group starts there.
     modify_scaling_group(&h.engine, set_sampling(300))
         .await
@@ -1240,7 +1375,7 @@ async fn target_tracking_alarms_follow_the_sampling_interval() {
     )
     .await
     .unwrap();
-    assert_eq!(periods(), [300, 300, 300, 300]);
+    assert_eq!(periods(), [300; 6]);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use ebb_core::model::{
 };
 use ebb_core::rules::{
     AdjustmentType, AlarmEval, AlarmSpec, AlarmState, Comparison, Metric, MissingData, PeriodPoint,
-    RuleKind, ScalingRule, Statistic, StepAdjustment,
+    RuleKind, ScaleInWindow, ScalingRule, Statistic, StepAdjustment,
 };
 use ebb_core::schedule::{Recurrence, Schedule};
 
@@ -1006,6 +1006,7 @@ fn alarm(id: &str, group_id: &str, name: &str, created_at_ms: i64) -> AlarmTask 
         history: Vec::new(),
         last_period_end_ms: None,
         last_rejection: None,
+        scale_in_window: None,
         created_at_ms,
     }
 }
@@ -1403,6 +1404,8 @@ fn rule_every_field_round_trips(store: &dyn Store) {
             target_value: 100.0 / 3.0,
             disable_scale_in: true,
             estimated_instance_warmup_secs: 86_400,
+            alarm_period: Default::default(),
+            scale_in_stabilization_secs: 300,
         },
     };
     let simple = ScalingRule {
@@ -1495,6 +1498,10 @@ fn alarm_every_field_round_trips(store: &dyn Store) {
             },
         ],
         last_period_end_ms: Some(1_754_000_015_000),
+        scale_in_window: Some(ScaleInWindow {
+            since_ms: Some(1_754_000_000_000),
+            peaks: VecDeque::from([(1_754_000_005_000, 12), (1_754_000_015_000, 3)]),
+        }),
         last_rejection: Some("cooldown: 120 s left".into()),
         created_at_ms: -1,
     };

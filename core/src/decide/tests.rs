@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{CreationType, GroupSpec, HealthStatus};
+use crate::model::{CreationType, GroupSpec, HealthStatus, LifecycleState};
 use crate::rules::{AdjustmentType, Comparison, Metric, MissingData, Statistic, StepAdjustment};
 
 const NOW: i64 = 1_700_000_000_000;
@@ -85,6 +85,7 @@ fn by_alarm(answered: usize, in_service: u32) -> RuleRun {
                 answered: vec![50.0; answered],
             },
             explanation: "cpu ≥ 80".into(),
+            window: Stabilisation::Off,
         }),
         ..by(Trigger::Alarm)
     }
@@ -278,6 +279,8 @@ fn rejection_order() {
                 target_value: 50.0,
                 disable_scale_in: false,
                 estimated_instance_warmup_secs: 0,
+                alarm_period: Default::default(),
+                scale_in_stabilization_secs: 300,
             },
             by(Trigger::Api),
         )
@@ -347,6 +350,8 @@ fn target(value: f64) -> RuleKind {
         target_value: value,
         disable_scale_in: false,
         estimated_instance_warmup_secs: 300,
+        alarm_period: Default::default(),
+        scale_in_stabilization_secs: 300,
     }
 }
 

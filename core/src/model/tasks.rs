@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{AlarmEval, AlarmSpec, AlarmState};
+use crate::rules::{AlarmEval, AlarmSpec, AlarmState, ScaleInWindow};
 use crate::schedule::Schedule;
 
 /// Evaluations kept per alarm for `ebbctl alarm describe` and explanations.
@@ -41,6 +41,11 @@ pub struct AlarmTask {
     /// ALARM through a cooldown records it once, not every period.
     pub last_rejection: Option<String>,
     pub created_at_ms: i64,
+    /// A target-tracking rule's scale-in alarm: its recommendations over
+    /// the rule's stabilisation window, kept with the alarm so a restart or
+    /// a new leader does not start the window again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_in_window: Option<ScaleInWindow>,
 }
 
 impl AlarmTask {

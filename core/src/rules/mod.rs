@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Invalid, MAX_COOLDOWN_SECS, check_name};
+use crate::model::{Instance, Invalid, LifecycleState, MAX_COOLDOWN_SECS, check_name};
 
 pub mod alarm;
 pub mod capacity;
@@ -26,7 +26,10 @@ pub use alarm::{
 pub use capacity::{AdjustmentType, CapacityOutcome, Clamped, capacity_after, validate_adjustment};
 pub use cooldown::{cooldown_remaining, cooldown_start, warming};
 pub use step::{StepAdjustment, matching_step, validate_steps};
-pub use target::{TargetDecision, TargetReason, target_alarms, target_tracking_capacity};
+pub use target::{
+    AlarmPeriod, ScaleInWindow, Stabilisation, TargetDecision, TargetReason, owned_alarm_period,
+    stabilise, target_alarms, target_tracking_capacity,
+};
 
 /// ESS and AWS: an instance is assumed warm 300 s after it enters service.
 pub const DEFAULT_INSTANCE_WARMUP_SECS: u32 = 300;
@@ -35,6 +38,10 @@ pub const MAX_INSTANCE_WARMUP_SECS: u32 = 86_400;
 
 fn default_warmup() -> u32 {
     DEFAULT_INSTANCE_WARMUP_SECS
+}
+
+fn default_stabilization() -> u32 {
+    target::DEFAULT_STABILIZATION_SECS
 }
 
 /// A scaling rule as stored.
@@ -80,6 +87,14 @@ pub enum RuleKind {
         disable_scale_in: bool,
         #[serde(default = "default_warmup")]
         estimated_instance_warmup_secs: u32,
+        /// The period of the owned alarms: the group's sampling interval, or
+        /// ESS's minute.
+        #[serde(default)]
+        alarm_period: AlarmPeriod,
+        /// Scale-in goes no lower than the highest recommendation of this
+        /// many seconds (0: no window, ESS's behaviour).
+        #[serde(default = "default_stabilization")]
+        scale_in_stabilization_secs: u32,
     },
     /// Stored only: forecasting is a later phase.
     #[serde(rename = "PredictiveScalingRule")]
@@ -167,11 +182,21 @@ impl RuleKind {
                 metric,
                 target_value,
                 estimated_instance_warmup_secs,
+                scale_in_stabilization_secs,
                 ..
             } => {
                 metric.check("metric", errors);
                 check_target_value(metric, *target_value, errors);
                 check_warmup(*estimated_instance_warmup_secs, errors);
+                if *scale_in_stabilization_secs > target::MAX_STABILIZATION_SECS {
+                    errors.push(
+                        "scale_in_stabilization_secs",
+                        format!(
+                            "{scale_in_stabilization_secs} is outside 0..={}",
+                            target::MAX_STABILIZATION_SECS
+                        ),
+                    );
+                }
             }
             RuleKind::Predictive {
                 metric,
@@ -182,6 +207,89 @@ impl RuleKind {
             }
         }
     }
+}
+
+/// How target tracking sees a group's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackedFleet {
+    /// In service and past the warmup: their values make the metric.
+    pub warm: u32,
+    /// Launching or warming: capacity the metric does not show yet.
+    pub pending: u32,
+    /// Standby and Protected: capacity outside the metric, never removed.
+    pub held: u32,
+}
+
+impl TrackedFleet {
+    pub fn of(instances: &[Instance], warmup_secs: u32, now_ms: i64) -> Self {
+        let current = instances.iter().filter(|i| i.counts()).count() as u32;
+        let warm = instances
+            .iter()
+            .filter(|i| i.lifecycle_state == LifecycleState::InService)
+            .filter(|i| !warming(i.in_service_at_ms, warmup_secs, now_ms))
+            .count() as u32;
+        let held = instances
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.lifecycle_state,
+                    LifecycleState::Standby | LifecycleState::Protected
+                )
+            })
+            .count() as u32;
+        TrackedFleet {
+            warm,
+            pending: current.saturating_sub(warm).saturating_sub(held),
+            held,
+        }
+    }
+}
+
+/// Records a period of `spec`, when it is the scale-in alarm of the
+/// target-tracking rule `owner`, in the rule's stabilisation `window`, and
+/// says what the window allows at the period's end; `Off` for every other
+/// alarm. The controller and the simulator both call it per period.
+///
+/// A period's recommendation is the smallest fleet that holds its load at
+/// the bottom of the tolerance band (`target × 0.9`), so a scale-in leaves
+/// the band's width of headroom over the window's peak, and only a load
+/// 10 % above that peak scales out again (in the simulator, landing on
+/// the target itself flapped on every noisy trace). While instances launch
+/// or warm it is the capacity the group has: their share of the load is not
+/// in the metric yet, and scale-in waits for them anyway, so the window
+/// must not remember a fleet too small for the load they carry.
+pub fn track_scale_in(
+    owner: Option<&RuleKind>,
+    spec: &AlarmSpec,
+    window: &mut Option<ScaleInWindow>,
+    (start_ms, end_ms): (i64, i64),
+    input: &PeriodInput,
+    instances: &[Instance],
+) -> Stabilisation {
+    let Some(RuleKind::TargetTracking {
+        target_value,
+        scale_in_stabilization_secs: secs,
+        estimated_instance_warmup_secs: warmup,
+        ..
+    }) = owner
+    else {
+        return Stabilisation::Off;
+    };
+    if spec.comparison != Comparison::Lt {
+        return Stabilisation::Off;
+    }
+    let fleet = TrackedFleet::of(instances, *warmup, end_ms);
+    let needed = match period_point(input, spec) {
+        PeriodPoint::Missing => None,
+        _ if fleet.pending > 0 => Some(fleet.warm + fleet.pending),
+        PeriodPoint::Breaching(v) | PeriodPoint::NotBreaching(v) => {
+            let floor = *target_value * (1.0 - target::SCALE_IN_TOLERANCE);
+            target::needed(input.in_service, v, floor)
+        }
+    };
+    let w = window.get_or_insert_with(ScaleInWindow::default);
+    w.record(start_ms, end_ms, needed, *secs);
+    w.stabilisation(end_ms, *secs)
 }
 
 fn check_target_value(metric: &Metric, target: f64, errors: &mut Invalid) {

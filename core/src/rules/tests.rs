@@ -33,6 +33,8 @@ fn tracking(metric: Metric, target_value: f64) -> RuleKind {
         target_value,
         disable_scale_in: false,
         estimated_instance_warmup_secs: DEFAULT_INSTANCE_WARMUP_SECS,
+        alarm_period: Default::default(),
+        scale_in_stabilization_secs: 300,
     }
 }
 
@@ -46,7 +48,7 @@ fn s(lower: Option<f64>, upper: Option<f64>, adjustment: i64) -> StepAdjustment 
 
 #[test]
 fn rule_validation_table() {
-    let cases: [(&str, ScalingRule, &[&str]); 14] = [
+    let cases: [(&str, ScalingRule, &[&str]); 15] = [
         ("simple", rule(simple(2, Some(60))), &[]),
         (
             "simple: cooldown above a day",
@@ -127,6 +129,18 @@ fn rule_validation_table() {
             &[
                 "target_value: 120 is above 100, which MemoryUtilization (a percentage) never reaches",
             ],
+        ),
+        (
+            "target tracking: a stabilisation window above an hour",
+            rule(RuleKind::TargetTracking {
+                metric: Metric::CpuUtilization,
+                target_value: 50.0,
+                disable_scale_in: false,
+                estimated_instance_warmup_secs: 0,
+                alarm_period: AlarmPeriod::Minute,
+                scale_in_stabilization_secs: 3601,
+            }),
+            &["scale_in_stabilization_secs: 3601 is outside 0..=3600"],
         ),
         (
             "target tracking: a custom metric may exceed 100",
@@ -235,4 +249,34 @@ fn number_formatting_for_explanations() {
     for (v, want) in cases {
         assert_eq!(num(v), want);
     }
+}
+
+#[test]
+fn target_tracking_fields_default_and_refuse_unknown_values() {
+    // A rule stored before the fields existed reads with ebb's defaults.
+    let old: RuleKind = serde_json::from_str(
+        r#"{"rule_type":"TargetTrackingScalingRule","metric":"CpuUtilization","target_value":50}"#,
+    )
+    .unwrap();
+    let RuleKind::TargetTracking {
+        alarm_period,
+        scale_in_stabilization_secs,
+        ..
+    } = old
+    else {
+        panic!("{old:?}")
+    };
+    assert_eq!(
+        (alarm_period, scale_in_stabilization_secs),
+        (AlarmPeriod::SamplingInterval, 300)
+    );
+    let err = serde_json::from_str::<RuleKind>(
+        r#"{"rule_type":"TargetTrackingScalingRule","metric":"CpuUtilization","target_value":50,"alarm_period":"Hourly"}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("unknown variant `Hourly`, expected `SamplingInterval` or `Minute`"),
+        "{err}"
+    );
 }

@@ -241,6 +241,8 @@ fn rule_changes(current_json: &str, wanted: &RuleKind) -> Vec<Change> {
         "metric",
         "target_value",
         "disable_scale_in",
+        "alarm_period",
+        "scale_in_stabilization_secs",
     ];
     let show = |v: Option<&serde_json::Value>| match v {
         None | Some(serde_json::Value::Null) => "-".to_owned(),

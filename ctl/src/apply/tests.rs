@@ -540,6 +540,8 @@ fn the_autoscaled_example_parses() {
             target_value: 50.0,
             disable_scale_in: false,
             estimated_instance_warmup_secs: 300,
+            alarm_period: Default::default(),
+            scale_in_stabilization_secs: 300,
         }
     );
     assert_eq!(f.tasks.len(), 2);
@@ -575,6 +577,8 @@ fn from_nothing_creates_rules_before_tasks_and_enables_last() {
             "target_value": 50.0,
             "disable_scale_in": false,
             "estimated_instance_warmup_secs": 300,
+                "alarm_period": "SamplingInterval",
+                "scale_in_stabilization_secs": 300,
         })
     );
     let Step::CreateTask(t) = &steps[4] else {

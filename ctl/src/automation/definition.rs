@@ -2,7 +2,8 @@
 //! or given as JSON, checked with the domain's rules; the server takes
 //! exactly the JSON of `ebb_core::rules::RuleKind`.
 
-use ebb_core::rules::{AdjustmentType, Metric, RuleKind, ScalingRule, StepAdjustment};
+use ebb_core::rules::target::DEFAULT_STABILIZATION_SECS;
+use ebb_core::rules::{AdjustmentType, AlarmPeriod, Metric, RuleKind, ScalingRule, StepAdjustment};
 
 use crate::cli::RuleDef;
 
@@ -73,7 +74,7 @@ pub fn build_definition(
     } else {
         None
     };
-    let given: [(&str, bool, &[Kind]); 8] = [
+    let given: [(&str, bool, &[Kind]); 10] = [
         (
             "--adjustment-type",
             def.adjustment_type.is_some(),
@@ -100,6 +101,16 @@ pub fn build_definition(
         (
             "--disable-scale-in",
             def.disable_scale_in.is_some(),
+            &[Kind::TargetTracking],
+        ),
+        (
+            "--alarm-period",
+            def.alarm_period.is_some(),
+            &[Kind::TargetTracking],
+        ),
+        (
+            "--scale-in-stabilization",
+            def.scale_in_stabilization.is_some(),
             &[Kind::TargetTracking],
         ),
     ];
@@ -206,19 +217,35 @@ pub fn build_definition(
             }
         }
         Kind::TargetTracking => {
-            let (metric, target, disable, warmup) = match base {
+            let (metric, target, disable, warmup, period, window) = match base {
                 Some(RuleKind::TargetTracking {
                     metric,
                     target_value,
                     disable_scale_in,
                     estimated_instance_warmup_secs,
+                    alarm_period,
+                    scale_in_stabilization_secs,
                 }) => (
                     Some(metric.clone()),
                     Some(*target_value),
                     *disable_scale_in,
                     Some(*estimated_instance_warmup_secs),
+                    *alarm_period,
+                    *scale_in_stabilization_secs,
                 ),
-                _ => (None, None, false, None),
+                _ => (
+                    None,
+                    None,
+                    false,
+                    None,
+                    AlarmPeriod::default(),
+                    DEFAULT_STABILIZATION_SECS,
+                ),
+            };
+            let alarm_period = match def.alarm_period.as_deref() {
+                None => period,
+                Some("Minute") => AlarmPeriod::Minute,
+                Some(_) => AlarmPeriod::SamplingInterval,
             };
             RuleKind::TargetTracking {
                 metric: def
@@ -236,6 +263,8 @@ pub fn build_definition(
                     .warmup
                     .or(warmup)
                     .unwrap_or(ebb_core::rules::DEFAULT_INSTANCE_WARMUP_SECS),
+                alarm_period,
+                scale_in_stabilization_secs: def.scale_in_stabilization.unwrap_or(window),
             }
         }
     };
@@ -357,6 +386,58 @@ mod tests {
     }
 
     #[test]
+    fn a_target_tracking_rule_takes_its_alarm_period_and_window() {
+        let tt = [
+            "--target-tracking",
+            "--metric",
+            "CpuUtilization",
+            "--target",
+            "50",
+        ];
+        let j = json(
+            &[
+                &tt[..],
+                &["--alarm-period", "Minute", "--scale-in-stabilization", "0"],
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            (&j["alarm_period"], &j["scale_in_stabilization_secs"]),
+            (&serde_json::json!("Minute"), &serde_json::json!(0))
+        );
+        let err = build_definition(
+            &def(&[&tt[..], &["--scale-in-stabilization", "4000"]].concat()),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("scale_in_stabilization_secs: 4000 is outside 0..=3600"),
+            "{err}"
+        );
+        let mut argv = vec!["ebbctl", "rule", "create", "--group", "web", "--name", "r1"];
+        argv.extend_from_slice(&tt);
+        argv.extend_from_slice(&["--alarm-period", "Hourly"]);
+        let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(
+            err.contains("invalid value 'Hourly' for '--alarm-period <P>'"),
+            "{err}"
+        );
+        // Only target tracking has them.
+        let err = build_definition(
+            &def(&[
+                "--simple",
+                "--adjustment-value",
+                "1",
+                "--alarm-period",
+                "Minute",
+            ]),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("--alarm-period"), "{err}");
+    }
+
+    #[test]
     fn a_target_tracking_rule_defaults_its_warmup() {
         let j = json(&[
             "--target-tracking",
@@ -374,6 +455,8 @@ mod tests {
                 "target_value": 50.0,
                 "disable_scale_in": true,
                 "estimated_instance_warmup_secs": 300,
+                "alarm_period": "SamplingInterval",
+                "scale_in_stabilization_secs": 300,
             })
         );
         let err = build_definition(

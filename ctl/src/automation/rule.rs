@@ -37,7 +37,9 @@ pub fn check_rule(cmd: &RuleCmd) -> Result<()> {
                 && d.warmup.is_none()
                 && d.metric.is_none()
                 && d.target.is_none()
-                && d.disable_scale_in.is_none();
+                && d.disable_scale_in.is_none()
+                && d.alarm_period.is_none()
+                && d.scale_in_stabilization.is_none();
             if empty {
                 return Err(Error::Usage(
                     "rule modify: nothing to change; give at least one flag (see ebbctl rule modify --help)"
@@ -151,7 +153,9 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
                 || d.warmup.is_some()
                 || d.metric.is_some()
                 || d.target.is_some()
-                || d.disable_scale_in.is_some();
+                || d.disable_scale_in.is_some()
+                || d.alarm_period.is_some()
+                || d.scale_in_stabilization.is_some();
             let kind = if touches_definition {
                 let current = find_rule(admin, &m.group, &m.rule).await?;
                 let base = serde_json::from_str::<RuleKind>(&current.definition_json).ok();

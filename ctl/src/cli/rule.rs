@@ -83,7 +83,8 @@ pub struct RuleDef {
     /// The whole definition as JSON ({"rule_type": "SimpleScalingRule", ...})
     #[arg(long, value_name = "JSON", conflicts_with_all = [
         "adjustment_type", "adjustment_value", "min_adjustment_magnitude", "cooldown",
-        "warmup", "metric", "target", "disable_scale_in",
+        "warmup", "metric", "target", "disable_scale_in", "alarm_period",
+        "scale_in_stabilization",
     ])]
     pub definition_json: Option<String>,
     /// Simple and step rules
@@ -111,6 +112,14 @@ pub struct RuleDef {
     /// Target-tracking rules: never scale in (--disable-scale-in false undoes it)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub disable_scale_in: Option<bool>,
+    /// Target-tracking rules: the owned alarms' period, SamplingInterval
+    /// (the group's) or Minute (ESS's and AWS's) [default: SamplingInterval]
+    #[arg(long, value_name = "P", value_parser = ["SamplingInterval", "Minute"])]
+    pub alarm_period: Option<String>,
+    /// Target-tracking rules: scale in no lower than the highest
+    /// recommendation of this many seconds, 0-3600 (0: none) [default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub scale_in_stabilization: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]

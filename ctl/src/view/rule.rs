@@ -60,7 +60,7 @@ fn steps_line(adjustment_type: &str, steps: &[ebb_core::rules::StepAdjustment]) 
 
 /// A rule's definition in one line; the raw JSON if it does not parse.
 pub fn rule_summary(r: &RuleView) -> String {
-    use ebb_core::rules::RuleKind;
+    use ebb_core::rules::{AlarmPeriod, RuleKind};
     let Ok(kind) = serde_json::from_str::<RuleKind>(&r.definition_json) else {
         return r.definition_json.clone();
     };
@@ -94,13 +94,19 @@ pub fn rule_summary(r: &RuleView) -> String {
             target_value,
             disable_scale_in,
             estimated_instance_warmup_secs,
+            alarm_period,
+            scale_in_stabilization_secs,
         } => format!(
-            "{metric} at {}, warmup {estimated_instance_warmup_secs}s{}",
+            "{metric} at {}, warmup {estimated_instance_warmup_secs}s{}{}",
             num(target_value),
             if disable_scale_in {
-                ", no scale-in"
+                ", no scale-in".to_owned()
             } else {
-                ""
+                format!(", scale-in window {scale_in_stabilization_secs}s")
+            },
+            match alarm_period {
+                AlarmPeriod::SamplingInterval => "",
+                AlarmPeriod::Minute => ", per-minute alarms",
             }
         ),
         RuleKind::Predictive {
