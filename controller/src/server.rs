@@ -488,14 +488,22 @@ impl Controller {
         health.set_serving::<AgentServiceServer<AgentApi>>().await;
         health.set_serving::<AdminServiceServer<AdminApi>>().await;
         health.set_serving::<JoinServiceServer<JoinApi>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(ebb_proto::v1::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Reflection v1, and v1alpha for the clients that only speak it
+        // (grpcio-reflection, Postman, older grpcurl and grpcui).
+        let reflecting = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(ebb_proto::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection = reflecting().build_v1()?;
+        let reflection_v1alpha = reflecting().build_v1alpha()?;
         // Only JoinService serves a client without a certificate.
         let health_service =
             tonic::service::interceptor::InterceptedService::new(health_service, certified);
         let reflection =
             tonic::service::interceptor::InterceptedService::new(reflection, certified);
+        let reflection_v1alpha =
+            tonic::service::interceptor::InterceptedService::new(reflection_v1alpha, certified);
         // A follower serves reads and refuses writes, naming the leader.
         let admin = tonic::service::interceptor::InterceptedService::new(
             LeaderOnly::new(
@@ -520,6 +528,7 @@ impl Controller {
             ))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
         let http = crate::http::serve(
             self.http,
