@@ -40,6 +40,62 @@ pub struct Config {
     pub activities: ActivitiesConfig,
     pub store: StoreConfig,
     pub ha: HaConfig,
+    pub log: LogConfig,
+}
+
+/// `[log]`: what the controller writes to stderr.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: a level (`info`) or per-module directives
+    /// (`info,ebb_controller::engine=debug`). `EBB_LOG` overrides it at
+    /// start; `SIGHUP` reads it again from the file.
+    pub level: String,
+    /// `text` (for people) or `json` (one object a line, for collectors);
+    /// `--log-format` overrides it.
+    pub format: LogFormat,
+}
+
+const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+/// A filter of levels and `target=level` directives. tracing would read a
+/// bare unknown word (`verbose`) as a target to log at every level; here it
+/// is a typo, refused.
+pub fn check_log_level(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err("must not be empty (e.g. `info`)".to_owned());
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "`{directive}`: `{level}` is not one of {}",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(|_| ())
+        .map_err(|e| format!("`{filter}`: {e}"))
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `[store]`: where the controller keeps what it decides.
@@ -568,6 +624,7 @@ impl Default for Config {
             activities: ActivitiesConfig::default(),
             store: StoreConfig::default(),
             ha: HaConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -645,6 +702,9 @@ impl Config {
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.validate_store(&mut problems);
+        if let Err(e) = check_log_level(&self.log.level) {
+            problems.push(format!("log.level: {e}"));
+        }
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir: must not be empty".to_owned());
         }
@@ -1111,6 +1171,40 @@ mod tests {
             ("kernal = \"/x\"", "kernal"),
         ] {
             let err = parse(&format!("[provider.microvm]\n{text}\n")).unwrap_err();
+            assert!(
+                err.contains(needle),
+                "{text}: missing `{needle}` in:\n{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn log_keys_default_parse_and_bad_values_are_named() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            (c.log.level.as_str(), c.log.format),
+            ("info", LogFormat::Text)
+        );
+        let c = parse("[log]\nlevel = \"warn,ebb_controller::engine=TRACE\"\nformat = \"json\"\n")
+            .unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        for (text, needle) in [
+            ("level = \"\"", "log.level: must not be empty"),
+            (
+                "level = \"verbose\"",
+                "log.level: `verbose`: `verbose` is not one of trace, debug, info, warn, error, off",
+            ),
+            (
+                "level = \"info,ebb=loud\"",
+                "log.level: `ebb=loud`: `loud` is not one of",
+            ),
+            (
+                "format = \"xml\"",
+                "unknown variant `xml`, expected `text` or `json`",
+            ),
+            ("colour = true", "colour"),
+        ] {
+            let err = parse(&format!("[log]\n{text}\n")).unwrap_err();
             assert!(
                 err.contains(needle),
                 "{text}: missing `{needle}` in:\n{err}"

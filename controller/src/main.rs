@@ -7,8 +7,11 @@ use std::process::ExitCode;
 mod demo;
 
 use clap::{Parser, Subcommand};
-use ebb_controller::config::{Config, StoreBackend};
+use ebb_controller::config::{Config, LogFormat, StoreBackend};
 use ebb_controller::server::Controller;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// sysexits' EX_USAGE: the configuration is wrong, nothing was started.
 const EXIT_CONFIG: u8 = 64;
@@ -26,17 +29,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (embedded defaults when no --config is given).
+    /// SIGHUP reads `log.level` from the config file again.
     Serve {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// The store, over `store.backend`: `sqlite` (one controller) or
-        /// `etcd` (several, one elected to lead; docs/ha.md).
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// `text` or `json` (one object a line), over `log.format`.
         #[arg(long, value_enum)]
-        store: Option<StoreArg>,
-        /// etcd members' client URLs, comma-separated, over
-        /// `store.etcd.endpoints` (`http://10.0.0.1:2379,...`).
-        #[arg(long, value_delimiter = ',')]
-        etcd_endpoints: Vec<String>,
+        log_format: Option<LogFormat>,
+    },
+    /// Check a configuration (with the same overrides `serve` takes) and
+    /// say what it sets; exits 64, naming every bad key, if it is wrong.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
     },
     /// The quickstart: a controller and a scaling group of real local
     /// instances; load makes it scale out, quiet makes it scale in, a killed
@@ -67,6 +72,46 @@ enum Command {
     },
 }
 
+/// Where the configuration comes from, and the command line's overrides.
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// controller.toml (docs/configuration.md); the embedded defaults
+    /// without it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The store, over `store.backend`: `sqlite` (one controller) or
+    /// `etcd` (several, one elected to lead; docs/ha.md).
+    #[arg(long, value_enum)]
+    store: Option<StoreArg>,
+    /// etcd members' client URLs, comma-separated, over
+    /// `store.etcd.endpoints` (`http://10.0.0.1:2379,...`).
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// The configuration, checked with the overrides; Err is printed.
+    fn load(&self) -> Result<Config, String> {
+        let mut config = Config::load(self.config.as_deref()).map_err(|e| e.to_string())?;
+        if self.store.is_none() && self.etcd_endpoints.is_empty() {
+            return Ok(config);
+        }
+        if let Some(store) = self.store {
+            config.store.backend = match store {
+                StoreArg::Sqlite => StoreBackend::Sqlite,
+                StoreArg::Etcd => StoreBackend::Etcd,
+            };
+        }
+        if !self.etcd_endpoints.is_empty() {
+            config.store.etcd.endpoints = self.etcd_endpoints.clone();
+        }
+        config
+            .validate(std::path::Path::new("(with --store/--etcd-endpoints)"))
+            .map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum StoreArg {
     Sqlite,
@@ -86,21 +131,17 @@ fn main() -> ExitCode {
     if let Command::DemoWeb { .. } = cli.command {
         return demo::web();
     }
-    init_tracing(match cli.command {
-        Command::Demo { .. } | Command::DemoWeb { .. } => "error",
-        Command::Serve { .. } => "info",
-    });
     match cli.command {
-        Command::Serve {
-            config,
-            store,
-            etcd_endpoints,
-        } => serve(config, store, etcd_endpoints),
+        Command::Serve { config, log_format } => serve(&config, log_format),
+        Command::CheckConfig { config } => check_config(&config),
         Command::Demo {
             seconds,
             plain,
             load,
-        } => demo(seconds, plain, load),
+        } => {
+            init_logging("error", LogFormat::Text);
+            demo(seconds, plain, load)
+        }
         Command::DemoWeb { .. } => demo::web(),
     }
 }
@@ -138,44 +179,75 @@ fn demo(seconds: u64, plain: bool, load: DemoLoad) -> ExitCode {
     }
 }
 
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EBB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// The log's filter, reloadable (`SIGHUP`).
+type LogLevel = reload::Handle<EnvFilter, Registry>;
+
+/// Logs to stderr at `EBB_LOG`'s filter, else `level`.
+fn init_logging(level: &str, format: LogFormat) -> LogLevel {
+    let filter = EnvFilter::try_from_env("EBB_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+    handle
 }
 
-fn serve(
-    config: Option<PathBuf>,
-    store: Option<StoreArg>,
-    etcd_endpoints: Vec<String>,
-) -> ExitCode {
-    let mut config = match Config::load(config.as_deref()) {
+fn check_config(args: &ConfigArgs) -> ExitCode {
+    let config = match args.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ebb-controller: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // The command line's overrides, checked again with the file.
-    if store.is_some() || !etcd_endpoints.is_empty() {
-        if let Some(store) = store {
-            config.store.backend = match store {
-                StoreArg::Sqlite => StoreBackend::Sqlite,
-                StoreArg::Etcd => StoreBackend::Etcd,
-            };
-        }
-        if !etcd_endpoints.is_empty() {
-            config.store.etcd.endpoints = etcd_endpoints;
-        }
-        if let Err(e) = config.validate(std::path::Path::new("(with --store/--etcd-endpoints)")) {
+    let source = args
+        .config
+        .as_deref()
+        .map_or("(defaults)".into(), |p| p.display().to_string());
+    let store = match config.store.backend {
+        StoreBackend::Sqlite => format!("sqlite ({})", config.data_dir.join("ebb.db").display()),
+        StoreBackend::Etcd => format!(
+            "etcd {} under `{}`",
+            config.store.etcd.endpoints.join(","),
+            config.store.etcd.prefix
+        ),
+    };
+    println!("{source}: ok");
+    println!("  data_dir      {}", config.data_dir.display());
+    println!("  store         {store}");
+    println!("  grpc.listen   {}", config.grpc.listen);
+    println!("  http.listen   {}", config.http.listen);
+    println!(
+        "  log           {} ({:?})",
+        config.log.level, config.log.format
+    );
+    ExitCode::SUCCESS
+}
+
+fn serve(args: &ConfigArgs, log_format: Option<LogFormat>) -> ExitCode {
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(e) => {
             eprintln!("ebb-controller: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
-    }
+    };
+    let log_level = init_logging(&config.log.level, log_format.unwrap_or(config.log.format));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -188,6 +260,7 @@ fn serve(
     };
     runtime.block_on(async {
         let shutdown = shutdown_signal();
+        tokio::spawn(reload_on_hangup(args.config.clone(), log_level));
         let controller = match Controller::start(config).await {
             Ok(c) => c,
             Err(e) => {
@@ -203,6 +276,34 @@ fn serve(
             }
         }
     })
+}
+
+/// On each SIGHUP, reads the config file again and applies its `log.level`;
+/// a file that no longer loads keeps the level there was, and says why.
+/// Nothing else is reloaded: the rest needs a restart.
+async fn reload_on_hangup(path: Option<PathBuf>, level: LogLevel) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot handle SIGHUP: the log level cannot be reloaded");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let Some(path) = &path else {
+            tracing::warn!("SIGHUP: no --config file to read the log level from");
+            continue;
+        };
+        let config = match Config::load(Some(path)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("SIGHUP: the log level stays as it was: {e}");
+                continue;
+            }
+        };
+        match level.reload(EnvFilter::new(&config.log.level)) {
+            Ok(()) => tracing::warn!(level = %config.log.level, "SIGHUP: log level reloaded"),
+            Err(e) => tracing::error!("SIGHUP: cannot reload the log level: {e}"),
+        }
+    }
 }
 
 /// Installs the SIGTERM and SIGINT handlers now (a signal that arrives
