@@ -564,6 +564,9 @@ pub struct GrpcConfig {
 pub struct HttpConfig {
     /// Address of `/metrics` and `/healthz`.
     pub listen: SocketAddr,
+    /// Whether `/metrics` has each instance's CPU and memory gauges (one
+    /// series each per instance: turn them off for very large fleets).
+    pub instance_metrics: bool,
 }
 
 /// An operator-supplied CA (both or neither; neither means the controller
@@ -642,6 +645,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default address"),
+            instance_metrics: true,
         }
     }
 }

@@ -205,6 +205,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
         },
         http: ebb_controller::config::HttpConfig {
             listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
         },
         ..Default::default()
     };

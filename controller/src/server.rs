@@ -534,6 +534,7 @@ impl Controller {
             self.http,
             engine.clone(),
             self.leadership.clone(),
+            self.config.http.instance_metrics,
             stopped(stop_rx.clone()),
         );
         info!(grpc = %grpc_addr, http = %http_addr, data_dir = %self.config.data_dir.display(), "ebb-controller serving");

@@ -32,7 +32,10 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => last_error = None,
+            Ok(()) => {
+                super::Passes::mark(&engine.passes.alarms);
+                last_error = None;
+            }
             Err(e) => {
                 let text = e.to_string();
                 if last_error.as_deref() != Some(&text) {

@@ -183,6 +183,31 @@ pub struct Engine {
     wake: tokio::sync::Notify,
     /// Provider work the reconcile pass under way decided on.
     deferred: std::sync::Mutex<Vec<Io>>,
+    /// When each control loop last finished a pass, for `/healthz`.
+    pub passes: Passes,
+}
+
+/// When each control loop last finished a pass without an error
+/// (monotonic; None before the first).
+#[derive(Debug, Default)]
+pub struct Passes {
+    pub reconcile: std::sync::Mutex<Option<std::time::Instant>>,
+    pub alarms: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Passes {
+    pub fn mark(slot: &std::sync::Mutex<Option<std::time::Instant>>) {
+        *slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+    }
+
+    /// How long ago `slot`'s loop last finished a pass.
+    pub fn age(slot: &std::sync::Mutex<Option<std::time::Instant>>) -> Option<std::time::Duration> {
+        slot.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|t| t.elapsed())
+    }
 }
 
 impl Engine {
@@ -217,6 +242,7 @@ impl Engine {
             started_at_ms: std::sync::atomic::AtomicI64::new(started_at_ms),
             wake: tokio::sync::Notify::new(),
             deferred: std::sync::Mutex::new(Vec::new()),
+            passes: Passes::default(),
         }
     }
 

@@ -107,6 +107,13 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
             let Ok(Some(group)) = engine.store.get_group(&a.group_id) else {
                 continue;
             };
+            if a.status != ActivityStatus::InProgress {
+                engine.fleet.counters.activities.add(&[
+                    &group.name,
+                    &a.trigger.to_string(),
+                    &a.status.to_string(),
+                ]);
+            }
             for config in &group.notifications {
                 for event in events.iter().filter(|e| config.types.contains(e)) {
                     let body = Body {

@@ -101,6 +101,7 @@ impl Engine {
             .counters
             .reconcile_passes_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        super::Passes::mark(&self.passes.reconcile);
         Ok(())
     }
 

@@ -7,7 +7,9 @@ use crate::engine::{Engine, EngineError, activity};
 use crate::store::Write;
 use ebb_core::decide::{RuleRun, capacity};
 use ebb_core::model::tasks::{ScheduledTask, TaskAction};
-use ebb_core::model::{Activity, GroupSpec, GroupState, Process, ScalingGroup, Trigger};
+use ebb_core::model::{
+    Activity, ActivityStatus, GroupSpec, GroupState, Process, ScalingGroup, Trigger,
+};
 use ebb_core::schedule::Due;
 use jiff::Timestamp;
 use tracing::{info, warn};
@@ -65,9 +67,12 @@ pub async fn run_due_tasks(engine: &Engine) -> Result<(), EngineError> {
                 task.last_occurrence = Some(at);
                 task.last_result = Some(format!("dropped: {reason} ({})", act.id));
                 warn!(group = %group.name, "{reason}");
+                let name = task.name.clone();
                 engine
                     .store
                     .commit(vec![Write::PutActivity(act), Write::PutTask(task)])?;
+                let counts = &engine.fleet.counters.task_runs;
+                counts.add(&[&group.name, &name, "expired"]);
             }
             Due::Run { at, skipped } => {
                 if skipped > 0 {
@@ -98,7 +103,14 @@ pub async fn run_due_tasks(engine: &Engine) -> Result<(), EngineError> {
                     Some(a) => format!("{} {}", a.id, a.status),
                     None => "ran: nothing to change".into(),
                 });
+                let result = match &act {
+                    Some(a) if a.status == ActivityStatus::Rejected => "rejected",
+                    _ => "ran",
+                };
+                let name = task.name.clone();
                 engine.store.commit(vec![Write::PutTask(task)])?;
+                let counts = &engine.fleet.counters.task_runs;
+                counts.add(&[&group.name, &name, result]);
             }
         }
     }

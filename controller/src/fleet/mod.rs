@@ -5,7 +5,7 @@ pub mod agent_service;
 pub mod outbox;
 pub mod targets;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -46,6 +46,56 @@ impl ByReason {
             let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
         }
     }
+}
+
+/// Counts of one event by a few labels (`group`, `trigger`, `status`...),
+/// for events an operator breaks down on a dashboard: a map under a lock.
+#[derive(Debug, Default)]
+pub struct Labelled(Mutex<BTreeMap<Vec<String>, u64>>);
+
+impl Labelled {
+    /// One more of the event with these label values.
+    pub fn add(&self, values: &[&str]) {
+        let key = values.iter().map(|v| (*v).to_owned()).collect();
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    pub fn get(&self, values: &[&str]) -> u64 {
+        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&key).copied().unwrap_or(0)
+    }
+
+    /// The counter, its values labelled `labels` in the order `add` got them.
+    pub fn render(&self, out: &mut String, name: &str, help: &str, labels: &[&str]) {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for (values, n) in map.iter() {
+            let _ = writeln!(out, "{name}{{{}}} {n}", label_set(labels, values));
+        }
+    }
+}
+
+/// `a="x",b="y"`, each value escaped as the text format asks.
+pub fn label_set<S: AsRef<str>>(names: &[&str], values: &[S]) -> String {
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| format!("{n}=\"{}\"", escape_label(v.as_ref())))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A label value in Prometheus' text format: `\`, `"` and newlines escaped.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Why the controller ends an agent's stream before the agent does.
@@ -142,6 +192,12 @@ pub struct Counters {
     pub alarm_evaluation: Histogram,
     /// Reconcile passes over every group, finished.
     pub reconcile_passes_total: AtomicU64,
+    /// Scaling activities that ended (or were refused), by group name,
+    /// trigger and status.
+    pub activities: Labelled,
+    /// Scheduled task runs, by group name, task name and result (`ran`,
+    /// `rejected`, `expired`).
+    pub task_runs: Labelled,
 }
 
 /// Upper bounds of the latency buckets: ten per decade from 100 µs to 10 s,
@@ -597,8 +653,11 @@ impl Fleet {
         ids
     }
 
-    /// Prometheus text exposition of the fleet.
-    pub fn render_metrics(&self) -> String {
+    /// Prometheus text exposition of the fleet; with `groups` (each
+    /// instance's group name), each connected instance's latest CPU and
+    /// memory too, labelled `instance_id` and `group` (`instance` is the
+    /// scrape target's, which Prometheus would rename).
+    pub fn render_metrics(&self, groups: Option<&HashMap<String, String>>) -> String {
         let c = &self.counters;
         let mut out = String::with_capacity(1024 + self.agents.len() * 160);
         let mut counter = |name: &str, help: &str, v: u64| {
@@ -717,6 +776,9 @@ impl Fleet {
             "ebb_alarm_evaluation_seconds",
             "One pass over every alarm whose period ended (passes with none due are not counted).",
         );
+        let Some(groups) = groups else {
+            return out;
+        };
         let mut cpu = String::new();
         let mut mem = String::new();
         for id in self.instance_ids() {
@@ -729,14 +791,13 @@ impl Fleet {
             }) else {
                 continue;
             };
+            let group = groups.get(&id).map_or("", String::as_str);
+            let labels = label_set(&["instance_id", "group"], &[id.as_str(), group]);
             if let Some(v) = c {
-                let _ = writeln!(cpu, "ebb_instance_cpu_utilization{{instance=\"{id}\"}} {v}");
+                let _ = writeln!(cpu, "ebb_instance_cpu_utilization{{{labels}}} {v}");
             }
             if let Some(v) = m {
-                let _ = writeln!(
-                    mem,
-                    "ebb_instance_memory_utilization{{instance=\"{id}\"}} {v}"
-                );
+                let _ = writeln!(mem, "ebb_instance_memory_utilization{{{labels}}} {v}");
             }
         }
         out.push_str("# HELP ebb_instance_cpu_utilization Latest CPU utilisation of a connected instance, percent.\n# TYPE ebb_instance_cpu_utilization gauge\n");
@@ -1098,7 +1159,7 @@ mod tests {
         assert_eq!(p.custom("m31"), Some(31.0));
         assert_eq!(p.custom("m32"), None);
         assert_eq!(dropped(&fleet), 8 + 8);
-        let text = fleet.render_metrics();
+        let text = fleet.render_metrics(None);
         assert!(
             text.contains("ebb_custom_values_dropped_total 16\n"),
             "{text}"
@@ -1215,19 +1276,28 @@ mod tests {
         let b = fleet.connect(hello("i-b"));
         b.sampled(&fleet, sample(1, 99.0));
         b.disconnected(&fleet, "test");
-        let text = fleet.render_metrics();
+        let groups = HashMap::from([("i-a".to_owned(), "web \"blue\"".to_owned())]);
+        let text = fleet.render_metrics(Some(&groups));
         assert!(text.contains("ebb_agents_connected 1\n"), "{text}");
         assert!(text.contains("ebb_pulls_total 1\n"), "{text}");
         assert!(text.contains("ebb_samples_total 2\n"), "{text}");
         assert!(
-            text.contains("ebb_instance_cpu_utilization{instance=\"i-a\"} 12.5\n"),
+            text.contains(
+                "ebb_instance_cpu_utilization{instance_id=\"i-a\",group=\"web \\\"blue\\\"\"} 12.5\n"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("ebb_instance_memory_utilization{instance=\"i-a\"} 40\n"),
+            text.contains(
+                "ebb_instance_memory_utilization{instance_id=\"i-a\",group=\"web \\\"blue\\\"\"} 40\n"
+            ),
             "{text}"
         );
-        assert!(!text.contains("instance=\"i-b\""), "{text}");
+        assert!(!text.contains("instance_id=\"i-b\""), "{text}");
+        assert!(!text.contains("instance=\""), "{text}");
+        // Turned off, none at all.
+        let text = fleet.render_metrics(None);
+        assert!(!text.contains("ebb_instance_cpu_utilization"), "{text}");
     }
 
     #[test]
@@ -1302,7 +1372,7 @@ mod tests {
             (p.cpu_utilization(), p.memory_utilization()),
             (Some(100.0), Some(0.0))
         );
-        let text = fleet.render_metrics();
+        let text = fleet.render_metrics(None);
         assert!(
             text.contains("ebb_sample_values_dropped_total 4\n"),
             "{text}"

@@ -83,6 +83,8 @@ pub struct Leadership {
     role: watch::Sender<Role>,
     /// Whether an election runs at all (false with SQLite: always leader).
     elected: bool,
+    /// When the role last changed (or the controller started).
+    since: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Leadership {
@@ -91,6 +93,7 @@ impl Leadership {
         Arc::new(Self {
             role: watch::Sender::new(Role::Leader),
             elected: false,
+            since: std::sync::Mutex::new(std::time::Instant::now()),
         })
     }
 
@@ -99,6 +102,7 @@ impl Leadership {
         Arc::new(Self {
             role: watch::Sender::new(Role::Starting),
             elected: true,
+            since: std::sync::Mutex::new(std::time::Instant::now()),
         })
     }
 
@@ -115,6 +119,14 @@ impl Leadership {
         matches!(*self.role.borrow(), Role::Leader)
     }
 
+    /// How long the role has been what it is.
+    pub fn in_role_for(&self) -> std::time::Duration {
+        self.since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<Role> {
         self.role.subscribe()
     }
@@ -129,6 +141,12 @@ impl Leadership {
             previous = Some(std::mem::replace(current, role));
             true
         });
+        if previous.is_some() {
+            *self
+                .since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+        }
         previous
     }
 

@@ -209,6 +209,12 @@ pub trait Store: Send + Sync + 'static {
     /// Applies every write or none.
     fn commit(&self, writes: Vec<Write>) -> Result<()>;
 
+    /// Whether the store answers and takes writes now, for `/healthz`: by
+    /// default a read (a backend whose writes fail shows it otherwise).
+    fn probe(&self) -> Result<()> {
+        self.list_groups().map(|_| ())
+    }
+
     fn get_group(&self, id: &str) -> Result<Option<ScalingGroup>>;
     fn find_group_by_name(&self, name: &str) -> Result<Option<ScalingGroup>>;
     /// All groups, by name.

@@ -817,6 +817,22 @@ impl Store for SqliteStore {
         tx.commit().map_err(backend)
     }
 
+    /// A real write: the newest schema version's row rewritten as it is,
+    /// committed, so a read-only or failing disk shows.
+    fn probe(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        tx.execute(
+            "UPDATE schema_version SET applied_at_ms = applied_at_ms
+             WHERE version = (SELECT MAX(version) FROM schema_version)",
+            [],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)
+    }
+
     fn get_group(&self, id: &str) -> Result<Option<ScalingGroup>> {
         self.get("groups", id)
     }
