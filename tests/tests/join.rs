@@ -185,7 +185,10 @@ fn a_host_joins_with_a_token_and_is_attached() {
         joined.id
     ));
     ctl.wait_metric(
-        &format!("ebb_instance_cpu_utilization{{instance=\"{}\"}}", joined.id),
+        &format!(
+            "ebb_instance_cpu_utilization{{instance_id=\"{}\",group=\"web\"}}",
+            joined.id
+        ),
         |_| true,
     );
 

@@ -10,12 +10,14 @@ use ebb_tests::{
 /// 1 s pulls keep the tests short; nothing below depends on wall-clock speed.
 const INTERVAL_MS: u64 = 1000;
 
+/// The series of an instance attached to the group `spine`, as every test
+/// here attaches them.
 fn cpu_series(id: &str) -> String {
-    format!("ebb_instance_cpu_utilization{{instance=\"{id}\"}}")
+    format!("ebb_instance_cpu_utilization{{instance_id=\"{id}\",group=\"spine\"}}")
 }
 
 fn mem_series(id: &str) -> String {
-    format!("ebb_instance_memory_utilization{{instance=\"{id}\"}}")
+    format!("ebb_instance_memory_utilization{{instance_id=\"{id}\",group=\"spine\"}}")
 }
 
 /// Waits for `line` in the controller's log; false if it never comes.
@@ -332,7 +334,7 @@ fn out_of_range_sample_values_are_dropped_and_counted() {
         let text = ctl.http_get("/metrics").ok()?;
         let line = text
             .lines()
-            .find(|l| l.starts_with("ebb_instance_cpu_utilization{instance=\"rogue\"}"))?
+            .find(|l| l.starts_with(&cpu_series("rogue")))?
             .to_owned();
         line.ends_with(" 42").then_some(text)
     });
