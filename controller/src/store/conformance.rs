@@ -1420,10 +1420,7 @@ fn rule_every_field_round_trips(store: &dyn Store) {
         id: "rule-5".into(),
         group_id: "asg-2".into(),
         name: "forecast".into(),
-        kind: RuleKind::Predictive {
-            metric: Metric::MemoryUtilization,
-            target_value: 0.1,
-        },
+        kind: RuleKind::predictive(Metric::MemoryUtilization, 0.1),
     };
     let all = [step, unbounded, target, simple, predictive];
     let mut writes = vec![

@@ -264,10 +264,7 @@ fn rejection_order() {
         .wants(3, None),
         case(
             "a predictive rule",
-            RuleKind::Predictive {
-                metric: Metric::CpuUtilization,
-                target_value: 50.0,
-            },
+            RuleKind::predictive(Metric::CpuUtilization, 50.0),
             by(Trigger::Api),
         )
         .wants(4, Some(Refusal::PredictiveNotRun)),
