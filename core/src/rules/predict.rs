@@ -58,6 +58,49 @@ pub struct LoadPoint {
     pub load: f64,
 }
 
+/// One finished minute of a group's metrics, as the store keeps it
+/// (`ROLLUP_RETENTION_MS`): each metric's group average, max and count of
+/// samples, and the instances in service that minute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinuteRollup {
+    pub group_id: String,
+    /// The minute's start, Unix milliseconds.
+    pub minute_ms: i64,
+    /// Instances in service during the minute (the most seen at once).
+    pub in_service: u32,
+    /// By metric name.
+    pub metrics: Vec<MetricRollup>,
+}
+
+/// One metric's minute: over every sample of every in-service instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRollup {
+    pub metric: String,
+    pub average: f64,
+    pub max: f64,
+    pub count: u32,
+}
+
+/// Rollups are kept 14 days: two weekly seasons for the forecast.
+pub const ROLLUP_RETENTION_MS: i64 = HISTORY_MS;
+
+impl MinuteRollup {
+    /// The minute's load of `metric`: its average times the instances in
+    /// service. `None` when the metric was not sampled that minute.
+    pub fn load(&self, metric: &crate::rules::Metric) -> Option<LoadPoint> {
+        let m = self.metrics.iter().find(|m| m.metric == metric.as_str())?;
+        (m.count > 0).then(|| LoadPoint {
+            minute_ms: self.minute_ms,
+            load: m.average * f64::from(self.in_service.max(1)),
+        })
+    }
+
+    /// The store's id for the group's minute.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.group_id, self.minute_ms)
+    }
+}
+
 /// Which profile a forecast came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Method {
