@@ -34,6 +34,7 @@ pub mod hooks;
 pub mod limits;
 pub mod loops;
 pub mod notify;
+pub mod predictive;
 pub mod reconcile;
 pub mod rules;
 pub mod schedules;
@@ -183,6 +184,8 @@ pub struct Engine {
     wake: tokio::sync::Notify,
     /// Provider work the reconcile pass under way decided on.
     deferred: std::sync::Mutex<Vec<Io>>,
+    /// Rollups written, forecasts made and the floors they set.
+    pub predictive: predictive::PredictiveState,
 }
 
 impl Engine {
@@ -217,6 +220,7 @@ impl Engine {
             started_at_ms: std::sync::atomic::AtomicI64::new(started_at_ms),
             wake: tokio::sync::Notify::new(),
             deferred: std::sync::Mutex::new(Vec::new()),
+            predictive: predictive::PredictiveState::default(),
         }
     }
 
@@ -249,6 +253,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+        self.predictive.forget();
         let mut writes = Vec::new();
         for mut alarm in self.store.list_alarms(None)? {
             if alarm.eval.state == AlarmState::InsufficientData && alarm.eval.history.is_empty() {

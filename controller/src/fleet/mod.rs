@@ -352,6 +352,13 @@ impl Point {
         values.iter().find(|(n, _)| &**n == name).map(|(_, v)| *v)
     }
 
+    /// Every custom metric this sample carried, by name.
+    pub fn custom_values(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.custom
+            .iter()
+            .flat_map(|c| c.0.iter().map(|(n, v)| (&**n, *v)))
+    }
+
     /// How many custom values this sample carried into the ring.
     pub fn custom_count(&self) -> usize {
         self.custom.as_ref().map_or(0, |c| c.0.len())
