@@ -364,6 +364,11 @@ pub async fn predictive_pass(engine: &Engine) -> Result<(), EngineError> {
         raise(engine, &group, rule, *target_value, &a, now)?;
     }
     *lock(&engine.predictive.floors) = floors;
+    engine
+        .fleet
+        .counters
+        .predictive_passes_total
+        .fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 

@@ -142,6 +142,8 @@ pub struct Counters {
     pub alarm_evaluation: Histogram,
     /// Reconcile passes over every group, finished.
     pub reconcile_passes_total: AtomicU64,
+    /// Predictive passes (every predictive rule's forecast and floor), finished.
+    pub predictive_passes_total: AtomicU64,
 }
 
 /// Upper bounds of the latency buckets: ten per decade from 100 µs to 10 s,
@@ -683,6 +685,11 @@ impl Fleet {
             "ebb_reconcile_passes_total",
             "Reconcile passes over every group, finished.",
             c.reconcile_passes_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_predictive_passes_total",
+            "Predictive passes (every predictive rule's forecast and floor, once a minute of the clock), finished.",
+            c.predictive_passes_total.load(Ordering::Relaxed),
         );
         counter(
             "ebb_notifications_sent_total",
