@@ -319,4 +319,15 @@ fn a_forecast_rise_raises_the_floor_ahead_by_the_lead_time_and_forecast_only_act
         err.contains("predictive_value_buffer: 150 is outside 0..=100 (percent)"),
         "{err}"
     );
+
+    // Clean up: the instances the floor launched go before the controller
+    // does (instances outlive their controller by design).
+    let out = live.ebbctl(&["group", "modify", "web", "--desired", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the web group's instances to go", DEADLINE * 2, || {
+        live.json(&["instance", "list", "--group", "web"])
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
+    });
 }
