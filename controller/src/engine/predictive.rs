@@ -16,7 +16,7 @@ use crate::fleet::Point;
 use crate::store::Write;
 use ebb_core::model::{GroupState, LifecycleState, Process, ScalingGroup, Trigger};
 use ebb_core::rules::predict::{
-    self, Floor, Forecast, LoadPoint, MetricRollup, MinuteRollup, NoForecast,
+    self, Ask, Forecast, LoadPoint, MetricRollup, MinuteRollup, NoForecast,
 };
 use ebb_core::rules::{Metric, PredictiveMode, RuleKind, ScalingRule};
 use ebb_core::time::rfc3339;
@@ -246,40 +246,9 @@ fn forecast_for(
     Ok(result)
 }
 
-/// What a predictive rule's forecast asks of its group at `now_ms`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ask {
-    /// The highest forecast load from now to now + the lead time.
-    pub peak_load: f64,
-    pub lead_secs: u32,
-    pub floor: Floor,
-}
-
-/// The floor a predictive rule's forecast sets at `now_ms`.
+/// The floor a predictive rule's forecast sets on `group` at `now_ms`.
 pub fn ask(group: &ScalingGroup, kind: &RuleKind, forecast: &Forecast, now_ms: i64) -> Option<Ask> {
-    let RuleKind::Predictive {
-        target_value,
-        predictive_value_behavior,
-        predictive_value_buffer,
-        ..
-    } = kind
-    else {
-        return None;
-    };
-    let lead_secs = kind.predictive_lead_secs()?;
-    let peak_load = forecast.peak_ahead(now_ms, lead_secs)?;
-    let floor = predict::floor_for(
-        predict::capacity_for_load(peak_load, *target_value),
-        group.min_size,
-        group.max_size,
-        *predictive_value_behavior,
-        predictive_value_buffer.unwrap_or(0),
-    );
-    Some(Ask {
-        peak_load,
-        lead_secs,
-        floor,
-    })
+    predict::ask(kind, group.min_size, group.max_size, forecast, now_ms)
 }
 
 /// A rule's forecast as the API shows it: made now if none is cached.

@@ -380,6 +380,51 @@ pub fn floor_for(
     }
 }
 
+/// What a predictive rule's forecast asks of its group at a moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ask {
+    /// The highest forecast load from now to now + the lead time.
+    pub peak_load: f64,
+    pub lead_secs: u32,
+    pub floor: Floor,
+}
+
+/// The floor `kind` (a predictive rule) sets on a group bounded by
+/// `min_size..=max_size` at `now_ms`: the capacity for the highest load
+/// forecast over the lead time, under the rule's max-capacity behaviour.
+/// `None` for another kind of rule or past the forecast's horizon.
+pub fn ask(
+    kind: &crate::rules::RuleKind,
+    min_size: u32,
+    max_size: u32,
+    forecast: &Forecast,
+    now_ms: i64,
+) -> Option<Ask> {
+    let crate::rules::RuleKind::Predictive {
+        target_value,
+        predictive_value_behavior,
+        predictive_value_buffer,
+        ..
+    } = kind
+    else {
+        return None;
+    };
+    let lead_secs = kind.predictive_lead_secs()?;
+    let peak_load = forecast.peak_ahead(now_ms, lead_secs)?;
+    let floor = floor_for(
+        capacity_for_load(peak_load, *target_value),
+        min_size,
+        max_size,
+        *predictive_value_behavior,
+        predictive_value_buffer.unwrap_or(0),
+    );
+    Some(Ask {
+        peak_load,
+        lead_secs,
+        floor,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
