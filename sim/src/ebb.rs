@@ -32,11 +32,11 @@ use ebb_core::model::{
     Trigger,
 };
 use ebb_core::plan::{CapacityStep, activity_done, capacity_step};
+use ebb_core::rules::predict::{self, Forecast, LoadPoint, MetricRollup, MinuteRollup};
 use ebb_core::rules::{
     AlarmEval, AlarmSpec, Comparison, MissingData, PeriodInput, PeriodPoint, RuleKind, Statistic,
     aggregate, evaluate, period_input, period_point, target_alarms,
 };
-use ebb_core::rules::predict::{self, Forecast, LoadPoint, MetricRollup, MinuteRollup};
 use ebb_core::rules::{Metric, PredictiveMode};
 use ebb_core::schedule::{self, Due, Schedule};
 use jiff::Timestamp;
@@ -70,6 +70,9 @@ struct Activity {
 /// A forecast is made again after an hour, as the controller does.
 const FORECAST_REFRESH_SECS: i64 = 3_600;
 
+/// Each instance's sum and count of samples in a minute.
+type MinuteSums = HashMap<u64, (f64, u32)>;
+
 /// Predictive scaling's state: the minute being rolled up, the rollups
 /// kept, and each predictive rule's latest forecast.
 #[derive(Default)]
@@ -77,7 +80,7 @@ struct Predictive {
     /// Rule indexes, with when each forecast was made and the forecast.
     rules: Vec<(usize, Option<(i64, Forecast)>)>,
     /// The minute being summed: its start (unix s) and per instance (sum, n).
-    minute: Option<(i64, HashMap<u64, (f64, u32)>)>,
+    minute: Option<(i64, MinuteSums)>,
     /// Finished minutes' loads, oldest first, at most 14 days.
     history: VecDeque<LoadPoint>,
     /// The floor in force: (rule name, floor).
@@ -726,7 +729,11 @@ target_value = 60.0
         );
         // 100 units/s, and 800 from 12:00 to 14:00 every day.
         let demand = |t: i64| {
-            if (43_200..50_400).contains(&t.rem_euclid(DAY)) { 800.0 } else { 100.0 }
+            if (43_200..50_400).contains(&t.rem_euclid(DAY)) {
+                800.0
+            } else {
+                100.0
+            }
         };
         let count_before_third_rise = |text: &str| {
             let file = ebb_core::apply_file::parse("t.toml", text).unwrap();

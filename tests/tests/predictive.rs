@@ -106,11 +106,8 @@ impl Live {
 
     fn passes(&self) -> Option<f64> {
         let (_, body) = http_status(self.http, "/metrics").ok()?;
-        body.lines().find_map(|l| {
-            l.strip_prefix("ebb_predictive_passes_total ")?
-                .parse()
-                .ok()
-        })
+        body.lines()
+            .find_map(|l| l.strip_prefix("ebb_predictive_passes_total ")?.parse().ok())
     }
 
     /// Moves the clock to `at_ms` and waits until a predictive pass has run
@@ -153,7 +150,9 @@ fn seed(store: &SqliteStore, name: &str, now: i64, rise: i64) {
     };
     let id = format!("asg-{name}");
     let group = ScalingGroup::create(id.clone(), &spec, now - 3 * DAY_MS).expect("group");
-    store.commit(vec![Write::CreateGroup(group)]).expect("group");
+    store
+        .commit(vec![Write::CreateGroup(group)])
+        .expect("group");
     let minutes: Vec<Write> = (1..=2 * 1440)
         .map(|back| {
             let minute_ms = now - back * MINUTE_MS;
@@ -290,12 +289,17 @@ fn a_forecast_rise_raises_the_floor_ahead_by_the_lead_time_and_forecast_only_act
 
     // ForecastOnly: the same forecast and floor, shown, never acted on.
     let f = live.json(&["rule", "forecast", "forecast", "--group", "watch"]);
-    assert_eq!((f["mode"].as_str(), f["floor"].as_u64()), (Some("ForecastOnly"), Some(2)));
+    assert_eq!(
+        (f["mode"].as_str(), f["floor"].as_u64()),
+        (Some("ForecastOnly"), Some(2))
+    );
     assert_eq!(live.desired("watch"), 0);
     assert!(forecast_activities(&live, "watch").is_empty());
 
     // Bad input names the field.
-    let out = live.ebbctl(&["rule", "forecast", "forecast", "--group", "web", "--bucket", "100"]);
+    let out = live.ebbctl(&[
+        "rule", "forecast", "forecast", "--group", "web", "--bucket", "100",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -323,7 +327,11 @@ fn a_forecast_rise_raises_the_floor_ahead_by_the_lead_time_and_forecast_only_act
     // Clean up: the instances the floor launched go before the controller
     // does (instances outlive their controller by design).
     let out = live.ebbctl(&["group", "modify", "web", "--desired", "0"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually("the web group's instances to go", DEADLINE * 2, || {
         live.json(&["instance", "list", "--group", "web"])
             .as_array()

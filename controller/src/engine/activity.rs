@@ -156,7 +156,10 @@ impl Engine {
         }
         let rollups = super::predictive::prune_rollups(self)?;
         if rollups > 0 {
-            info!(pruned = rollups, "per-minute rollups past their 14 days pruned");
+            info!(
+                pruned = rollups,
+                "per-minute rollups past their 14 days pruned"
+            );
         }
         Ok(pruned)
     }

@@ -161,9 +161,14 @@ pub async fn roll_up(engine: &Engine) -> Result<usize, EngineError> {
                     };
                     let acc = &mut accs[slot].1;
                     let n = values.len() as u32;
-                    acc.instance_means.push(values.iter().sum::<f64>() / f64::from(n));
+                    acc.instance_means
+                        .push(values.iter().sum::<f64>() / f64::from(n));
                     let top = values.iter().copied().fold(f64::MIN, f64::max);
-                    acc.max = if acc.count == 0 { top } else { acc.max.max(top) };
+                    acc.max = if acc.count == 0 {
+                        top
+                    } else {
+                        acc.max.max(top)
+                    };
                     acc.count += n;
                 }
             });

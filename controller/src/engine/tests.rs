@@ -2162,17 +2162,21 @@ async fn a_forecast_floor_raises_desired_before_the_rise_and_holds_scale_ins() {
     let a = &acts[0];
     assert_eq!(a.trigger, Trigger::Forecast);
     assert!(
-        a.cause.starts_with("predictive rule `forecast` forecast a load of 400.0 by "),
+        a.cause
+            .starts_with("predictive rule `forecast` forecast a load of 400.0 by "),
         "{}",
         a.cause
     );
     assert!(
-        a.cause
-            .ends_with("changing the Total Capacity from 2 to 8"),
+        a.cause.ends_with("changing the Total Capacity from 2 to 8"),
         "{}",
         a.cause
     );
-    assert!(a.details[0].contains("ceil(400.00 / 50) = 8"), "{:?}", a.details);
+    assert!(
+        a.details[0].contains("ceil(400.00 / 50) = 8"),
+        "{:?}",
+        a.details
+    );
     h.converge();
     // A scale-in by another rule stops at the floor, naming the rule.
     let down = h.rule("down", simple(-3, 0));

@@ -11,11 +11,11 @@ use ebb_core::model::{
     Activity, ActivityStatus, CreationType, GroupState, HealthCheckType, HealthStatus, Instance,
     LifecycleState, Process, RemovalPolicy, ScalingConfiguration, ScalingGroup, Trigger,
 };
+use ebb_core::rules::predict::{MetricRollup, MinuteRollup};
 use ebb_core::rules::{
     AdjustmentType, AlarmEval, AlarmSpec, AlarmState, Comparison, Metric, MissingData, PeriodPoint,
     RuleKind, ScalingRule, Statistic, StepAdjustment,
 };
-use ebb_core::rules::predict::{MetricRollup, MinuteRollup};
 use ebb_core::schedule::{Recurrence, Schedule};
 
 type Case = fn(&dyn Store);
@@ -2149,13 +2149,22 @@ fn rollups_per_group_and_minute_pruned_by_age(store: &dyn Store) {
             Write::PutRollup(rollup("asg-2", 60_000, 99.0)),
         ],
     );
-    commit(store, vec![Write::PutRollup(rollup("asg-1", 120_000, 25.0))]);
+    commit(
+        store,
+        vec![Write::PutRollup(rollup("asg-1", 120_000, 25.0))],
+    );
     assert_eq!(
         minutes("asg-1", 0),
         [(60_000, 10.0), (120_000, 25.0), (180_000, 30.0)]
     );
-    assert_eq!(minutes("asg-1", 120_000), [(120_000, 25.0), (180_000, 30.0)]);
-    assert_eq!(store.list_rollups("asg-1", 0).unwrap()[0], rollup("asg-1", 60_000, 10.0));
+    assert_eq!(
+        minutes("asg-1", 120_000),
+        [(120_000, 25.0), (180_000, 30.0)]
+    );
+    assert_eq!(
+        store.list_rollups("asg-1", 0).unwrap()[0],
+        rollup("asg-1", 60_000, 10.0)
+    );
     assert_eq!(minutes("asg-2", 0), [(60_000, 99.0)]);
     // A minute of a group that does not exist.
     not_found(store.commit(vec![Write::PutRollup(rollup("asg-9", 60_000, 1.0))]));

@@ -1137,9 +1137,7 @@ async fn check_schema(shared: &Shared, etcd: &Etcd) -> Result<()> {
                             key: key.clone(),
                             result: compare::CompareResult::Equal as i32,
                             target: compare::CompareTarget::Mod as i32,
-                            target_union: Some(compare::TargetUnion::ModRevision(
-                                kv.mod_revision,
-                            )),
+                            target_union: Some(compare::TargetUnion::ModRevision(kv.mod_revision)),
                             ..Default::default()
                         }],
                         success: vec![put(
@@ -1151,7 +1149,11 @@ async fn check_schema(shared: &Shared, etcd: &Etcd) -> Result<()> {
                     .await
                     .map_err(etcd_failed)?;
                 if bumped.succeeded {
-                    tracing::info!(from = found, to = ours, "etcd store: schema version recorded");
+                    tracing::info!(
+                        from = found,
+                        to = ours,
+                        "etcd store: schema version recorded"
+                    );
                     return Ok(());
                 }
                 continue;
@@ -1351,7 +1353,6 @@ impl EtcdStore {
             return Ok(pruned);
         }
     }
-
 }
 
 impl Store for EtcdStore {

@@ -16,8 +16,8 @@ use crate::model::{Invalid, MAX_COOLDOWN_SECS, check_name};
 pub mod alarm;
 pub mod capacity;
 pub mod cooldown;
-pub mod step;
 pub mod predict;
+pub mod step;
 pub mod target;
 
 pub use alarm::{

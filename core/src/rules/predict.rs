@@ -269,7 +269,9 @@ impl Forecast {
     /// The forecast load of the bucket holding `at_ms`; `None` outside the horizon.
     pub fn load_at(&self, at_ms: i64) -> Option<f64> {
         let i = (at_ms - self.start_ms).div_euclid(BUCKET_MS);
-        usize::try_from(i).ok().and_then(|i| self.load.get(i).copied())
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.load.get(i).copied())
     }
 
     /// The highest forecast load from `now_ms` to `now_ms + lead_secs`: what
@@ -529,7 +531,10 @@ mod tests {
         let mut reversed = h.clone();
         reversed.reverse();
         let now = T0 + 2 * DAY_MS + 17 * 60_000;
-        assert_eq!(forecast(&h, now).unwrap(), forecast(&reversed, now).unwrap());
+        assert_eq!(
+            forecast(&h, now).unwrap(),
+            forecast(&reversed, now).unwrap()
+        );
     }
 
     #[test]

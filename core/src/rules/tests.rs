@@ -147,7 +147,8 @@ fn rule_validation_table() {
                 metric: Metric::CpuUtilization,
                 target_value: 50.0,
                 predictive_scaling_mode: PredictiveMode::ForecastAndScale,
-                predictive_value_behavior: PredictiveValueBehavior::PredictiveValueOverrideMaxWithBuffer,
+                predictive_value_behavior:
+                    PredictiveValueBehavior::PredictiveValueOverrideMaxWithBuffer,
                 predictive_value_buffer: Some(101),
                 predictive_task_buffer_secs: Some(3_601),
             }),

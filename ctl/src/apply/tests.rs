@@ -1096,9 +1096,12 @@ fn a_predictive_rule_in_the_file_takes_its_fields_and_names_bad_ones() {
             predictive_task_buffer_secs: Some(600),
         }
     );
-    let msg = parse("p.toml", &rule("predictive_scaling_mode = \"PredictOnly\"\n"))
-        .unwrap_err()
-        .to_string();
+    let msg = parse(
+        "p.toml",
+        &rule("predictive_scaling_mode = \"PredictOnly\"\n"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(msg.contains("rule forecast"), "{msg}");
     assert!(msg.contains("`PredictOnly`"), "{msg}");
     let msg = parse("p.toml", &rule("predictive_task_buffer_secs = 7200\n"))

@@ -172,8 +172,14 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("method:    daily seasonal-naive, from 2880 minutes"), "{text}");
-        let rows: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("TIME")).collect();
+        assert!(
+            text.contains("method:    daily seasonal-naive, from 2880 minutes"),
+            "{text}"
+        );
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("TIME"))
+            .collect();
         assert_eq!(
             rows,
             [
