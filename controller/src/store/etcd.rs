@@ -1953,6 +1953,65 @@ mod tests {
         );
     }
 
+    /// A prefix written at schema 8 (before the rollups' table) is brought
+    /// to this build's schema by recording the version: its rows read as
+    /// before and rollups go under the group. One older than 8 is refused.
+    #[test]
+    fn a_prefix_at_schema_8_is_brought_up_and_an_older_one_refused() {
+        use ebb_core::rules::predict::MinuteRollup;
+        let cluster = shared_cluster();
+        let etcd = cluster.endpoints();
+        let prefix = fresh_prefix();
+        {
+            let store = open(etcd.clone(), &prefix);
+            store
+                .commit(vec![Write::CreateGroup(group("asg-1", "web"))])
+                .unwrap();
+        }
+        set(&etcd, &format!("{prefix}schema"), Some("8"));
+        let store = open(etcd.clone(), &prefix);
+        let schema = on_etcd(&etcd, async |e| {
+            e.range(pb::RangeRequest {
+                key: format!("{prefix}schema").into_bytes(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .kvs[0]
+                .value
+                .clone()
+        });
+        assert_eq!(
+            String::from_utf8(schema).unwrap(),
+            sqlite::SCHEMA_VERSION.to_string()
+        );
+        assert_eq!(store.get_group("asg-1").unwrap().unwrap().name, "web");
+        let rollup = MinuteRollup {
+            group_id: "asg-1".into(),
+            minute_ms: 60_000,
+            in_service: 1,
+            metrics: vec![],
+        };
+        store
+            .commit(vec![Write::PutRollup(rollup.clone())])
+            .unwrap();
+        assert_eq!(store.list_rollups("asg-1", 0).unwrap(), [rollup]);
+        assert!(
+            keys_under(&etcd, &prefix).contains(&format!("{prefix}t/rollups/asg-1/asg-1@60000"))
+        );
+
+        let old = fresh_prefix();
+        set(&etcd, &format!("{old}schema"), Some("7"));
+        let err = EtcdStore::open(&settings(etcd), &old)
+            .err()
+            .expect("an older schema");
+        assert!(
+            err.to_string()
+                .contains("this prefix was written at schema 7"),
+            "{err}"
+        );
+    }
+
     /// A three-member cluster loses members: commits go on with two of
     /// three; without quorum they fail within their bound while reads go on
     /// from the replica, even with etcd entirely down; and a watch that
