@@ -338,6 +338,10 @@ pub async fn predictive_pass(engine: &Engine) -> Result<(), EngineError> {
         raise(engine, &group, rule, *target_value, &a, now)?;
     }
     *lock(&engine.predictive.floors) = floors;
+    // Forget what deleted rules left behind.
+    let live: std::collections::HashSet<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+    lock(&engine.predictive.forecasts).retain(|id, _| live.contains(id.as_str()));
+    lock(&engine.predictive.refusals).retain(|id, _| live.contains(id.as_str()));
     engine
         .fleet
         .counters
