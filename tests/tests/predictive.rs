@@ -296,6 +296,38 @@ fn a_forecast_rise_raises_the_floor_ahead_by_the_lead_time_and_forecast_only_act
     assert_eq!(live.desired("watch"), 0);
     assert!(forecast_activities(&live, "watch").is_empty());
 
+    // The floor's instances report, and each finished minute of their
+    // samples is rolled up into the store: one row per group and minute.
+    eventually(
+        "the floor's two instances in service, sampled",
+        DEADLINE * 2,
+        || {
+            let list = live.json(&["instance", "list", "--group", "web"]);
+            let sampled = list
+                .as_array()?
+                .iter()
+                .filter(|i| i["lifecycle_state"] == "InService" && i["cpu_utilization"].is_f64())
+                .count();
+            (sampled == 2).then_some(())
+        },
+    );
+    let minute = rise - 9 * MINUTE_MS;
+    live.at(minute + MINUTE_MS + 1_000);
+    let store =
+        SqliteStore::open(&live.data.join(STORE_FILE)).expect("a second handle on the store");
+    let rollups = store.list_rollups("asg-web", minute).expect("rollups");
+    let r = rollups
+        .iter()
+        .find(|r| r.minute_ms == minute)
+        .unwrap_or_else(|| panic!("the minute the instances reported in: {rollups:?}"));
+    assert_eq!(r.in_service, 2, "{r:?}");
+    let cpu = r
+        .metrics
+        .iter()
+        .find(|m| m.metric == "CpuUtilization")
+        .unwrap_or_else(|| panic!("CPU in {r:?}"));
+    assert!(cpu.count >= 2 && cpu.max >= cpu.average, "{r:?}");
+
     // Bad input names the field.
     let out = live.ebbctl(&[
         "rule", "forecast", "forecast", "--group", "web", "--bucket", "100",
