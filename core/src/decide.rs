@@ -102,6 +102,11 @@ pub enum Refusal {
         answered: usize,
         in_service: u32,
     },
+    /// A predictive rule's floor stops the scale-in where it is.
+    ForecastFloor {
+        rule: String,
+        floor: u32,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -116,7 +121,12 @@ impl fmt::Display for Refusal {
                 "target tracking runs from its alarms' metric; there is no metric value to act on",
             ),
             Refusal::PredictiveNotRun => f.write_str(
-                "predictive rules only write scheduled floors; they are not run directly (later phase)",
+                "a predictive rule is not run directly: it sets the group's floor from its forecast \
+                 every minute (see `ebbctl rule forecast`)",
+            ),
+            Refusal::ForecastFloor { rule, floor } => write!(
+                f,
+                "the predictive rule `{rule}` holds the group at or above {floor} (its forecast floor)"
             ),
             Refusal::NotActive { group, state } => {
                 write!(f, "the scaling group {group} is not active ({state})")
@@ -188,6 +198,32 @@ pub fn decide(kind: &RuleKind, run: &RuleRun, snap: &GroupSnapshot, now_ms: i64)
         details,
         refusal,
     }
+}
+
+/// A predictive rule's floor (`(rule name, floor)`) under a decision: a
+/// scale-in stops at the floor, and one the floor stops where it is is
+/// refused. A scale-out, a refused decision, or no floor pass through.
+pub fn hold_at_floor(mut d: Decision, floor: Option<(&str, u32)>) -> Decision {
+    let Some((rule, floor)) = floor else {
+        return d;
+    };
+    if d.refusal.is_some() || d.to >= d.from || d.to >= floor {
+        return d;
+    }
+    let held = floor.min(d.from);
+    d.details.push(format!(
+        "forecast floor: the predictive rule `{rule}` holds the group at or above {floor}: \
+         {} instead of {}",
+        held, d.to
+    ));
+    if held == d.from {
+        d.refusal = Some(Refusal::ForecastFloor {
+            rule: rule.to_owned(),
+            floor,
+        });
+    }
+    d.to = held;
+    d
 }
 
 /// The capacity the rule asks for, or why it cannot say.

@@ -331,6 +331,7 @@ rpcs! {
     describe_scaling_rules(DescribeScalingRulesRequest) -> DescribeScalingRulesResponse;
     execute_scaling_rule(ExecuteScalingRuleRequest) -> ScalingActivityResponse;
     scale_with_adjustment(ScaleWithAdjustmentRequest) -> ScalingActivityResponse;
+    describe_forecast(DescribeForecastRequest) -> DescribeForecastResponse;
     create_alarm(CreateAlarmRequest) -> Alarm;
     modify_alarm(ModifyAlarmRequest) -> Alarm;
     enable_alarm(AlarmRef) -> Alarm;

@@ -9,6 +9,12 @@
 //! (`model::removal::pick_for_removal`, the group's removal policies) and
 //! when the activity is done (`plan::activity_done`).
 //!
+//! Predictive rules run as the controller's predictive pass runs them: the
+//! simulated samples are rolled up per minute (`predict::MinuteRollup`,
+//! kept 14 days), each rule's forecast is made hourly by
+//! `predict::forecast`, its floor by `predict::ask`, and other rules'
+//! scale-ins stop at the floor (`decide::hold_at_floor`).
+//!
 //! What the simulator stands in for: the agents' samples (the model's
 //! utilisation, one per in-service instance per sampling interval, for
 //! whatever metric the alarm names), the store, and the providers
@@ -18,7 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use ebb_core::apply_file::ApplyFile;
-use ebb_core::decide::{AlarmRun, GroupSnapshot, RuleRun, decide};
+use ebb_core::decide::{AlarmRun, GroupSnapshot, RuleRun, decide, hold_at_floor};
 use ebb_core::model::removal::{Candidate, pick_for_removal};
 use ebb_core::model::tasks::TaskAction;
 use ebb_core::model::{
@@ -26,11 +32,13 @@ use ebb_core::model::{
     Trigger,
 };
 use ebb_core::plan::{CapacityStep, activity_done, capacity_step};
+use ebb_core::rules::predict::{self, Forecast, LoadPoint, MetricRollup, MinuteRollup};
 use ebb_core::rules::{
     AlarmEval, AlarmSpec, Comparison, MissingData, PeriodInput, PeriodPoint, RuleKind,
     ScaleInWindow, Statistic, aggregate, evaluate, owned_alarm_period, period_input, period_point,
     target_alarms, track_scale_in,
 };
+use ebb_core::rules::{Metric, PredictiveMode};
 use ebb_core::schedule::{self, Due, Schedule};
 use jiff::Timestamp;
 
@@ -63,6 +71,26 @@ struct Activity {
     id: String,
 }
 
+/// A forecast is made again after an hour, as the controller does.
+const FORECAST_REFRESH_SECS: i64 = 3_600;
+
+/// Each instance's sum and count of samples in a minute.
+type MinuteSums = HashMap<u64, (f64, u32)>;
+
+/// Predictive scaling's state: the minute being rolled up, the rollups
+/// kept, and each predictive rule's latest forecast.
+#[derive(Default)]
+struct Predictive {
+    /// Rule indexes, with when each forecast was made and the forecast.
+    rules: Vec<(usize, Option<(i64, Forecast)>)>,
+    /// The minute being summed: its start (unix s) and per instance (sum, n).
+    minute: Option<(i64, MinuteSums)>,
+    /// Finished minutes' loads, oldest first, at most 14 days.
+    history: VecDeque<LoadPoint>,
+    /// The floor in force: (rule name, floor).
+    floor: Option<(String, u32)>,
+}
+
 /// The simulator's instance id from the `i-N` the snapshot shows.
 fn sim_id(id: &str) -> u64 {
     id.trim_start_matches("i-").parse().unwrap_or(u64::MAX)
@@ -80,6 +108,7 @@ pub struct Ebb {
     running: Option<Activity>,
     cooldown_start_ms: Option<i64>,
     activity_seq: u64,
+    predictive: Predictive,
 }
 
 impl Ebb {
@@ -208,6 +237,15 @@ impl Ebb {
             .max()
             .unwrap_or(0)
             + i64::from(group.sampling_interval_secs);
+        let predictive = Predictive {
+            rules: rules
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, k))| matches!(k, RuleKind::Predictive { .. }))
+                .map(|(i, _)| (i, None))
+                .collect(),
+            ..Default::default()
+        };
         Ok(Ebb {
             group,
             rules,
@@ -218,6 +256,7 @@ impl Ebb {
             running: None,
             cooldown_start_ms: None,
             activity_seq: 0,
+            predictive,
         })
     }
 
@@ -325,6 +364,8 @@ impl Ebb {
             cooldown_start_ms: self.cooldown_start_ms,
         };
         let d = decide(&self.rules[rule].1, run, &snap, now * 1000);
+        let floor = self.predictive.floor.as_ref();
+        let d = hold_at_floor(d, floor.map(|(r, f)| (r.as_str(), *f)));
         if d.refusal.is_none() && d.to != d.from {
             self.begin(fleet, d.to, now);
         }
@@ -388,6 +429,103 @@ impl Ebb {
                 };
                 self.run_rule(fleet, rule, &run, now);
             }
+        }
+    }
+
+    /// Adds the samples taken at `now` to the minute they fall in; a
+    /// finished minute becomes a rollup, and then the predictive pass runs.
+    fn roll_up(&mut self, fleet: &mut Fleet, samples: &[(u64, i64, f64)], now: i64) {
+        let minute = now.div_euclid(60) * 60;
+        let p = &mut self.predictive;
+        if let Some((start, sums)) = p.minute.take_if(|(start, _)| *start != minute)
+            && !sums.is_empty()
+        {
+            let means: Vec<f64> = sums.values().map(|(s, n)| s / f64::from(*n)).collect();
+            let rollup = MinuteRollup {
+                group_id: self.group.id.clone(),
+                minute_ms: start * 1000,
+                in_service: means.len() as u32,
+                metrics: vec![MetricRollup {
+                    // The model's one utilisation stands for the rule's metric.
+                    metric: Metric::CpuUtilization.to_string(),
+                    average: means.iter().sum::<f64>() / means.len() as f64,
+                    max: means.iter().copied().fold(0.0, f64::max),
+                    count: sums.values().map(|(_, n)| n).sum(),
+                }],
+            };
+            p.history.extend(rollup.load(&Metric::CpuUtilization));
+            while p
+                .history
+                .front()
+                .is_some_and(|l| l.minute_ms < now * 1000 - predict::ROLLUP_RETENTION_MS)
+            {
+                p.history.pop_front();
+            }
+            self.run_predictive(fleet, now);
+        }
+        let sums = &mut self
+            .predictive
+            .minute
+            .get_or_insert_with(|| (minute, HashMap::new()))
+            .1;
+        for (id, _, v) in samples {
+            let e = sums.entry(*id).or_default();
+            e.0 += v;
+            e.1 += 1;
+        }
+    }
+
+    /// Each predictive rule's forecast (made again hourly) and, in
+    /// ForecastAndScale, its floor: desired capacity raised to it.
+    fn run_predictive(&mut self, fleet: &mut Fleet, now: i64) {
+        let mut floor: Option<(String, u32)> = None;
+        let mut raise_to = None;
+        for k in 0..self.predictive.rules.len() {
+            let (rule, cached) = &self.predictive.rules[k];
+            let (rule, stale) = (
+                *rule,
+                cached
+                    .as_ref()
+                    .is_none_or(|(at, _)| now - at >= FORECAST_REFRESH_SECS),
+            );
+            if stale {
+                let history: Vec<LoadPoint> = self.predictive.history.iter().copied().collect();
+                self.predictive.rules[k].1 = predict::forecast(&history, now * 1000)
+                    .ok()
+                    .map(|f| (now, f));
+            }
+            let (name, kind) = &self.rules[rule];
+            let Some((_, forecast)) = &self.predictive.rules[k].1 else {
+                continue;
+            };
+            let RuleKind::Predictive {
+                predictive_scaling_mode: PredictiveMode::ForecastAndScale,
+                ..
+            } = kind
+            else {
+                continue;
+            };
+            let Some(a) = predict::ask(
+                kind,
+                self.group.min_size,
+                self.group.max_size,
+                forecast,
+                now * 1000,
+            ) else {
+                continue;
+            };
+            if floor.as_ref().is_none_or(|(_, f)| a.floor.floor > *f) {
+                floor = Some((name.clone(), a.floor.floor));
+                raise_to = Some(a.floor);
+            }
+        }
+        self.predictive.floor = floor;
+        if let Some(f) = raise_to
+            && self.group.state == GroupState::Active
+            && self.group.desired_capacity < f.floor
+        {
+            self.group.max_size = self.group.max_size.max(f.max_size);
+            self.begin(fleet, f.floor, now);
         }
     }
 
@@ -464,7 +602,11 @@ impl Policy for Ebb {
         }
         let interval = i64::from(self.group.sampling_interval_secs.max(1));
         if now.rem_euclid(interval) == 0 {
-            for (id, _, v) in fleet.samples(demand, now) {
+            let samples = fleet.samples(demand, now);
+            if !self.predictive.rules.is_empty() {
+                self.roll_up(fleet, &samples, now);
+            }
+            for (id, _, v) in samples {
                 let ring = self.samples.entry(id).or_default();
                 ring.push_back((now, v));
                 while ring.front().is_some_and(|(t, _)| *t < now - self.keep_secs) {
@@ -598,5 +740,41 @@ target_value = 60.0
         // the new ones warm for 300 s first, so nothing moves before 7800.
         let changes = drive(&mut ebb, &mut f, 0..7500, |_| 100.0);
         assert_eq!(changes, vec![(7200, 10)]);
+    }
+
+    #[test]
+    fn a_predictive_rule_raises_capacity_before_a_daily_rise_it_has_seen() {
+        const DAY: i64 = 86_400;
+        let predictive = format!(
+            "{FILE}\n[[rule]]\nname = \"forecast\"\nrule_type = \"PredictiveScalingRule\"\n\
+             metric = \"CpuUtilization\"\ntarget_value = 60.0\n\
+             predictive_scaling_mode = \"ForecastAndScale\"\npredictive_task_buffer_secs = 600\n"
+        );
+        // 100 units/s, and 800 from 12:00 to 14:00 every day.
+        let demand = |t: i64| {
+            if (43_200..50_400).contains(&t.rem_euclid(DAY)) {
+                800.0
+            } else {
+                100.0
+            }
+        };
+        let count_before_third_rise = |text: &str| {
+            let file = ebb_core::apply_file::parse("t.toml", text).unwrap();
+            let mut ebb = Ebb::from_file(&file).unwrap();
+            let mut f = fleet(ebb.initial_capacity());
+            drive(&mut ebb, &mut f, 0..2 * DAY + 43_199, demand);
+            (f.count(), f.in_service(2 * DAY + 43_199))
+        };
+        // Target tracking alone waits for the rise.
+        let (alone, _) = count_before_third_rise(FILE);
+        assert!(alone <= 2, "{alone}");
+        // With the forecast of two days, most of the fleet is there and in
+        // service when the rise comes. 800 units at 60 % of 100 each is 14;
+        // the first minutes of each past rise were overloaded, and a
+        // utilisation capped at 100 % understates their load (and the
+        // forecast of the rise's first bucket with it): 11 here.
+        let (count, in_service) = count_before_third_rise(&predictive);
+        assert!(count >= 10, "{count}");
+        assert_eq!(in_service, count);
     }
 }

@@ -27,6 +27,7 @@ pub mod attachments;
 pub mod certificates;
 pub mod common;
 pub mod configurations;
+pub mod forecast;
 pub mod groups;
 pub mod hooks;
 pub mod instances;
@@ -217,6 +218,7 @@ handlers! {
     rules::describe_scaling_rules(pb::DescribeScalingRulesRequest) -> pb::DescribeScalingRulesResponse;
     rules::execute_scaling_rule(pb::ExecuteScalingRuleRequest) -> pb::ScalingActivityResponse;
     rules::scale_with_adjustment(pb::ScaleWithAdjustmentRequest) -> pb::ScalingActivityResponse;
+    forecast::describe_forecast(pb::DescribeForecastRequest) -> pb::DescribeForecastResponse;
     alarms::create_alarm(pb::CreateAlarmRequest) -> pb::Alarm;
     alarms::modify_alarm(pb::ModifyAlarmRequest) -> pb::Alarm;
     alarms::enable_alarm(pb::AlarmRef) -> pb::Alarm;

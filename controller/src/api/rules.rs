@@ -17,7 +17,7 @@ use tonic::Status;
 use tracing::info;
 
 /// A rule by id, or by name within `group_key`.
-fn find_rule(
+pub(crate) fn find_rule(
     engine: &Engine,
     group_key: &str,
     key: &str,
@@ -71,7 +71,7 @@ fn rule_view(engine: &Engine, r: &ScalingRule) -> pb::ScalingRule {
     }
 }
 
-fn rule_type(kind: &RuleKind) -> &'static str {
+pub(crate) fn rule_type(kind: &RuleKind) -> &'static str {
     match kind {
         RuleKind::Simple { .. } => "SimpleScalingRule",
         RuleKind::Step { .. } => "StepScalingRule",

@@ -154,6 +154,13 @@ impl Engine {
             }
             pruned += n;
         }
+        let rollups = super::predictive::prune_rollups(self)?;
+        if rollups > 0 {
+            info!(
+                pruned = rollups,
+                "per-minute rollups past their 14 days pruned"
+            );
+        }
         Ok(pruned)
     }
 }

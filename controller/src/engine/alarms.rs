@@ -23,7 +23,7 @@ pub(crate) const PERIOD_GRACE_MS: i64 = 250;
 const RING_SLACK_MS: i64 = 10_000;
 
 /// One value of `metric` from a sample, if it carries it.
-fn metric_of(metric: &Metric, p: &Point) -> Option<f64> {
+pub(crate) fn metric_of(metric: &Metric, p: &Point) -> Option<f64> {
     match metric {
         Metric::CpuUtilization => p.cpu_utilization(),
         Metric::MemoryUtilization => p.memory_utilization(),
@@ -122,7 +122,9 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), EngineError> {
         .iter()
         .map(|a| i64::from(a.spec.period_secs) * 1000)
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        // The rollup of the last finished minute reads a minute's samples.
+        .max(60_000);
     engine
         .fleet
         .keep_samples_for(longest_ms + PERIOD_GRACE_MS + RING_SLACK_MS);

@@ -1,8 +1,10 @@
-//! The alarm and schedule loop: both passes at every tick of the clock, and
-//! the pruning of old activities once a minute.
+//! The alarm and schedule loop: both passes at every tick of the clock, the
+//! pruning of old activities and rollups once a minute, and predictive
+//! scaling's rollup and floor passes once a minute.
 
 use crate::engine::Engine;
 use crate::engine::alarms::evaluate_alarms;
+use crate::engine::predictive;
 use crate::engine::schedules::run_due_tasks;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,14 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         // Retention rides on the same tick; it does its work once a minute.
         let result = match result {
             Ok(()) => engine.prune_activities().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        // Predictive scaling: the minute just finished, then the floors.
+        let result = match result {
+            Ok(()) => match predictive::roll_up(&engine).await {
+                Ok(_) => predictive::predictive_pass(&engine).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match result {

@@ -34,6 +34,7 @@ pub mod hooks;
 pub mod limits;
 pub mod loops;
 pub mod notify;
+pub mod predictive;
 pub mod reconcile;
 pub mod rules;
 pub mod schedules;
@@ -185,6 +186,8 @@ pub struct Engine {
     deferred: std::sync::Mutex<Vec<Io>>,
     /// When each control loop last finished a pass, for `/healthz`.
     pub passes: Passes,
+    /// Rollups written, forecasts made and the floors they set.
+    pub predictive: predictive::PredictiveState,
 }
 
 /// When each control loop last finished a pass without an error
@@ -243,6 +246,7 @@ impl Engine {
             wake: tokio::sync::Notify::new(),
             deferred: std::sync::Mutex::new(Vec::new()),
             passes: Passes::default(),
+            predictive: predictive::PredictiveState::default(),
         }
     }
 
@@ -275,6 +279,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+        self.predictive.forget();
         let mut writes = Vec::new();
         for mut alarm in self.store.list_alarms(None)? {
             if alarm.eval.state == AlarmState::InsufficientData && alarm.eval.history.is_empty() {

@@ -3,7 +3,7 @@
 
 use crate::engine::{Engine, EngineError, activity};
 use crate::store::Write;
-use ebb_core::decide::{Decision, RuleRun, decide};
+use ebb_core::decide::{Decision, RuleRun, decide, hold_at_floor};
 use ebb_core::model::{Activity, ScalingGroup};
 use ebb_core::rules::RuleKind;
 
@@ -30,6 +30,8 @@ pub(crate) fn commit_decision(
     run: &RuleRun,
     now: i64,
 ) -> Result<Activity, EngineError> {
+    let floor = engine.predictive.floor(&group.id, now);
+    let d = hold_at_floor(d, floor.as_ref().map(|(rule, f)| (rule.as_str(), *f)));
     let cause = activity::cause(&run.what, d.from, d.to);
     if let Some(refusal) = d.refusal {
         let reason = refusal.to_string();

@@ -2205,3 +2205,185 @@ async fn a_restarted_controller_keeps_servers_ready_while_agents_reconnect() {
     engine.reconcile_all().await.unwrap();
     assert_eq!(lb.members(), [("i-0".to_owned(), pb::MemberState::Maint)]);
 }
+
+/// Two days of per-minute history before `T0`: a load of 100 (two
+/// instances at 50 % CPU), rising to 400 from 12:00 to 14:00 each day.
+fn seed_daily_rise(h: &Harness) {
+    use ebb_core::rules::predict::{MetricRollup, MinuteRollup};
+    let writes: Vec<Write> = (0..2 * 1440)
+        .map(|m| {
+            let minute_ms = T0 - 2 * 86_400_000 + m * 60_000;
+            let minute_of_day = m % 1440;
+            let busy = (720..840).contains(&minute_of_day);
+            Write::PutRollup(MinuteRollup {
+                group_id: h.group.id.clone(),
+                minute_ms,
+                in_service: if busy { 8 } else { 2 },
+                metrics: vec![MetricRollup {
+                    metric: "CpuUtilization".into(),
+                    average: 50.0,
+                    max: 55.0,
+                    count: 120,
+                }],
+            })
+        })
+        .collect();
+    for chunk in writes.chunks(500) {
+        h.engine.store.commit(chunk.to_vec()).unwrap();
+    }
+}
+
+fn predictive(mode: ebb_core::rules::PredictiveMode, lead_secs: u32) -> RuleKind {
+    RuleKind::Predictive {
+        metric: Metric::CpuUtilization,
+        target_value: 50.0,
+        predictive_scaling_mode: mode,
+        predictive_value_behavior: Default::default(),
+        predictive_value_buffer: None,
+        predictive_task_buffer_secs: Some(lead_secs),
+    }
+}
+
+/// Runs the predictive pass at `T0 + at`.
+async fn forecast_pass_at(h: &Harness, at_ms: i64) {
+    h.clock.advance_ms(T0 + at_ms - h.now());
+    super::predictive::predictive_pass(&h.engine).await.unwrap();
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+#[tokio::test]
+async fn each_finished_minute_of_samples_is_rolled_up_once() {
+    let h = Harness::new(1, 5, 2).await;
+    // Six samples each in the minute [T0, T0 + 60 s): i-0 at 40, i-1 at 60 then 90.
+    for s in 0..6 {
+        h.clock.advance_ms(if s == 0 { 5_000 } else { 10_000 });
+        let late = if s < 3 { 60.0 } else { 90.0 };
+        h.sample(&[("i-0", 40.0), ("i-1", late)]);
+    }
+    h.clock.advance_ms(T0 + 60_000 + PERIOD_GRACE_MS - h.now());
+    assert_eq!(super::predictive::roll_up(&h.engine).await.unwrap(), 1);
+    // The same minute is not written twice.
+    assert_eq!(super::predictive::roll_up(&h.engine).await.unwrap(), 0);
+    let rollups = h.engine.store.list_rollups(&h.group.id, 0).unwrap();
+    assert_eq!(rollups.len(), 1);
+    let r = &rollups[0];
+    assert_eq!((r.minute_ms, r.in_service), (T0, 2));
+    let cpu = &r.metrics[0];
+    assert_eq!(cpu.metric, "CpuUtilization");
+    // The group's average of instance averages: (40 + 75) / 2.
+    assert_eq!((cpu.average, cpu.max, cpu.count), (57.5, 90.0, 12));
+    // Load for the forecast: the average times the instances in service.
+    assert_eq!(r.load(&Metric::CpuUtilization).unwrap().load, 115.0);
+}
+
+#[tokio::test]
+async fn a_forecast_floor_raises_desired_before_the_rise_and_holds_scale_ins() {
+    let h = Harness::new(1, 10, 2).await;
+    seed_daily_rise(&h);
+    h.rule(
+        "forecast",
+        predictive(ebb_core::rules::PredictiveMode::ForecastAndScale, 600),
+    );
+    // 11:45: the rise at 12:00 is 15 minutes off, beyond the 10-minute lead.
+    forecast_pass_at(&h, 11 * HOUR_MS + 45 * 60_000).await;
+    assert_eq!(h.desired(), 2);
+    assert!(h.activities().is_empty());
+    // 11:51: within the lead; the floor is ceil(400 / 50) = 8.
+    forecast_pass_at(&h, 11 * HOUR_MS + 51 * 60_000).await;
+    assert_eq!(h.desired(), 8);
+    let acts = h.activities();
+    assert_eq!(acts.len(), 1);
+    let a = &acts[0];
+    assert_eq!(a.trigger, Trigger::Forecast);
+    assert!(
+        a.cause
+            .starts_with("predictive rule `forecast` forecast a load of 400.0 by "),
+        "{}",
+        a.cause
+    );
+    assert!(
+        a.cause.ends_with("changing the Total Capacity from 2 to 8"),
+        "{}",
+        a.cause
+    );
+    assert!(
+        a.details[0].contains("ceil(400.00 / 50) = 8"),
+        "{:?}",
+        a.details
+    );
+    h.converge();
+    // A scale-in by another rule stops at the floor, naming the rule.
+    let down = h.rule("down", simple(-3, 0));
+    let run = RuleRun {
+        trigger: Trigger::Api,
+        what: "rule `down` executed".into(),
+        metric_value: None,
+        threshold: None,
+        alarm: None,
+    };
+    let act = super::rules::run_rule(&h.engine, &h.group, &down.kind, &run).unwrap();
+    assert_eq!(act.status, ActivityStatus::Rejected);
+    assert_eq!(
+        act.error.as_deref(),
+        Some("the predictive rule `forecast` holds the group at or above 8 (its forecast floor)")
+    );
+    assert_eq!(h.desired(), 8);
+    // 14:30: the forecast has fallen; the floor falls, and the scale-in goes through.
+    forecast_pass_at(&h, 14 * HOUR_MS + 30 * 60_000).await;
+    assert_eq!(h.desired(), 8, "the floor never scales in by itself");
+    let act = super::rules::run_rule(&h.engine, &h.group, &down.kind, &run).unwrap();
+    assert_eq!((act.status, h.desired()), (ActivityStatus::InProgress, 5));
+}
+
+#[tokio::test]
+async fn forecast_only_changes_nothing_and_too_little_history_is_recorded_once() {
+    let h = Harness::new(1, 10, 2).await;
+    seed_daily_rise(&h);
+    h.rule(
+        "watch",
+        predictive(ebb_core::rules::PredictiveMode::ForecastOnly, 600),
+    );
+    forecast_pass_at(&h, 11 * HOUR_MS + 55 * 60_000).await;
+    forecast_pass_at(&h, 12 * HOUR_MS + 30 * 60_000).await;
+    assert_eq!(h.desired(), 2);
+    assert!(h.activities().is_empty());
+
+    // A group with 23 hours of history: refused, recorded once.
+    let g = Harness::new(1, 10, 2).await;
+    use ebb_core::rules::predict::{MetricRollup, MinuteRollup};
+    let writes: Vec<Write> = (0..23 * 60)
+        .map(|m| {
+            Write::PutRollup(MinuteRollup {
+                group_id: g.group.id.clone(),
+                minute_ms: T0 - 23 * HOUR_MS + m * 60_000,
+                in_service: 2,
+                metrics: vec![MetricRollup {
+                    metric: "CpuUtilization".into(),
+                    average: 50.0,
+                    max: 50.0,
+                    count: 60,
+                }],
+            })
+        })
+        .collect();
+    g.engine.store.commit(writes).unwrap();
+    g.rule(
+        "forecast",
+        predictive(ebb_core::rules::PredictiveMode::ForecastAndScale, 600),
+    );
+    forecast_pass_at(&g, 60_000).await;
+    forecast_pass_at(&g, 120_000).await;
+    let acts = g.activities();
+    assert_eq!(acts.len(), 1, "{acts:?}");
+    assert_eq!(acts[0].status, ActivityStatus::Rejected);
+    assert_eq!(acts[0].trigger, Trigger::Forecast);
+    assert_eq!(
+        acts[0].error.as_deref(),
+        Some(
+            "too little history to forecast: 1380 minutes of the group's metric recorded, \
+             a forecast needs 1440 (24 h)"
+        )
+    );
+    assert_eq!(g.desired(), 2);
+}

@@ -198,6 +198,8 @@ pub struct Counters {
     /// Scheduled task runs, by group name, task name and result (`ran`,
     /// `rejected`, `expired`).
     pub task_runs: Labelled,
+    /// Predictive passes (every predictive rule's forecast and floor), finished.
+    pub predictive_passes_total: AtomicU64,
 }
 
 /// Upper bounds of the latency buckets: ten per decade from 100 µs to 10 s,
@@ -406,6 +408,13 @@ impl Point {
     pub fn custom(&self, name: &str) -> Option<f64> {
         let values = &self.custom.as_ref()?.0;
         values.iter().find(|(n, _)| &**n == name).map(|(_, v)| *v)
+    }
+
+    /// Every custom metric this sample carried, by name.
+    pub fn custom_values(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.custom
+            .iter()
+            .flat_map(|c| c.0.iter().map(|(n, v)| (&**n, *v)))
     }
 
     /// How many custom values this sample carried into the ring.
@@ -735,6 +744,11 @@ impl Fleet {
             "ebb_reconcile_passes_total",
             "Reconcile passes over every group, finished.",
             c.reconcile_passes_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "ebb_predictive_passes_total",
+            "Predictive passes (every predictive rule's forecast and floor, once a minute of the clock), finished.",
+            c.predictive_passes_total.load(Ordering::Relaxed),
         );
         counter(
             "ebb_notifications_sent_total",

@@ -11,6 +11,7 @@ use ebb_core::model::{
     Activity, ActivityStatus, CreationType, GroupState, HealthCheckType, HealthStatus, Instance,
     LifecycleState, Process, RemovalPolicy, ScalingConfiguration, ScalingGroup, Trigger,
 };
+use ebb_core::rules::predict::{MetricRollup, MinuteRollup};
 use ebb_core::rules::{
     AdjustmentType, AlarmEval, AlarmSpec, AlarmState, Comparison, Metric, MissingData, PeriodPoint,
     RuleKind, ScaleInWindow, ScalingRule, Statistic, StepAdjustment,
@@ -153,6 +154,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "prune_keeps_the_newest_the_running_and_the_latest_completed",
         prune_keeps_the_newest_the_running_and_the_latest_completed,
+    ),
+    (
+        "rollups_per_group_and_minute_pruned_by_age",
+        rollups_per_group_and_minute_pruned_by_age,
     ),
 ];
 
@@ -1423,10 +1428,7 @@ fn rule_every_field_round_trips(store: &dyn Store) {
         id: "rule-5".into(),
         group_id: "asg-2".into(),
         name: "forecast".into(),
-        kind: RuleKind::Predictive {
-            metric: Metric::MemoryUtilization,
-            target_value: 0.1,
-        },
+        kind: RuleKind::predictive(Metric::MemoryUtilization, 0.1),
     };
     let all = [step, unbounded, target, simple, predictive];
     let mut writes = vec![
@@ -2110,4 +2112,75 @@ fn prune_keeps_the_newest_the_running_and_the_latest_completed(store: &dyn Store
     // Another group's activities are never touched; an unknown group is no error.
     assert_eq!(all("asg-2"), ["act-x"]);
     assert_eq!(store.prune_activities("asg-9", 1, i64::MAX).unwrap(), 0);
+}
+
+fn rollup(group_id: &str, minute_ms: i64, cpu: f64) -> MinuteRollup {
+    MinuteRollup {
+        group_id: group_id.into(),
+        minute_ms,
+        in_service: 3,
+        metrics: vec![
+            MetricRollup {
+                metric: "CpuUtilization".into(),
+                average: cpu,
+                max: cpu + 10.5,
+                count: 36,
+            },
+            MetricRollup {
+                metric: "queue_depth".into(),
+                average: 7.25,
+                max: 12.0,
+                count: 35,
+            },
+        ],
+    }
+}
+
+fn rollups_per_group_and_minute_pruned_by_age(store: &dyn Store) {
+    two_groups(store);
+    let minutes = |g: &str, since: i64| -> Vec<(i64, f64)> {
+        store
+            .list_rollups(g, since)
+            .unwrap()
+            .iter()
+            .map(|r| (r.minute_ms, r.metrics[0].average))
+            .collect()
+    };
+    // Written out of order, one group's minute replaced.
+    commit(
+        store,
+        vec![
+            Write::PutRollup(rollup("asg-1", 180_000, 30.0)),
+            Write::PutRollup(rollup("asg-1", 60_000, 10.0)),
+            Write::PutRollup(rollup("asg-1", 120_000, 20.0)),
+            Write::PutRollup(rollup("asg-2", 60_000, 99.0)),
+        ],
+    );
+    commit(
+        store,
+        vec![Write::PutRollup(rollup("asg-1", 120_000, 25.0))],
+    );
+    assert_eq!(
+        minutes("asg-1", 0),
+        [(60_000, 10.0), (120_000, 25.0), (180_000, 30.0)]
+    );
+    assert_eq!(
+        minutes("asg-1", 120_000),
+        [(120_000, 25.0), (180_000, 30.0)]
+    );
+    assert_eq!(
+        store.list_rollups("asg-1", 0).unwrap()[0],
+        rollup("asg-1", 60_000, 10.0)
+    );
+    assert_eq!(minutes("asg-2", 0), [(60_000, 99.0)]);
+    // A minute of a group that does not exist.
+    not_found(store.commit(vec![Write::PutRollup(rollup("asg-9", 60_000, 1.0))]));
+    // Pruned by age across groups.
+    assert_eq!(store.prune_rollups(120_000).unwrap(), 2);
+    assert_eq!(minutes("asg-1", 0), [(120_000, 25.0), (180_000, 30.0)]);
+    assert!(minutes("asg-2", 0).is_empty());
+    assert_eq!(store.prune_rollups(120_000).unwrap(), 0);
+    // Deleting the group deletes its minutes.
+    commit(store, vec![Write::DeleteGroup("asg-1".into())]);
+    assert!(minutes("asg-1", 0).is_empty());
 }

@@ -40,6 +40,7 @@ use crate::etcd::{Etcd, EtcdError, EtcdSettings, prefix_end};
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, Instance, ScalingConfiguration, ScalingGroup};
 use ebb_core::rules::ScalingRule;
+use ebb_core::rules::predict::MinuteRollup;
 
 /// How long a commit may take, its retries included: etcd unreachable (or
 /// without quorum) for that long fails it rather than stall the caller.
@@ -51,6 +52,9 @@ const STALE_ATTEMPTS: u32 = 5;
 const LOAD_PAGE: i64 = 500;
 /// Deletes per transaction while pruning: under etcd's default `--max-txn-ops` (128).
 const PRUNE_CHUNK: usize = 100;
+/// From this schema on, every later migration only adds a table, so an
+/// etcd prefix at it is brought up to date by recording the new version.
+const ADDITIVE_SINCE: i64 = 8;
 /// The watch's back-off after a failure doubles from the first to the second.
 const WATCH_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 /// The back-off between attempts to reach etcd within a commit.
@@ -91,6 +95,7 @@ const TABLES: &[Table] = &[
     table("certificates", "serial", false, false),
     // A target's token names no group.
     table("join_tokens", "id", true, false),
+    table("rollups", "id", true, false),
 ];
 
 const GROUPS: &Table = &TABLES[0];
@@ -930,6 +935,7 @@ fn touched(conn: &Connection, write: &Write) -> Result<Vec<(&'static Table, Stri
         Write::PutJoinToken(token) => one("join_tokens", &token.id),
         Write::DeleteJoinToken(id) => one("join_tokens", id),
         Write::PutRevoked(r) => one("revoked_identities", &r.identity),
+        Write::PutRollup(r) => one("rollups", &r.id()),
         Write::PutCertificate(c) => {
             let mut rows = vec![(t("certificates"), c.serial.clone())];
             for serial in sqlite::forgotten_certificates(conn, c)? {
@@ -1122,6 +1128,36 @@ async fn check_schema(shared: &Shared, etcd: &Etcd) -> Result<()> {
                 "this prefix was written by a newer ebb (schema {found}, this build knows {ours}); \
                  run that version of ebb, or give this one another prefix"
             ))),
+            // Only tables were added since: the prefix's keys read the
+            // same, so recording the new version is the whole migration.
+            std::cmp::Ordering::Less if found >= ADDITIVE_SINCE => {
+                let bumped = etcd
+                    .txn(pb::TxnRequest {
+                        compare: vec![pb::Compare {
+                            key: key.clone(),
+                            result: compare::CompareResult::Equal as i32,
+                            target: compare::CompareTarget::Mod as i32,
+                            target_union: Some(compare::TargetUnion::ModRevision(kv.mod_revision)),
+                            ..Default::default()
+                        }],
+                        success: vec![put(
+                            String::from_utf8_lossy(&key).into_owned(),
+                            ours.to_string().into_bytes(),
+                        )],
+                        failure: vec![],
+                    })
+                    .await
+                    .map_err(etcd_failed)?;
+                if bumped.succeeded {
+                    tracing::info!(
+                        from = found,
+                        to = ours,
+                        "etcd store: schema version recorded"
+                    );
+                    return Ok(());
+                }
+                continue;
+            }
             std::cmp::Ordering::Less => Err(StoreError::Backend(format!(
                 "this prefix was written at schema {found}, and this build (schema {ours}) \
                  has no migration for etcd"
@@ -1270,6 +1306,55 @@ async fn follow(shared: &Shared, etcd: &Etcd, next: &mut i64) -> (Stop, bool) {
     }
 }
 
+impl EtcdStore {
+    /// Deletes the rows of `table` that `doomed` selects on the replica, in
+    /// chunks under etcd's transaction limit, each conditioned on the rows
+    /// being unchanged. Returns how many went.
+    fn prune(
+        &self,
+        table: &str,
+        doomed: impl Fn(&Connection) -> Result<Vec<String>>,
+    ) -> Result<usize> {
+        let _one = lock(&self.commit_lock);
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        let mut pruned = 0;
+        let mut stale = 0;
+        let t = table_named(table).expect("a table of the schema");
+        'plan: loop {
+            let doomed: Vec<Known> = {
+                let conn = self.shared.replica.conn();
+                let mut out = Vec::new();
+                for id in doomed(&conn)? {
+                    out.extend(known(&conn, t, &id)?);
+                }
+                out
+            };
+            for chunk in doomed.chunks(PRUNE_CHUNK) {
+                let mut compares = Compares::default();
+                for k in chunk {
+                    compares.modified_at(&k.key, k.mod_revision);
+                }
+                let ops: Vec<_> = chunk.iter().map(|k| delete(&k.key)).collect();
+                let (request, fence) = self.request(&compares.into_vec(), &ops);
+                let answer = self.call(request, deadline).map_err(etcd_failed)?;
+                if !answer.succeeded {
+                    if let Some(refusal) = self.fenced(fence.as_ref(), &answer) {
+                        return Err(refusal);
+                    }
+                    self.after_stale(&mut stale, deadline)?;
+                    continue 'plan;
+                }
+                let revision = answer.header.map_or(0, |h| h.revision);
+                self.shared
+                    .wait_applied(revision, deadline)
+                    .map_err(etcd_failed)?;
+                pruned += chunk.len();
+            }
+            return Ok(pruned);
+        }
+    }
+}
+
 impl Store for EtcdStore {
     fn commit(&self, writes: Vec<Write>) -> Result<()> {
         if writes.is_empty() {
@@ -1354,43 +1439,17 @@ impl Store for EtcdStore {
     }
 
     fn prune_activities(&self, group_id: &str, keep: usize, before_ms: i64) -> Result<usize> {
-        let _one = lock(&self.commit_lock);
-        let deadline = Instant::now() + COMMIT_TIMEOUT;
-        let mut pruned = 0;
-        let mut stale = 0;
-        'plan: loop {
-            let doomed: Vec<Known> = {
-                let conn = self.shared.replica.conn();
-                let activities = table_named("activities").expect("a table of the schema");
-                let mut doomed = Vec::new();
-                for id in sqlite::prunable(&conn, group_id, keep, before_ms)? {
-                    doomed.extend(known(&conn, activities, &id)?);
-                }
-                doomed
-            };
-            for chunk in doomed.chunks(PRUNE_CHUNK) {
-                let mut compares = Compares::default();
-                for k in chunk {
-                    compares.modified_at(&k.key, k.mod_revision);
-                }
-                let ops: Vec<_> = chunk.iter().map(|k| delete(&k.key)).collect();
-                let (request, fence) = self.request(&compares.into_vec(), &ops);
-                let answer = self.call(request, deadline).map_err(etcd_failed)?;
-                if !answer.succeeded {
-                    if let Some(refusal) = self.fenced(fence.as_ref(), &answer) {
-                        return Err(refusal);
-                    }
-                    self.after_stale(&mut stale, deadline)?;
-                    continue 'plan;
-                }
-                let revision = answer.header.map_or(0, |h| h.revision);
-                self.shared
-                    .wait_applied(revision, deadline)
-                    .map_err(etcd_failed)?;
-                pruned += chunk.len();
-            }
-            return Ok(pruned);
-        }
+        self.prune("activities", |conn| {
+            sqlite::prunable(conn, group_id, keep, before_ms)
+        })
+    }
+
+    fn list_rollups(&self, group_id: &str, since_ms: i64) -> Result<Vec<MinuteRollup>> {
+        self.shared.replica.list_rollups(group_id, since_ms)
+    }
+
+    fn prune_rollups(&self, before_ms: i64) -> Result<usize> {
+        self.prune("rollups", |conn| sqlite::prunable_rollups(conn, before_ms))
     }
 
     fn get_group(&self, id: &str) -> Result<Option<ScalingGroup>> {
@@ -1890,6 +1949,65 @@ mod tests {
                  this build knows {}); run that version of ebb, or give this one another prefix",
                 sqlite::SCHEMA_VERSION
             )),
+            "{err}"
+        );
+    }
+
+    /// A prefix written at schema 8 (before the rollups' table) is brought
+    /// to this build's schema by recording the version: its rows read as
+    /// before and rollups go under the group. One older than 8 is refused.
+    #[test]
+    fn a_prefix_at_schema_8_is_brought_up_and_an_older_one_refused() {
+        use ebb_core::rules::predict::MinuteRollup;
+        let cluster = shared_cluster();
+        let etcd = cluster.endpoints();
+        let prefix = fresh_prefix();
+        {
+            let store = open(etcd.clone(), &prefix);
+            store
+                .commit(vec![Write::CreateGroup(group("asg-1", "web"))])
+                .unwrap();
+        }
+        set(&etcd, &format!("{prefix}schema"), Some("8"));
+        let store = open(etcd.clone(), &prefix);
+        let schema = on_etcd(&etcd, async |e| {
+            e.range(pb::RangeRequest {
+                key: format!("{prefix}schema").into_bytes(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .kvs[0]
+                .value
+                .clone()
+        });
+        assert_eq!(
+            String::from_utf8(schema).unwrap(),
+            sqlite::SCHEMA_VERSION.to_string()
+        );
+        assert_eq!(store.get_group("asg-1").unwrap().unwrap().name, "web");
+        let rollup = MinuteRollup {
+            group_id: "asg-1".into(),
+            minute_ms: 60_000,
+            in_service: 1,
+            metrics: vec![],
+        };
+        store
+            .commit(vec![Write::PutRollup(rollup.clone())])
+            .unwrap();
+        assert_eq!(store.list_rollups("asg-1", 0).unwrap(), [rollup]);
+        assert!(
+            keys_under(&etcd, &prefix).contains(&format!("{prefix}t/rollups/asg-1/asg-1@60000"))
+        );
+
+        let old = fresh_prefix();
+        set(&etcd, &format!("{old}schema"), Some("7"));
+        let err = EtcdStore::open(&settings(etcd), &old)
+            .err()
+            .expect("an older schema");
+        assert!(
+            err.to_string()
+                .contains("this prefix was written at schema 7"),
             "{err}"
         );
     }

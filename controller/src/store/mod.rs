@@ -11,6 +11,7 @@
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
 use ebb_core::rules::ScalingRule;
+use ebb_core::rules::predict::MinuteRollup;
 
 pub mod etcd;
 pub mod sqlite;
@@ -84,6 +85,9 @@ pub enum Write {
     /// `issued_at_ms`, and anyone's that expired [`CERT_RETENTION_MS`]
     /// before it: the registry holds what is live, not a history.
     PutCertificate(CertRecord),
+    /// Insert or replace a group's finished minute (by group and minute);
+    /// NotFound if the group does not exist. Deleting the group deletes them.
+    PutRollup(MinuteRollup),
 }
 
 /// An expired certificate stays listed this long (unless its identity
@@ -268,4 +272,10 @@ pub trait Store: Send + Sync + 'static {
     fn get_join_token(&self, id: &str) -> Result<Option<JoinToken>>;
     /// Every join token, oldest first (ties by id).
     fn list_join_tokens(&self) -> Result<Vec<JoinToken>>;
+
+    /// A group's per-minute rollups from `since_ms` on, oldest first.
+    fn list_rollups(&self, group_id: &str, since_ms: i64) -> Result<Vec<MinuteRollup>>;
+    /// Deletes every group's rollups of minutes before `before_ms`.
+    /// Returns how many went.
+    fn prune_rollups(&self, before_ms: i64) -> Result<usize>;
 }

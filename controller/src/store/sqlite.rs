@@ -22,6 +22,7 @@ use super::{
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
 use ebb_core::rules::ScalingRule;
+use ebb_core::rules::predict::MinuteRollup;
 
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -144,6 +145,16 @@ const MIGRATIONS: &[&str] = &[
          created_by, revoked FROM join_tokens;
      DROP TABLE join_tokens;
      ALTER TABLE join_tokens_v8 RENAME TO join_tokens;",
+    // 9: each group's per-minute metric rollups (predictive scaling's
+    // history), one row per group and minute, every metric in `data`.
+    "CREATE TABLE rollups (
+         id        TEXT PRIMARY KEY NOT NULL,
+         group_id  TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+         minute_ms INTEGER NOT NULL,
+         data      TEXT NOT NULL
+     );
+     CREATE INDEX rollups_by_group ON rollups(group_id, minute_ms);
+     CREATE INDEX rollups_by_time ON rollups(minute_ms);",
 ];
 
 /// The schema version this build writes.
@@ -549,6 +560,14 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             .map(drop)
             .map_err(backend)
         }
+        Write::PutRollup(r) => put_result(
+            tx.execute(
+                "INSERT INTO rollups (id, group_id, minute_ms, data) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                params![r.id(), r.group_id, r.minute_ms, to_json(r)?],
+            ),
+            &r.group_id,
+        ),
         Write::PutJoinToken(t) => {
             let (group_id, target) = match &t.scope {
                 JoinScope::Group(g) => (Some(g.as_str()), None),
@@ -717,6 +736,17 @@ fn put_result(result: rusqlite::Result<usize>, group_id: &str) -> Result<()> {
         Err(e) if matches!(broken(&e), Some(Broken::ForeignKey)) => Err(no_group(group_id)),
         Err(e) => Err(backend(e)),
     }
+}
+
+/// The ids of the rollups [`Store::prune_rollups`] deletes.
+pub(super) fn prunable_rollups(conn: &Connection, before_ms: i64) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id FROM rollups WHERE minute_ms < ?1")
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map([before_ms], |row| row.get(0))
+        .map_err(backend)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(backend)
 }
 
 /// Deleting what is already gone is not an error: a retried step converges.
@@ -969,6 +999,21 @@ impl Store for SqliteStore {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         self.conn()
             .execute(&sql, rusqlite::params![group_id, before_ms, keep])
+            .map_err(backend)
+    }
+
+    fn list_rollups(&self, group_id: &str, since_ms: i64) -> Result<Vec<MinuteRollup>> {
+        self.query(
+            "rollups",
+            "SELECT id, data FROM rollups WHERE group_id = ?1 AND minute_ms >= ?2
+             ORDER BY minute_ms",
+            params![group_id, since_ms],
+        )
+    }
+
+    fn prune_rollups(&self, before_ms: i64) -> Result<usize> {
+        self.conn()
+            .execute("DELETE FROM rollups WHERE minute_ms < ?1", [before_ms])
             .map_err(backend)
     }
 

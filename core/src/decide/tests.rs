@@ -265,10 +265,7 @@ fn rejection_order() {
         .wants(3, None),
         case(
             "a predictive rule",
-            RuleKind::Predictive {
-                metric: Metric::CpuUtilization,
-                target_value: 50.0,
-            },
+            RuleKind::predictive(Metric::CpuUtilization, 50.0),
             by(Trigger::Api),
         )
         .wants(4, Some(Refusal::PredictiveNotRun)),
@@ -463,4 +460,30 @@ fn a_period_counts_in_service_instances_past_their_warmup() {
     // Any other alarm counts it.
     let other = period_input(&instances, None, end, mean);
     assert_eq!((other.in_service, other.answered), (3, vec![70.0, 10.0]));
+}
+
+#[test]
+fn a_forecast_floor_holds_scale_ins_only() {
+    let d = |from, to| Decision {
+        from,
+        to,
+        details: vec![],
+        refusal: None,
+    };
+    let floor = Some(("forecast", 6));
+    // A scale-in past the floor stops at it.
+    let held = hold_at_floor(d(8, 4), floor);
+    assert_eq!((held.to, held.refusal), (6, None));
+    assert!(held.details[0].contains("holds the group at or above 6: 6 instead of 4"));
+    // One the floor stops where it is is refused, naming the rule.
+    let refused = hold_at_floor(d(6, 4), floor);
+    assert_eq!(refused.to, 6);
+    assert_eq!(
+        refused.refusal.unwrap().to_string(),
+        "the predictive rule `forecast` holds the group at or above 6 (its forecast floor)"
+    );
+    // Scale-outs, scale-ins above the floor, and no floor pass through.
+    assert_eq!(hold_at_floor(d(4, 5), floor), d(4, 5));
+    assert_eq!(hold_at_floor(d(9, 7), floor), d(9, 7));
+    assert_eq!(hold_at_floor(d(8, 4), None), d(8, 4));
 }

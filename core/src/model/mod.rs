@@ -160,6 +160,7 @@ string_enum!(
         Api = "api",
         Health = "health",
         Bounds = "bounds",
+        Forecast = "forecast",
     }
 );
 

@@ -6,6 +6,7 @@
 //! - `target`: target tracking's capacity formula and the two alarms it owns.
 //! - `alarm`: alarm specs, per-period aggregation and the OK / ALARM / INSUFFICIENT_DATA machine.
 //! - `cooldown`: cooldown and instance-warmup timing.
+//! - `predict`: predictive scaling's load forecast and the capacity floor it sets.
 //! - here: `ScalingRule`, the stored rule, and its validation.
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use crate::model::{Instance, Invalid, LifecycleState, MAX_COOLDOWN_SECS, check_n
 pub mod alarm;
 pub mod capacity;
 pub mod cooldown;
+pub mod predict;
 pub mod step;
 pub mod target;
 
@@ -25,6 +27,7 @@ pub use alarm::{
 };
 pub use capacity::{AdjustmentType, CapacityOutcome, Clamped, capacity_after, validate_adjustment};
 pub use cooldown::{cooldown_remaining, cooldown_start, warming};
+pub use predict::{PredictiveMode, PredictiveValueBehavior};
 pub use step::{StepAdjustment, matching_step, validate_steps};
 pub use target::{
     AlarmPeriod, ScaleInWindow, Stabilisation, TargetDecision, TargetReason, owned_alarm_period,
@@ -33,6 +36,10 @@ pub use target::{
 
 /// ESS and AWS: an instance is assumed warm 300 s after it enters service.
 pub const DEFAULT_INSTANCE_WARMUP_SECS: u32 = 300;
+/// ESS: PredictiveValueBuffer is a percentage, 0 to 100.
+pub const MAX_PREDICTIVE_VALUE_BUFFER: u32 = 100;
+/// ESS: PredictiveTaskBufferTime is at most 60 minutes.
+pub const MAX_PREDICTIVE_TASK_BUFFER_SECS: u32 = 3_600;
 /// A warmup longer than a day is a typo; the same bound as the cooldown.
 pub const MAX_INSTANCE_WARMUP_SECS: u32 = 86_400;
 
@@ -96,9 +103,26 @@ pub enum RuleKind {
         #[serde(default = "default_stabilization")]
         scale_in_stabilization_secs: u32,
     },
-    /// Stored only: forecasting is a later phase.
+    /// Forecasts the metric's load and holds the group at or above the
+    /// capacity the forecast needs (see `predict`); never run by an alarm.
     #[serde(rename = "PredictiveScalingRule")]
-    Predictive { metric: Metric, target_value: f64 },
+    Predictive {
+        metric: Metric,
+        target_value: f64,
+        /// Stored rules from before the modes existed only forecast.
+        #[serde(default)]
+        predictive_scaling_mode: PredictiveMode,
+        #[serde(default)]
+        predictive_value_behavior: PredictiveValueBehavior,
+        /// Percent above the forecast the max is raised to, with
+        /// `PredictiveValueOverrideMaxWithBuffer` only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        predictive_value_buffer: Option<u32>,
+        /// How far ahead of a forecast rise the floor rises, in seconds;
+        /// unset, the instance warmup (`DEFAULT_INSTANCE_WARMUP_SECS`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        predictive_task_buffer_secs: Option<u32>,
+    },
 }
 
 impl ScalingRule {
@@ -131,6 +155,30 @@ impl ScalingRule {
 }
 
 impl RuleKind {
+    /// A predictive rule with every optional field at its default.
+    pub fn predictive(metric: Metric, target_value: f64) -> Self {
+        RuleKind::Predictive {
+            metric,
+            target_value,
+            predictive_scaling_mode: PredictiveMode::default(),
+            predictive_value_behavior: PredictiveValueBehavior::default(),
+            predictive_value_buffer: None,
+            predictive_task_buffer_secs: None,
+        }
+    }
+
+    /// A predictive rule's lead time: how long before a forecast rise its
+    /// floor rises, in seconds. `None` for other kinds.
+    pub fn predictive_lead_secs(&self) -> Option<u32> {
+        match self {
+            RuleKind::Predictive {
+                predictive_task_buffer_secs,
+                ..
+            } => Some(predictive_task_buffer_secs.unwrap_or(DEFAULT_INSTANCE_WARMUP_SECS)),
+            _ => None,
+        }
+    }
+
     fn check(&self, errors: &mut Invalid) {
         match self {
             RuleKind::Simple {
@@ -201,9 +249,40 @@ impl RuleKind {
             RuleKind::Predictive {
                 metric,
                 target_value,
+                predictive_value_behavior,
+                predictive_value_buffer,
+                predictive_task_buffer_secs,
+                ..
             } => {
                 metric.check("metric", errors);
                 check_target_value(metric, *target_value, errors);
+                match (predictive_value_behavior, predictive_value_buffer) {
+                    (PredictiveValueBehavior::PredictiveValueOverrideMaxWithBuffer, Some(b))
+                        if *b > MAX_PREDICTIVE_VALUE_BUFFER =>
+                    {
+                        errors.push(
+                            "predictive_value_buffer",
+                            format!("{b} is outside 0..={MAX_PREDICTIVE_VALUE_BUFFER} (percent)"),
+                        )
+                    }
+                    (PredictiveValueBehavior::PredictiveValueOverrideMaxWithBuffer, _) => {}
+                    (other, Some(_)) => errors.push(
+                        "predictive_value_buffer",
+                        format!(
+                            "applies only with predictive_value_behavior = \
+                             PredictiveValueOverrideMaxWithBuffer, not {other}"
+                        ),
+                    ),
+                    (_, None) => {}
+                }
+                if let Some(s) = predictive_task_buffer_secs
+                    && *s > MAX_PREDICTIVE_TASK_BUFFER_SECS
+                {
+                    errors.push(
+                        "predictive_task_buffer_secs",
+                        format!("{s} is outside 0..={MAX_PREDICTIVE_TASK_BUFFER_SECS}"),
+                    );
+                }
             }
         }
     }

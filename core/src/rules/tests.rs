@@ -48,7 +48,7 @@ fn s(lower: Option<f64>, upper: Option<f64>, adjustment: i64) -> StepAdjustment 
 
 #[test]
 fn rule_validation_table() {
-    let cases: [(&str, ScalingRule, &[&str]); 15] = [
+    let cases: [(&str, ScalingRule, &[&str]); 17] = [
         ("simple", rule(simple(2, Some(60))), &[]),
         (
             "simple: cooldown above a day",
@@ -149,13 +149,40 @@ fn rule_validation_table() {
         ),
         (
             "predictive: every problem at once",
-            rule(RuleKind::Predictive {
-                metric: Metric::Custom(String::new()),
-                target_value: -1.0,
-            }),
+            rule(RuleKind::predictive(Metric::Custom(String::new()), -1.0)),
             &[
                 "metric: a custom metric needs a name",
                 "target_value: must be above 0",
+            ],
+        ),
+        (
+            "predictive: buffer and lead time out of range",
+            rule(RuleKind::Predictive {
+                metric: Metric::CpuUtilization,
+                target_value: 50.0,
+                predictive_scaling_mode: PredictiveMode::ForecastAndScale,
+                predictive_value_behavior:
+                    PredictiveValueBehavior::PredictiveValueOverrideMaxWithBuffer,
+                predictive_value_buffer: Some(101),
+                predictive_task_buffer_secs: Some(3_601),
+            }),
+            &[
+                "predictive_value_buffer: 101 is outside 0..=100 (percent)",
+                "predictive_task_buffer_secs: 3601 is outside 0..=3600",
+            ],
+        ),
+        (
+            "predictive: a buffer without the behaviour that reads it",
+            rule(RuleKind::Predictive {
+                metric: Metric::CpuUtilization,
+                target_value: 50.0,
+                predictive_scaling_mode: PredictiveMode::ForecastOnly,
+                predictive_value_behavior: PredictiveValueBehavior::PredictiveValueOverrideMax,
+                predictive_value_buffer: Some(10),
+                predictive_task_buffer_secs: None,
+            }),
+            &[
+                "predictive_value_buffer: applies only with predictive_value_behavior = PredictiveValueOverrideMaxWithBuffer, not PredictiveValueOverrideMax",
             ],
         ),
     ];
@@ -202,10 +229,7 @@ fn rules_are_stored_with_ess_type_names_and_defaults() {
         simple(2, Some(60)),
         step(vec![s(None, Some(0.0), -1)]),
         tracking(Metric::Custom("rps".into()), 100.0),
-        RuleKind::Predictive {
-            metric: Metric::CpuUtilization,
-            target_value: 50.0,
-        },
+        RuleKind::predictive(Metric::CpuUtilization, 50.0),
     ] {
         let r = rule(kind);
         let json = serde_json::to_value(&r).unwrap();
@@ -213,6 +237,26 @@ fn rules_are_stored_with_ess_type_names_and_defaults() {
         let back: ScalingRule = serde_json::from_value(json).unwrap();
         assert_eq!(back, r);
     }
+}
+
+#[test]
+fn predictive_rules_stored_before_the_modes_load_with_defaults() {
+    let r: ScalingRule = serde_json::from_str(
+        r#"{"id":"asr-3","group_id":"asg-1","name":"forecast",
+            "rule_type":"PredictiveScalingRule",
+            "metric":"CpuUtilization","target_value":50}"#,
+    )
+    .unwrap();
+    assert_eq!(r.kind, RuleKind::predictive(Metric::CpuUtilization, 50.0));
+    assert_eq!(r.kind.predictive_lead_secs(), Some(300));
+    let bad = serde_json::from_str::<ScalingRule>(
+        r#"{"id":"asr-3","group_id":"asg-1","name":"forecast",
+            "rule_type":"PredictiveScalingRule","metric":"CpuUtilization",
+            "target_value":50,"predictive_scaling_mode":"PredictOnly"}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(bad.contains("PredictOnly"), "{bad}");
 }
 
 #[test]

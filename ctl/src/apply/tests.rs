@@ -1070,3 +1070,49 @@ fn provider_settings_parse_and_bad_ones_are_named() {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
 }
+
+#[test]
+fn a_predictive_rule_in_the_file_takes_its_fields_and_names_bad_ones() {
+    let rule = |extra: &str| {
+        format!(
+            "{MINIMAL}\n[[rule]]\nname = \"forecast\"\nrule_type = \"PredictiveScalingRule\"\n\
+             metric = \"CpuUtilization\"\ntarget_value = 50\n{extra}"
+        )
+    };
+    let f = parse(
+        "p.toml",
+        &rule(
+            "predictive_scaling_mode = \"ForecastAndScale\"\n\
+             predictive_value_behavior = \"PredictiveValueOverrideMaxWithBuffer\"\n\
+             predictive_value_buffer = 20\npredictive_task_buffer_secs = 600\n",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        f.rules[0].kind,
+        RuleKind::Predictive {
+            metric: ebb_core::rules::Metric::CpuUtilization,
+            target_value: 50.0,
+            predictive_scaling_mode: ebb_core::rules::PredictiveMode::ForecastAndScale,
+            predictive_value_behavior:
+                ebb_core::rules::PredictiveValueBehavior::PredictiveValueOverrideMaxWithBuffer,
+            predictive_value_buffer: Some(20),
+            predictive_task_buffer_secs: Some(600),
+        }
+    );
+    let msg = parse(
+        "p.toml",
+        &rule("predictive_scaling_mode = \"PredictOnly\"\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("rule forecast"), "{msg}");
+    assert!(msg.contains("`PredictOnly`"), "{msg}");
+    let msg = parse("p.toml", &rule("predictive_task_buffer_secs = 7200\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("predictive_task_buffer_secs: 7200 is outside 0..=3600"),
+        "{msg}"
+    );
+}

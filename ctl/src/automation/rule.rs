@@ -205,6 +205,23 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
                 .await?;
             activity_outcome(r, out)
         }
+        RuleCmd::Forecast(f) => {
+            let r = admin
+                .describe_forecast(pb::DescribeForecastRequest {
+                    scaling_rule: f.rule,
+                    scaling_group: f.group,
+                    bucket_secs: f.bucket,
+                })
+                .await?;
+            let v = view::ForecastView::from(&r);
+            match out {
+                Output::Json => print_json(&v),
+                Output::Table => {
+                    print!("{}", view::forecast_text(&v));
+                    Ok(())
+                }
+            }
+        }
     }
 }
 

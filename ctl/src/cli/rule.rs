@@ -21,6 +21,19 @@ pub enum RuleCmd {
     Delete(RuleRef),
     /// Run a rule now; prints the activity, or why it was rejected
     Execute(RuleExecute),
+    /// A predictive rule's forecast beside the group's history, and its floor now
+    Forecast(RuleForecast),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RuleForecast {
+    #[arg(value_name = "NAME_OR_ID")]
+    pub rule: String,
+    #[arg(long, value_name = "GROUP")]
+    pub group: String,
+    /// One row per this many seconds (a multiple of 300, at most 86400)
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub bucket: u32,
 }
 
 #[derive(Debug, Clone, Args)]

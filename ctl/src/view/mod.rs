@@ -7,6 +7,7 @@ mod activity;
 mod alarm;
 mod attachment;
 mod config;
+mod forecast;
 mod group;
 mod instance;
 mod rule;
@@ -17,6 +18,7 @@ pub use activity::{ActivityView, activities_table, activity_fields, activity_out
 pub use alarm::{AlarmView, alarm_condition, alarm_fields, alarms_table};
 pub use attachment::{DbInstanceView, LoadBalancerView, db_instances_table, load_balancers_table};
 pub use config::{ConfigView, config_fields, configs_table, metric_line};
+pub use forecast::{ForecastView, forecast_text};
 pub use group::{GroupView, group_fields, groups_table};
 pub use instance::{InstanceView, instance_fields, instances_table};
 pub use rule::{RuleView, rule_fields, rule_summary, rules_table};

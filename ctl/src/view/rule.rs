@@ -112,7 +112,19 @@ pub fn rule_summary(r: &RuleView) -> String {
         RuleKind::Predictive {
             metric,
             target_value,
-        } => format!("{metric} at {} (forecast)", num(target_value)),
+            predictive_scaling_mode,
+            predictive_value_behavior,
+            predictive_value_buffer,
+            predictive_task_buffer_secs,
+        } => {
+            let lead = predictive_task_buffer_secs
+                .unwrap_or(ebb_core::rules::DEFAULT_INSTANCE_WARMUP_SECS);
+            let buffer = predictive_value_buffer.map_or(String::new(), |b| format!(" +{b}%"));
+            format!(
+                "{metric} at {}, {predictive_scaling_mode}, lead {lead}s, {predictive_value_behavior}{buffer}",
+                num(target_value)
+            )
+        }
     }
 }
 
