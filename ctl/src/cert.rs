@@ -538,6 +538,7 @@ mod tests {
     fn global(data_dir: &Path) -> Global {
         Global {
             data_dir: Some(data_dir.to_owned()),
+            profile: None,
             controller: Vec::new(),
             server_name: None,
             ca: None,

@@ -19,8 +19,10 @@ use crate::view::{self, ActivityView, ConfigView, GroupView, InstanceView, now_m
 pub async fn run(cli: Cli) -> Result<()> {
     let data_dir = conn::global_data_dir(&cli.global);
     check(&cli.command)?;
+    let profile = conn::load_profile(&cli.global)?;
+    let global = conn::with_profile(cli.global, profile);
     let dial = Dial {
-        global: &cli.global,
+        global: &global,
         data_dir: &data_dir,
         leader: None,
     };

@@ -17,6 +17,7 @@
 //! - `token`: join tokens, and the `ebb-agent join` command that uses one.
 //! - `lookup`: group and rule ids to names, for listings.
 //! - `conn`: finding the local controller and connecting over mTLS.
+//! - `profile`: the profile file, named connection settings.
 //! - `view`: plain serialisable views of the API's messages, tables, times.
 //! - `convert`: health checks and metric sources between proto and domain.
 //! - `cli`: the command tree, its flags and their value parsers (clap).
@@ -37,6 +38,7 @@ mod error;
 mod hook;
 mod lookup;
 mod output;
+mod profile;
 mod token;
 mod view;
 

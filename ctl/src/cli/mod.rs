@@ -38,7 +38,9 @@ use crate::output::Output;
     version,
     about = "Administer an ebb controller: scaling groups, configurations, instances, \
              activities, scaling rules, alarms, scheduled tasks, load balancers and database allow-lists",
-    after_help = "With no connection flags ebbctl uses the controller whose data dir is \
+    after_help = "Each connection setting comes from its flag, else its EBB_* variable, else the \
+                  profile (--profile, $EBB_PROFILE, else `default`) in $XDG_CONFIG_HOME/ebb/ebbctl.toml \
+                  (~/.config/ebb/ebbctl.toml), else the local controller whose data dir is \
                   --data-dir, $EBB_DATA or ./ebb-data, else /var/lib/ebb when only the packaged controller runs there (its endpoints.toml and pki/admin.*)."
 )]
 pub struct Cli {
@@ -53,6 +55,10 @@ pub struct Global {
     /// The controller's data dir [default: $EBB_DATA, else ./ebb-data, else /var/lib/ebb if a controller runs there]
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The profile in ~/.config/ebb/ebbctl.toml whose settings fill in the connection flags
+    /// not given [default: the `default` profile, if the file has one]
+    #[arg(long, global = true, value_name = "NAME", env = "EBB_PROFILE")]
+    pub profile: Option<String>,
     /// The controller's gRPC address, instead of the data dir's endpoints.toml; several
     /// (repeated, or comma-separated) are tried in order, and a write refused by a
     /// controller that is not the leader is made again at the leader it names
@@ -60,21 +66,22 @@ pub struct Global {
         long,
         global = true,
         value_name = "HOST:PORT",
+        env = "EBB_CONTROLLER",
         value_delimiter = ',',
         action = clap::ArgAction::Append
     )]
     pub controller: Vec<String>,
     /// The name the controller's certificate must carry [default: endpoints.toml's, else the host of each --controller]
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", env = "EBB_SERVER_NAME")]
     pub server_name: Option<String>,
     /// The CA certificate [default: <data-dir>/pki/ca.crt]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "EBB_CA")]
     pub ca: Option<PathBuf>,
     /// The admin certificate [default: <data-dir>/pki/admin.crt]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "EBB_CERT")]
     pub cert: Option<PathBuf>,
     /// The admin certificate's key [default: <data-dir>/pki/admin.key]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "EBB_KEY")]
     pub key: Option<PathBuf>,
     /// Output format
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
