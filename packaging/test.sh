@@ -323,8 +323,8 @@ expect_eq "its key is 0600" 600 "$(stat -c %a "$work/cert/agent.key" 2>&1)"
 
 step "the host joins with a token (docs/install.md): ebb-agent join"
 ctl() { ebbctl --data-dir /var/lib/ebb "$@"; }
-check "ebbctl group create --name hosts" ctl group create --name hosts --min 0 --max 2
-check "ebbctl config create --group hosts --name by-hand" ctl config create --group hosts --name by-hand
+check "ebbctl group create hosts" ctl group create hosts --min 0 --max 2
+check "ebbctl config create by-hand --group hosts" ctl config create by-hand --group hosts
 check "ebbctl group enable hosts" ctl group enable hosts
 created=$(ctl token create --group hosts --ttl 10m 2>&1) || true
 join_line=$(grep -o 'ebb-agent join .*' <<<"$created" | head -1)
@@ -407,9 +407,9 @@ expect_eq "the controller runs as ebb-controller" ebb-controller "$(stat -c %U /
 
 step "a launched instance: its own uid, and it outlives a controller restart (KillMode=process)"
 ctl() { ebbctl --data-dir /var/lib/ebb "$@"; }
-check "ebbctl group create --name launched" ctl group create --name launched --min 1 --max 1
-check "ebbctl config create --group launched --name v1 -- sleep infinity" \
-  ctl config create --group launched --name v1 -- sleep infinity
+check "ebbctl group create launched" ctl group create launched --min 1 --max 1
+check "ebbctl config create v1 --group launched -- sleep infinity" \
+  ctl config create v1 --group launched -- sleep infinity
 check "ebbctl group enable launched" ctl group enable launched
 launched_id() { ctl instance list --group launched | awk '/InService/ { print $1; exit }'; }
 has_launched() { test -n "$(launched_id)"; }

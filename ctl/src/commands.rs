@@ -3,17 +3,18 @@
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use crate::cli::{
     ActivityCmd, Cli, Command, ConfigCmd, Global, GroupCmd, InstanceCmd, InstanceIds,
-    InstanceIdsDesired,
+    InstanceIdsDesired, Watch,
 };
 use crate::configure;
 use crate::conn::{self, Admin};
 use crate::error::{Error, Result};
 use crate::lookup::group_names;
-use crate::output::{Output, done, print_json};
+use crate::output::{Output, done, json_text, print_json};
 use crate::view::{self, ActivityView, ConfigView, GroupView, InstanceView, now_ms};
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -160,7 +161,7 @@ async fn notification(
                 .collect();
             match out {
                 Output::Json => print_json(&views),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     for v in &views {
                         println!("{}  {}", v.notification_url, v.notification_types.join(","));
                     }
@@ -168,7 +169,8 @@ async fn notification(
                 }
             }
         }
-        NotificationCmd::Add { group, url, events } => {
+        NotificationCmd::Create { group, url, events } => {
+            let url = url.into_string();
             let n = admin
                 .create_notification_configuration(pb::NotificationConfiguration {
                     scaling_group: group,
@@ -183,7 +185,8 @@ async fn notification(
             );
             Ok(())
         }
-        NotificationCmd::Remove { group, url } => {
+        NotificationCmd::Delete { group, url } => {
+            let url = url.into_string();
             admin
                 .delete_notification_configuration(pb::NotificationConfiguration {
                     scaling_group: group,
@@ -206,7 +209,7 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
             let views: Vec<GroupView> = groups.scaling_groups.iter().map(GroupView::from).collect();
             match out {
                 Output::Json => print_json(&views),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     print!("{}", view::groups_table(&views, now_ms()));
                     Ok(())
                 }
@@ -220,7 +223,7 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
             let v = GroupView::from(&g);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     print!("{}", view::group_fields(&v));
                     Ok(())
                 }
@@ -229,7 +232,7 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
         GroupCmd::Create(c) => {
             let g = admin
                 .create_scaling_group(pb::CreateScalingGroupRequest {
-                    name: c.name,
+                    name: c.name.into_string(),
                     min_size: c.min,
                     max_size: c.max,
                     desired_capacity: c.desired,
@@ -270,7 +273,11 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
             );
             done(out, &GroupView::from(&g), line)
         }
-        GroupCmd::Enable { group, config } => {
+        GroupCmd::Enable {
+            group,
+            config,
+            wait: _,
+        } => {
             let g = admin
                 .enable_scaling_group(pb::EnableScalingGroupRequest {
                     scaling_group: group,
@@ -431,7 +438,7 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
                 .collect();
             match out {
                 Output::Json => print_json(&views),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let names = group_names(admin).await;
                     print!("{}", view::configs_table(&views, &names, now_ms()));
                     Ok(())
@@ -448,7 +455,7 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
             let v = ConfigView::from(c);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     print!("{}", view::config_fields(&v));
                     Ok(())
                 }
@@ -461,12 +468,16 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
             };
             let wanted = configure::overlay(&base, &c.fields);
             let created = admin
-                .create_scaling_configuration(configure::create_request(&c.group, &c.name, &wanted))
+                .create_scaling_configuration(configure::create_request(
+                    &c.group,
+                    c.name.as_str(),
+                    &wanted,
+                ))
                 .await?;
             let v = ConfigView::from(&created);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let from = c
                         .from_instance
                         .map(|id| format!(", from instance {id}'s configuration {}", base.name))
@@ -501,7 +512,7 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
             let v = ConfigView::from(&modified);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     println!(
                         "modified configuration {} ({}); running instances keep what they were launched with",
                         v.name, v.id
@@ -528,23 +539,33 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
 
 async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()> {
     let (verb, response) = match cmd {
-        InstanceCmd::List { group, state } => {
-            let r = admin
-                .describe_scaling_instances(pb::DescribeScalingInstancesRequest {
-                    scaling_group: group.unwrap_or_default(),
-                    instance_ids: vec![],
-                    lifecycle_state: state.unwrap_or_default(),
-                })
-                .await?;
-            let views: Vec<InstanceView> = r.instances.iter().map(InstanceView::from).collect();
-            return match out {
-                Output::Json => print_json(&views),
-                Output::Table => {
-                    let names = group_names(admin).await;
-                    print!("{}", view::instances_table(&views, &names, now_ms()));
-                    Ok(())
-                }
+        InstanceCmd::List {
+            group,
+            state,
+            watch,
+        } => {
+            let request = pb::DescribeScalingInstancesRequest {
+                scaling_group: group.unwrap_or_default(),
+                instance_ids: vec![],
+                lifecycle_state: state.unwrap_or_default(),
             };
+            return watching(watch, async || {
+                let r = admin.describe_scaling_instances(request.clone()).await?;
+                let views: Vec<InstanceView> = r.instances.iter().map(InstanceView::from).collect();
+                match out {
+                    Output::Json => json_text(&views),
+                    Output::Table | Output::Wide => {
+                        let names = group_names(admin).await;
+                        Ok(view::instances_table(
+                            &views,
+                            &names,
+                            now_ms(),
+                            out == Output::Wide,
+                        ))
+                    }
+                }
+            })
+            .await;
         }
         InstanceCmd::Describe { id } => {
             let r = admin
@@ -561,7 +582,7 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
             let v = InstanceView::from(i);
             return match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let names = group_names(admin).await;
                     print!("{}", view::instance_fields(&v, &names, now_ms()));
                     Ok(())
@@ -669,7 +690,7 @@ fn instances_changed(verb: &str, r: &pb::InstancesResponse, out: Output) -> Resu
     };
     match out {
         Output::Json => print_json(&changed),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             for i in &changed.instances {
                 println!("{verb} {} ({})", i.id, i.lifecycle_state);
             }
@@ -693,6 +714,7 @@ async fn activity(admin: &mut Admin, cmd: ActivityCmd, out: Output) -> Result<()
             limit,
             status,
             since,
+            watch,
         } => {
             // --since alone lists everything since then.
             let wanted = match (limit, since) {
@@ -700,40 +722,22 @@ async fn activity(admin: &mut Admin, cmd: ActivityCmd, out: Output) -> Result<()
                 (None, Some(_)) => None,
                 (None, None) => Some(DEFAULT_ACTIVITY_LIST),
             };
-            let mut views: Vec<ActivityView> = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let left = wanted.map_or(ACTIVITY_PAGE, |n| n.saturating_sub(views.len() as u32));
-                if left == 0 {
-                    break;
+            watching(watch, async || {
+                let views = list_activities(admin, &group, &status, since, wanted).await?;
+                match out {
+                    Output::Json => json_text(&views),
+                    Output::Table | Output::Wide => {
+                        let names = group_names(admin).await;
+                        Ok(view::activities_table(
+                            &views,
+                            &names,
+                            now_ms(),
+                            out == Output::Wide,
+                        ))
+                    }
                 }
-                let page_size = left.min(ACTIVITY_PAGE);
-                let r = admin
-                    .describe_scaling_activities(pb::DescribeScalingActivitiesRequest {
-                        scaling_group: group.clone().unwrap_or_default(),
-                        // `limit` too, for a controller that predates paging.
-                        limit: page_size,
-                        page_size,
-                        status: status.clone().unwrap_or_default(),
-                        since_ms: since.unwrap_or_default(),
-                        page_token,
-                        activity_ids: vec![],
-                    })
-                    .await?;
-                views.extend(r.activities.iter().map(ActivityView::from));
-                if r.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = r.next_page_token;
-            }
-            match out {
-                Output::Json => print_json(&views),
-                Output::Table => {
-                    let names = group_names(admin).await;
-                    print!("{}", view::activities_table(&views, &names, now_ms()));
-                    Ok(())
-                }
-            }
+            })
+            .await
         }
         ActivityCmd::Describe { id } => {
             let r = admin
@@ -750,12 +754,80 @@ async fn activity(admin: &mut Admin, cmd: ActivityCmd, out: Output) -> Result<()
             let v = ActivityView::from(a);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let names = group_names(admin).await;
                     print!("{}", view::activity_fields(&v, &names, now_ms()));
                     Ok(())
                 }
             }
+        }
+    }
+}
+
+/// Activities newest first, page by page, at most `wanted` (all when `None`).
+async fn list_activities(
+    admin: &mut Admin,
+    group: &Option<String>,
+    status: &Option<String>,
+    since: Option<i64>,
+    wanted: Option<u32>,
+) -> Result<Vec<ActivityView>> {
+    let mut views: Vec<ActivityView> = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let left = wanted.map_or(ACTIVITY_PAGE, |n| n.saturating_sub(views.len() as u32));
+        if left == 0 {
+            break;
+        }
+        let page_size = left.min(ACTIVITY_PAGE);
+        let r = admin
+            .describe_scaling_activities(pb::DescribeScalingActivitiesRequest {
+                scaling_group: group.clone().unwrap_or_default(),
+                // `limit` too, for a controller that predates paging.
+                limit: page_size,
+                page_size,
+                status: status.clone().unwrap_or_default(),
+                since_ms: since.unwrap_or_default(),
+                page_token,
+                activity_ids: vec![],
+            })
+            .await?;
+        views.extend(r.activities.iter().map(ActivityView::from));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    Ok(views)
+}
+
+/// A listing printed once, or with `--watch` again every interval until
+/// Ctrl-C or `--watch-count` listings; on a terminal each replaces the last.
+async fn watching(watch: Watch, mut render: impl AsyncFnMut() -> Result<String>) -> Result<()> {
+    if !watch.watch {
+        print!("{}", render().await?);
+        return Ok(());
+    }
+    let terminal = std::io::stdout().is_terminal();
+    let mut shown = 0;
+    loop {
+        let text = render().await?;
+        if terminal {
+            // Clear the screen and go home, as watch(1) does.
+            print!("\x1b[2J\x1b[H");
+        } else if shown > 0 {
+            println!();
+        }
+        print!("{text}");
+        // A pipe reader sees each listing as it comes.
+        let _ = std::io::stdout().flush();
+        shown += 1;
+        if watch.watch_count.is_some_and(|n| shown >= n) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(watch.interval)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
 }

@@ -83,7 +83,7 @@ pub async fn run(admin: &mut Admin, file: &ApplyFile, dry_run: bool, out: Output
             "dry_run": dry_run,
             "changes": lines,
         })),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             if steps.is_empty() {
                 println!("no changes");
             }

@@ -75,7 +75,7 @@ fn activity_outcome(r: pb::ScalingActivityResponse, out: Output) -> Result<()> {
     let v = ActivityView::from(&a);
     match out {
         Output::Json => print_json(&v),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             print!("{}", view::activity_outcome(&v));
             Ok(())
         }
@@ -93,7 +93,7 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
             let views: Vec<RuleView> = r.scaling_rules.iter().map(RuleView::from).collect();
             match out {
                 Output::Json => print_json(&views),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     print!("{}", view::rules_table(&views));
                     Ok(())
                 }
@@ -104,7 +104,7 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
             let v = RuleView::from(&rule);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let names = group_names(admin).await;
                     print!("{}", view::rule_fields(&v, &names));
                     Ok(())
@@ -119,7 +119,7 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
             let rule = admin
                 .create_scaling_rule(pb::CreateScalingRuleRequest {
                     scaling_group: c.group,
-                    name: c.name,
+                    name: c.name.into_string(),
                     definition_json: definition_json(&kind),
                 })
                 .await?;

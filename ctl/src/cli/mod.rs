@@ -24,7 +24,9 @@ pub use attachment::{DbAttach, DbCmd, DbRef, LbAttach, LbCmd, LbRef};
 pub use cert::{CertCmd, CertIssue, CertRevoke};
 pub use group::{ConfigCmd, GroupCmd, NotificationCmd};
 pub use hook::{ActionRef, HookCmd};
-pub use instance::{ActivityCmd, InstanceCmd, InstanceHealth, InstanceIds, InstanceIdsDesired};
+pub use instance::{
+    ActivityCmd, InstanceCmd, InstanceHealth, InstanceIds, InstanceIdsDesired, Watch,
+};
 pub use parse::to_schedule_recurrence;
 pub use rule::{RuleCmd, RuleDef, ScaleArgs};
 pub use task::{TaskCmd, TaskCreate, TaskModify};
@@ -91,47 +93,79 @@ pub struct Global {
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Scaling groups
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ebbctl group list\n  ebbctl group create web --min 1 --max 10"
+    )]
     Group(GroupCmd),
     /// Scaling configurations (templates for new instances)
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  ebbctl config list --group web")]
     Config(ConfigCmd),
     /// Instances of scaling groups
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ebbctl instance list --group web -o wide --watch"
+    )]
     Instance(InstanceCmd),
     /// Scaling activities (every change of capacity)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ebbctl activity list --group web --limit 10"
+    )]
     Activity(ActivityCmd),
     /// Scaling rules: simple, step and target tracking
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ebbctl rule list --group web\n  ebbctl rule execute add-two --group web --wait"
+    )]
     Rule(RuleCmd),
     /// Change a group's capacity once, without a stored rule
+    #[command(
+        after_help = "Examples:\n  ebbctl scale --group web --adjustment-type QuantityChangeInCapacity --adjustment-value 2\n  \
+                      ebbctl scale --group web --adjustment-type TotalCapacity --adjustment-value 6 --wait"
+    )]
     Scale(ScaleArgs),
     /// Alarm (event-triggered) tasks: watch a metric, run rules
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  ebbctl alarm list --group web")]
     Alarm(AlarmCmd),
     /// Scheduled tasks: run a rule or set the group's bounds at set times
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  ebbctl task list --group web")]
     Task(TaskCmd),
     /// Webhooks told of a group's activities
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ebbctl notification create http://hooks.local:8080/ebb --group web"
+    )]
     Notification(NotificationCmd),
     /// Lifecycle hooks: hold instances on their way in or out
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ebbctl hook list --group web\n  ebbctl hook delete drain --group web"
+    )]
     Hook(HookCmd),
     /// Load balancers: a group's instances as servers of an HAProxy backend
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  ebbctl lb list --group web")]
     Lb(LbCmd),
     /// Database allow-lists: a group's instance addresses in PostgreSQL's pg_hba.conf
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  ebbctl db list --group web")]
     Db(DbCmd),
     /// Certificates issued from the local controller's CA
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ebbctl cert list\n  ebbctl cert issue --admin alice --out-dir ./alice"
+    )]
     Cert(CertCmd),
     /// Join tokens: hosts that join a group by themselves (ebb-agent join)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ebbctl token create --group web"
+    )]
     Token(TokenCmd),
     /// Create or update a group, its configuration and its attachments from a TOML file
+    #[command(
+        after_help = "Examples:\n  ebbctl apply -f web.toml --dry-run\n  ebbctl apply -f web.toml --wait\n  \
+                      ebbctl apply -f web.toml --prune   # also delete rules, alarms and tasks the file no longer names"
+    )]
     Apply(ApplyArgs),
 }
 
@@ -143,4 +177,49 @@ pub struct ApplyArgs {
     /// Print the changes without making them
     #[arg(long)]
     pub dry_run: bool,
+    /// Also delete the rules, alarms and scheduled tasks of the file's groups that the file does not name
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+/// `--wait`: follow the activity a command starts until it ends.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Wait {
+    /// Wait until the activity this starts ends; exit 1 with its cause if it failed or was rejected
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up (exit 1) after this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 600, requires = "wait",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub wait_timeout: u64,
+}
+
+/// A new object's name: positional, or `--name NAME` as before (hidden,
+/// kept for one release so scripts keep working).
+#[derive(Debug, Clone, Args)]
+pub struct NewName {
+    /// The new object's name
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "name_flag",
+        conflicts_with = "name_flag"
+    )]
+    name: Option<String>,
+    #[arg(long = "name", value_name = "NAME", hide = true)]
+    name_flag: Option<String>,
+}
+
+impl NewName {
+    pub fn into_string(self) -> String {
+        self.name.or(self.name_flag).unwrap_or_default()
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.name_flag.as_deref())
+            .unwrap_or_default()
+    }
 }
