@@ -20,7 +20,11 @@ use crate::view::{self, ActivityView, ConfigView, GroupView, InstanceView, now_m
 pub async fn run(cli: Cli) -> Result<()> {
     let data_dir = conn::global_data_dir(&cli.global);
     check(&cli.command)?;
-    let profile = conn::load_profile(&cli.global)?;
+    // Completions and man pages need no connection, nor a readable profile.
+    let profile = match cli.command {
+        Command::Completion { .. } | Command::Man { .. } => None,
+        _ => conn::load_profile(&cli.global)?,
+    };
     let global = conn::with_profile(cli.global, profile);
     let dial = Dial {
         global: &global,
@@ -109,6 +113,11 @@ async fn attempt(dial: &Dial<'_>, command: Command) -> Result<()> {
         }
         Command::Alarm(cmd) => crate::automation::alarm(&mut dial.connect().await?, cmd, out).await,
         Command::Task(cmd) => crate::automation::task(&mut dial.connect().await?, cmd, out).await,
+        Command::Completion { shell } => {
+            crate::manual::completion(shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => crate::manual::man_pages(&dir),
     }
 }
 

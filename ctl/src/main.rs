@@ -20,6 +20,7 @@
 //! - `profile`: the profile file, named connection settings.
 //! - `view`: plain serialisable views of the API's messages, tables, times.
 //! - `convert`: health checks and metric sources between proto and domain.
+//! - `manual`: `completion` and `man`, made from the command tree.
 //! - `cli`: the command tree, its flags and their value parsers (clap).
 //! - `output`: the output format, and printing JSON or a line.
 //! - `error`: one-line errors and the exit codes they map to.
@@ -37,6 +38,7 @@ mod convert;
 mod error;
 mod hook;
 mod lookup;
+mod manual;
 mod output;
 mod profile;
 mod token;

@@ -167,6 +167,26 @@ pub enum Command {
                       ebbctl apply -f web.toml --prune   # also delete rules, alarms and tasks the file no longer names"
     )]
     Apply(ApplyArgs),
+    /// Print a shell completion script: bash, zsh or fish
+    #[command(
+        after_help = "Examples:\n  ebbctl completion bash > /etc/bash_completion.d/ebbctl\n  \
+                      source <(ebbctl completion bash)\n  \
+                      ebbctl completion zsh > \"${fpath[1]}/_ebbctl\"\n  \
+                      ebbctl completion fish > ~/.config/fish/completions/ebbctl.fish\n\n\
+                      The packages install all three; this is for a hand-installed ebbctl."
+    )]
+    Completion {
+        /// The shell the script is for
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: Shell,
+    },
+    /// Write every command's man page (ebbctl.1, ebbctl-group-create.1, ...) into a directory
+    #[command(hide = true)]
+    Man {
+        /// Where to write the pages (made if missing)
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -182,6 +202,14 @@ pub struct ApplyArgs {
     pub prune: bool,
     #[command(flatten)]
     pub wait: Wait,
+}
+
+/// The shells `ebbctl completion` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// `--wait`: follow the activity a command starts until it ends.
