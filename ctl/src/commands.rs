@@ -97,7 +97,21 @@ async fn attempt(dial: &Dial<'_>, command: Command) -> Result<()> {
             // A bad file is reported before any connection is tried.
             let file = crate::apply::load(&args.file)?;
             let mut admin = dial.connect().await?;
-            crate::apply::run(&mut admin, &file, args.dry_run, out).await
+            let wait = args.wait.wait && !args.dry_run;
+            let known = match admin.find_group(&file.group.name).await? {
+                Some(g) if wait => crate::wait::known_activities(&mut admin, &g.id).await?,
+                _ => Default::default(),
+            };
+            crate::apply::run(&mut admin, &file, args.dry_run, args.prune, out).await?;
+            if !wait {
+                return Ok(());
+            }
+            let timeout = std::time::Duration::from_secs(args.wait.wait_timeout);
+            let settled = crate::wait::group(&mut admin, &file.group.name, &known, timeout).await?;
+            if out != Output::Json {
+                println!("{}", crate::wait::settled_line(&settled));
+            }
+            Ok(())
         }
         Command::Group(cmd) => group(&mut dial.connect().await?, cmd, out).await,
         Command::Config(cmd) => config(&mut dial.connect().await?, cmd, out).await,
@@ -285,8 +299,13 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
         GroupCmd::Enable {
             group,
             config,
-            wait: _,
+            wait,
         } => {
+            let known = if wait.wait {
+                crate::wait::known_activities(admin, &group).await?
+            } else {
+                Default::default()
+            };
             let g = admin
                 .enable_scaling_group(pb::EnableScalingGroupRequest {
                     scaling_group: group,
@@ -294,7 +313,19 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
                 })
                 .await?;
             let line = format!("enabled group {} ({}): {}", g.name, g.id, g.state);
-            done(out, &GroupView::from(&g), line)
+            if !wait.wait {
+                return done(out, &GroupView::from(&g), line);
+            }
+            if out != Output::Json {
+                println!("{line}");
+            }
+            let timeout = std::time::Duration::from_secs(wait.wait_timeout);
+            let settled = crate::wait::group(admin, &g.id, &known, timeout).await?;
+            done(
+                out,
+                &GroupView::from(&settled.group),
+                crate::wait::settled_line(&settled),
+            )
         }
         GroupCmd::Disable { group } => {
             let g = admin

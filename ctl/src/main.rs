@@ -15,6 +15,7 @@
 //!   `cert revoke` and `cert revoked`, the controller's deny-list.
 //!   `cert ca-hash`, the CA's pin.
 //! - `token`: join tokens, and the `ebb-agent join` command that uses one.
+//! - `wait`: `--wait`, following an activity or a group until it settles.
 //! - `lookup`: group and rule ids to names, for listings.
 //! - `conn`: finding the local controller and connecting over mTLS.
 //! - `profile`: the profile file, named connection settings.
@@ -43,6 +44,7 @@ mod output;
 mod profile;
 mod token;
 mod view;
+mod wait;
 
 use std::process::ExitCode;
 
