@@ -60,6 +60,10 @@ fn bad_values_are_usage_errors() {
             "ebbctl", "config", "create", "--group", "g", "--name", "n", "--env", "NOEQUALS",
         ],
         &["ebbctl", "-o", "yaml", "group", "list"],
+        &["ebbctl", "completion", "tcsh"],
+        &["ebbctl", "completion"],
+        &["ebbctl", "man"],
+        &["ebbctl", "apply", "-f", "x.toml", "--wait-timeout", "9"],
     ] {
         let err = Cli::try_parse_from(args).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{args:?}");
