@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 pub enum Output {
     /// Tables and one-line results, for a person
     Table,
-    /// Tables with their extra columns (ids, addresses, causes)
+    /// As table, with more columns (instances: address, configuration; activities: progress, instances)
     Wide,
     /// Pretty JSON, for scripts
     Json,
