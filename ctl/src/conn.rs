@@ -140,7 +140,14 @@ pub fn with_profile(global: Global, profile: Option<Profile>) -> Global {
 }
 
 /// The profile the flags name (or `default`), from the user's profile file.
+/// A data dir given with `--data-dir` or `$EBB_DATA` means that local
+/// controller, so the `default` profile is not used then (a named one is).
 pub fn load_profile(global: &Global) -> Result<Option<Profile>> {
+    let local =
+        global.data_dir.is_some() || std::env::var_os(DATA_DIR_ENV).is_some_and(|d| !d.is_empty());
+    if local && global.profile.is_none() {
+        return Ok(None);
+    }
     let path = crate::profile::file_path(
         std::env::var_os("XDG_CONFIG_HOME"),
         std::env::var_os("HOME"),

@@ -102,6 +102,47 @@ fn flags_beat_variables_beat_the_profile() {
 }
 
 #[test]
+fn a_data_dir_given_means_that_controller_not_the_default_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path();
+    write_profiles(
+        config,
+        "[default]\ncontroller = \"127.0.0.1:1\"\nca = \"/profile/ca.crt\"\n\n\
+         [other]\nca = \"/other/ca.crt\"\n",
+    );
+    let data = config.join("data");
+    let data = data.to_str().unwrap();
+    for (env, args) in [
+        (&[][..], &["--data-dir", data][..]),
+        (&[("EBB_DATA", data)][..], &[][..]),
+    ] {
+        let out = ebbctl(config, env, args);
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "ebbctl: no controller found: {data}/endpoints.toml does not exist \
+                 (is ebb-controller serve running here? use --data-dir or --controller)"
+            )
+        );
+    }
+    // A profile named is used all the same.
+    let out = ebbctl(config, &[], &["--data-dir", data, "--profile", "other"]);
+    assert!(
+        stderr(&out).starts_with("ebbctl: no controller found"),
+        "{out:?}"
+    );
+    let out = ebbctl(
+        config,
+        &[("EBB_CONTROLLER", "127.0.0.1:1")],
+        &["--data-dir", data, "--profile", "other"],
+    );
+    assert_eq!(
+        stderr(&out),
+        "ebbctl: cannot read /other/ca.crt: it does not exist (use --ca)"
+    );
+}
+
+#[test]
 fn ebb_controller_needs_no_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path();

@@ -58,7 +58,7 @@ pub struct Global {
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// The profile in ~/.config/ebb/ebbctl.toml whose settings fill in the connection flags
-    /// not given [default: the `default` profile, if the file has one]
+    /// not given [default: the `default` profile, if the file has one and no --data-dir or $EBB_DATA is given]
     #[arg(long, global = true, value_name = "NAME", env = "EBB_PROFILE")]
     pub profile: Option<String>,
     /// The controller's gRPC address, instead of the data dir's endpoints.toml; several
