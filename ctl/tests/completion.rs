@@ -62,3 +62,70 @@ fn the_bash_completion_loads_and_completes_subcommands_and_flags() {
     let flags = complete("ebbctl group create web --mi", 4);
     assert_eq!(flags.trim(), "--min");
 }
+
+/// `ebbctl completion SHELL` written to a file in `dir`.
+fn script(dir: &std::path::Path, shell: &str) -> std::path::PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_ebbctl"))
+        .args(["completion", shell])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let file = dir.join(format!("ebbctl.{shell}"));
+    std::fs::write(&file, &out.stdout).unwrap();
+    file
+}
+
+/// Runs `shell args...`, or fails naming the Debian package to install.
+fn run(shell: &str, package: &str, args: &[&str]) -> std::process::Output {
+    Command::new(shell).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run {shell} ({e}): install the Debian package {package}")
+    })
+}
+
+#[test]
+fn the_zsh_completion_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = script(dir.path(), "zsh");
+    let out = run("zsh", "zsh", &["-n", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "zsh -n: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_fish_completion_loads_cleanly_and_completes_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = script(dir.path(), "fish");
+    let out = run(
+        "fish",
+        "fish",
+        &[
+            "--no-config",
+            "-c",
+            &format!(
+                "source {}; complete -C 'ebbctl notif'; complete -C 'ebbctl notification '",
+                file.display()
+            ),
+        ],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    // fish reports a bad `complete` line on stderr and goes on.
+    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+    let words: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or(""))
+        .collect();
+    assert_eq!(words[0], "notification", "{stdout}");
+    for want in ["list", "create", "delete"] {
+        assert!(words.contains(&want), "{want} not in {stdout}");
+    }
+    assert!(
+        !words.contains(&"add"),
+        "a hidden alias is offered: {stdout}"
+    );
+}

@@ -74,7 +74,7 @@ pub struct AlarmCreate {
     /// Seconds per evaluation: 1, 5, 15, 60, 120, 300 or 900
     #[arg(long, value_name = "SECS", value_parser = period)]
     pub period: u32,
-    /// How the statistic is compared with the threshold (quote it: '>')
+    /// How the statistic is compared with the threshold: >, >=, < or <= (quote it: '>')
     #[arg(long, value_name = "OP", value_parser = comparisons())]
     pub comparison: String,
     /// The value the statistic is compared with
@@ -114,7 +114,7 @@ pub struct AlarmModify {
     /// Seconds per evaluation: 1, 5, 15, 60, 120, 300 or 900
     #[arg(long, value_name = "SECS", value_parser = period)]
     pub period: Option<u32>,
-    /// How the statistic is compared with the threshold (quote it: '>')
+    /// How the statistic is compared with the threshold: >, >=, < or <= (quote it: '>')
     #[arg(long, value_name = "OP", value_parser = comparisons())]
     pub comparison: Option<String>,
     /// The value the statistic is compared with
