@@ -71,6 +71,19 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 target_dir=$(cd "$target_dir" && pwd)
 
+# ebbctl's man pages and shell completions, made by the ebbctl being
+# packaged from its own command tree (so they match its flags), into
+# target/release/ebbctl-share, where both packages' assets name them.
+share="$target_dir/release/ebbctl-share"
+rm -rf "$share"
+mkdir -p "$share/completions"
+say "ebbctl: man pages and shell completions"
+"$target_dir/release/ebbctl" man --dir "$share/man1"
+gzip -9n "$share/man1/"*.1
+for shell in bash zsh fish; do
+  "$target_dir/release/ebbctl" completion "$shell" >"$share/completions/ebbctl.$shell"
+done
+
 # cargo-generate-rpm packs binaries as they are: give it stripped copies in
 # a target dir of their own rather than strip cargo's in place.
 stage="$target_dir/packaging-stage"
@@ -80,6 +93,7 @@ for bin in ebb-agent ebb-controller ebbctl; do
   cp "$target_dir/$(profile_of $bin)/$bin" "$stage/release/$bin"
   strip --strip-unneeded "$stage/release/$bin"
 done
+cp -r "$share" "$stage/release/"
 
 for pkg in "${PACKAGES[@]}"; do
   dir=${pkg#ebb-}

@@ -2,9 +2,12 @@
 # Tests the packages the way an operator uses them, on this machine: as root
 # on Debian (CI's machine). It
 #   - builds the packages twice with packaging/build.sh (revisions 1 and 2),
-#   - inspects both .rpm files (rpm -qlp, rpm -qp --scripts),
+#   - inspects both .rpm files (rpm -qlp, rpm -qp --scripts), installs them
+#     into a scratch root (rpm -i --root), checks owners and modes there
+#     (rpm -V and stat) and runs the binaries it unpacked,
 #   - installs both .deb files with dpkg -i and checks files, users, modes,
-#     conffiles and the systemd units (systemd-analyze verify),
+#     conffiles and the systemd units (systemd-analyze verify), that the bash
+#     completion loads and that `man ebbctl` renders,
 #   - starts the installed controller by hand (systemd does not run here) as
 #     its user with the packaged config, issues an agent certificate with
 #     ebbctl the way docs/install.md says,
@@ -14,7 +17,7 @@
 #     both inside an imitation of their units' sandbox (read-only system,
 #     only the state dir writable, private /tmp, no capabilities),
 #   - removes (config and state stay) and purges (they go).
-# It installs rpm, curl and systemd (for systemd-analyze) with apt when
+# It installs rpm, curl, systemd (for systemd-analyze) and man-db with apt when
 # missing. Every check prints "ok" or "FAIL" with what it saw; the exit
 # status is non-zero when any failed.
 #
@@ -121,6 +124,7 @@ need_apt() {
 need_apt rpm rpm
 need_apt curl curl
 need_apt systemd-analyze systemd
+need_apt man man-db
 
 port_free() { ! (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
 for addr in "$GRPC" "$HTTP"; do
@@ -153,9 +157,13 @@ step "rpm: files, config files and scriptlets"
 expect_eq "ebb-agent.rpm: its files (rpm -qlp)" \
   "/etc/ebb/agent.toml /usr/bin/ebb-agent /usr/lib/systemd/system/ebb-agent.service /usr/share/doc/ebb-agent/install.md" \
   "$(rpm -qlp "$(rpmfile ebb-agent 1)" 2>/dev/null | sort | xargs)"
-expect_eq "ebb-controller.rpm: its files (rpm -qlp)" \
-  "/etc/ebb/controller.toml /usr/bin/ebb-controller /usr/bin/ebbctl /usr/lib/systemd/system/ebb-controller.service /usr/share/doc/ebb-controller/install.md" \
-  "$(rpm -qlp "$(rpmfile ebb-controller 1)" 2>/dev/null | sort | xargs)"
+expect_eq "ebb-controller.rpm: its files (rpm -qlp), man pages aside" \
+  "/etc/ebb/controller.toml /usr/bin/ebb-controller /usr/bin/ebbctl /usr/lib/systemd/system/ebb-controller.service /usr/share/bash-completion/completions/ebbctl /usr/share/doc/ebb-controller/install.md /usr/share/fish/vendor_completions.d/ebbctl.fish /usr/share/zsh/site-functions/_ebbctl" \
+  "$(rpm -qlp "$(rpmfile ebb-controller 1)" 2>/dev/null | grep -v '^/usr/share/man/man1/' | sort | xargs)"
+rpm_man=$(rpm -qlp "$(rpmfile ebb-controller 1)" 2>/dev/null | grep '^/usr/share/man/man1/' || true)
+for page in ebbctl.1.gz ebbctl-group-create.1.gz ebbctl-completion.1.gz; do
+  check "ebb-controller.rpm: /usr/share/man/man1/$page" grep -qx "/usr/share/man/man1/$page" <<<"$rpm_man"
+done
 for p in ebb-agent ebb-controller; do
   f=$(rpmfile $p 1)
   expect_eq "$p.rpm: version and release" "${version} 1" "$(rpm -qp --qf '%{VERSION} %{RELEASE}' "$f" 2>/dev/null)"
@@ -176,6 +184,39 @@ check "ebb-controller.rpm: %post makes /var/lib/ebb for ebb-controller" \
   grep -q "install -d -m 0711 -o ebb-controller -g ebb-controller /var/lib/ebb" \
   <<<"$(rpm -qp --scripts "$(rpmfile ebb-controller 1)" 2>/dev/null)"
 
+step "rpm: install both .rpm files into a scratch root (rpm -i --root)"
+# A root with nothing in it: no shell for the scriptlets (whose text is
+# checked above) and no glibc package to satisfy the dependencies, hence
+# --noscripts --nodeps. What it shows is what rpm itself puts where, with
+# which owner and mode, and that the binaries it unpacks run.
+rpmroot="$work/rpmroot"
+mkdir -p "$rpmroot"
+check "rpm --initdb --root" rpm --root "$rpmroot" --initdb
+check "rpm -i --root ebb-controller ebb-agent" rpm -i --root "$rpmroot" --nodeps --noscripts \
+  "$(rpmfile ebb-controller 1)" "$(rpmfile ebb-agent 1)"
+expect_eq "rpm -q --root: both installed at ${version}-1" \
+  "ebb-agent-${version}-1.${rpm_arch} ebb-controller-${version}-1.${rpm_arch}" \
+  "$(rpm -q --root "$rpmroot" ebb-agent ebb-controller 2>&1 | sort | xargs)"
+check "rpm -V --root: every file as the package says (content, owner, mode)" \
+  rpm -V --root "$rpmroot" --nodeps ebb-agent ebb-controller
+for bin in ebb-agent ebb-controller ebbctl; do
+  expect_eq "rpm root: /usr/bin/$bin is root's, mode 0755" root:root:755 \
+    "$(stat -c %U:%G:%a "$rpmroot/usr/bin/$bin" 2>&1)"
+  check "rpm root: $bin --version names the workspace version" \
+    grep -q "$version" <<<"$("$rpmroot/usr/bin/$bin" --version 2>&1)"
+  check "rpm root: $bin --help runs" "$rpmroot/usr/bin/$bin" --help
+done
+for f in /etc/ebb/agent.toml /etc/ebb/controller.toml /usr/lib/systemd/system/ebb-agent.service \
+  /usr/lib/systemd/system/ebb-controller.service /usr/share/bash-completion/completions/ebbctl \
+  /usr/share/zsh/site-functions/_ebbctl /usr/share/fish/vendor_completions.d/ebbctl.fish \
+  /usr/share/man/man1/ebbctl.1.gz; do
+  expect_eq "rpm root: $f is root's, mode 0644" root:root:644 "$(stat -c %U:%G:%a "$rpmroot$f" 2>&1)"
+done
+check "rpm root: the bash completion loads (complete -p ebbctl)" \
+  bash -c "source '$rpmroot/usr/share/bash-completion/completions/ebbctl' && complete -p ebbctl"
+check "rpm -e --root ebb-agent ebb-controller" rpm -e --root "$rpmroot" --nodeps --noscripts ebb-agent ebb-controller
+check "rpm root: the binaries are gone after rpm -e" test ! -e "$rpmroot/usr/bin/ebbctl"
+
 # --- install -----------------------------------------------------------------
 step "install: dpkg -i both .deb files (revision 1)"
 check "dpkg -i ebb-controller ebb-agent" dpkg -i "$(deb ebb-controller 1)" "$(deb ebb-agent 1)"
@@ -187,6 +228,21 @@ for bin in ebb-agent ebb-controller ebbctl; do
   check "/usr/bin/$bin is root's, mode 0755" test "$(stat -c %U:%a /usr/bin/$bin)" = root:755
 done
 check "ebb-agent --version names the workspace version" grep -q "$version" <<<"$(/usr/bin/ebb-agent --version)"
+for f in /usr/share/bash-completion/completions/ebbctl /usr/share/zsh/vendor-completions/_ebbctl \
+  /usr/share/fish/vendor_completions.d/ebbctl.fish /usr/share/man/man1/ebbctl.1.gz \
+  /usr/share/man/man1/ebbctl-group-create.1.gz; do
+  expect_eq "$f is root's, mode 0644" root:644 "$(stat -c %U:%a "$f" 2>&1)"
+done
+check "the installed bash completion loads (complete -p ebbctl)" \
+  bash -c 'source /usr/share/bash-completion/completions/ebbctl && complete -p ebbctl'
+expect_eq "the installed bash completion completes ebbctl notif<TAB>" notification \
+  "$(bash -c 'source /usr/share/bash-completion/completions/ebbctl; COMP_WORDS=(ebbctl notif); COMP_CWORD=1;
+    _ebbctl ebbctl notif ebbctl; echo "${COMPREPLY[*]}"' 2>&1)"
+# man(1) reads the installed page; MANWIDTH and a dumb pager keep it plain.
+man_text=$(MANPAGER=cat MANWIDTH=100 man ebbctl 2>&1 || true)
+check "man ebbctl renders the installed page" grep -q "Administer an ebb controller" <<<"$man_text"
+man_text=$(MANPAGER=cat MANWIDTH=100 man ebbctl-group-create 2>&1 || true)
+check "man ebbctl-group-create shows its examples" grep -q "ebbctl group create web" <<<"$man_text"
 check "ebb-controller --version names the workspace version" grep -q "$version" <<<"$(/usr/bin/ebb-controller --version)"
 
 for u in ebb-agent ebb-controller; do
@@ -323,8 +379,8 @@ expect_eq "its key is 0600" 600 "$(stat -c %a "$work/cert/agent.key" 2>&1)"
 
 step "the host joins with a token (docs/install.md): ebb-agent join"
 ctl() { ebbctl --data-dir /var/lib/ebb "$@"; }
-check "ebbctl group create --name hosts" ctl group create --name hosts --min 0 --max 2
-check "ebbctl config create --group hosts --name by-hand" ctl config create --group hosts --name by-hand
+check "ebbctl group create hosts" ctl group create hosts --min 0 --max 2
+check "ebbctl config create by-hand --group hosts" ctl config create by-hand --group hosts
 check "ebbctl group enable hosts" ctl group enable hosts
 created=$(ctl token create --group hosts --ttl 10m 2>&1) || true
 join_line=$(grep -o 'ebb-agent join .*' <<<"$created" | head -1)
@@ -407,9 +463,9 @@ expect_eq "the controller runs as ebb-controller" ebb-controller "$(stat -c %U /
 
 step "a launched instance: its own uid, and it outlives a controller restart (KillMode=process)"
 ctl() { ebbctl --data-dir /var/lib/ebb "$@"; }
-check "ebbctl group create --name launched" ctl group create --name launched --min 1 --max 1
-check "ebbctl config create --group launched --name v1 -- sleep infinity" \
-  ctl config create --group launched --name v1 -- sleep infinity
+check "ebbctl group create launched" ctl group create launched --min 1 --max 1
+check "ebbctl config create v1 --group launched -- sleep infinity" \
+  ctl config create v1 --group launched -- sleep infinity
 check "ebbctl group enable launched" ctl group enable launched
 launched_id() { ctl instance list --group launched | awk '/InService/ { print $1; exit }'; }
 has_launched() { test -n "$(launched_id)"; }

@@ -93,7 +93,7 @@ fn show_load_balancers(list: &pb::LoadBalancerAttachments, out: Output) -> Resul
         .collect();
     match out {
         Output::Json => print_json(&views),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             print!("{}", load_balancers_table(&views));
             Ok(())
         }
@@ -104,7 +104,7 @@ fn show_db_instances(list: &pb::DbInstanceAttachments, out: Output) -> Result<()
     let views: Vec<DbInstanceView> = list.db_instances.iter().map(DbInstanceView::from).collect();
     match out {
         Output::Json => print_json(&views),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             print!("{}", db_instances_table(&views));
             Ok(())
         }
@@ -116,7 +116,7 @@ fn show_db_instances(list: &pb::DbInstanceAttachments, out: Output) -> Result<()
 fn lb_changed(list: &pb::LoadBalancerAttachments, line: String, out: Output) -> Result<()> {
     match out {
         Output::Json => show_load_balancers(list, out),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             println!("{line}");
             Ok(())
         }
@@ -126,7 +126,7 @@ fn lb_changed(list: &pb::LoadBalancerAttachments, line: String, out: Output) -> 
 fn db_changed(list: &pb::DbInstanceAttachments, line: String, out: Output) -> Result<()> {
     match out {
         Output::Json => show_db_instances(list, out),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             println!("{line}");
             Ok(())
         }

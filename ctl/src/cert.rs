@@ -83,7 +83,7 @@ pub async fn revoked(admin: &mut Admin, out: Output) -> Result<()> {
         .collect();
     match out {
         Output::Json => print_json(&list),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let mut t = Table::new(&["IDENTITY", "REVOKED", "BY", "REASON"]);
             for r in list {
                 t.row(vec![
@@ -164,7 +164,7 @@ pub fn issue(args: &CertIssue, global: &Global, data_dir: &Path, out: Output) ->
     };
     match out {
         Output::Json => print_json(&view),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             println!(
                 "wrote {}, {} (mode 0600) and {} for instance {}, valid until {}",
                 view.cert.display(),
@@ -282,7 +282,7 @@ pub async fn issue_signed(
     };
     match out {
         Output::Json => print_json(&view),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let wrote = format!(
                 "wrote {}, {} (mode 0600) and {} for {}, valid until {}",
                 view.cert.display(),
@@ -327,7 +327,7 @@ pub fn ca_hash(global: &Global, data_dir: &Path, out: Output) -> Result<()> {
         .map_err(|e| Error::Local(format!("{}: {e}", ca_crt.display())))?;
     match out {
         Output::Json => print_json(&serde_json::json!({ "ca_hash": hash })),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             println!("{hash}");
             Ok(())
         }
@@ -369,7 +369,7 @@ pub async fn list(admin: &mut Admin, out: Output) -> Result<()> {
         .collect();
     match out {
         Output::Json => print_json(&certs),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let mut table = Table::new(&["EXPIRES", "KIND", "IDENTITY", "SERIAL"]);
             for c in &certs {
                 table.row(vec![
@@ -538,6 +538,7 @@ mod tests {
     fn global(data_dir: &Path) -> Global {
         Global {
             data_dir: Some(data_dir.to_owned()),
+            profile: None,
             controller: Vec::new(),
             server_name: None,
             ca: None,

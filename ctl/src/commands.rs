@@ -3,24 +3,31 @@
 use ebb_proto::v1 as pb;
 use serde::Serialize;
 
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use crate::cli::{
     ActivityCmd, Cli, Command, ConfigCmd, Global, GroupCmd, InstanceCmd, InstanceIds,
-    InstanceIdsDesired,
+    InstanceIdsDesired, Watch,
 };
 use crate::configure;
 use crate::conn::{self, Admin};
 use crate::error::{Error, Result};
 use crate::lookup::group_names;
-use crate::output::{Output, done, print_json};
+use crate::output::{Output, done, json_text, print_json};
 use crate::view::{self, ActivityView, ConfigView, GroupView, InstanceView, now_ms};
 
 pub async fn run(cli: Cli) -> Result<()> {
     let data_dir = conn::global_data_dir(&cli.global);
     check(&cli.command)?;
+    // Completions and man pages need no connection, nor a readable profile.
+    let profile = match cli.command {
+        Command::Completion { .. } | Command::Man { .. } => None,
+        _ => conn::load_profile(&cli.global)?,
+    };
+    let global = conn::with_profile(cli.global, profile);
     let dial = Dial {
-        global: &cli.global,
+        global: &global,
         data_dir: &data_dir,
         leader: None,
     };
@@ -90,7 +97,21 @@ async fn attempt(dial: &Dial<'_>, command: Command) -> Result<()> {
             // A bad file is reported before any connection is tried.
             let file = crate::apply::load(&args.file)?;
             let mut admin = dial.connect().await?;
-            crate::apply::run(&mut admin, &file, args.dry_run, out).await
+            let wait = args.wait.wait && !args.dry_run;
+            let known = match admin.find_group(&file.group.name).await? {
+                Some(g) if wait => crate::wait::known_activities(&mut admin, &g.id).await?,
+                _ => Default::default(),
+            };
+            crate::apply::run(&mut admin, &file, args.dry_run, args.prune, out).await?;
+            if !wait {
+                return Ok(());
+            }
+            let timeout = std::time::Duration::from_secs(args.wait.wait_timeout);
+            let settled = crate::wait::group(&mut admin, &file.group.name, &known, timeout).await?;
+            if out != Output::Json {
+                println!("{}", crate::wait::settled_line(&settled));
+            }
+            Ok(())
         }
         Command::Group(cmd) => group(&mut dial.connect().await?, cmd, out).await,
         Command::Config(cmd) => config(&mut dial.connect().await?, cmd, out).await,
@@ -106,6 +127,11 @@ async fn attempt(dial: &Dial<'_>, command: Command) -> Result<()> {
         }
         Command::Alarm(cmd) => crate::automation::alarm(&mut dial.connect().await?, cmd, out).await,
         Command::Task(cmd) => crate::automation::task(&mut dial.connect().await?, cmd, out).await,
+        Command::Completion { shell } => {
+            crate::manual::completion(shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => crate::manual::man_pages(&dir),
     }
 }
 
@@ -158,7 +184,7 @@ async fn notification(
                 .collect();
             match out {
                 Output::Json => print_json(&views),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     for v in &views {
                         println!("{}  {}", v.notification_url, v.notification_types.join(","));
                     }
@@ -166,7 +192,8 @@ async fn notification(
                 }
             }
         }
-        NotificationCmd::Add { group, url, events } => {
+        NotificationCmd::Create { group, url, events } => {
+            let url = url.into_string();
             let n = admin
                 .create_notification_configuration(pb::NotificationConfiguration {
                     scaling_group: group,
@@ -181,7 +208,8 @@ async fn notification(
             );
             Ok(())
         }
-        NotificationCmd::Remove { group, url } => {
+        NotificationCmd::Delete { group, url } => {
+            let url = url.into_string();
             admin
                 .delete_notification_configuration(pb::NotificationConfiguration {
                     scaling_group: group,
@@ -204,7 +232,7 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
             let views: Vec<GroupView> = groups.scaling_groups.iter().map(GroupView::from).collect();
             match out {
                 Output::Json => print_json(&views),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     print!("{}", view::groups_table(&views, now_ms()));
                     Ok(())
                 }
@@ -218,7 +246,7 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
             let v = GroupView::from(&g);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     print!("{}", view::group_fields(&v));
                     Ok(())
                 }
@@ -227,7 +255,7 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
         GroupCmd::Create(c) => {
             let g = admin
                 .create_scaling_group(pb::CreateScalingGroupRequest {
-                    name: c.name,
+                    name: c.name.into_string(),
                     min_size: c.min,
                     max_size: c.max,
                     desired_capacity: c.desired,
@@ -268,7 +296,16 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
             );
             done(out, &GroupView::from(&g), line)
         }
-        GroupCmd::Enable { group, config } => {
+        GroupCmd::Enable {
+            group,
+            config,
+            wait,
+        } => {
+            let known = if wait.wait {
+                crate::wait::known_activities(admin, &group).await?
+            } else {
+                Default::default()
+            };
             let g = admin
                 .enable_scaling_group(pb::EnableScalingGroupRequest {
                     scaling_group: group,
@@ -276,7 +313,19 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
                 })
                 .await?;
             let line = format!("enabled group {} ({}): {}", g.name, g.id, g.state);
-            done(out, &GroupView::from(&g), line)
+            if !wait.wait {
+                return done(out, &GroupView::from(&g), line);
+            }
+            if out != Output::Json {
+                println!("{line}");
+            }
+            let timeout = std::time::Duration::from_secs(wait.wait_timeout);
+            let settled = crate::wait::group(admin, &g.id, &known, timeout).await?;
+            done(
+                out,
+                &GroupView::from(&settled.group),
+                crate::wait::settled_line(&settled),
+            )
         }
         GroupCmd::Disable { group } => {
             let g = admin
@@ -429,7 +478,7 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
                 .collect();
             match out {
                 Output::Json => print_json(&views),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let names = group_names(admin).await;
                     print!("{}", view::configs_table(&views, &names, now_ms()));
                     Ok(())
@@ -446,7 +495,7 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
             let v = ConfigView::from(c);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     print!("{}", view::config_fields(&v));
                     Ok(())
                 }
@@ -459,12 +508,16 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
             };
             let wanted = configure::overlay(&base, &c.fields);
             let created = admin
-                .create_scaling_configuration(configure::create_request(&c.group, &c.name, &wanted))
+                .create_scaling_configuration(configure::create_request(
+                    &c.group,
+                    c.name.as_str(),
+                    &wanted,
+                ))
                 .await?;
             let v = ConfigView::from(&created);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let from = c
                         .from_instance
                         .map(|id| format!(", from instance {id}'s configuration {}", base.name))
@@ -499,7 +552,7 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
             let v = ConfigView::from(&modified);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     println!(
                         "modified configuration {} ({}); running instances keep what they were launched with",
                         v.name, v.id
@@ -526,23 +579,33 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
 
 async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()> {
     let (verb, response) = match cmd {
-        InstanceCmd::List { group, state } => {
-            let r = admin
-                .describe_scaling_instances(pb::DescribeScalingInstancesRequest {
-                    scaling_group: group.unwrap_or_default(),
-                    instance_ids: vec![],
-                    lifecycle_state: state.unwrap_or_default(),
-                })
-                .await?;
-            let views: Vec<InstanceView> = r.instances.iter().map(InstanceView::from).collect();
-            return match out {
-                Output::Json => print_json(&views),
-                Output::Table => {
-                    let names = group_names(admin).await;
-                    print!("{}", view::instances_table(&views, &names, now_ms()));
-                    Ok(())
-                }
+        InstanceCmd::List {
+            group,
+            state,
+            watch,
+        } => {
+            let request = pb::DescribeScalingInstancesRequest {
+                scaling_group: group.unwrap_or_default(),
+                instance_ids: vec![],
+                lifecycle_state: state.unwrap_or_default(),
             };
+            return watching(watch, async || {
+                let r = admin.describe_scaling_instances(request.clone()).await?;
+                let views: Vec<InstanceView> = r.instances.iter().map(InstanceView::from).collect();
+                match out {
+                    Output::Json => json_text(&views),
+                    Output::Table | Output::Wide => {
+                        let names = group_names(admin).await;
+                        Ok(view::instances_table(
+                            &views,
+                            &names,
+                            now_ms(),
+                            out == Output::Wide,
+                        ))
+                    }
+                }
+            })
+            .await;
         }
         InstanceCmd::Describe { id } => {
             let r = admin
@@ -559,7 +622,7 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
             let v = InstanceView::from(i);
             return match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let names = group_names(admin).await;
                     print!("{}", view::instance_fields(&v, &names, now_ms()));
                     Ok(())
@@ -667,7 +730,7 @@ fn instances_changed(verb: &str, r: &pb::InstancesResponse, out: Output) -> Resu
     };
     match out {
         Output::Json => print_json(&changed),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             for i in &changed.instances {
                 println!("{verb} {} ({})", i.id, i.lifecycle_state);
             }
@@ -691,6 +754,7 @@ async fn activity(admin: &mut Admin, cmd: ActivityCmd, out: Output) -> Result<()
             limit,
             status,
             since,
+            watch,
         } => {
             // --since alone lists everything since then.
             let wanted = match (limit, since) {
@@ -698,40 +762,22 @@ async fn activity(admin: &mut Admin, cmd: ActivityCmd, out: Output) -> Result<()
                 (None, Some(_)) => None,
                 (None, None) => Some(DEFAULT_ACTIVITY_LIST),
             };
-            let mut views: Vec<ActivityView> = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let left = wanted.map_or(ACTIVITY_PAGE, |n| n.saturating_sub(views.len() as u32));
-                if left == 0 {
-                    break;
+            watching(watch, async || {
+                let views = list_activities(admin, &group, &status, since, wanted).await?;
+                match out {
+                    Output::Json => json_text(&views),
+                    Output::Table | Output::Wide => {
+                        let names = group_names(admin).await;
+                        Ok(view::activities_table(
+                            &views,
+                            &names,
+                            now_ms(),
+                            out == Output::Wide,
+                        ))
+                    }
                 }
-                let page_size = left.min(ACTIVITY_PAGE);
-                let r = admin
-                    .describe_scaling_activities(pb::DescribeScalingActivitiesRequest {
-                        scaling_group: group.clone().unwrap_or_default(),
-                        // `limit` too, for a controller that predates paging.
-                        limit: page_size,
-                        page_size,
-                        status: status.clone().unwrap_or_default(),
-                        since_ms: since.unwrap_or_default(),
-                        page_token,
-                        activity_ids: vec![],
-                    })
-                    .await?;
-                views.extend(r.activities.iter().map(ActivityView::from));
-                if r.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = r.next_page_token;
-            }
-            match out {
-                Output::Json => print_json(&views),
-                Output::Table => {
-                    let names = group_names(admin).await;
-                    print!("{}", view::activities_table(&views, &names, now_ms()));
-                    Ok(())
-                }
-            }
+            })
+            .await
         }
         ActivityCmd::Describe { id } => {
             let r = admin
@@ -748,12 +794,80 @@ async fn activity(admin: &mut Admin, cmd: ActivityCmd, out: Output) -> Result<()
             let v = ActivityView::from(a);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let names = group_names(admin).await;
                     print!("{}", view::activity_fields(&v, &names, now_ms()));
                     Ok(())
                 }
             }
+        }
+    }
+}
+
+/// Activities newest first, page by page, at most `wanted` (all when `None`).
+async fn list_activities(
+    admin: &mut Admin,
+    group: &Option<String>,
+    status: &Option<String>,
+    since: Option<i64>,
+    wanted: Option<u32>,
+) -> Result<Vec<ActivityView>> {
+    let mut views: Vec<ActivityView> = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let left = wanted.map_or(ACTIVITY_PAGE, |n| n.saturating_sub(views.len() as u32));
+        if left == 0 {
+            break;
+        }
+        let page_size = left.min(ACTIVITY_PAGE);
+        let r = admin
+            .describe_scaling_activities(pb::DescribeScalingActivitiesRequest {
+                scaling_group: group.clone().unwrap_or_default(),
+                // `limit` too, for a controller that predates paging.
+                limit: page_size,
+                page_size,
+                status: status.clone().unwrap_or_default(),
+                since_ms: since.unwrap_or_default(),
+                page_token,
+                activity_ids: vec![],
+            })
+            .await?;
+        views.extend(r.activities.iter().map(ActivityView::from));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    Ok(views)
+}
+
+/// A listing printed once, or with `--watch` again every interval until
+/// Ctrl-C or `--watch-count` listings; on a terminal each replaces the last.
+async fn watching(watch: Watch, mut render: impl AsyncFnMut() -> Result<String>) -> Result<()> {
+    if !watch.watch {
+        print!("{}", render().await?);
+        return Ok(());
+    }
+    let terminal = std::io::stdout().is_terminal();
+    let mut shown = 0;
+    loop {
+        let text = render().await?;
+        if terminal {
+            // Clear the screen and go home, as watch(1) does.
+            print!("\x1b[2J\x1b[H");
+        } else if shown > 0 {
+            println!();
+        }
+        print!("{text}");
+        // A pipe reader sees each listing as it comes.
+        let _ = std::io::stdout().flush();
+        shown += 1;
+        if watch.watch_count.is_some_and(|n| shown >= n) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(watch.interval)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
 }

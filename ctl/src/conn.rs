@@ -20,6 +20,7 @@ use tonic::{Code, Status};
 
 use crate::cli::Global;
 use crate::error::{Error, Result, strip_os_error};
+use crate::profile::Profile;
 
 /// The environment variable naming the data dir, as for the controller.
 pub const DATA_DIR_ENV: &str = "EBB_DATA";
@@ -120,7 +121,41 @@ pub fn host_of(addr: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-/// Flags first, then the data dir.
+/// The connection settings the flags and `EBB_*` variables left out,
+/// taken from the profile; the rest stay as given.
+pub fn with_profile(global: Global, profile: Option<Profile>) -> Global {
+    let Some(p) = profile else { return global };
+    Global {
+        controller: if global.controller.is_empty() {
+            p.controller
+        } else {
+            global.controller
+        },
+        server_name: global.server_name.or(p.server_name),
+        ca: global.ca.or(p.ca),
+        cert: global.cert.or(p.cert),
+        key: global.key.or(p.key),
+        ..global
+    }
+}
+
+/// The profile the flags name (or `default`), from the user's profile file.
+/// A data dir given with `--data-dir` or `$EBB_DATA` means that local
+/// controller, so the `default` profile is not used then (a named one is).
+pub fn load_profile(global: &Global) -> Result<Option<Profile>> {
+    let local =
+        global.data_dir.is_some() || std::env::var_os(DATA_DIR_ENV).is_some_and(|d| !d.is_empty());
+    if local && global.profile.is_none() {
+        return Ok(None);
+    }
+    let path = crate::profile::file_path(
+        std::env::var_os("XDG_CONFIG_HOME"),
+        std::env::var_os("HOME"),
+    );
+    crate::profile::load(path.as_deref(), global.profile.as_deref())
+}
+
+/// Flags (and the profile merged into them) first, then the data dir.
 pub fn resolve(global: &Global, data_dir: &Path) -> Result<Target> {
     let (addrs, server_name) = if global.controller.is_empty() {
         let endpoints = read_endpoints(data_dir)?
@@ -401,6 +436,7 @@ pub(crate) mod tests {
     fn global() -> Global {
         Global {
             data_dir: None,
+            profile: None,
             controller: Vec::new(),
             server_name: None,
             ca: None,
@@ -480,6 +516,42 @@ pub(crate) mod tests {
         assert_eq!(t.cert, Path::new("/me.crt"));
         assert_eq!(t.key, Path::new("/nowhere/pki/admin.key"));
         assert_eq!(host_of("ctl.example:7440"), "ctl.example");
+    }
+
+    #[test]
+    fn the_profile_fills_in_what_flags_and_variables_left_out() {
+        let profile = Profile {
+            controller: vec!["prof:7440".into()],
+            server_name: Some("ctl.prof".into()),
+            ca: Some("/prof/ca.crt".into()),
+            cert: Some("/prof/admin.crt".into()),
+            key: Some("/prof/admin.key".into()),
+        };
+        let g = Global {
+            cert: Some("/flag.crt".into()),
+            ..global()
+        };
+        let t = resolve(
+            &with_profile(g, Some(profile.clone())),
+            Path::new("/nowhere"),
+        )
+        .unwrap();
+        assert_eq!(t.addrs, ["prof:7440"]);
+        assert_eq!(t.server_name.as_deref(), Some("ctl.prof"));
+        assert_eq!(t.ca, Path::new("/prof/ca.crt"));
+        assert_eq!(t.cert, Path::new("/flag.crt"));
+        assert_eq!(t.key, Path::new("/prof/admin.key"));
+        // A --controller given (or EBB_CONTROLLER) replaces the profile's list.
+        let g = Global {
+            controller: vec!["flag:1".into()],
+            ..global()
+        };
+        let t = resolve(&with_profile(g, Some(profile)), Path::new("/nowhere")).unwrap();
+        assert_eq!(t.addrs, ["flag:1"]);
+        // No profile: the data dir, as before.
+        let g = with_profile(global(), None);
+        let err = resolve(&g, Path::new("/nowhere")).unwrap_err().to_string();
+        assert!(err.starts_with("no controller found"), "{err}");
     }
 
     #[test]

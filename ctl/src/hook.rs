@@ -157,7 +157,7 @@ pub async fn run(admin: &mut Admin, cmd: HookCmd, out: Output) -> Result<()> {
             let h = admin
                 .create_lifecycle_hook(pb::CreateLifecycleHookRequest {
                     scaling_group: group,
-                    name,
+                    name: name.into_string(),
                     transition,
                     heartbeat_timeout_secs: heartbeat_timeout,
                     default_result: default_result.unwrap_or_default(),
@@ -175,6 +175,7 @@ pub async fn run(admin: &mut Admin, cmd: HookCmd, out: Output) -> Result<()> {
             Ok(())
         }
         HookCmd::Delete { group, hook } => {
+            let hook = hook.into_string();
             admin
                 .delete_lifecycle_hook(pb::LifecycleHookRef {
                     scaling_group: group,

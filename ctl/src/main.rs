@@ -15,10 +15,13 @@
 //!   `cert revoke` and `cert revoked`, the controller's deny-list.
 //!   `cert ca-hash`, the CA's pin.
 //! - `token`: join tokens, and the `ebb-agent join` command that uses one.
+//! - `wait`: `--wait`, following an activity or a group until it settles.
 //! - `lookup`: group and rule ids to names, for listings.
 //! - `conn`: finding the local controller and connecting over mTLS.
+//! - `profile`: the profile file, named connection settings.
 //! - `view`: plain serialisable views of the API's messages, tables, times.
 //! - `convert`: health checks and metric sources between proto and domain.
+//! - `manual`: `completion` and `man`, made from the command tree.
 //! - `cli`: the command tree, its flags and their value parsers (clap).
 //! - `output`: the output format, and printing JSON or a line.
 //! - `error`: one-line errors and the exit codes they map to.
@@ -36,9 +39,12 @@ mod convert;
 mod error;
 mod hook;
 mod lookup;
+mod manual;
 mod output;
+mod profile;
 mod token;
 mod view;
+mod wait;
 
 use std::process::ExitCode;
 

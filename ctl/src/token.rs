@@ -103,7 +103,7 @@ pub async fn run(
             };
             match out {
                 Output::Json => print_json(&view),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     println!("{}", view.token);
                     println!();
                     println!(
@@ -138,7 +138,7 @@ pub async fn run(
                 .collect();
             match out {
                 Output::Json => print_json(&tokens),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let names = group_names(admin).await;
                     let now = now_ms();
                     let mut table =

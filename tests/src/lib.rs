@@ -332,10 +332,21 @@ impl ControllerProc {
         );
     }
 
-    /// Runs `ebbctl --data-dir <this controller's data dir> ARGS`.
+    /// Runs `ebbctl --data-dir <this controller's data dir> ARGS`, without
+    /// the caller's `EBB_*` connection settings (they would beat the data dir).
     pub fn ebbctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin("ebbctl"))
-            .arg("--data-dir")
+        let mut cmd = Command::new(bin("ebbctl"));
+        for var in [
+            "EBB_CONTROLLER",
+            "EBB_SERVER_NAME",
+            "EBB_CA",
+            "EBB_CERT",
+            "EBB_KEY",
+            "EBB_PROFILE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.arg("--data-dir")
             .arg(self.dir.join("ebb-data"))
             .args(args)
             .output()

@@ -222,9 +222,7 @@ fn the_object_past_a_cap_is_refused_naming_it_and_nothing_is_stored() {
     assert_eq!(targets.notification_configurations.len(), 1, "{targets:?}");
 
     // ebbctl shows the same sentence and fails.
-    let out = ctl.ebbctl(&[
-        "group", "create", "--name", "gd", "--min", "0", "--max", "1",
-    ]);
+    let out = ctl.ebbctl(&["group", "create", "gd", "--min", "0", "--max", "1"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("limits.groups allows 2"),

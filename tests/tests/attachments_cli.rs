@@ -61,12 +61,7 @@ fn dbs(ctl: &ControllerProc, group: &str) -> Value {
 
 /// A group with no instances: attachments need none.
 fn empty_group(ctl: &ControllerProc, name: &str) {
-    ok(
-        ctl,
-        &[
-            "group", "create", "--name", name, "--min", "0", "--max", "2",
-        ],
-    );
+    ok(ctl, &["group", "create", name, "--min", "0", "--max", "2"]);
 }
 
 const NOT_CONNECTED: &str = "target agent `lb1` is not connected";

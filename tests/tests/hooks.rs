@@ -384,7 +384,6 @@ fn a_timed_out_hook_takes_its_default_result() {
         "create",
         "--group",
         "gate",
-        "--name",
         "x1",
         "--transition",
         "SCALE_UP",

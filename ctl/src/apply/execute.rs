@@ -11,7 +11,15 @@ use crate::error::{Error, Result};
 use crate::output::{Output, print_json};
 
 /// Reads the current state, plans, and makes the calls in order.
-pub async fn run(admin: &mut Admin, file: &ApplyFile, dry_run: bool, out: Output) -> Result<()> {
+/// With `prune`, the group's rules, alarms and tasks the file does not
+/// name are deleted last (and listed in the plan).
+pub async fn run(
+    admin: &mut Admin,
+    file: &ApplyFile,
+    dry_run: bool,
+    prune: bool,
+    out: Output,
+) -> Result<()> {
     let mut state = State {
         group: admin.find_group(&file.group.name).await?,
         ..State::default()
@@ -26,7 +34,7 @@ pub async fn run(admin: &mut Admin, file: &ApplyFile, dry_run: bool, out: Output
             })
             .await?
             .scaling_configurations;
-        if !(file.rules.is_empty() && file.alarms.is_empty() && file.tasks.is_empty()) {
+        if prune || !(file.rules.is_empty() && file.alarms.is_empty() && file.tasks.is_empty()) {
             state.rules = admin
                 .describe_scaling_rules(pb::DescribeScalingRulesRequest {
                     scaling_group: id.clone(),
@@ -34,7 +42,7 @@ pub async fn run(admin: &mut Admin, file: &ApplyFile, dry_run: bool, out: Output
                 .await?
                 .scaling_rules;
         }
-        if !file.alarms.is_empty() {
+        if prune || !file.alarms.is_empty() {
             state.alarms = admin
                 .describe_alarms(pb::DescribeAlarmsRequest {
                     scaling_group: id.clone(),
@@ -43,7 +51,7 @@ pub async fn run(admin: &mut Admin, file: &ApplyFile, dry_run: bool, out: Output
                 .await?
                 .alarms;
         }
-        if !file.tasks.is_empty() {
+        if prune || !file.tasks.is_empty() {
             state.tasks = admin
                 .describe_scheduled_tasks(pb::DescribeScheduledTasksRequest {
                     scaling_group: id.clone(),
@@ -66,14 +74,17 @@ pub async fn run(admin: &mut Admin, file: &ApplyFile, dry_run: bool, out: Output
                 .db_instances;
         }
     }
-    let steps = plan(file, &state).map_err(Error::Server)?;
+    let mut steps = plan(file, &state).map_err(Error::Server)?;
+    if prune {
+        steps.extend(super::plan_automation::prune(file, &state));
+    }
     let mut lines = Vec::new();
     for step in &steps {
         if !dry_run {
             execute(admin, step).await?;
         }
         let line = step.line(!dry_run);
-        if out == Output::Table {
+        if out != Output::Json {
             println!("{line}");
         }
         lines.push(line);
@@ -83,7 +94,7 @@ pub async fn run(admin: &mut Admin, file: &ApplyFile, dry_run: bool, out: Output
             "dry_run": dry_run,
             "changes": lines,
         })),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             if steps.is_empty() {
                 println!("no changes");
             }
@@ -148,6 +159,30 @@ async fn execute(admin: &mut Admin, step: &Step) -> Result<()> {
         Step::Disable { group } => drop(
             admin
                 .disable_scaling_group(pb::DisableScalingGroupRequest {
+                    scaling_group: group,
+                })
+                .await?,
+        ),
+        Step::DeleteRule { group, rule } => drop(
+            admin
+                .delete_scaling_rule(pb::DeleteScalingRuleRequest {
+                    scaling_rule: rule,
+                    scaling_group: group,
+                })
+                .await?,
+        ),
+        Step::DeleteAlarm { group, alarm } => drop(
+            admin
+                .delete_alarm(pb::AlarmRef {
+                    alarm,
+                    scaling_group: group,
+                })
+                .await?,
+        ),
+        Step::DeleteTask { group, task } => drop(
+            admin
+                .delete_scheduled_task(pb::ScheduledTaskRef {
+                    scheduled_task: task,
                     scaling_group: group,
                 })
                 .await?,

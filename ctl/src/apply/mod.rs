@@ -4,7 +4,8 @@
 //! parsed and validated with the domain's own rules, then compared with
 //! what the controller has; `plan` (pure) lists the calls that close the
 //! gap, and `run` makes them, one printed line per change. Nothing the file
-//! does not mention is ever deleted.
+//! does not mention is deleted, unless `--prune` asks for the group's rules,
+//! alarms and scheduled tasks it does not name to go.
 //!
 //! - `execute`: reading the current state and making the calls.
 //! - `plan`: the plan, and the diff for the group and its configuration.

@@ -21,6 +21,51 @@ fn rule_ref(file: &ApplyFile, rules: &[pb::ScalingRule], r: &str) -> Option<Stri
         .map(|x| x.name.clone())
 }
 
+/// `apply --prune`: the group's scheduled tasks, alarms and rules the file
+/// does not name, to delete (in that order, so nothing is deleted while
+/// something left references it). An alarm a target-tracking rule owns
+/// goes with its rule, so it is never listed by itself.
+pub fn prune(file: &ApplyFile, state: &State) -> Vec<Step> {
+    let group = &file.group.name;
+    let mut steps = Vec::new();
+    for t in &state.tasks {
+        if !file.tasks.iter().any(|x| x.name == t.name) {
+            steps.push(Step::DeleteTask {
+                group: group.clone(),
+                task: t.name.clone(),
+            });
+        }
+    }
+    for a in &state.alarms {
+        if a.owner_rule_id.is_empty() && !file.alarms.iter().any(|x| x.name == a.name) {
+            steps.push(Step::DeleteAlarm {
+                group: group.clone(),
+                alarm: a.name.clone(),
+            });
+        }
+    }
+    // A rule the file's alarms or tasks still run stays, declared or not.
+    let referenced = |r: &pb::ScalingRule| {
+        let names = |x: &String| *x == r.name || *x == r.id;
+        file.alarms
+            .iter()
+            .any(|a| a.alarm_actions.iter().any(names))
+            || file
+                .tasks
+                .iter()
+                .any(|t| t.scaling_rule.as_ref().is_some_and(names))
+    };
+    for r in &state.rules {
+        if !file.rules.iter().any(|x| x.name == r.name) && !referenced(r) {
+            steps.push(Step::DeleteRule {
+                group: group.clone(),
+                rule: r.name.clone(),
+            });
+        }
+    }
+    steps
+}
+
 pub(super) fn plan_automation(
     file: &ApplyFile,
     state: &State,

@@ -79,6 +79,19 @@ pub enum Step {
     Disable {
         group: String,
     },
+    /// `--prune`: a rule, alarm or scheduled task the file no longer names.
+    DeleteRule {
+        group: String,
+        rule: String,
+    },
+    DeleteAlarm {
+        group: String,
+        alarm: String,
+    },
+    DeleteTask {
+        group: String,
+        task: String,
+    },
 }
 
 impl Step {
@@ -221,6 +234,22 @@ impl Step {
             }
             Step::Enable { group } => format!("{} group {group}", v("enable", "enabled")),
             Step::Disable { group } => format!("{} group {group}", v("disable", "disabled")),
+            Step::DeleteRule { group, rule } => {
+                format!(
+                    "{} rule {rule} from group {group} (pruned)",
+                    v("delete", "deleted")
+                )
+            }
+            Step::DeleteAlarm { group, alarm } => {
+                format!(
+                    "{} alarm {alarm} from group {group} (pruned)",
+                    v("delete", "deleted")
+                )
+            }
+            Step::DeleteTask { group, task } => format!(
+                "{} scheduled task {task} from group {group} (pruned)",
+                v("delete", "deleted")
+            ),
         }
     }
 }

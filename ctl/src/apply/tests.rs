@@ -1116,3 +1116,65 @@ fn a_predictive_rule_in_the_file_takes_its_fields_and_names_bad_ones() {
         "{msg}"
     );
 }
+
+#[test]
+fn prune_lists_what_the_file_no_longer_names_and_keeps_the_rest() {
+    let full = parse("w.toml", WITH_ALARM).unwrap();
+    let mut state = with_alarm_state(&full);
+    // A target-tracking rule's own alarm goes with its rule, never by itself.
+    state.rules.push(pb::ScalingRule {
+        id: "asr-2".into(),
+        name: "cpu50".into(),
+        rule_type: "TargetTrackingScalingRule".into(),
+        owned_alarm_ids: vec!["asl-2".into()],
+        ..Default::default()
+    });
+    state.alarms.push(pb::Alarm {
+        id: "asl-2".into(),
+        name: "cpu50-high".into(),
+        owner_rule_id: "asr-2".into(),
+        ..Default::default()
+    });
+    // The same file: only the rule it never named.
+    assert_eq!(
+        lines(&super::plan_automation::prune(&full, &state)),
+        ["deleted rule cpu50 from group web (pruned)"]
+    );
+    // A file without its task and alarm: they go, then the rules.
+    let bare = ApplyFile {
+        alarms: vec![],
+        tasks: vec![],
+        ..full.clone()
+    };
+    let steps = super::plan_automation::prune(&bare, &state);
+    assert_eq!(
+        steps.iter().map(|s| s.line(false)).collect::<Vec<_>>(),
+        [
+            "delete scheduled task nightly from group web (pruned)",
+            "delete alarm cpu-high from group web (pruned)",
+            "delete rule cpu50 from group web (pruned)",
+        ]
+    );
+    assert_eq!(
+        steps[0],
+        Step::DeleteTask {
+            group: "web".into(),
+            task: "nightly".into()
+        }
+    );
+    // A rule the file's alarm still runs stays though the file does not declare it.
+    let alarm_only = ApplyFile {
+        rules: vec![],
+        tasks: vec![],
+        ..full.clone()
+    };
+    assert_eq!(
+        lines(&super::plan_automation::prune(&alarm_only, &state)),
+        [
+            "deleted scheduled task nightly from group web (pruned)",
+            "deleted rule cpu50 from group web (pruned)",
+        ]
+    );
+    // Without --prune the plan deletes nothing.
+    assert_eq!(plan(&bare, &state).unwrap(), []);
+}

@@ -53,7 +53,7 @@ pub async fn alarm(admin: &mut Admin, cmd: AlarmCmd, out: Output) -> Result<()> 
             let views: Vec<AlarmView> = r.alarms.iter().map(AlarmView::from).collect();
             return match out {
                 Output::Json => print_json(&views),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let groups = group_names(admin).await;
                     let rules =
                         rule_names(admin, views.iter().map(|a| a.scaling_group_id.clone())).await;
@@ -67,7 +67,7 @@ pub async fn alarm(admin: &mut Admin, cmd: AlarmCmd, out: Output) -> Result<()> 
             let v = AlarmView::from(&a);
             return match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let groups = group_names(admin).await;
                     let rules = rule_names(admin, [v.scaling_group_id.clone()]).await;
                     print!("{}", view::alarm_fields(&v, &groups, &rules));
@@ -80,7 +80,7 @@ pub async fn alarm(admin: &mut Admin, cmd: AlarmCmd, out: Output) -> Result<()> 
             admin
                 .create_alarm(pb::CreateAlarmRequest {
                     scaling_group: c.group,
-                    name: c.name,
+                    name: c.name.into_string(),
                     metric: c.metric,
                     statistic: c.statistic,
                     period_secs: c.period,

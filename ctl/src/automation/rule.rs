@@ -1,11 +1,14 @@
 //! `rule` and `scale`: scaling rules, and changes of capacity that start
 //! an activity.
 
+use std::time::Duration;
+
+use ebb_core::model::ActivityStatus;
 use ebb_core::rules::RuleKind;
 use ebb_proto::v1 as pb;
 
 use super::definition::{build_definition, definition_json, parse_definition};
-use crate::cli::{RuleCmd, ScaleArgs};
+use crate::cli::{RuleCmd, ScaleArgs, Wait};
 use crate::conn::Admin;
 use crate::error::{Error, Result};
 use crate::lookup::group_names;
@@ -69,19 +72,32 @@ async fn find_rule(admin: &mut Admin, group: &str, rule: &str) -> Result<pb::Sca
 }
 
 /// An activity an execute or scale started, or refused; either is a
-/// normal outcome of a request that succeeded.
-fn activity_outcome(r: pb::ScalingActivityResponse, out: Output) -> Result<()> {
-    let a = r
+/// normal outcome of a request that succeeded. With `--wait` it is
+/// followed until it ends, and a failed or rejected one is the error.
+async fn activity_outcome(
+    admin: &mut Admin,
+    r: pb::ScalingActivityResponse,
+    out: Output,
+    wait: Wait,
+) -> Result<()> {
+    let mut a = r
         .activity
         .ok_or_else(|| Error::Server("the controller returned no activity".to_owned()))?;
+    if wait.wait && a.status == ActivityStatus::InProgress.as_str() {
+        if out != Output::Json {
+            print!("{}", view::activity_outcome(&ActivityView::from(&a)));
+        }
+        a = crate::wait::activity(admin, &a.id, Duration::from_secs(wait.wait_timeout)).await?;
+    }
     let v = ActivityView::from(&a);
     match out {
-        Output::Json => print_json(&v),
-        Output::Table => {
-            print!("{}", view::activity_outcome(&v));
-            Ok(())
-        }
+        Output::Json => print_json(&v)?,
+        Output::Table | Output::Wide => print!("{}", view::activity_outcome(&v)),
     }
+    if wait.wait {
+        crate::wait::succeeded(&a)?;
+    }
+    Ok(())
 }
 
 pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
@@ -95,7 +111,7 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
             let views: Vec<RuleView> = r.scaling_rules.iter().map(RuleView::from).collect();
             match out {
                 Output::Json => print_json(&views),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     print!("{}", view::rules_table(&views));
                     Ok(())
                 }
@@ -106,7 +122,7 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
             let v = RuleView::from(&rule);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let names = group_names(admin).await;
                     print!("{}", view::rule_fields(&v, &names));
                     Ok(())
@@ -121,7 +137,7 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
             let rule = admin
                 .create_scaling_rule(pb::CreateScalingRuleRequest {
                     scaling_group: c.group,
-                    name: c.name,
+                    name: c.name.into_string(),
                     definition_json: definition_json(&kind),
                 })
                 .await?;
@@ -203,7 +219,7 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
                     breach_threshold: e.threshold,
                 })
                 .await?;
-            activity_outcome(r, out)
+            activity_outcome(admin, r, out, e.wait).await
         }
         RuleCmd::Forecast(f) => {
             let r = admin
@@ -216,7 +232,7 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
             let v = view::ForecastView::from(&r);
             match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     print!("{}", view::forecast_text(&v));
                     Ok(())
                 }
@@ -234,5 +250,5 @@ pub async fn scale(admin: &mut Admin, s: ScaleArgs, out: Output) -> Result<()> {
             min_adjustment_magnitude: s.min_adjustment_magnitude,
         })
         .await?;
-    activity_outcome(r, out)
+    activity_outcome(admin, r, out, s.wait).await
 }

@@ -69,7 +69,7 @@ fn create_task_request(c: TaskCreate) -> pb::CreateScheduledTaskRequest {
     let r = c.when.recurrence.unwrap_or_default();
     pb::CreateScheduledTaskRequest {
         scaling_group: c.group,
-        name: c.name,
+        name: c.name.into_string(),
         launch_time: c.launch_time,
         recurrence_type: r.recurrence_type,
         recurrence_value: r.recurrence_value,
@@ -117,7 +117,7 @@ pub async fn task(admin: &mut Admin, cmd: TaskCmd, out: Output) -> Result<()> {
             let views: Vec<TaskView> = r.scheduled_tasks.iter().map(TaskView::from).collect();
             return match out {
                 Output::Json => print_json(&views),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let groups = group_names(admin).await;
                     let rules =
                         rule_names(admin, views.iter().map(|t| t.scaling_group_id.clone())).await;
@@ -131,7 +131,7 @@ pub async fn task(admin: &mut Admin, cmd: TaskCmd, out: Output) -> Result<()> {
             let v = TaskView::from(&t);
             return match out {
                 Output::Json => print_json(&v),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let groups = group_names(admin).await;
                     let rules = rule_names(admin, [v.scaling_group_id.clone()]).await;
                     print!("{}", view::task_fields(&v, &groups, &rules));

@@ -5,21 +5,37 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Clone, Subcommand)]
+#[command(
+    after_help = "Examples:\n  ebbctl cert issue --admin alice --out-dir ./alice\n  ebbctl cert list"
+)]
 pub enum CertCmd {
     /// Issue an agent certificate for a hand-managed host (--id; offline: uses the CA key in
     /// the data dir), an admin certificate (--admin), or a target certificate for a load
     /// balancer's or database's host (--target; the controller signs a key made here)
+    #[command(
+        after_help = "Examples:\n  ebbctl cert issue --id host-a --out-dir /etc/ebb\n  \
+                      ebbctl cert issue --admin alice --out-dir ./alice --days 90\n  \
+                      ebbctl cert issue --target lb1 --out-dir ./lb1"
+    )]
     Issue(CertIssue),
     /// Every identity the controller issued a certificate for, soonest expiry first
+    #[command(after_help = "Examples:\n  ebbctl cert list\n  ebbctl cert list -o json")]
     List,
     /// Re-issue the controller's server certificate now (e.g. after changing grpc.server_names);
     /// open connections keep the old one
+    #[command(after_help = "Examples:\n  ebbctl cert rotate-server")]
     RotateServer,
     /// Revoke an identity: its certificates are refused from now on and its open stream is closed (no undo)
+    #[command(
+        after_help = "Examples:\n  ebbctl cert revoke i-3f9a0c1b2d4e --reason 'host lost'\n  \
+                            ebbctl cert revoke --admin alice --reason 'left the team'"
+    )]
     Revoke(CertRevoke),
     /// List the revoked identities
+    #[command(after_help = "Examples:\n  ebbctl cert revoked")]
     Revoked,
     /// Print the CA's pin for `ebb-agent join --ca-hash` (sha256 of its public key)
+    #[command(after_help = "Examples:\n  ebbctl cert ca-hash")]
     CaHash,
 }
 

@@ -48,8 +48,15 @@ pub fn statistics() -> PossibleValuesParser {
     PossibleValuesParser::new(Statistic::ALL.iter().map(|s| s.as_str()))
 }
 
+/// Hidden from the generated help and completions, which the flag's own
+/// help lists instead: clap_complete writes `>` and `<` into fish's
+/// completion unescaped, and fish reads them as redirections.
 pub fn comparisons() -> PossibleValuesParser {
-    PossibleValuesParser::new(Comparison::ALL.iter().map(|c| c.as_str()))
+    PossibleValuesParser::new(
+        Comparison::ALL
+            .iter()
+            .map(|c| clap::builder::PossibleValue::new(c.as_str()).hide(true)),
+    )
 }
 
 pub fn missing_data_modes() -> PossibleValuesParser {

@@ -3,32 +3,65 @@
 use clap::{ArgGroup, Args, Subcommand};
 
 use super::parse::{StepArg, adjustment_types, cooldown, parse_step_arg};
+use super::{NewName, Wait};
 
 #[derive(Debug, Clone, Subcommand)]
+#[command(
+    after_help = "Examples:\n  ebbctl rule create add-two --group web --simple --adjustment-type QuantityChangeInCapacity \
+                        --adjustment-value 2\n  ebbctl rule execute add-two --group web --wait"
+)]
 pub enum RuleCmd {
     /// List a group's scaling rules
+    #[command(
+        after_help = "Examples:\n  ebbctl rule list --group web\n  ebbctl rule list --group web -o wide"
+    )]
     List {
+        /// The group's name or id
         #[arg(long, value_name = "GROUP")]
         group: String,
     },
     /// Show one rule's every field
+    #[command(after_help = "Examples:\n  ebbctl rule describe add-two --group web")]
     Describe(RuleRef),
     /// Create a rule: --simple, --step, --target-tracking or --definition-json
+    #[command(
+        after_help = "Examples:\n  ebbctl rule create add-two --group web --simple \
+                      --adjustment-type QuantityChangeInCapacity --adjustment-value 2\n  \
+                      ebbctl rule create steps --group web --step 0:10:1 --step 10::3 \
+                      --adjustment-type QuantityChangeInCapacity\n  \
+                      ebbctl rule create cpu50 --group web --target-tracking --metric CpuUtilization --target 50"
+    )]
     Create(RuleCreate),
     /// Change a rule: the flags given replace those fields of its definition
+    #[command(
+        after_help = "Examples:\n  ebbctl rule modify cpu50 --group web --target 60\n  \
+                            ebbctl rule modify add-two --group web --adjustment-value 3"
+    )]
     Modify(RuleModify),
     /// Delete a rule (a target-tracking rule takes its alarms with it)
+    #[command(after_help = "Examples:\n  ebbctl rule delete add-two --group web")]
     Delete(RuleRef),
     /// Run a rule now; prints the activity, or why it was rejected
+    #[command(
+        after_help = "Examples:\n  ebbctl rule execute add-two --group web\n  \
+                      ebbctl rule execute add-two --group web --wait\n  \
+                      ebbctl rule execute steps --group web --metric-value 85 --threshold 70"
+    )]
     Execute(RuleExecute),
     /// A predictive rule's forecast beside the group's history, and its floor now
+    #[command(
+        after_help = "Examples:\n  ebbctl rule forecast forecast --group web\n  \
+                      ebbctl rule forecast forecast --group web --bucket 900 -o json"
+    )]
     Forecast(RuleForecast),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct RuleForecast {
+    /// The predictive rule's name or id
     #[arg(value_name = "NAME_OR_ID")]
     pub rule: String,
+    /// The group's name or id
     #[arg(long, value_name = "GROUP")]
     pub group: String,
     /// One row per this many seconds (a multiple of 300, at most 86400)
@@ -38,26 +71,31 @@ pub struct RuleForecast {
 
 #[derive(Debug, Clone, Args)]
 pub struct RuleRef {
+    /// The rule's name or id
     #[arg(value_name = "NAME_OR_ID")]
     pub rule: String,
+    /// The group's name or id
     #[arg(long, value_name = "GROUP")]
     pub group: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct RuleCreate {
+    /// The group's name or id
     #[arg(long, value_name = "GROUP")]
     pub group: String,
-    #[arg(long)]
-    pub name: String,
+    #[command(flatten)]
+    pub name: NewName,
     #[command(flatten)]
     pub def: RuleDef,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct RuleModify {
+    /// The rule's name or id
     #[arg(value_name = "NAME_OR_ID")]
     pub rule: String,
+    /// The group's name or id
     #[arg(long, value_name = "GROUP")]
     pub group: String,
     /// Rename the rule
@@ -100,7 +138,7 @@ pub struct RuleDef {
         "scale_in_stabilization",
     ])]
     pub definition_json: Option<String>,
-    /// Simple and step rules
+    /// Simple and step rules: how --adjustment-value (or a step's ADJ) is read
     #[arg(long, value_name = "T", value_parser = adjustment_types())]
     pub adjustment_type: Option<String>,
     /// Simple rules: the change (negative removes)
@@ -137,8 +175,10 @@ pub struct RuleDef {
 
 #[derive(Debug, Clone, Args)]
 pub struct RuleExecute {
+    /// The rule's name or id
     #[arg(value_name = "NAME_OR_ID")]
     pub rule: String,
+    /// The group's name or id
     #[arg(long, value_name = "GROUP")]
     pub group: String,
     /// A step rule's metric value
@@ -157,12 +197,16 @@ pub struct RuleExecute {
         requires = "metric_value"
     )]
     pub threshold: Option<f64>,
+    #[command(flatten)]
+    pub wait: Wait,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ScaleArgs {
+    /// The group's name or id
     #[arg(long, value_name = "GROUP")]
     pub group: String,
+    /// How --adjustment-value is read
     #[arg(long, value_name = "T", value_parser = adjustment_types())]
     pub adjustment_type: String,
     /// The change (negative removes), or the total for TotalCapacity
@@ -171,4 +215,6 @@ pub struct ScaleArgs {
     /// PercentChangeInCapacity: change at least this many instances
     #[arg(long, value_name = "N")]
     pub min_adjustment_magnitude: Option<u32>,
+    #[command(flatten)]
+    pub wait: Wait,
 }

@@ -4,13 +4,20 @@
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Clone, Subcommand)]
+#[command(
+    after_help = "Examples:\n  ebbctl token create --group web --ttl 30m --uses 5\n  ebbctl token list"
+)]
 pub enum TokenCmd {
     /// Create a join token for a group, or for a target (a load balancer's or database's host);
     /// prints it (once) and the `ebb-agent join` command that uses it
+    #[command(after_help = "Examples:\n  ebbctl token create --group web\n  \
+                            ebbctl token create --group web --ttl 2d --uses 20\n  ebbctl token create --target lb1")]
     Create(TokenCreate),
     /// List join tokens (never their secrets)
+    #[command(after_help = "Examples:\n  ebbctl token list")]
     List,
     /// Revoke a join token: no host can join with it any more
+    #[command(after_help = "Examples:\n  ebbctl token revoke k3x9qa")]
     Revoke {
         /// The token's id (the part before the dot)
         id: String,

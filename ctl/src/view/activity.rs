@@ -64,12 +64,31 @@ fn initiator(a: &ActivityView) -> String {
     }
 }
 
-pub fn activities_table(activities: &[ActivityView], names: &GroupNames, now: i64) -> String {
-    let mut t = Table::new(&[
-        "ID", "GROUP", "STATUS", "TRIGGER", "BY", "CAPACITY", "STARTED", "DURATION", "CAUSE",
-    ]);
+/// `activity list`; `wide` (`-o wide`) adds progress, the end and the
+/// instances launched and removed, before the cause.
+pub fn activities_table(
+    activities: &[ActivityView],
+    names: &GroupNames,
+    now: i64,
+    wide: bool,
+) -> String {
+    let mut headers = vec![
+        "ID", "GROUP", "STATUS", "TRIGGER", "BY", "CAPACITY", "STARTED", "DURATION",
+    ];
+    if wide {
+        headers.extend(["PROGRESS", "ENDED", "LAUNCHED", "REMOVED"]);
+    }
+    headers.push("CAUSE");
+    let mut t = Table::new(&headers);
+    let ids = |ids: &[String]| {
+        if ids.is_empty() {
+            "-".to_owned()
+        } else {
+            ids.join(",")
+        }
+    };
     for a in activities {
-        t.row(vec![
+        let mut row = vec![
             a.id.clone(),
             group_name(names, &a.scaling_group_id),
             a.status.clone(),
@@ -78,8 +97,17 @@ pub fn activities_table(activities: &[ActivityView], names: &GroupNames, now: i6
             format!("{}→{}", a.capacity_from, a.capacity_to),
             rfc3339(a.started_at_ms),
             activity_duration(a, now),
-            a.cause.clone(),
-        ]);
+        ];
+        if wide {
+            row.extend([
+                format!("{}%", a.progress),
+                a.ended_at_ms.map_or_else(|| "-".to_owned(), rfc3339),
+                ids(&a.created_instances),
+                ids(&a.removed_instances),
+            ]);
+        }
+        row.push(a.cause.clone());
+        t.row(row);
     }
     t.render()
 }
@@ -182,7 +210,7 @@ mod tests {
             ..done.clone()
         };
         let views: Vec<ActivityView> = [done, running].iter().map(ActivityView::from).collect();
-        let out = activities_table(&views, &GroupNames::new(), T0 + 65_000);
+        let out = activities_table(&views, &GroupNames::new(), T0 + 65_000, false);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
@@ -204,6 +232,43 @@ mod tests {
         assert!(
             activity_fields(&views[0], &GroupNames::new(), T0)
                 .contains("initiated_by:      spiffe://ebb.local/admin/alice\n")
+        );
+    }
+
+    #[test]
+    fn wide_adds_progress_end_and_instances_before_the_cause() {
+        let a = pb::Activity {
+            id: "asa-1".into(),
+            scaling_group_id: "asg-9".into(),
+            cause: "grow".into(),
+            trigger: "api".into(),
+            status: "Successful".into(),
+            progress: 100,
+            capacity_from: 0,
+            capacity_to: 2,
+            started_at_ms: T0,
+            ended_at_ms: T0 + 3_000,
+            created_instances: vec!["i-1".into(), "i-2".into()],
+            ..Default::default()
+        };
+        let views = [ActivityView::from(&a)];
+        let out = activities_table(&views, &GroupNames::new(), T0 + 5_000, true);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0]
+                .ends_with("DURATION  PROGRESS  ENDED                 LAUNCHED  REMOVED  CAUSE"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].ends_with("3s        100%      2024-05-01T12:00:03Z  i-1,i-2   -        grow"),
+            "{}",
+            lines[1]
+        );
+        let narrow = activities_table(&views, &GroupNames::new(), T0 + 5_000, false);
+        assert!(
+            !narrow.contains("PROGRESS") && !narrow.contains("i-1,i-2"),
+            "{narrow}"
         );
     }
 

@@ -59,12 +59,22 @@ impl From<&pb::Instance> for InstanceView {
     }
 }
 
-pub fn instances_table(instances: &[InstanceView], names: &GroupNames, now: i64) -> String {
-    let mut t = Table::new(&[
+/// `instance list`; `wide` (`-o wide`) adds where each runs and what it was launched from.
+pub fn instances_table(
+    instances: &[InstanceView],
+    names: &GroupNames,
+    now: i64,
+    wide: bool,
+) -> String {
+    let mut headers = vec![
         "ID", "GROUP", "STATE", "HEALTH", "TYPE", "AGENT", "CPU%", "MEM%", "AGE",
-    ]);
+    ];
+    if wide {
+        headers.extend(["ADDRESS", "HOSTNAME", "CONFIG", "PROVIDER-ID"]);
+    }
+    let mut t = Table::new(&headers);
     for i in instances {
-        t.row(vec![
+        let mut row = vec![
             i.id.clone(),
             group_name(names, &i.scaling_group_id),
             i.lifecycle_state.clone(),
@@ -74,7 +84,16 @@ pub fn instances_table(instances: &[InstanceView], names: &GroupNames, now: i64)
             percent(i.cpu_utilization),
             percent(i.memory_utilization),
             age(now, i.created_at_ms),
-        ]);
+        ];
+        if wide {
+            row.extend([
+                or_dash(i.address.as_deref()),
+                or_dash(i.hostname.as_deref()),
+                or_dash(i.scaling_configuration_id.as_deref()),
+                or_dash(i.provider_id.as_deref()),
+            ]);
+        }
+        t.row(row);
     }
     t.render()
 }
@@ -142,7 +161,7 @@ mod tests {
         .map(InstanceView::from)
         .collect();
         assert_eq!(
-            instances_table(&views, &names, T0 + 90_000),
+            instances_table(&views, &names, T0 + 90_000, false),
             "ID    GROUP  STATE      HEALTH   TYPE         AGENT  CPU%  MEM%  AGE\n\
              i-1   web    InService  Healthy  AutoCreated  up     42    21    90s\n\
              i-22  web    InService  Healthy  AutoCreated  down   -     -     90s\n"
