@@ -934,7 +934,7 @@ mod tests {
 
     use super::*;
     use crate::provider::conformance::{self, Subject};
-    use crate::provider::netns::{self, Network, Subnet};
+    use crate::provider::netns::{self, Network};
 
     fn netns_py() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -978,21 +978,10 @@ mod tests {
             static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let bridge = format!("ebe{}x{n}", std::process::id() % 100_000);
-            for n in 0..2048u32 {
-                let v = std::process::id().wrapping_add(n.wrapping_mul(7919));
-                let subnet = format!("10.{}.{}.{}/28", 64 + v % 60, (v / 60) % 256, 16 * (v % 16));
-                match Network::setup(&bridge, Subnet::parse(&subnet).unwrap()).await {
-                    Ok(network) => {
-                        return Some(Self {
-                            tmp: TempDir::new().unwrap(),
-                            network,
-                        });
-                    }
-                    Err(e) if e.contains("overlaps") => continue,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            panic!("no free /28 in 10.64.0.0/10");
+            Some(Self {
+                tmp: TempDir::new().unwrap(),
+                network: crate::provider::netns::test_network(&bridge, 28).await,
+            })
         }
 
         fn state(&self) -> PathBuf {

@@ -854,7 +854,6 @@ mod conformance_tests {
 
     use super::*;
     use crate::provider::conformance::{self, Subject};
-    use crate::provider::netns::Subnet;
 
     /// The images and the accelerator that boots them here, as the
     /// end-to-end tests find them (ebb_tests::microvm); Err: why the suite
@@ -1011,24 +1010,11 @@ mod conformance_tests {
             );
         }
         let bridge = format!("ebv{}", std::process::id() % 1_000_000);
-        let mut network = None;
-        for n in 0..2048u32 {
-            let v = std::process::id().wrapping_add(n.wrapping_mul(7919));
-            let subnet = format!("10.{}.{}.0/24", 64 + v % 60, (v / 60) % 256);
-            let subnet = Subnet::parse(&subnet).unwrap();
-            match Network::setup(&bridge, subnet).await {
-                Ok(n) => {
-                    network = Some(Arc::new(n));
-                    break;
-                }
-                Err(e) if e.contains("overlaps") => continue,
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let network = Arc::new(crate::provider::netns::test_network(&bridge, 24).await);
         let vms = Vms {
             tmp: TempDir::new().unwrap(),
             host,
-            network: network.expect("no free /24 in 10.64.0.0/10"),
+            network,
             ca: ebb_certs::Ca::generate("ebb.local", Duration::from_secs(3600)).unwrap(),
         };
         conformance::run_all(&vms).await;

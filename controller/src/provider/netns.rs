@@ -500,6 +500,30 @@ pub fn read_attachment(path: &Path) -> Result<Option<Attachment>, String> {
     }
 }
 
+/// A bridge of a test's own on a free subnet of `prefix` bits (24 to 29)
+/// in 10.64.0.0/10, picked from the process id. The tests of one process
+/// run side by side: each picks and makes its bridge while it holds a
+/// lock, so two never take overlapping subnets between one's check and its
+/// making (which failed them now and then).
+#[cfg(test)]
+pub(crate) async fn test_network(bridge: &str, prefix: u8) -> Network {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ONE_AT_A_TIME.lock().await;
+    assert!((24..=29).contains(&prefix), "prefix {prefix}");
+    let size = 1u32 << (32 - prefix);
+    for n in 0..2048u32 {
+        let v = std::process::id().wrapping_add(n.wrapping_mul(7919));
+        let last = size * (v % (256 / size));
+        let subnet = format!("10.{}.{}.{last}/{prefix}", 64 + v % 60, (v / 60) % 256);
+        match Network::setup(bridge, Subnet::parse(&subnet).expect("a subnet")).await {
+            Ok(network) => return network,
+            Err(e) if e.contains("overlaps") => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("no free /{prefix} in 10.64.0.0/10");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -667,19 +667,22 @@ impl Provider for ProcessProvider {
 /// that cannot be started is then a process that exited, found now.
 async fn recognisable(dir: &Path, wrappers: &[PathBuf]) -> std::result::Result<(), String> {
     let deadline = tokio::time::Instant::now() + EXEC_DEADLINE;
-    let wrapped = |pid: i32| {
+    // Runs a program of its own: a command line, and not a wrapper's. An
+    // empty one is a process on its way out (its memory already gone while
+    // its state still reads running), never yet a success.
+    let own = |pid: i32| {
         fs::read(format!("{PROC}/{pid}/cmdline")).is_ok_and(|argv| {
             let first = argv.split(|&b| b == 0).next().unwrap_or_default();
-            wrappers.iter().any(|w| w.as_os_str().as_bytes() == first)
+            !first.is_empty() && !wrappers.iter().any(|w| w.as_os_str().as_bytes() == first)
         })
     };
     loop {
         let record = read_record(dir)?.ok_or("no instance record after the launch")?;
         if agent_matches(&record, dir)
-            && !wrapped(record.agent.pid)
+            && own(record.agent.pid)
             && record
                 .workload
-                .is_none_or(|w| process_matches(w).is_some() && !wrapped(w.pid))
+                .is_none_or(|w| process_matches(w).is_some() && own(w.pid))
         {
             return Ok(());
         }
@@ -1715,17 +1718,7 @@ mod tests {
                 "this test needs root (as .ci/run runs): it makes network namespaces"
             );
             let bridge = format!("ebu{}", std::process::id() % 1_000_000);
-            for n in 0..2048u32 {
-                let v = std::process::id().wrapping_add(n.wrapping_mul(7919));
-                let subnet = format!("10.{}.{}.{}/29", 64 + v % 60, (v / 60) % 256, 8 * (v % 32));
-                let subnet = netns::Subnet::parse(&subnet).unwrap();
-                match Network::setup(&bridge, subnet).await {
-                    Ok(network) => return Self(Arc::new(network)),
-                    Err(e) if e.contains("overlaps") => continue,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            panic!("no free /29 in 10.64.0.0/10");
+            Self(Arc::new(netns::test_network(&bridge, 29).await))
         }
 
         /// The same bridge as a restarted controller sets it up.
@@ -2008,23 +2001,9 @@ mod conformance_tests {
             return;
         }
         let bridge = format!("ebc{}", std::process::id() % 1_000_000);
-        let mut network = None;
-        for n in 0..2048u32 {
-            let v = std::process::id().wrapping_add(n.wrapping_mul(7919));
-            let subnet = format!("10.{}.{}.{}/28", 64 + v % 60, (v / 60) % 256, 16 * (v % 16));
-            let subnet = netns::Subnet::parse(&subnet).unwrap();
-            match Network::setup(&bridge, subnet).await {
-                Ok(n) => {
-                    network = Some(Arc::new(n));
-                    break;
-                }
-                Err(e) if e.contains("overlaps") => continue,
-                Err(e) => panic!("{e}"),
-            }
-        }
         let local = Local {
             tmp: TempDir::new().unwrap(),
-            network: Some(network.expect("no free /28 in 10.64.0.0/10")),
+            network: Some(Arc::new(netns::test_network(&bridge, 28).await)),
         };
         conformance::run_all(&local).await;
     }
