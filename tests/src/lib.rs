@@ -115,11 +115,19 @@ impl Default for Sandbox {
     }
 }
 
+/// Kills what the test left running in the sandbox: processes that name
+/// it (agents, controllers) and those working in it (the instances'
+/// workloads, whose command lines do not name it).
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-f", &self.dir.path().display().to_string()])
-            .status();
+        let dir = self.dir.path().display().to_string();
+        let _ = Command::new("pkill").args(["-KILL", "-f", &dir]).status();
+        let inside = format!("{dir}/");
+        for p in live_processes() {
+            if p.cwd == dir || p.cwd.starts_with(&inside) {
+                let _ = Command::new("kill").args(["-KILL", &p.pid]).status();
+            }
+        }
     }
 }
 
