@@ -425,7 +425,7 @@ agent_pid=$started_pid
 # The metrics are read whole first: grep -q stops reading early, and curl
 # (under pipefail) then fails the check.
 connected() { local m; m=$(metrics) && grep -qx "ebb_agents_connected 1" <<<"$m"; }
-reports_cpu() { local m; m=$(metrics) && grep -q "^ebb_instance_cpu_utilization{instance=\"$INSTANCE\"} [0-9]" <<<"$m"; }
+reports_cpu() { local m; m=$(metrics) && grep -q "^ebb_instance_cpu_utilization{instance_id=\"$INSTANCE\",group=\"hosts\"} [0-9]" <<<"$m"; }
 if eventually 60 connected; then
   ok "/metrics: ebb_agents_connected 1"
 else
