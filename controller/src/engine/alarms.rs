@@ -7,10 +7,10 @@ use crate::fleet::Point;
 use crate::store::Write;
 use ebb_core::decide::{AlarmRun, RuleRun, decide};
 use ebb_core::model::tasks::{AlarmRecord, AlarmTask};
-use ebb_core::model::{ScalingGroup, Trigger};
+use ebb_core::model::{Instance, ScalingGroup, Trigger};
 use ebb_core::rules::{
-    self, AlarmEval, AlarmState, Comparison, Metric, PeriodInput, PeriodPoint, RuleKind,
-    Stabilisation, aggregate, evaluate, owned_alarm_period, period_point, track_scale_in,
+    self, AlarmEval, AlarmState, Metric, PeriodInput, PeriodPoint, RuleKind, Stabilisation,
+    aggregate, evaluate, owned_alarm_period, period_point, track_scale_in,
 };
 use tracing::{info, warn};
 
@@ -39,35 +39,29 @@ pub(crate) fn metric_of(metric: &Metric, p: &Point) -> Option<f64> {
 /// averaged (which instances count: `ebb_core::rules::period_input`).
 pub(crate) fn period_input(
     engine: &Engine,
-    group: &ScalingGroup,
+    instances: &[Instance],
     alarm: &AlarmTask,
     warmup_secs: Option<u32>,
     start_ms: i64,
     end_ms: i64,
-) -> Result<PeriodInput, EngineError> {
-    let instances = engine.store.list_instances(Some(&group.id))?;
-    Ok(rules::period_input(
-        &instances,
-        warmup_secs,
-        end_ms,
-        |inst| {
-            // The ring is in arrival order: walk back from the newest sample to
-            // the period's start, reading a period's worth, not the whole ring.
-            let (sum, n) = engine
-                .fleet
-                .with_agent(&inst.id, |a| {
-                    a.ring
-                        .iter()
-                        .rev()
-                        .skip_while(|p| p.received_at_ms >= end_ms)
-                        .take_while(|p| p.received_at_ms >= start_ms)
-                        .filter_map(|p| metric_of(&alarm.spec.metric, p))
-                        .fold((0.0, 0u32), |(sum, n), v| (sum + v, n + 1))
-                })
-                .unwrap_or_default();
-            (n > 0).then(|| sum / f64::from(n))
-        },
-    ))
+) -> PeriodInput {
+    rules::period_input(instances, warmup_secs, end_ms, |inst| {
+        // The ring is in arrival order: walk back from the newest sample to
+        // the period's start, reading a period's worth, not the whole ring.
+        let (sum, n) = engine
+            .fleet
+            .with_agent(&inst.id, |a| {
+                a.ring
+                    .iter()
+                    .rev()
+                    .skip_while(|p| p.received_at_ms >= end_ms)
+                    .take_while(|p| p.received_at_ms >= start_ms)
+                    .filter_map(|p| metric_of(&alarm.spec.metric, p))
+                    .fold((0.0, 0u32), |(sum, n), v| (sum + v, n + 1))
+            })
+            .unwrap_or_default();
+        (n > 0).then(|| sum / f64::from(n))
+    })
 }
 
 /// Puts every target-tracking rule's alarms on the period its rule and
@@ -157,7 +151,8 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), EngineError> {
             } => Some(estimated_instance_warmup_secs),
             _ => None,
         });
-        let input = period_input(engine, &group, &alarm, warmup, end - p, end)?;
+        let instances = engine.store.list_instances(Some(&group.id))?;
+        let input = period_input(engine, &instances, &alarm, warmup, end - p, end);
         let point = period_point(&input, &alarm.spec);
         let eval = evaluate(&alarm.eval, point, &alarm.spec, now);
         if let Some((from, to)) = eval.transition {
@@ -166,12 +161,6 @@ pub async fn evaluate_alarms(engine: &Engine) -> Result<(), EngineError> {
         let value = match point {
             PeriodPoint::Breaching(v) | PeriodPoint::NotBreaching(v) => Some(v),
             PeriodPoint::Missing => None,
-        };
-        let tracked = warmup.is_some() && alarm.spec.comparison == Comparison::Lt;
-        let instances = if tracked {
-            engine.store.list_instances(Some(&group.id))?
-        } else {
-            Vec::new()
         };
         let window = track_scale_in(
             owner.as_ref().map(|r| &r.kind),

@@ -536,7 +536,8 @@ async fn warming_instances_are_left_out_of_the_metric() {
     h.clock.advance_ms(30_000);
     h.sample(&[("i-0", 100.0), ("i-warm", 0.0)]);
     h.clock.advance_ms(30_000);
-    let input = period_input(&h.engine, &group, &alarm, Some(300), T0, T0 + 60_000).unwrap();
+    let instances = h.engine.store.list_instances(Some(&group.id)).unwrap();
+    let input = period_input(&h.engine, &instances, &alarm, Some(300), T0, T0 + 60_000);
     // Only the warm instance's 100 % counts, not an average of 50 %.
     assert_eq!(input.in_service, 1);
     assert_eq!(input.answered, vec![100.0]);

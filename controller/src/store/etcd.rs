@@ -1084,6 +1084,23 @@ async fn start(shared: &Shared, etcd: &Etcd) -> Result<i64> {
     load(shared, etcd).await
 }
 
+/// Writes `version` at the schema `key` if `when` holds; false when it did
+/// not (another controller got there first).
+async fn record_schema(etcd: &Etcd, key: &[u8], when: pb::Compare, version: i64) -> Result<bool> {
+    let written = etcd
+        .txn(pb::TxnRequest {
+            compare: vec![when],
+            success: vec![put(
+                String::from_utf8_lossy(key).into_owned(),
+                version.to_string().into_bytes(),
+            )],
+            failure: vec![],
+        })
+        .await
+        .map_err(etcd_failed)?;
+    Ok(written.succeeded)
+}
+
 /// Records this build's schema version under a new prefix; refuses a
 /// prefix written by another.
 async fn check_schema(shared: &Shared, etcd: &Etcd) -> Result<()> {
@@ -1099,18 +1116,7 @@ async fn check_schema(shared: &Shared, etcd: &Etcd) -> Result<()> {
             .await
             .map_err(etcd_failed)?;
         let Some(kv) = read.kvs.first() else {
-            let written = etcd
-                .txn(pb::TxnRequest {
-                    compare: vec![created_at(key.clone(), 0)],
-                    success: vec![put(
-                        String::from_utf8_lossy(&key).into_owned(),
-                        ours.to_string().into_bytes(),
-                    )],
-                    failure: vec![],
-                })
-                .await
-                .map_err(etcd_failed)?;
-            if written.succeeded {
+            if record_schema(etcd, &key, created_at(key.clone(), 0), ours).await? {
                 return Ok(());
             }
             continue;
@@ -1131,24 +1137,14 @@ async fn check_schema(shared: &Shared, etcd: &Etcd) -> Result<()> {
             // Only tables were added since: the prefix's keys read the
             // same, so recording the new version is the whole migration.
             std::cmp::Ordering::Less if found >= ADDITIVE_SINCE => {
-                let bumped = etcd
-                    .txn(pb::TxnRequest {
-                        compare: vec![pb::Compare {
-                            key: key.clone(),
-                            result: compare::CompareResult::Equal as i32,
-                            target: compare::CompareTarget::Mod as i32,
-                            target_union: Some(compare::TargetUnion::ModRevision(kv.mod_revision)),
-                            ..Default::default()
-                        }],
-                        success: vec![put(
-                            String::from_utf8_lossy(&key).into_owned(),
-                            ours.to_string().into_bytes(),
-                        )],
-                        failure: vec![],
-                    })
-                    .await
-                    .map_err(etcd_failed)?;
-                if bumped.succeeded {
+                let unchanged = pb::Compare {
+                    key: key.clone(),
+                    result: compare::CompareResult::Equal as i32,
+                    target: compare::CompareTarget::Mod as i32,
+                    target_union: Some(compare::TargetUnion::ModRevision(kv.mod_revision)),
+                    ..Default::default()
+                };
+                if record_schema(etcd, &key, unchanged, ours).await? {
                     tracing::info!(
                         from = found,
                         to = ours,
