@@ -41,6 +41,38 @@ pub struct Config {
     pub store: StoreConfig,
     pub ha: HaConfig,
     pub log: LogConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// `[webhooks]`: how notifications are sent (docs/notifications.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// A PEM file of CA certificates trusted for https:// webhooks besides
+    /// the system's bundle (`SSL_CERT_FILE`, else the distribution's).
+    pub ca_file: Option<PathBuf>,
+    /// Attempts before a delivery is given up on as a dead letter; the
+    /// waits between them double from 1 s up to 5 minutes.
+    pub attempts: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            attempts: crate::engine::notify::DEFAULT_ATTEMPTS,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// The settings as the engine takes them; fails on an unusable CA file.
+    pub fn webhooks(&self) -> anyhow::Result<crate::engine::notify::Webhooks> {
+        Ok(crate::engine::notify::Webhooks {
+            client: crate::webhook::Client::new(self.ca_file.as_deref())?,
+            attempts: self.attempts,
+        })
+    }
 }
 
 /// `[log]`: what the controller writes to stderr.
@@ -628,6 +660,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             ha: HaConfig::default(),
             log: LogConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -820,6 +853,17 @@ impl Config {
                 self.activities.keep_per_group
             ));
         }
+        if !(1..=100).contains(&self.webhooks.attempts) {
+            problems.push(format!(
+                "webhooks.attempts: {} is outside 1..=100",
+                self.webhooks.attempts
+            ));
+        }
+        if self.webhooks.ca_file.is_some()
+            && let Err(e) = crate::webhook::Client::new(self.webhooks.ca_file.as_deref())
+        {
+            problems.push(e.to_string());
+        }
         if !(1..=3650).contains(&self.activities.max_age_days) {
             problems.push(format!(
                 "activities.max_age_days: {} is outside 1..=3650",
@@ -944,6 +988,39 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert!(err.contains(key), "missing `{key}` in:\n{err}");
         }
+    }
+
+    #[test]
+    fn webhook_keys_default_parse_and_bad_values_are_named() {
+        let c = parse("").unwrap();
+        assert_eq!(c.webhooks, WebhooksConfig::default());
+        assert_eq!(c.webhooks.attempts, 12);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ebb_certs::Ca::generate("hooks.test", Duration::from_secs(60)).unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.cert_pem()).unwrap();
+        let c = parse(&format!(
+            "[webhooks]\nca_file = \"{}\"\nattempts = 3\n",
+            good.display()
+        ))
+        .unwrap();
+        assert_eq!(c.webhooks.attempts, 3);
+        let bad = dir.path().join("junk.pem");
+        std::fs::write(&bad, "junk\n").unwrap();
+        let err = parse(&format!(
+            "[webhooks]\nca_file = \"{}\"\nattempts = 0\n",
+            bad.display()
+        ))
+        .unwrap_err();
+        for needle in [
+            "webhooks.attempts: 0 is outside 1..=100",
+            "webhooks.ca_file ",
+            "junk.pem",
+        ] {
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
+        let err = parse("[webhooks]\nretries = 3\n").unwrap_err();
+        assert!(err.contains("unknown field `retries`"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use crate::engine::{Engine, Passes};
 use crate::fleet::label_set;
 use crate::ha::{Leadership, Role};
+use crate::store::DeliveryState;
 
 /// A leading controller whose loop has not finished a pass for this long is
 /// stuck (a reconcile pass waits for slow provider launches, so generous).
@@ -143,6 +144,7 @@ async fn metrics(State(served): State<Served>) -> impl IntoResponse {
         "Scheduled task runs by group, task and result: ran, rejected, or expired (missed beyond its launch expiration).",
         &["group", "task", "result"],
     );
+    outbox_metrics(engine, &mut text);
     let _ = write!(
         text,
         "# HELP ebb_healthy 1 while /healthz answers 200: the store takes writes, the control loops pass, leadership is known.\n\
@@ -172,6 +174,31 @@ async fn metrics(State(served): State<Served>) -> impl IntoResponse {
         )],
         text,
     )
+}
+
+/// The webhook outbox: what waits for its next attempt, and the dead
+/// letters kept (a week) after every attempt failed. Left out when the
+/// store cannot be read.
+fn outbox_metrics(engine: &Engine, out: &mut String) {
+    let Ok(counts) = engine.store.count_deliveries() else {
+        return;
+    };
+    let total = |state| -> u64 {
+        counts
+            .iter()
+            .filter(|c| c.state == state)
+            .map(|c| c.count)
+            .sum()
+    };
+    let _ = write!(
+        out,
+        "# HELP ebb_notifications_pending Webhook notifications in the outbox waiting for their next attempt.\n\
+         # TYPE ebb_notifications_pending gauge\nebb_notifications_pending {}\n\
+         # HELP ebb_notifications_dead_letters Webhook notifications given up on after every attempt, kept 7 days (ebbctl notification list shows them by target).\n\
+         # TYPE ebb_notifications_dead_letters gauge\nebb_notifications_dead_letters {}\n",
+        total(DeliveryState::Pending),
+        total(DeliveryState::Dead)
+    );
 }
 
 /// Each group's bounds and instances by state, and each alarm's state;

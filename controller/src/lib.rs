@@ -15,7 +15,8 @@
 //!
 //! Beside them, used from any layer: `config` (`controller.toml`), `clock`
 //! (all time), `id` (new ids), `pki` (the certs in the data dir),
-//! `denylist` (revoked identities).
+//! `denylist` (revoked identities), `webhook` (the HTTP(S) client that
+//! sends notifications).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -33,3 +34,4 @@ pub mod provider;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod webhook;

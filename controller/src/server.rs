@@ -92,6 +92,8 @@ pub enum StartError {
     Loops(std::io::Error),
     #[error("cannot serve gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("{0}")]
+    Webhooks(String),
     #[error("provider.isolation = \"on\", but {0}")]
     Isolation(String),
     #[error("provider.network = \"namespace\": {0}")]
@@ -322,6 +324,16 @@ impl Controller {
                 provider_config.microvm.kernel.display()
             ),
         }
+        let webhooks = self
+            .config
+            .webhooks
+            .webhooks()
+            .map_err(|e| StartError::Webhooks(e.to_string()))?;
+        info!(
+            roots = ?webhooks.client.roots_from,
+            attempts = webhooks.attempts,
+            "https webhooks trust these CA bundles"
+        );
         let providers = Providers::new(Arc::new(provider))
             .with(ProviderKind::Exec, Arc::new(exec))
             .with(ProviderKind::Microvm, Arc::new(microvm));
@@ -349,6 +361,7 @@ impl Controller {
         })
         .with_limits(self.config.limits.limits())
         .with_retention(self.config.activities.retention())
+        .with_webhooks(webhooks)
         .with_deny_list(self.deny.clone())
         .with_certs(CertSettings {
             agent_lifetime: self.config.agent_cert_lifetime(),

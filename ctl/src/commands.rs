@@ -156,6 +156,17 @@ struct NotificationView {
     scaling_group: String,
     notification_url: String,
     notification_types: Vec<String>,
+    timeout_ms: u32,
+    signed: bool,
+    dead_letters: u64,
+}
+
+/// A secret from a file, without the trailing newline an editor or
+/// `echo` leaves.
+fn read_secret(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("--secret-file {}: {e}", path.display())))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 async fn notification(
@@ -180,31 +191,52 @@ async fn notification(
                     scaling_group: n.scaling_group,
                     notification_url: n.notification_url,
                     notification_types: n.notification_types,
+                    timeout_ms: n.timeout_ms,
+                    signed: n.signed,
+                    dead_letters: n.dead_letters,
                 })
                 .collect();
             match out {
                 Output::Json => print_json(&views),
                 Output::Table | Output::Wide => {
                     for v in &views {
-                        println!("{}  {}", v.notification_url, v.notification_types.join(","));
+                        let signed = if v.signed { "signed" } else { "unsigned" };
+                        println!(
+                            "{}  {}  {signed}  timeout {} ms  {} dead letters",
+                            v.notification_url,
+                            v.notification_types.join(","),
+                            v.timeout_ms,
+                            v.dead_letters
+                        );
                     }
                     Ok(())
                 }
             }
         }
-        NotificationCmd::Create { group, url, events } => {
+        NotificationCmd::Create {
+            group,
+            url,
+            events,
+            secret_file,
+            timeout_ms,
+        } => {
             let url = url.into_string();
+            let secret = secret_file.as_deref().map(read_secret).transpose()?;
             let n = admin
                 .create_notification_configuration(pb::NotificationConfiguration {
                     scaling_group: group,
                     notification_url: url,
                     notification_types: events,
+                    secret: secret.unwrap_or_default(),
+                    timeout_ms: timeout_ms.unwrap_or(0),
+                    ..Default::default()
                 })
                 .await?;
             println!(
-                "notifying {} of {}",
+                "notifying {} of {}{}",
                 n.notification_url,
-                n.notification_types.join(", ")
+                n.notification_types.join(", "),
+                if n.signed { " (signed)" } else { "" }
             );
             Ok(())
         }
@@ -214,7 +246,7 @@ async fn notification(
                 .delete_notification_configuration(pb::NotificationConfiguration {
                     scaling_group: group,
                     notification_url: url.clone(),
-                    notification_types: Vec::new(),
+                    ..Default::default()
                 })
                 .await?;
             println!("no longer notifying {url}");

@@ -6,7 +6,7 @@
 //!   needs before it may connect.
 //! - [`AgentProc`]: an `ebb-agent` with a freshly issued instance cert.
 //! - [`eventually`]: poll with a deadline instead of sleeping.
-//! - [`WebhookReceiver`]: a real HTTP server collecting webhook bodies.
+//! - [`WebhookReceiver`]: a real HTTP or HTTPS server collecting webhook POSTs.
 //! - [`instances`], [`activities`]: a group's, from the admin API.
 //! - [`Burn`]: every core busy until dropped, as real load would.
 //! - [`RawStream`]: an `AgentService.Connect` stream the test holds open.
@@ -617,68 +617,163 @@ macro_rules! admin_call {
     }};
 }
 
-/// A real HTTP server on loopback that collects the JSON bodies POSTed
-/// to it, as a webhook receiver would.
+/// One POST a [`WebhookReceiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Header names lowercased.
+    pub headers: std::collections::HashMap<String, String>,
+    /// The body's bytes exactly as sent (what a signature covers).
+    pub raw: Vec<u8>,
+    pub body: serde_json::Value,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+/// A real HTTP or HTTPS server on loopback that collects the POSTs sent
+/// to it, as a webhook receiver would. It answers 204, or the status
+/// [`WebhookReceiver::answer`] set (a 503 while "down").
 pub struct WebhookReceiver {
     pub url: String,
-    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    posts: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl WebhookReceiver {
+    /// Plain HTTP.
     pub fn start() -> Self {
-        use std::io::BufRead;
+        Self::serve(None)
+    }
+
+    /// HTTPS with `issued` (a server certificate for `localhost`), at
+    /// `https://localhost:PORT/hook`.
+    pub fn start_tls(issued: &Issued) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key) = write_pair(dir.path(), "receiver", issued);
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                ebb_certs::load_certs(&crt).unwrap(),
+                ebb_certs::load_key(&key).unwrap(),
+            )
+            .unwrap();
+        Self::serve(Some(std::sync::Arc::new(config)))
+    }
+
+    fn serve(tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = bodies.clone();
+        let port = listener.local_addr().unwrap().port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}/hook"),
+            None => format!("http://127.0.0.1:{port}/hook"),
+        };
+        let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(204));
+        let (sink, answer) = (posts.clone(), status.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let mut reader = std::io::BufReader::new(conn);
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let status = answer.load(std::sync::atomic::Ordering::SeqCst);
+                let got = match &tls {
+                    Some(config) => {
+                        let Ok(server) = rustls::ServerConnection::new(config.clone()) else {
+                            continue;
+                        };
+                        exchange(rustls::StreamOwned::new(server, conn), status)
                     }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
+                    None => exchange(conn, status),
+                };
+                if let Some(got) = got {
+                    sink.lock().unwrap().push(got);
                 }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                if let Ok(json) = serde_json::from_slice(&body) {
-                    sink.lock().unwrap().push(json);
-                }
-                let _ = reader
-                    .get_mut()
-                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
             }
         });
-        Self { url, bodies }
+        Self { url, posts, status }
     }
 
-    /// The `event` field of every body received so far.
+    /// Answers every later POST with `status`.
+    pub fn answer(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every POST so far, answered well or not.
+    pub fn posts(&self) -> Vec<Received> {
+        self.posts.lock().unwrap().clone()
+    }
+
+    /// The `event` field of every body taken (answered 2xx) so far.
     pub fn events(&self) -> Vec<String> {
-        self.bodies
-            .lock()
-            .unwrap()
+        self.taken()
             .iter()
-            .map(|b| b["event"].as_str().unwrap_or("").to_owned())
+            .map(|p| p.body["event"].as_str().unwrap_or("").to_owned())
             .collect()
     }
 
-    /// The first body whose `event` is `event`, waiting for it.
-    pub fn wait_for(&self, event: &str) -> serde_json::Value {
+    /// The POSTs answered 2xx so far.
+    pub fn taken(&self) -> Vec<Received> {
+        self.posts()
+            .into_iter()
+            .filter(|p| (200..300).contains(&p.status))
+            .collect()
+    }
+
+    /// The first POST taken whose `event` is `event`, waiting for it.
+    pub fn wait_post(&self, event: &str) -> Received {
         eventually(&format!("a {event} notification"), DEADLINE * 2, || {
-            self.bodies
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|b| b["event"] == event)
-                .cloned()
+            self.taken().into_iter().find(|p| p.body["event"] == event)
         })
     }
+
+    /// The body of the first POST taken whose `event` is `event`, waiting.
+    pub fn wait_for(&self, event: &str) -> serde_json::Value {
+        self.wait_post(event).body
+    }
+}
+
+/// Reads one HTTP/1.1 request from `conn` and answers `status`.
+fn exchange(conn: impl Read + Write, status: u16) -> Option<Received> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(conn);
+    let mut headers = std::collections::HashMap::new();
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        }
+    }
+    let length = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut raw = vec![0; length];
+    reader.read_exact(&mut raw).ok()?;
+    let body = serde_json::from_slice(&raw).ok()?;
+    let reason = if (200..300).contains(&status) {
+        "OK"
+    } else {
+        "Unavailable"
+    };
+    let conn = reader.get_mut();
+    let _ = conn.write_all(
+        format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    let _ = conn.flush();
+    Some(Received {
+        headers,
+        raw,
+        body,
+        status,
+    })
 }
 
 /// A group's instances.

@@ -393,11 +393,41 @@ impl Postgres {
                 let user = &self.config.user;
                 let talk = async {
                     let mut s = Session::connect_unix(&socket, user).await?;
+                    let asked_at = s.query("SELECT clock_timestamp()::text").await?;
+                    let asked_at = asked_at
+                        .first()
+                        .and_then(|r| r.first().cloned().flatten())
+                        .ok_or("PostgreSQL gave no clock_timestamp()")?;
                     s.query("SELECT pg_reload_conf()").await?;
                     let rows = s
                         .query("SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL ORDER BY line_number")
                         .await?;
                     s.close().await;
+                    // pg_reload_conf() only signals the postmaster, which
+                    // reloads when it gets to it; until then new
+                    // connections still meet the old rules (a removed
+                    // address let in). A new session's pg_conf_load_time()
+                    // is the postmaster's (it reloads the files and pg_hba
+                    // together, between two forks), so the reload is done
+                    // once a new session's is later than the request.
+                    let check = format!(
+                        "SELECT pg_conf_load_time() > '{}'::timestamptz",
+                        asked_at.replace('\'', "")
+                    );
+                    loop {
+                        let mut s = Session::connect_unix(&socket, user).await?;
+                        let done = s.query(&check).await?;
+                        s.close().await;
+                        if done
+                            .first()
+                            .and_then(|r| r.first().cloned().flatten())
+                            .as_deref()
+                            == Some("t")
+                        {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
                     Ok::<_, String>(rows)
                 };
                 let rows = tokio::time::timeout(pgwire::TIMEOUT, talk)

@@ -2,8 +2,13 @@
 
 use crate::api::common::{find_group, invalid};
 use crate::engine::{Engine, limits};
-use crate::store::Write;
-use ebb_core::model::{Invalid, NotificationConfig, NotificationType, ScalingGroup};
+use std::collections::HashMap;
+
+use crate::store::{DeliveryState, Write};
+use ebb_core::model::{
+    DEFAULT_WEBHOOK_TIMEOUT_MS, Invalid, NotificationConfig, NotificationType, ScalingGroup,
+    WEBHOOK_SECRET_LEN, WEBHOOK_TIMEOUT_MS,
+};
 use ebb_proto::v1 as pb;
 use tonic::Status;
 use tracing::info;
@@ -11,12 +16,28 @@ use tracing::info;
 fn notification_view(
     group: &ScalingGroup,
     n: &NotificationConfig,
+    dead_letters: u64,
 ) -> pb::NotificationConfiguration {
     pb::NotificationConfiguration {
         scaling_group: group.id.clone(),
         notification_url: n.url.clone(),
         notification_types: n.types.iter().map(|t| t.to_string()).collect(),
+        secret: String::new(),
+        timeout_ms: n.timeout_ms,
+        signed: n.secret.is_some(),
+        dead_letters,
     }
+}
+
+/// Each of the group's targets' dead letters, by URL.
+fn dead_letters(engine: &Engine, group: &ScalingGroup) -> Result<HashMap<String, u64>, Status> {
+    Ok(engine
+        .store
+        .count_deliveries()?
+        .into_iter()
+        .filter(|c| c.group_id == group.id && c.state == DeliveryState::Dead)
+        .map(|c| (c.url, c.count))
+        .collect())
 }
 
 pub async fn create_notification_configuration(
@@ -40,6 +61,41 @@ pub async fn create_notification_configuration(
             Err(e) => errors.push(format!("notification_types[{i}]"), e),
         }
     }
+    let secret = (!req.secret.is_empty()).then_some(req.secret);
+    if let Some(secret) = &secret
+        && !WEBHOOK_SECRET_LEN.contains(&secret.len())
+    {
+        errors.push(
+            "secret",
+            format!(
+                "is {} bytes; give {} to {} (e.g. `openssl rand -hex 32`)",
+                secret.len(),
+                WEBHOOK_SECRET_LEN.start(),
+                WEBHOOK_SECRET_LEN.end()
+            ),
+        );
+    }
+    let timeout_ms = match req.timeout_ms {
+        0 => DEFAULT_WEBHOOK_TIMEOUT_MS,
+        ms if WEBHOOK_TIMEOUT_MS.contains(&ms) => ms,
+        ms => {
+            errors.push(
+                "timeout_ms",
+                format!(
+                    "{ms} is outside {}..={} (0 for the default, {DEFAULT_WEBHOOK_TIMEOUT_MS})",
+                    WEBHOOK_TIMEOUT_MS.start(),
+                    WEBHOOK_TIMEOUT_MS.end()
+                ),
+            );
+            DEFAULT_WEBHOOK_TIMEOUT_MS
+        }
+    };
+    if req.signed || req.dead_letters != 0 {
+        errors.push(
+            "signed",
+            "signed and dead_letters are read-only; set a secret to sign",
+        );
+    }
     if types.is_empty() && errors.is_empty() {
         types = NotificationType::ALL.to_vec();
     }
@@ -57,6 +113,8 @@ pub async fn create_notification_configuration(
     let config = NotificationConfig {
         url: req.notification_url,
         types,
+        secret,
+        timeout_ms,
     };
     let whose = format!("scaling group {}", group.name);
     let names = (
@@ -70,8 +128,9 @@ pub async fn create_notification_configuration(
     engine
         .store
         .commit(vec![Write::UpdateGroup(group.clone())])?;
-    info!(group = %group.name, url = %config.url, "notification configuration created");
-    Ok(notification_view(&group, &config))
+    info!(group = %group.name, url = %config.url, signed = config.secret.is_some(),
+        "notification configuration created");
+    Ok(notification_view(&group, &config, 0))
 }
 
 pub async fn delete_notification_configuration(
@@ -99,11 +158,12 @@ pub async fn describe_notification_configurations(
     req: pb::DescribeNotificationConfigurationsRequest,
 ) -> Result<pb::DescribeNotificationConfigurationsResponse, Status> {
     let group = find_group(engine, &req.scaling_group)?;
+    let dead = dead_letters(engine, &group)?;
     Ok(pb::DescribeNotificationConfigurationsResponse {
         notification_configurations: group
             .notifications
             .iter()
-            .map(|n| notification_view(&group, n))
+            .map(|n| notification_view(&group, n, dead.get(&n.url).copied().unwrap_or(0)))
             .collect(),
     })
 }

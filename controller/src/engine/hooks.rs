@@ -73,12 +73,22 @@ impl Engine {
                     "heartbeat_timeout_secs": hook.heartbeat_timeout_secs,
                     "deadline_ms": w.deadline_ms,
                 });
-                tokio::spawn(crate::engine::notify::deliver(
-                    self.fleet.clone(),
-                    url.clone(),
-                    "LIFECYCLE_ACTION".into(),
+                // Unsigned, with the default timeout: a hook's webhook has
+                // no secret of its own (yet).
+                let target = ebb_core::model::NotificationConfig {
+                    url: url.clone(),
+                    types: Vec::new(),
+                    secret: None,
+                    timeout_ms: ebb_core::model::DEFAULT_WEBHOOK_TIMEOUT_MS,
+                };
+                let entry = crate::engine::notify::delivery(
+                    &w.token,
+                    &group.id,
+                    "LIFECYCLE_ACTION",
+                    &target,
                     body.to_string(),
-                ));
+                );
+                self.store.commit(vec![Write::EnqueueDelivery(entry)])?;
                 w.webhook_sent = true;
                 changed = true;
             }

@@ -188,6 +188,8 @@ pub struct Engine {
     pub passes: Passes,
     /// Rollups written, forecasts made and the floors they set.
     pub predictive: predictive::PredictiveState,
+    /// How webhook notifications are sent.
+    pub webhooks: notify::Webhooks,
 }
 
 /// When each control loop last finished a pass without an error
@@ -247,6 +249,7 @@ impl Engine {
             deferred: std::sync::Mutex::new(Vec::new()),
             passes: Passes::default(),
             predictive: predictive::PredictiveState::default(),
+            webhooks: notify::Webhooks::system(),
         }
     }
 
@@ -327,6 +330,11 @@ impl Engine {
     }
 
     /// Replaces the caps on object counts.
+    pub fn with_webhooks(mut self, webhooks: notify::Webhooks) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
     pub fn with_limits(mut self, limits: limits::Limits) -> Self {
         self.limits = limits;
         self

@@ -1,34 +1,86 @@
 //! Webhook notifications: every activity's start and end (and every
-//! refusal) is posted as JSON to the group's webhooks that want that event.
+//! refusal) is posted as JSON to the group's webhooks that want that event,
+//! and lifecycle hooks' actions to their webhook.
+//!
 //! The notifier watches the store rather than being called from each place
-//! that writes an activity, so no path can forget it; delivery is retried
-//! with back-off in its own tasks and never holds up scaling.
+//! that writes an activity, so no path can forget it. Each event goes into
+//! the store's outbox first ([`Delivery`], one per event and target, so an
+//! event seen twice is sent once), and is sent from there with back-off in
+//! tasks of its own that never hold up scaling. A restart (or a new leader)
+//! resumes what is pending; what fails every attempt is kept as a dead
+//! letter for a week, counted by target.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::engine::Engine;
-use crate::fleet::Fleet;
-use ebb_core::model::{Activity, ActivityStatus, NotificationType};
+use crate::store::{Delivery, DeliveryState, Write};
+use crate::webhook::{Client, Post};
+use ebb_core::model::{Activity, ActivityStatus, NotificationConfig, NotificationType};
 
-/// How often the store is looked at for new or changed activities.
+/// How often the store is looked at for new or changed activities and
+/// for deliveries that are due.
 const POLL: Duration = Duration::from_millis(300);
 /// Activities looked at per pass.
 const WINDOW: usize = 200;
-/// Delivery attempts before a notification is given up on.
-const ATTEMPTS: u32 = 4;
-/// The first retry's wait; it doubles.
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-/// One attempt's limit, connect to status line.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// At start, activities that changed this recently are looked at again:
+/// an event the last run saw but had not yet put in the outbox is not
+/// lost, and the outbox keeps one already there from being sent twice.
+const CATCH_UP_MS: i64 = 10 * 60_000;
+/// Deliveries sent at once, at most.
+const IN_FLIGHT: usize = 64;
+/// The first retry's wait; it doubles up to [`MAX_BACKOFF_MS`].
+const FIRST_BACKOFF_MS: i64 = 1_000;
+const MAX_BACKOFF_MS: i64 = 300_000;
+/// Delivered entries are kept this long, so the same event is never
+/// enqueued again (longer than [`CATCH_UP_MS`]).
+const KEEP_DELIVERED_MS: i64 = 86_400_000;
+/// Dead letters are kept (and counted) this long.
+const KEEP_DEAD_MS: i64 = 7 * 86_400_000;
+/// How often ended entries are pruned.
+const PRUNE_EVERY_MS: i64 = 3_600_000;
+
+/// How deliveries are made: the client and the attempts each gets.
+pub struct Webhooks {
+    pub client: Client,
+    /// Attempts before a delivery is a dead letter.
+    pub attempts: u32,
+}
+
+/// Attempts before a delivery is given up on, by default: with back-off
+/// doubling from 1 s up to 5 min, about 19 minutes of trying.
+pub const DEFAULT_ATTEMPTS: u32 = 12;
+
+impl Webhooks {
+    /// The system's roots and the default attempts.
+    pub fn system() -> Self {
+        Self {
+            client: Client::new(None).expect("a client without a CA file has nothing to fail on"),
+            attempts: DEFAULT_ATTEMPTS,
+        }
+    }
+}
+
+/// The wait after failed attempt `n` (1-based).
+fn backoff_ms(attempt: u32) -> i64 {
+    let doubled = FIRST_BACKOFF_MS.saturating_mul(1_i64 << attempt.saturating_sub(1).min(20));
+    doubled.min(MAX_BACKOFF_MS)
+}
+
+/// Wall-clock milliseconds: retries wait on the network's time, not on the
+/// engine's (which tests may drive by hand).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// The events an activity in this status means, if any.
 pub fn events(a: &Activity) -> Vec<NotificationType> {
@@ -67,163 +119,260 @@ struct ActivityBody<'a> {
     details: &'a [String],
 }
 
-/// Watches activities and posts notifications until shutdown.
+/// The outbox entry of one event for one target: its id is the event's
+/// source, the event and a hash of the URL, so the same event for the same
+/// target is one entry however often it is enqueued.
+pub fn delivery(
+    source: &str,
+    group_id: &str,
+    event: &str,
+    target: &NotificationConfig,
+    body: String,
+) -> Delivery {
+    let digest = ring::digest::digest(&ring::digest::SHA256, target.url.as_bytes());
+    let now = wall_ms();
+    Delivery {
+        id: format!(
+            "{source}.{event}.{}",
+            &ebb_certs::hex(digest.as_ref())[..12]
+        ),
+        group_id: group_id.to_owned(),
+        state: DeliveryState::Pending,
+        due_ms: now,
+        created_at_ms: now,
+        url: target.url.clone(),
+        event: event.to_owned(),
+        body,
+        secret: target.secret.clone(),
+        timeout_ms: target.timeout_ms,
+        attempts: 0,
+        last_error: None,
+    }
+}
+
+/// When an activity last changed.
+fn changed_at_ms(a: &Activity) -> i64 {
+    a.ended_at_ms.unwrap_or(a.started_at_ms)
+}
+
+/// Watches activities, fills the outbox and sends what is due, until shutdown.
 pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    // What was already known at start is not announced again.
+    // Older activities were announced by the run that saw them change.
+    let since = engine.clock.now_ms() - CATCH_UP_MS;
     let mut seen: HashMap<String, ActivityStatus> = engine
         .store
         .list_activities(None, WINDOW)
         .unwrap_or_default()
         .into_iter()
+        .filter(|a| changed_at_ms(a) < since)
         .map(|a| (a.id, a.status))
         .collect();
+    let mut sending: JoinSet<()> = JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // The first pass sends everything pending at once: a restart is the
+    // moment to try again, whatever the back-off said.
+    let mut due_by = i64::MAX;
+    let mut last_prune: Option<i64> = None;
     loop {
+        enqueue_new(&engine, &mut seen);
+        while let Ok(id) = done_rx.try_recv() {
+            in_flight.remove(&id);
+        }
+        while sending.try_join_next().is_some() {}
+        let room = IN_FLIGHT.saturating_sub(in_flight.len());
+        if room > 0 {
+            let due = engine
+                .store
+                .list_deliveries(DeliveryState::Pending, due_by, room + in_flight.len())
+                .unwrap_or_default();
+            let fresh: Vec<Delivery> = due
+                .into_iter()
+                .filter(|d| !in_flight.contains(&d.id))
+                .take(room)
+                .collect();
+            for d in fresh {
+                in_flight.insert(d.id.clone());
+                let engine = engine.clone();
+                let done = done_tx.clone();
+                sending.spawn(async move {
+                    let id = d.id.clone();
+                    attempt(&engine, d).await;
+                    let _ = done.send(id);
+                });
+            }
+        }
+        due_by = wall_ms();
+        if last_prune.is_none_or(|t| due_by - t >= PRUNE_EVERY_MS) {
+            last_prune = Some(due_by);
+            prune(&engine, due_by);
+        }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            _ = shutdown.changed() => return,
-        }
-        let Ok(mut recent) = engine.store.list_activities(None, WINDOW) else {
-            continue;
-        };
-        recent.reverse();
-        for a in recent {
-            let before = seen.insert(a.id.clone(), a.status);
-            if before == Some(a.status) {
-                continue;
-            }
-            // An activity first seen already finished also had a start.
-            let mut events = Vec::new();
-            if before.is_none()
-                && !matches!(
-                    a.status,
-                    ActivityStatus::InProgress | ActivityStatus::Rejected
-                )
-            {
-                let mut start = a.clone();
-                start.status = ActivityStatus::InProgress;
-                events.extend(self::events(&start));
-            }
-            events.extend(self::events(&a));
-            let Ok(Some(group)) = engine.store.get_group(&a.group_id) else {
-                continue;
-            };
-            if a.status != ActivityStatus::InProgress {
-                engine.fleet.counters.activities.add(&[
-                    &group.name,
-                    &a.trigger.to_string(),
-                    &a.status.to_string(),
-                ]);
-            }
-            for config in &group.notifications {
-                for event in events.iter().filter(|e| config.types.contains(e)) {
-                    let body = Body {
-                        event: *event,
-                        scaling_group_id: &group.id,
-                        scaling_group_name: &group.name,
-                        activity: ActivityBody {
-                            id: &a.id,
-                            cause: &a.cause,
-                            trigger: a.trigger.to_string(),
-                            status: a.status.to_string(),
-                            capacity_from: a.capacity_from,
-                            capacity_to: a.capacity_to,
-                            started_at_ms: a.started_at_ms,
-                            ended_at_ms: a.ended_at_ms,
-                            error: a.error.as_deref(),
-                            details: &a.details,
-                        },
-                    };
-                    let Ok(json) = serde_json::to_string(&body) else {
-                        continue;
-                    };
-                    tokio::spawn(deliver(
-                        engine.fleet.clone(),
-                        config.url.clone(),
-                        event.to_string(),
-                        json,
-                    ));
-                }
-            }
-        }
-        if seen.len() > WINDOW * 4 {
-            let keep: std::collections::HashSet<String> = engine
-                .store
-                .list_activities(None, WINDOW)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|a| a.id)
-                .collect();
-            seen.retain(|id, _| keep.contains(id));
-        }
-    }
-}
-
-/// Posts one notification (an activity event or a lifecycle action),
-/// retrying with back-off; counted as sent or failed, never blocking.
-pub async fn deliver(fleet: Arc<Fleet>, url: String, event: String, json: String) {
-    let counters = &fleet.counters;
-    let mut wait = FIRST_BACKOFF;
-    let mut last = String::new();
-    for attempt in 1..=ATTEMPTS {
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, post(&url, &json)).await {
-            Ok(Ok(())) => {
-                counters
-                    .notifications_sent_total
-                    .fetch_add(1, Ordering::Relaxed);
-                if attempt > 1 {
-                    info!(%url, %event, attempt, "notification delivered after retrying");
-                }
+            _ = shutdown.changed() => {
+                // An attempt cut short stays pending, for whoever runs next.
+                sending.shutdown().await;
                 return;
             }
-            Ok(Err(e)) => last = e,
-            Err(_) => last = format!("no answer within {ATTEMPT_TIMEOUT:?}"),
-        }
-        if attempt < ATTEMPTS {
-            tokio::time::sleep(wait).await;
-            wait *= 2;
         }
     }
-    counters
-        .notifications_failed_total
-        .fetch_add(1, Ordering::Relaxed);
-    warn!(%url, %event, "gave up on a notification after {ATTEMPTS} attempts: {last}");
 }
 
-/// One HTTP/1.1 POST; Ok on a 2xx status.
-async fn post(url: &str, json: &str) -> Result<(), String> {
-    let (address, host, path) = ebb_core::url::parse_url(url)?;
-    let mut stream = TcpStream::connect(&address)
-        .await
-        .map_err(|e| format!("connect to {address}: {e}"))?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ebb-controller\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-        json.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("send to {address}: {e}"))?;
-    let mut head = Vec::with_capacity(256);
-    let mut buf = [0u8; 256];
-    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 8192 {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("read from {address}: {e}"))?;
-        if n == 0 {
-            break;
+/// Puts the events of activities that changed since the last pass into the
+/// outbox.
+fn enqueue_new(engine: &Engine, seen: &mut HashMap<String, ActivityStatus>) {
+    let Ok(mut recent) = engine.store.list_activities(None, WINDOW) else {
+        return;
+    };
+    recent.reverse();
+    for a in recent {
+        let before = seen.get(&a.id).copied();
+        if before == Some(a.status) {
+            continue;
         }
-        head.extend_from_slice(&buf[..n]);
+        // An activity first seen already finished also had a start.
+        let mut events = Vec::new();
+        if before.is_none()
+            && !matches!(
+                a.status,
+                ActivityStatus::InProgress | ActivityStatus::Rejected
+            )
+        {
+            let mut start = a.clone();
+            start.status = ActivityStatus::InProgress;
+            events.extend(self::events(&start));
+        }
+        events.extend(self::events(&a));
+        let group = match engine.store.get_group(&a.group_id) {
+            Ok(Some(group)) => group,
+            // Gone with its webhooks: nothing to tell anyone.
+            Ok(None) => {
+                seen.insert(a.id.clone(), a.status);
+                continue;
+            }
+            // Looked at again next pass.
+            Err(_) => continue,
+        };
+        let mut writes = Vec::new();
+        for config in &group.notifications {
+            for event in events.iter().filter(|e| config.types.contains(e)) {
+                let body = Body {
+                    event: *event,
+                    scaling_group_id: &group.id,
+                    scaling_group_name: &group.name,
+                    activity: ActivityBody {
+                        id: &a.id,
+                        cause: &a.cause,
+                        trigger: a.trigger.to_string(),
+                        status: a.status.to_string(),
+                        capacity_from: a.capacity_from,
+                        capacity_to: a.capacity_to,
+                        started_at_ms: a.started_at_ms,
+                        ended_at_ms: a.ended_at_ms,
+                        error: a.error.as_deref(),
+                        details: &a.details,
+                    },
+                };
+                let Ok(json) = serde_json::to_string(&body) else {
+                    continue;
+                };
+                writes.push(Write::EnqueueDelivery(delivery(
+                    &a.id,
+                    &group.id,
+                    event.as_str(),
+                    config,
+                    json,
+                )));
+            }
+        }
+        if !writes.is_empty()
+            && let Err(e) = engine.store.commit(writes)
+        {
+            // Not marked seen: enqueued on the next pass.
+            warn!(activity = %a.id, "putting notifications in the outbox: {e}");
+            continue;
+        }
+        seen.insert(a.id.clone(), a.status);
+        if a.status != ActivityStatus::InProgress {
+            engine.fleet.counters.activities.add(&[
+                &group.name,
+                &a.trigger.to_string(),
+                &a.status.to_string(),
+            ]);
+        }
     }
-    let line = String::from_utf8_lossy(&head);
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok());
-    match status {
-        Some(code) if (200..300).contains(&code) => Ok(()),
-        Some(code) => Err(format!("HTTP {code} from {url}")),
-        None => Err(format!("no HTTP status line from {url}")),
+    if seen.len() > WINDOW * 4 {
+        let keep: HashSet<String> = engine
+            .store
+            .list_activities(None, WINDOW)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        seen.retain(|id, _| keep.contains(id));
+    }
+}
+
+/// One attempt at a delivery; its outcome is written back to the outbox.
+async fn attempt(engine: &Engine, mut d: Delivery) {
+    let webhooks = &engine.webhooks;
+    let outcome = webhooks
+        .client
+        .post(Post {
+            url: &d.url,
+            event: &d.event,
+            delivery_id: &d.id,
+            body: &d.body,
+            secret: d.secret.as_deref(),
+            timeout: Duration::from_millis(u64::from(d.timeout_ms)),
+        })
+        .await;
+    d.attempts += 1;
+    let now = wall_ms();
+    let counters = &engine.fleet.counters;
+    match outcome {
+        Ok(()) => {
+            counters
+                .notifications_sent_total
+                .fetch_add(1, Ordering::Relaxed);
+            if d.attempts > 1 {
+                info!(url = %d.url, event = %d.event, attempts = d.attempts, "notification delivered after retrying");
+            }
+            d.state = DeliveryState::Delivered;
+            d.due_ms = now;
+            d.last_error = None;
+        }
+        Err(e) if d.attempts >= webhooks.attempts => {
+            counters
+                .notifications_failed_total
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(url = %d.url, event = %d.event, delivery = %d.id,
+                "gave up on a notification after {} attempts (a dead letter): {e}", d.attempts);
+            d.state = DeliveryState::Dead;
+            d.due_ms = now;
+            d.last_error = Some(e);
+        }
+        Err(e) => {
+            d.due_ms = now + backoff_ms(d.attempts);
+            d.last_error = Some(e);
+        }
+    }
+    if let Err(e) = engine.store.commit(vec![Write::PutDelivery(d)]) {
+        // Still pending in the store: sent again later, which the receiver
+        // can tell by X-Ebb-Delivery.
+        warn!("recording a notification's attempt: {e}");
+    }
+}
+
+/// Forgets delivered entries after a day and dead letters after a week.
+fn prune(engine: &Engine, now: i64) {
+    for (state, keep) in [
+        (DeliveryState::Delivered, KEEP_DELIVERED_MS),
+        (DeliveryState::Dead, KEEP_DEAD_MS),
+    ] {
+        if let Err(e) = engine.store.prune_deliveries(state, now - keep) {
+            warn!("pruning the notification outbox: {e}");
+        }
     }
 }
 
@@ -250,6 +399,53 @@ mod tests {
             details: vec![],
             initiated_by: None,
         }
+    }
+
+    #[test]
+    fn backoff_doubles_from_a_second_to_five_minutes() {
+        let waits: Vec<i64> = (1..=12).map(backoff_ms).collect();
+        assert_eq!(
+            waits,
+            [
+                1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 300_000,
+                300_000, 300_000
+            ]
+        );
+        assert_eq!(backoff_ms(u32::MAX), MAX_BACKOFF_MS);
+    }
+
+    #[test]
+    fn one_outbox_entry_per_event_and_target() {
+        let target = |url: &str| NotificationConfig {
+            url: url.into(),
+            types: vec![],
+            secret: None,
+            timeout_ms: 5_000,
+        };
+        let a = delivery(
+            "act-1",
+            "asg-1",
+            "SCALE_OUT_START",
+            &target("https://a/"),
+            "{}".into(),
+        );
+        let again = delivery(
+            "act-1",
+            "asg-1",
+            "SCALE_OUT_START",
+            &target("https://a/"),
+            "{}".into(),
+        );
+        let other = delivery(
+            "act-1",
+            "asg-1",
+            "SCALE_OUT_START",
+            &target("https://b/"),
+            "{}".into(),
+        );
+        assert_eq!(a.id, again.id);
+        assert_ne!(a.id, other.id);
+        assert!(a.id.starts_with("act-1.SCALE_OUT_START."), "{}", a.id);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{ActivityQuery, Detached, JoinScope, JoinToken, Revoked, Store, StoreError, Write};
+use super::{
+    ActivityQuery, Delivery, DeliveryCount, DeliveryState, Detached, JoinScope, JoinToken, Revoked,
+    Store, StoreError, Write,
+};
 use ebb_core::model::attachments::{AttachPhase, DbInstance, LoadBalancer};
 use ebb_core::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
 use ebb_core::model::tasks::{AlarmRecord, AlarmTask, ScheduledTask, TaskAction};
@@ -158,6 +161,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "rollups_per_group_and_minute_pruned_by_age",
         rollups_per_group_and_minute_pruned_by_age,
+    ),
+    (
+        "deliveries_enqueued_once_listed_when_due_and_pruned",
+        deliveries_enqueued_once_listed_when_due_and_pruned,
     ),
 ];
 
@@ -2183,4 +2190,100 @@ fn rollups_per_group_and_minute_pruned_by_age(store: &dyn Store) {
     // Deleting the group deletes its minutes.
     commit(store, vec![Write::DeleteGroup("asg-1".into())]);
     assert!(minutes("asg-1", 0).is_empty());
+}
+
+fn delivery(id: &str, url: &str, due_ms: i64) -> Delivery {
+    Delivery {
+        id: id.into(),
+        group_id: "asg-1".into(),
+        state: DeliveryState::Pending,
+        due_ms,
+        created_at_ms: 1_000,
+        url: url.into(),
+        event: "SCALE_OUT_START".into(),
+        body: r#"{"event":"SCALE_OUT_START"}"#.into(),
+        secret: Some("0123456789abcdef".into()),
+        timeout_ms: 5_000,
+        attempts: 0,
+        last_error: None,
+    }
+}
+
+fn deliveries_enqueued_once_listed_when_due_and_pruned(store: &dyn Store) {
+    two_groups(store);
+    let due = |by: i64| -> Vec<String> {
+        store
+            .list_deliveries(DeliveryState::Pending, by, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect()
+    };
+    let a = delivery("act-1.SCALE_OUT_START.aa", "https://a/", 2_000);
+    let b = delivery("act-1.SCALE_OUT_START.bb", "https://b/", 1_000);
+    commit(
+        store,
+        vec![
+            Write::EnqueueDelivery(a.clone()),
+            Write::EnqueueDelivery(b.clone()),
+        ],
+    );
+    assert_eq!(due(i64::MAX), [b.id.clone(), a.id.clone()], "soonest first");
+    assert_eq!(due(1_500), std::slice::from_ref(&b.id));
+    assert_eq!(
+        store
+            .list_deliveries(DeliveryState::Pending, i64::MAX, 10)
+            .unwrap()[1],
+        a
+    );
+    // An attempt's outcome replaces it; enqueueing the event again keeps it.
+    let mut sent = b.clone();
+    sent.state = DeliveryState::Delivered;
+    sent.attempts = 1;
+    sent.due_ms = 3_000;
+    commit(store, vec![Write::PutDelivery(sent.clone())]);
+    commit(store, vec![Write::EnqueueDelivery(b.clone())]);
+    assert_eq!(due(i64::MAX), std::slice::from_ref(&a.id));
+    assert_eq!(
+        store
+            .list_deliveries(DeliveryState::Delivered, i64::MAX, 10)
+            .unwrap(),
+        [sent]
+    );
+    // Not tied to the group: its deletion keeps them.
+    commit(store, vec![Write::DeleteGroup("asg-1".into())]);
+    let mut dead = a.clone();
+    dead.state = DeliveryState::Dead;
+    dead.due_ms = 9_000;
+    dead.last_error = Some("HTTP 503".into());
+    commit(store, vec![Write::PutDelivery(dead)]);
+    let count = |url: &str, state| DeliveryCount {
+        group_id: "asg-1".into(),
+        url: url.into(),
+        state,
+        count: 1,
+    };
+    assert_eq!(
+        store.count_deliveries().unwrap(),
+        [
+            count("https://a/", DeliveryState::Dead),
+            count("https://b/", DeliveryState::Delivered)
+        ]
+    );
+    // Pruned by state and age.
+    assert_eq!(
+        store.prune_deliveries(DeliveryState::Dead, 9_000).unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .prune_deliveries(DeliveryState::Delivered, 9_000)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.prune_deliveries(DeliveryState::Dead, 9_001).unwrap(),
+        1
+    );
+    assert!(store.count_deliveries().unwrap().is_empty());
 }

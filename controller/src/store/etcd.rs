@@ -34,7 +34,8 @@ use serde_json::{Map, Value as Json};
 
 use super::sqlite::{self, SqliteStore};
 use super::{
-    ActivityQuery, CertRecord, Detached, JoinToken, Result, Revoked, Store, StoreError, Write,
+    ActivityQuery, CertRecord, Delivery, DeliveryCount, DeliveryState, Detached, JoinToken, Result,
+    Revoked, Store, StoreError, Write,
 };
 use crate::etcd::{Etcd, EtcdError, EtcdSettings, prefix_end};
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
@@ -96,6 +97,8 @@ const TABLES: &[Table] = &[
     // A target's token names no group.
     table("join_tokens", "id", true, false),
     table("rollups", "id", true, false),
+    // A deleted group's last notifications still go out.
+    table("deliveries", "id", false, false),
 ];
 
 const GROUPS: &Table = &TABLES[0];
@@ -936,6 +939,7 @@ fn touched(conn: &Connection, write: &Write) -> Result<Vec<(&'static Table, Stri
         Write::DeleteJoinToken(id) => one("join_tokens", id),
         Write::PutRevoked(r) => one("revoked_identities", &r.identity),
         Write::PutRollup(r) => one("rollups", &r.id()),
+        Write::EnqueueDelivery(d) | Write::PutDelivery(d) => one("deliveries", &d.id),
         Write::PutCertificate(c) => {
             let mut rows = vec![(t("certificates"), c.serial.clone())];
             for serial in sqlite::forgotten_certificates(conn, c)? {
@@ -1446,6 +1450,25 @@ impl Store for EtcdStore {
 
     fn prune_rollups(&self, before_ms: i64) -> Result<usize> {
         self.prune("rollups", |conn| sqlite::prunable_rollups(conn, before_ms))
+    }
+
+    fn list_deliveries(
+        &self,
+        state: DeliveryState,
+        due_by_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        self.shared.replica.list_deliveries(state, due_by_ms, limit)
+    }
+
+    fn count_deliveries(&self) -> Result<Vec<DeliveryCount>> {
+        self.shared.replica.count_deliveries()
+    }
+
+    fn prune_deliveries(&self, state: DeliveryState, before_ms: i64) -> Result<usize> {
+        self.prune("deliveries", |conn| {
+            sqlite::prunable_deliveries(conn, state, before_ms)
+        })
     }
 
     fn get_group(&self, id: &str) -> Result<Option<ScalingGroup>> {

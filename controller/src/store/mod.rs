@@ -88,6 +88,75 @@ pub enum Write {
     /// Insert or replace a group's finished minute (by group and minute);
     /// NotFound if the group does not exist. Deleting the group deletes them.
     PutRollup(MinuteRollup),
+    /// Insert, or keep the entry already there (whatever its state): an
+    /// event enqueued twice is delivered once. Not tied to a group: a
+    /// deleted group's last notifications still go out.
+    EnqueueDelivery(Delivery),
+    /// Insert or replace (an attempt's outcome).
+    PutDelivery(Delivery),
+}
+
+/// Where a [`Delivery`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Given up on after every attempt: a dead letter.
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Dead]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// One webhook POST in the outbox (docs/notifications.md): written when its
+/// event is seen, sent by the notifier, kept a while after it ends so that
+/// the same event is never enqueued (and sent) twice.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Delivery {
+    /// One per event and target (`<source>.<event>.<target hash>`); the
+    /// receiver sees it as `X-Ebb-Delivery`.
+    pub id: String,
+    /// The group whose event it is (which may since have been deleted).
+    pub group_id: String,
+    pub state: DeliveryState,
+    /// Pending: when the next attempt is due. Ended: when it ended.
+    pub due_ms: i64,
+    pub created_at_ms: i64,
+    pub url: String,
+    /// `X-Ebb-Event`: a notification type or `LIFECYCLE_ACTION`.
+    pub event: String,
+    /// The JSON body, exactly as signed and sent.
+    pub body: String,
+    /// The HMAC key of `X-Ebb-Signature`, copied from the target.
+    pub secret: Option<String>,
+    pub timeout_ms: u32,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// How many of one target's deliveries are in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryCount {
+    pub group_id: String,
+    pub url: String,
+    pub state: DeliveryState,
+    pub count: u64,
 }
 
 /// An expired certificate stays listed this long (unless its identity
@@ -278,4 +347,19 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every group's rollups of minutes before `before_ms`.
     /// Returns how many went.
     fn prune_rollups(&self, before_ms: i64) -> Result<usize>;
+
+    /// Up to `limit` deliveries in `state` due at or before `due_by_ms`,
+    /// soonest first (ties by id).
+    fn list_deliveries(
+        &self,
+        state: DeliveryState,
+        due_by_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>>;
+    /// Deliveries by group, target and state (zero counts left out), by
+    /// group, URL and state.
+    fn count_deliveries(&self) -> Result<Vec<DeliveryCount>>;
+    /// Deletes the deliveries in `state` that ended (or, pending, are due)
+    /// before `before_ms`. Returns how many went.
+    fn prune_deliveries(&self, state: DeliveryState, before_ms: i64) -> Result<usize>;
 }

@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    ActivityQuery, CertKind, CertRecord, Detached, JoinScope, JoinToken, Result, Revoked, Store,
-    StoreError, Write,
+    ActivityQuery, CertKind, CertRecord, Delivery, DeliveryCount, DeliveryState, Detached,
+    JoinScope, JoinToken, Result, Revoked, Store, StoreError, Write,
 };
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
@@ -155,6 +155,17 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX rollups_by_group ON rollups(group_id, minute_ms);
      CREATE INDEX rollups_by_time ON rollups(minute_ms);",
+    // 10: the webhook outbox. No reference to the group: a deleted group's
+    // last notifications still go out.
+    "CREATE TABLE deliveries (
+         id       TEXT PRIMARY KEY NOT NULL,
+         group_id TEXT NOT NULL,
+         url      TEXT NOT NULL,
+         state    TEXT NOT NULL,
+         due_ms   INTEGER NOT NULL,
+         data     TEXT NOT NULL
+     );
+     CREATE INDEX deliveries_by_due ON deliveries(state, due_ms, id);",
 ];
 
 /// The schema version this build writes.
@@ -597,7 +608,51 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             put_result(result, group_id.unwrap_or_default())
         }
         Write::DeleteJoinToken(id) => delete(tx, "join_tokens", id),
+        Write::EnqueueDelivery(d) | Write::PutDelivery(d) => {
+            let on_conflict = if matches!(write, Write::EnqueueDelivery(_)) {
+                "DO NOTHING"
+            } else {
+                "DO UPDATE SET group_id = excluded.group_id, url = excluded.url,
+                     state = excluded.state, due_ms = excluded.due_ms, data = excluded.data"
+            };
+            tx.execute(
+                &format!(
+                    "INSERT INTO deliveries (id, group_id, url, state, due_ms, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) {on_conflict}"
+                ),
+                params![
+                    d.id,
+                    d.group_id,
+                    d.url,
+                    d.state.as_str(),
+                    d.due_ms,
+                    to_json(d)?
+                ],
+            )
+            .map(drop)
+            .map_err(backend)
+        }
     }
+}
+
+/// The deliveries [`Store::prune_deliveries`] deletes (parameters: state, before).
+const PRUNABLE_DELIVERIES: &str = "state = ?1 AND due_ms < ?2";
+
+/// The ids of the deliveries [`Store::prune_deliveries`] deletes.
+pub(super) fn prunable_deliveries(
+    conn: &Connection,
+    state: DeliveryState,
+    before_ms: i64,
+) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT id FROM deliveries WHERE {PRUNABLE_DELIVERIES}"
+        ))
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![state.as_str(), before_ms], |row| row.get(0))
+        .map_err(backend)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(backend)
 }
 
 /// The certificates a put of `c` forgets (parameters: [`forgotten_params`]).
@@ -1014,6 +1069,68 @@ impl Store for SqliteStore {
     fn prune_rollups(&self, before_ms: i64) -> Result<usize> {
         self.conn()
             .execute("DELETE FROM rollups WHERE minute_ms < ?1", [before_ms])
+            .map_err(backend)
+    }
+
+    fn list_deliveries(
+        &self,
+        state: DeliveryState,
+        due_by_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        self.query(
+            "deliveries",
+            "SELECT id, data FROM deliveries WHERE state = ?1 AND due_ms <= ?2
+             ORDER BY due_ms, id LIMIT ?3",
+            params![
+                state.as_str(),
+                due_by_ms,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+        )
+    }
+
+    fn count_deliveries(&self) -> Result<Vec<DeliveryCount>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT group_id, url, state, COUNT(*) FROM deliveries
+                 GROUP BY group_id, url, state ORDER BY group_id, url, state",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (group_id, url, state, count) = row.map_err(backend)?;
+            let state = DeliveryState::parse(&state).ok_or_else(|| StoreError::Corrupt {
+                key: format!("deliveries of {url}"),
+                message: format!("unknown state `{state}`"),
+            })?;
+            out.push(DeliveryCount {
+                group_id,
+                url,
+                state,
+                count: u64::try_from(count).unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    fn prune_deliveries(&self, state: DeliveryState, before_ms: i64) -> Result<usize> {
+        self.conn()
+            .execute(
+                &format!("DELETE FROM deliveries WHERE {PRUNABLE_DELIVERIES}"),
+                params![state.as_str(), before_ms],
+            )
             .map_err(backend)
     }
 

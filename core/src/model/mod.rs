@@ -242,9 +242,27 @@ string_enum!(
 /// A webhook and the events it wants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationConfig {
-    /// `http://host:port/path`; receives a JSON POST per event.
+    /// `http://` or `https://` (see [`crate::url`]); receives a JSON POST per event.
     pub url: String,
     pub types: Vec<NotificationType>,
+    /// The HMAC-SHA256 key of `X-Ebb-Signature`; unsigned when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// One attempt's limit, connect to status line.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u32,
+}
+
+/// A webhook attempt's limit when none is given.
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u32 = 5_000;
+/// The limits of a webhook's timeout.
+pub const WEBHOOK_TIMEOUT_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
+/// The limits of a webhook secret's length in bytes: shorter is guessable,
+/// and HMAC hashes a longer key down anyway.
+pub const WEBHOOK_SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
+
+fn default_webhook_timeout_ms() -> u32 {
+    DEFAULT_WEBHOOK_TIMEOUT_MS
 }
 
 /// The fields a create or modify may set; `None` keeps (or defaults) a value.

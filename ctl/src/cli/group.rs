@@ -307,8 +307,8 @@ pub enum NotificationCmd {
     #[command(
         alias = "add",
         after_help = "Examples:\n  ebbctl notification create http://hooks.local:8080/ebb --group web\n  \
-                      ebbctl notification create http://pager.local/ebb --group web --event SCALE_OUT_ERROR \
-                      --event SCALE_IN_ERROR"
+                      ebbctl notification create https://pager.example.com/ebb --group web --secret-file /etc/ebb/pager.secret \
+                      --event SCALE_OUT_ERROR --event SCALE_IN_ERROR"
     )]
     Create {
         /// The group's name or id
@@ -320,6 +320,13 @@ pub enum NotificationCmd {
         /// SCALE_IN_SUCCESS, SCALE_IN_ERROR, SCALE_REJECT (repeatable)
         #[arg(long = "event", value_name = "TYPE")]
         events: Vec<String>,
+        /// Sign each POST with the secret in this file (16 to 256 bytes; a
+        /// trailing newline is dropped): X-Ebb-Signature: sha256=<HMAC of the body>
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<std::path::PathBuf>,
+        /// One attempt's limit in milliseconds, 100 to 60000 [server default: 5000]
+        #[arg(long = "timeout", value_name = "MS")]
+        timeout_ms: Option<u32>,
     },
     /// Stop posting to a webhook
     #[command(
@@ -339,7 +346,7 @@ pub enum NotificationCmd {
 /// one release).
 #[derive(Debug, Clone, Args)]
 pub struct WebhookUrl {
-    /// The webhook's URL (http://host:port/path)
+    /// The webhook's URL (http://host:port/path or https://host:port/path)
     #[arg(
         value_name = "URL",
         required_unless_present = "url_flag",
