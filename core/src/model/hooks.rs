@@ -283,7 +283,7 @@ mod tests {
             transition: "SCALE_SIDEWAYS".into(),
             heartbeat_timeout_secs: Some(29),
             default_result: "MAYBE".into(),
-            webhook: "https://example.com/".into(),
+            webhook: "ftp://example.com/".into(),
             script: vec![" ".into()],
         };
         let err = LifecycleHook::create("ash-1".into(), &bad, &[], 0).unwrap_err();
