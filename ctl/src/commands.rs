@@ -308,6 +308,7 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
         GroupCmd::Modify(m) => {
             let g = admin
                 .modify_scaling_group(pb::ModifyScalingGroupRequest {
+                    client_token: String::new(),
                     scaling_group: m.group,
                     name: m.name,
                     min_size: m.min,
@@ -340,6 +341,7 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
             };
             let g = admin
                 .enable_scaling_group(pb::EnableScalingGroupRequest {
+                    client_token: String::new(),
                     scaling_group: group,
                     active_scaling_configuration: config,
                 })
@@ -665,6 +667,7 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
             "attached",
             admin
                 .attach_instances(pb::AttachInstancesRequest {
+                    client_token: String::new(),
                     scaling_group: group,
                     instance_ids: ids,
                 })
@@ -678,6 +681,7 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
             "detached",
             admin
                 .detach_instances(pb::DetachInstancesRequest {
+                    client_token: String::new(),
                     scaling_group: group,
                     instance_ids: ids,
                     decrease_desired_capacity: Some(!keep_desired),
@@ -692,6 +696,7 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
             "removing",
             admin
                 .remove_instances(pb::RemoveInstancesRequest {
+                    client_token: String::new(),
                     scaling_group: group,
                     instance_ids: ids,
                     decrease_desired_capacity: Some(!keep_desired),

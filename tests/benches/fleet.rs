@@ -350,6 +350,7 @@ fn setup_group(
         *admin,
         attach_instances,
         pb::AttachInstancesRequest {
+            client_token: String::new(),
             scaling_group: name.into(),
             instance_ids: ids.to_vec(),
         }

@@ -175,6 +175,7 @@ fn main() {
             admin,
             attach_instances,
             pb::AttachInstancesRequest {
+                client_token: String::new(),
                 scaling_group: name.clone(),
                 instance_ids: vec![id.clone()],
             }

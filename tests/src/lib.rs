@@ -430,6 +430,7 @@ impl ControllerProc {
                 admin,
                 attach_instances,
                 pb::AttachInstancesRequest {
+                    client_token: String::new(),
                     scaling_group: group.into(),
                     instance_ids: chunk.iter().map(|id| (*id).to_owned()).collect(),
                 }

@@ -453,6 +453,7 @@ fn instance_operations_refuse_bad_input() {
         admin,
         attach_instances,
         pb::AttachInstancesRequest {
+            client_token: String::new(),
             scaling_group: "ops".into(),
             instance_ids: vec!["host-1".into()]
         }
@@ -466,6 +467,7 @@ fn instance_operations_refuse_bad_input() {
         admin,
         attach_instances,
         pb::AttachInstancesRequest {
+            client_token: String::new(),
             scaling_group: "ops".into(),
             instance_ids: vec![
                 "bad id".into(),
@@ -493,6 +495,7 @@ fn instance_operations_refuse_bad_input() {
         admin,
         attach_instances,
         pb::AttachInstancesRequest {
+            client_token: String::new(),
             scaling_group: "ops".into(),
             instance_ids: vec!["h-3".into(), "h-4".into()]
         }
@@ -508,6 +511,7 @@ fn instance_operations_refuse_bad_input() {
         admin,
         remove_instances,
         pb::RemoveInstancesRequest {
+            client_token: String::new(),
             scaling_group: "ops".into(),
             instance_ids: vec![one[0].id.clone()],
             decrease_desired_capacity: None
@@ -669,6 +673,7 @@ fn a_detached_instance_keeps_running_across_reconcile_passes_and_a_restart() {
         admin,
         detach_instances,
         pb::DetachInstancesRequest {
+            client_token: String::new(),
             scaling_group: "keep".into(),
             instance_ids: vec![detached.clone()],
             decrease_desired_capacity: Some(false),
@@ -715,4 +720,114 @@ fn a_detached_instance_keeps_running_across_reconcile_passes_and_a_restart() {
             .args(["-KILL", pid])
             .status();
     }
+}
+
+/// `ScaleWithAdjustment` retried with its `client_token` (after a time-out,
+/// say) starts one activity, however often it is sent, across a restart
+/// and from ebbctl; the token on another request is refused, naming it.
+#[test]
+fn a_retried_scale_with_one_client_token_makes_one_activity() {
+    let sb = Sandbox::new();
+    let ctl = ControllerProc::start(sb.path(), INTERVAL_MS).unwrap();
+    let mut admin = Admin::local(&ctl);
+    create_group(&mut admin, "once", 0, 5);
+    enable(&mut admin, "once");
+    let scale = |value: i64, token: &str| pb::ScaleWithAdjustmentRequest {
+        scaling_group: "once".into(),
+        adjustment_type: "QuantityChangeInCapacity".into(),
+        adjustment_value: value,
+        client_token: token.into(),
+        ..Default::default()
+    };
+    let first = admin_call!(admin, scale_with_adjustment, scale(1, "retry-7f3a"))
+        .unwrap()
+        .activity
+        .unwrap();
+    let again = admin_call!(admin, scale_with_adjustment, scale(1, "retry-7f3a"))
+        .unwrap()
+        .activity
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(activities(&mut admin, "once").len(), 1);
+
+    // The same token on another request: refused, nothing started.
+    let err = admin_call!(admin, scale_with_adjustment, scale(2, "retry-7f3a")).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .starts_with("client_token: `retry-7f3a` was used for another request"),
+        "{}",
+        err.message()
+    );
+    let err = admin_call!(admin, scale_with_adjustment, scale(1, &"x".repeat(65))).unwrap_err();
+    assert!(
+        err.message().starts_with("client_token: is 65"),
+        "{}",
+        err.message()
+    );
+    let err = admin_call!(admin, scale_with_adjustment, scale(1, "two words")).unwrap_err();
+    assert!(
+        err.message().starts_with("client_token: has"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(activities(&mut admin, "once").len(), 1);
+
+    // Kept in the store: a restart does not forget it.
+    wait_in_service(&mut admin, "once", 1);
+    let (grpc, http) = (ctl.grpc, ctl.http);
+    let mut proc = ctl.proc;
+    proc.signal("KILL");
+    proc.wait_exit(DEADLINE);
+    drop(proc);
+    drop(admin);
+    // On the same ports, so the instance's agent comes back to it.
+    let ctl = ControllerProc::start_on(sb.path(), INTERVAL_MS, grpc, http).unwrap();
+    let mut admin = Admin::local(&ctl);
+    let after = admin_call!(admin, scale_with_adjustment, scale(1, "retry-7f3a"))
+        .unwrap()
+        .activity
+        .unwrap();
+    assert_eq!(after.id, first.id);
+    let out = ctl.ebbctl(&[
+        "scale",
+        "--group",
+        "once",
+        "--adjustment-type",
+        "QuantityChangeInCapacity",
+        "--adjustment-value",
+        "1",
+        "--client-token",
+        "retry-7f3a",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&first.id),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(activities(&mut admin, "once").len(), 1);
+    let group = admin_call!(
+        admin,
+        describe_scaling_groups,
+        pb::DescribeScalingGroupsRequest::default()
+    )
+    .unwrap()
+    .scaling_groups
+    .into_iter()
+    .find(|g| g.name == "once")
+    .unwrap();
+    assert_eq!(group.desired_capacity, 1);
+    // A new token is a new request.
+    let other = admin_call!(admin, scale_with_adjustment, scale(1, "retry-8b21"))
+        .unwrap()
+        .activity
+        .unwrap();
+    assert_ne!(other.id, first.id);
 }

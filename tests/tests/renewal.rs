@@ -209,6 +209,7 @@ fn attach(admin: &mut Admin, group: &str, ids: Vec<String>) {
         *admin,
         attach_instances,
         pb::AttachInstancesRequest {
+            client_token: String::new(),
             scaling_group: group.into(),
             instance_ids: ids,
         }

@@ -30,6 +30,7 @@ pub mod configurations;
 pub mod forecast;
 pub mod groups;
 pub mod hooks;
+pub mod idempotency;
 pub mod instances;
 pub mod join;
 mod metric_sources;
@@ -42,11 +43,15 @@ pub mod tokens;
 #[derive(Clone)]
 pub struct AdminApi {
     engine: Arc<Engine>,
+    tokens: Arc<idempotency::Tokens>,
 }
 
 impl AdminApi {
     pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            tokens: Arc::default(),
+        }
     }
 }
 
@@ -139,15 +144,44 @@ fn log_call<T>(admin: &str, call: &str, result: &Result<T, Status>) {
 
 /// `AdminService` as one line per call: the handler in its family's file,
 /// on the inner request (and, for those after `with caller:`, the admin
-/// identity making it), its answer wrapped.
+/// identity making it; for those after `once per client_token:`, run once
+/// per token), its answer wrapped.
 macro_rules! handlers {
     (
         $($family:ident::$method:ident($req:ty) -> $resp:ty;)*
         ; with caller:
         $($cfamily:ident::$cmethod:ident($creq:ty) -> $cresp:ty;)*
+        ; once per client_token:
+        $($ifamily:ident::$imethod:ident($ireq:ty) -> $iresp:ty;)*
     ) => {
         #[tonic::async_trait]
         impl AdminService for AdminApi {
+            $(
+                async fn $imethod(
+                    &self,
+                    request: Request<$ireq>,
+                ) -> Result<Response<$iresp>, Status> {
+                    let call = stringify!($imethod);
+                    let admin = admin_of(&request);
+                    let mut req = request.into_inner();
+                    let token = std::mem::take(&mut req.client_token);
+                    let named = req.clone();
+                    let result = crate::engine::activity::as_admin(
+                        admin.clone(),
+                        idempotency::once(
+                            &self.engine,
+                            &self.tokens,
+                            call,
+                            token,
+                            &named,
+                            $ifamily::$imethod(&self.engine, req),
+                        ),
+                    )
+                    .await;
+                    log_call(&admin, call, &result);
+                    result.map(Response::new)
+                }
+            )*
             $(
                 async fn $method(
                     &self,
@@ -194,19 +228,14 @@ macro_rules! handlers {
 
 handlers! {
     groups::create_scaling_group(pb::CreateScalingGroupRequest) -> pb::ScalingGroup;
-    groups::modify_scaling_group(pb::ModifyScalingGroupRequest) -> pb::ScalingGroup;
     groups::delete_scaling_group(pb::DeleteScalingGroupRequest) -> pb::DeleteScalingGroupResponse;
     groups::describe_scaling_groups(pb::DescribeScalingGroupsRequest) -> pb::DescribeScalingGroupsResponse;
-    groups::enable_scaling_group(pb::EnableScalingGroupRequest) -> pb::ScalingGroup;
     groups::disable_scaling_group(pb::DisableScalingGroupRequest) -> pb::ScalingGroup;
     configurations::create_scaling_configuration(pb::CreateScalingConfigurationRequest) -> pb::ScalingConfiguration;
     configurations::modify_scaling_configuration(pb::ModifyScalingConfigurationRequest) -> pb::ScalingConfiguration;
     configurations::delete_scaling_configuration(pb::DeleteScalingConfigurationRequest) -> pb::DeleteScalingConfigurationResponse;
     configurations::describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest) -> pb::DescribeScalingConfigurationsResponse;
     instances::describe_scaling_instances(pb::DescribeScalingInstancesRequest) -> pb::DescribeScalingInstancesResponse;
-    instances::attach_instances(pb::AttachInstancesRequest) -> pb::InstancesResponse;
-    instances::detach_instances(pb::DetachInstancesRequest) -> pb::InstancesResponse;
-    instances::remove_instances(pb::RemoveInstancesRequest) -> pb::InstancesResponse;
     instances::set_instances_protection(pb::SetInstancesProtectionRequest) -> pb::InstancesResponse;
     instances::set_instance_health(pb::SetInstanceHealthRequest) -> pb::InstancesResponse;
     instances::enter_standby(pb::StandbyRequest) -> pb::InstancesResponse;
@@ -216,8 +245,6 @@ handlers! {
     rules::modify_scaling_rule(pb::ModifyScalingRuleRequest) -> pb::ScalingRule;
     rules::delete_scaling_rule(pb::DeleteScalingRuleRequest) -> pb::DeleteScalingRuleResponse;
     rules::describe_scaling_rules(pb::DescribeScalingRulesRequest) -> pb::DescribeScalingRulesResponse;
-    rules::execute_scaling_rule(pb::ExecuteScalingRuleRequest) -> pb::ScalingActivityResponse;
-    rules::scale_with_adjustment(pb::ScaleWithAdjustmentRequest) -> pb::ScalingActivityResponse;
     forecast::describe_forecast(pb::DescribeForecastRequest) -> pb::DescribeForecastResponse;
     alarms::create_alarm(pb::CreateAlarmRequest) -> pb::Alarm;
     alarms::modify_alarm(pb::ModifyAlarmRequest) -> pb::Alarm;
@@ -255,4 +282,12 @@ handlers! {
     certificates::revoke_certificate(pb::RevokeCertificateRequest) -> pb::RevokedCertificate;
     tokens::create_join_token(pb::CreateJoinTokenRequest) -> pb::CreateJoinTokenResponse;
     tokens::revoke_join_token(pb::RevokeJoinTokenRequest) -> pb::JoinToken;
+    ; once per client_token:
+    groups::modify_scaling_group(pb::ModifyScalingGroupRequest) -> pb::ScalingGroup;
+    groups::enable_scaling_group(pb::EnableScalingGroupRequest) -> pb::ScalingGroup;
+    instances::attach_instances(pb::AttachInstancesRequest) -> pb::InstancesResponse;
+    instances::detach_instances(pb::DetachInstancesRequest) -> pb::InstancesResponse;
+    instances::remove_instances(pb::RemoveInstancesRequest) -> pb::InstancesResponse;
+    rules::execute_scaling_rule(pb::ExecuteScalingRuleRequest) -> pb::ScalingActivityResponse;
+    rules::scale_with_adjustment(pb::ScaleWithAdjustmentRequest) -> pb::ScalingActivityResponse;
 }

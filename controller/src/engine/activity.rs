@@ -128,6 +128,9 @@ pub fn cause(what: &str, from: u32, to: u32) -> String {
     format!("{what}, changing the Total Capacity from {from} to {to}")
 }
 
+/// How long a `client_token` holds its first answer.
+pub const CLIENT_TOKEN_TTL_MS: i64 = 86_400_000;
+
 impl Engine {
     /// Prunes every group's activities to the retention (`[activities]`),
     /// at most once per `PRUNE_INTERVAL` of the clock; returns how many
@@ -153,6 +156,12 @@ impl Engine {
                 info!(group = %group.name, pruned = n, "old scaling activities pruned");
             }
             pruned += n;
+        }
+        let tokens = self
+            .store
+            .prune_client_tokens(now.saturating_sub(CLIENT_TOKEN_TTL_MS))?;
+        if tokens > 0 {
+            info!(pruned = tokens, "client tokens past their 24 h pruned");
         }
         let rollups = super::predictive::prune_rollups(self)?;
         if rollups > 0 {

@@ -893,6 +893,7 @@ async fn a_detached_instance_is_never_released_by_the_orphan_sweep() {
     crate::api::instances::detach_instances(
         &h.engine,
         pb::DetachInstancesRequest {
+            client_token: String::new(),
             scaling_group: "web".into(),
             instance_ids: vec!["i-auto".into()],
             decrease_desired_capacity: None,
@@ -914,6 +915,7 @@ async fn removing_an_instance_twice_is_refused_and_changes_nothing() {
     use crate::api::instances::{detach_instances, remove_instances};
     let h = Harness::new(0, 3, 3).await;
     let remove = |ids: &[&str]| pb::RemoveInstancesRequest {
+        client_token: String::new(),
         scaling_group: "web".into(),
         instance_ids: ids.iter().map(|i| (*i).to_owned()).collect(),
         decrease_desired_capacity: None,
@@ -959,6 +961,7 @@ async fn removing_an_instance_twice_is_refused_and_changes_nothing() {
     let err = detach_instances(
         &h.engine,
         pb::DetachInstancesRequest {
+            client_token: String::new(),
             scaling_group: "web".into(),
             instance_ids: vec!["i-0".into()],
             decrease_desired_capacity: None,
@@ -1032,6 +1035,7 @@ async fn suspended_scale_out_refuses_every_manual_way_up() {
     let err = attach_instances(
         &h.engine,
         pb::AttachInstancesRequest {
+            client_token: String::new(),
             scaling_group: "web".into(),
             instance_ids: vec!["h-1".into()],
         },
@@ -1114,6 +1118,7 @@ async fn suspended_scale_in_refuses_every_manual_way_down() {
     .unwrap_err();
     assert_rejected(&h, err, "ScaleIn", Trigger::Bounds);
     let remove = |decrease| pb::RemoveInstancesRequest {
+        client_token: String::new(),
         scaling_group: "web".into(),
         instance_ids: vec!["i-0".into()],
         decrease_desired_capacity: decrease,
@@ -1123,6 +1128,7 @@ async fn suspended_scale_in_refuses_every_manual_way_down() {
     let err = detach_instances(
         &h.engine,
         pb::DetachInstancesRequest {
+            client_token: String::new(),
             scaling_group: "web".into(),
             instance_ids: vec!["i-1".into()],
             decrease_desired_capacity: Some(true),

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::{
-    ActivityQuery, Delivery, DeliveryCount, DeliveryState, Detached, JoinScope, JoinToken, Revoked,
-    Store, StoreError, Write,
+    ActivityQuery, ClientToken, Delivery, DeliveryCount, DeliveryState, Detached, JoinScope,
+    JoinToken, Revoked, Store, StoreError, Write,
 };
 use ebb_core::model::attachments::{AttachPhase, DbInstance, LoadBalancer};
 use ebb_core::model::hooks::{HookWait, LifecycleHook, LifecycleResult, Transition};
@@ -165,6 +165,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "deliveries_enqueued_once_listed_when_due_and_pruned",
         deliveries_enqueued_once_listed_when_due_and_pruned,
+    ),
+    (
+        "client_tokens_kept_replaced_and_pruned",
+        client_tokens_kept_replaced_and_pruned,
     ),
 ];
 
@@ -2286,4 +2290,34 @@ fn deliveries_enqueued_once_listed_when_due_and_pruned(store: &dyn Store) {
         1
     );
     assert!(store.count_deliveries().unwrap().is_empty());
+}
+
+fn client_tokens_kept_replaced_and_pruned(store: &dyn Store) {
+    let token = |t: &str, at: i64| ClientToken {
+        token: t.into(),
+        method: "scale_with_adjustment".into(),
+        fingerprint: "ab".repeat(32),
+        response_hex: "0a0361736131".into(),
+        created_at_ms: at,
+    };
+    assert_eq!(store.get_client_token("t-1").unwrap(), None);
+    commit(
+        store,
+        vec![
+            Write::PutClientToken(token("t-1", 1_000)),
+            Write::PutClientToken(token("t-2", 5_000)),
+        ],
+    );
+    assert_eq!(
+        store.get_client_token("t-1").unwrap(),
+        Some(token("t-1", 1_000))
+    );
+    // Used again after it expired: replaced.
+    let mut again = token("t-1", 9_000);
+    again.method = "execute_scaling_rule".into();
+    commit(store, vec![Write::PutClientToken(again.clone())]);
+    assert_eq!(store.get_client_token("t-1").unwrap(), Some(again));
+    assert_eq!(store.prune_client_tokens(6_000).unwrap(), 1);
+    assert_eq!(store.get_client_token("t-2").unwrap(), None);
+    assert!(store.get_client_token("t-1").unwrap().is_some());
 }

@@ -34,8 +34,8 @@ use serde_json::{Map, Value as Json};
 
 use super::sqlite::{self, SqliteStore};
 use super::{
-    ActivityQuery, CertRecord, Delivery, DeliveryCount, DeliveryState, Detached, JoinToken, Result,
-    Revoked, Store, StoreError, Write,
+    ActivityQuery, CertRecord, ClientToken, Delivery, DeliveryCount, DeliveryState, Detached,
+    JoinToken, Result, Revoked, Store, StoreError, Write,
 };
 use crate::etcd::{Etcd, EtcdError, EtcdSettings, prefix_end};
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
@@ -99,6 +99,7 @@ const TABLES: &[Table] = &[
     table("rollups", "id", true, false),
     // A deleted group's last notifications still go out.
     table("deliveries", "id", false, false),
+    table("client_tokens", "token", false, false),
 ];
 
 const GROUPS: &Table = &TABLES[0];
@@ -940,6 +941,7 @@ fn touched(conn: &Connection, write: &Write) -> Result<Vec<(&'static Table, Stri
         Write::PutRevoked(r) => one("revoked_identities", &r.identity),
         Write::PutRollup(r) => one("rollups", &r.id()),
         Write::EnqueueDelivery(d) | Write::PutDelivery(d) => one("deliveries", &d.id),
+        Write::PutClientToken(t) => one("client_tokens", &t.token),
         Write::PutCertificate(c) => {
             let mut rows = vec![(t("certificates"), c.serial.clone())];
             for serial in sqlite::forgotten_certificates(conn, c)? {
@@ -1468,6 +1470,16 @@ impl Store for EtcdStore {
     fn prune_deliveries(&self, state: DeliveryState, before_ms: i64) -> Result<usize> {
         self.prune("deliveries", |conn| {
             sqlite::prunable_deliveries(conn, state, before_ms)
+        })
+    }
+
+    fn get_client_token(&self, token: &str) -> Result<Option<ClientToken>> {
+        self.shared.replica.get_client_token(token)
+    }
+
+    fn prune_client_tokens(&self, before_ms: i64) -> Result<usize> {
+        self.prune("client_tokens", |conn| {
+            sqlite::prunable_client_tokens(conn, before_ms)
         })
     }
 

@@ -94,6 +94,23 @@ pub enum Write {
     EnqueueDelivery(Delivery),
     /// Insert or replace (an attempt's outcome).
     PutDelivery(Delivery),
+    /// Insert or replace (an expired token used again).
+    PutClientToken(ClientToken),
+}
+
+/// A `client_token` an admin call carried, and the answer it got: a retry
+/// with the same token gets the same answer and starts nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientToken {
+    pub token: String,
+    /// The call (`scale_with_adjustment`).
+    pub method: String,
+    /// Lowercase hex SHA-256 of the call and its request without the token:
+    /// the same token on another request is refused.
+    pub fingerprint: String,
+    /// The answer, protobuf-encoded, in lowercase hex.
+    pub response_hex: String,
+    pub created_at_ms: i64,
 }
 
 /// Where a [`Delivery`] stands.
@@ -362,4 +379,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the deliveries in `state` that ended (or, pending, are due)
     /// before `before_ms`. Returns how many went.
     fn prune_deliveries(&self, state: DeliveryState, before_ms: i64) -> Result<usize>;
+
+    fn get_client_token(&self, token: &str) -> Result<Option<ClientToken>>;
+    /// Deletes the tokens recorded before `before_ms`. Returns how many went.
+    fn prune_client_tokens(&self, before_ms: i64) -> Result<usize>;
 }

@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    ActivityQuery, CertKind, CertRecord, Delivery, DeliveryCount, DeliveryState, Detached,
-    JoinScope, JoinToken, Result, Revoked, Store, StoreError, Write,
+    ActivityQuery, CertKind, CertRecord, ClientToken, Delivery, DeliveryCount, DeliveryState,
+    Detached, JoinScope, JoinToken, Result, Revoked, Store, StoreError, Write,
 };
 use ebb_core::model::tasks::{AlarmTask, ScheduledTask};
 use ebb_core::model::{Activity, ActivityStatus, Instance, ScalingConfiguration, ScalingGroup};
@@ -166,6 +166,15 @@ const MIGRATIONS: &[&str] = &[
          data     TEXT NOT NULL
      );
      CREATE INDEX deliveries_by_due ON deliveries(state, due_ms, id);",
+    // 11: admin calls' client tokens and their answers, kept a day.
+    "CREATE TABLE client_tokens (
+         token         TEXT PRIMARY KEY NOT NULL,
+         method        TEXT NOT NULL,
+         fingerprint   TEXT NOT NULL,
+         response_hex  TEXT NOT NULL,
+         created_at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX client_tokens_by_time ON client_tokens(created_at_ms);",
 ];
 
 /// The schema version this build writes.
@@ -608,6 +617,23 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             put_result(result, group_id.unwrap_or_default())
         }
         Write::DeleteJoinToken(id) => delete(tx, "join_tokens", id),
+        Write::PutClientToken(t) => tx
+            .execute(
+                "INSERT INTO client_tokens (token, method, fingerprint, response_hex, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (token) DO UPDATE SET method = excluded.method,
+                     fingerprint = excluded.fingerprint, response_hex = excluded.response_hex,
+                     created_at_ms = excluded.created_at_ms",
+                params![
+                    t.token,
+                    t.method,
+                    t.fingerprint,
+                    t.response_hex,
+                    t.created_at_ms
+                ],
+            )
+            .map(drop)
+            .map_err(backend),
         Write::EnqueueDelivery(d) | Write::PutDelivery(d) => {
             let on_conflict = if matches!(write, Write::EnqueueDelivery(_)) {
                 "DO NOTHING"
@@ -633,6 +659,17 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             .map_err(backend)
         }
     }
+}
+
+/// The tokens [`Store::prune_client_tokens`] deletes.
+pub(super) fn prunable_client_tokens(conn: &Connection, before_ms: i64) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT token FROM client_tokens WHERE created_at_ms < ?1")
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map([before_ms], |row| row.get(0))
+        .map_err(backend)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(backend)
 }
 
 /// The deliveries [`Store::prune_deliveries`] deletes (parameters: state, before).
@@ -1130,6 +1167,36 @@ impl Store for SqliteStore {
             .execute(
                 &format!("DELETE FROM deliveries WHERE {PRUNABLE_DELIVERIES}"),
                 params![state.as_str(), before_ms],
+            )
+            .map_err(backend)
+    }
+
+    fn get_client_token(&self, token: &str) -> Result<Option<ClientToken>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT token, method, fingerprint, response_hex, created_at_ms
+                 FROM client_tokens WHERE token = ?1",
+            )
+            .map_err(backend)?;
+        stmt.query_row([token], |row| {
+            Ok(ClientToken {
+                token: row.get(0)?,
+                method: row.get(1)?,
+                fingerprint: row.get(2)?,
+                response_hex: row.get(3)?,
+                created_at_ms: row.get(4)?,
+            })
+        })
+        .optional()
+        .map_err(backend)
+    }
+
+    fn prune_client_tokens(&self, before_ms: i64) -> Result<usize> {
+        self.conn()
+            .execute(
+                "DELETE FROM client_tokens WHERE created_at_ms < ?1",
+                [before_ms],
             )
             .map_err(backend)
     }

@@ -151,6 +151,7 @@ async fn execute(admin: &mut Admin, step: &Step) -> Result<()> {
         Step::Enable { group } => drop(
             admin
                 .enable_scaling_group(pb::EnableScalingGroupRequest {
+                    client_token: String::new(),
                     scaling_group: group,
                     active_scaling_configuration: None,
                 })

@@ -104,6 +104,7 @@ fn modify_group(g: &GroupDecl, current: &pb::ScalingGroup) -> Option<Step> {
     let mut changes = Vec::new();
     let num = |v: &u32| v.to_string();
     let request = pb::ModifyScalingGroupRequest {
+        client_token: String::new(),
         scaling_group: g.name.clone(),
         min_size: differs(
             &mut changes,
