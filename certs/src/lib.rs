@@ -680,6 +680,17 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The bytes of a hex text (either case); None if it is not one.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
 /// The pin of a CA as kubeadm writes it: `sha256:` and the lowercase hex
 /// SHA-256 of the certificate's DER SubjectPublicKeyInfo. It names the
 /// key, so it survives the CA certificate being re-issued for the same key.
@@ -741,6 +752,14 @@ fn ca_trust_domain(der: &[u8]) -> Result<String> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes = [0u8, 1, 0xab, 0xff];
+        assert_eq!(from_hex(&hex(&bytes)).unwrap(), bytes);
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex("abc"), None);
+    }
 
     fn der(issued: &Issued) -> CertificateDer<'static> {
         first_cert(Path::new("test"), &issued.cert_pem).unwrap()

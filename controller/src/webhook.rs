@@ -3,7 +3,7 @@
 //! What to send and when lives in `engine::notify`; this only sends.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -11,7 +11,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use ring::hmac;
 use rustls::RootCertStore;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -26,6 +26,22 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/ca-bundle.pem",
     "/etc/ssl/cert.pem",
 ];
+
+/// The system's CA bundle and where it was found, read once per process
+/// (the config check, the engine's default and the served engine each
+/// make a client).
+fn system_roots() -> &'static (Vec<CertificateDer<'static>>, Option<PathBuf>) {
+    static ROOTS: OnceLock<(Vec<CertificateDer<'static>>, Option<PathBuf>)> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        std::env::var_os("SSL_CERT_FILE")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from))
+            .find(|p| p.is_file())
+            .and_then(|path| Some((ebb_certs::load_certs(&path).ok()?, Some(path))))
+            .unwrap_or_default()
+    })
+}
 
 /// One POST to send.
 #[derive(Debug, Clone, Copy)]
@@ -55,18 +71,12 @@ impl Client {
     pub fn new(extra_ca: Option<&Path>) -> anyhow::Result<Self> {
         let mut roots = RootCertStore::empty();
         let mut roots_from = Vec::new();
-        let system = std::env::var_os("SSL_CERT_FILE")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from))
-            .find(|p| p.is_file());
-        if let Some(path) = system
-            && let Ok(certs) = ebb_certs::load_certs(&path)
+        let (system, path) = system_roots();
+        let (added, _) = roots.add_parsable_certificates(system.iter().cloned());
+        if added > 0
+            && let Some(path) = path
         {
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added > 0 {
-                roots_from.push(path);
-            }
+            roots_from.push(path.clone());
         }
         if let Some(path) = extra_ca {
             let certs = ebb_certs::load_certs(path)

@@ -331,6 +331,17 @@ impl ControllerProc {
         })
     }
 
+    /// SIGKILLs the controller and waits for it to go. Returns its gRPC and
+    /// HTTP addresses, for a restart on the same ports (its instances'
+    /// agents come back to them).
+    pub fn kill(self) -> (SocketAddr, SocketAddr) {
+        let (grpc, http) = (self.grpc, self.http);
+        let mut proc = self.proc;
+        proc.signal("KILL");
+        proc.wait_exit(DEADLINE);
+        (grpc, http)
+    }
+
     /// Waits until the controller's log holds `line`.
     pub fn wait_log(&self, line: &str) {
         eventually(

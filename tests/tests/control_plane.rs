@@ -408,12 +408,8 @@ fn a_controller_killed_mid_scale_out_converges_after_restart() {
     eventually("the first launch", DEADLINE, || {
         (!ctl.instance_processes().is_empty()).then_some(())
     });
-    let (grpc, http) = (ctl.grpc, ctl.http);
-    let mut proc = ctl.proc;
-    proc.signal("KILL");
-    proc.wait_exit(DEADLINE);
-    drop(proc);
     drop(admin);
+    let (grpc, http) = ctl.kill();
     let ctl = ControllerProc::start_on(sb.path(), INTERVAL_MS, grpc, http).unwrap();
     let mut admin = Admin::local(&ctl);
     let list = wait_in_service(&mut admin, "burst", 6);
@@ -692,12 +688,8 @@ fn a_detached_instance_keeps_running_across_reconcile_passes_and_a_restart() {
     assert!(dir.exists(), "the detached instance's dir was removed");
 
     // A restarted controller knows it was detached, not left by a crash.
-    let (grpc, http) = (ctl.grpc, ctl.http);
-    let mut proc = ctl.proc;
-    proc.signal("KILL");
-    proc.wait_exit(DEADLINE);
-    drop(proc);
     drop(admin);
+    let (grpc, http) = ctl.kill();
     let ctl = ControllerProc::start_on(sb.path(), INTERVAL_MS, grpc, http).unwrap();
     let mut admin = Admin::local(&ctl);
     modify(
@@ -775,12 +767,8 @@ fn a_retried_scale_with_one_client_token_makes_one_activity() {
 
     // Kept in the store: a restart does not forget it.
     wait_in_service(&mut admin, "once", 1);
-    let (grpc, http) = (ctl.grpc, ctl.http);
-    let mut proc = ctl.proc;
-    proc.signal("KILL");
-    proc.wait_exit(DEADLINE);
-    drop(proc);
     drop(admin);
+    let (grpc, http) = ctl.kill();
     // On the same ports, so the instance's agent comes back to it.
     let ctl = ControllerProc::start_on(sb.path(), INTERVAL_MS, grpc, http).unwrap();
     let mut admin = Admin::local(&ctl);

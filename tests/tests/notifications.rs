@@ -25,11 +25,7 @@ fn signed_with(post: &Received, secret: &str) -> bool {
     else {
         return false;
     };
-    let Some(tag) = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()
-    else {
+    let Some(tag) = ebb_certs::from_hex(hex) else {
         return false;
     };
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
@@ -300,8 +296,7 @@ fn pending_notifications_survive_a_sigkill_and_arrive_once() {
     let sb = Sandbox::new();
     let receiver = WebhookReceiver::start();
     receiver.answer(503);
-    let mut ctl =
-        ControllerProc::start_with(sb.path(), 1000, "[webhooks]\nattempts = 100\n").unwrap();
+    let ctl = ControllerProc::start_with(sb.path(), 1000, "[webhooks]\nattempts = 100\n").unwrap();
     let mut admin = Admin::local(&ctl);
     admin_call!(
         admin,
@@ -342,8 +337,7 @@ fn pending_notifications_survive_a_sigkill_and_arrive_once() {
     });
     assert!(receiver.taken().is_empty());
 
-    ctl.proc.signal("KILL");
-    ctl.proc.wait_exit(DEADLINE);
+    ctl.kill();
     receiver.answer(204);
     let ctl = ControllerProc::start_with(sb.path(), 1000, "[webhooks]\nattempts = 100\n").unwrap();
     let taken = eventually("the five to arrive after the restart", DEADLINE * 2, || {

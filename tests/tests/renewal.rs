@@ -303,12 +303,8 @@ fn an_agent_renews_three_times_over_one_stream() {
     // The first certificate has expired by now: the agent's next
     // connection, after a controller restart, uses the latest one.
     assert!(first_info.not_after < time::OffsetDateTime::now_utc());
-    let (grpc, http) = (ctl.grpc, ctl.http);
-    let mut proc = ctl.proc;
-    proc.signal("KILL");
-    proc.wait_exit(DEADLINE);
-    drop(proc);
     drop(admin);
+    let (grpc, http) = ctl.kill();
     let ctl = ControllerProc::start_configured(
         sb.path(),
         1000,

@@ -8,6 +8,7 @@
 //! that CA in place of its own, and re-issues its server and admin
 //! certificates from it.
 
+use ebb_certs::from_hex;
 use std::path::Path;
 
 use ebb_core::local::PkiPaths;
@@ -169,16 +170,6 @@ pub async fn share_ca(
         }
     }
     Ok(Shared::Replaced)
-}
-
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -663,13 +663,11 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
 
 /// The tokens [`Store::prune_client_tokens`] deletes.
 pub(super) fn prunable_client_tokens(conn: &Connection, before_ms: i64) -> Result<Vec<String>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT token FROM client_tokens WHERE created_at_ms < ?1")
-        .map_err(backend)?;
-    let rows = stmt
-        .query_map([before_ms], |row| row.get(0))
-        .map_err(backend)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(backend)
+    keys(
+        conn,
+        "SELECT token FROM client_tokens WHERE created_at_ms < ?1",
+        [before_ms],
+    )
 }
 
 /// The deliveries [`Store::prune_deliveries`] deletes (parameters: state, before).
@@ -681,15 +679,11 @@ pub(super) fn prunable_deliveries(
     state: DeliveryState,
     before_ms: i64,
 ) -> Result<Vec<String>> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT id FROM deliveries WHERE {PRUNABLE_DELIVERIES}"
-        ))
-        .map_err(backend)?;
-    let rows = stmt
-        .query_map(params![state.as_str(), before_ms], |row| row.get(0))
-        .map_err(backend)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(backend)
+    keys(
+        conn,
+        &format!("SELECT id FROM deliveries WHERE {PRUNABLE_DELIVERIES}"),
+        params![state.as_str(), before_ms],
+    )
 }
 
 /// The certificates a put of `c` forgets (parameters: [`forgotten_params`]).
@@ -830,15 +824,20 @@ fn put_result(result: rusqlite::Result<usize>, group_id: &str) -> Result<()> {
     }
 }
 
+/// The first column of the rows `sql` selects: the keys a prune deletes.
+fn keys(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let rows = stmt.query_map(params, |row| row.get(0)).map_err(backend)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(backend)
+}
+
 /// The ids of the rollups [`Store::prune_rollups`] deletes.
 pub(super) fn prunable_rollups(conn: &Connection, before_ms: i64) -> Result<Vec<String>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT id FROM rollups WHERE minute_ms < ?1")
-        .map_err(backend)?;
-    let rows = stmt
-        .query_map([before_ms], |row| row.get(0))
-        .map_err(backend)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(backend)
+    keys(
+        conn,
+        "SELECT id FROM rollups WHERE minute_ms < ?1",
+        [before_ms],
+    )
 }
 
 /// Deleting what is already gone is not an error: a retried step converges.
