@@ -2,6 +2,7 @@
 //! the process provider, the admin API over mTLS.
 
 use ebb_proto::v1 as pb;
+use tonic_types::StatusExt;
 use ebb_tests::{
     Admin, ControllerProc, DEADLINE, Sandbox, activities, admin_call, eventually, instances,
 };
@@ -236,6 +237,29 @@ fn bad_input_is_rejected_field_by_field_and_nothing_changes() {
             err.message()
         );
     }
+    // The same fields as a google.rpc.BadRequest, for programs: one
+    // violation per bad field, and the text is those violations, in order.
+    let details = err.get_error_details();
+    let violations = &details
+        .bad_request()
+        .expect("a BadRequest detail")
+        .field_violations;
+    let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "name",
+            "min_size",
+            "default_cooldown_secs",
+            "removal_policies[0]",
+            "removal_policies"
+        ]
+    );
+    let text: Vec<String> = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect();
+    assert_eq!(err.message(), text.join("; "));
     let dup = admin_call!(
         admin,
         create_scaling_group,
@@ -763,6 +787,10 @@ fn a_retried_scale_with_one_client_token_makes_one_activity() {
         "{}",
         err.message()
     );
+    let details = err.get_error_details();
+    let violations = &details.bad_request().expect("BadRequest").field_violations;
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].field, "client_token");
     assert_eq!(activities(&mut admin, "once").len(), 1);
 
     // Kept in the store: a restart does not forget it.

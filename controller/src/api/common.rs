@@ -5,11 +5,40 @@ use crate::engine::{Engine, EngineError};
 use crate::store::StoreError;
 use ebb_core::model::{Activity, Invalid, ScalingGroup};
 use ebb_proto::v1 as pb;
-use tonic::Status;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-/// Every bad field, as one INVALID_ARGUMENT.
+/// Every bad field, as one INVALID_ARGUMENT: the one-line text for people
+/// (`field: problem; field: problem`), and the same fields as a
+/// `google.rpc.BadRequest` detail for programs.
 pub(crate) fn invalid(e: Invalid) -> Status {
-    Status::invalid_argument(e.to_string())
+    bad_request(e.to_string(), &e)
+}
+
+/// A `field: problem` line from code that reports its errors as text (the
+/// providers' checks) as [`invalid`]: the text kept as it is, the field
+/// read from it, or `field` when the line names none.
+pub(crate) fn invalid_text(field: &str, line: String) -> Status {
+    let violation = match line.split_once(": ") {
+        Some((named, problem)) if !named.is_empty() && !named.contains(char::is_whitespace) => {
+            Invalid::one(named, problem)
+        }
+        _ => Invalid::one(field, line.as_str()),
+    };
+    bad_request(line, &violation)
+}
+
+fn bad_request(text: String, fields: &Invalid) -> Status {
+    let violations: Vec<FieldViolation> = fields
+        .0
+        .iter()
+        .map(|f| FieldViolation::new(&f.field, &f.message))
+        .collect();
+    Status::with_error_details(
+        Code::InvalidArgument,
+        text,
+        ErrorDetails::with_bad_request(violations),
+    )
 }
 
 /// A store error as the status a caller can act on.
@@ -110,5 +139,56 @@ pub(crate) fn activity_view(a: &Activity) -> pb::Activity {
         error: a.error.clone().unwrap_or_default(),
         details: a.details.clone(),
         initiated_by: a.initiated_by.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(s: &Status) -> Vec<(String, String)> {
+        s.get_error_details()
+            .bad_request()
+            .expect("a BadRequest detail")
+            .field_violations
+            .iter()
+            .map(|v| (v.field.clone(), v.description.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn every_bad_field_is_a_violation_and_the_text_is_unchanged() {
+        let mut e = Invalid::one("name", "is required");
+        e.push("max_size", "0 is below min_size 1");
+        let s = invalid(e);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "name: is required; max_size: 0 is below min_size 1"
+        );
+        assert_eq!(
+            fields(&s),
+            [
+                ("name".into(), "is required".into()),
+                ("max_size".into(), "0 is below min_size 1".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_providers_line_names_its_field_or_the_given_one() {
+        let s = invalid_text(
+            "scaling_configuration",
+            "exec.program: `x` is not an absolute path".into(),
+        );
+        assert_eq!(s.message(), "exec.program: `x` is not an absolute path");
+        assert_eq!(
+            fields(&s),
+            [("exec.program".into(), "`x` is not an absolute path".into())]
+        );
+        let line = "instance_type `bad` cannot be launched by the fake provider";
+        let s = invalid_text("scaling_configuration", line.into());
+        assert_eq!(s.message(), line);
+        assert_eq!(fields(&s), [("scaling_configuration".into(), line.into())]);
     }
 }

@@ -1,7 +1,7 @@
 //! Scaling configurations: the templates new instances are launched from.
 
 use super::metric_sources;
-use crate::api::common::{find_group, invalid, now_ms, required};
+use crate::api::common::{find_group, invalid, invalid_text, now_ms, required};
 use crate::engine::{Engine, limits};
 use crate::id::new_id;
 use crate::store::Write;
@@ -85,7 +85,7 @@ fn launchable(engine: &Engine, config: &ScalingConfiguration) -> Result<(), Stat
     use crate::provider::ProviderError;
     match engine.provider.check(config) {
         Ok(()) => Ok(()),
-        Err(ProviderError::Invalid(why)) => Err(Status::invalid_argument(why)),
+        Err(ProviderError::Invalid(why)) => Err(invalid_text("scaling_configuration", why)),
         Err(e) => Err(Status::failed_precondition(e.to_string())),
     }
 }

@@ -6,8 +6,10 @@
 use prost::Message;
 use ring::digest::{SHA256, digest};
 use tokio::sync::Mutex;
+use ebb_core::model::Invalid;
 use tonic::Status;
 
+use crate::api::common::invalid;
 use crate::engine::Engine;
 use crate::engine::activity::CLIENT_TOKEN_TTL_MS;
 use crate::store::{ClientToken, Write};
@@ -23,15 +25,18 @@ pub struct Tokens(Mutex<()>);
 /// Why `token` cannot be used, if it cannot.
 fn check(token: &str) -> Result<(), Status> {
     if token.len() > MAX_TOKEN_LEN {
-        return Err(Status::invalid_argument(format!(
-            "client_token: is {} characters; at most {MAX_TOKEN_LEN}",
-            token.len()
+        return Err(invalid(Invalid::one(
+            "client_token",
+            format!("is {} characters; at most {MAX_TOKEN_LEN}", token.len()),
         )));
     }
     if let Some(c) = token.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(Status::invalid_argument(format!(
-            "client_token: has {}; use printable ASCII without spaces",
-            c.escape_debug()
+        return Err(invalid(Invalid::one(
+            "client_token",
+            format!(
+                "has {}; use printable ASCII without spaces",
+                c.escape_debug()
+            ),
         )));
     }
     Ok(())
@@ -66,10 +71,13 @@ where
         && now - seen.created_at_ms < CLIENT_TOKEN_TTL_MS
     {
         if seen.fingerprint != fingerprint {
-            return Err(Status::invalid_argument(format!(
-                "client_token: `{token}` was used for another request ({}) within 24 h; \
-                 a retry must repeat the request exactly, a new request needs a new token",
-                seen.method
+            return Err(invalid(Invalid::one(
+                "client_token",
+                format!(
+                    "`{token}` was used for another request ({}) within 24 h; \
+                     a retry must repeat the request exactly, a new request needs a new token",
+                    seen.method
+                ),
             )));
         }
         let bytes = ebb_certs::from_hex(&seen.response_hex).ok_or_else(|| {
