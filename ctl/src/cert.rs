@@ -75,7 +75,7 @@ pub async fn revoke(admin: &mut Admin, args: CertRevoke, out: Output) -> Result<
 
 pub async fn revoked(admin: &mut Admin, out: Output) -> Result<()> {
     let list: Vec<RevokedView> = admin
-        .describe_revoked_certificates(pb::DescribeRevokedCertificatesRequest {})
+        .describe_revoked_certificates(pb::DescribeRevokedCertificatesRequest::default())
         .await?
         .certificates
         .into_iter()
@@ -361,7 +361,7 @@ impl From<pb::CertificateEntry> for CertView {
 /// `cert list`: each identity's latest certificate, soonest expiry first.
 pub async fn list(admin: &mut Admin, out: Output) -> Result<()> {
     let certs: Vec<CertView> = admin
-        .list_certificates(pb::ListCertificatesRequest {})
+        .list_certificates(pb::ListCertificatesRequest::default())
         .await?
         .certificates
         .into_iter()

@@ -484,6 +484,7 @@ async fn instance_configuration(admin: &mut Admin, id: &str) -> Result<pb::Scali
     let r = admin
         .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
             scaling_group: inst.scaling_group_id.clone(),
+            ..Default::default()
         })
         .await?;
     r.scaling_configurations
@@ -503,6 +504,7 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
             let r = admin
                 .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
                     scaling_group: group.unwrap_or_default(),
+                    ..Default::default()
                 })
                 .await?;
             let views: Vec<ConfigView> = r
@@ -523,6 +525,7 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
             let r = admin
                 .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
                     scaling_group: group.unwrap_or_default(),
+                    ..Default::default()
                 })
                 .await?;
             let c = pick_config(&r.scaling_configurations, &config)?;
@@ -569,6 +572,7 @@ async fn config(admin: &mut Admin, cmd: ConfigCmd, out: Output) -> Result<()> {
             let r = admin
                 .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
                     scaling_group: m.group.unwrap_or_default(),
+                    ..Default::default()
                 })
                 .await?;
             let current = pick_config(&r.scaling_configurations, &m.config)?;
@@ -622,6 +626,7 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
                 scaling_group: group.unwrap_or_default(),
                 instance_ids: vec![],
                 lifecycle_state: state.unwrap_or_default(),
+                ..Default::default()
             };
             return watching(watch, async || {
                 let r = admin.describe_scaling_instances(request.clone()).await?;

@@ -331,18 +331,55 @@ macro_rules! rpcs {
     };
 }
 
+/// Listings that come in pages: ebbctl asks for each page in turn and
+/// answers with all of them, so no command stops at the first page. A page
+/// with `page_size` set is one page, as asked.
+macro_rules! paged_rpcs {
+    ($($method:ident($req:ident) -> $resp:ident { $items:ident };)*) => {
+        impl Admin {
+            $(
+                pub async fn $method(&mut self, mut request: pb::$req) -> Result<pb::$resp> {
+                    let one_page = request.page_size != 0;
+                    let mut all = pb::$resp::default();
+                    loop {
+                        let page = match self.client.$method(request.clone()).await {
+                            Ok(response) => response.into_inner(),
+                            Err(status) => return Err(status_error(&self.addr, &status)),
+                        };
+                        all.$items.extend(page.$items);
+                        if one_page || page.next_page_token.is_empty() {
+                            all.next_page_token = page.next_page_token;
+                            return Ok(all);
+                        }
+                        request.page_token = page.next_page_token;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+paged_rpcs! {
+    describe_scaling_groups(DescribeScalingGroupsRequest) -> DescribeScalingGroupsResponse { scaling_groups };
+    describe_scaling_configurations(DescribeScalingConfigurationsRequest) -> DescribeScalingConfigurationsResponse { scaling_configurations };
+    describe_scaling_instances(DescribeScalingInstancesRequest) -> DescribeScalingInstancesResponse { instances };
+    describe_scaling_rules(DescribeScalingRulesRequest) -> DescribeScalingRulesResponse { scaling_rules };
+    describe_alarms(DescribeAlarmsRequest) -> DescribeAlarmsResponse { alarms };
+    describe_scheduled_tasks(DescribeScheduledTasksRequest) -> DescribeScheduledTasksResponse { scheduled_tasks };
+    list_join_tokens(ListJoinTokensRequest) -> ListJoinTokensResponse { tokens };
+    describe_revoked_certificates(DescribeRevokedCertificatesRequest) -> DescribeRevokedCertificatesResponse { certificates };
+    list_certificates(ListCertificatesRequest) -> ListCertificatesResponse { certificates };
+}
+
 rpcs! {
     create_scaling_group(CreateScalingGroupRequest) -> ScalingGroup;
     modify_scaling_group(ModifyScalingGroupRequest) -> ScalingGroup;
     delete_scaling_group(DeleteScalingGroupRequest) -> DeleteScalingGroupResponse;
-    describe_scaling_groups(DescribeScalingGroupsRequest) -> DescribeScalingGroupsResponse;
     enable_scaling_group(EnableScalingGroupRequest) -> ScalingGroup;
     disable_scaling_group(DisableScalingGroupRequest) -> ScalingGroup;
     create_scaling_configuration(CreateScalingConfigurationRequest) -> ScalingConfiguration;
     modify_scaling_configuration(ModifyScalingConfigurationRequest) -> ScalingConfiguration;
     delete_scaling_configuration(DeleteScalingConfigurationRequest) -> DeleteScalingConfigurationResponse;
-    describe_scaling_configurations(DescribeScalingConfigurationsRequest) -> DescribeScalingConfigurationsResponse;
-    describe_scaling_instances(DescribeScalingInstancesRequest) -> DescribeScalingInstancesResponse;
     attach_instances(AttachInstancesRequest) -> InstancesResponse;
     detach_instances(DetachInstancesRequest) -> InstancesResponse;
     remove_instances(RemoveInstancesRequest) -> InstancesResponse;
@@ -363,7 +400,6 @@ rpcs! {
     create_scaling_rule(CreateScalingRuleRequest) -> ScalingRule;
     modify_scaling_rule(ModifyScalingRuleRequest) -> ScalingRule;
     delete_scaling_rule(DeleteScalingRuleRequest) -> DeleteScalingRuleResponse;
-    describe_scaling_rules(DescribeScalingRulesRequest) -> DescribeScalingRulesResponse;
     execute_scaling_rule(ExecuteScalingRuleRequest) -> ScalingActivityResponse;
     scale_with_adjustment(ScaleWithAdjustmentRequest) -> ScalingActivityResponse;
     describe_forecast(DescribeForecastRequest) -> DescribeForecastResponse;
@@ -372,19 +408,14 @@ rpcs! {
     enable_alarm(AlarmRef) -> Alarm;
     disable_alarm(AlarmRef) -> Alarm;
     delete_alarm(AlarmRef) -> DeleteAlarmResponse;
-    describe_alarms(DescribeAlarmsRequest) -> DescribeAlarmsResponse;
     create_scheduled_task(CreateScheduledTaskRequest) -> ScheduledTask;
     modify_scheduled_task(ModifyScheduledTaskRequest) -> ScheduledTask;
     delete_scheduled_task(ScheduledTaskRef) -> DeleteScheduledTaskResponse;
-    describe_scheduled_tasks(DescribeScheduledTasksRequest) -> DescribeScheduledTasksResponse;
     suspend_processes(ProcessesRequest) -> ScalingGroup;
     create_join_token(CreateJoinTokenRequest) -> CreateJoinTokenResponse;
-    list_join_tokens(ListJoinTokensRequest) -> ListJoinTokensResponse;
     revoke_join_token(RevokeJoinTokenRequest) -> JoinToken;
     resume_processes(ProcessesRequest) -> ScalingGroup;
     revoke_certificate(RevokeCertificateRequest) -> RevokedCertificate;
-    describe_revoked_certificates(DescribeRevokedCertificatesRequest) -> DescribeRevokedCertificatesResponse;
-    list_certificates(ListCertificatesRequest) -> ListCertificatesResponse;
     issue_certificate(IssueCertificateRequest) -> IssuedCertificate;
     rotate_server_certificate(RotateServerCertificateRequest) -> IssuedCertificate;
     attach_load_balancers(AttachLoadBalancersRequest) -> LoadBalancerAttachments;
@@ -400,6 +431,7 @@ impl Admin {
     pub async fn find_group(&mut self, group: &str) -> Result<Option<pb::ScalingGroup>> {
         let request = pb::DescribeScalingGroupsRequest {
             scaling_groups: vec![group.to_owned()],
+            ..Default::default()
         };
         match self.client.describe_scaling_groups(request).await {
             Ok(r) => Ok(r

@@ -30,7 +30,10 @@ pub async fn rule_names(admin: &mut Admin, groups: impl IntoIterator<Item = Stri
     let groups: BTreeSet<String> = groups.into_iter().collect();
     for g in groups {
         if let Ok(r) = admin
-            .describe_scaling_rules(pb::DescribeScalingRulesRequest { scaling_group: g })
+            .describe_scaling_rules(pb::DescribeScalingRulesRequest {
+                scaling_group: g,
+                ..Default::default()
+            })
             .await
         {
             names.extend(r.scaling_rules.into_iter().map(|r| (r.id, r.name)));

@@ -130,7 +130,7 @@ pub async fn run(
         }
         TokenCmd::List => {
             let tokens: Vec<TokenView> = admin
-                .list_join_tokens(pb::ListJoinTokensRequest {})
+                .list_join_tokens(pb::ListJoinTokensRequest::default())
                 .await?
                 .tokens
                 .into_iter()

@@ -2,10 +2,10 @@
 //! the process provider, the admin API over mTLS.
 
 use ebb_proto::v1 as pb;
-use tonic_types::StatusExt;
 use ebb_tests::{
     Admin, ControllerProc, DEADLINE, Sandbox, activities, admin_call, eventually, instances,
 };
+use tonic_types::StatusExt;
 
 const INTERVAL_MS: u64 = 1000;
 
@@ -248,11 +248,11 @@ fn bad_input_is_rejected_field_by_field_and_nothing_changes() {
     assert_eq!(
         fields,
         [
+            "removal_policies[0]",
+            "removal_policies",
             "name",
             "min_size",
-            "default_cooldown_secs",
-            "removal_policies[0]",
-            "removal_policies"
+            "default_cooldown_secs"
         ]
     );
     let text: Vec<String> = violations
@@ -345,7 +345,8 @@ fn bad_input_is_rejected_field_by_field_and_nothing_changes() {
         admin,
         describe_scaling_configurations,
         pb::DescribeScalingConfigurationsRequest {
-            scaling_group: "api".into()
+            scaling_group: "api".into(),
+            ..Default::default()
         }
     )
     .unwrap();

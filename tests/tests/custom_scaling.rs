@@ -289,6 +289,7 @@ fn the_admin_api_refuses_bad_metric_sources_and_keeps_good_ones() {
             describe_scaling_configurations,
             pb::DescribeScalingConfigurationsRequest {
                 scaling_group: GROUP.into(),
+                ..Default::default()
             }
         )
         .unwrap()

@@ -100,6 +100,7 @@ fn group_of(admin: &mut Admin, name: &str) -> pb::ScalingGroup {
         describe_scaling_groups,
         pb::DescribeScalingGroupsRequest {
             scaling_groups: vec![name.into()],
+            ..Default::default()
         }
     )
     .unwrap()
@@ -406,7 +407,12 @@ fn certless_clients_cannot_use_the_admin_api_or_connect() {
     let cert = fs::read_to_string(agent.dir.join("agent.crt")).unwrap();
     let key = fs::read_to_string(agent.dir.join("agent.key")).unwrap();
     let mut as_agent = Admin::with_identity(&ctl, &cert, &key);
-    let err = admin_call!(as_agent, list_join_tokens, pb::ListJoinTokensRequest {}).unwrap_err();
+    let err = admin_call!(
+        as_agent,
+        list_join_tokens,
+        pb::ListJoinTokensRequest::default()
+    )
+    .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
 }
 

@@ -291,7 +291,12 @@ fn an_agent_renews_three_times_over_one_stream() {
     assert!(ctl.metric("ebb_cert_renewals_total").unwrap() >= 3.0);
     assert_eq!(ctl.metric("ebb_cert_renewals_refused_total"), Some(0.0));
     // The registry holds the latest one.
-    let listed = admin_call!(admin, list_certificates, pb::ListCertificatesRequest {}).unwrap();
+    let listed = admin_call!(
+        admin,
+        list_certificates,
+        pb::ListCertificatesRequest::default()
+    )
+    .unwrap();
     let mine = listed
         .certificates
         .iter()
@@ -432,9 +437,13 @@ fn bad_renewal_requests_are_refused_and_the_stream_stays_up() {
     let ca = ctl.ca();
     let mut agent = rt.block_on(RawAgent::connect(&ctl, &ca, "raw-1"));
     let entries = |admin: &mut Admin| {
-        admin_call!(*admin, list_certificates, pb::ListCertificatesRequest {})
-            .unwrap()
-            .certificates
+        admin_call!(
+            *admin,
+            list_certificates,
+            pb::ListCertificatesRequest::default()
+        )
+        .unwrap()
+        .certificates
     };
     let before = entries(&mut admin);
 

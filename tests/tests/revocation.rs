@@ -215,7 +215,7 @@ fn revoked_admins_are_refused_and_bad_revocations_change_nothing() {
     let none = admin_call!(
         admin,
         describe_revoked_certificates,
-        pb::DescribeRevokedCertificatesRequest {}
+        pb::DescribeRevokedCertificatesRequest::default()
     )
     .unwrap();
     assert!(none.certificates.is_empty(), "{none:?}");

@@ -325,9 +325,13 @@ fn a_host_joins_as_a_target_with_a_target_token_and_renews_over_its_stream() {
         }))
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::PermissionDenied, "{again:?}");
-    let listed = admin_call!(admin, list_certificates, pb::ListCertificatesRequest {})
-        .unwrap()
-        .certificates;
+    let listed = admin_call!(
+        admin,
+        list_certificates,
+        pb::ListCertificatesRequest::default()
+    )
+    .unwrap()
+    .certificates;
     assert!(
         listed
             .iter()

@@ -1,7 +1,7 @@
 //! Alarm (event-triggered) tasks: create, modify, enable, disable, delete,
 //! describe.
 
-use crate::api::common::{find_group, find_named, invalid, now_ms};
+use crate::api::common::{Page, find_group, find_named, group_filter, invalid, name_key, now_ms};
 use crate::engine::{Engine, limits};
 use crate::id::new_id;
 use crate::store::Write;
@@ -287,11 +287,8 @@ pub async fn describe_alarms(
     engine: &Engine,
     req: pb::DescribeAlarmsRequest,
 ) -> Result<pb::DescribeAlarmsResponse, Status> {
-    let group_id = if req.scaling_group.is_empty() {
-        None
-    } else {
-        Some(find_group(engine, &req.scaling_group)?.id)
-    };
+    let group_id = group_filter(engine, &req.scaling_group)?;
+    let page = Page::of(req.page_size, &req.page_token)?;
     let state = if req.state.is_empty() {
         None
     } else {
@@ -301,12 +298,11 @@ pub async fn describe_alarms(
                 .map_err(|e| invalid(Invalid::one("state", e)))?,
         )
     };
-    let alarms = engine.store.list_alarms(group_id.as_deref())?;
+    let mut alarms = engine.store.list_alarms(group_id.as_deref())?;
+    alarms.retain(|a| state.is_none_or(|s| a.eval.state == s));
+    let (alarms, next_page_token) = page.cut(alarms, |a| name_key(&a.name, &a.id));
     Ok(pb::DescribeAlarmsResponse {
-        alarms: alarms
-            .iter()
-            .filter(|a| state.is_none_or(|s| a.eval.state == s))
-            .map(alarm_view)
-            .collect(),
+        alarms: alarms.iter().map(alarm_view).collect(),
+        next_page_token,
     })
 }

@@ -9,7 +9,7 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use crate::api::Caller;
-use crate::api::common::{invalid, now_ms};
+use crate::api::common::{Page, invalid, now_ms, time_key};
 use crate::engine::Engine;
 use crate::engine::certs::MAX_ADMIN_DAYS;
 use crate::fleet::CloseReason;
@@ -28,15 +28,15 @@ fn entry(r: &CertRecord) -> pb::CertificateEntry {
 
 pub async fn list_certificates(
     engine: &Engine,
-    _req: pb::ListCertificatesRequest,
+    req: pb::ListCertificatesRequest,
 ) -> Result<pb::ListCertificatesResponse, Status> {
+    let page = Page::of(req.page_size, &req.page_token)?;
+    let (certificates, next_page_token) = page.cut(engine.store.list_certificates()?, |c| {
+        time_key(c.not_after_ms, &c.identity)
+    });
     Ok(pb::ListCertificatesResponse {
-        certificates: engine
-            .store
-            .list_certificates()?
-            .iter()
-            .map(entry)
-            .collect(),
+        certificates: certificates.iter().map(entry).collect(),
+        next_page_token,
     })
 }
 
@@ -195,9 +195,14 @@ pub async fn revoke_certificate(
 
 pub async fn describe_revoked_certificates(
     engine: &Engine,
-    _req: pb::DescribeRevokedCertificatesRequest,
+    req: pb::DescribeRevokedCertificatesRequest,
 ) -> Result<pb::DescribeRevokedCertificatesResponse, Status> {
+    let page = Page::of(req.page_size, &req.page_token)?;
+    let mut revoked = engine.store.list_revoked()?;
+    revoked.retain(|r| r.revoked_at_ms >= req.since_ms);
+    let (revoked, next_page_token) = page.cut(revoked, |r| r.identity.clone());
     Ok(pb::DescribeRevokedCertificatesResponse {
-        certificates: engine.store.list_revoked()?.into_iter().map(view).collect(),
+        certificates: revoked.into_iter().map(view).collect(),
+        next_page_token,
     })
 }

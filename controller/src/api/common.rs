@@ -121,6 +121,93 @@ pub(crate) fn find_named<T>(
         })
 }
 
+/// The most one page of a listing holds, and what a caller that names no
+/// `page_size` gets (activities, the one listing that grows without bound
+/// in normal use, default to 50 instead).
+pub(crate) const MAX_PAGE_SIZE: usize = 1000;
+
+/// The longest page token taken back: a listing key (a name, or a time and
+/// an id), so far shorter in practice.
+const MAX_PAGE_TOKEN: usize = 1024;
+
+/// Where a page of a listing starts and how long it is.
+#[derive(Debug)]
+pub(crate) struct Page {
+    size: usize,
+    after: Option<String>,
+}
+
+impl Page {
+    /// From a request's `page_size` and `page_token`.
+    pub(crate) fn of(page_size: u32, page_token: &str) -> Result<Self, Status> {
+        let mut e = Invalid::default();
+        let size = match page_size as usize {
+            0 => MAX_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                e.push("page_size", format!("{n} is above {MAX_PAGE_SIZE}"));
+                n
+            }
+            n => n,
+        };
+        if page_token.len() > MAX_PAGE_TOKEN {
+            e.push(
+                "page_token",
+                format!(
+                    "is {} bytes, not a next_page_token this server gave out",
+                    page_token.len()
+                ),
+            );
+        }
+        e.into_result().map_err(invalid)?;
+        Ok(Self {
+            size,
+            after: (!page_token.is_empty()).then(|| page_token.to_owned()),
+        })
+    }
+
+    /// This page of `items`, in the order of `key` (each item's unique
+    /// place in the listing), and the next page's token: the last key
+    /// shown, empty after the last page. A page resumes after that key, so
+    /// records created or deleted between two calls neither repeat nor
+    /// shift the rest.
+    pub(crate) fn cut<T>(&self, items: Vec<T>, key: impl Fn(&T) -> String) -> (Vec<T>, String) {
+        let mut keyed: Vec<(String, T)> = items.into_iter().map(|t| (key(&t), t)).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        let start = self.after.as_deref().map_or(0, |after| {
+            keyed.partition_point(|(k, _)| k.as_str() <= after)
+        });
+        let more = keyed.len() - start > self.size;
+        let page: Vec<(String, T)> = keyed.into_iter().skip(start).take(self.size).collect();
+        let next = match page.last() {
+            Some((k, _)) if more => k.clone(),
+            _ => String::new(),
+        };
+        (page.into_iter().map(|(_, t)| t).collect(), next)
+    }
+}
+
+/// A listing key that sorts by time, then id: zero-padded so that text
+/// order is time order.
+pub(crate) fn time_key(at_ms: i64, id: &str) -> String {
+    format!("{:020}:{id}", at_ms.max(0))
+}
+
+/// A listing key that sorts by name, then id (a space sorts before every
+/// character a name may hold).
+pub(crate) fn name_key(name: &str, id: &str) -> String {
+    format!("{name} {id}")
+}
+
+/// The group id `scaling_group` names, or `None` when it is empty (every
+/// group).
+pub(crate) fn group_filter(engine: &Engine, scaling_group: &str) -> Result<Option<String>, Status> {
+    if scaling_group.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(find_group(engine, scaling_group)?.id))
+    }
+}
+
 /// An activity as the API shows it.
 pub(crate) fn activity_view(a: &Activity) -> pb::Activity {
     pb::Activity {
@@ -190,5 +277,48 @@ mod tests {
         let s = invalid_text("scaling_configuration", line.into());
         assert_eq!(s.message(), line);
         assert_eq!(fields(&s), [("scaling_configuration".into(), line.into())]);
+    }
+
+    fn walk(items: &[&str], size: u32) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = Page::of(size, &token).unwrap();
+            let owned: Vec<String> = items.iter().map(|s| (*s).to_owned()).collect();
+            let (got, next) = page.cut(owned, Clone::clone);
+            pages.push(got);
+            if next.is_empty() {
+                return pages;
+            }
+            token = next;
+        }
+    }
+
+    #[test]
+    fn pages_cover_the_listing_in_key_order_once() {
+        assert_eq!(walk(&[], 2), [Vec::<String>::new()]);
+        // A last page that is exactly full gives no token to an empty one.
+        assert_eq!(walk(&["b", "a", "d", "c"], 2), [["a", "b"], ["c", "d"]]);
+        assert_eq!(
+            walk(&["c", "a", "b"], 2),
+            [vec!["a".to_owned(), "b".into()], vec!["c".into()]]
+        );
+        // A token whose record was deleted still says where to resume.
+        let page = Page::of(2, "b").unwrap();
+        let (got, next) = page.cut(vec!["a", "c", "d", "e"], |s| (*s).to_owned());
+        assert_eq!((got, next.as_str()), (vec!["c", "d"], "d"));
+    }
+
+    #[test]
+    fn page_size_and_token_are_checked() {
+        assert_eq!(Page::of(0, "").unwrap().size, MAX_PAGE_SIZE);
+        let e = Page::of(1001, &"x".repeat(2000)).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "page_size: 1001 is above 1000; page_token: is 2000 bytes, not a next_page_token this server gave out"
+        );
+        assert_eq!(time_key(5, "i-1"), "00000000000000000005:i-1");
+        assert!(time_key(10, "a") > time_key(9, "z"));
+        assert!(name_key("ab", "z") < name_key("ab.c", "a"));
     }
 }

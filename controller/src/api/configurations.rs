@@ -1,7 +1,7 @@
 //! Scaling configurations: the templates new instances are launched from.
 
 use super::metric_sources;
-use crate::api::common::{find_group, invalid, invalid_text, now_ms, required};
+use crate::api::common::{Page, find_group, invalid, invalid_text, now_ms, required, time_key};
 use crate::engine::{Engine, limits};
 use crate::id::new_id;
 use crate::store::Write;
@@ -217,17 +217,20 @@ pub async fn describe_scaling_configurations(
     req: pb::DescribeScalingConfigurationsRequest,
 ) -> Result<pb::DescribeScalingConfigurationsResponse, Status> {
     let store = &engine.store;
+    let page = Page::of(req.page_size, &req.page_token)?;
     let (configs, groups) = if req.scaling_group.is_empty() {
         (store.list_configurations(None)?, store.list_groups()?)
     } else {
         let g = find_group(engine, &req.scaling_group)?;
         (store.list_configurations(Some(&g.id))?, vec![g])
     };
+    let (configs, next_page_token) = page.cut(configs, |c| time_key(c.created_at_ms, &c.id));
     let views = configs
         .iter()
         .map(|c| config_view(engine, c, groups.iter().find(|g| g.id == c.group_id)))
         .collect();
     Ok(pb::DescribeScalingConfigurationsResponse {
         scaling_configurations: views,
+        next_page_token,
     })
 }

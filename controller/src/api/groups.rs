@@ -1,7 +1,7 @@
 //! Scaling groups: create, modify, delete, describe, enable, disable, and
 //! their suspended processes.
 
-use crate::api::common::{find_group, invalid, now_ms};
+use crate::api::common::{Page, find_group, invalid, name_key, now_ms};
 use crate::api::configurations::find_configuration;
 use crate::engine::capacity::change_capacity;
 use crate::engine::{Engine, activity, limits};
@@ -279,6 +279,7 @@ pub async fn describe_scaling_groups(
     engine: &Engine,
     req: pb::DescribeScalingGroupsRequest,
 ) -> Result<pb::DescribeScalingGroupsResponse, Status> {
+    let page = Page::of(req.page_size, &req.page_token)?;
     let groups = if req.scaling_groups.is_empty() {
         engine.store.list_groups()?
     } else {
@@ -288,9 +289,11 @@ pub async fn describe_scaling_groups(
         }
         found
     };
+    let (groups, next_page_token) = page.cut(groups, |g| name_key(&g.name, &g.id));
     let views: Result<Vec<_>, _> = groups.iter().map(|g| group_view(engine, g)).collect();
     Ok(pb::DescribeScalingGroupsResponse {
         scaling_groups: views?,
+        next_page_token,
     })
 }
 

@@ -3,10 +3,10 @@
 //! call's answer and starts nothing more. The same token on a different
 //! request is refused: it names another call.
 
+use ebb_core::model::Invalid;
 use prost::Message;
 use ring::digest::{SHA256, digest};
 use tokio::sync::Mutex;
-use ebb_core::model::Invalid;
 use tonic::Status;
 
 use crate::api::common::invalid;

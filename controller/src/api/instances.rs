@@ -1,7 +1,7 @@
 //! Instances: describe, attach, detach, remove, protect, mark unhealthy,
 //! standby.
 
-use crate::api::common::{find_group, invalid, now_ms};
+use crate::api::common::{Page, find_group, group_filter, invalid, now_ms, time_key};
 use crate::engine::capacity::{reject_if_suspended, rejection};
 use crate::engine::{Engine, activity};
 use crate::store::{Detached, Write};
@@ -238,11 +238,8 @@ pub async fn describe_scaling_instances(
     engine: &Engine,
     req: pb::DescribeScalingInstancesRequest,
 ) -> Result<pb::DescribeScalingInstancesResponse, Status> {
-    let group_id = if req.scaling_group.is_empty() {
-        None
-    } else {
-        Some(find_group(engine, &req.scaling_group)?.id)
-    };
+    let group_id = group_filter(engine, &req.scaling_group)?;
+    let page = Page::of(req.page_size, &req.page_token)?;
     let state = if req.lifecycle_state.is_empty() {
         None
     } else {
@@ -252,14 +249,17 @@ pub async fn describe_scaling_instances(
                 .map_err(|e| invalid(Invalid::one("lifecycle_state", e)))?,
         )
     };
-    let instances = engine.store.list_instances(group_id.as_deref())?;
-    let views = instances
-        .iter()
-        .filter(|i| state.is_none_or(|s| i.lifecycle_state == s))
-        .filter(|i| req.instance_ids.is_empty() || req.instance_ids.contains(&i.id))
-        .map(|i| instance_view(engine, i))
-        .collect();
-    Ok(pb::DescribeScalingInstancesResponse { instances: views })
+    let mut instances = engine.store.list_instances(group_id.as_deref())?;
+    instances.retain(|i| {
+        state.is_none_or(|s| i.lifecycle_state == s)
+            && (req.instance_ids.is_empty() || req.instance_ids.contains(&i.id))
+            && i.created_at_ms >= req.since_ms
+    });
+    let (instances, next_page_token) = page.cut(instances, |i| time_key(i.created_at_ms, &i.id));
+    Ok(pb::DescribeScalingInstancesResponse {
+        instances: instances.iter().map(|i| instance_view(engine, i)).collect(),
+        next_page_token,
+    })
 }
 
 pub async fn attach_instances(

@@ -1,7 +1,9 @@
 //! Scaling rules: create, modify, delete, describe, execute, and one-off
 //! adjustments.
 
-use crate::api::common::{activity_view, find_group, invalid, now_ms};
+use crate::api::common::{
+    Page, activity_view, find_group, group_filter, invalid, name_key, now_ms,
+};
 use crate::engine::rules::run_rule;
 use crate::engine::{Engine, limits};
 use crate::id::new_id;
@@ -227,14 +229,13 @@ pub async fn describe_scaling_rules(
     engine: &Engine,
     req: pb::DescribeScalingRulesRequest,
 ) -> Result<pb::DescribeScalingRulesResponse, Status> {
-    let group_id = if req.scaling_group.is_empty() {
-        None
-    } else {
-        Some(find_group(engine, &req.scaling_group)?.id)
-    };
+    let group_id = group_filter(engine, &req.scaling_group)?;
+    let page = Page::of(req.page_size, &req.page_token)?;
     let rules = engine.store.list_rules(group_id.as_deref())?;
+    let (rules, next_page_token) = page.cut(rules, |r| name_key(&r.name, &r.id));
     Ok(pb::DescribeScalingRulesResponse {
         scaling_rules: rules.iter().map(|r| rule_view(engine, r)).collect(),
+        next_page_token,
     })
 }
 

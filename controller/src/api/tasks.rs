@@ -1,6 +1,6 @@
 //! Scheduled tasks: create, modify, delete, describe.
 
-use crate::api::common::{find_group, find_named, invalid, now_ms};
+use crate::api::common::{Page, find_group, find_named, group_filter, invalid, name_key, now_ms};
 use crate::api::rules::rule_in;
 use crate::engine::schedules::handled_until;
 use crate::engine::{Engine, limits};
@@ -350,14 +350,13 @@ pub async fn describe_scheduled_tasks(
     engine: &Engine,
     req: pb::DescribeScheduledTasksRequest,
 ) -> Result<pb::DescribeScheduledTasksResponse, Status> {
-    let group_id = if req.scaling_group.is_empty() {
-        None
-    } else {
-        Some(find_group(engine, &req.scaling_group)?.id)
-    };
+    let group_id = group_filter(engine, &req.scaling_group)?;
+    let page = Page::of(req.page_size, &req.page_token)?;
     let now = now_ms(engine);
     let tasks = engine.store.list_tasks(group_id.as_deref())?;
+    let (tasks, next_page_token) = page.cut(tasks, |t| name_key(&t.name, &t.id));
     Ok(pb::DescribeScheduledTasksResponse {
         scheduled_tasks: tasks.iter().map(|t| task_view(t, now)).collect(),
+        next_page_token,
     })
 }

@@ -9,7 +9,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tonic::Status;
 use tracing::info;
 
-use crate::api::common::{find_group, invalid, now_ms, required};
+use crate::api::common::{Page, find_group, group_filter, invalid, now_ms, required, time_key};
 use crate::engine::Engine;
 use crate::store::{JoinScope, JoinToken, Write};
 
@@ -174,10 +174,18 @@ pub async fn create_join_token(
 
 pub async fn list_join_tokens(
     engine: &Engine,
-    _req: pb::ListJoinTokensRequest,
+    req: pb::ListJoinTokensRequest,
 ) -> Result<pb::ListJoinTokensResponse, Status> {
+    let group_id = group_filter(engine, &req.scaling_group)?;
+    let page = Page::of(req.page_size, &req.page_token)?;
+    let mut tokens = engine.store.list_join_tokens()?;
+    if let Some(group_id) = group_id {
+        tokens.retain(|t| matches!(&t.scope, JoinScope::Group(g) if *g == group_id));
+    }
+    let (tokens, next_page_token) = page.cut(tokens, |t| time_key(t.created_at_ms, &t.id));
     Ok(pb::ListJoinTokensResponse {
-        tokens: engine.store.list_join_tokens()?.iter().map(view).collect(),
+        tokens: tokens.iter().map(view).collect(),
+        next_page_token,
     })
 }
 

@@ -31,6 +31,7 @@ pub async fn run(
         state.configurations = admin
             .describe_scaling_configurations(pb::DescribeScalingConfigurationsRequest {
                 scaling_group: id.clone(),
+                ..Default::default()
             })
             .await?
             .scaling_configurations;
@@ -38,6 +39,7 @@ pub async fn run(
             state.rules = admin
                 .describe_scaling_rules(pb::DescribeScalingRulesRequest {
                     scaling_group: id.clone(),
+                    ..Default::default()
                 })
                 .await?
                 .scaling_rules;
@@ -47,6 +49,7 @@ pub async fn run(
                 .describe_alarms(pb::DescribeAlarmsRequest {
                     scaling_group: id.clone(),
                     state: String::new(),
+                    ..Default::default()
                 })
                 .await?
                 .alarms;
@@ -55,6 +58,7 @@ pub async fn run(
             state.tasks = admin
                 .describe_scheduled_tasks(pb::DescribeScheduledTasksRequest {
                     scaling_group: id.clone(),
+                    ..Default::default()
                 })
                 .await?
                 .scheduled_tasks;

@@ -33,6 +33,7 @@ async fn find_alarm(admin: &mut Admin, group: &str, alarm: &str) -> Result<pb::A
         .describe_alarms(pb::DescribeAlarmsRequest {
             scaling_group: group.to_owned(),
             state: String::new(),
+            ..Default::default()
         })
         .await?
         .alarms
@@ -48,6 +49,7 @@ pub async fn alarm(admin: &mut Admin, cmd: AlarmCmd, out: Output) -> Result<()> 
                 .describe_alarms(pb::DescribeAlarmsRequest {
                     scaling_group: group.unwrap_or_default(),
                     state: state.unwrap_or_default(),
+                    ..Default::default()
                 })
                 .await?;
             let views: Vec<AlarmView> = r.alarms.iter().map(AlarmView::from).collect();

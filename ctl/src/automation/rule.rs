@@ -59,6 +59,7 @@ async fn find_rule(admin: &mut Admin, group: &str, rule: &str) -> Result<pb::Sca
     admin
         .describe_scaling_rules(pb::DescribeScalingRulesRequest {
             scaling_group: group.to_owned(),
+            ..Default::default()
         })
         .await?
         .scaling_rules
@@ -106,6 +107,7 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
             let r = admin
                 .describe_scaling_rules(pb::DescribeScalingRulesRequest {
                     scaling_group: group,
+                    ..Default::default()
                 })
                 .await?;
             let views: Vec<RuleView> = r.scaling_rules.iter().map(RuleView::from).collect();

@@ -53,6 +53,7 @@ async fn find_task(admin: &mut Admin, group: &str, task: &str) -> Result<pb::Sch
     admin
         .describe_scheduled_tasks(pb::DescribeScheduledTasksRequest {
             scaling_group: group.to_owned(),
+            ..Default::default()
         })
         .await?
         .scheduled_tasks
@@ -112,6 +113,7 @@ pub async fn task(admin: &mut Admin, cmd: TaskCmd, out: Output) -> Result<()> {
             let r = admin
                 .describe_scheduled_tasks(pb::DescribeScheduledTasksRequest {
                     scaling_group: group.unwrap_or_default(),
+                    ..Default::default()
                 })
                 .await?;
             let views: Vec<TaskView> = r.scheduled_tasks.iter().map(TaskView::from).collect();
