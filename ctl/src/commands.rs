@@ -181,6 +181,7 @@ async fn notification(
                 .describe_notification_configurations(
                     pb::DescribeNotificationConfigurationsRequest {
                         scaling_group: group,
+                        ..Default::default()
                     },
                 )
                 .await?

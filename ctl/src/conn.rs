@@ -369,6 +369,8 @@ paged_rpcs! {
     list_join_tokens(ListJoinTokensRequest) -> ListJoinTokensResponse { tokens };
     describe_revoked_certificates(DescribeRevokedCertificatesRequest) -> DescribeRevokedCertificatesResponse { certificates };
     list_certificates(ListCertificatesRequest) -> ListCertificatesResponse { certificates };
+    describe_lifecycle_actions(DescribeLifecycleActionsRequest) -> DescribeLifecycleActionsResponse { lifecycle_actions };
+    describe_notification_configurations(DescribeNotificationConfigurationsRequest) -> DescribeNotificationConfigurationsResponse { notification_configurations };
 }
 
 rpcs! {
@@ -387,11 +389,9 @@ rpcs! {
     set_instance_health(SetInstanceHealthRequest) -> InstancesResponse;
     create_notification_configuration(NotificationConfiguration) -> NotificationConfiguration;
     delete_notification_configuration(NotificationConfiguration) -> DeleteNotificationConfigurationResponse;
-    describe_notification_configurations(DescribeNotificationConfigurationsRequest) -> DescribeNotificationConfigurationsResponse;
     create_lifecycle_hook(CreateLifecycleHookRequest) -> LifecycleHook;
     delete_lifecycle_hook(LifecycleHookRef) -> DeleteLifecycleHookResponse;
     describe_lifecycle_hooks(DescribeLifecycleHooksRequest) -> DescribeLifecycleHooksResponse;
-    describe_lifecycle_actions(DescribeLifecycleActionsRequest) -> DescribeLifecycleActionsResponse;
     complete_lifecycle_action(CompleteLifecycleActionRequest) -> LifecycleAction;
     record_lifecycle_action_heartbeat(LifecycleActionRef) -> LifecycleAction;
     enter_standby(StandbyRequest) -> InstancesResponse;

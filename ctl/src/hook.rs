@@ -189,6 +189,7 @@ pub async fn run(admin: &mut Admin, cmd: HookCmd, out: Output) -> Result<()> {
             let actions: Vec<ActionView> = admin
                 .describe_lifecycle_actions(pb::DescribeLifecycleActionsRequest {
                     scaling_group: group,
+                    ..Default::default()
                 })
                 .await?
                 .lifecycle_actions

@@ -217,6 +217,7 @@ fn the_object_past_a_cap_is_refused_naming_it_and_nothing_is_stored() {
         describe_notification_configurations,
         pb::DescribeNotificationConfigurationsRequest {
             scaling_group: "ga".into(),
+            ..Default::default()
         }
     )
     .unwrap();

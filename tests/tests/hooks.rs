@@ -75,6 +75,7 @@ fn actions(admin: &mut Admin, group: &str) -> Vec<pb::LifecycleAction> {
         describe_lifecycle_actions,
         pb::DescribeLifecycleActionsRequest {
             scaling_group: group.into(),
+            ..Default::default()
         }
     )
     .unwrap()

@@ -269,7 +269,8 @@ fn every_notification_type_reaches_a_real_https_webhook_signed() {
         admin,
         describe_notification_configurations,
         pb::DescribeNotificationConfigurationsRequest {
-            scaling_group: "hooks".into()
+            scaling_group: "hooks".into(),
+            ..Default::default()
         }
     )
     .unwrap();

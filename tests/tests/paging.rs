@@ -48,9 +48,8 @@ fn rejected_activity(admin: &mut Admin, group: &str, n: u32) -> String {
 
 /// Each activity's place in the listing: newest first, then by id.
 fn strictly_newest_first(page: &[pb::Activity]) -> bool {
-    page.windows(2).all(|w| {
-        (w[0].started_at_ms, w[0].id.as_str()) > (w[1].started_at_ms, w[1].id.as_str())
-    })
+    page.windows(2)
+        .all(|w| (w[0].started_at_ms, w[0].id.as_str()) > (w[1].started_at_ms, w[1].id.as_str()))
 }
 
 #[test]
@@ -111,7 +110,10 @@ fn five_thousand_activities_page_through_once_each_by_api_and_ebbctl() {
     assert!(missing.is_empty(), "{} never listed", missing.len());
     // A record written during the walk may show (when it sorts after the
     // page being read) or not; nothing else may.
-    assert!(ids.difference(&created).all(|id| written_meanwhile.contains(id)));
+    assert!(
+        ids.difference(&created)
+            .all(|id| written_meanwhile.contains(id))
+    );
     assert!(seen.iter().all(|a| a.status == "Rejected"));
     assert!(pages >= 5000 / 137);
 
@@ -174,12 +176,9 @@ fn five_thousand_activities_page_through_once_each_by_api_and_ebbctl() {
 #[test]
 fn other_listings_page_by_their_order_and_ebbctl_reads_past_the_first_page() {
     let sb = Sandbox::new();
-    let ctl = ControllerProc::start_with(
-        sb.path(),
-        INTERVAL_MS,
-        "[limits]\nrules_per_group = 2000\n",
-    )
-    .unwrap();
+    let ctl =
+        ControllerProc::start_with(sb.path(), INTERVAL_MS, "[limits]\nrules_per_group = 2000\n")
+            .unwrap();
     let mut admin = Admin::local(&ctl);
     for name in ["g-c", "g-a", "g-e", "g-b", "g-d"] {
         inactive_group(&mut admin, name);

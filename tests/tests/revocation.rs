@@ -429,7 +429,8 @@ fn a_hook_result_for_another_instances_action_is_dropped() {
         admin,
         describe_lifecycle_actions,
         pb::DescribeLifecycleActionsRequest {
-            scaling_group: "web".into()
+            scaling_group: "web".into(),
+            ..Default::default()
         }
     )
     .unwrap()

@@ -1,7 +1,7 @@
 //! Lifecycle hooks and their actions: create, delete, describe, complete,
 //! heartbeat.
 
-use crate::api::common::{find_group, invalid};
+use crate::api::common::{Page, find_group, invalid, time_key};
 use crate::engine::Engine;
 use crate::id::new_id;
 use crate::store::Write;
@@ -182,13 +182,19 @@ pub async fn describe_lifecycle_actions(
     req: pb::DescribeLifecycleActionsRequest,
 ) -> Result<pb::DescribeLifecycleActionsResponse, Status> {
     let group = find_group(engine, &req.scaling_group)?;
+    let page = Page::of(req.page_size, &req.page_token)?;
     let instances = engine.store.list_instances(Some(&group.id))?;
+    let actions: Vec<pb::LifecycleAction> = instances
+        .iter()
+        .filter(|i| waiting(i))
+        .flat_map(|i| i.hook_waits.iter().map(move |w| action_view(i, w)))
+        .collect();
+    let (lifecycle_actions, next_page_token) = page.cut(actions, |a| {
+        time_key(a.started_at_ms, &a.lifecycle_action_token)
+    });
     Ok(pb::DescribeLifecycleActionsResponse {
-        lifecycle_actions: instances
-            .iter()
-            .filter(|i| waiting(i))
-            .flat_map(|i| i.hook_waits.iter().map(move |w| action_view(i, w)))
-            .collect(),
+        lifecycle_actions,
+        next_page_token,
     })
 }
 

@@ -1,6 +1,6 @@
 //! Notification configurations: the webhooks told of a group's activities.
 
-use crate::api::common::{find_group, invalid};
+use crate::api::common::{Page, find_group, invalid};
 use crate::engine::{Engine, limits};
 use std::collections::HashMap;
 
@@ -158,12 +158,14 @@ pub async fn describe_notification_configurations(
     req: pb::DescribeNotificationConfigurationsRequest,
 ) -> Result<pb::DescribeNotificationConfigurationsResponse, Status> {
     let group = find_group(engine, &req.scaling_group)?;
+    let page = Page::of(req.page_size, &req.page_token)?;
     let dead = dead_letters(engine, &group)?;
+    let (targets, next_page_token) = page.cut(group.notifications.clone(), |n| n.url.clone());
     Ok(pb::DescribeNotificationConfigurationsResponse {
-        notification_configurations: group
-            .notifications
+        notification_configurations: targets
             .iter()
             .map(|n| notification_view(&group, n, dead.get(&n.url).copied().unwrap_or(0)))
             .collect(),
+        next_page_token,
     })
 }
