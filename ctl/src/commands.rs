@@ -309,7 +309,7 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
         GroupCmd::Modify(m) => {
             let g = admin
                 .modify_scaling_group(pb::ModifyScalingGroupRequest {
-                    client_token: String::new(),
+                    client_token: m.once.token(),
                     scaling_group: m.group,
                     name: m.name,
                     min_size: m.min,
@@ -333,6 +333,7 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
         GroupCmd::Enable {
             group,
             config,
+            once,
             wait,
         } => {
             let known = if wait.wait {
@@ -342,7 +343,7 @@ async fn group(admin: &mut Admin, cmd: GroupCmd, out: Output) -> Result<()> {
             };
             let g = admin
                 .enable_scaling_group(pb::EnableScalingGroupRequest {
-                    client_token: String::new(),
+                    client_token: once.token(),
                     scaling_group: group,
                     active_scaling_configuration: config,
                 })
@@ -621,12 +622,13 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
         InstanceCmd::List {
             group,
             state,
+            since,
             watch,
         } => {
             let request = pb::DescribeScalingInstancesRequest {
                 scaling_group: group.unwrap_or_default(),
-                instance_ids: vec![],
                 lifecycle_state: state.unwrap_or_default(),
+                since_ms: since.unwrap_or_default(),
                 ..Default::default()
             };
             return watching(watch, async || {
@@ -669,11 +671,14 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
                 }
             };
         }
-        InstanceCmd::Attach(InstanceIds { group, ids }) => (
+        InstanceCmd::Attach {
+            instances: InstanceIds { group, ids },
+            once,
+        } => (
             "attached",
             admin
                 .attach_instances(pb::AttachInstancesRequest {
-                    client_token: String::new(),
+                    client_token: once.token(),
                     scaling_group: group,
                     instance_ids: ids,
                 })
@@ -681,13 +686,14 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
         ),
         InstanceCmd::Detach(InstanceIdsDesired {
             group,
+            once,
             keep_desired,
             ids,
         }) => (
             "detached",
             admin
                 .detach_instances(pb::DetachInstancesRequest {
-                    client_token: String::new(),
+                    client_token: once.token(),
                     scaling_group: group,
                     instance_ids: ids,
                     decrease_desired_capacity: Some(!keep_desired),
@@ -696,13 +702,14 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd, out: Output) -> Result<()
         ),
         InstanceCmd::Remove(InstanceIdsDesired {
             group,
+            once,
             keep_desired,
             ids,
         }) => (
             "removing",
             admin
                 .remove_instances(pb::RemoveInstancesRequest {
-                    client_token: String::new(),
+                    client_token: once.token(),
                     scaling_group: group,
                     instance_ids: ids,
                     decrease_desired_capacity: Some(!keep_desired),

@@ -128,9 +128,12 @@ pub async fn run(
                 }
             }
         }
-        TokenCmd::List => {
+        TokenCmd::List { group } => {
             let tokens: Vec<TokenView> = admin
-                .list_join_tokens(pb::ListJoinTokensRequest::default())
+                .list_join_tokens(pb::ListJoinTokensRequest {
+                    scaling_group: group.unwrap_or_default(),
+                    ..Default::default()
+                })
                 .await?
                 .tokens
                 .into_iter()

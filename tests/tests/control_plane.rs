@@ -847,4 +847,25 @@ fn a_retried_scale_with_one_client_token_makes_one_activity() {
         .activity
         .unwrap();
     assert_ne!(other.id, first.id);
+
+    // `group modify --client-token`, sent twice as a retrying script would:
+    // the second is the first's answer, and starts nothing.
+    let before = activities(&mut admin, "once").len();
+    for _ in 0..2 {
+        let out = ctl.ebbctl(&[
+            "group",
+            "modify",
+            "once",
+            "--desired",
+            "3",
+            "--client-token",
+            "modify-0c4e",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(activities(&mut admin, "once").len(), before + 1);
 }

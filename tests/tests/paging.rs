@@ -306,4 +306,13 @@ fn other_listings_page_by_their_order_and_ebbctl_reads_past_the_first_page() {
     .scaling_groups
     .remove(0);
     assert_eq!(tokens[0].scaling_group_id, g_b.id);
+    let out = ctl.ebbctl(&["-o", "json", "token", "list", "--group", "g-b"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], tokens[0].id.as_str());
 }

@@ -219,7 +219,7 @@ pub async fn rule(admin: &mut Admin, cmd: RuleCmd, out: Output) -> Result<()> {
                     scaling_group: e.group,
                     metric_value: e.metric_value,
                     breach_threshold: e.threshold,
-                    client_token: e.client_token.unwrap_or_default(),
+                    client_token: e.once.token(),
                 })
                 .await?;
             activity_outcome(admin, r, out, e.wait).await
@@ -251,7 +251,7 @@ pub async fn scale(admin: &mut Admin, s: ScaleArgs, out: Output) -> Result<()> {
             adjustment_type: s.adjustment_type,
             adjustment_value: s.adjustment_value,
             min_adjustment_magnitude: s.min_adjustment_magnitude,
-            client_token: s.client_token.unwrap_or_default(),
+            client_token: s.once.token(),
         })
         .await?;
     activity_outcome(admin, r, out, s.wait).await

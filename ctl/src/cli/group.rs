@@ -47,6 +47,8 @@ pub enum GroupCmd {
         #[arg(long, value_name = "NAME_OR_ID")]
         config: Option<String>,
         #[command(flatten)]
+        once: super::Once,
+        #[command(flatten)]
         wait: super::Wait,
     },
     /// Disable a group: running activities finish, new ones are rejected
@@ -124,6 +126,8 @@ pub struct GroupModify {
     /// The group's name or id
     #[arg(value_name = "NAME_OR_ID")]
     pub group: String,
+    #[command(flatten)]
+    pub once: super::Once,
     /// Rename the group
     #[arg(long, value_name = "NEW")]
     pub name: Option<String>,

@@ -22,6 +22,9 @@ pub enum InstanceCmd {
         /// Only instances in this lifecycle state
         #[arg(long, value_name = "S", value_parser = lifecycle_states())]
         state: Option<String>,
+        /// Only instances created at or after this time (filtered by the controller)
+        #[arg(long, value_name = "RFC3339", value_parser = rfc3339_ms)]
+        since: Option<i64>,
         #[command(flatten)]
         watch: Watch,
     },
@@ -35,7 +38,12 @@ pub enum InstanceCmd {
     },
     /// Attach hand-managed hosts (their agents hold certs for these ids)
     #[command(after_help = "Examples:\n  ebbctl instance attach --group web host-a host-b")]
-    Attach(InstanceIds),
+    Attach {
+        #[command(flatten)]
+        instances: InstanceIds,
+        #[command(flatten)]
+        once: super::Once,
+    },
     /// Take instances out of the group, leaving them running
     #[command(
         after_help = "Examples:\n  ebbctl instance detach --group web i-3f2a\n  \
@@ -108,6 +116,8 @@ pub struct InstanceIdsDesired {
     /// The group's name or id
     #[arg(long, value_name = "GROUP")]
     pub group: String,
+    #[command(flatten)]
+    pub once: super::Once,
     /// Keep the desired capacity (the group launches replacements)
     #[arg(long)]
     pub keep_desired: bool,

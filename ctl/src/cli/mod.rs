@@ -224,6 +224,23 @@ pub struct Wait {
     pub wait_timeout: u64,
 }
 
+/// `--client-token`: for a call that starts an activity, so that a retry
+/// (after a time-out, say) starts nothing new.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Once {
+    /// Run once per token: a retry with the same token within 24 h gets the
+    /// first answer and starts nothing (up to 64 printable ASCII characters)
+    #[arg(long, value_name = "TOKEN")]
+    pub client_token: Option<String>,
+}
+
+impl Once {
+    /// The token as the API carries it: empty for none.
+    pub fn token(self) -> String {
+        self.client_token.unwrap_or_default()
+    }
+}
+
 /// A new object's name: positional, or `--name NAME` as before (hidden,
 /// kept for one release so scripts keep working).
 #[derive(Debug, Clone, Args)]

@@ -197,10 +197,8 @@ pub struct RuleExecute {
         requires = "metric_value"
     )]
     pub threshold: Option<f64>,
-    /// Run once per token: a retry with the same token within 24 h gets the
-    /// first answer and starts nothing (up to 64 printable ASCII characters)
-    #[arg(long, value_name = "TOKEN")]
-    pub client_token: Option<String>,
+    #[command(flatten)]
+    pub once: super::Once,
     #[command(flatten)]
     pub wait: Wait,
 }
@@ -219,10 +217,8 @@ pub struct ScaleArgs {
     /// PercentChangeInCapacity: change at least this many instances
     #[arg(long, value_name = "N")]
     pub min_adjustment_magnitude: Option<u32>,
-    /// Run once per token: a retry with the same token within 24 h gets the
-    /// first answer and starts nothing (up to 64 printable ASCII characters)
-    #[arg(long, value_name = "TOKEN")]
-    pub client_token: Option<String>,
+    #[command(flatten)]
+    pub once: super::Once,
     #[command(flatten)]
     pub wait: Wait,
 }

@@ -14,8 +14,12 @@ pub enum TokenCmd {
                             ebbctl token create --group web --ttl 2d --uses 20\n  ebbctl token create --target lb1")]
     Create(TokenCreate),
     /// List join tokens (never their secrets)
-    #[command(after_help = "Examples:\n  ebbctl token list")]
-    List,
+    #[command(after_help = "Examples:\n  ebbctl token list\n  ebbctl token list --group web")]
+    List {
+        /// Only the tokens that attach hosts to this group (name or id)
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+    },
     /// Revoke a join token: no host can join with it any more
     #[command(after_help = "Examples:\n  ebbctl token revoke k3x9qa")]
     Revoke {
