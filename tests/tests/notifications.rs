@@ -370,3 +370,70 @@ fn pending_notifications_survive_a_sigkill_and_arrive_once() {
     assert!(per_delivery.values().all(|&n| n == 1), "{per_delivery:?}");
     assert_eq!(ctl.metric("ebb_notifications_dead_letters"), Some(0.0));
 }
+
+/// Deleting a target stops what was still pending for it: its receiver
+/// hears nothing more, nothing is counted a dead letter, and another
+/// target's notifications are untouched.
+#[test]
+fn a_deleted_targets_pending_notifications_are_dropped() {
+    let sb = Sandbox::new();
+    let failing = WebhookReceiver::start();
+    failing.answer(503);
+    let working = WebhookReceiver::start();
+    let ctl = ControllerProc::start_with(sb.path(), 1000, "[webhooks]\nattempts = 100\n").unwrap();
+    let mut admin = Admin::local(&ctl);
+    admin_call!(
+        admin,
+        create_scaling_group,
+        pb::CreateScalingGroupRequest {
+            name: "hooks".into(),
+            min_size: 0,
+            max_size: 9,
+            ..Default::default()
+        }
+    )
+    .unwrap();
+    for receiver in [&failing, &working] {
+        admin_call!(
+            admin,
+            create_notification_configuration,
+            pb::NotificationConfiguration {
+                scaling_group: "hooks".into(),
+                notification_url: receiver.url.clone(),
+                notification_types: vec!["SCALE_REJECT".into()],
+                ..Default::default()
+            }
+        )
+        .unwrap();
+    }
+    for n in 1..=3 {
+        assert!(modify_desired(&mut admin, n).is_err());
+    }
+    // The working target has its three; the failing one's three wait.
+    eventually("three deliveries to the working target", DEADLINE, || {
+        (working.taken().len() == 3).then_some(())
+    });
+    ctl.wait_metric("ebb_notifications_pending", |v| v == 3.0);
+    eventually("the failing target to be tried", DEADLINE, || {
+        (!failing.posts().is_empty()).then_some(())
+    });
+
+    let out = ctl.ebbctl(&["notification", "delete", &failing.url, "--group", "hooks"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ctl.wait_metric("ebb_notifications_pending", |v| v == 0.0);
+    ctl.wait_log("dropped a pending notification: its target was deleted");
+    let tried = failing.posts().len();
+    // Past the next back-off (1 s, 2 s, 4 s, ...) of every one of them.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        failing.posts().len(),
+        tried,
+        "a deleted target was tried again"
+    );
+    assert_eq!(ctl.metric("ebb_notifications_dead_letters"), Some(0.0));
+    assert_eq!(working.taken().len(), 3);
+}

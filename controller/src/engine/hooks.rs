@@ -6,7 +6,7 @@ use ebb_proto::v1 as pb;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, notify};
 use crate::id::new_id;
 use crate::store::Write;
 use ebb_core::model::hooks::{
@@ -61,7 +61,7 @@ impl Engine {
                 && let Some(url) = &hook.webhook
             {
                 let body = json!({
-                    "event": "LIFECYCLE_ACTION",
+                    "event": notify::LIFECYCLE_EVENT,
                     "lifecycle_action_token": w.token,
                     "lifecycle_hook_id": hook.id,
                     "lifecycle_hook_name": hook.name,
@@ -81,10 +81,10 @@ impl Engine {
                     secret: None,
                     timeout_ms: ebb_core::model::DEFAULT_WEBHOOK_TIMEOUT_MS,
                 };
-                let entry = crate::engine::notify::delivery(
+                let entry = notify::delivery(
                     &w.token,
                     &group.id,
-                    "LIFECYCLE_ACTION",
+                    notify::LIFECYCLE_EVENT,
                     &target,
                     body.to_string(),
                 );

@@ -119,6 +119,9 @@ struct ActivityBody<'a> {
     details: &'a [String],
 }
 
+/// `X-Ebb-Event` of a lifecycle hook's webhook.
+pub const LIFECYCLE_EVENT: &str = "LIFECYCLE_ACTION";
+
 /// The outbox entry of one event for one target: its id is the event's
 /// source, the event and a hash of the URL, so the same event for the same
 /// target is one entry however often it is enqueued.
@@ -314,7 +317,29 @@ fn enqueue_new(engine: &Engine, seen: &mut HashMap<String, ActivityStatus>) {
 }
 
 /// One attempt at a delivery; its outcome is written back to the outbox.
+/// Whether `d` is a notification for a target its group no longer has:
+/// deleting a target stops what was still pending for it. A deleted
+/// group's last notifications still go out, and a lifecycle hook's webhook
+/// is its hook's, not a target's.
+fn target_deleted(engine: &Engine, d: &Delivery) -> bool {
+    if d.event == LIFECYCLE_EVENT {
+        return false;
+    }
+    match engine.store.get_group(&d.group_id) {
+        Ok(Some(group)) => !group.notifications.iter().any(|n| n.url == d.url),
+        _ => false,
+    }
+}
+
 async fn attempt(engine: &Engine, mut d: Delivery) {
+    if target_deleted(engine, &d) {
+        info!(url = %d.url, event = %d.event, delivery = %d.id,
+            "dropped a pending notification: its target was deleted");
+        if let Err(e) = engine.store.commit(vec![Write::DeleteDelivery(d.id)]) {
+            warn!("dropping a deleted target's notification: {e}");
+        }
+        return;
+    }
     let webhooks = &engine.webhooks;
     let outcome = webhooks
         .client

@@ -2254,6 +2254,20 @@ fn deliveries_enqueued_once_listed_when_due_and_pruned(store: &dyn Store) {
             .unwrap(),
         [sent]
     );
+    // Deleted one by one (a target's, when the target is gone); a second
+    // delete, or one of an id never stored, changes nothing.
+    let c = delivery("act-2.SCALE_OUT_START.cc", "https://c/", 1_500);
+    commit(store, vec![Write::EnqueueDelivery(c.clone())]);
+    assert_eq!(due(i64::MAX), [c.id.clone(), a.id.clone()]);
+    commit(store, vec![Write::DeleteDelivery(c.id.clone())]);
+    commit(
+        store,
+        vec![
+            Write::DeleteDelivery(c.id.clone()),
+            Write::DeleteDelivery("act-9.SCALE_IN_START.zz".into()),
+        ],
+    );
+    assert_eq!(due(i64::MAX), std::slice::from_ref(&a.id));
     // Not tied to the group: its deletion keeps them.
     commit(store, vec![Write::DeleteGroup("asg-1".into())]);
     let mut dead = a.clone();

@@ -941,6 +941,7 @@ fn touched(conn: &Connection, write: &Write) -> Result<Vec<(&'static Table, Stri
         Write::PutRevoked(r) => one("revoked_identities", &r.identity),
         Write::PutRollup(r) => one("rollups", &r.id()),
         Write::EnqueueDelivery(d) | Write::PutDelivery(d) => one("deliveries", &d.id),
+        Write::DeleteDelivery(id) => one("deliveries", id),
         Write::PutClientToken(t) => one("client_tokens", &t.token),
         Write::PutCertificate(c) => {
             let mut rows = vec![(t("certificates"), c.serial.clone())];

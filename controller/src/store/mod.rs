@@ -94,6 +94,9 @@ pub enum Write {
     EnqueueDelivery(Delivery),
     /// Insert or replace (an attempt's outcome).
     PutDelivery(Delivery),
+    /// Forget one (a pending delivery whose target was deleted); a no-op
+    /// when it is not there.
+    DeleteDelivery(String),
     /// Insert or replace (an expired token used again).
     PutClientToken(ClientToken),
 }

@@ -617,6 +617,7 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &Write) -> Result<()> {
             put_result(result, group_id.unwrap_or_default())
         }
         Write::DeleteJoinToken(id) => delete(tx, "join_tokens", id),
+        Write::DeleteDelivery(id) => delete(tx, "deliveries", id),
         Write::PutClientToken(t) => tx
             .execute(
                 "INSERT INTO client_tokens (token, method, fingerprint, response_hex, created_at_ms)
