@@ -183,6 +183,9 @@ done
 check "ebb-controller.rpm: %post makes /var/lib/ebb for ebb-controller" \
   grep -q "install -d -m 0711 -o ebb-controller -g ebb-controller /var/lib/ebb" \
   <<<"$(rpm -qp --scripts "$(rpmfile ebb-controller 1)" 2>/dev/null)"
+check "ebb-controller.rpm: %post makes /etc/ebb/providers, root's" \
+  grep -q "install -d -m 0755 /etc/ebb/providers" \
+  <<<"$(rpm -qp --scripts "$(rpmfile ebb-controller 1)" 2>/dev/null)"
 
 step "rpm: install both .rpm files into a scratch root (rpm -i --root)"
 # A root with nothing in it: no shell for the scriptlets (whose text is
@@ -258,6 +261,7 @@ expect_eq "ebb-controller's home is /var/lib/ebb" /var/lib/ebb "$(getent passwd 
 
 expect_eq "/var/lib/ebb: ebb-controller's, 0711" "ebb-controller:ebb-controller 711" "$(stat -c '%U:%G %a' /var/lib/ebb 2>&1)"
 expect_eq "/etc/ebb/tls: ebb-agent's, 0750 (it renews its certificates there)" "ebb-agent:ebb-agent 750" "$(stat -c '%U:%G %a' /etc/ebb/tls 2>&1)"
+expect_eq "/etc/ebb/providers: root's, 0755 (provider.exec_programs' default)" "root:root 755" "$(stat -c '%U:%G %a' /etc/ebb/providers 2>&1)"
 for p in ebb-agent ebb-controller; do
   conf=/etc/ebb/${p#ebb-}.toml
   expect_eq "$conf: root's, 0644" "root:root 644" "$(stat -c '%U:%G %a' "$conf" 2>&1)"
