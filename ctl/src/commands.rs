@@ -163,7 +163,7 @@ struct NotificationView {
 
 /// A secret from a file, without the trailing newline an editor or
 /// `echo` leaves.
-fn read_secret(path: &std::path::Path) -> Result<String> {
+pub(crate) fn read_secret(path: &std::path::Path) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Usage(format!("--secret-file {}: {e}", path.display())))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())

@@ -27,6 +27,8 @@ struct HookView {
     heartbeat_timeout_secs: u32,
     default_result: String,
     notification_url: String,
+    /// Whether its POSTs are signed (the secret is never shown).
+    signed: bool,
     script: Vec<String>,
 }
 
@@ -40,6 +42,7 @@ impl From<pb::LifecycleHook> for HookView {
             heartbeat_timeout_secs: h.heartbeat_timeout_secs,
             default_result: h.default_result,
             notification_url: h.notification_url,
+            signed: h.signed,
             script: h.script,
         }
     }
@@ -134,7 +137,11 @@ pub async fn run(admin: &mut Admin, cmd: HookCmd, out: Output) -> Result<()> {
                     h.transition.clone(),
                     format!("{}s", h.heartbeat_timeout_secs),
                     h.default_result.clone(),
-                    or_dash(Some(&h.notification_url)),
+                    if h.signed {
+                        format!("{} (signed)", h.notification_url)
+                    } else {
+                        or_dash(Some(&h.notification_url))
+                    },
                     if h.script.is_empty() {
                         "-".into()
                     } else {
@@ -152,8 +159,13 @@ pub async fn run(admin: &mut Admin, cmd: HookCmd, out: Output) -> Result<()> {
             heartbeat_timeout,
             default_result,
             webhook,
+            secret_file,
             script,
         } => {
+            let secret = secret_file
+                .as_deref()
+                .map(crate::commands::read_secret)
+                .transpose()?;
             let h = admin
                 .create_lifecycle_hook(pb::CreateLifecycleHookRequest {
                     scaling_group: group,
@@ -162,6 +174,7 @@ pub async fn run(admin: &mut Admin, cmd: HookCmd, out: Output) -> Result<()> {
                     heartbeat_timeout_secs: heartbeat_timeout,
                     default_result: default_result.unwrap_or_default(),
                     notification_url: webhook.unwrap_or_default(),
+                    secret: secret.unwrap_or_default(),
                     script,
                 })
                 .await?;

@@ -641,6 +641,26 @@ pub struct Received {
     pub status: u16,
 }
 
+impl Received {
+    /// Whether it carries `X-Ebb-Signature: sha256=<HMAC-SHA256(secret,
+    /// body)>`, checked as a receiver would: over the raw body, in constant
+    /// time.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        let Some(hex) = self
+            .headers
+            .get("x-ebb-signature")
+            .and_then(|v| v.strip_prefix("sha256="))
+        else {
+            return false;
+        };
+        let Some(tag) = ebb_certs::from_hex(hex) else {
+            return false;
+        };
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        ring::hmac::verify(&key, &self.raw, &tag).is_ok()
+    }
+}
+
 /// A real HTTP or HTTPS server on loopback that collects the POSTs sent
 /// to it, as a webhook receiver would. It answers 204, or the status
 /// [`WebhookReceiver::answer`] set (a 503 while "down").

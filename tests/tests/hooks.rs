@@ -127,6 +127,9 @@ fn controller_allowing_scripts(sandbox: &Path, dir: &Path) -> ControllerProc {
     .unwrap()
 }
 
+/// A lifecycle hook's webhook secret (16 to 256 bytes).
+const HOOK_SECRET: &str = "a-hook-secret-of-32-bytes-length";
+
 fn hook(group: &str, name: &str, transition: &str) -> pb::CreateLifecycleHookRequest {
     pb::CreateLifecycleHookRequest {
         scaling_group: group.into(),
@@ -228,11 +231,45 @@ fn a_heartbeat_extends_a_hook_that_is_then_completed_through_ebbctl() {
             heartbeat_timeout_secs: Some(30),
             default_result: "ABANDON".into(),
             notification_url: receiver.url.clone(),
+            secret: HOOK_SECRET.into(),
             ..hook("warm", "warm-cache", "SCALE_OUT")
         }],
     );
-    // The webhook names the action; the instance waits in Pending:Wait.
-    let told = receiver.wait_for("LIFECYCLE_ACTION");
+    // The webhook names the action, signed with the hook's secret; the
+    // instance waits in Pending:Wait.
+    let post = receiver.wait_post("LIFECYCLE_ACTION");
+    assert!(post.signed_with(HOOK_SECRET), "{:?}", post.headers);
+    assert!(!post.signed_with("not-the-hooks-secret-at-all"));
+    assert_eq!(post.headers["x-ebb-event"], "LIFECYCLE_ACTION");
+    let told = post.body;
+    // Listed as signed; the secret itself is never shown.
+    let listed = ctl.ebbctl(&["-o", "json", "hook", "list", "--group", "warm"]);
+    assert!(listed.status.success());
+    let hooks: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(hooks[0]["signed"], true);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(HOOK_SECRET));
+    // ebbctl reads a hook's secret from a file, and the controller checks it.
+    let short = sb.path().join("short.secret");
+    std::fs::write(&short, "too-short\n").unwrap();
+    let refused = ctl.ebbctl(&[
+        "hook",
+        "create",
+        "drain",
+        "--group",
+        "warm",
+        "--transition",
+        "SCALE_IN",
+        "--webhook",
+        &receiver.url,
+        "--secret-file",
+        short.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("secret: is 9 bytes; give 16 to 256"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let token = told["lifecycle_action_token"].as_str().unwrap().to_owned();
     let id = told["instance_id"].as_str().unwrap().to_owned();
     assert_eq!(told["lifecycle_transition"], "SCALE_OUT");
@@ -330,6 +367,7 @@ fn a_timed_out_hook_takes_its_default_result() {
             heartbeat_timeout_secs: Some(5),
             default_result: "MAYBE".into(),
             notification_url: "ftp://x".into(),
+            secret: "short".into(),
             ..hook("gate", "register", "SCALE_UP")
         }
     )
@@ -341,6 +379,7 @@ fn a_timed_out_hook_takes_its_default_result() {
         "heartbeat_timeout_secs: must be 30 to 21600 seconds, got 5",
         "default_result: unknown value `MAYBE`",
         "notification_url:",
+        "secret: is 5 bytes; give 16 to 256",
     ] {
         assert!(
             bad.message().contains(field),

@@ -15,23 +15,6 @@ use ebb_tests::{
 
 const SECRET: &str = "a-receivers-secret-of-32-bytes!!";
 
-/// Whether `post` carries `X-Ebb-Signature: sha256=<HMAC-SHA256(secret, body)>`,
-/// checked as a receiver would: over the raw body, in constant time.
-fn signed_with(post: &Received, secret: &str) -> bool {
-    let Some(hex) = post
-        .headers
-        .get("x-ebb-signature")
-        .and_then(|v| v.strip_prefix("sha256="))
-    else {
-        return false;
-    };
-    let Some(tag) = ebb_certs::from_hex(hex) else {
-        return false;
-    };
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    ring::hmac::verify(&key, &post.raw, &tag).is_ok()
-}
-
 fn modify_desired(admin: &mut Admin, n: u32) -> Result<pb::ScalingGroup, tonic::Status> {
     admin_call!(
         *admin,
@@ -248,8 +231,8 @@ fn every_notification_type_reaches_a_real_https_webhook_signed() {
         );
     }
     for post in &taken {
-        assert!(signed_with(post, SECRET), "{:?}", post.headers);
-        assert!(!signed_with(post, "another-secret-of-enough-bytes"));
+        assert!(post.signed_with(SECRET), "{:?}", post.headers);
+        assert!(!post.signed_with("another-secret-of-enough-bytes"));
         assert_eq!(post.headers["x-ebb-event"], post.body["event"]);
         assert!(
             post.headers["x-ebb-delivery"]
@@ -282,11 +265,21 @@ fn every_notification_type_reaches_a_real_https_webhook_signed() {
         .collect();
     assert_eq!(dead_letters[format!("http://{dead}/gone").as_str()], 1);
     assert_eq!(dead_letters[receiver.url.as_str()], 0);
-    assert_eq!(
-        list.notification_configurations[0].notification_types.len(),
-        7,
-        "all types when none named"
-    );
+    // Listed by URL (the order pages follow).
+    let urls: Vec<&str> = list
+        .notification_configurations
+        .iter()
+        .map(|n| n.notification_url.as_str())
+        .collect();
+    let mut sorted = urls.clone();
+    sorted.sort_unstable();
+    assert_eq!(urls, sorted);
+    let all = list
+        .notification_configurations
+        .iter()
+        .find(|n| n.notification_url == receiver.url)
+        .unwrap();
+    assert_eq!(all.notification_types.len(), 7, "all types when none named");
 }
 
 /// Five notifications pending (their receiver answering 503) when the
@@ -360,7 +353,7 @@ fn pending_notifications_survive_a_sigkill_and_arrive_once() {
     );
     let mut per_delivery: HashMap<String, usize> = HashMap::new();
     for post in &taken {
-        assert!(signed_with(post, SECRET));
+        assert!(post.signed_with(SECRET));
         assert_eq!(post.body["event"], "SCALE_REJECT");
         *per_delivery
             .entry(post.headers["x-ebb-delivery"].clone())

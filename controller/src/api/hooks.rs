@@ -22,6 +22,7 @@ fn hook_view(group: &ScalingGroup, h: &LifecycleHook) -> pb::LifecycleHook {
         notification_url: h.webhook.clone().unwrap_or_default(),
         script: h.script.clone(),
         created_at_ms: h.created_at_ms,
+        signed: h.secret.is_some(),
     }
 }
 
@@ -116,6 +117,7 @@ pub async fn create_lifecycle_hook(
         heartbeat_timeout_secs: req.heartbeat_timeout_secs,
         default_result: req.default_result,
         webhook: req.notification_url,
+        secret: req.secret,
         script: req.script,
     };
     let hook = LifecycleHook::create(

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::store::{DeliveryState, Write};
 use ebb_core::model::{
     DEFAULT_WEBHOOK_TIMEOUT_MS, Invalid, NotificationConfig, NotificationType, ScalingGroup,
-    WEBHOOK_SECRET_LEN, WEBHOOK_TIMEOUT_MS,
+    WEBHOOK_TIMEOUT_MS, check_webhook_secret,
 };
 use ebb_proto::v1 as pb;
 use tonic::Status;
@@ -62,18 +62,8 @@ pub async fn create_notification_configuration(
         }
     }
     let secret = (!req.secret.is_empty()).then_some(req.secret);
-    if let Some(secret) = &secret
-        && !WEBHOOK_SECRET_LEN.contains(&secret.len())
-    {
-        errors.push(
-            "secret",
-            format!(
-                "is {} bytes; give {} to {} (e.g. `openssl rand -hex 32`)",
-                secret.len(),
-                WEBHOOK_SECRET_LEN.start(),
-                WEBHOOK_SECRET_LEN.end()
-            ),
-        );
+    if let Some(secret) = &secret {
+        check_webhook_secret("secret", secret, &mut errors);
     }
     let timeout_ms = match req.timeout_ms {
         0 => DEFAULT_WEBHOOK_TIMEOUT_MS,

@@ -73,12 +73,11 @@ impl Engine {
                     "heartbeat_timeout_secs": hook.heartbeat_timeout_secs,
                     "deadline_ms": w.deadline_ms,
                 });
-                // Unsigned, with the default timeout: a hook's webhook has
-                // no secret of its own (yet).
+                // Signed when the hook has a secret; the default timeout.
                 let target = ebb_core::model::NotificationConfig {
                     url: url.clone(),
                     types: Vec::new(),
-                    secret: None,
+                    secret: hook.secret.clone(),
                     timeout_ms: ebb_core::model::DEFAULT_WEBHOOK_TIMEOUT_MS,
                 };
                 let entry = notify::delivery(

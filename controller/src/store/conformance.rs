@@ -798,6 +798,7 @@ fn every_field_round_trips(store: &dyn Store) {
             webhook: Some("http://10.0.0.5:8080/hook?x=1".into()),
             script: vec!["sh".into(), "-c".into(), "drain --grace 60 \"all\"".into()],
             created_at_ms: 1_754_000_000_000,
+            secret: Some("a-hook-secret-of-32-bytes-length".into()),
         }],
         load_balancers: vec![LoadBalancer {
             target: "lb-1".into(),

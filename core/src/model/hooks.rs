@@ -37,6 +37,10 @@ pub struct LifecycleHook {
     pub default_result: LifecycleResult,
     /// Told of each action by a JSON POST.
     pub webhook: Option<String>,
+    /// The HMAC-SHA256 key of the webhook's `X-Ebb-Signature`; unsigned
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     /// Run by the instance's agent; its exit status completes the action.
     pub script: Vec<String>,
     pub created_at_ms: i64,
@@ -52,6 +56,8 @@ pub struct HookSpec {
     pub default_result: String,
     /// Empty: none.
     pub webhook: String,
+    /// Empty: the webhook's POSTs are unsigned.
+    pub secret: String,
     pub script: Vec<String>,
 }
 
@@ -108,6 +114,16 @@ impl LifecycleHook {
         {
             errors.push("notification_url", e);
         }
+        let secret = (!spec.secret.is_empty()).then(|| spec.secret.clone());
+        if let Some(secret) = &secret {
+            super::check_webhook_secret("secret", secret, &mut errors);
+            if webhook.is_none() {
+                errors.push(
+                    "secret",
+                    "signs the webhook's POSTs; give notification_url too",
+                );
+            }
+        }
         if spec.script.len() > MAX_SCRIPT_ARGS {
             errors.push(
                 "script",
@@ -131,6 +147,7 @@ impl LifecycleHook {
             heartbeat_timeout_secs,
             default_result,
             webhook,
+            secret,
             script: spec.script.clone(),
             created_at_ms: now_ms,
         })
@@ -284,6 +301,7 @@ mod tests {
             heartbeat_timeout_secs: Some(29),
             default_result: "MAYBE".into(),
             webhook: "ftp://example.com/".into(),
+            secret: "short".into(),
             script: vec![" ".into()],
         };
         let err = LifecycleHook::create("ash-1".into(), &bad, &[], 0).unwrap_err();
@@ -296,8 +314,13 @@ mod tests {
                 "heartbeat_timeout_secs",
                 "default_result",
                 "notification_url",
+                "secret",
                 "script"
             ]
+        );
+        assert!(
+            err.to_string()
+                .contains("secret: is 5 bytes; give 16 to 256")
         );
         let long = HookSpec {
             heartbeat_timeout_secs: Some(21_601),
@@ -310,6 +333,30 @@ mod tests {
             err.contains("must be 30 to 21600 seconds, got 21601"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_secret_signs_the_webhook_and_needs_one() {
+        let secret = "a-hook-secret-of-32-bytes-length";
+        let alone = HookSpec {
+            secret: secret.into(),
+            ..spec("drain", "SCALE_IN")
+        };
+        let err = LifecycleHook::create("ash-1".into(), &alone, &[], 0)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "secret: signs the webhook's POSTs; give notification_url too"
+        );
+        let signed = HookSpec {
+            webhook: "https://hooks.example.com/drain".into(),
+            ..alone
+        };
+        let h = LifecycleHook::create("ash-1".into(), &signed, &[], 0).unwrap();
+        assert_eq!(h.secret.as_deref(), Some(secret));
+        let unsigned = LifecycleHook::create("ash-1".into(), &spec("drain", "SCALE_IN"), &[], 0);
+        assert_eq!(unsigned.unwrap().secret, None);
     }
 
     #[test]

@@ -261,6 +261,21 @@ pub const WEBHOOK_TIMEOUT_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
 /// and HMAC hashes a longer key down anyway.
 pub const WEBHOOK_SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
 
+/// Checks a webhook secret's length, naming `field`.
+pub fn check_webhook_secret(field: &str, secret: &str, errors: &mut Invalid) {
+    if !WEBHOOK_SECRET_LEN.contains(&secret.len()) {
+        errors.push(
+            field,
+            format!(
+                "is {} bytes; give {} to {} (e.g. `openssl rand -hex 32`)",
+                secret.len(),
+                WEBHOOK_SECRET_LEN.start(),
+                WEBHOOK_SECRET_LEN.end()
+            ),
+        );
+    }
+}
+
 fn default_webhook_timeout_ms() -> u32 {
     DEFAULT_WEBHOOK_TIMEOUT_MS
 }

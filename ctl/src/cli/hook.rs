@@ -43,9 +43,13 @@ pub enum HookCmd {
         /// The result when nobody completes the action in time [default: CONTINUE]
         #[arg(long, value_parser = results())]
         default_result: Option<String>,
-        /// Told of each action by a JSON POST (http://host:port/path)
+        /// Told of each action by a JSON POST (http:// or https://)
         #[arg(long, value_name = "URL")]
         webhook: Option<String>,
+        /// Sign each POST to --webhook with the secret in this file (16 to 256
+        /// bytes; a trailing newline is dropped): X-Ebb-Signature: sha256=<HMAC of the body>
+        #[arg(long, value_name = "FILE", requires = "webhook")]
+        secret_file: Option<std::path::PathBuf>,
         /// The script and its arguments, after `--`
         #[arg(last = true, value_name = "SCRIPT")]
         script: Vec<String>,
