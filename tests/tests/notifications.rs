@@ -10,7 +10,7 @@ use std::time::Duration;
 use ebb_certs::Ca;
 use ebb_proto::v1 as pb;
 use ebb_tests::{
-    Admin, ControllerProc, DEADLINE, Received, Sandbox, WebhookReceiver, admin_call, eventually,
+    Admin, ControllerProc, DEADLINE, Sandbox, WebhookReceiver, admin_call, eventually,
 };
 
 const SECRET: &str = "a-receivers-secret-of-32-bytes!!";
