@@ -360,13 +360,15 @@ impl From<pb::CertificateEntry> for CertView {
 
 /// `cert list`: each identity's latest certificate, soonest expiry first.
 pub async fn list(admin: &mut Admin, out: Output) -> Result<()> {
-    let certs: Vec<CertView> = admin
+    let mut certs: Vec<CertView> = admin
         .list_certificates(pb::ListCertificatesRequest::default())
         .await?
         .certificates
         .into_iter()
         .map(CertView::from)
         .collect();
+    // The controller pages by identity; every page is here.
+    certs.sort_by(|a, b| (a.not_after_ms, &a.identity).cmp(&(b.not_after_ms, &b.identity)));
     match out {
         Output::Json => print_json(&certs),
         Output::Table | Output::Wide => {

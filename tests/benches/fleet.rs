@@ -358,18 +358,29 @@ fn setup_group(
     Ok(())
 }
 
+/// Every page of the group's InService instances (1000 to a page).
 fn in_service(admin: &mut Admin, group: &str) -> usize {
-    admin_call!(
-        *admin,
-        describe_scaling_instances,
-        pb::DescribeScalingInstancesRequest {
-            scaling_group: group.into(),
-            lifecycle_state: "InService".into(),
-            ..Default::default()
+    let mut count = 0;
+    let mut page_token = String::new();
+    loop {
+        let Ok(r) = admin_call!(
+            *admin,
+            describe_scaling_instances,
+            pb::DescribeScalingInstancesRequest {
+                scaling_group: group.into(),
+                lifecycle_state: "InService".into(),
+                page_token: page_token.clone(),
+                ..Default::default()
+            }
+        ) else {
+            return count;
+        };
+        count += r.instances.len();
+        if r.next_page_token.is_empty() {
+            return count;
         }
-    )
-    .map(|r| r.instances.len())
-    .unwrap_or(0)
+        page_token = r.next_page_token;
+    }
 }
 
 /// One simulated agent: connect, Hello, answer every Pull at once.

@@ -315,4 +315,61 @@ fn other_listings_page_by_their_order_and_ebbctl_reads_past_the_first_page() {
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], tokens[0].id.as_str());
+
+    // Listings by time page too: the two tokens, one a page, oldest first.
+    let mut walked = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let r = admin_call!(
+            admin,
+            list_join_tokens,
+            pb::ListJoinTokensRequest {
+                page_size: 1,
+                page_token: page_token.clone(),
+                ..Default::default()
+            }
+        )
+        .unwrap();
+        walked.extend(r.tokens);
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    assert_eq!(walked.len(), 2);
+    assert!(
+        (walked[0].created_at_ms, &walked[0].id) < (walked[1].created_at_ms, &walked[1].id),
+        "not in creation order"
+    );
+    assert!(walked.iter().any(|t| t.id == tokens[0].id));
+
+    // Revocations since a time, filtered by the controller.
+    let revoke = |admin: &mut Admin, who: &str| {
+        admin_call!(
+            *admin,
+            revoke_certificate,
+            pb::RevokeCertificateRequest {
+                identity: format!("instance/{who}"),
+                reason: "paging test".into(),
+                ..Default::default()
+            }
+        )
+        .unwrap()
+    };
+    let first = revoke(&mut admin, "r1");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let second = revoke(&mut admin, "r2");
+    assert!(second.revoked_at_ms > first.revoked_at_ms);
+    let since = admin_call!(
+        admin,
+        describe_revoked_certificates,
+        pb::DescribeRevokedCertificatesRequest {
+            since_ms: second.revoked_at_ms,
+            ..Default::default()
+        }
+    )
+    .unwrap()
+    .certificates;
+    let since: Vec<&str> = since.iter().map(|r| r.identity.as_str()).collect();
+    assert_eq!(since, [second.identity.as_str()]);
 }

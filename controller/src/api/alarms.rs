@@ -288,16 +288,17 @@ pub async fn describe_alarms(
     req: pb::DescribeAlarmsRequest,
 ) -> Result<pb::DescribeAlarmsResponse, Status> {
     let group_id = group_filter(engine, &req.scaling_group)?;
-    let page = Page::of(req.page_size, &req.page_token)?;
+    let mut e = Invalid::default();
+    let page = Page::read(req.page_size, &req.page_token, &mut e);
     let state = if req.state.is_empty() {
         None
     } else {
-        Some(
-            req.state
-                .parse::<AlarmState>()
-                .map_err(|e| invalid(Invalid::one("state", e)))?,
-        )
+        req.state
+            .parse::<AlarmState>()
+            .map_err(|why| e.push("state", why))
+            .ok()
     };
+    e.into_result().map_err(invalid)?;
     let mut alarms = engine.store.list_alarms(group_id.as_deref())?;
     alarms.retain(|a| state.is_none_or(|s| a.eval.state == s));
     let (alarms, next_page_token) = page.cut(alarms, |a| name_key(&a.name, &a.id));

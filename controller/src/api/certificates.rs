@@ -9,7 +9,7 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use crate::api::Caller;
-use crate::api::common::{Page, invalid, now_ms, time_key};
+use crate::api::common::{Page, invalid, now_ms};
 use crate::engine::Engine;
 use crate::engine::certs::MAX_ADMIN_DAYS;
 use crate::fleet::CloseReason;
@@ -31,9 +31,10 @@ pub async fn list_certificates(
     req: pb::ListCertificatesRequest,
 ) -> Result<pb::ListCertificatesResponse, Status> {
     let page = Page::of(req.page_size, &req.page_token)?;
-    let (certificates, next_page_token) = page.cut(engine.store.list_certificates()?, |c| {
-        time_key(c.not_after_ms, &c.identity)
-    });
+    // By identity: an identity's latest certificate changes its expiry at
+    // each renewal, so an expiry order would move it between pages.
+    let (certificates, next_page_token) =
+        page.cut(engine.store.list_certificates()?, |c| c.identity.clone());
     Ok(pb::ListCertificatesResponse {
         certificates: certificates.iter().map(entry).collect(),
         next_page_token,

@@ -126,9 +126,9 @@ pub(crate) fn find_named<T>(
 /// in normal use, default to 50 instead).
 pub(crate) const MAX_PAGE_SIZE: usize = 1000;
 
-/// The longest page token taken back: a listing key (a name, or a time and
-/// an id), so far shorter in practice.
-const MAX_PAGE_TOKEN: usize = 1024;
+/// The longest page token taken back: a listing key, at most a webhook URL
+/// (notification targets page by URL) and so far shorter in practice.
+const MAX_PAGE_TOKEN: usize = 2 * ebb_core::url::MAX_URL_LEN;
 
 /// Where a page of a listing starts and how long it is.
 #[derive(Debug)]
@@ -141,6 +141,13 @@ impl Page {
     /// From a request's `page_size` and `page_token`.
     pub(crate) fn of(page_size: u32, page_token: &str) -> Result<Self, Status> {
         let mut e = Invalid::default();
+        let page = Self::read(page_size, page_token, &mut e);
+        e.into_result().map_err(invalid)?;
+        Ok(page)
+    }
+
+    /// As [`Page::of`], adding its problems to a request's others.
+    pub(crate) fn read(page_size: u32, page_token: &str, e: &mut Invalid) -> Self {
         let size = match page_size as usize {
             0 => MAX_PAGE_SIZE,
             n if n > MAX_PAGE_SIZE => {
@@ -158,11 +165,10 @@ impl Page {
                 ),
             );
         }
-        e.into_result().map_err(invalid)?;
-        Ok(Self {
+        Self {
             size,
             after: (!page_token.is_empty()).then(|| page_token.to_owned()),
-        })
+        }
     }
 
     /// This page of `items`, in the order of `key` (each item's unique
@@ -312,10 +318,12 @@ mod tests {
     #[test]
     fn page_size_and_token_are_checked() {
         assert_eq!(Page::of(0, "").unwrap().size, MAX_PAGE_SIZE);
-        let e = Page::of(1001, &"x".repeat(2000)).unwrap_err();
+        // A token as long as the longest key (a webhook URL) is taken.
+        assert!(Page::of(1, &"x".repeat(ebb_core::url::MAX_URL_LEN)).is_ok());
+        let e = Page::of(1001, &"x".repeat(5000)).unwrap_err();
         assert_eq!(
             e.message(),
-            "page_size: 1001 is above 1000; page_token: is 2000 bytes, not a next_page_token this server gave out"
+            "page_size: 1001 is above 1000; page_token: is 5000 bytes, not a next_page_token this server gave out"
         );
         assert_eq!(time_key(5, "i-1"), "00000000000000000005:i-1");
         assert!(time_key(10, "a") > time_key(9, "z"));

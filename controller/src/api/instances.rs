@@ -239,16 +239,17 @@ pub async fn describe_scaling_instances(
     req: pb::DescribeScalingInstancesRequest,
 ) -> Result<pb::DescribeScalingInstancesResponse, Status> {
     let group_id = group_filter(engine, &req.scaling_group)?;
-    let page = Page::of(req.page_size, &req.page_token)?;
+    let mut e = Invalid::default();
+    let page = Page::read(req.page_size, &req.page_token, &mut e);
     let state = if req.lifecycle_state.is_empty() {
         None
     } else {
-        Some(
-            req.lifecycle_state
-                .parse::<LifecycleState>()
-                .map_err(|e| invalid(Invalid::one("lifecycle_state", e)))?,
-        )
+        req.lifecycle_state
+            .parse::<LifecycleState>()
+            .map_err(|why| e.push("lifecycle_state", why))
+            .ok()
     };
+    e.into_result().map_err(invalid)?;
     let mut instances = engine.store.list_instances(group_id.as_deref())?;
     instances.retain(|i| {
         state.is_none_or(|s| i.lifecycle_state == s)

@@ -11,7 +11,7 @@ use ebb_core::model::{
 };
 use ebb_proto::v1 as pb;
 use tonic::Status;
-use tracing::info;
+use tracing::{info, warn};
 
 fn notification_view(
     group: &ScalingGroup,
@@ -139,7 +139,18 @@ pub async fn delete_notification_configuration(
             group.name, req.notification_url
         )));
     }
-    engine.store.commit(vec![Write::UpdateGroup(group)])?;
+    engine
+        .store
+        .commit(vec![Write::UpdateGroup(group.clone())])?;
+    // What was pending for it goes now; the notifier drops, at its next
+    // attempt, whatever this misses.
+    match crate::engine::notify::drop_pending(engine, &group.id, &req.notification_url) {
+        Ok(0) => {}
+        Ok(n) => info!(group = %group.name, url = %req.notification_url,
+            "dropped {n} pending notifications of a deleted target"),
+        Err(e) => warn!(group = %group.name, url = %req.notification_url,
+            "dropping a deleted target's pending notifications (left to the notifier): {e}"),
+    }
     Ok(pb::DeleteNotificationConfigurationResponse {})
 }
 

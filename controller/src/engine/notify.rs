@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::engine::Engine;
-use crate::store::{Delivery, DeliveryState, Write};
+use crate::store::{Delivery, DeliveryState, StoreError, Write};
 use crate::webhook::{Client, Post};
 use ebb_core::model::{Activity, ActivityStatus, NotificationConfig, NotificationType};
 
@@ -36,6 +36,9 @@ const WINDOW: usize = 200;
 const CATCH_UP_MS: i64 = 10 * 60_000;
 /// Deliveries sent at once, at most.
 const IN_FLIGHT: usize = 64;
+/// Deliveries dropped per commit when a target is deleted: well inside
+/// etcd's default `--max-txn-ops` of 128.
+const DROP_BATCH: usize = 64;
 /// The first retry's wait; it doubles up to [`MAX_BACKOFF_MS`].
 const FIRST_BACKOFF_MS: i64 = 1_000;
 const MAX_BACKOFF_MS: i64 = 300_000;
@@ -316,7 +319,26 @@ fn enqueue_new(engine: &Engine, seen: &mut HashMap<String, ActivityStatus>) {
     }
 }
 
-/// One attempt at a delivery; its outcome is written back to the outbox.
+/// Deletes what is pending for `url`, a target of group `group_id` just
+/// deleted, a batch per commit; returns how many.
+pub fn drop_pending(engine: &Engine, group_id: &str, url: &str) -> Result<usize, StoreError> {
+    let pending: Vec<Write> = engine
+        .store
+        .list_deliveries(DeliveryState::Pending, i64::MAX, usize::MAX)?
+        .into_iter()
+        .filter(|d| d.group_id == group_id && d.url == url && d.event != LIFECYCLE_EVENT)
+        .map(|d| Write::DeleteDelivery(d.id))
+        .collect();
+    let n = pending.len();
+    let mut rest = pending.into_iter().peekable();
+    while rest.peek().is_some() {
+        engine
+            .store
+            .commit(rest.by_ref().take(DROP_BATCH).collect())?;
+    }
+    Ok(n)
+}
+
 /// Whether `d` is a notification for a target its group no longer has:
 /// deleting a target stops what was still pending for it. A deleted
 /// group's last notifications still go out, and a lifecycle hook's webhook
@@ -331,6 +353,10 @@ fn target_deleted(engine: &Engine, d: &Delivery) -> bool {
     }
 }
 
+/// One attempt at a delivery; its outcome is written back to the outbox.
+/// One for a deleted target is dropped instead (the backstop of
+/// [`drop_pending`], for what it missed or what an attempt in flight wrote
+/// back).
 async fn attempt(engine: &Engine, mut d: Delivery) {
     if target_deleted(engine, &d) {
         info!(url = %d.url, event = %d.event, delivery = %d.id,
