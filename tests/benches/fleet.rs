@@ -346,15 +346,18 @@ fn setup_group(
             }
         )?;
     }
-    admin_call!(
-        *admin,
-        attach_instances,
-        pb::AttachInstancesRequest {
-            client_token: String::new(),
-            scaling_group: name.into(),
-            instance_ids: ids.to_vec(),
-        }
-    )?;
+    // A hundred a call, the most AttachInstances takes.
+    for batch in ids.chunks(100) {
+        admin_call!(
+            *admin,
+            attach_instances,
+            pb::AttachInstancesRequest {
+                client_token: String::new(),
+                scaling_group: name.into(),
+                instance_ids: batch.to_vec(),
+            }
+        )?;
+    }
     Ok(())
 }
 

@@ -512,6 +512,34 @@ fn instance_operations_refuse_bad_input() {
             err.message()
         );
     }
+    // More than one call may name (each is a write of its one commit).
+    let many: Vec<String> = (0..101).map(|i| format!("h-{i}")).collect();
+    let err = admin_call!(
+        admin,
+        attach_instances,
+        pb::AttachInstancesRequest {
+            client_token: String::new(),
+            scaling_group: "ops".into(),
+            instance_ids: many.clone(),
+        }
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.message(),
+        "instance_ids: lists 101 instances; at most 100 per call"
+    );
+    let err = admin_call!(
+        admin,
+        remove_instances,
+        pb::RemoveInstancesRequest {
+            scaling_group: "ops".into(),
+            instance_ids: many,
+            ..Default::default()
+        }
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("instance_ids: lists 101"));
     let err = admin_call!(
         admin,
         attach_instances,

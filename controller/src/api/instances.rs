@@ -48,18 +48,38 @@ pub(crate) fn instance_view(engine: &Engine, i: &Instance) -> pb::Instance {
     }
 }
 
-/// Instances of `group` named in `ids`, every unknown id reported.
-fn instances_of(
-    engine: &Engine,
-    group: &ScalingGroup,
-    ids: &[String],
-) -> Result<Vec<Instance>, Status> {
+/// The most instances one call names: each is a write of the call's one
+/// commit, which must fit etcd's default `--max-txn-ops` (128). ESS allows
+/// 20 to 1000 per call, depending on the call.
+pub const MAX_INSTANCE_IDS: usize = 100;
+
+/// Refuses an empty or too long `instance_ids`.
+fn check_count(ids: &[String]) -> Result<(), Status> {
     if ids.is_empty() {
         return Err(invalid(Invalid::one(
             "instance_ids",
             "name at least one instance",
         )));
     }
+    if ids.len() > MAX_INSTANCE_IDS {
+        return Err(invalid(Invalid::one(
+            "instance_ids",
+            format!(
+                "lists {} instances; at most {MAX_INSTANCE_IDS} per call",
+                ids.len()
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// Instances of `group` named in `ids`, every unknown id reported.
+fn instances_of(
+    engine: &Engine,
+    group: &ScalingGroup,
+    ids: &[String],
+) -> Result<Vec<Instance>, Status> {
+    check_count(ids)?;
     let all = engine.store.list_instances(Some(&group.id))?;
     let mut errors = Invalid::default();
     let mut found = Vec::new();
@@ -295,12 +315,7 @@ pub(crate) fn attach(
             group.name, group.state
         )));
     }
-    if ids.is_empty() {
-        return Err(invalid(Invalid::one(
-            "instance_ids",
-            "name at least one instance",
-        )));
-    }
+    check_count(ids)?;
     let store = &engine.store;
     let mut errors = Invalid::default();
     for (n, id) in ids.iter().enumerate() {

@@ -35,6 +35,11 @@ type Outcome = crate::provider::Result<Option<crate::provider::Launched>>;
 /// After this many failed launches, an activity fails instead of retrying.
 const MAX_LAUNCH_FAILURES: u32 = 3;
 
+/// Instances a pass marks for removal: they are written with the activity
+/// in one commit, which must fit etcd's default `--max-txn-ops` (128). A
+/// larger scale-in takes a pass (a second) per hundred.
+pub const MAX_REMOVALS_PER_PASS: u32 = 100;
+
 /// Back-off after a failed activity before the loop tries again.
 const FAILURE_BACKOFF_MS: i64 = 30_000;
 
@@ -316,7 +321,13 @@ impl Engine {
             };
             match step {
                 CapacityStep::Launch(n) => self.scale_out(&group, &mut act, n, now)?,
-                CapacityStep::Remove(n) => self.scale_in(&group, &mut act, &instances, n, now)?,
+                CapacityStep::Remove(n) => self.scale_in(
+                    &group,
+                    &mut act,
+                    &instances,
+                    n.min(MAX_REMOVALS_PER_PASS),
+                    now,
+                )?,
                 CapacityStep::Hold => {}
             }
             running = Some(act);
@@ -682,7 +693,14 @@ mod tests {
     /// An engine on an in-memory store with `provider`, and a group (not
     /// yet stored) for the test's instances.
     fn engine_on(provider: Arc<dyn Provider>) -> (Arc<dyn Store>, Arc<Engine>, ScalingGroup) {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        engine_with(Arc::new(SqliteStore::open_in_memory().unwrap()), provider)
+    }
+
+    /// As [`engine_on`], on `store`.
+    fn engine_with(
+        store: Arc<dyn Store>,
+        provider: Arc<dyn Provider>,
+    ) -> (Arc<dyn Store>, Arc<Engine>, ScalingGroup) {
         let ca = Arc::new(ebb_certs::Ca::generate("ebb.local", ebb_certs::CA_VALIDITY).unwrap());
         let engine = Arc::new(Engine::new(
             store.clone(),
@@ -845,5 +863,60 @@ mod tests {
         // Its launch time-out counts from here, not from its record.
         assert!(new.launched_at_ms.is_some());
         assert_eq!(adopted.launched_at_ms, None);
+    }
+
+    /// A scale-in of 250 on etcd, whose transactions hold at most 128
+    /// operations: each pass marks at most a hundred, and the group gets
+    /// there in three, with one activity.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scale_in_larger_than_an_etcd_transaction_takes_a_pass_per_hundred() {
+        let provider = Arc::new(FakeProvider::new());
+        let (store, engine, mut group) = engine_with(
+            Arc::new(crate::store::etcd::tests::fresh_store()),
+            provider.clone(),
+        );
+        group.max_size = 250;
+        group.desired_capacity = 0;
+        group.state = GroupState::Active;
+        store
+            .commit(vec![Write::CreateGroup(group.clone())])
+            .unwrap();
+        let ids: Vec<String> = (0..250).map(|i| format!("i-{i:03}")).collect();
+        for batch in ids.chunks(100) {
+            let writes = batch
+                .iter()
+                .map(|id| {
+                    provider.insert(id, true);
+                    Write::PutInstance(Instance {
+                        id: id.clone(),
+                        group_id: group.id.clone(),
+                        configuration_id: None,
+                        lifecycle_state: LifecycleState::InService,
+                        health_status: HealthStatus::Healthy,
+                        creation_type: CreationType::AutoCreated,
+                        address: None,
+                        created_at_ms: 0,
+                        in_service_at_ms: Some(0),
+                        activity_id: None,
+                        hook_waits: Vec::new(),
+                        attach_phase: None,
+                        provider_id: None,
+                        provider_address: None,
+                        launched_at_ms: None,
+                    })
+                })
+                .collect();
+            store.commit(writes).unwrap();
+        }
+        let mut left = Vec::new();
+        for _ in 0..3 {
+            engine.reconcile_all().await.unwrap();
+            left.push(store.list_instances(Some(&group.id)).unwrap().len());
+        }
+        assert_eq!(left, [150, 50, 0]);
+        assert!(provider.ids().is_empty());
+        let activities = store.list_activities(Some(&group.id), 10).unwrap();
+        assert_eq!(activities.len(), 1);
+        assert_eq!(activities[0].removed_instances.len(), 250);
     }
 }

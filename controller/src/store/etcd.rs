@@ -1574,7 +1574,7 @@ impl Store for EtcdStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::process::{Command, Stdio};
     use std::sync::OnceLock;
     use std::sync::atomic::AtomicUsize;
@@ -1641,6 +1641,12 @@ mod tests {
 
     fn open(endpoints: Vec<String>, prefix: &str) -> EtcdStore {
         EtcdStore::open(&settings(endpoints), prefix).expect("store opens")
+    }
+
+    /// A store on the shared one-member cluster, under a prefix of its
+    /// own: for tests elsewhere that need etcd's limits, not its failures.
+    pub(crate) fn fresh_store() -> EtcdStore {
+        open(shared_cluster().endpoints(), &fresh_prefix())
     }
 
     /// Runs `f` with a client of its own, on a runtime of its own.
