@@ -372,6 +372,26 @@ impl ControllerProc {
             .expect("run ebbctl")
     }
 
+    /// Runs ebbctl, which must succeed; its stdout.
+    pub fn ebbctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ebbctl(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "ebbctl {args:?} failed:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Runs `ebbctl -o json ARGS`, which must succeed; its output.
+    pub fn ebbctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let text = self.ebbctl_ok(&all);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
     /// Live processes of this controller's instances: those whose command
     /// line or working directory is under its instances dir, as
     /// "pid cwd cmdline" lines.

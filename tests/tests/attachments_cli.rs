@@ -21,14 +21,7 @@ fn stderr(out: &Output) -> String {
 
 /// Runs ebbctl, which must succeed.
 fn ok(ctl: &ControllerProc, args: &[&str]) -> String {
-    let out = ctl.ebbctl(args);
-    assert!(
-        out.status.success(),
-        "ebbctl {args:?} failed:\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
+    ctl.ebbctl_ok(args)
 }
 
 /// Runs ebbctl, which must fail with `code`; returns its stderr.
@@ -45,10 +38,7 @@ fn refused(ctl: &ControllerProc, args: &[&str], code: i32) -> String {
 }
 
 fn json_of(ctl: &ControllerProc, args: &[&str]) -> Value {
-    let mut all = vec!["-o", "json"];
-    all.extend_from_slice(args);
-    let text = ok(ctl, &all);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    ctl.ebbctl_json(args)
 }
 
 fn lbs(ctl: &ControllerProc, group: &str) -> Value {

@@ -27,6 +27,39 @@ fn modify_desired(admin: &mut Admin, n: u32) -> Result<pb::ScalingGroup, tonic::
     )
 }
 
+/// Group `hooks`, never enabled: each change of its desired capacity is
+/// refused, and each refusal is one SCALE_REJECT.
+fn inactive_group(admin: &mut Admin) {
+    admin_call!(
+        *admin,
+        create_scaling_group,
+        pb::CreateScalingGroupRequest {
+            name: "hooks".into(),
+            min_size: 0,
+            max_size: 9,
+            ..Default::default()
+        }
+    )
+    .unwrap();
+}
+
+/// `receiver` told of `hooks`' SCALE_REJECTs, signed with `secret` unless
+/// it is empty.
+fn notify_rejections(admin: &mut Admin, receiver: &WebhookReceiver, secret: &str) {
+    admin_call!(
+        *admin,
+        create_notification_configuration,
+        pb::NotificationConfiguration {
+            scaling_group: "hooks".into(),
+            notification_url: receiver.url.clone(),
+            notification_types: vec!["SCALE_REJECT".into()],
+            secret: secret.into(),
+            ..Default::default()
+        }
+    )
+    .unwrap();
+}
+
 #[test]
 fn every_notification_type_reaches_a_real_https_webhook_signed() {
     let sb = Sandbox::new();
@@ -292,29 +325,8 @@ fn pending_notifications_survive_a_sigkill_and_arrive_once() {
     receiver.answer(503);
     let ctl = ControllerProc::start_with(sb.path(), 1000, "[webhooks]\nattempts = 100\n").unwrap();
     let mut admin = Admin::local(&ctl);
-    admin_call!(
-        admin,
-        create_scaling_group,
-        pb::CreateScalingGroupRequest {
-            name: "hooks".into(),
-            min_size: 0,
-            max_size: 9,
-            ..Default::default()
-        }
-    )
-    .unwrap();
-    admin_call!(
-        admin,
-        create_notification_configuration,
-        pb::NotificationConfiguration {
-            scaling_group: "hooks".into(),
-            notification_url: receiver.url.clone(),
-            notification_types: vec!["SCALE_REJECT".into()],
-            secret: SECRET.into(),
-            ..Default::default()
-        }
-    )
-    .unwrap();
+    inactive_group(&mut admin);
+    notify_rejections(&mut admin, &receiver, SECRET);
     // The group is not enabled: each change of desired is refused, and
     // each refusal is one notification.
     for n in 1..=5 {
@@ -375,29 +387,9 @@ fn a_deleted_targets_pending_notifications_are_dropped() {
     let working = WebhookReceiver::start();
     let ctl = ControllerProc::start_with(sb.path(), 1000, "[webhooks]\nattempts = 100\n").unwrap();
     let mut admin = Admin::local(&ctl);
-    admin_call!(
-        admin,
-        create_scaling_group,
-        pb::CreateScalingGroupRequest {
-            name: "hooks".into(),
-            min_size: 0,
-            max_size: 9,
-            ..Default::default()
-        }
-    )
-    .unwrap();
+    inactive_group(&mut admin);
     for receiver in [&failing, &working] {
-        admin_call!(
-            admin,
-            create_notification_configuration,
-            pb::NotificationConfiguration {
-                scaling_group: "hooks".into(),
-                notification_url: receiver.url.clone(),
-                notification_types: vec!["SCALE_REJECT".into()],
-                ..Default::default()
-            }
-        )
-        .unwrap();
+        notify_rejections(&mut admin, receiver, "");
     }
     for n in 1..=3 {
         assert!(modify_desired(&mut admin, n).is_err());
@@ -411,12 +403,7 @@ fn a_deleted_targets_pending_notifications_are_dropped() {
         (!failing.posts().is_empty()).then_some(())
     });
 
-    let out = ctl.ebbctl(&["notification", "delete", &failing.url, "--group", "hooks"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ctl.ebbctl_ok(&["notification", "delete", &failing.url, "--group", "hooks"]);
     // Dropped at the delete, not at their next attempt (which is up to
     // minutes away after a few failures).
     ctl.wait_log("dropped 3 pending notifications of a deleted target");

@@ -119,22 +119,15 @@ fn five_thousand_activities_page_through_once_each_by_api_and_ebbctl() {
 
     // Through ebbctl, which asks for pages of 1000 until it has them all.
     let total = created.len() + written_meanwhile.len();
-    let out = ctl.ebbctl(&[
+    let listed = ctl.ebbctl_json(&[
         "activity",
         "list",
         "--group",
         "many",
         "--limit",
         &(total + 100).to_string(),
-        "-o",
-        "json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
     let listed_ids: HashSet<String> = listed
         .iter()
         .map(|a| a["id"].as_str().unwrap().to_owned())
@@ -248,14 +241,13 @@ fn other_listings_page_by_their_order_and_ebbctl_reads_past_the_first_page() {
     let rest: Vec<String> = rest.scaling_rules.into_iter().map(|r| r.name).collect();
     assert_eq!(rest, ["r1000", "r1001", "r1002", "r1003", "r1004"]);
 
-    let out = ctl.ebbctl(&["rule", "list", "--group", "g-a", "-o", "json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let listed: Vec<&str> = listed.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let listed = ctl.ebbctl_json(&["rule", "list", "--group", "g-a"]);
+    let listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     let expected: Vec<String> = (0..1005).map(|n| format!("r{n:04}")).collect();
     assert_eq!(listed, expected);
 
@@ -306,14 +298,8 @@ fn other_listings_page_by_their_order_and_ebbctl_reads_past_the_first_page() {
     .scaling_groups
     .remove(0);
     assert_eq!(tokens[0].scaling_group_id, g_b.id);
-    let out = ctl.ebbctl(&["-o", "json", "token", "list", "--group", "g-b"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(listed.len(), 1);
+    let listed = ctl.ebbctl_json(&["token", "list", "--group", "g-b"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["id"], tokens[0].id.as_str());
 
     // Listings by time page too: the two tokens, one a page, oldest first.

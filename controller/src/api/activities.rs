@@ -1,6 +1,6 @@
 //! Scaling activities: the story of every change of capacity.
 
-use crate::api::common::{activity_view, find_group, invalid};
+use crate::api::common::{MAX_PAGE_SIZE, activity_view, group_filter, invalid};
 use crate::engine::Engine;
 use crate::store::ActivityQuery;
 use ebb_core::model::{Activity, ActivityStatus, Invalid};
@@ -9,9 +9,6 @@ use tonic::Status;
 
 /// Activities returned when the caller names no page size.
 const DEFAULT_ACTIVITY_LIMIT: usize = 50;
-
-/// The most a caller may ask for at once.
-const MAX_ACTIVITY_LIMIT: usize = 1000;
 
 /// The page size: `page_size`, or its older name `limit`.
 fn page_size(req: &pb::DescribeScalingActivitiesRequest) -> Result<usize, Status> {
@@ -28,10 +25,10 @@ fn page_size(req: &pb::DescribeScalingActivitiesRequest) -> Result<usize, Status
         }
     };
     let n = n as usize;
-    if n > MAX_ACTIVITY_LIMIT {
+    if n > MAX_PAGE_SIZE {
         return Err(invalid(Invalid::one(
             field,
-            format!("{n} is above {MAX_ACTIVITY_LIMIT}"),
+            format!("{n} is above {MAX_PAGE_SIZE}"),
         )));
     }
     Ok(n)
@@ -64,11 +61,7 @@ pub async fn describe_scaling_activities(
     req: pb::DescribeScalingActivitiesRequest,
 ) -> Result<pb::DescribeScalingActivitiesResponse, Status> {
     let store = &engine.store;
-    let group_id = if req.scaling_group.is_empty() {
-        None
-    } else {
-        Some(find_group(engine, &req.scaling_group)?.id)
-    };
+    let group_id = group_filter(engine, &req.scaling_group)?;
     let status = if req.status.is_empty() {
         None
     } else {

@@ -1,7 +1,9 @@
 //! Alarm (event-triggered) tasks: create, modify, enable, disable, delete,
 //! describe.
 
-use crate::api::common::{Page, find_group, find_named, group_filter, invalid, name_key, now_ms};
+use crate::api::common::{
+    Page, filter, find_group, find_named, group_filter, invalid, name_key, now_ms,
+};
 use crate::engine::{Engine, limits};
 use crate::id::new_id;
 use crate::store::Write;
@@ -290,14 +292,7 @@ pub async fn describe_alarms(
     let group_id = group_filter(engine, &req.scaling_group)?;
     let mut e = Invalid::default();
     let page = Page::read(req.page_size, &req.page_token, &mut e);
-    let state = if req.state.is_empty() {
-        None
-    } else {
-        req.state
-            .parse::<AlarmState>()
-            .map_err(|why| e.push("state", why))
-            .ok()
-    };
+    let state: Option<AlarmState> = filter("state", &req.state, &mut e);
     e.into_result().map_err(invalid)?;
     let mut alarms = engine.store.list_alarms(group_id.as_deref())?;
     alarms.retain(|a| state.is_none_or(|s| a.eval.state == s));

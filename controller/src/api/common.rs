@@ -214,6 +214,20 @@ pub(crate) fn group_filter(engine: &Engine, scaling_group: &str) -> Result<Optio
     }
 }
 
+/// A request's optional filter `text` (empty: none) as a `T`; a bad one is
+/// added to `e`, naming `field`.
+pub(crate) fn filter<T: std::str::FromStr>(field: &str, text: &str, e: &mut Invalid) -> Option<T>
+where
+    T::Err: std::fmt::Display,
+{
+    if text.is_empty() {
+        return None;
+    }
+    text.parse()
+        .map_err(|why: T::Err| e.push(field, why.to_string()))
+        .ok()
+}
+
 /// An activity as the API shows it.
 pub(crate) fn activity_view(a: &Activity) -> pb::Activity {
     pb::Activity {

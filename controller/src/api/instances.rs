@@ -1,7 +1,7 @@
 //! Instances: describe, attach, detach, remove, protect, mark unhealthy,
 //! standby.
 
-use crate::api::common::{Page, find_group, group_filter, invalid, now_ms, time_key};
+use crate::api::common::{Page, filter, find_group, group_filter, invalid, now_ms, time_key};
 use crate::engine::capacity::{reject_if_suspended, rejection};
 use crate::engine::{Engine, activity};
 use crate::store::{Detached, Write};
@@ -261,14 +261,7 @@ pub async fn describe_scaling_instances(
     let group_id = group_filter(engine, &req.scaling_group)?;
     let mut e = Invalid::default();
     let page = Page::read(req.page_size, &req.page_token, &mut e);
-    let state = if req.lifecycle_state.is_empty() {
-        None
-    } else {
-        req.lifecycle_state
-            .parse::<LifecycleState>()
-            .map_err(|why| e.push("lifecycle_state", why))
-            .ok()
-    };
+    let state: Option<LifecycleState> = filter("lifecycle_state", &req.lifecycle_state, &mut e);
     e.into_result().map_err(invalid)?;
     let mut instances = engine.store.list_instances(group_id.as_deref())?;
     instances.retain(|i| {

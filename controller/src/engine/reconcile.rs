@@ -687,8 +687,18 @@ mod tests {
     use crate::provider::Provider;
     use crate::provider::fake::FakeProvider;
     use crate::store::Store;
+    use crate::store::conformance::instance;
     use crate::store::sqlite::SqliteStore;
     use ebb_core::model::GroupSpec;
+
+    /// An InService instance of `group_id`, in service since the epoch.
+    fn in_service(id: &str, group_id: &str) -> Instance {
+        Instance {
+            lifecycle_state: LifecycleState::InService,
+            in_service_at_ms: Some(0),
+            ..instance(id, group_id, 0)
+        }
+    }
 
     /// An engine on an in-memory store with `provider`, and a group (not
     /// yet stored) for the test's instances.
@@ -729,21 +739,8 @@ mod tests {
         let gate = provider.hold_releases();
         let (store, engine, group) = engine_on(provider.clone());
         let leaving = Instance {
-            id: "i-leaving".into(),
-            group_id: group.id.clone(),
-            configuration_id: None,
             lifecycle_state: LifecycleState::Removing,
-            health_status: HealthStatus::Healthy,
-            creation_type: CreationType::AutoCreated,
-            address: None,
-            created_at_ms: 0,
-            in_service_at_ms: Some(0),
-            activity_id: None,
-            hook_waits: Vec::new(),
-            attach_phase: None,
-            provider_id: None,
-            provider_address: None,
-            launched_at_ms: None,
+            ..in_service("i-leaving", &group.id)
         };
         provider.insert(&leaving.id, true);
         store
@@ -772,23 +769,7 @@ mod tests {
     async fn a_vanished_instance_is_released_once_and_not_taken_for_an_orphan() {
         let provider = Arc::new(FakeProvider::new());
         let (store, engine, group) = engine_on(provider.clone());
-        let gone = Instance {
-            id: "i-gone".into(),
-            group_id: group.id.clone(),
-            configuration_id: None,
-            lifecycle_state: LifecycleState::InService,
-            health_status: HealthStatus::Healthy,
-            creation_type: CreationType::AutoCreated,
-            address: None,
-            created_at_ms: 0,
-            in_service_at_ms: Some(0),
-            activity_id: None,
-            hook_waits: Vec::new(),
-            attach_phase: None,
-            provider_id: None,
-            provider_address: None,
-            launched_at_ms: None,
-        };
+        let gone = in_service("i-gone", &group.id);
         provider.insert(&gone.id, false);
         store
             .commit(vec![Write::CreateGroup(group), Write::PutInstance(gone)])
@@ -818,21 +799,8 @@ mod tests {
         // One launched before a crash: the record is Pending with no name,
         // and the provider knows it.
         let crashed = Instance {
-            id: "i-crashed".into(),
-            group_id: group.id.clone(),
             configuration_id: Some(config.id.clone()),
-            lifecycle_state: LifecycleState::Pending,
-            health_status: HealthStatus::Healthy,
-            creation_type: CreationType::AutoCreated,
-            address: None,
-            created_at_ms: 1_000_000,
-            in_service_at_ms: None,
-            activity_id: None,
-            hook_waits: Vec::new(),
-            attach_phase: None,
-            provider_id: None,
-            provider_address: None,
-            launched_at_ms: None,
+            ..instance("i-crashed", &group.id, 1_000_000)
         };
         provider.insert_named(&crashed.id, "vm-before-the-crash", Some("10.0.0.5"));
         store
@@ -887,23 +855,7 @@ mod tests {
                 .iter()
                 .map(|id| {
                     provider.insert(id, true);
-                    Write::PutInstance(Instance {
-                        id: id.clone(),
-                        group_id: group.id.clone(),
-                        configuration_id: None,
-                        lifecycle_state: LifecycleState::InService,
-                        health_status: HealthStatus::Healthy,
-                        creation_type: CreationType::AutoCreated,
-                        address: None,
-                        created_at_ms: 0,
-                        in_service_at_ms: Some(0),
-                        activity_id: None,
-                        hook_waits: Vec::new(),
-                        attach_phase: None,
-                        provider_id: None,
-                        provider_address: None,
-                        launched_at_ms: None,
-                    })
+                    Write::PutInstance(in_service(id, &group.id))
                 })
                 .collect();
             store.commit(writes).unwrap();

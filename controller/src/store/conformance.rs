@@ -230,7 +230,7 @@ fn configuration(id: &str, group_id: &str, name: &str, created_at_ms: i64) -> Sc
     }
 }
 
-pub(super) fn instance(id: &str, group_id: &str, created_at_ms: i64) -> Instance {
+pub(crate) fn instance(id: &str, group_id: &str, created_at_ms: i64) -> Instance {
     Instance {
         id: id.into(),
         group_id: group_id.into(),
